@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/flagenv"
+)
+
+// client is a small client of the region's API.
+type client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func clientFlags(fs *flag.FlagSet) *client {
+	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
+	fs.StringVar(&c.base, "api", "http://127.0.0.1:5240", "the region's API address")
+	fs.StringVar(&c.token, "token", "", "API token (default: "+tokenFile+" when it exists)")
+	return c
+}
+
+// tokenFile is where `rackplane dev` keeps its bootstrap token; the client
+// uses it when no token is given, so the dev loop needs no setup.
+const tokenFile = ".rackplane/token"
+
+func (c *client) get(ctx context.Context, path string, q url.Values, out any) error {
+	u := strings.TrimRight(c.base, "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, out)
+}
+
+func (c *client) do(req *http.Request, out any) error {
+	if c.token == "" {
+		if b, err := os.ReadFile(tokenFile); err == nil {
+			c.token = strings.TrimSpace(string(b))
+		}
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("region API: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("region API: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+			return &rackplane.Error{Code: e.Error.Code, Message: fmt.Sprintf("%s (%s)", e.Error.Message, resp.Status)}
+		}
+		return fmt.Errorf("region API: %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = body
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
+
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	flagenv.Usage(fs, "usage: rackplane "+fs.Name()+" [flags]")
+	return flagenv.Parse(fs, args, nil)
+}
+
+func runRacks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("racks", flag.ContinueOnError)
+	c := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	var out struct {
+		Racks []rackplane.Rack `json:"racks"`
+	}
+	if *asJSON {
+		var raw json.RawMessage
+		if err := c.get(ctx, "/api/v1/racks", nil, &raw); err != nil {
+			return err
+		}
+		_, err := stdout.Write(raw)
+		return err
+	}
+	if err := c.get(ctx, "/api/v1/racks", nil, &out); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tVERSION\tLAST SEEN")
+	for _, r := range out.Racks {
+		status := "offline"
+		if r.Online {
+			status = "online"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, status, r.Version, r.LastSeen.Local().Format(time.DateTime))
+	}
+	return tw.Flush()
+}
+
+func runRack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rack", flag.ContinueOnError)
+	c := clientFlags(fs)
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: rackplane rack [flags] ID")
+	}
+	var raw json.RawMessage
+	if err := c.get(ctx, "/api/v1/racks/"+url.PathEscape(fs.Arg(0)), nil, &raw); err != nil {
+		return err
+	}
+	_, err := stdout.Write(raw)
+	return err
+}
+
+type storedEvent struct {
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Subject string          `json:"subject"`
+	Source  string          `json:"source"`
+	Time    time.Time       `json:"time"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("events", flag.ContinueOnError)
+	c := clientFlags(fs)
+	follow := fs.Bool("f", false, "follow: keep printing new events")
+	after := fs.String("after", "", "start after this cursor")
+	stream := fs.String("stream", "", "only this stream, such as rack/<id>")
+	typ := fs.String("type", "", "only this event type")
+	asJSON := fs.Bool("json", false, "print each event as a JSON line")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	cursor := *after
+	return pages(ctx, *follow, 500*time.Millisecond, func() (bool, error) {
+		q := url.Values{"limit": {pageSize}}
+		if cursor != "" {
+			q.Set("after", cursor)
+		}
+		if *stream != "" {
+			q.Set("stream", *stream)
+		}
+		if *typ != "" {
+			q.Set("type", *typ)
+		}
+		var page struct {
+			Events []json.RawMessage `json:"events"`
+			Next   string            `json:"next"`
+		}
+		if err := c.get(ctx, "/api/v1/events", q, &page); err != nil {
+			return false, err
+		}
+		for _, raw := range page.Events {
+			if *asJSON {
+				fmt.Fprintf(stdout, "%s\n", compact(raw))
+				continue
+			}
+			var e storedEvent
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return false, err
+			}
+			fmt.Fprintf(stdout, "%s  %-45s %-42s %s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Type, e.Subject, compact(e.Data))
+		}
+		cursor = page.Next
+		return len(page.Events) == pageSizeN, nil
+	})
+}
+
+const (
+	pageSize  = "500"
+	pageSizeN = 500
+)
+
+// pages calls page until it reports a page that was not full; with follow
+// it then polls every wait until ctx ends (Ctrl-C), which is not an error.
+func pages(ctx context.Context, follow bool, wait time.Duration, page func() (full bool, err error)) error {
+	for {
+		full, err := page()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if full {
+			continue
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func compact(raw []byte) string {
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return string(raw)
+	}
+	return buf.String()
+}
+
+func runRejected(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rejected", flag.ContinueOnError)
+	c := clientFlags(fs)
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	var out struct {
+		Rejected []struct {
+			ReceivedAt  time.Time `json:"received_at"`
+			NATSSubject string    `json:"nats_subject"`
+			Reason      string    `json:"reason"`
+			Detail      string    `json:"detail"`
+		} `json:"rejected_events"`
+	}
+	if err := c.get(ctx, "/api/v1/rejected-events", nil, &out); err != nil {
+		return err
+	}
+	for _, r := range out.Rejected {
+		fmt.Fprintf(stdout, "%s  %-14s %s\n    %s\n", r.ReceivedAt.Local().Format(time.DateTime), r.Reason, r.NATSSubject, r.Detail)
+	}
+	return nil
+}
+
+func runVersion(stdout io.Writer) error {
+	_, err := fmt.Fprintln(stdout, "rackplane", rackplane.Version)
+	return err
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/rack"
+	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+type devConfig struct {
+	DataDir      string
+	DatabaseURL  string
+	NATSAddr     string
+	HTTPAddr     string
+	RackHTTPAddr string
+	TFTPAddr     string
+	RackName     string
+	LogLevel     string
+}
+
+func (c devConfig) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is empty"))
+	}
+	for flagName, addr := range map[string]string{"-nats-addr": c.NATSAddr, "-http-addr": c.HTTPAddr, "-rack-http-addr": c.RackHTTPAddr, "-tftp-addr": c.TFTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
+		}
+	}
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
+		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack", LogLevel: "info"}
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where NATS, the rack and caches keep their data")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (default $DATABASE_URL, else the local server with libpq defaults and database rackplane, created if missing)")
+	fs.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "address of the embedded NATS server")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the region's web API")
+	fs.StringVar(&cfg.RackHTTPAddr, "rack-http-addr", cfg.RackHTTPAddr, "address of the rack's HTTP server")
+	fs.StringVar(&cfg.TFTPAddr, "tftp-addr", cfg.TFTPAddr, "address of the rack's TFTP server")
+	fs.StringVar(&cfg.RackName, "rack-name", cfg.RackName, "name of the built-in rack")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel)
+	log := logging.New(level)
+
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	dbURL, err := devDatabase(ctx, dial.DatabaseURL(cfg.DatabaseURL), log)
+	if err != nil {
+		return err
+	}
+	pool, err := dial.Postgres(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	token, err := devToken(ctx, pool, filepath.Join(dataDir, "token"), log)
+	if err != nil {
+		return err
+	}
+
+	host, portStr, _ := net.SplitHostPort(cfg.NATSAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("-nats-addr port %q: %w", portStr, err)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Host: host, Port: port, StoreDir: filepath.Join(dataDir, "nats"), Name: "rackplane-dev"})
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	natsURL := ns.ClientURL()
+
+	regionNC, err := dial.NATS(natsURL, "regiond (dev)", log)
+	if err != nil {
+		return err
+	}
+	defer regionNC.Close()
+	rcfg := region.DefaultConfig()
+	rcfg.HTTPAddr, rcfg.NATSURL, rcfg.LogLevel = cfg.HTTPAddr, natsURL, cfg.LogLevel
+	reg, err := region.New(rcfg, pool, regionNC, log.With("component", "region"))
+	if err != nil {
+		return err
+	}
+
+	rackNC, err := dial.NATS(natsURL, "rackd (dev)", log)
+	if err != nil {
+		return err
+	}
+	defer rackNC.Close()
+	kcfg := rack.DefaultConfig()
+	kcfg.DataDir, kcfg.Name, kcfg.NATSURL, kcfg.HTTPAddr, kcfg.LogLevel = filepath.Join(dataDir, "rack"), cfg.RackName, natsURL, cfg.RackHTTPAddr, cfg.LogLevel
+	kcfg.TFTPAddrs = []string{cfg.TFTPAddr}
+	rk, err := rack.New(kcfg, rackNC, log.With("component", "rack"))
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, `Rackplane dev is running. Ctrl-C stops it.
+
+  API token      %s  (also in %s)
+  web API        http://%s/api/v1/racks
+  metrics        http://%s/metrics  (rack: http://%s/metrics)
+  NATS           %s  (JetStream data in %s)
+  PostgreSQL     %s
+  rack           %s  id %s, data in %s
+  TFTP           %s  (boot files: curl tftp://%s/<file>)
+
+Join a second rack:
+  rackd -nats-url %s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
+
+  try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
+
+`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL),
+		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, natsURL, filepath.Join(dataDir, "token"), reg.Addr())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return reg.Run(gctx) })
+	g.Go(func() error { return rk.Run(gctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	fmt.Fprintln(stdout, "Rackplane dev stopped.")
+	return err
+}
+
+// devToken returns the bootstrap API token kept in path, making a new one
+// when there is none or it no longer works (tokens are stored hashed, so
+// the file is the only copy).
+func devToken(ctx context.Context, pool *pgxpool.Pool, path string, log *slog.Logger) (string, error) {
+	db := postgres.New(pool, log)
+	if err := db.Migrate(ctx); err != nil {
+		return "", err
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(b))
+		if _, err := db.Authenticate(ctx, tok, time.Now()); err == nil {
+			return tok, nil
+		}
+	}
+	_, tok, err := db.CreateToken(ctx, "dev-bootstrap", "admin", "rackplane-dev", time.Now())
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keep the dev token: %w", err)
+	}
+	return tok, nil
+}
+
+// devDatabase returns the URL of the dev database, creating it when it is
+// missing. With no URL it is database "rackplane" on the server libpq
+// defaults point at.
+func devDatabase(ctx context.Context, url string, log *slog.Logger) (string, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return "", fmt.Errorf("database url: %w", err)
+	}
+	if url == "" && os.Getenv("PGDATABASE") == "" {
+		cfg.Database = "rackplane"
+	}
+	name := cfg.Database
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach PostgreSQL (host=%s port=%d user=%s): %w\n"+
+			"start it, or set DATABASE_URL", cfg.Host, cfg.Port, cfg.User, err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return "", fmt.Errorf("look up database %s: %w", name, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", fmt.Errorf("create database %s: %w", name, err)
+		}
+		log.Info("created database", "name", name)
+	}
+	if url != "" {
+		return url, nil
+	}
+	return connString(cfg), nil
+}
+
+func connString(cfg *pgx.ConnConfig) string {
+	s := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", cfg.Host, cfg.Port, cfg.User, cfg.Database)
+	if cfg.Password != "" {
+		s += " password=" + cfg.Password
+	}
+	return s
+}
+
+func describeURL(s string) string {
+	cfg, err := pgx.ParseConfig(s)
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s", cfg.Host, cfg.Port, cfg.User, cfg.Database)
+}

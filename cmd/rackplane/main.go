@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: rackplane <command> [flags]
+
+Run the system:
+  dev                 embedded NATS, a region and a rack in one process, on the local PostgreSQL
+
+Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
+  racks               list racks
+  rack ID             show one rack
+  machines            list machines (-status, -os)
+  machine create      enrol a machine (-hostname, -mac)
+  deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
+  release MACHINE...  release machines: they boot from their disk again
+  events              print the event log (-f follows it)
+  rejected            list messages the region refused, with why
+  token               create, list or revoke API tokens
+  audit               print the audit log (-f follows it)
+  version             print the version
+
+Run "rackplane <command> -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rackplane:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest, stdout, stderr)
+	case "racks":
+		return runRacks(ctx, rest, stdout, stderr)
+	case "rack":
+		return runRack(ctx, rest, stdout, stderr)
+	case "events":
+		return runEvents(ctx, rest, stdout, stderr)
+	case "rejected":
+		return runRejected(ctx, rest, stdout, stderr)
+	case "machines":
+		return runMachines(ctx, rest, stdout, stderr)
+	case "machine":
+		return runMachine(ctx, rest, stdout, stderr)
+	case "deploy", "release":
+		return runDeploy(ctx, cmd, rest, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, stdout, stderr)
+	case "version":
+		return runVersion(stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/flagenv"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "regiond:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	cfg := region.DefaultConfig()
+	fs := flag.NewFlagSet("regiond", flag.ContinueOnError)
+	cfg.RegisterFlags(fs)
+	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)")
+	if err := flagenv.Parse(fs, args, nil); err != nil {
+		return err
+	}
+	cfg.DatabaseURL = dial.DatabaseURL(cfg.DatabaseURL)
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel)
+	log := logging.New(level)
+
+	pool, err := dial.Postgres(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	if rest := fs.Args(); len(rest) > 0 {
+		if len(rest) == 4 && rest[0] == "token" && rest[1] == "create" {
+			db := postgres.New(pool, log)
+			if err := db.Migrate(ctx); err != nil {
+				return err
+			}
+			_, plain, err := db.CreateToken(ctx, rest[2], rest[3], "regiond-cli", time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Println(plain)
+			return nil
+		}
+		if len(rest) == 2 && rest[0] == "projections" && rest[1] == "rebuild" {
+			db := postgres.New(pool, log)
+			if err := db.Migrate(ctx); err != nil {
+				return err
+			}
+			n, err := db.RebuildProjections(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("rebuilt projections from %d events\n", n)
+			return nil
+		}
+		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
+	}
+
+	nc, err := dial.NATS(cfg.NATSURL, "regiond", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	r, err := region.New(cfg, pool, nc, log)
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}

@@ -1,0 +1,145 @@
+package events
+
+import "time"
+
+// Event types of booting. The region decides what each machine boots
+// (boot_decision_set/cleared); racks report every hand-off decision, every
+// transfer outcome, every request refused before a hand-off, and every
+// ephemeral hand-off file they delete.
+const (
+	TypeBootDecisionSet     = "rackplane.region.boot_decision_set.v1"
+	TypeBootDecisionCleared = "rackplane.region.boot_decision_cleared.v1"
+
+	TypeBootHandoff         = "rackplane.rack.boot_handoff.v1"
+	TypeBootTransfer        = "rackplane.rack.boot_transfer.v1"
+	TypeBootRequestRejected = "rackplane.rack.boot_request_rejected.v1"
+	TypeHandoffFileDeleted  = "rackplane.rack.handoff_file_deleted.v1"
+)
+
+// Boot purposes of a boot decision.
+const (
+	BootPurposeLocal   = "local"
+	BootPurposeEnlist  = "enlist"
+	BootPurposeInstall = "install"
+)
+
+// BootDecision is the data of TypeBootDecisionSet: what the machine with
+// this MAC boots next. Kernel and Initrd are explicit versioned paths in a
+// rack's image store, so a machine that started booting one version keeps
+// getting it while a newer one arrives.
+type BootDecision struct {
+	MAC        string   `json:"mac"`
+	MachineID  string   `json:"machine_id,omitempty"`
+	Hostname   string   `json:"hostname,omitempty"`
+	Purpose    string   `json:"purpose"`
+	Arch       string   `json:"arch,omitempty"`
+	Kernel     string   `json:"kernel,omitempty"`
+	Initrd     string   `json:"initrd,omitempty"`
+	ImageVer   string   `json:"image_version,omitempty"`
+	Params     []string `json:"kernel_params,omitempty"`
+	PreseedURL string   `json:"preseed_url,omitempty"`
+}
+
+// BootDecisionCleared is the data of TypeBootDecisionCleared: the region no
+// longer decides for this MAC (the machine was deleted, or its MAC changed).
+type BootDecisionCleared struct {
+	MAC       string `json:"mac"`
+	MachineID string `json:"machine_id,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// BootDecisionRequest asks the region, over
+// RegionRPCSubject("boot_decision"), for the decision of one MAC.
+type BootDecisionRequest struct {
+	RackID string `json:"rack_id"`
+	MAC    string `json:"mac"`
+}
+
+// BootDecisionReply answers a BootDecisionRequest; Decision is nil when the
+// region knows no machine with that MAC.
+type BootDecisionReply struct {
+	Decision *BootDecision `json:"decision"`
+}
+
+// Boot front-end protocols.
+const (
+	BootProtocolTFTP          = "tftp"
+	BootProtocolHTTP          = "http"
+	BootProtocolOffloadSocket = "offload_socket"
+	BootProtocolOffloadRPC    = "offload_rpc"
+)
+
+// BootHandoff is the data of TypeBootHandoff: what one request was given.
+// Route is config, versioned, root, not_found, denied or unavailable.
+type BootHandoff struct {
+	Protocol  string `json:"protocol"`
+	Local     string `json:"local,omitempty"`
+	Remote    string `json:"remote,omitempty"`
+	FileName  string `json:"file_name"`
+	Route     string `json:"route"`
+	Path      string `json:"path,omitempty"`
+	VersionID string `json:"version_id,omitempty"`
+	MAC       string `json:"mac,omitempty"`
+	MachineID string `json:"machine_id,omitempty"`
+	Purpose   string `json:"purpose,omitempty"`
+	Size      int64  `json:"size"`
+	Reason    string `json:"reason,omitempty"`
+	LatencyUS int64  `json:"latency_us"`
+	HandoffID string `json:"handoff_id,omitempty"`
+}
+
+// BootTransfer is the data of TypeBootTransfer: how a transfer ended.
+type BootTransfer struct {
+	Protocol   string  `json:"protocol"`
+	Local      string  `json:"local,omitempty"`
+	Remote     string  `json:"remote,omitempty"`
+	FileName   string  `json:"file_name"`
+	Route      string  `json:"route"`
+	Path       string  `json:"path,omitempty"`
+	VersionID  string  `json:"version_id,omitempty"`
+	MachineID  string  `json:"machine_id,omitempty"`
+	Bytes      int64   `json:"bytes"`
+	Size       int64   `json:"size"`
+	DurationMS float64 `json:"duration_ms"`
+	BlockSize  int     `json:"block_size,omitempty"`
+	Error      string  `json:"error,omitempty"`
+	HandoffID  string  `json:"handoff_id,omitempty"`
+}
+
+// BootRequestRejected is the data of TypeBootRequestRejected: a request a
+// front-end refused before any hand-off (a malformed packet, a write
+// request, a broken offload message).
+type BootRequestRejected struct {
+	Protocol string `json:"protocol"`
+	Local    string `json:"local,omitempty"`
+	Remote   string `json:"remote,omitempty"`
+	Reason   string `json:"reason"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// Reasons a hand-off file is deleted.
+const (
+	HandoffDeletedDone  = "done"  // the front-end reported the transfer finished
+	HandoffDeletedTTL   = "ttl"   // it outlived its time to live
+	HandoffDeletedSweep = "sweep" // left over from an earlier run
+	HandoffDeletedGone  = "gone"  // the front-end deleted it itself
+)
+
+// HandoffFileDeleted is the data of TypeHandoffFileDeleted.
+type HandoffFileDeleted struct {
+	HandoffID string    `json:"handoff_id,omitempty"`
+	Path      string    `json:"path"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+	AgeMS     int64     `json:"age_ms"`
+}
+
+// LocalBoot is the boot decision, for each of a machine's MACs, to boot
+// from its own disk: what a machine gets once it is installed or released.
+func LocalBoot(machineID, hostname, arch string, macs []string) []BootDecision {
+	out := make([]BootDecision, 0, len(macs))
+	for _, mac := range macs {
+		out = append(out, BootDecision{MAC: mac, MachineID: machineID, Hostname: hostname, Purpose: BootPurposeLocal, Arch: arch})
+	}
+	return out
+}

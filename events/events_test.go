@@ -1,0 +1,149 @@
+package events_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/schema"
+)
+
+func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
+	set, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := []string{events.TypeRackRegistered, events.TypeHeartbeat, events.TypeEventsDropped, events.TypeRackOffline,
+		events.TypeRackOnline, events.TypeCapabilitiesReported, events.TypeCapabilitiesDiverged, events.TypeLicenceKeySet,
+		events.TypeTokenCreated, events.TypeTokenRevoked, events.TypeMachineCreated, events.TypeMachineUpdated,
+		events.TypeMachineDeleted, events.TypeMachineDeploying, events.TypeMachineDeployed, events.TypeMachineReleased,
+		events.TypeMachineFailed, events.TypePreseedVersionCreated, events.TypePreseedServed, events.TypeBootDecisionSet,
+		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected,
+		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
+		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested}
+	for _, typ := range types {
+		if !set.Has(typ) {
+			t.Errorf("type %s has no schema file", typ)
+		}
+		if events.Name(typ) == "" {
+			t.Errorf("type %s has no short name", typ)
+		}
+	}
+	// And every event schema file is a type some code knows.
+	known := map[string]bool{}
+	for _, typ := range types {
+		known[typ] = true
+	}
+	for _, n := range set.Names() {
+		if strings.HasPrefix(n, "rackplane.") && !known[n] {
+			t.Errorf("schema %s names a type no code emits", n)
+		}
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	rack := uuid.NewString()
+	tests := []struct{ got, want string }{
+		{events.RackEventSubject(rack, events.TypeRackRegistered), "rackplane.rack." + rack + ".event.rack_registered"},
+		{events.RegionEventSubject(events.TypeRackOffline), "rackplane.region.event.rack_offline"},
+		{events.RackRPCSubject(rack, "info"), "rackplane.rack." + rack + ".rpc.info"},
+		{events.RacksRPCSubject("capabilities"), "rackplane.racks.rpc.capabilities"},
+		{events.RegionRPCSubject("preseed"), "rackplane.region.rpc.preseed"},
+		{events.HeartbeatSubject(rack), "rackplane.rack." + rack + ".heartbeat"},
+		{events.RackIDFromSubject("rackplane.rack." + rack + ".event.x"), rack},
+		{events.RackIDFromSubject("rackplane.region.event.x"), ""},
+		{events.RackIDFromSource(events.RackSource(rack)), rack},
+		{events.RackIDFromSource(events.RegionSource), ""},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestDecode(t *testing.T) {
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rack := uuid.NewString()
+	good, _ := events.New(events.RackSource(rack), events.TypeRackRegistered, events.RackStreamName(rack), time.Now(),
+		events.RackRegistered{Name: "r", Version: "1", StartedAt: time.Now().UTC()})
+	goodRaw, _ := events.Encode(good)
+	mutate := func(f func(m map[string]any)) []byte {
+		var m map[string]any
+		_ = json.Unmarshal(goodRaw, &m)
+		f(m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	tests := []struct {
+		name   string
+		raw    []byte
+		reason string
+	}{
+		{"good", goodRaw, ""},
+		{"not json", []byte("{"), events.ReasonMalformed},
+		{"an array", []byte("[]"), events.ReasonMalformed},
+		{"no type", mutate(func(m map[string]any) { delete(m, "type") }), events.ReasonMalformed},
+		{"unknown type", mutate(func(m map[string]any) { m["type"] = "rackplane.rack.nope.v1" }), events.ReasonUnknownType},
+		{"bad id", mutate(func(m map[string]any) { m["id"] = "x" }), events.ReasonSchema},
+		{"extra field", mutate(func(m map[string]any) { m["extra"] = 1 }), events.ReasonSchema},
+		{"data breaks schema", mutate(func(m map[string]any) { m["data"] = map[string]any{"name": 5} }), events.ReasonSchema},
+		{"region type from a rack", mutate(func(m map[string]any) { m["type"] = events.TypeRackOffline }), events.ReasonSchema},
+		{"too large", append(goodRaw, make([]byte, events.MaxEventSize)...), events.ReasonTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := v.Decode(tt.raw)
+			if tt.reason == "" {
+				if err != nil || ev.ID != good.ID {
+					t.Fatalf("Decode = %+v, %v", ev, err)
+				}
+				return
+			}
+			var re *events.RejectError
+			if !errors.As(err, &re) || re.Reason != tt.reason {
+				t.Fatalf("err = %v, want reason %s", err, tt.reason)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	rack := uuid.NewString()
+	good, _ := events.New(events.RackSource(rack), events.TypeRackRegistered, events.RackStreamName(rack), time.Now(),
+		events.RackRegistered{Name: "r", Version: "1", StartedAt: time.Now().UTC()})
+	raw, _ := events.Encode(good)
+	f.Add(raw)
+	f.Add([]byte(`{"type":"rackplane.rack.heartbeat.v1"}`))
+	f.Add([]byte(`[1,2,3]`))
+	v, err := events.NewValidator()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ev, err := v.Decode(raw)
+		if err == nil {
+			// Whatever passes validation must survive a round trip.
+			again, err := events.Encode(ev)
+			if err != nil {
+				t.Fatalf("valid event does not encode: %v", err)
+			}
+			if _, err := v.Decode(again); err != nil {
+				t.Fatalf("valid event does not validate after a round trip: %v\n%s", err, again)
+			}
+			return
+		}
+		var re *events.RejectError
+		if !errors.As(err, &re) {
+			t.Fatalf("error without a reason: %v", err)
+		}
+	})
+}

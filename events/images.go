@@ -1,0 +1,75 @@
+package events
+
+// Event types of a rack's boot image store. Each has a schema file of the
+// same name under schema/.
+const (
+	TypeImageImported     = "rackplane.rack.image_imported.v1"
+	TypeImageImportFailed = "rackplane.rack.image_import_failed.v1"
+	TypeImageRemoved      = "rackplane.rack.image_removed.v1"
+	TypeImageBlobRemoved  = "rackplane.rack.image_blob_removed.v1"
+	TypeImageCorrupt      = "rackplane.rack.image_corrupt.v1"
+)
+
+// ImageStreamName is the event-store stream of one image version (or of a
+// rack's image store as a whole, with name "store") on one rack. The rack id
+// is part of it because the same version on two racks is two copies with
+// lives of their own.
+func ImageStreamName(rackID, name string) string { return "image/" + rackID + "/" + name }
+
+// ImageFile is one file of an image version.
+type ImageFile struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// ImageImported is the data of TypeImageImported: a version became visible.
+type ImageImported struct {
+	ImportID        string      `json:"import_id"`
+	VersionID       string      `json:"version_id"`
+	Kind            string      `json:"kind"`
+	OS              string      `json:"os,omitempty"`
+	Release         string      `json:"release,omitempty"`
+	Arch            string      `json:"arch"`
+	Subarch         string      `json:"subarch,omitempty"`
+	Label           string      `json:"label,omitempty"`
+	Bootloader      string      `json:"bootloader,omitempty"`
+	Version         string      `json:"version"`
+	Files           []ImageFile `json:"files"`
+	Source          string      `json:"source"`
+	BytesDownloaded int64       `json:"bytes_downloaded"`
+}
+
+// ImageImportFailed is the data of TypeImageImportFailed.
+type ImageImportFailed struct {
+	ImportID string `json:"import_id"`
+	Source   string `json:"source"`
+	Code     string `json:"code"`
+	Error    string `json:"error"`
+}
+
+// ImageRemoved is the data of TypeImageRemoved: a version is gone.
+type ImageRemoved struct {
+	VersionID string      `json:"version_id"`
+	Reason    string      `json:"reason"` // "gc" or "delete"
+	Files     []ImageFile `json:"files"`
+}
+
+// ImageBlobRemoved is the data of TypeImageBlobRemoved: a stored file that
+// no version uses any more was deleted.
+type ImageBlobRemoved struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	Reason string `json:"reason"` // "unused"
+}
+
+// ImageCorrupt is the data of TypeImageCorrupt: a stored file no longer
+// matches its hash; it was quarantined and its versions became unusable.
+type ImageCorrupt struct {
+	SHA256       string   `json:"sha256"`
+	ActualSHA256 string   `json:"actual_sha256,omitempty"`
+	Size         int64    `json:"size"`
+	Versions     []string `json:"versions"`
+	Quarantine   string   `json:"quarantine"`
+	DetectedBy   string   `json:"detected_by"` // "open" or "scrub"
+}

@@ -1,0 +1,96 @@
+package events
+
+// Machine, deployment and preseed event types, all emitted by the region.
+const (
+	TypeMachineCreated   = "rackplane.region.machine_created.v1"
+	TypeMachineUpdated   = "rackplane.region.machine_updated.v1"
+	TypeMachineDeleted   = "rackplane.region.machine_deleted.v1"
+	TypeMachineDeploying = "rackplane.region.machine_deploying.v1"
+	TypeMachineDeployed  = "rackplane.region.machine_deployed.v1"
+	TypeMachineReleased  = "rackplane.region.machine_released.v1"
+	TypeMachineFailed    = "rackplane.region.machine_failed.v1"
+
+	TypePreseedVersionCreated = "rackplane.region.preseed_version_created.v1"
+	TypePreseedServed         = "rackplane.region.preseed_served.v1"
+)
+
+// Machine statuses.
+const (
+	MachineNew       = "new"
+	MachineReady     = "ready"
+	MachineDeploying = "deploying"
+	MachineDeployed  = "deployed"
+	MachineFailed    = "failed"
+	MachineReleased  = "released"
+)
+
+// MachineStreamName is the event-store stream of a machine.
+func MachineStreamName(id string) string { return "machine/" + id }
+
+// PreseedStreamName is the event-store stream of a named preseed.
+func PreseedStreamName(name string) string { return "preseed/" + name }
+
+// MachineState is the data of TypeMachineCreated and TypeMachineUpdated:
+// the machine's descriptive fields after the change.
+type MachineState struct {
+	MachineID  string   `json:"machine_id"`
+	Hostname   string   `json:"hostname"`
+	MACs       []string `json:"macs"`
+	Arch       string   `json:"arch"`
+	BootRackID string   `json:"boot_rack_id,omitempty"`
+	Origin     string   `json:"origin,omitempty"` // api or discovered, on creation
+	Status     string   `json:"status,omitempty"` // on creation
+}
+
+// MachineRef is the data of events that only name a machine.
+type MachineRef struct {
+	MachineID string `json:"machine_id"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// Deployment is the data of TypeMachineDeploying: what the deployment
+// pinned.
+type Deployment struct {
+	MachineID      string `json:"machine_id"`
+	OS             string `json:"os"`
+	Release        string `json:"release"`
+	Arch           string `json:"arch"`
+	Subarch        string `json:"subarch"`
+	ImageVersionID string `json:"image_version_id"`
+	RackID         string `json:"rack_id"`
+	PreseedName    string `json:"preseed_name,omitempty"`
+	PreseedVersion int64  `json:"preseed_version,omitempty"`
+}
+
+// PreseedScope says which machines a preseed is for; the most specific
+// scope that matches a machine wins.
+type PreseedScope struct {
+	Kind      string `json:"kind"` // machine, os_release_arch, os_release, os, global
+	MachineID string `json:"machine_id,omitempty"`
+	OS        string `json:"os,omitempty"`
+	Release   string `json:"release,omitempty"`
+	Arch      string `json:"arch,omitempty"`
+}
+
+// PreseedVersionCreated is the data of TypePreseedVersionCreated.
+type PreseedVersionCreated struct {
+	Name    string       `json:"name"`
+	Version int64        `json:"version"`
+	Content string       `json:"content"`
+	Scope   PreseedScope `json:"scope"`
+	// Origin is "operator" or "rack:<id>" for a rack's shipped default.
+	Origin  string `json:"origin"`
+	Author  string `json:"author"`
+	Comment string `json:"comment,omitempty"`
+	BasedOn int64  `json:"based_on,omitempty"`
+	Current bool   `json:"current"`
+}
+
+// PreseedServed is the data of TypePreseedServed.
+type PreseedServed struct {
+	MachineID string `json:"machine_id"`
+	Name      string `json:"name"`
+	Version   int64  `json:"version"`
+	RackID    string `json:"rack_id"`
+	Remote    string `json:"remote,omitempty"`
+}

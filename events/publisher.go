@@ -1,0 +1,326 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	// Source and Subject name the emitter in the events_dropped events the
+	// publisher itself emits; for a rack, RackSource(id) and
+	// RackStreamName(id).
+	Source  string
+	Subject string
+	// Buffer bounds the events waiting while NATS or the stream is away;
+	// up to Batch more may be in flight.
+	Buffer int
+	// Batch is how many events are in flight at once.
+	Batch int
+	// AckTimeout bounds the wait for JetStream's acknowledgement of a batch.
+	AckTimeout time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+	Registerer prometheus.Registerer
+}
+
+// Publisher sends events to JetStream without ever blocking the caller: a
+// TFTP transfer must not wait on NATS. Events wait in a bounded buffer while
+// NATS is away and go out on reconnect; when the buffer is full the oldest
+// are dropped, counted, and reported in an events_dropped event as soon as
+// publishing works again.
+type Publisher struct {
+	js  jetstream.JetStream
+	cfg PublisherConfig
+	log *slog.Logger
+
+	mu           sync.Mutex
+	queue        []Event
+	dropped      int64 // not yet reported
+	droppedTypes map[string]int64
+	droppedSince time.Time
+	totalDropped int64
+	idle         chan struct{} // closed when queue and in-flight are empty
+	inflight     int
+	wake         chan struct{}
+
+	published prometheus.Counter
+	dropCount prometheus.Counter
+	failures  prometheus.Counter
+	buffered  prometheus.GaugeFunc
+}
+
+// NewPublisher returns a publisher; call Run to start sending.
+func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 10000
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 256
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Publisher{
+		js:           js,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		droppedTypes: map[string]int64{},
+		wake:         make(chan struct{}, 1),
+		idle:         make(chan struct{}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_events_published_total", Help: "Events acknowledged by JetStream.",
+		}),
+		dropCount: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_events_dropped_total", Help: "Events dropped because the publish buffer was full.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_events_publish_failures_total", Help: "Publish attempts that failed and were retried.",
+		}),
+	}
+	close(p.idle)
+	p.buffered = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackplane_events_buffered", Help: "Events waiting to be published.",
+	}, func() float64 { return float64(p.Buffered()) })
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(p.published, p.dropCount, p.failures, p.buffered)
+	}
+	return p
+}
+
+// Publish queues e. It never blocks.
+func (p *Publisher) Publish(e Event) {
+	p.mu.Lock()
+	if len(p.queue) == 0 && p.inflight == 0 {
+		p.idle = make(chan struct{})
+	}
+	if len(p.queue) >= p.cfg.Buffer {
+		p.countDrop(p.queue[0])
+		p.queue = p.queue[1:]
+	}
+	p.queue = append(p.queue, e)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Buffered returns how many events wait to be published.
+func (p *Publisher) Buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) + p.inflight
+}
+
+// Dropped returns how many events were dropped since start.
+func (p *Publisher) Dropped() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.totalDropped
+}
+
+// Flush waits until every queued event is acknowledged or ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush: %d events unpublished: %w", p.Buffered(), ctx.Err())
+	}
+}
+
+// Run publishes until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	for {
+		batch := p.take()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.wake:
+				continue
+			}
+		}
+		failed := p.send(ctx, batch)
+		p.settle(batch, failed)
+		if len(failed) == 0 {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		p.failures.Inc()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// take moves up to Batch events from the queue to in-flight, preceded by a
+// report of dropped events when there is one to make.
+func (p *Publisher) take() []Event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var batch []Event
+	if p.dropped > 0 && p.cfg.Source != "" {
+		types := make(map[string]int64, len(p.droppedTypes))
+		for k, v := range p.droppedTypes {
+			types[k] = v
+		}
+		ev, err := New(p.cfg.Source, TypeEventsDropped, p.cfg.Subject, p.cfg.Now(),
+			EventsDropped{Count: p.dropped, Since: p.droppedSince, Types: types})
+		if err == nil {
+			batch = append(batch, ev)
+			p.dropped = 0
+			clear(p.droppedTypes)
+		}
+	}
+	n := min(len(p.queue), p.cfg.Batch, p.cfg.Buffer)
+	batch = append(batch, p.queue[:n]...)
+	p.queue = p.queue[n:]
+	p.inflight += len(batch)
+	return batch
+}
+
+// countDrop records that e was dropped; p.mu is held.
+func (p *Publisher) countDrop(e Event) {
+	if p.dropped == 0 {
+		p.droppedSince = p.cfg.Now()
+	}
+	p.dropped++
+	p.totalDropped++
+	p.droppedTypes[e.Type]++
+	p.dropCount.Inc()
+}
+
+// settle puts failed events back at the head of the queue, keeping order.
+func (p *Publisher) settle(batch []Event, failed []Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inflight -= len(batch)
+	if len(failed) > 0 {
+		// Failed events go back in front, in order; if that overflows the
+		// bound, the oldest go.
+		p.queue = append(failed, p.queue...)
+		for len(p.queue) > p.cfg.Buffer {
+			p.countDrop(p.queue[0])
+			p.queue = p.queue[1:]
+		}
+	}
+	if len(p.queue) == 0 && p.inflight == 0 {
+		select {
+		case <-p.idle:
+		default:
+			close(p.idle)
+		}
+	}
+}
+
+func (p *Publisher) send(ctx context.Context, batch []Event) (failed []Event) {
+	futures := make([]jetstream.PubAckFuture, len(batch))
+	for i, e := range batch {
+		msg, err := Message(e)
+		if err != nil {
+			// An event that cannot be encoded never will be; drop it loudly.
+			p.log.Error("dropping unencodable event", "event_id", e.ID, "type", e.Type, "err", err)
+			continue
+		}
+		f, err := p.js.PublishMsgAsync(msg)
+		if err != nil {
+			failed = append(failed, batch[i:]...)
+			p.logFailure(err)
+			return p.await(ctx, batch[:i], futures[:i], failed)
+		}
+		futures[i] = f
+	}
+	return p.await(ctx, batch, futures, failed)
+}
+
+func (p *Publisher) await(ctx context.Context, batch []Event, futures []jetstream.PubAckFuture, failed []Event) []Event {
+	timer := time.NewTimer(p.cfg.AckTimeout)
+	defer timer.Stop()
+	var first error
+	expired := false
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		if expired {
+			// Past the deadline: take what has arrived, retry the rest.
+			select {
+			case <-f.Ok():
+				p.published.Inc()
+			default:
+				failed = append(failed, batch[i])
+			}
+			continue
+		}
+		select {
+		case <-f.Ok():
+			p.published.Inc()
+		case err := <-f.Err():
+			first = cmp(first, err)
+			failed = append(failed, batch[i])
+		case <-timer.C:
+			first = cmp(first, errors.New("ack timeout"))
+			failed = append(failed, batch[i])
+			expired = true
+		case <-ctx.Done():
+			failed = append(failed, batch[i])
+			expired = true
+		}
+	}
+	if first != nil {
+		p.logFailure(first)
+	}
+	return failed
+}
+
+func cmp(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (p *Publisher) logFailure(err error) {
+	p.log.Warn("publishing events failed, will retry", "err", err, "buffered", p.Buffered())
+}
+
+// Message builds the NATS message of e: JSON body, subject from source and
+// type, and the event id as Nats-Msg-Id so JetStream drops a republished
+// duplicate.
+func Message(e Event) (*nats.Msg, error) {
+	subj, err := SubjectFor(e)
+	if err != nil {
+		return nil, err
+	}
+	body, err := Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(subj)
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, e.ID)
+	return m, nil
+}

@@ -1,0 +1,105 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/rackplane/rackplane/schema"
+)
+
+// Reasons an incoming message is rejected. They are recorded with the
+// message and label the rejection metric, so they stay few and stable.
+const (
+	ReasonMalformed    = "malformed"     // not JSON, or not an envelope
+	ReasonUnknownType  = "unknown_type"  // no schema for the type
+	ReasonSchema       = "schema"        // breaks its type's schema
+	ReasonWrongSubject = "wrong_subject" // subject or source does not match the sender
+	ReasonTooLarge     = "too_large"     // over MaxEventSize
+	ReasonProjection   = "projection"    // valid, but the state change it asks for is refused
+)
+
+// MaxEventSize bounds an event on the wire; anything larger is rejected
+// before it is parsed.
+const MaxEventSize = 1 << 20
+
+// RejectError says why a message is not a valid event.
+type RejectError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// Validator checks events against the schema files.
+type Validator struct {
+	set *schema.Set
+}
+
+// NewValidator returns a validator over the embedded schema files.
+func NewValidator() (*Validator, error) {
+	set, err := schema.Default()
+	if err != nil {
+		return nil, fmt.Errorf("load schemas: %w", err)
+	}
+	return &Validator{set: set}, nil
+}
+
+// Known reports whether typ has a schema.
+func (v *Validator) Known(typ string) bool { return v.set.Has(typ) }
+
+// Decode parses and validates raw bytes from the wire. Any failure is a
+// *RejectError.
+func (v *Validator) Decode(raw []byte) (Event, error) {
+	if len(raw) > MaxEventSize {
+		return Event{}, &RejectError{ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(raw), MaxEventSize)}
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return Event{}, &RejectError{ReasonMalformed, errors.New("not a JSON object")}
+	}
+	// What can be read of a refused message (id, type, source) goes with
+	// the refusal, so the record says whose it was.
+	var partial Event
+	_ = json.Unmarshal(raw, &partial)
+	typ, _ := obj["type"].(string)
+	if typ == "" {
+		if err := v.set.Validate("envelope", doc); err != nil {
+			return Event{}, &RejectError{ReasonMalformed, err}
+		}
+		return Event{}, &RejectError{ReasonMalformed, errors.New("no type")}
+	}
+	if !v.set.Has(typ) {
+		if err := v.set.Validate("envelope", doc); err != nil {
+			return partial, &RejectError{ReasonMalformed, err}
+		}
+		return partial, &RejectError{ReasonUnknownType, fmt.Errorf("no schema for type %q", typ)}
+	}
+	if err := v.set.Validate(typ, doc); err != nil {
+		return partial, &RejectError{ReasonSchema, err}
+	}
+	var e Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return Event{}, &RejectError{ReasonMalformed, err}
+	}
+	return e, nil
+}
+
+// Validate checks an event built in this process, before it is sent or
+// stored: an emitter's bug must not reach the wire.
+func (v *Validator) Validate(e Event) error {
+	raw, err := Encode(e)
+	if err != nil {
+		return err
+	}
+	_, err = v.Decode(raw)
+	return err
+}

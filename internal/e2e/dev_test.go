@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/internal/pgtest"
+)
+
+// TestDevSystem runs `rackplane dev` as a newcomer would, joins two more
+// rackd processes through its NATS, kills one with SIGKILL and brings it
+// back, then stops dev with Ctrl-C and starts it again on the same data.
+func TestDevSystem(t *testing.T) {
+	ctx := context.Background()
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	dbURL := pgtest.NewDatabase(t)
+	natsAddr, httpAddr, rackHTTP := freeAddr(t), freeAddr(t), freeAddr(t)
+	api := "http://" + httpAddr
+	devArgs := []string{"dev", "-data-dir", dataDir, "-database-url", dbURL,
+		"-nats-addr", natsAddr, "-http-addr", httpAddr, "-rack-http-addr", rackHTTP, "-tftp-addr", freeUDPAddr(t)}
+	dev := start(t, "rackplane", devArgs...)
+	tok := func() string {
+		b, _ := os.ReadFile(filepath.Join(dataDir, "token"))
+		return strings.TrimSpace(string(b))
+	}
+
+	took := eventually(t, 10*time.Second, "one online rack from rackplane dev", func() error {
+		rs, err := racks(ctx, api, tok())
+		if err != nil {
+			return err
+		}
+		if len(rs) != 1 || !rs[0].Online {
+			return fmt.Errorf("racks: %+v", rs)
+		}
+		return nil
+	})
+	t.Logf("rackplane dev listed one online rack %s after start", took.Round(time.Millisecond))
+	rs, _ := racks(ctx, api, tok())
+	devRackID := rs[0].ID
+	// The CLI shows the same, as a newcomer would look.
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"racks"}, []string{"dev-rack", "online"}},
+		{[]string{"events", "-type", "rackplane.rack.rack_registered.v1"}, []string{"rackplane.rack.rack_registered.v1", "rack/" + devRackID}},
+		{[]string{"version"}, []string{"rackplane"}},
+	} {
+		args := append(c.args, "-api", api, "-token", tok())
+		if c.args[0] == "version" {
+			args = c.args
+		}
+		out, err := exec.Command(filepath.Join(binDir, "rackplane"), args...).CombinedOutput()
+		for _, w := range c.want {
+			if err != nil || !strings.Contains(string(out), w) {
+				t.Errorf("rackplane %v: %v\n%s\nwant %q in it", c.args, err, out, w)
+			}
+		}
+	}
+	if out, err := exec.Command(filepath.Join(binDir, "rackplane"), "racks", "-api", api, "-token", "rp_bad").CombinedOutput(); err == nil || !strings.Contains(string(out), "401") {
+		t.Errorf("rackplane racks with a bad token: %v\n%s", err, out)
+	}
+
+	// Machines from the CLI, as an operator enrols and deploys them. The
+	// dev rack has bootloaders but no OS image, so the deploy is refused
+	// with the region's reason, and the unknown name is reported too.
+	rp := func(cmd []string, rest ...string) (string, error) {
+		args := append(append(append([]string{}, cmd...), "-api", api, "-token", tok()), rest...)
+		out, err := exec.Command(filepath.Join(binDir, "rackplane"), args...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := rp([]string{"machine", "create"}, "-hostname", "cli1", "-mac", "52:54:00:dd:00:01")
+	if _, perr := uuid.Parse(strings.TrimSpace(out)); err != nil || perr != nil {
+		t.Errorf("rackplane machine create: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"machines"}); err != nil || !regexp.MustCompile(`cli1\s+ready\s+52:54:00:dd:00:01`).MatchString(out) {
+		t.Errorf("rackplane machines: %v\n%s", err, out)
+	}
+	out, err = rp([]string{"deploy"}, "-os", "ubuntu", "-release", "noble", "cli1", "nosuch")
+	for _, w := range []string{"cli1", "no rack has an image", "nosuch\tno such machine", "2 of 2 machines failed"} {
+		if err == nil || !strings.Contains(out, w) {
+			t.Errorf("rackplane deploy of an OS nobody has: %v\n%s\nwant %q in it", err, out, w)
+		}
+	}
+	if out, err := rp([]string{"machines", "-status", "deploying"}); err != nil || strings.Contains(out, "cli1") {
+		t.Errorf("rackplane machines -status deploying: %v\n%s", err, out)
+	}
+
+	if out := dev.Output(); !strings.Contains(out, "rackd -nats-url nats://"+natsAddr) {
+		t.Errorf("dev does not say how a second rack joins:\n%s", out)
+	}
+
+	const interval = 500 * time.Millisecond
+	rackArgs := func(name string) []string {
+		return []string{"-nats-url", "nats://" + natsAddr, "-data-dir", filepath.Join(t.TempDir(), name),
+			"-name", name, "-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-heartbeat-interval", interval.String()}
+	}
+	r2args, r3args := rackArgs("rack2"), rackArgs("rack3")
+	r2 := start(t, "rackd", r2args...)
+	start(t, "rackd", r3args...)
+	eventually(t, 10*time.Second, "two more racks online", func() error {
+		rs, err := racks(ctx, api, tok())
+		if err != nil {
+			return err
+		}
+		for _, n := range []string{"rack2", "rack3"} {
+			if r, ok := rackByName(rs, n); !ok || !r.Online {
+				return fmt.Errorf("%s not online: %+v", n, rs)
+			}
+		}
+		return nil
+	})
+	rs, _ = racks(ctx, api, tok())
+	before, _ := rackByName(rs, "rack2")
+
+	r2.Kill()
+	offlineAfter := eventually(t, 10*time.Second, "killed rack offline", func() error {
+		rs, err := racks(ctx, api, tok())
+		if err != nil {
+			return err
+		}
+		if r, _ := rackByName(rs, "rack2"); r.Online {
+			return errors.New("rack2 still online")
+		}
+		if r, _ := rackByName(rs, "rack3"); !r.Online {
+			return errors.New("rack3 went offline too")
+		}
+		return nil
+	})
+	t.Logf("rack2 offline %s after SIGKILL (heartbeat interval %s)", offlineAfter.Round(time.Millisecond), interval)
+	// Three intervals, plus the monitor's tick and this test's polling.
+	if offlineAfter > 3*interval+500*time.Millisecond {
+		t.Errorf("offline after %s, want within three heartbeat intervals (%s)", offlineAfter, 3*interval)
+	}
+
+	start(t, "rackd", r2args...)
+	eventually(t, 10*time.Second, "restarted rack online with the same id", func() error {
+		rs, err := racks(ctx, api, tok())
+		if err != nil {
+			return err
+		}
+		r, _ := rackByName(rs, "rack2")
+		if !r.Online || r.ID != before.ID {
+			return fmt.Errorf("rack2 %+v, want online with id %s", r, before.ID)
+		}
+		return nil
+	})
+
+	if err := dev.Stop(); err != nil {
+		t.Fatalf("rackplane dev did not stop cleanly on Ctrl-C: %v", err)
+	}
+	if !strings.Contains(dev.Output(), "Rackplane dev stopped.") {
+		t.Errorf("dev did not say it stopped")
+	}
+	start(t, "rackplane", devArgs...)
+	eventually(t, 10*time.Second, "second dev run reuses its data", func() error {
+		rs, err := racks(ctx, api, tok())
+		if err != nil {
+			return err
+		}
+		r, ok := rackByName(rs, "dev-rack")
+		if !ok || !r.Online || r.ID != devRackID {
+			return fmt.Errorf("dev-rack %+v, want online with id %s", r, devRackID)
+		}
+		return nil
+	})
+}

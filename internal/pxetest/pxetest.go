@@ -1,0 +1,133 @@
+package pxetest
+
+import (
+	"bytes"
+	"compress/gzip"
+	_ "embed"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+//go:embed fetch-kernel.sh
+var fetchKernelScript string
+
+// Kernel returns the path of the kernel of Debian's linux-image-amd64,
+// downloaded once into a cache directory.
+func Kernel(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", fetchKernelScript, "fetch-kernel", filepath.Join(os.TempDir(), "rackplane-test-kernel")).Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("kernel of Debian package linux-image-amd64 unavailable: %v\n%s", err, msg)
+	}
+	return string(bytes.TrimSpace(out))
+}
+
+// E1000 returns the kernel's e1000 network driver module (QEMU's
+// "-device e1000" NIC), from the same package as Kernel.
+func E1000(t testing.TB) []byte {
+	t.Helper()
+	k := Kernel(t)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(k), "e1000.ko"))
+	if err != nil {
+		t.Fatalf("e1000 module of Debian package linux-image-amd64: %v", err)
+	}
+	return b
+}
+
+// QEMU returns the path of qemu-system-x86_64 after checking that iPXE's
+// ROM for virtio-net is there too.
+func QEMU(t testing.TB) string {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Fatalf("qemu-system-x86_64 missing: install Debian package qemu-system-x86")
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+		t.Fatalf("iPXE ROM for virtio-net missing: install Debian package ipxe-qemu (%v)", err)
+	}
+	return qemu
+}
+
+// Initramfs makes a gzip'd newc cpio archive holding the static busybox of
+// Debian package busybox-static (with sh, udhcpc's default script and the
+// mount points), init as /init, and files (by path, in the root).
+func Initramfs(t testing.TB, init string, files map[string][]byte) []byte {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox missing: install Debian package busybox-static (%v)", err)
+	}
+	out, _ := exec.Command("file", "-L", "/bin/busybox").Output()
+	if len(out) > 0 && !bytes.Contains(out, []byte("statically linked")) {
+		t.Fatalf("/bin/busybox is not static: install Debian package busybox-static")
+	}
+	var c cpio
+	for _, d := range []string{"bin", "dev", "proc", "sys", "etc", "tmp", "usr", "usr/share", "usr/share/udhcpc"} {
+		c.add(d, 0o040755, 0, nil)
+	}
+	c.add("dev/console", 0o020600, 5<<8|1, nil)
+	c.add("bin/busybox", 0o100755, 0, bb)
+	c.add("bin/sh", 0o120777, 0, []byte("busybox"))
+	c.add("usr/share/udhcpc/default.script", 0o100755, 0, []byte(udhcpcScript))
+	c.add("init", 0o100755, 0, []byte(init))
+	for name, b := range files {
+		c.add(name, 0o100644, 0, b)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(c.finish())
+	zw.Close()
+	return gz.Bytes()
+}
+
+// udhcpcScript configures the interface from the lease, as Debian's
+// default script does, with busybox's applets only.
+const udhcpcScript = `#!/bin/busybox sh
+case "$1" in
+bound|renew)
+	/bin/busybox ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+	[ -n "$router" ] && /bin/busybox route add default gw "${router%% *}" dev "$interface"
+	;;
+esac
+exit 0
+`
+
+// cpio writes the "newc" format the kernel unpacks into its initramfs.
+type cpio struct {
+	b   bytes.Buffer
+	ino int
+}
+
+// add appends an entry; rdev is major<<8|minor for device nodes.
+func (c *cpio) add(name string, mode uint32, rdev int, data []byte) {
+	c.ino++
+	nlink := 1
+	if mode&0o170000 == 0o040000 {
+		nlink = 2
+	}
+	fmt.Fprintf(&c.b, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		c.ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev>>8, rdev&0xff, len(name)+1, 0)
+	c.b.WriteString(name)
+	c.b.WriteByte(0)
+	c.pad()
+	c.b.Write(data)
+	c.pad()
+}
+
+func (c *cpio) pad() {
+	for c.b.Len()%4 != 0 {
+		c.b.WriteByte(0)
+	}
+}
+
+func (c *cpio) finish() []byte {
+	c.add("TRAILER!!!", 0, 0, nil)
+	return c.b.Bytes()
+}

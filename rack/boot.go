@@ -1,0 +1,188 @@
+package rack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/rack/bootconfig"
+	"github.com/rackplane/rackplane/rack/handoff"
+	"github.com/rackplane/rackplane/rack/httpboot"
+	"github.com/rackplane/rackplane/rack/images"
+	"github.com/rackplane/rackplane/rack/offload"
+	"github.com/rackplane/rackplane/rack/tftp"
+)
+
+// versioned lets the hand-off open files of the image store. A name the
+// store does not know is "not exist" to the resolver, which then tries
+// its fallback root; the optional "images/" prefix lets configs keep boot
+// files apart from bootloaders in the fallback root.
+type versioned struct{ store *images.Store }
+
+func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, string, error) {
+	name = strings.TrimPrefix(name, "images/")
+	if !strings.Contains(name, "/") {
+		// Firmware asks for bootloaders by bare name (DHCP's "pxelinux.0"),
+		// and pxelinux then loads ldlinux.c32 and its modules from the same
+		// directory: serve them from the newest usable bootloader version
+		// that has such a file.
+		if path := v.bootloaderFile(name); path != "" {
+			name = path
+		}
+	}
+	f, err := v.store.OpenFile(ctx, name)
+	if err != nil {
+		switch rackplane.ErrorCode(err) {
+		case rackplane.ENOTFOUND, rackplane.EINVALID:
+			return nil, "", fmt.Errorf("%s: %w", name, fs.ErrNotExist)
+		}
+		return nil, "", err
+	}
+	return f.File, f.VersionID, nil
+}
+
+// bootloaderFile returns the versioned path of the file called name in the
+// newest bootloader version that has one, or "". Bootloaders are looked
+// at in name order, so the choice is stable.
+func (v versioned) bootloaderFile(name string) string {
+	bls := v.store.Capabilities().Bootloaders
+	names := make([]string, 0, len(bls))
+	for bl := range bls {
+		names = append(names, bl)
+	}
+	sort.Strings(names)
+	for _, bl := range names {
+		arches := make([]string, 0, len(bls[bl]))
+		for a := range bls[bl] {
+			arches = append(arches, a)
+		}
+		sort.Strings(arches)
+		for _, a := range arches {
+			for _, ver := range bls[bl][a] { // newest first
+				for _, f := range ver.Files {
+					if f.Name == name {
+						return ver.ID + "/" + name
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// openBoot builds the boot services: the decision cache, the resolver and
+// the TFTP, HTTP and offload front-ends.
+func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
+	var err error
+	r.decisions, err = bootconfig.NewCache(bootconfig.CacheConfig{RackID: r.id, DataDir: dataDir}, r.nc, js,
+		r.log.With("service", "boot-decisions"), r.registry)
+	if err != nil {
+		return fmt.Errorf("boot decision cache: %w", err)
+	}
+	httpURL := ""
+	if r.cfg.BootFilesOverHTTP {
+		httpURL = r.cfg.BootURL
+	}
+	renderer, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: httpURL})
+	if err != nil {
+		return err
+	}
+	root := r.cfg.BootRoot
+	if root == "" {
+		root = filepath.Join(dataDir, "boot-root")
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("boot root: %w", err)
+	}
+	r.resolver, err = handoff.NewResolver(handoff.Config{RackID: r.id, Root: root}, r.decisions, versioned{r.images},
+		renderer, r.publisher, r.log.With("service", "handoff"), r.registry)
+	if err != nil {
+		return err
+	}
+	if len(r.cfg.TFTPAddrs) > 0 {
+		r.tftp, err = tftp.NewServer(tftp.Config{Addresses: r.cfg.TFTPAddrs, Window: uint(r.cfg.TFTPWindow)}, r.resolver,
+			r.log.With("service", "tftp"), r.registry)
+		if err != nil {
+			return err
+		}
+		if err := r.tftp.Listen(); err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+	}
+	r.httpboot, err = httpboot.NewServer(httpboot.Config{Addresses: []string{r.cfg.HTTPAddr}}, r.resolver,
+		r.log.With("service", "httpboot"), r.registry)
+	if err != nil {
+		return err
+	}
+	r.offloadStore, err = offload.NewStore(offload.StoreConfig{Dir: filepath.Join(dataDir, "handoff")}, r.resolver,
+		r.log.With("service", "offload"))
+	if err != nil {
+		return err
+	}
+	r.offload, err = offload.New(r.resolver, r.offloadStore, r.log.With("service", "offload"))
+	if err != nil {
+		return err
+	}
+	if r.cfg.OffloadSocket != "" {
+		r.offloadSocket, err = offload.NewSocketServer(offload.SocketConfig{Path: r.cfg.OffloadSocket}, r.offload,
+			r.log.With("service", "offload-socket"))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TFTPAddrs returns where the TFTP server listens.
+func (r *Rack) TFTPAddrs() []string {
+	if r.tftp == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range r.tftp.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// syncReferences keeps the image store's references in step with the
+// boot decisions: a version a machine is told to boot is never collected.
+func (r *Rack) syncReferences(ctx context.Context) error {
+	held := map[string]bool{}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		now := map[string]bool{}
+		for mac, d := range r.decisions.Decisions() {
+			owner := "boot-decision/" + mac
+			now[owner] = true
+			var ids []string
+			if d.ImageVer != "" {
+				ids = append(ids, strings.TrimPrefix(d.ImageVer, "images/"))
+			}
+			if err := r.images.SetReferences(owner, ids...); err != nil && !errors.Is(err, context.Canceled) {
+				r.log.Debug("image reference", "owner", owner, "err", err)
+			}
+		}
+		for owner := range held {
+			if !now[owner] {
+				_ = r.images.SetReferences(owner)
+			}
+		}
+		held = now
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

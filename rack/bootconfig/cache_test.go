@@ -1,0 +1,149 @@
+package bootconfig_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/bootconfig"
+	"github.com/rackplane/rackplane/schema"
+)
+
+const rackID = "0190b6a4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"
+
+func regionEvent(t *testing.T, typ string, data any) *nats.Msg {
+	t.Helper()
+	e, err := events.New(events.RegionSource, typ, "machine/m", time.Now(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := events.Message(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestCacheFollowsRegion(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	schemas, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The region: answers boot_decision rpc for one MAC only.
+	var rpcCalls atomic.Int64
+	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, time.Second)
+	onRPC := events.BootDecision{MAC: "52:54:00:00:00:02", MachineID: "m-2", Purpose: events.BootPurposeLocal}
+	if err := srv.Handle(events.RegionRPCSubject("boot_decision"), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+		if err := schemas.ValidateJSON(bootconfig.BootDecisionRequestSchema, data); err != nil {
+			t.Errorf("rack's request breaks its schema: %v", err)
+		}
+		var req events.BootDecisionRequest
+		if err := json.Unmarshal(data, &req); err != nil {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "bad request")
+		}
+		rpcCalls.Add(1)
+		if req.MAC == onRPC.MAC && req.RackID == rackID {
+			return events.BootDecisionReply{Decision: &onRPC}, nil
+		}
+		return events.BootDecisionReply{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	dir := t.TempDir()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	cache, err := bootconfig.NewCache(bootconfig.CacheConfig{RackID: rackID, DataDir: dir, Now: clock}, nc, js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(ctx) }()
+
+	d1 := events.BootDecision{MAC: "52:54:00:00:00:01", MachineID: "m-1", Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i", Params: []string{"a=1"}}
+	if _, err := js.PublishMsg(ctx, regionEvent(t, events.TypeBootDecisionSet, d1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "decision from the stream", func() bool { return cache.Len() == 1 })
+	got, ok := cache.Lookup(ctx, "52:54:00:00:00:01")
+	if !ok || got.MachineID != "m-1" || got.MAC != "52:54:00:00:00:01" {
+		t.Fatalf("lookup m-1: %+v %v", got, ok)
+	}
+	if got, ok := cache.Lookup(ctx, onRPC.MAC); !ok || got.MachineID != "m-2" {
+		t.Fatalf("lookup over rpc: %+v %v", got, ok)
+	}
+	if _, ok := cache.Lookup(ctx, "52:54:00:00:00:03"); ok {
+		t.Fatal("unknown MAC found")
+	}
+	calls := rpcCalls.Load()
+	if _, ok := cache.Lookup(ctx, "52:54:00:00:00:03"); ok || rpcCalls.Load() != calls {
+		t.Fatalf("negative cache not used: %d rpc calls, was %d", rpcCalls.Load(), calls)
+	}
+	now = now.Add(time.Minute)
+	cache.Lookup(ctx, "52:54:00:00:00:03")
+	if rpcCalls.Load() != calls+1 {
+		t.Fatalf("negative entry did not expire")
+	}
+
+	if _, err := js.PublishMsg(ctx, regionEvent(t, events.TypeBootDecisionCleared, events.BootDecisionCleared{MAC: "52:54:00:00:00:01"})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "clear", func() bool { return cache.Len() == 1 })
+
+	// With the region and NATS gone, a new cache from the same directory
+	// still knows what the old one learnt, and resumes after its sequence.
+	ns.Stop()
+	start := time.Now()
+	if _, ok := cache.Lookup(ctx, "52:54:00:00:00:09"); ok {
+		t.Fatal("unknown MAC found while the region is away")
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("lookup with the region away took %s", waited)
+	}
+	cancel()
+	<-done
+	restarted, err := bootconfig.NewCache(bootconfig.CacheConfig{RackID: rackID, DataDir: dir}, nil, nil, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := restarted.Lookup(context.Background(), onRPC.MAC); !ok || got.MachineID != "m-2" {
+		t.Fatalf("after restart: %+v %v", got, ok)
+	}
+	if _, ok := restarted.Lookup(context.Background(), "52:54:00:00:00:01"); ok {
+		t.Fatal("cleared decision came back after restart")
+	}
+}

@@ -1,0 +1,206 @@
+package bootconfig
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"text/template"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+// Kind is a boot loader config format.
+type Kind string
+
+// Config kinds.
+const (
+	KindPXELinux Kind = "pxelinux"
+	KindGRUB     Kind = "grub"
+	KindIPXE     Kind = "ipxe"
+	// KindIPXEChain is the generic iPXE script that chains to the
+	// per-MAC one, for a DHCP server that cannot hand out per-MAC names.
+	KindIPXEChain Kind = "ipxe_chain"
+)
+
+// RenderConfig configures a Renderer.
+type RenderConfig struct {
+	// HTTPBootURL is where machines reach this rack's HTTP boot server,
+	// such as http://10.0.2.2:5248. When set, iPXE scripts fetch kernel and
+	// initrd over HTTP; when empty, over the protocol that served the
+	// script.
+	HTTPBootURL string
+	// PreseedParam is the kernel parameter that carries the preseed URL
+	// (default "url", the Debian installer's alias of preseed/url).
+	PreseedParam string
+	// Enlist is what a machine the region does not know boots; its MAC is
+	// filled in per request. Nil means unknown machines boot locally.
+	Enlist *events.BootDecision
+}
+
+// Renderer renders configs from boot decisions.
+type Renderer struct {
+	cfg RenderConfig
+}
+
+// NewRenderer validates cfg and returns a renderer.
+func NewRenderer(cfg RenderConfig) (*Renderer, error) {
+	if cfg.PreseedParam == "" {
+		cfg.PreseedParam = "url"
+	}
+	if strings.ContainsAny(cfg.PreseedParam, " \t\r\n=") {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: PreseedParam %q must be a bare parameter name", cfg.PreseedParam)
+	}
+	cfg.HTTPBootURL = strings.TrimRight(cfg.HTTPBootURL, "/")
+	if strings.ContainsAny(cfg.HTTPBootURL, " \t\r\n") {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: HTTPBootURL %q must not contain spaces", cfg.HTTPBootURL)
+	}
+	if cfg.Enlist != nil {
+		e := *cfg.Enlist
+		e.MAC = "00:00:00:00:00:00"
+		if err := ValidateDecision(&e); err != nil {
+			return nil, fmt.Errorf("bootconfig: enlist decision: %w", err)
+		}
+		if e.Purpose == events.BootPurposeInstall {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: the enlist decision must have purpose enlist or local")
+		}
+	}
+	return &Renderer{cfg: cfg}, nil
+}
+
+// Unknown is the decision for a machine the region does not know.
+func (r *Renderer) Unknown(mac string) events.BootDecision {
+	if r.cfg.Enlist == nil {
+		return events.BootDecision{MAC: mac, Purpose: events.BootPurposeLocal}
+	}
+	d := *r.cfg.Enlist
+	d.MAC = mac
+	d.Params = append([]string(nil), d.Params...)
+	return d
+}
+
+// ValidateDecision checks a decision from outside and puts its MAC in
+// canonical form. Values end up in configs a boot loader parses line by
+// line, so nothing may carry a line break or, where a value is one word,
+// a space: a decision must not be able to smuggle in config lines.
+func ValidateDecision(d *events.BootDecision) error {
+	mac, err := NormalizeMAC(d.MAC)
+	if err != nil {
+		return rackplane.Errorf(rackplane.EINVALID, "boot decision: %v", err)
+	}
+	d.MAC = mac
+	switch d.Purpose {
+	case events.BootPurposeLocal:
+	case events.BootPurposeEnlist, events.BootPurposeInstall:
+		if d.Kernel == "" || d.Initrd == "" {
+			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %s needs a kernel and an initrd", mac, d.Purpose)
+		}
+	default:
+		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist or install", mac, d.Purpose)
+	}
+	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL} {
+		if strings.ContainsFunc(v, isSpaceOrControl) {
+			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a space or control character", mac, name)
+		}
+	}
+	for name, v := range map[string]string{"hostname": d.Hostname, "machine_id": d.MachineID, "arch": d.Arch, "image_version": d.ImageVer} {
+		if strings.ContainsFunc(v, isControl) {
+			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a control character", mac, name)
+		}
+	}
+	for _, p := range d.Params {
+		if strings.ContainsFunc(p, isControl) {
+			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: a kernel parameter contains a control character", mac)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool        { return r < 0x20 || r == 0x7f }
+func isSpaceOrControl(r rune) bool { return r == ' ' || isControl(r) }
+
+// Render renders the config of kind for decision d, which must have passed
+// ValidateDecision.
+func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
+	t, ok := templates[kind]
+	if !ok {
+		return nil, fmt.Errorf("render: unknown config kind %q", kind)
+	}
+	data := struct {
+		events.BootDecision
+		CmdLine    string
+		KernelURL  string
+		InitrdURL  string
+		Hyphenated string
+	}{
+		BootDecision: d,
+		CmdLine:      r.cmdline(d),
+		KernelURL:    r.url(d.Kernel),
+		InitrdURL:    r.url(d.Initrd),
+		Hyphenated:   Hyphenated(d.MAC),
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return nil, fmt.Errorf("render %s for %s: %w", kind, d.MAC, err)
+	}
+	return b.Bytes(), nil
+}
+
+func (r *Renderer) cmdline(d events.BootDecision) string {
+	parts := append([]string(nil), d.Params...)
+	if d.PreseedURL != "" {
+		parts = append(parts, r.cfg.PreseedParam+"="+d.PreseedURL)
+	}
+	return strings.Join(parts, " ")
+}
+
+// url makes a store path absolute for iPXE: over HTTP when the rack has an
+// HTTP boot URL, else relative to the server that served the script.
+func (r *Renderer) url(path string) string {
+	path = "/" + strings.TrimLeft(path, "/")
+	return r.cfg.HTTPBootURL + path
+}
+
+var templates = map[Kind]*template.Template{
+	KindPXELinux: template.Must(template.New("pxelinux").Parse(`# {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}
+{{- if eq .Purpose "local"}}
+DEFAULT local
+LABEL local
+  LOCALBOOT 0
+{{- else}}
+DEFAULT {{.Purpose}}
+LABEL {{.Purpose}}
+  KERNEL {{.Kernel}}
+  INITRD {{.Initrd}}
+  APPEND {{.CmdLine}}
+  IPAPPEND 2
+{{- end}}
+`)),
+	KindGRUB: template.Must(template.New("grub").Parse(`# {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}
+set default=0
+set timeout=0
+{{- if eq .Purpose "local"}}
+menuentry 'local' {
+  exit
+}
+{{- else}}
+menuentry '{{.Purpose}}' {
+  linux /{{.Kernel}} {{.CmdLine}}
+  initrd /{{.Initrd}}
+}
+{{- end}}
+`)),
+	KindIPXE: template.Must(template.New("ipxe").Parse(`#!ipxe
+# {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}
+{{- if eq .Purpose "local"}}
+exit
+{{- else}}
+kernel {{.KernelURL}} {{.CmdLine}}
+initrd {{.InitrdURL}}
+boot
+{{- end}}
+`)),
+	KindIPXEChain: template.Must(template.New("ipxe_chain").Parse(`#!ipxe
+chain /ipxe/${mac:hexhyp}.ipxe
+`)),
+}

@@ -1,0 +1,160 @@
+package bootconfig_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/rack/bootconfig"
+)
+
+func TestNormalizeMAC(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"52:54:00:12:34:56", "52:54:00:12:34:56"},
+		{"52-54-00-AB-cd-EF", "52:54:00:ab:cd:ef"},
+		{"525400ABCDEF", "52:54:00:ab:cd:ef"},
+		{"52:54-00:12:34:56", ""},
+		{"52:54:00:12:34", ""},
+		{"52:54:00:12:34:56:78", ""},
+		{"5:254:00:12:34:56", ""},
+		{":52:54:00:12:34:56", ""},
+		{"52:54:00:12:34:5g", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		got, err := bootconfig.NormalizeMAC(tt.in)
+		if got != tt.want || (err == nil) != (tt.want != "") {
+			t.Errorf("NormalizeMAC(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func FuzzNormalizeMAC(f *testing.F) {
+	for _, s := range []string{"52:54:00:12:34:56", "52-54-00-ab-cd-ef", "525400abcdef", "::::::", "5:254:00:12:34:56"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got, err := bootconfig.NormalizeMAC(in)
+		if err != nil {
+			return
+		}
+		if len(got) != 17 || strings.Count(got, ":") != 5 || strings.ToLower(got) != got {
+			t.Fatalf("NormalizeMAC(%q) = %q", in, got)
+		}
+		if again, err := bootconfig.NormalizeMAC(got); err != nil || again != got {
+			t.Fatalf("not idempotent: %q -> %q -> %q %v", in, got, again, err)
+		}
+	})
+}
+
+func TestValidateDecisionRefusesInjection(t *testing.T) {
+	base := events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i"}
+	tests := []struct {
+		name string
+		edit func(*events.BootDecision)
+		ok   bool
+	}{
+		{"valid", func(*events.BootDecision) {}, true},
+		{"local without kernel", func(d *events.BootDecision) { d.Purpose, d.Kernel, d.Initrd = events.BootPurposeLocal, "", "" }, true},
+		{"install without kernel", func(d *events.BootDecision) { d.Kernel = "" }, false},
+		{"unknown purpose", func(d *events.BootDecision) { d.Purpose = "rescue" }, false},
+		{"bad mac", func(d *events.BootDecision) { d.MAC = "nope" }, false},
+		{"newline in param", func(d *events.BootDecision) { d.Params = []string{"a\nLABEL evil"} }, false},
+		{"space in kernel", func(d *events.BootDecision) { d.Kernel = "k evil" }, false},
+		{"newline in preseed", func(d *events.BootDecision) { d.PreseedURL = "http://x\nboot" }, false},
+		{"newline in hostname", func(d *events.BootDecision) { d.Hostname = "h\n" }, false},
+	}
+	for _, tt := range tests {
+		d := base
+		tt.edit(&d)
+		if err := bootconfig.ValidateDecision(&d); (err == nil) != tt.ok {
+			t.Errorf("%s: err %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestRender(t *testing.T) {
+	d := events.BootDecision{MAC: "52:54:00:12:34:56", MachineID: "m-1", Purpose: events.BootPurposeInstall,
+		Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"console=ttyS0", "quiet"}, PreseedURL: "http://r/p"}
+	local := events.BootDecision{MAC: d.MAC, Purpose: events.BootPurposeLocal}
+	tests := []struct {
+		cfg  bootconfig.RenderConfig
+		kind bootconfig.Kind
+		d    events.BootDecision
+		want []string
+	}{
+		{bootconfig.RenderConfig{}, bootconfig.KindPXELinux, d, []string{"DEFAULT install", "KERNEL images/debian/v1/linux", "INITRD images/debian/v1/initrd", "APPEND console=ttyS0 quiet url=http://r/p", "IPAPPEND 2"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindPXELinux, local, []string{"DEFAULT local", "LOCALBOOT 0"}},
+		{bootconfig.RenderConfig{PreseedParam: "ds"}, bootconfig.KindGRUB, d, []string{"linux /images/debian/v1/linux console=ttyS0 quiet ds=http://r/p", "initrd /images/debian/v1/initrd"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUB, local, []string{"exit"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, d, []string{"#!ipxe\n", "kernel /images/debian/v1/linux console=ttyS0", "initrd /images/debian/v1/initrd", "boot"}},
+		{bootconfig.RenderConfig{HTTPBootURL: "http://10.0.2.2:5248/"}, bootconfig.KindIPXE, d, []string{"kernel http://10.0.2.2:5248/images/debian/v1/linux", "initrd http://10.0.2.2:5248/images/debian/v1/initrd"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, local, []string{"exit"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindIPXEChain, local, []string{"chain /ipxe/${mac:hexhyp}.ipxe"}},
+	}
+	for _, tt := range tests {
+		r, err := bootconfig.NewRenderer(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := r.Render(tt.kind, tt.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s %s lacks %q:\n%s", tt.kind, tt.d.Purpose, w, b)
+			}
+		}
+	}
+}
+
+func TestNewRendererValidates(t *testing.T) {
+	bad := []bootconfig.RenderConfig{
+		{PreseedParam: "a b"},
+		{HTTPBootURL: "http://x y"},
+		{Enlist: &events.BootDecision{Purpose: events.BootPurposeEnlist}},
+		{Enlist: &events.BootDecision{Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i"}},
+	}
+	for _, cfg := range bad {
+		if _, err := bootconfig.NewRenderer(cfg); err == nil {
+			t.Errorf("NewRenderer(%+v) accepted", cfg)
+		}
+	}
+}
+
+// TestDecisionSchema checks that the region's boot decision events, as the
+// rack expects them, validate against their schema files, and that the
+// schema refuses what ValidateDecision refuses about the wire form.
+func TestDecisionSchema(t *testing.T) {
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := events.BootDecision{MAC: "52:54:00:12:34:56", MachineID: "m-1", Hostname: "node1", Purpose: events.BootPurposeInstall, Arch: "amd64",
+		Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", ImageVer: "debian/v1", Params: []string{"console=ttyS0", "a=b c"}, PreseedURL: "http://r/p"}
+	tests := []struct {
+		typ  string
+		data any
+		ok   bool
+	}{
+		{events.TypeBootDecisionSet, good, true},
+		{events.TypeBootDecisionSet, events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeLocal}, true},
+		{events.TypeBootDecisionSet, events.BootDecision{MAC: "52-54-00-12-34-56", Purpose: events.BootPurposeLocal}, false},
+		{events.TypeBootDecisionSet, events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: "rescue"}, false},
+		{events.TypeBootDecisionSet, events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeLocal, Params: []string{"x\ny"}}, false},
+		{events.TypeBootDecisionSet, events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeLocal, Kernel: "a b"}, false},
+		{events.TypeBootDecisionCleared, events.BootDecisionCleared{MAC: "52:54:00:12:34:56", MachineID: "m-1", Reason: "deleted"}, true},
+		{events.TypeBootDecisionCleared, events.BootDecisionCleared{MAC: "AA:54:00:12:34:56"}, false},
+	}
+	for i, tt := range tests {
+		e, err := events.New(events.RegionSource, tt.typ, "machine/m-1", time.Now(), tt.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Validate(e); (err == nil) != tt.ok {
+			t.Errorf("case %d (%s): validate: %v, want ok=%v", i, events.Name(tt.typ), err, tt.ok)
+		}
+	}
+}

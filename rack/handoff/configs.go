@@ -1,0 +1,54 @@
+package handoff
+
+import (
+	"strings"
+
+	"github.com/rackplane/rackplane/rack/bootconfig"
+)
+
+// configName is a request for a config rendered per machine. MAC is ""
+// for the generic configs (pxelinux.cfg/default, the iPXE chain script).
+type configName struct {
+	Kind bootconfig.Kind
+	MAC  string
+}
+
+// parseConfigName recognises the names boot loaders ask for their config:
+// pxelinux.cfg/01-<mac> and pxelinux.cfg/default (pxelinux),
+// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB),
+// ipxe/<mac>.ipxe and ipxe/boot.ipxe (iPXE). name is normalised.
+func parseConfigName(name string) (configName, bool) {
+	lower := strings.ToLower(name)
+	if rest, ok := strings.CutPrefix(lower, "pxelinux.cfg/"); ok {
+		if rest == "default" {
+			return configName{Kind: bootconfig.KindPXELinux}, true
+		}
+		if m, ok := strings.CutPrefix(rest, "01-"); ok {
+			return macConfig(bootconfig.KindPXELinux, m)
+		}
+		return configName{}, false
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimPrefix(lower, "grub/"), "grub.cfg-"); ok {
+		if m, ok := strings.CutPrefix(rest, "01-"); ok && len(m) == 17 {
+			rest = m
+		}
+		return macConfig(bootconfig.KindGRUB, rest)
+	}
+	if rest, ok := strings.CutPrefix(lower, "ipxe/"); ok {
+		if rest == "boot.ipxe" {
+			return configName{Kind: bootconfig.KindIPXEChain}, true
+		}
+		if m, ok := strings.CutSuffix(rest, ".ipxe"); ok {
+			return macConfig(bootconfig.KindIPXE, m)
+		}
+	}
+	return configName{}, false
+}
+
+func macConfig(kind bootconfig.Kind, s string) (configName, bool) {
+	mac, err := bootconfig.NormalizeMAC(s)
+	if err != nil {
+		return configName{}, false
+	}
+	return configName{Kind: kind, MAC: mac}, true
+}

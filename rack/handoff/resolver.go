@@ -1,0 +1,390 @@
+package handoff
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/rack/bootconfig"
+)
+
+// Routes of a hand-off decision.
+const (
+	RouteConfig      = "config"      // rendered for the requesting machine
+	RouteVersioned   = "versioned"   // a file of an explicit image or boot loader version
+	RouteRoot        = "root"        // a file of the fallback root directory
+	RouteNotFound    = "not_found"   // nothing by that name
+	RouteDenied      = "denied"      // a hostile or malformed name
+	RouteUnavailable = "unavailable" // a store failed
+)
+
+// Publisher takes events; the rack's events.Publisher never blocks.
+type Publisher interface{ Publish(events.Event) }
+
+// Versions opens files of explicit image or boot loader versions (the
+// image store). It returns an error wrapping fs.ErrNotExist when name is
+// not such a file, and the resolver moves on to the fallback root.
+type Versions interface {
+	OpenVersioned(ctx context.Context, name string) (f *os.File, versionID string, err error)
+}
+
+// Decisions gives the region's boot decision for a canonical MAC; known is
+// false when nobody knows the machine (or could be asked in time).
+type Decisions interface {
+	Lookup(ctx context.Context, mac string) (d events.BootDecision, known bool)
+}
+
+// Config configures a Resolver.
+type Config struct {
+	RackID string
+	// Root is the fallback directory served when no other route matches
+	// (boot loaders such as pxelinux.0, ldlinux.c32, grubx64.efi). Empty
+	// means no fallback.
+	Root string
+	Now  func() time.Time
+}
+
+// Resolver is the hand-off. Safe for concurrent use.
+type Resolver struct {
+	cfg       Config
+	root      *os.Root
+	decisions Decisions
+	versions  Versions
+	render    *bootconfig.Renderer
+	pub       Publisher
+	log       *slog.Logger
+
+	latency  *prometheus.HistogramVec
+	outcomes *prometheus.CounterVec
+}
+
+// NewResolver returns a resolver. versions may be nil (no image store).
+func NewResolver(cfg Config, decisions Decisions, versions Versions, render *bootconfig.Renderer, pub Publisher, log *slog.Logger, reg prometheus.Registerer) (*Resolver, error) {
+	if cfg.RackID == "" {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "handoff: RackID is required")
+	}
+	if decisions == nil || render == nil || pub == nil || log == nil {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "handoff: decisions, renderer, publisher and logger are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Resolver{
+		cfg: cfg, decisions: decisions, versions: versions, render: render, pub: pub, log: log,
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rackplane_boot_handoff_seconds",
+			Help:    "Time to decide what a boot request gets, by route.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .25, .5, 1},
+		}, []string{"route"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_boot_transfers_total",
+			Help: "Boot transfers finished, by protocol and result (ok or error).",
+		}, []string{"protocol", "result"}),
+	}
+	if cfg.Root != "" {
+		root, err := os.OpenRoot(cfg.Root)
+		if err != nil {
+			return nil, rackplane.WrapError(rackplane.EINVALID, err, "handoff: fallback root %q cannot be opened", cfg.Root)
+		}
+		r.root = root
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{r.latency, r.outcomes} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("handoff: register metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Close releases the fallback root.
+func (r *Resolver) Close() error {
+	if r.root != nil {
+		return r.root.Close()
+	}
+	return nil
+}
+
+// Request is one boot request as a front-end received it.
+type Request struct {
+	Protocol string // events.BootProtocol*
+	Local    string // address the request arrived on, if known
+	Remote   string // the client's address
+	Name     string // as requested, not yet normalised
+}
+
+// Result is what a request gets: a file to stream (File) or rendered
+// bytes (Content). The front-end calls Resolver.Finish when done.
+type Result struct {
+	ID        string // hand-off id, named in the events
+	Request   Request
+	Route     string
+	Name      string // normalised
+	Path      string // file served (store path or root-relative), or config name
+	VersionID string
+	MAC       string
+	MachineID string
+	Purpose   string
+	Size      int64
+	ModTime   time.Time
+	File      *os.File
+	Content   []byte
+}
+
+// Reader returns the content as a ReadSeeker, so front-ends can size it.
+func (res *Result) Reader() io.ReadSeeker {
+	if res.File != nil {
+		return res.File
+	}
+	return bytes.NewReader(res.Content)
+}
+
+// Resolve decides what req gets and reports the decision as an event. The
+// error is a *rackplane.Error: ENOTFOUND for nothing by that name,
+// EFORBIDDEN for a refused name, EUNAVAILABLE for a failing store; its
+// message is safe to send to the client.
+func (r *Resolver) Resolve(ctx context.Context, req Request) (*Result, error) {
+	start := time.Now()
+	res := &Result{ID: newID(), Request: req}
+	err := r.resolve(ctx, req, res)
+	if err != nil {
+		res.Route = RouteOf(err)
+	}
+	elapsed := time.Since(start)
+	r.latency.WithLabelValues(res.Route).Observe(elapsed.Seconds())
+	ev := events.BootHandoff{
+		Protocol: req.Protocol, Local: Printable(req.Local, 300), Remote: Printable(req.Remote, 300),
+		FileName: Printable(req.Name, 1024), Route: res.Route,
+		Path: Printable(res.Path, 4096), VersionID: res.VersionID,
+		MAC: res.MAC, MachineID: res.MachineID, Purpose: res.Purpose,
+		Size: res.Size, LatencyUS: elapsed.Microseconds(), HandoffID: res.ID,
+	}
+	if err != nil {
+		ev.Reason = Printable(reasonOf(err), 512)
+		r.log.Info("boot hand-off refused", "protocol", req.Protocol, "remote", req.Remote, "file_name", ev.FileName, "route", res.Route, "reason", ev.Reason)
+	}
+	r.Emit(events.TypeBootHandoff, res.MachineID, ev)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (r *Resolver) resolve(ctx context.Context, req Request, res *Result) error {
+	name, err := Normalize(req.Name)
+	if err != nil {
+		return rackplane.WrapError(rackplane.EFORBIDDEN, err, "access violation")
+	}
+	res.Name = name
+	if cn, ok := parseConfigName(name); ok {
+		return r.config(ctx, cn, res)
+	}
+	if r.versions != nil {
+		f, version, err := r.versions.OpenVersioned(ctx, name)
+		switch {
+		case err == nil:
+			res.Route, res.Path, res.VersionID = RouteVersioned, name, version
+			return r.useFile(f, res)
+		case !errors.Is(err, fs.ErrNotExist):
+			return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "image store unavailable")
+		}
+	}
+	if r.root == nil {
+		return rackplane.Errorf(rackplane.ENOTFOUND, "file not found")
+	}
+	return r.openRoot(name, res)
+}
+
+func (r *Resolver) config(ctx context.Context, cn configName, res *Result) error {
+	var d events.BootDecision
+	known := false
+	if cn.MAC != "" {
+		d, known = r.decisions.Lookup(ctx, cn.MAC)
+	}
+	if !known {
+		d = r.render.Unknown(cn.MAC)
+	}
+	content, err := r.render.Render(cn.Kind, d)
+	if err != nil {
+		return rackplane.WrapError(rackplane.EINTERNAL, err, "config unavailable")
+	}
+	res.Route, res.Path, res.Content, res.Size = RouteConfig, res.Name, content, int64(len(content))
+	res.MAC, res.MachineID, res.VersionID = cn.MAC, d.MachineID, d.ImageVer
+	if cn.Kind != bootconfig.KindIPXEChain {
+		res.Purpose = d.Purpose
+	}
+	res.ModTime = r.cfg.Now()
+	return nil
+}
+
+func (r *Resolver) openRoot(name string, res *Result) error {
+	// Stat first: opening a FIFO someone left in the root would block.
+	fi, err := r.root.Stat(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return rackplane.WrapError(rackplane.ENOTFOUND, err, "file not found")
+		}
+		return rackplane.WrapError(rackplane.EFORBIDDEN, err, "access violation")
+	}
+	if !fi.Mode().IsRegular() {
+		return rackplane.Errorf(rackplane.ENOTFOUND, "file not found")
+	}
+	f, err := r.root.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return rackplane.WrapError(rackplane.ENOTFOUND, err, "file not found")
+		}
+		return rackplane.WrapError(rackplane.EFORBIDDEN, err, "access violation")
+	}
+	res.Route, res.Path = RouteRoot, name
+	return r.useFile(f, res)
+}
+
+func (r *Resolver) useFile(f *os.File, res *Result) error {
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		f.Close()
+		return rackplane.WrapError(rackplane.ENOTFOUND, err, "file not found")
+	}
+	res.File, res.Size, res.ModTime = f, fi.Size(), fi.ModTime()
+	return nil
+}
+
+// Outcome is how a transfer ended.
+type Outcome struct {
+	Bytes     int64
+	Duration  time.Duration
+	BlockSize int // TFTP only
+	Err       error
+}
+
+// Finish releases res and reports the transfer's outcome as an event.
+func (r *Resolver) Finish(res *Result, o Outcome) {
+	if res.File != nil {
+		res.File.Close()
+	}
+	result := "ok"
+	ev := events.BootTransfer{
+		Protocol: res.Request.Protocol, Local: Printable(res.Request.Local, 300), Remote: Printable(res.Request.Remote, 300),
+		FileName: Printable(res.Request.Name, 1024), Route: res.Route, Path: Printable(res.Path, 4096),
+		VersionID: res.VersionID, MachineID: res.MachineID, Bytes: o.Bytes, Size: res.Size,
+		DurationMS: float64(o.Duration.Microseconds()) / 1000, HandoffID: res.ID,
+	}
+	if o.BlockSize >= 8 {
+		ev.BlockSize = o.BlockSize
+	}
+	if o.Err != nil {
+		result = "error"
+		ev.Error = Printable(o.Err.Error(), 1024)
+	}
+	r.outcomes.WithLabelValues(res.Request.Protocol, result).Inc()
+	r.Emit(events.TypeBootTransfer, res.MachineID, ev)
+}
+
+// Release closes res's file without reporting a transfer, for a
+// front-end that serves the file itself and reports on its own.
+func (r *Resolver) Release(res *Result) {
+	if res.File != nil {
+		res.File.Close()
+	}
+}
+
+// Reject reports a request a front-end refused before any hand-off.
+func (r *Resolver) Reject(rej events.BootRequestRejected) {
+	rej.Detail = Printable(rej.Detail, 1024)
+	rej.Local, rej.Remote = Printable(rej.Local, 300), Printable(rej.Remote, 300)
+	r.Emit(events.TypeBootRequestRejected, "", rej)
+}
+
+// Emit publishes an event of this rack about machineID (or the rack).
+func (r *Resolver) Emit(typ, machineID string, data any) {
+	ev, err := events.New(events.RackSource(r.cfg.RackID), typ, r.Subject(machineID), r.cfg.Now(), data)
+	if err != nil {
+		r.log.Error("build event", "type", typ, "err", err)
+		return
+	}
+	r.pub.Publish(ev)
+}
+
+var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// Subject is the event subject for a machine, or the rack's when the
+// machine is unknown or its id does not fit a subject.
+func (r *Resolver) Subject(machineID string) string {
+	if machineIDPattern.MatchString(machineID) {
+		return "machine/" + machineID
+	}
+	return events.RackStreamName(r.cfg.RackID)
+}
+
+// RackID is the rack this resolver decides for.
+func (r *Resolver) RackID() string { return r.cfg.RackID }
+
+// RouteOf maps a Resolve error to its route.
+func RouteOf(err error) string {
+	switch rackplane.ErrorCode(err) {
+	case rackplane.ENOTFOUND:
+		return RouteNotFound
+	case rackplane.EFORBIDDEN:
+		return RouteDenied
+	default:
+		return RouteUnavailable
+	}
+}
+
+func reasonOf(err error) string {
+	var e *rackplane.Error
+	if errors.As(err, &e) && e.Err != nil {
+		return e.Err.Error()
+	}
+	return err.Error()
+}
+
+// Printable makes a name from the network safe for an event and a log
+// line: control bytes and invalid UTF-8 are escaped (Postgres refuses NUL
+// in JSON), and it is cut to at most max bytes.
+func Printable(s string, max int) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		var piece string
+		switch {
+		case r == utf8.RuneError && n == 1, r < 0x20, r == 0x7f:
+			piece = fmt.Sprintf(`\x%02x`, s[i])
+		default:
+			piece = s[i : i+n]
+		}
+		if b.Len()+len(piece) > max {
+			break
+		}
+		b.WriteString(piece)
+		i += n
+	}
+	return b.String()
+}
+
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}

@@ -1,0 +1,507 @@
+package rack
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/bootconfig"
+	"github.com/rackplane/rackplane/rack/capabilities"
+	"github.com/rackplane/rackplane/rack/handoff"
+	"github.com/rackplane/rackplane/rack/httpboot"
+	"github.com/rackplane/rackplane/rack/images"
+	"github.com/rackplane/rackplane/rack/offload"
+	"github.com/rackplane/rackplane/rack/storage"
+	"github.com/rackplane/rackplane/rack/tftp"
+)
+
+// Config is the rack's configuration.
+type Config struct {
+	DataDir           string
+	Name              string
+	NATSURL           string
+	HTTPAddr          string
+	HeartbeatInterval time.Duration
+	EventBuffer       int
+	LogLevel          string
+
+	// Images.
+	ImportSystemBootloaders bool
+	ScrubAtStart            bool
+	KeepImageVersions       int
+	InFlightWindow          time.Duration
+
+	// Storage providers.
+	StorageSearchPath []string
+	StorageTimeout    time.Duration
+
+	// Booting.
+	TFTPAddrs     []string
+	TFTPWindow    int
+	BootURL       string
+	BootRoot      string
+	OffloadSocket string
+
+	// ImageClock is the clock of the image store's GC windows; nil is
+	// time.Now. Tests move it to age versions past InFlightWindow.
+	ImageClock func() time.Time
+
+	// PreseedDir holds default preseeds (<name>.preseed) the rack ships.
+	PreseedDir string
+
+	// BootFilesOverHTTP makes iPXE fetch kernels and initrds from the
+	// rack's HTTP server (BootURL) rather than over TFTP.
+	BootFilesOverHTTP bool
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:           "/var/lib/rackplane/rack",
+		NATSURL:           nats.DefaultURL,
+		HTTPAddr:          ":5248",
+		HeartbeatInterval: 2 * time.Second,
+		EventBuffer:       50000,
+		LogLevel:          "info",
+
+		ImportSystemBootloaders: true,
+		KeepImageVersions:       2,
+		InFlightWindow:          time.Hour,
+		StorageSearchPath:       []string{"/usr/share/rackplane/storage", "/etc/rackplane/storage"},
+		StorageTimeout:          5 * time.Minute,
+		TFTPAddrs:               []string{":69"},
+		TFTPWindow:              8,
+		PreseedDir:              "/etc/rackplane/preseeds",
+		BootFilesOverHTTP:       true,
+	}
+}
+
+func listFlag(dst *[]string) func(string) error {
+	return func(v string) error {
+		*dst = nil
+		for _, d := range strings.Split(v, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				*dst = append(*dst, d)
+			}
+		}
+		return nil
+	}
+}
+
+// RegisterFlags binds c's fields to flags of fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the rack id, images and caches")
+	fs.StringVar(&c.Name, "name", c.Name, "rack name shown by the region (default: the host name)")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
+	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin, ipxe) at start")
+	fs.BoolVar(&c.ScrubAtStart, "scrub-at-start", c.ScrubAtStart, "verify every stored image file against its sha256 at start")
+	fs.IntVar(&c.KeepImageVersions, "keep-image-versions", c.KeepImageVersions, "newest versions of each image that garbage collection always keeps")
+	fs.DurationVar(&c.InFlightWindow, "in-flight-window", c.InFlightWindow, "how long after a file was handed out its image version counts as being booted from")
+	fs.Func("storage-search-path", "comma-separated directories holding storage provider directories (default "+strings.Join(c.StorageSearchPath, ",")+")", listFlag(&c.StorageSearchPath))
+	fs.Func("tftp-addr", "comma-separated addresses of the TFTP server; empty turns it off (default "+strings.Join(c.TFTPAddrs, ",")+")", listFlag(&c.TFTPAddrs))
+	fs.IntVar(&c.TFTPWindow, "tftp-window", c.TFTPWindow, "TFTP blocks sent ahead of acknowledgements (1: strict lock-step)")
+	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach this rack's HTTP server at, put in boot configs (default: http://<first non-loopback address>:<http port>)")
+	fs.StringVar(&c.BootRoot, "boot-root", c.BootRoot, "fallback directory for boot files (default <data-dir>/boot-root)")
+	fs.StringVar(&c.PreseedDir, "preseed-dir", c.PreseedDir, "directory of default preseeds (<name>.preseed) this rack ships to the region")
+	fs.BoolVar(&c.BootFilesOverHTTP, "boot-files-over-http", c.BootFilesOverHTTP, "iPXE fetches kernel and initrd over HTTP from -boot-url (false: over TFTP)")
+	fs.StringVar(&c.OffloadSocket, "offload-socket", c.OffloadSocket, "Unix socket for an external TFTP front-end (MAAS offload protocol); empty turns it off")
+	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
+}
+
+// Validate reports every problem of c at once, each saying what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is empty: give a directory the rack may write"))
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			errs = append(errs, errors.New("-name is empty and the host name is unknown: give -name"))
+		}
+		c.Name = h
+	}
+	if len(c.Name) > 253 {
+		errs = append(errs, errors.New("-name is longer than 253 characters"))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("-http-addr %q: want host:port, such as :5248", c.HTTPAddr))
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("-heartbeat-interval %s: want 100ms to 1h", c.HeartbeatInterval))
+	}
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.KeepImageVersions < 1 {
+		errs = append(errs, fmt.Errorf("-keep-image-versions %d: want 1 or more", c.KeepImageVersions))
+	}
+	if c.InFlightWindow < time.Minute {
+		errs = append(errs, fmt.Errorf("-in-flight-window %s: want at least 1m", c.InFlightWindow))
+	}
+	for _, d := range c.StorageSearchPath {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("-storage-search-path: %q is not an absolute path", d))
+		}
+	}
+	if c.StorageTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("-storage-timeout %s: want at least 1s", c.StorageTimeout))
+	}
+	for _, a := range c.TFTPAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("-tftp-addr %q: want host:port, such as :69", a))
+		}
+	}
+	if c.TFTPWindow < 1 || c.TFTPWindow > 64 {
+		errs = append(errs, fmt.Errorf("-tftp-window %d: want 1 to 64", c.TFTPWindow))
+	}
+	if c.BootURL != "" && !strings.HasPrefix(c.BootURL, "http://") && !strings.HasPrefix(c.BootURL, "https://") {
+		errs = append(errs, fmt.Errorf("-boot-url %q: want an http:// URL", c.BootURL))
+	}
+	if c.EventBuffer < 100 {
+		errs = append(errs, fmt.Errorf("-event-buffer %d: want 100 or more", c.EventBuffer))
+	}
+	return errors.Join(errs...)
+}
+
+// Rack is a running rack controller.
+type Rack struct {
+	cfg       Config
+	id        string
+	nc        *nats.Conn
+	log       *slog.Logger
+	now       func() time.Time
+	registry  *prometheus.Registry
+	publisher *events.Publisher
+	rpc       *rpc.Server
+	mux       *http.ServeMux
+	ln        net.Listener
+	started   time.Time
+	seq       atomic.Int64
+
+	images       *images.Store
+	storage      *storage.Manager
+	capabilities *capabilities.Reporter
+
+	decisions     *bootconfig.Cache
+	resolver      *handoff.Resolver
+	tftp          *tftp.Server
+	httpboot      *httpboot.Server
+	offloadStore  *offload.Store
+	offload       *offload.Offload
+	offloadSocket *offload.SocketServer
+}
+
+// New builds a rack on a NATS connection (which should retry forever:
+// racks keep working while NATS is away). It takes the HTTP address right
+// away, so the address is known on return.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := LoadOrCreateID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	log = log.With("rack_id", id)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r := &Rack{
+		cfg: cfg, id: id, nc: nc, log: log, now: time.Now, registry: reg,
+		// Handlers get as long as the longest action a rack runs (a storage
+		// script); each bounds its own work more tightly.
+		rpc: rpc.NewServer(nc, id, log, 64, max(30*time.Second, cfg.StorageTimeout+10*time.Second)),
+		mux: http.NewServeMux(),
+	}
+	r.publisher = events.NewPublisher(js, events.PublisherConfig{
+		Source: events.RackSource(id), Subject: events.RackStreamName(id),
+		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
+	})
+	r.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	if r.cfg.BootURL == "" {
+		r.cfg.BootURL = defaultBootURL(r.ln.Addr().(*net.TCPAddr))
+	}
+	if err := r.openServices(js); err != nil {
+		r.ln.Close()
+		return nil, err
+	}
+	r.mux.Handle("/", r.httpboot.Handler())
+	r.mux.HandleFunc("GET /preseed/{machine}", r.servePreseed)
+	r.mux.HandleFunc("POST /status/{machine}/{token}", r.serveStatus)
+	r.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, "{\"status\":\"ok\",\"rack_id\":%q}\n", id)
+	})
+	return r, nil
+}
+
+// defaultBootURL is the rack's HTTP server at its first address a machine
+// could reach: not loopback, unless there is nothing else.
+func defaultBootURL(addr *net.TCPAddr) string {
+	host := "127.0.0.1"
+	if !addr.IP.IsUnspecified() {
+		host = addr.IP.String()
+	} else {
+		for _, a := range localAddresses() {
+			if ip := net.ParseIP(a); ip != nil && ip.To4() != nil && !ip.IsLoopback() {
+				host = a
+				break
+			}
+		}
+	}
+	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
+}
+
+// openServices opens the image store and storage providers and the
+// capability reporter that describes them.
+func (r *Rack) openServices(js jetstream.JetStream) error {
+	dataDir, err := filepath.Abs(r.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	// The reporter is told of changes by the services it describes, so it
+	// exists first and learns of them after.
+	r.capabilities = capabilities.New(capabilities.Config{RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "capabilities"),
+		PreseedDir: r.cfg.PreseedDir})
+	r.images, err = images.Open(context.Background(), images.Config{
+		DataDir: dataDir, RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "images"),
+		Registerer: r.registry, KeepNewest: r.cfg.KeepImageVersions, InFlightWindow: r.cfg.InFlightWindow,
+		ScrubAtOpen: r.cfg.ScrubAtStart, OnChange: r.capabilities.Changed, Now: r.cfg.ImageClock,
+	})
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	r.storage, err = storage.New(storage.Config{
+		RackID: r.id, SearchPath: r.cfg.StorageSearchPath, DataDir: dataDir, ActionTimeout: r.cfg.StorageTimeout,
+		Events: r.publisher, Logger: r.log.With("service", "storage"), Registerer: r.registry,
+		OnChange: func([]storage.Provider) { r.capabilities.Changed() },
+	})
+	if err != nil {
+		r.images.Close()
+		return fmt.Errorf("storage providers: %w", err)
+	}
+	r.capabilities.Describe(r.images, r.storage.Providers)
+	if err := r.openBoot(js, dataDir); err != nil {
+		r.images.Close()
+		return err
+	}
+	return nil
+}
+
+// Images returns the rack's image store.
+func (r *Rack) Images() *images.Store { return r.images }
+
+// Capabilities returns the rack's capability reporter.
+func (r *Rack) Capabilities() *capabilities.Reporter { return r.capabilities }
+
+// ID returns the rack's id.
+func (r *Rack) ID() string { return r.id }
+
+// HTTPAddr returns where the rack's HTTP server listens.
+func (r *Rack) HTTPAddr() string { return r.ln.Addr().String() }
+
+// Publisher returns the rack's event publisher.
+func (r *Rack) Publisher() *events.Publisher { return r.publisher }
+
+// Emit builds an event of the rack and queues it for publishing.
+func (r *Rack) Emit(typ, subject string, data any) error {
+	ev, err := events.New(events.RackSource(r.id), typ, subject, r.now(), data)
+	if err != nil {
+		return err
+	}
+	r.publisher.Publish(ev)
+	return nil
+}
+
+// Info is the answer to the info rpc.
+type Info struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	HTTP      []string  `json:"http"`
+	Buffered  int       `json:"buffered_events"`
+	Dropped   int64     `json:"dropped_events"`
+}
+
+func (r *Rack) info() Info {
+	return Info{ID: r.id, Name: r.cfg.Name, Version: rackplane.Version, StartedAt: r.started,
+		HTTP: []string{r.HTTPAddr()}, Buffered: r.publisher.Buffered(), Dropped: r.publisher.Dropped()}
+}
+
+// Run serves until ctx ends.
+func (r *Rack) Run(ctx context.Context) error {
+	defer r.ln.Close()
+	r.started = r.now().UTC().Truncate(time.Microsecond)
+	infoHandler := func(context.Context, []byte) (any, error) { return r.info(), nil }
+	if err := r.rpc.Handle(events.RackRPCSubject(r.id, "info"), "", infoHandler); err != nil {
+		return err
+	}
+	if err := r.rpc.Handle(events.RacksRPCSubject("info"), "", infoHandler); err != nil {
+		return err
+	}
+	defer r.rpc.Close()
+	defer r.images.Close()
+	if err := r.images.RegisterRPC(r.rpc, r.id); err != nil {
+		return err
+	}
+	if err := r.storage.RegisterRPC(r.rpc, r.id); err != nil {
+		return err
+	}
+	if err := r.capabilities.RegisterRPC(r.rpc, r.id); err != nil {
+		return err
+	}
+	if err := r.offload.HandleRPC(r.rpc, r.id); err != nil {
+		return err
+	}
+	defer r.resolver.Close()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.publisher.Run(ctx) })
+	g.Go(func() error { return r.capabilities.Run(ctx) })
+	g.Go(func() error { return r.storage.Run(ctx) })
+	g.Go(func() error { return r.decisions.Run(ctx) })
+	g.Go(func() error { return r.syncReferences(ctx) })
+	g.Go(func() error { return r.offloadStore.Run(ctx) })
+	g.Go(func() error { return r.offload.Completions(ctx, r.nc, r.id) })
+	if r.tftp != nil {
+		g.Go(func() error { return r.tftp.Run(ctx) })
+	}
+	if r.offloadSocket != nil {
+		g.Go(func() error { return r.offloadSocket.Run(ctx) })
+	}
+	if r.cfg.ImportSystemBootloaders {
+		if _, err := r.images.StartImport(images.Source{SystemBootloaders: true}); err != nil {
+			r.log.Warn("system bootloaders not imported", "err", err)
+		}
+	}
+	g.Go(func() error { return r.presence(ctx) })
+	g.Go(func() error {
+		hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}()
+		if err := hs.Serve(r.ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("rack http: %w", err)
+		}
+		return nil
+	})
+	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())
+	err := g.Wait()
+	// Give queued events a moment to leave on a clean stop.
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = r.publisher.Flush(fctx)
+	return err
+}
+
+// presence registers on every (re)connect and sends heartbeats.
+func (r *Rack) presence(ctx context.Context) error {
+	connected := r.nc.StatusChanged(nats.CONNECTED)
+	defer r.nc.RemoveStatusListener(connected)
+	if err := r.register(); err != nil {
+		return err
+	}
+	t := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer t.Stop()
+	r.heartbeat()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-connected:
+			r.log.Info("connected to NATS, registering again")
+			if err := r.register(); err != nil {
+				return err
+			}
+			r.capabilities.Republish()
+			r.heartbeat()
+		case <-t.C:
+			r.heartbeat()
+		}
+	}
+}
+
+func (r *Rack) register() error {
+	host, _ := os.Hostname()
+	return r.Emit(events.TypeRackRegistered, events.RackStreamName(r.id), events.RackRegistered{
+		Name: r.cfg.Name, Version: rackplane.Version, Hostname: host, Addresses: localAddresses(),
+		HTTP: []string{r.HTTPAddr()}, TFTP: r.TFTPAddrs(), BootURL: r.cfg.BootURL, HeartbeatIntervalMS: r.cfg.HeartbeatInterval.Milliseconds(),
+		StartedAt: r.started,
+	})
+}
+
+func (r *Rack) heartbeat() {
+	if !r.nc.IsConnected() {
+		return // a heartbeat is only worth anything now
+	}
+	ev, err := events.New(events.RackSource(r.id), events.TypeHeartbeat, events.RackStreamName(r.id), r.now(),
+		events.Heartbeat{Seq: r.seq.Add(1), IntervalMS: r.cfg.HeartbeatInterval.Milliseconds(),
+			BufferedEvents: int64(r.publisher.Buffered()), DroppedEvents: r.publisher.Dropped()})
+	if err != nil {
+		r.log.Error("build heartbeat", "err", err)
+		return
+	}
+	b, err := events.Encode(ev)
+	if err == nil {
+		err = r.nc.Publish(events.HeartbeatSubject(r.id), b)
+	}
+	if err != nil {
+		r.log.Debug("heartbeat not sent", "err", err)
+	}
+}
+
+func localAddresses() []string {
+	var out []string
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLinkLocalUnicast() {
+			out = append(out, ipn.IP.String())
+		}
+		if len(out) == 256 {
+			break
+		}
+	}
+	return out
+}

@@ -1,0 +1,133 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"postgres": "ok", "nats": "ok"}
+	ready := true
+	if err := s.db.Ping(ctx); err != nil {
+		s.log.Warn("readiness: postgres", "err", err)
+		checks["postgres"] = "unreachable"
+		ready = false
+	}
+	if st := s.nc.Status(); st != nats.CONNECTED {
+		checks["nats"] = st.String()
+		ready = false
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+}
+
+func (s *Server) listRacks(w http.ResponseWriter, r *http.Request) error {
+	racks, err := s.db.ListRacks(r.Context())
+	if err != nil {
+		return err
+	}
+	if racks == nil {
+		racks = []rackplane.Rack{}
+	}
+	for i := range racks {
+		s.withHeartbeat(&racks[i])
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"racks": racks})
+}
+
+// PathUUID returns path value name, which must be a UUID.
+func PathUUID(r *http.Request, name string) (string, error) {
+	v := r.PathValue(name)
+	id, err := uuid.Parse(v)
+	if err != nil {
+		return "", rackplane.Errorf(rackplane.EINVALID, "%s %q is not a UUID", name, v)
+	}
+	return id.String(), nil
+}
+
+func (s *Server) getRack(w http.ResponseWriter, r *http.Request) error {
+	id, err := PathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	rack, err := s.db.GetRack(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.withHeartbeat(&rack)
+	return writeJSON(w, http.StatusOK, rack)
+}
+
+// QueryInt parses an optional integer query parameter within [lo, hi].
+func QueryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, rackplane.Errorf(rackplane.EINVALID, "%s must be a whole number from %d to %d", name, lo, hi)
+	}
+	return n, nil
+}
+
+type eventsPage struct {
+	Events []postgres.Stored `json:"events"`
+	Next   string            `json:"next"`
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	after, err := postgres.ParseCursor(q.Get("after"))
+	if err != nil {
+		return err
+	}
+	limit, err := QueryInt(r, "limit", 100, 1, 1000)
+	if err != nil {
+		return err
+	}
+	f := postgres.ReadFilter{Stream: q.Get("stream"), Types: q["type"]}
+	if err := s.db.AwaitSettled(r.Context(), time.Second); err != nil {
+		return err
+	}
+	evs, next, err := s.db.ReadEvents(r.Context(), after, limit, f)
+	if err != nil {
+		return err
+	}
+	if evs == nil {
+		evs = []postgres.Stored{}
+	}
+	return writeJSON(w, http.StatusOK, eventsPage{Events: evs, Next: next.String()})
+}
+
+func (s *Server) listRejected(w http.ResponseWriter, r *http.Request) error {
+	limit, err := QueryInt(r, "limit", 100, 1, 1000)
+	if err != nil {
+		return err
+	}
+	rej, err := s.db.ListRejected(r.Context(), limit)
+	if err != nil {
+		return err
+	}
+	if rej == nil {
+		rej = []postgres.Rejected{}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"rejected_events": rej})
+}

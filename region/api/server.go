@@ -1,0 +1,260 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// Server serves the API.
+type Server struct {
+	db       *postgres.DB
+	nc       *nats.Conn
+	log      *slog.Logger
+	gatherer prometheus.Gatherer
+	mux      *http.ServeMux
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+
+	heartbeats Heartbeats
+}
+
+// Heartbeats tells when a rack was last heard; the log records only its
+// transitions, so the live figure comes from the liveness monitor.
+type Heartbeats interface {
+	LastHeartbeat(rackID string) (time.Time, bool)
+}
+
+// SetHeartbeats makes rack responses carry the latest heartbeat seen.
+func (s *Server) SetHeartbeats(h Heartbeats) { s.heartbeats = h }
+
+func (s *Server) withHeartbeat(r *rackplane.Rack) {
+	if s.heartbeats == nil {
+		return
+	}
+	if t, ok := s.heartbeats.LastHeartbeat(r.ID); ok && (r.LastHeartbeat == nil || t.After(*r.LastHeartbeat)) {
+		t = t.UTC()
+		r.LastHeartbeat = &t
+	}
+}
+
+// New returns a server. Its metrics go to reg; /metrics serves gatherer.
+func New(db *postgres.DB, nc *nats.Conn, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
+	s := &Server{db: db, nc: nc, log: log, gatherer: gatherer, mux: http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rackplane_region_http_request_seconds", Help: "API request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.requests, s.duration)
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	s.handle("GET /api/v1/racks", s.listRacks)
+	s.handle("GET /api/v1/racks/{id}", s.getRack)
+	s.handle("GET /api/v1/events", s.listEvents)
+	s.handle("GET /api/v1/rejected-events", s.listRejected)
+	s.osRoutes()
+	s.tokenRoutes()
+	s.machineRoutes()
+	s.preseedRoutes()
+	s.imageRoutes()
+	s.volumeRoutes()
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// HandlerFunc is an API handler: it writes a response or returns an error
+// for the edge to map.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adds a route; other packages of the region add theirs with it.
+func (s *Server) Handle(pattern string, h HandlerFunc) { s.handle(pattern, h) }
+
+func (s *Server) handle(pattern string, h HandlerFunc) {
+	public := publicRoutes[pattern]
+	method, _, _ := strings.Cut(pattern, " ")
+	mutation := method != http.MethodGet && method != http.MethodHead
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		defer func() {
+			s.requests.WithLabelValues(pattern, strconv.Itoa(sw.status)).Inc()
+			s.duration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+		}()
+		if !public {
+			actor, err := s.authenticate(r)
+			if err != nil {
+				s.writeError(sw, r, err)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, actor))
+		}
+		var note *auditNote
+		if mutation && !public {
+			note = &auditNote{}
+			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, note))
+		}
+		err := h(sw, r)
+		if err != nil {
+			s.writeError(sw, r, err)
+		}
+		if note != nil {
+			s.audit(r, pattern, sw.status, note, err)
+		}
+	})
+}
+
+// publicRoutes need no token: probes and scrapers have none.
+var publicRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true}
+
+// ServeHTTP adds a request id and logs the request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("X-Request-Id")
+	if id == "" || len(id) > 128 {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	w.Header().Set("X-Request-Id", id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: 200}
+	s.mux.ServeHTTP(sw, r)
+	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+		"duration_ms", time.Since(start).Milliseconds(), "request_id", id)
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the request id of an API request's context.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ListenAndServe serves on addr until ctx ends, then shuts down gracefully.
+func (s *Server) ListenAndServe(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		return nil
+	}
+}
+
+var statusOf = map[string]int{
+	rackplane.EINVALID:      http.StatusBadRequest,
+	rackplane.ENOTFOUND:     http.StatusNotFound,
+	rackplane.ECONFLICT:     http.StatusConflict,
+	rackplane.EPRECONDITION: http.StatusPreconditionFailed,
+	rackplane.EUNAUTHORIZED: http.StatusUnauthorized,
+	rackplane.EFORBIDDEN:    http.StatusForbidden,
+	rackplane.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	rackplane.ETIMEOUT:      http.StatusGatewayTimeout,
+	rackplane.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// ErrorBody is the JSON of an error response.
+type ErrorBody struct {
+	Error struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		RequestID string `json:"request_id,omitempty"`
+	} `json:"error"`
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := rackplane.ErrorCode(err)
+	if code == rackplane.EINTERNAL {
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
+	}
+	if code == rackplane.EUNAUTHORIZED {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="rackplane"`)
+	}
+	var body ErrorBody
+	body.Error.Code = code
+	body.Error.Message = rackplane.ErrorMessage(err)
+	body.Error.RequestID = RequestID(r.Context())
+	status, ok := statusOf[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// WriteJSON writes v with status; for handlers of other packages.
+func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
+
+// DecodeJSON reads a JSON request body into v, refusing unknown fields,
+// trailing data and bodies over 1 MiB.
+func DecodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return rackplane.Errorf(rackplane.EINVALID, "request body over %d bytes", mbe.Limit)
+		}
+		return rackplane.Errorf(rackplane.EINVALID, "request body: %v", err)
+	}
+	if dec.More() {
+		return rackplane.Errorf(rackplane.EINVALID, "request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

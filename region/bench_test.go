@@ -1,0 +1,82 @@
+package region_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/region"
+)
+
+// BenchmarkIngest measures rack publish → committed in Postgres: racks
+// publish b.N events through their publishers, and the clock stops when the
+// last one is in the log. events/s is the figure.
+func BenchmarkIngest(b *testing.B) {
+	for _, racks := range []int{1, 10} {
+		b.Run(fmt.Sprintf("racks%d", racks), func(b *testing.B) {
+			ctx := context.Background()
+			ns := natsserver.StartTest(b)
+			pool := pgtest.NewPool(b)
+			cfg := region.DefaultConfig()
+			cfg.HTTPAddr, cfg.NATSURL = "127.0.0.1:0", ns.URL
+			r, err := region.New(cfg, pool, ns.Connect(), testLogger())
+			if err != nil {
+				b.Fatal(err)
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go r.Run(rctx)
+			js, _ := jetstream.New(ns.Connect())
+			for {
+				if _, err := js.Stream(ctx, events.RackStream); err == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			pubs := make([]*events.Publisher, racks)
+			ids := make([]string, racks)
+			for i := range pubs {
+				ids[i] = uuid.NewString()
+				pubs[i] = events.NewPublisher(js, events.PublisherConfig{Source: events.RackSource(ids[i]), Subject: events.RackStreamName(ids[i]), Buffer: b.N + 1})
+				go pubs[i].Run(rctx)
+			}
+			evs := make([]events.Event, b.N)
+			for i := range evs {
+				id := ids[i%racks]
+				evs[i], _ = events.New(events.RackSource(id), events.TypeEventsDropped, events.RackStreamName(id), time.Now(),
+					events.EventsDropped{Count: 1, Since: time.Now().UTC()})
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for i, e := range evs {
+				pubs[i%racks].Publish(e)
+			}
+			waitCount(b, pool, b.N)
+			elapsed := time.Since(start)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+		})
+	}
+}
+
+func waitCount(b *testing.B, pool *pgxpool.Pool, n int) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		var got int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = $1`, events.TypeEventsDropped).Scan(&got); err != nil {
+			b.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	b.Fatalf("events did not all arrive")
+}

@@ -1,0 +1,301 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// ConsumerName is the durable consumer all region instances share, so each
+// rack event is delivered to one of them.
+const ConsumerName = "rackplane-region-ingest"
+
+// Config configures an Ingester.
+type Config struct {
+	Batch      int           // messages per fetch and per transaction
+	MaxWait    time.Duration // how long a fetch waits to fill a batch
+	AckWait    time.Duration // redelivery after this long without an ack
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Store is what the ingester needs of the event store.
+type Store interface {
+	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
+	AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error)
+	RecordRejected(ctx context.Context, r postgres.Rejected) error
+}
+
+// Ingester consumes rack events.
+type Ingester struct {
+	js        jetstream.JetStream
+	store     Store
+	validator *events.Validator
+	cfg       Config
+	log       *slog.Logger
+
+	ingested   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   *prometheus.CounterVec
+	batchTime  prometheus.Histogram
+}
+
+// New returns an ingester.
+func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *Ingester {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	in := &Ingester{
+		js: js, store: store, validator: v, cfg: cfg, log: cfg.Logger,
+		ingested: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_events_ingested_total", Help: "Rack events appended to the log.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_events_duplicate_total", Help: "Rack events delivered again and already in the log.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_region_events_rejected_total", Help: "Messages on rack subjects refused, by reason.",
+		}, []string{"reason"}),
+		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rackplane_region_ingest_batch_seconds", Help: "Time to validate, append and acknowledge one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(in.ingested, in.duplicates, in.rejected, in.batchTime)
+	}
+	return in
+}
+
+// Run consumes until ctx ends. It retries while NATS or Postgres is away.
+func (in *Ingester) Run(ctx context.Context) error {
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = in.js.CreateOrUpdateConsumer(ctx, events.RackStream, jetstream.ConsumerConfig{
+			Durable:       ConsumerName,
+			Description:   "region: rack events into the event store",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       in.cfg.AckWait,
+			MaxAckPending: in.cfg.Batch * 20,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			break
+		}
+		in.log.Warn("rack event consumer not ready, retrying", "err", err)
+		if !sleep(ctx, time.Second) {
+			return nil
+		}
+	}
+	// The iterator keeps up to four batches fetched ahead, so the next
+	// batch is on its way while this one commits.
+	it, err := cons.Messages(jetstream.PullMaxMessages(in.cfg.Batch * 4))
+	if err != nil {
+		return fmt.Errorf("consume rack events: %w", err)
+	}
+	defer it.Stop()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		msgs, err := in.next(ctx, it)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("consume rack events: %w", err)
+		}
+		if err := in.handle(ctx, msgs); err != nil {
+			// Not acknowledged: nak so JetStream redelivers once
+			// Postgres is back, rather than after AckWait.
+			in.log.Error("ingest batch failed, will retry", "err", err, "messages", len(msgs))
+			for _, m := range msgs {
+				_ = m.NakWithDelay(backoff)
+			}
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+	return nil
+}
+
+// next waits for one message, then takes whatever else is already there,
+// up to Batch: a batch closes as soon as the stream runs dry.
+func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err == nil {
+			msgs = append(msgs, m)
+			break
+		}
+		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return nil, err
+		}
+		// Missed heartbeats and the like: the iterator recovers by itself.
+		in.log.Warn("waiting for rack events", "err", err)
+	}
+	for len(msgs) < in.cfg.Batch {
+		m, err := it.Next(jetstream.NextMaxWait(2 * time.Millisecond))
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+type accepted struct {
+	msg jetstream.Msg
+	ev  events.Event
+}
+
+// handle validates msgs, appends the good ones in one transaction and
+// acknowledges them after the commit.
+func (in *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	start := time.Now()
+	good := make([]accepted, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := in.check(m)
+		if err != nil {
+			if rerr := in.reject(ctx, m, ev, err); rerr != nil {
+				return rerr
+			}
+			continue
+		}
+		good = append(good, accepted{m, ev})
+	}
+	if len(good) == 0 {
+		return nil
+	}
+	evs := make([]events.Event, len(good))
+	for i, a := range good {
+		evs[i] = a.ev
+	}
+	var appended []postgres.Appended
+	err := in.store.InTx(ctx, func(tx pgx.Tx) (err error) {
+		appended, err = in.store.AppendAny(ctx, tx, evs)
+		return err
+	})
+	if err != nil && isDataError(err) && len(good) > 1 {
+		// One event's state change was refused (a projection error): find
+		// it by appending one at a time, so the others still go in.
+		return in.oneByOne(ctx, good)
+	}
+	if err != nil && isDataError(err) {
+		return in.reject(ctx, good[0].msg, good[0].ev, &events.RejectError{Reason: events.ReasonProjection, Err: err})
+	}
+	if err != nil {
+		return err
+	}
+	in.count(appended)
+	for _, a := range good {
+		_ = a.msg.Ack()
+	}
+	in.batchTime.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+func (in *Ingester) oneByOne(ctx context.Context, good []accepted) error {
+	for _, a := range good {
+		if err := in.handleAccepted(ctx, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (in *Ingester) handleAccepted(ctx context.Context, a accepted) error {
+	var appended []postgres.Appended
+	err := in.store.InTx(ctx, func(tx pgx.Tx) (err error) {
+		appended, err = in.store.AppendAny(ctx, tx, []events.Event{a.ev})
+		return err
+	})
+	if err != nil && isDataError(err) {
+		return in.reject(ctx, a.msg, a.ev, &events.RejectError{Reason: events.ReasonProjection, Err: err})
+	}
+	if err != nil {
+		return err
+	}
+	in.count(appended)
+	_ = a.msg.Ack()
+	return nil
+}
+
+func (in *Ingester) count(appended []postgres.Appended) {
+	for _, a := range appended {
+		if a.Duplicate {
+			in.duplicates.Inc()
+		} else {
+			in.ingested.Inc()
+		}
+	}
+}
+
+// check decodes and validates m and makes sure the rack that published it
+// (the subject, which NATS permissions confine) is the one it claims to be
+// (the source).
+func (in *Ingester) check(m jetstream.Msg) (events.Event, error) {
+	ev, err := in.validator.Decode(m.Data())
+	if err != nil {
+		return ev, err
+	}
+	subjRack := events.RackIDFromSubject(m.Subject())
+	if subjRack == "" || events.RackIDFromSource(ev.Source) != subjRack {
+		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
+			Err: fmt.Errorf("source %q published on %s", ev.Source, m.Subject())}
+	}
+	if want := events.RackEventSubject(subjRack, ev.Type); want != m.Subject() {
+		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
+			Err: fmt.Errorf("type %s belongs on %s, not %s", ev.Type, want, m.Subject())}
+	}
+	return ev, nil
+}
+
+func (in *Ingester) reject(ctx context.Context, m jetstream.Msg, ev events.Event, err error) error {
+	reason := events.ReasonMalformed
+	var re *events.RejectError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	}
+	r := postgres.Rejected{
+		NATSSubject: m.Subject(), EventID: ev.ID, Type: ev.Type, Source: ev.Source,
+		Reason: reason, Detail: err.Error(), Raw: m.Data(),
+	}
+	if rerr := in.store.RecordRejected(ctx, r); rerr != nil {
+		return fmt.Errorf("record rejected message: %w", rerr)
+	}
+	in.rejected.WithLabelValues(reason).Inc()
+	in.log.Warn("rejected rack message", "nats_subject", m.Subject(), "reason", reason, "err", err)
+	_ = m.TermWithReason(reason)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

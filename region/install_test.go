@@ -1,0 +1,256 @@
+package region_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/rack"
+	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// statusURLRE finds {{.URLs.Status}} in a rendered preseed.
+var statusURLRE = regexp.MustCompile(`http://\S+/status/\S+`)
+
+// post sends an installer's report the way curl --data or busybox wget
+// --post-data do, or as JSON.
+func post(t *testing.T, target, contentType, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(target, contentType, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const form = "application/x-www-form-urlencoded"
+
+// deployedSite is a region, a rack with ubuntu/noble, and a preseed whose
+// installer reports to {{.URLs.Status}}.
+func deployedSite(t *testing.T, set func(*region.Config)) (*harness, string) {
+	t.Helper()
+	h := startRegionWith(t, set)
+	r := startNobleRack(t, h)
+	tmpl := "#cloud-config\nhostname: {{.Machine.Hostname}}\nruncmd:\n  - curl -fsS --data result=success {{.URLs.Status}}\n"
+	if code := h.do("POST", "/api/v1/preseeds", map[string]any{"name": "default", "content": tmpl}, nil); code != 201 {
+		t.Fatalf("create preseed: %d", code)
+	}
+	return h, r.HTTPAddr()
+}
+
+// startNobleRack starts rack-a with an ubuntu/noble amd64 image and waits
+// until the region's OS registry lists it.
+func startNobleRack(t *testing.T, h *harness) *rack.Rack {
+	t.Helper()
+	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
+	importInto(t, r, imageSource(t, "ubuntu/noble/amd64/generic"))
+	h.eventually(10*time.Second, "rack's image in the registry", func() error {
+		var l osList
+		h.getJSON("/api/v1/os", &l)
+		if summary(l) != "ubuntu/noble/amd64/generic:rack-a" {
+			return fmt.Errorf("%s", summary(l))
+		}
+		return nil
+	})
+	return r
+}
+
+func (h *harness) newMachine(hostname, mac string) machineOut {
+	h.t.Helper()
+	var m machineOut
+	if code := h.do("POST", "/api/v1/machines", map[string]any{"hostname": hostname, "macs": []string{mac}}, &m); code != 201 {
+		h.t.Fatalf("create machine %s: %d", hostname, code)
+	}
+	return m
+}
+
+func (h *harness) deploy(m machineOut) {
+	h.t.Helper()
+	if code := h.do("POST", "/api/v1/machines/"+m.ID+"/deploy", map[string]any{"os": "ubuntu", "release": "noble"}, nil); code != 200 {
+		h.t.Fatalf("deploy %s: %d", m.Hostname, code)
+	}
+}
+
+// statusURL fetches the machine's preseed from the rack as its installer
+// would and returns the report URL rendered into it.
+func (h *harness) statusURL(rackHTTP string, m machineOut) string {
+	h.t.Helper()
+	code, body, _ := h.raw("GET", "http://"+rackHTTP+"/preseed/"+m.ID, nil, "")
+	u := statusURLRE.FindString(body)
+	if code != 200 || u == "" {
+		h.t.Fatalf("preseed of %s: %d %q", m.Hostname, code, body)
+	}
+	return u
+}
+
+func (h *harness) status(m machineOut) string {
+	h.t.Helper()
+	var out machineOut
+	h.getJSON("/api/v1/machines/"+m.ID, &out)
+	return out.Status
+}
+
+func (h *harness) reasons(typ string, m machineOut) []string {
+	h.t.Helper()
+	var page struct {
+		Events []struct{ Data events.MachineRef }
+	}
+	h.getJSON("/api/v1/events?limit=1000&stream=machine/"+m.ID+"&type="+typ, &page)
+	var out []string
+	for _, e := range page.Events {
+		out = append(out, e.Data.Reason)
+	}
+	return out
+}
+
+func TestInstallerReportsItsOutcome(t *testing.T) {
+	h, rackHTTP := deployedSite(t, func(*region.Config) {})
+	node1 := h.newMachine("node1", "52:54:00:bb:00:01")
+	node2 := h.newMachine("node2", "52:54:00:bb:00:02")
+	h.deploy(node1)
+	h.deploy(node2)
+	u1, u2 := h.statusURL(rackHTTP, node1), h.statusURL(rackHTTP, node2)
+	if !strings.Contains(u1, "/status/"+node1.ID+"/") || u1 == u2 {
+		t.Fatalf("report URLs %s and %s", u1, u2)
+	}
+	// The installer reaches the rack at its boot URL; the test reaches the
+	// same server on its listening address.
+	parsed, err := url.Parse(u1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token1 := parsed.Path[strings.LastIndex(parsed.Path, "/")+1:]
+	at := func(machineID, token string) string {
+		return "http://" + rackHTTP + "/status/" + machineID + "/" + token
+	}
+
+	bad := []struct {
+		name, target, contentType, body string
+		want                            int
+	}{
+		{"wrong token", at(node1.ID, token1[:len(token1)-2]+"xx"), form, "result=success", 403},
+		{"another machine's token", at(node2.ID, token1), form, "result=success", 403},
+		{"unknown machine", at(uuid.NewString(), token1), form, "result=success", 404},
+		{"not a machine id", at("node1", token1), form, "result=success", 404},
+		{"no result", at(node1.ID, token1), form, "message=hello", 400},
+		{"unknown result", at(node1.ID, token1), form, "result=maybe", 400},
+		{"broken JSON", at(node1.ID, token1), "application/json", `{"result": `, 400},
+		{"oversized body", at(node1.ID, token1), form, "result=success&message=" + strings.Repeat("x", 20<<10), 400},
+	}
+	for _, c := range bad {
+		if code, body := post(t, c.target, c.contentType, c.body); code != c.want {
+			t.Errorf("%s: %d %q, want %d", c.name, code, body, c.want)
+		}
+	}
+	if s1, s2 := h.status(node1), h.status(node2); s1 != "deploying" || s2 != "deploying" {
+		t.Fatalf("after bad reports: node1 %s, node2 %s; want both still deploying", s1, s2)
+	}
+
+	// Success: deployed, and the rack's config for its MAC boots the disk.
+	if code, body := post(t, at(node1.ID, token1), form, "result=success&message=installed+in+4m"); code != 200 || !strings.Contains(body, "deployed") {
+		t.Fatalf("success report: %d %q", code, body)
+	}
+	if s := h.status(node1); s != "deployed" {
+		t.Fatalf("after its installer's success node1 is %s", s)
+	}
+	h.eventually(5*time.Second, "the rack boots node1 from its disk", func() error {
+		_, cfg, _ := h.raw("GET", "http://"+rackHTTP+"/pxelinux.cfg/01-52-54-00-bb-00-01", nil, "")
+		if !strings.Contains(cfg, "LOCALBOOT") || strings.Contains(cfg, "/preseed/") {
+			return fmt.Errorf("config %q", cfg)
+		}
+		return nil
+	})
+	// An installer that retries gets the same answer; nothing is logged twice.
+	if code, _ := post(t, at(node1.ID, token1), form, "result=success"); code != 200 {
+		t.Fatalf("repeated success: %d", code)
+	}
+	if r := h.reasons(events.TypeMachineDeployed, node1); len(r) != 1 || r[0] != "the installer reported success: installed in 4m" {
+		t.Fatalf("machine_deployed events: %q", r)
+	}
+	if code, _ := post(t, at(node1.ID, token1), form, "result=failure"); code != 409 {
+		t.Fatalf("failure after success: %d", code)
+	}
+
+	// Failure, reported as JSON: failed, with the installer's message.
+	token2 := u2[strings.LastIndex(u2, "/")+1:]
+	if code, body := post(t, at(node2.ID, token2), "application/json", `{"result": "failure", "message": "no disk found"}`); code != 200 || !strings.Contains(body, "failed") {
+		t.Fatalf("failure report: %d %q", code, body)
+	}
+	if s := h.status(node2); s != "failed" {
+		t.Fatalf("after its installer's failure node2 is %s", s)
+	}
+	if r := h.reasons(events.TypeMachineFailed, node2); len(r) != 1 || r[0] != "the installer reported failure: no disk found" {
+		t.Fatalf("machine_failed events: %q", r)
+	}
+
+	// A token is good for one deployment: after a release and redeploy the
+	// old one is refused and the preseed renders a new one.
+	if code := h.do("POST", "/api/v1/machines/"+node1.ID+"/release", nil, nil); code != 200 {
+		t.Fatalf("release: %d", code)
+	}
+	h.deploy(node1)
+	if code, _ := post(t, at(node1.ID, token1), form, "result=success"); code != 403 {
+		t.Fatalf("a report with the last deployment's token: %d", code)
+	}
+	if u := h.statusURL(rackHTTP, node1); u == u1 {
+		t.Fatalf("the redeployment renders the old report URL %s", u)
+	}
+
+	// The deployment columns are projected from the log like the rest.
+	before := h.dump("machines")
+	if _, err := postgres.New(h.pool, testLogger()).RebuildProjections(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if after := h.dump("machines"); after != before {
+		t.Fatalf("machines differ after a rebuild:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// A deployment whose installer never reports fails after -deploy-timeout;
+// one that reported in time is left alone.
+func TestDeploymentTimeout(t *testing.T) {
+	const timeout = 3 * time.Second
+	h, rackHTTP := deployedSite(t, func(c *region.Config) { c.DeployTimeout = timeout })
+	reported := h.newMachine("reported", "52:54:00:cc:00:01")
+	silent := h.newMachine("silent", "52:54:00:cc:00:02")
+	h.deploy(reported)
+	if code, _ := post(t, h.statusURL(rackHTTP, reported), form, "result=success"); code != 200 {
+		t.Fatalf("success report: %d", code)
+	}
+	h.deploy(silent)
+	start := time.Now()
+	h.eventually(timeout+10*time.Second, "the silent deployment fails", func() error {
+		if s := h.status(silent); s != "failed" {
+			return fmt.Errorf("silent is %s", s)
+		}
+		return nil
+	})
+	if waited := time.Since(start); waited < timeout-time.Second {
+		t.Fatalf("failed after %s, before the timeout of %s", waited, timeout)
+	}
+	want := "the installer did not report within the deployment timeout of 3s"
+	if r := h.reasons(events.TypeMachineFailed, silent); len(r) != 1 || r[0] != want {
+		t.Fatalf("machine_failed events: %q", r)
+	}
+	if s := h.status(reported); s != "deployed" {
+		t.Fatalf("the machine that reported in time is %s", s)
+	}
+	var metrics string
+	_, metrics, _ = h.raw("GET", h.api+"/metrics", nil, "")
+	if !strings.Contains(metrics, "rackplane_region_deployments_timed_out_total 1") {
+		t.Fatalf("metrics lack the timed-out deployment")
+	}
+}

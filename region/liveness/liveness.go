@@ -1,0 +1,211 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// Config configures a Monitor.
+type Config struct {
+	// Misses is how many heartbeat intervals may pass without a heartbeat
+	// before a rack is offline.
+	Misses int
+	// DefaultInterval applies to racks that did not say their interval.
+	DefaultInterval time.Duration
+	// Tick is how often racks are checked.
+	Tick       time.Duration
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Store is what the monitor needs of the region's database.
+type Store interface {
+	RackStatuses(ctx context.Context) ([]postgres.RackStatus, error)
+	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
+	Emit(ctx context.Context, tx pgx.Tx, stream string, expected int64, evs ...events.Event) ([]postgres.Appended, error)
+}
+
+// Monitor watches heartbeats.
+type Monitor struct {
+	nc        *nats.Conn
+	store     Store
+	validator *events.Validator
+	cfg       Config
+	log       *slog.Logger
+	started   time.Time
+
+	mu    sync.Mutex
+	beats map[string]time.Time // rack id → last heartbeat received here
+	kick  chan struct{}
+
+	heartbeats  prometheus.Counter
+	badBeats    prometheus.Counter
+	transitions *prometheus.CounterVec
+}
+
+// New returns a monitor.
+func New(nc *nats.Conn, store Store, v *events.Validator, cfg Config) *Monitor {
+	if cfg.Misses <= 0 {
+		cfg.Misses = 3
+	}
+	if cfg.DefaultInterval <= 0 {
+		cfg.DefaultInterval = 5 * time.Second
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Monitor{
+		nc: nc, store: store, validator: v, cfg: cfg, log: cfg.Logger,
+		beats: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_heartbeats_total", Help: "Rack heartbeats received.",
+		}),
+		badBeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_heartbeats_rejected_total", Help: "Heartbeat messages that were not valid.",
+		}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_region_rack_transitions_total", Help: "Racks declared offline or online.",
+		}, []string{"to"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(m.heartbeats, m.badBeats, m.transitions)
+	}
+	return m
+}
+
+// Run receives heartbeats and checks racks until ctx ends.
+func (m *Monitor) Run(ctx context.Context) error {
+	m.started = m.cfg.Now()
+	sub, err := m.nc.Subscribe(events.HeartbeatWildcard, m.onHeartbeat)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	t := time.NewTicker(m.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-m.kick:
+		}
+		if err := m.Check(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("rack liveness check failed", "err", err)
+		}
+	}
+}
+
+func (m *Monitor) onHeartbeat(msg *nats.Msg) {
+	ev, err := m.validator.Decode(msg.Data)
+	rackID := events.RackIDFromSubject(msg.Subject)
+	if err == nil && (ev.Type != events.TypeHeartbeat || events.RackIDFromSource(ev.Source) != rackID) {
+		err = errors.New("not a heartbeat of the rack whose subject it came on")
+	}
+	if err != nil {
+		m.badBeats.Inc()
+		m.log.Debug("bad heartbeat", "nats_subject", msg.Subject, "err", err)
+		return
+	}
+	m.heartbeats.Inc()
+	m.mu.Lock()
+	_, known := m.beats[rackID]
+	m.beats[rackID] = m.cfg.Now()
+	m.mu.Unlock()
+	if !known {
+		select { // a rack we had not heard from may be coming back: check now
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// LastHeartbeat returns when this region instance last heard rackID.
+func (m *Monitor) LastHeartbeat(rackID string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.beats[rackID]
+	return t, ok
+}
+
+// Check compares every rack's state with the heartbeats seen and emits the
+// transitions due.
+func (m *Monitor) Check(ctx context.Context) error {
+	statuses, err := m.store.RackStatuses(ctx)
+	if err != nil {
+		return err
+	}
+	now := m.cfg.Now()
+	for _, s := range statuses {
+		interval := s.Interval
+		if interval <= 0 {
+			interval = m.cfg.DefaultInterval
+		}
+		deadline := time.Duration(m.cfg.Misses) * interval
+		m.mu.Lock()
+		last, seen := m.beats[s.ID]
+		m.mu.Unlock()
+		switch {
+		case s.Online && !seen && now.Sub(m.started) > deadline:
+			// Nothing heard since this instance started: use the last
+			// heartbeat recorded, if any.
+			m.transition(ctx, s, events.TypeRackOffline, s.LastHeartbeat, "no heartbeat since region start")
+		case s.Online && seen && now.Sub(last) > deadline:
+			m.transition(ctx, s, events.TypeRackOffline, &last, "missed heartbeats")
+		case !s.Online && seen && now.Sub(last) <= deadline:
+			m.transition(ctx, s, events.TypeRackOnline, &last, "heartbeats resumed")
+		}
+	}
+	return nil
+}
+
+func (m *Monitor) transition(ctx context.Context, s postgres.RackStatus, typ string, last *time.Time, reason string) {
+	var lastUTC *time.Time
+	if last != nil {
+		l := last.UTC().Truncate(time.Microsecond)
+		lastUTC = &l
+	}
+	ev, err := events.New(events.RegionSource, typ, events.RackStreamName(s.ID), m.cfg.Now(),
+		events.RackLiveness{RackID: s.ID, LastHeartbeat: lastUTC, Reason: reason})
+	if err != nil {
+		m.log.Error("build liveness event", "err", err)
+		return
+	}
+	err = m.store.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := m.store.Emit(ctx, tx, events.RackStreamName(s.ID), s.Version, ev)
+		return err
+	})
+	var conflict *postgres.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		// Something happened to the rack meanwhile (another region
+		// instance recorded the transition, or the rack re-registered);
+		// the next check sees the new state.
+	case err != nil:
+		m.log.Warn("record rack transition", "rack_id", s.ID, "type", typ, "err", err)
+	default:
+		to := "online"
+		if typ == events.TypeRackOffline {
+			to = "offline"
+		}
+		m.transitions.WithLabelValues(to).Inc()
+		m.log.Info("rack "+to, "rack_id", s.ID, "reason", reason)
+	}
+}

@@ -1,0 +1,181 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// Config configures a Relay.
+type Config struct {
+	Batch      int
+	Poll       time.Duration // fallback when a notification is missed
+	AckTimeout time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Relay publishes the outbox.
+type Relay struct {
+	db  *postgres.DB
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	relayed prometheus.Counter
+	pending prometheus.Gauge
+}
+
+// New returns a relay.
+func New(db *postgres.DB, js jetstream.JetStream, cfg Config) *Relay {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{db: db, js: js, cfg: cfg, log: cfg.Logger,
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_outbox_relayed_total", Help: "Region events published from the outbox.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rackplane_region_outbox_pending", Help: "Region events waiting in the outbox (as of the last relay pass).",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.relayed, r.pending)
+	}
+	return r
+}
+
+// Run relays until ctx ends: at every notification of a new emit, and
+// every Poll.
+func (r *Relay) Run(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	go r.listen(ctx, wake)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		n, err := r.db.RelayOutbox(ctx, r.cfg.Batch, r.publish)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.log.Warn("outbox relay failed, will retry", "err", err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		r.relayed.Add(float64(n))
+		if n == r.cfg.Batch {
+			continue // more waiting
+		}
+		if l, err := r.db.OutboxLength(ctx); err == nil {
+			r.pending.Set(float64(l))
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-time.After(r.cfg.Poll):
+		}
+	}
+	return nil
+}
+
+// listen turns LISTEN notifications into wake-ups; the poll covers the
+// times it is not connected.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	pool := r.db.Pool()
+	for ctx.Err() == nil {
+		if err := r.listenOnce(ctx, pool, wake); err != nil && ctx.Err() == nil {
+			r.log.Debug("outbox listen", "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context, pool *pgxpool.Pool, wake chan<- struct{}) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A connection that LISTENs must not go back to the pool.
+	pc := conn.Hijack()
+	defer pc.Close(context.WithoutCancel(ctx))
+	if _, err := pc.Exec(ctx, "LISTEN "+postgres.OutboxChannel); err != nil {
+		return err
+	}
+	for {
+		if _, err := pc.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (r *Relay) publish(ctx context.Context, evs []events.Event) ([]string, error) {
+	futures := make([]jetstream.PubAckFuture, len(evs))
+	var firstErr error
+	for i, e := range evs {
+		msg, err := events.Message(e)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		f, err := r.js.PublishMsgAsync(msg)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		futures[i] = f
+	}
+	var acked []string
+	timer := time.NewTimer(r.cfg.AckTimeout)
+	defer timer.Stop()
+wait:
+	for i, f := range futures {
+		if f == nil {
+			break
+		}
+		select {
+		case <-f.Ok():
+			acked = append(acked, evs[i].ID)
+		case err := <-f.Err():
+			if firstErr == nil {
+				firstErr = err
+			}
+		case <-timer.C:
+			if firstErr == nil {
+				firstErr = errors.New("no acknowledgement from JetStream in time")
+			}
+			break wait // the rest stay in the outbox for the next pass
+		case <-ctx.Done():
+			return acked, ctx.Err()
+		}
+	}
+	return acked, firstErr
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

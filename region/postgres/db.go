@@ -1,0 +1,80 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rackplane/rackplane/migrations"
+)
+
+// DB is the region's database.
+type DB struct {
+	pool        *pgxpool.Pool
+	log         *slog.Logger
+	projections []Projection
+}
+
+// New wraps pool. The projections are applied on every append.
+func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
+	db := &DB{pool: pool, log: log}
+	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection}
+	return db
+}
+
+// AddProjection registers a projection; call before the first append.
+func (db *DB) AddProjection(p Projection) { db.projections = append(db.projections, p) }
+
+// Pool returns the underlying pool.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Migrate applies the embedded migrations.
+func (db *DB) Migrate(ctx context.Context) error {
+	_, err := migrations.Apply(ctx, db.pool, db.log)
+	return err
+}
+
+// Ping checks that Postgres answers.
+func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// InTx runs fn in a transaction and commits it. A serialisation failure, a
+// deadlock, or a concurrent append of the same event id rolls back and runs
+// fn again (a few times), so fn must do nothing outside the transaction.
+func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, db.pool, fn)
+		if !retryable(err) {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return true
+	case "23505": // unique_violation
+		return pgErr.ConstraintName == "events_id_key"
+	}
+	return false
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

@@ -1,0 +1,405 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+// Expected stream versions with a special meaning.
+const (
+	ExpectAny      int64 = -1 // append whatever the stream's version
+	ExpectNoStream int64 = 0  // the stream must not exist yet
+)
+
+// Stored is an event as the log holds it.
+type Stored struct {
+	events.Event
+	Position   int64     `json:"position"`
+	Version    int64     `json:"version"`
+	RecordedAt time.Time `json:"recorded_at"`
+	Cursor     Cursor    `json:"cursor"`
+}
+
+// Cursor is a position in the follower order of the log: (appending
+// transaction id, position). The zero Cursor is before the first event.
+type Cursor struct {
+	TxID     uint64
+	Position int64
+}
+
+// String encodes the cursor for clients; it is opaque to them.
+func (c Cursor) String() string {
+	return strconv.FormatUint(c.TxID, 10) + "-" + strconv.FormatInt(c.Position, 10)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (c Cursor) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// ParseCursor decodes a cursor from Cursor.String; "" is the start.
+func ParseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	a, b, ok := strings.Cut(s, "-")
+	tx, err1 := strconv.ParseUint(a, 10, 64)
+	pos, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || err1 != nil || err2 != nil || pos < 0 {
+		return Cursor{}, rackplane.Errorf(rackplane.EINVALID, "cursor %q is not one this server gave out", s)
+	}
+	return Cursor{TxID: tx, Position: pos}, nil
+}
+
+// ConflictError says a stream was not at the expected version.
+type ConflictError struct {
+	Stream   string
+	Expected int64
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("stream %s is not at version %d", e.Stream, e.Expected)
+}
+
+// Appended is the outcome for one event of an append.
+type Appended struct {
+	ID        string
+	Position  int64
+	Version   int64
+	Duplicate bool // the event was already in the log; nothing was written
+}
+
+// Append appends evs to stream within tx, when the stream is at expected
+// (or any version, with ExpectAny). Every event's Subject must be stream.
+// Events whose id is already in the log are not written again: their
+// original positions are returned with Duplicate set, and when all of them
+// are duplicates the version check is skipped, so a retried append is a
+// no-op rather than a conflict. The projections see each new event.
+func (db *DB) Append(ctx context.Context, tx pgx.Tx, stream string, expected int64, evs ...events.Event) ([]Appended, error) {
+	for _, e := range evs {
+		if e.Subject != stream {
+			return nil, fmt.Errorf("append: event %s has subject %q, not stream %q", e.ID, e.Subject, stream)
+		}
+	}
+	out, fresh, err := db.dedupe(ctx, tx, evs)
+	if err != nil || len(fresh) == 0 {
+		return out, err
+	}
+	n := int64(len(fresh))
+	var top int64
+	switch {
+	case expected == ExpectAny:
+		err = tx.QueryRow(ctx, `INSERT INTO streams (name, version) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET version = streams.version + excluded.version
+			RETURNING version`, stream, n).Scan(&top)
+	case expected == ExpectNoStream:
+		err = tx.QueryRow(ctx, `INSERT INTO streams (name, version) VALUES ($1, $2)
+			ON CONFLICT (name) DO NOTHING RETURNING version`, stream, n).Scan(&top)
+	default:
+		err = tx.QueryRow(ctx, `UPDATE streams SET version = version + $2
+			WHERE name = $1 AND version = $3 RETURNING version`, stream, n, expected).Scan(&top)
+	}
+	if err == pgx.ErrNoRows {
+		return nil, rackplane.WrapError(rackplane.ECONFLICT, &ConflictError{stream, expected},
+			"%s was changed by someone else", stream)
+	}
+	if err != nil {
+		return nil, wrap("append: bump stream version", err)
+	}
+	versions := make([]int64, len(fresh))
+	for i := range fresh {
+		versions[i] = top - n + 1 + int64(i)
+	}
+	stored, err := db.insert(ctx, tx, fresh, versions)
+	if err != nil {
+		return nil, err
+	}
+	return merge(out, stored), nil
+}
+
+// AppendAny appends events of any streams within tx, each at whatever its
+// stream's version is: the batch path for rack events, which carry no
+// expected version. Duplicates are handled as in Append.
+func (db *DB) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Appended, error) {
+	out, fresh, err := db.dedupe(ctx, tx, evs)
+	if err != nil || len(fresh) == 0 {
+		return out, err
+	}
+	counts := map[string]int64{}
+	for _, e := range fresh {
+		counts[e.Subject]++
+	}
+	names := make([]string, 0, len(counts))
+	for s := range counts {
+		names = append(names, s)
+	}
+	// A fixed lock order keeps concurrent batches from deadlocking.
+	sort.Strings(names)
+	ns := make([]int64, len(names))
+	for i, s := range names {
+		ns[i] = counts[s]
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO streams (name, version)
+		SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+		ON CONFLICT (name) DO UPDATE SET version = streams.version + excluded.version
+		RETURNING name, version`, names, ns)
+	if err != nil {
+		return nil, wrap("append: bump stream versions", err)
+	}
+	next := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var top int64
+		if err := rows.Scan(&name, &top); err != nil {
+			return nil, wrap("append: bump stream versions", err)
+		}
+		next[name] = top - counts[name] + 1
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("append: bump stream versions", err)
+	}
+	versions := make([]int64, len(fresh))
+	for i, e := range fresh {
+		versions[i] = next[e.Subject]
+		next[e.Subject]++
+	}
+	stored, err := db.insert(ctx, tx, fresh, versions)
+	if err != nil {
+		return nil, err
+	}
+	return merge(out, stored), nil
+}
+
+// dedupe splits evs into those already logged (returned as Appended with
+// Duplicate) and fresh ones, dropping repeats within evs itself.
+func (db *DB) dedupe(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Appended, []events.Event, error) {
+	if len(evs) == 0 {
+		return nil, nil, nil
+	}
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
+	}
+	// Planned for these ids on every call (QueryExecModeExec): a plan
+	// cached while the log was small would scan the whole table forever.
+	rows, err := tx.Query(ctx, `SELECT id::text, position, version FROM events WHERE id = ANY($1::uuid[])`,
+		pgx.QueryExecModeExec, ids)
+	if err != nil {
+		return nil, nil, wrap("append: look up ids", err)
+	}
+	known := map[string]Appended{}
+	for rows.Next() {
+		var a Appended
+		if err := rows.Scan(&a.ID, &a.Position, &a.Version); err != nil {
+			return nil, nil, wrap("append: look up ids", err)
+		}
+		a.Duplicate = true
+		known[a.ID] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, wrap("append: look up ids", err)
+	}
+	var out []Appended
+	var fresh []events.Event
+	seen := make(map[string]bool, len(evs))
+	for _, e := range evs {
+		if a, ok := known[e.ID]; ok {
+			out = append(out, a)
+			continue
+		}
+		if seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
+		fresh = append(fresh, e)
+	}
+	return out, fresh, nil
+}
+
+func (db *DB) insert(ctx context.Context, tx pgx.Tx, evs []events.Event, versions []int64) ([]Stored, error) {
+	n := len(evs)
+	ids, streams, types, sources, corr, caus, actors, data := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]string, n)
+	times := make([]time.Time, n)
+	for i, e := range evs {
+		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
+		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
+		data[i] = string(e.Data)
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO events
+		(id, stream, version, type, source, time, correlation_id, causation_id, actor, data)
+		SELECT id, stream, version, type, source, time, corr, caus, actor, data::jsonb
+		FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+		            $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[])
+		     AS t(id, stream, version, type, source, time, corr, caus, actor, data)
+		RETURNING position, txid::text, recorded_at`,
+		ids, streams, versions, types, sources, times, corr, caus, actors, data)
+	if err != nil {
+		return nil, wrap("append: insert events", err)
+	}
+	stored := make([]Stored, 0, n)
+	for rows.Next() {
+		i := len(stored)
+		s := Stored{Event: evs[i], Version: versions[i]}
+		var txid string
+		if err := rows.Scan(&s.Position, &txid, &s.RecordedAt); err != nil {
+			return nil, wrap("append: insert events", err)
+		}
+		s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
+		s.Cursor.Position = s.Position
+		stored = append(stored, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("append: insert events", err)
+	}
+	if err := db.project(ctx, tx, stored); err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+func merge(dups []Appended, stored []Stored) []Appended {
+	out := dups
+	for _, s := range stored {
+		out = append(out, Appended{ID: s.ID, Position: s.Position, Version: s.Version})
+	}
+	return out
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+const selectStored = `SELECT position, txid::text AS txid_text, id::text, stream, version, type, source, time,
+	recorded_at, coalesce(correlation_id, ''), coalesce(causation_id, ''), coalesce(actor, ''), data
+	FROM events`
+
+func scanStored(rows pgx.CollectableRow) (Stored, error) {
+	var s Stored
+	var txid string
+	var data []byte
+	err := rows.Scan(&s.Position, &txid, &s.ID, &s.Subject, &s.Version, &s.Type, &s.Source, &s.Time,
+		&s.RecordedAt, &s.CorrelationID, &s.CausationID, &s.Actor, &data)
+	if err != nil {
+		return s, err
+	}
+	s.SpecVersion = events.SpecVersion
+	s.DataContentType = "application/json"
+	s.Data = json.RawMessage(data)
+	s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
+	s.Cursor.Position = s.Position
+	return s, nil
+}
+
+// ReadFilter narrows a read of the log.
+type ReadFilter struct {
+	Stream string   // only this stream
+	Types  []string // only these types
+}
+
+// ReadEvents returns up to limit events after cursor in follower order, and
+// the cursor to continue from. Only events of transactions older than every
+// running one are returned: an event that commits later can never land
+// behind a cursor already handed out, so a follower sees every event
+// exactly once.
+func (db *DB) ReadEvents(ctx context.Context, after Cursor, limit int, f ReadFilter) ([]Stored, Cursor, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	q := selectStored + ` WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+		AND txid < pg_snapshot_xmin(pg_current_snapshot())
+		AND ($3 = '' OR stream = $3)
+		AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
+		ORDER BY txid, position LIMIT $5`
+	types := f.Types
+	if types == nil {
+		types = []string{}
+	}
+	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, strconv.FormatUint(after.TxID, 10), after.Position, f.Stream, types, limit)
+	if err != nil {
+		return nil, after, wrap("read events", err)
+	}
+	defer rows.Close()
+	var out []Stored
+	next := after
+	for rows.Next() {
+		s, err := scanStored(rows)
+		if err != nil {
+			return nil, after, wrap("read events", err)
+		}
+		out = append(out, s)
+		next = s.Cursor
+	}
+	return out, next, wrap("read events", rows.Err())
+}
+
+// AwaitSettled waits, at most max, until every transaction that was
+// running when it was called has ended, so that a ReadEvents that follows
+// returns every event committed before the call. An API client that has
+// just caused an event expects to see it in the log; ReadEvents alone may
+// hold it back while an unrelated transaction is still open. It gives up
+// quietly at max: the read is still correct, only less recent.
+func (db *DB) AwaitSettled(ctx context.Context, max time.Duration) error {
+	var horizon string
+	if err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).Scan(&horizon); err != nil {
+		return wrap("await settled", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var settled bool
+		err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8`, horizon).Scan(&settled)
+		if settled || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return wrap("await settled", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// StreamVersion returns the current version of stream (0 when it has none).
+func (db *DB) StreamVersion(ctx context.Context, q pgx.Tx, stream string) (int64, error) {
+	var v int64
+	err := q.QueryRow(ctx, `SELECT version FROM streams WHERE name = $1`, stream).Scan(&v)
+	if err == pgx.ErrNoRows {
+		return 0, nil
+	}
+	return v, wrap("stream version", err)
+}
+
+// LoadCursor returns where follower name has read up to.
+func (db *DB) LoadCursor(ctx context.Context, name string) (Cursor, error) {
+	var s string
+	err := db.pool.QueryRow(ctx, `SELECT cursor FROM follower_cursors WHERE name = $1`, name).Scan(&s)
+	if err == pgx.ErrNoRows {
+		return Cursor{}, nil
+	}
+	if err != nil {
+		return Cursor{}, wrap("load cursor", err)
+	}
+	return ParseCursor(s)
+}
+
+// SaveCursor records where follower name has read up to.
+func (db *DB) SaveCursor(ctx context.Context, name string, c Cursor) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO follower_cursors (name, cursor, updated_at) VALUES ($1, $2, now())
+		ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = now()`, name, c.String())
+	return wrap("save cursor", err)
+}

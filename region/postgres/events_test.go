@@ -1,0 +1,375 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+func newDB(t testing.TB) *postgres.DB {
+	t.Helper()
+	db := postgres.New(pgtest.NewPool(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := db.Migrate(context.Background()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return db
+}
+
+func rackEvent(t testing.TB, rackID, typ string, data any) events.Event {
+	t.Helper()
+	e, err := events.New(events.RackSource(rackID), typ, events.RackStreamName(rackID), time.Now(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func registered(t testing.TB, rackID, name string) events.Event {
+	return rackEvent(t, rackID, events.TypeRackRegistered, events.RackRegistered{
+		Name: name, Version: "test", Addresses: []string{"127.0.0.1"}, StartedAt: time.Now().UTC(),
+	})
+}
+
+func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	rack := uuid.NewString()
+	stream := events.RackStreamName(rack)
+	e1, e2 := registered(t, rack, "r1"), registered(t, rack, "r1")
+
+	var first []postgres.Appended
+	err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+		first, err = db.Append(ctx, tx, stream, postgres.ExpectNoStream, e1)
+		return err
+	})
+	if err != nil || len(first) != 1 || first[0].Version != 1 {
+		t.Fatalf("first append: %v %+v", err, first)
+	}
+
+	tests := []struct {
+		name     string
+		expected int64
+		event    events.Event
+		wantCode string
+		wantDup  bool
+		wantVer  int64
+	}{
+		{"same event again is a no-op with the original position", postgres.ExpectNoStream, e1, "", true, 1},
+		{"stream exists, expected none", postgres.ExpectNoStream, e2, rackplane.ECONFLICT, false, 0},
+		{"stale expected version", 5, e2, rackplane.ECONFLICT, false, 0},
+		{"right expected version", 1, e2, "", false, 2},
+		{"any version", postgres.ExpectAny, registered(t, rack, "r1"), "", false, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []postgres.Appended
+			err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+				got, err = db.Append(ctx, tx, stream, tt.expected, tt.event)
+				return err
+			})
+			if tt.wantCode != "" {
+				var ce *postgres.ConflictError
+				if rackplane.ErrorCode(err) != tt.wantCode || !errors.As(err, &ce) {
+					t.Fatalf("err = %v, want code %s with a ConflictError", err, tt.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Duplicate != tt.wantDup || got[0].Version != tt.wantVer {
+				t.Fatalf("got %+v, want duplicate=%v version=%d", got[0], tt.wantDup, tt.wantVer)
+			}
+			if tt.wantDup && got[0].Position != first[0].Position {
+				t.Fatalf("duplicate position %d, original %d", got[0].Position, first[0].Position)
+			}
+		})
+	}
+	var n int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("events in log = %d (%v), want 3", n, err)
+	}
+}
+
+func TestEventsTableIsAppendOnly(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	rack := uuid.NewString()
+	err := db.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := db.AppendAny(ctx, tx, []events.Event{registered(t, rack, "x")})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`UPDATE events SET type = 'x'`, `DELETE FROM events`, `TRUNCATE events CASCADE`} {
+		if _, err := db.Pool().Exec(ctx, q); err == nil {
+			t.Errorf("%s succeeded", q)
+		}
+	}
+}
+
+// TestFollowerSeesEveryEventOnce runs concurrent writers whose
+// transactions commit out of position order, and two followers: the
+// store's reader and a naive "position > cursor" one. The store's reader
+// must see every event exactly once; the naive one is there to show the
+// test is hard enough to make it skip.
+func TestFollowerSeesEveryEventOnce(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	const writers, perWriter = 16, 150
+	total := writers * perWriter
+
+	done := make(chan struct{})
+	var g errgroup.Group
+	for w := 0; w < writers; w++ {
+		g.Go(func() error {
+			rack := uuid.NewString()
+			for i := 0; i < perWriter; i++ {
+				e := rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: int64(i + 1), Since: time.Now().UTC()})
+				err := db.InTx(ctx, func(tx pgx.Tx) error {
+					if _, err := db.AppendAny(ctx, tx, []events.Event{e}); err != nil {
+						return err
+					}
+					// Hold the transaction open after taking a position so
+					// later positions commit first.
+					time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	naiveSeen := map[string]bool{}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		var cur postgres.Cursor
+		for {
+			batch, next, err := db.ReadEvents(ctx, cur, 50, postgres.ReadFilter{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			for _, e := range batch {
+				seen[e.ID]++
+			}
+			n := len(seen)
+			mu.Unlock()
+			cur = next
+			if n >= total {
+				select {
+				case <-done:
+					return
+				default:
+				}
+			}
+			if len(batch) == 0 {
+				select {
+				case <-done:
+					if n >= total {
+						return
+					}
+				default:
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	go func() {
+		defer readers.Done()
+		var pos int64
+		for {
+			rows, err := db.Pool().Query(ctx, `SELECT id::text, position FROM events WHERE position > $1 ORDER BY position LIMIT 50`, pos)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			n := 0
+			for rows.Next() {
+				var id string
+				_ = rows.Scan(&id, &pos)
+				naiveSeen[id] = true
+				n++
+			}
+			rows.Close()
+			if n == 0 {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	close(done)
+	readers.Wait()
+
+	if len(seen) != total {
+		t.Fatalf("follower saw %d distinct events, want %d", len(seen), total)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("event %s seen %d times", id, n)
+		}
+	}
+	skipped := total - len(naiveSeen)
+	t.Logf("naive position reader skipped %d of %d events; the store's reader skipped none", skipped, total)
+	if skipped == 0 {
+		t.Fatalf("the naive reader skipped nothing: the test no longer produces late commits, so it proves nothing")
+	}
+}
+
+func TestRebuildProjectionsReproducesThem(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	for i := 0; i < 5; i++ {
+		rack := uuid.NewString()
+		evs := []events.Event{registered(t, rack, fmt.Sprintf("rack-%d", i))}
+		if i%2 == 0 {
+			evs = append(evs, rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: 7, Since: time.Now().UTC()}))
+		}
+		err := db.InTx(ctx, func(tx pgx.Tx) error {
+			_, err := db.AppendAny(ctx, tx, evs)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			hb := time.Now().UTC().Truncate(time.Microsecond)
+			off, _ := events.New(events.RegionSource, events.TypeRackOffline, events.RackStreamName(rack), time.Now(),
+				events.RackLiveness{RackID: rack, LastHeartbeat: &hb, Reason: "test"})
+			err := db.InTx(ctx, func(tx pgx.Tx) error {
+				_, err := db.Emit(ctx, tx, events.RackStreamName(rack), postgres.ExpectAny, off)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := dumpTable(t, db, "racks")
+	n, err := db.RebuildProjections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 {
+		t.Fatalf("replayed %d events, want 10", n)
+	}
+	after := dumpTable(t, db, "racks")
+	if before != after {
+		t.Fatalf("projection differs after rebuild:\nbefore %s\nafter  %s", before, after)
+	}
+	if len(before) < 100 {
+		t.Fatalf("racks projection unexpectedly small: %s", before)
+	}
+}
+
+func dumpTable(t *testing.T, db *postgres.DB, table string) string {
+	t.Helper()
+	var s string
+	err := db.Pool().QueryRow(context.Background(),
+		`SELECT coalesce(json_agg(t ORDER BY t)::text, '') FROM `+table+` t`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// An API client that has just caused an event must find it in the log even
+// while an unrelated transaction is open: AwaitSettled waits for it, up to
+// its limit, and past the limit the read stays correct, only less recent.
+func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	db := postgres.New(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	holdOpen := func() pgx.Tx {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	appendOne := func(name string) string {
+		e := registered(t, uuid.NewString(), name)
+		if err := db.InTx(ctx, func(tx pgx.Tx) error { _, err := db.AppendAny(ctx, tx, []events.Event{e}); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return e.ID
+	}
+	logged := func(id string) bool {
+		evs, _, err := db.ReadEvents(ctx, postgres.Cursor{}, 1000, postgres.ReadFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+
+	other := holdOpen()
+	id := appendOne("mine")
+	if logged(id) {
+		t.Fatal("the reader returned an event behind an open transaction; this test no longer tests anything")
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_ = other.Commit(ctx)
+	}()
+	if err := db.AwaitSettled(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !logged(id) {
+		t.Fatal("after AwaitSettled the client's own event is missing from the log")
+	}
+
+	stuck := holdOpen()
+	defer stuck.Rollback(ctx)
+	id = appendOne("behind a stuck transaction")
+	start := time.Now()
+	if err := db.AwaitSettled(ctx, 150*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("AwaitSettled waited %s past its limit", waited)
+	}
+	if logged(id) {
+		t.Fatal("an event behind a still-open transaction was returned")
+	}
+}

@@ -1,0 +1,221 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+var machinesProjection = Projection{
+	Name:   "machines",
+	Tables: []string{"machine_macs", "machines", "boot_decisions"},
+	Apply:  applyMachine,
+}
+
+func applyMachine(q *pgx.Batch, s Stored) error {
+	switch s.Type {
+	case events.TypeMachineCreated, events.TypeMachineUpdated:
+		var d events.MachineState
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		var rackID *string
+		if d.BootRackID != "" {
+			rackID = &d.BootRackID
+		}
+		if s.Type == events.TypeMachineCreated {
+			q.Queue(`INSERT INTO machines (id, hostname, macs, arch, boot_rack_id, status, origin, created_at, updated_at, version)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
+				d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, d.Status, d.Origin, s.Time, s.Version)
+		} else {
+			q.Queue(`UPDATE machines SET hostname = $2, macs = $3, arch = $4, boot_rack_id = $5, updated_at = $6, version = $7
+				WHERE id = $1`, d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, s.Time, s.Version)
+			q.Queue(`DELETE FROM machine_macs WHERE machine_id = $1`, d.MachineID)
+		}
+		q.Queue(`INSERT INTO machine_macs (mac, machine_id) SELECT unnest($2::text[]), $1`, d.MachineID, d.MACs)
+	case events.TypeMachineDeleted:
+		var d events.MachineRef
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`DELETE FROM machines WHERE id = $1`, d.MachineID)
+	case events.TypeMachineDeploying:
+		var d events.Deployment
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		// The deploying event's id names the deployment: an installer's
+		// report carries a token derived from it, so a report from an
+		// earlier deployment of the same machine cannot end this one.
+		q.Queue(`UPDATE machines SET status = 'deploying', os = $2, release = $3, arch = $4, subarch = $5,
+				image_version_id = $6, deploy_rack_id = $7, preseed_name = $8, preseed_version = $9, updated_at = $10, version = $11,
+				deployment_id = $12, deploy_started_at = $10
+			WHERE id = $1`, d.MachineID, d.OS, d.Release, d.Arch, d.Subarch, d.ImageVersionID, d.RackID,
+			d.PreseedName, d.PreseedVersion, s.Time, s.Version, s.ID)
+	case events.TypeMachineDeployed, events.TypeMachineFailed:
+		var d events.MachineRef
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		status := events.MachineDeployed
+		if s.Type == events.TypeMachineFailed {
+			status = events.MachineFailed
+		}
+		q.Queue(`UPDATE machines SET status = $2, updated_at = $3, version = $4 WHERE id = $1`, d.MachineID, status, s.Time, s.Version)
+	case events.TypeMachineReleased:
+		var d events.MachineRef
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE machines SET status = 'released', os = '', release = '', subarch = '', image_version_id = '',
+				deploy_rack_id = NULL, preseed_name = '', preseed_version = 0, updated_at = $2, version = $3,
+				deployment_id = NULL, deploy_started_at = NULL
+			WHERE id = $1`, d.MachineID, s.Time, s.Version)
+	case events.TypeBootDecisionSet:
+		var d events.BootDecision
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		var mid *string
+		if d.MachineID != "" {
+			mid = &d.MachineID
+		}
+		q.Queue(`INSERT INTO boot_decisions (mac, machine_id, decision, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (mac) DO UPDATE SET machine_id = excluded.machine_id, decision = excluded.decision,
+				updated_at = excluded.updated_at`, d.MAC, mid, []byte(s.Data), s.Time)
+	case events.TypeBootDecisionCleared:
+		var d events.BootDecisionCleared
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`DELETE FROM boot_decisions WHERE mac = $1`, d.MAC)
+	}
+	// A machine's version is its stream's: every event on the stream
+	// counts, so an If-Match taken from it is an expected stream version.
+	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && s.Type != events.TypeMachineDeleted {
+		q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id::text = $1`, id, s.Version)
+	}
+	return nil
+}
+
+// Machine is a machine as the API shows it.
+type Machine struct {
+	ID              string     `json:"id"`
+	Hostname        string     `json:"hostname"`
+	MACs            []string   `json:"macs"`
+	Arch            string     `json:"arch"`
+	BootRackID      *string    `json:"boot_rack_id"`
+	Status          string     `json:"status"`
+	Origin          string     `json:"origin"`
+	OS              string     `json:"os,omitempty"`
+	Release         string     `json:"release,omitempty"`
+	Subarch         string     `json:"subarch,omitempty"`
+	ImageVersionID  string     `json:"image_version_id,omitempty"`
+	DeployRackID    *string    `json:"deploy_rack_id,omitempty"`
+	PreseedName     string     `json:"preseed_name,omitempty"`
+	PreseedVersion  int64      `json:"preseed_version,omitempty"`
+	DeploymentID    *string    `json:"deployment_id,omitempty"`
+	DeployStartedAt *time.Time `json:"deploy_started_at,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+	Version         int64      `json:"version"`
+}
+
+const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, origin, os, release, subarch,
+	image_version_id, deploy_rack_id::text, preseed_name, preseed_version, deployment_id::text, deploy_started_at,
+	created_at, updated_at, version FROM machines`
+
+func scanMachine(row pgx.CollectableRow) (Machine, error) {
+	var m Machine
+	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.Origin, &m.OS, &m.Release,
+		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version)
+	return m, err
+}
+
+// GetMachine returns a machine; ENOTFOUND when there is none.
+func (db *DB) GetMachine(ctx context.Context, id string) (Machine, error) {
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id::text = $1`, id)
+	if err != nil {
+		return Machine{}, wrap("get machine", err)
+	}
+	m, err := pgx.CollectExactlyOneRow(rows, scanMachine)
+	if err == pgx.ErrNoRows {
+		return m, rackplane.Errorf(rackplane.ENOTFOUND, "no machine %s", id)
+	}
+	return m, wrap("get machine", err)
+}
+
+// MachineByMAC returns the machine with that MAC; ENOTFOUND when none.
+func (db *DB) MachineByMAC(ctx context.Context, mac string) (Machine, error) {
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id = (SELECT machine_id FROM machine_macs WHERE mac = $1)`, mac)
+	if err != nil {
+		return Machine{}, wrap("machine by mac", err)
+	}
+	m, err := pgx.CollectExactlyOneRow(rows, scanMachine)
+	if err == pgx.ErrNoRows {
+		return m, rackplane.Errorf(rackplane.ENOTFOUND, "no machine with MAC %s", mac)
+	}
+	return m, wrap("machine by mac", err)
+}
+
+// MachineFilter narrows ListMachines.
+type MachineFilter struct {
+	Status, Hostname, MAC, OS string
+	After                     string // hostname cursor
+	Limit                     int
+}
+
+// ListMachines returns machines by hostname, after the cursor.
+func (db *DB) ListMachines(ctx context.Context, f MachineFilter) ([]Machine, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE ($1 = '' OR status = $1) AND ($2 = '' OR hostname LIKE '%' || $2 || '%')
+		AND ($3 = '' OR $3 = ANY(macs)) AND ($4 = '' OR os = $4) AND hostname > $5 ORDER BY hostname LIMIT $6`,
+		f.Status, f.Hostname, f.MAC, f.OS, f.After, f.Limit)
+	if err != nil {
+		return nil, wrap("list machines", err)
+	}
+	out, err := pgx.CollectRows(rows, scanMachine)
+	return out, wrap("list machines", err)
+}
+
+// BootDecision returns the decision for a MAC, or nil when there is none.
+func (db *DB) BootDecision(ctx context.Context, mac string) (*events.BootDecision, error) {
+	var raw []byte
+	err := db.pool.QueryRow(ctx, `SELECT decision FROM boot_decisions WHERE mac = $1`, mac).Scan(&raw)
+	if err == pgx.ErrNoRows {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap("boot decision", err)
+	}
+	var d events.BootDecision
+	return &d, wrap("boot decision", json.Unmarshal(raw, &d))
+}
+
+// IsUniqueViolation reports whether err is Postgres refusing a duplicate.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// OverdueDeployments returns the machines still deploying that started
+// before before, oldest first, at most limit.
+func (db *DB) OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]Machine, error) {
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE status = 'deploying' AND deploy_started_at < $1
+		ORDER BY deploy_started_at LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, wrap("overdue deployments", err)
+	}
+	ms, err := pgx.CollectRows(rows, scanMachine)
+	return ms, wrap("overdue deployments", err)
+}

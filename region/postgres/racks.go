@@ -1,0 +1,130 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+var racksProjection = Projection{
+	Name:   "racks",
+	Tables: []string{"racks"},
+	Apply:  applyRack,
+}
+
+// applyRack projects racks. A new rack is online from its first
+// registration; after that only the region's liveness events change its
+// status, so that every offline→online transition is an event of its own.
+func applyRack(q *pgx.Batch, s Stored) error {
+	switch s.Type {
+	case events.TypeRackRegistered:
+		var d events.RackRegistered
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		rackID := events.RackIDFromSource(s.Source)
+		q.Queue(`INSERT INTO racks (id, name, version, hostname, addresses, tftp, http,
+				heartbeat_interval_ms, started_at, first_seen, last_seen, online, status_changed_at, boot_url)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, true, $10, $11)
+			ON CONFLICT (id) DO UPDATE SET name = excluded.name, version = excluded.version,
+				hostname = excluded.hostname, addresses = excluded.addresses, tftp = excluded.tftp,
+				http = excluded.http, heartbeat_interval_ms = excluded.heartbeat_interval_ms,
+				started_at = excluded.started_at, last_seen = greatest(racks.last_seen, excluded.last_seen),
+				boot_url = excluded.boot_url`,
+			rackID, d.Name, d.Version, d.Hostname, nz(d.Addresses), nz(d.TFTP), nz(d.HTTP),
+			d.HeartbeatIntervalMS, d.StartedAt, s.Time, d.BootURL)
+		return nil
+	case events.TypeRackOffline, events.TypeRackOnline:
+		var d events.RackLiveness
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE racks SET online = $2, status_changed_at = $3,
+				last_heartbeat = coalesce($4, last_heartbeat)
+			WHERE id = $1`, d.RackID, s.Type == events.TypeRackOnline, s.Time, d.LastHeartbeat)
+		return nil
+	case events.TypeEventsDropped:
+		var d events.EventsDropped
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE racks SET dropped_events = dropped_events + $2,
+			last_seen = greatest(last_seen, $3) WHERE id = $1`, events.RackIDFromSource(s.Source), d.Count, s.Time)
+		return nil
+	}
+	if id := events.RackIDFromSource(s.Source); id != "" {
+		q.Queue(`UPDATE racks SET last_seen = greatest(last_seen, $2) WHERE id = $1`, id, s.Time)
+	}
+	return nil
+}
+
+func nz(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+const selectRack = `SELECT id::text, name, version, hostname, addresses, tftp, http, heartbeat_interval_ms,
+	started_at, first_seen, last_seen, online, status_changed_at, last_heartbeat, dropped_events, boot_url FROM racks`
+
+func scanRack(row pgx.CollectableRow) (rackplane.Rack, error) {
+	var r rackplane.Rack
+	err := row.Scan(&r.ID, &r.Name, &r.Version, &r.Hostname, &r.Addresses, &r.TFTP, &r.HTTP,
+		&r.HeartbeatIntervalMS, &r.StartedAt, &r.FirstSeen, &r.LastSeen, &r.Online,
+		&r.StatusChangedAt, &r.LastHeartbeat, &r.DroppedEvents, &r.BootURL)
+	return r, err
+}
+
+// ListRacks returns every rack, by name.
+func (db *DB) ListRacks(ctx context.Context) ([]rackplane.Rack, error) {
+	rows, err := db.pool.Query(ctx, selectRack+` ORDER BY name, id`)
+	if err != nil {
+		return nil, wrap("list racks", err)
+	}
+	racks, err := pgx.CollectRows(rows, scanRack)
+	return racks, wrap("list racks", err)
+}
+
+// GetRack returns one rack; ENOTFOUND when there is none with that id.
+func (db *DB) GetRack(ctx context.Context, id string) (rackplane.Rack, error) {
+	rows, err := db.pool.Query(ctx, selectRack+` WHERE id::text = $1`, id)
+	if err != nil {
+		return rackplane.Rack{}, wrap("get rack", err)
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, scanRack)
+	if err == pgx.ErrNoRows {
+		return r, rackplane.Errorf(rackplane.ENOTFOUND, "no rack %s", id)
+	}
+	return r, wrap("get rack", err)
+}
+
+// RackStatus is what the liveness monitor needs of a rack.
+type RackStatus struct {
+	ID            string
+	Online        bool
+	Version       int64 // of the rack's stream, for an expected-version append
+	LastHeartbeat *time.Time
+	Interval      time.Duration
+}
+
+// RackStatuses returns every rack's liveness state.
+func (db *DB) RackStatuses(ctx context.Context) ([]RackStatus, error) {
+	rows, err := db.pool.Query(ctx, `SELECT r.id::text, r.online, coalesce(s.version, 0), r.last_heartbeat, r.heartbeat_interval_ms
+		FROM racks r LEFT JOIN streams s ON s.name = 'rack/' || r.id::text`)
+	if err != nil {
+		return nil, wrap("rack statuses", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RackStatus, error) {
+		var s RackStatus
+		var ms int64
+		err := row.Scan(&s.ID, &s.Online, &s.Version, &s.LastHeartbeat, &ms)
+		s.Interval = time.Duration(ms) * time.Millisecond
+		return s, err
+	})
+	return out, wrap("rack statuses", err)
+}

@@ -1,0 +1,135 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+// Token is an API token as listed (never with its secret).
+type Token struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Actor      string     `json:"actor"`
+	CreatedAt  time.Time  `json:"created_at"`
+	CreatedBy  string     `json:"created_by"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// tokenPrefix marks Rackplane tokens so secret scanners and people can
+// recognise them.
+const tokenPrefix = "rp_"
+
+// CreateToken makes a token for actor and returns it with its secret form,
+// "rp_<id>_<secret>", which is shown this once and stored only hashed.
+func (db *DB) CreateToken(ctx context.Context, name, actor, createdBy string, now time.Time) (Token, string, error) {
+	if name == "" || len(name) > 128 || actor == "" || len(actor) > 128 {
+		return Token{}, "", rackplane.Errorf(rackplane.EINVALID, "token name and actor must each be 1 to 128 characters")
+	}
+	id := uuid.New()
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return Token{}, "", err
+	}
+	plain := tokenPrefix + strings.ReplaceAll(id.String(), "-", "") + "_" + hex.EncodeToString(secret)
+	sum := sha256.Sum256(secret)
+	t := Token{ID: id.String(), Name: name, Actor: actor, CreatedAt: now.UTC().Truncate(time.Microsecond), CreatedBy: createdBy}
+	ev, err := events.New(events.RegionSource, events.TypeTokenCreated, events.TokenStreamName(t.ID), now,
+		events.TokenChanged{TokenID: t.ID, Name: name, Actor: actor})
+	if err != nil {
+		return Token{}, "", err
+	}
+	ev.Actor = createdBy
+	err = db.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO api_tokens (id, name, actor, secret_hash, created_at, created_by)
+			VALUES ($1, $2, $3, $4, $5, $6)`, t.ID, name, actor, sum[:], t.CreatedAt, createdBy); err != nil {
+			return wrap("create token", err)
+		}
+		_, err := db.Emit(ctx, tx, ev.Subject, ExpectNoStream, ev)
+		return err
+	})
+	return t, plain, err
+}
+
+// Authenticate returns the token a bearer secret belongs to; EUNAUTHORIZED
+// when it is unknown, malformed or revoked.
+func (db *DB) Authenticate(ctx context.Context, plain string, now time.Time) (Token, error) {
+	bad := rackplane.Errorf(rackplane.EUNAUTHORIZED, "invalid or revoked token")
+	rest, ok := strings.CutPrefix(plain, tokenPrefix)
+	idHex, secretHex, ok2 := strings.Cut(rest, "_")
+	if !ok || !ok2 || len(idHex) != 32 {
+		return Token{}, bad
+	}
+	id, err := uuid.Parse(idHex)
+	secret, err2 := hex.DecodeString(secretHex)
+	if err != nil || err2 != nil {
+		return Token{}, bad
+	}
+	var t Token
+	var hash []byte
+	err = db.pool.QueryRow(ctx, `UPDATE api_tokens SET last_used_at = $2 WHERE id = $1
+		RETURNING id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash`, id, now).
+		Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt, &hash)
+	if err == pgx.ErrNoRows {
+		return Token{}, bad
+	}
+	if err != nil {
+		return Token{}, wrap("authenticate", err)
+	}
+	sum := sha256.Sum256(secret)
+	if subtle.ConstantTimeCompare(sum[:], hash) != 1 || t.RevokedAt != nil {
+		return Token{}, bad
+	}
+	return t, nil
+}
+
+// ListTokens returns every token, newest first.
+func (db *DB) ListTokens(ctx context.Context) ([]Token, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id::text, name, actor, created_at, created_by, revoked_at, last_used_at
+		FROM api_tokens ORDER BY created_at DESC`)
+	if err != nil {
+		return nil, wrap("list tokens", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Token, error) {
+		var t Token
+		err := row.Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt)
+		return t, err
+	})
+	return out, wrap("list tokens", err)
+}
+
+// RevokeToken revokes a token; revoking a revoked token is a no-op.
+func (db *DB) RevokeToken(ctx context.Context, id, by string, now time.Time) (Token, error) {
+	var t Token
+	err := db.InTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id::text = $1
+			RETURNING id::text, name, actor, created_at, created_by, revoked_at, last_used_at`, id, now).
+			Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt)
+		if err == pgx.ErrNoRows {
+			return rackplane.Errorf(rackplane.ENOTFOUND, "no token %s", id)
+		}
+		if err != nil {
+			return wrap("revoke token", err)
+		}
+		ev, err := events.New(events.RegionSource, events.TypeTokenRevoked, events.TokenStreamName(t.ID), now,
+			events.TokenChanged{TokenID: t.ID, Name: t.Name, Actor: t.Actor})
+		if err != nil {
+			return err
+		}
+		ev.Actor = by
+		_, err = db.Emit(ctx, tx, ev.Subject, ExpectAny, ev)
+		return err
+	})
+	return t, err
+}

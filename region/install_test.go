@@ -254,3 +254,81 @@ func TestDeploymentTimeout(t *testing.T) {
 		t.Fatalf("metrics lack the timed-out deployment")
 	}
 }
+
+// TestBootTrafficLeavesTheMachineAlone: a deploying machine PXE-boots and
+// fetches its preseed while an operator holds its ETag. The rack's boot
+// events and the preseed fetch land on the machine's stream, but they
+// observe the machine rather than change it, so the ETag stays, an
+// If-Match taken before the boot still applies, and a release does not
+// lose a race against the boot traffic.
+func TestBootTrafficLeavesTheMachineAlone(t *testing.T) {
+	h, rackHTTP := deployedSite(t, func(*region.Config) {})
+	const mac = "52:54:00:dd:00:01"
+	m := h.newMachine("booting", mac)
+	h.deploy(m)
+	var before machineOut
+	h.getJSON("/api/v1/machines/"+m.ID, &before)
+
+	// Boot as iPXE would, then fetch the preseed as the installer would.
+	code, script, _ := h.raw("GET", "http://"+rackHTTP+"/ipxe/"+strings.ReplaceAll(mac, ":", "-")+".ipxe", nil, "")
+	if code != 200 || !strings.Contains(script, "kernel") {
+		t.Fatalf("iPXE script of the deploying machine: %d %q", code, script)
+	}
+	h.statusURL(rackHTTP, m)
+	h.eventually(10*time.Second, "the boot and the preseed fetch in the machine's stream", func() error {
+		var page struct{ Events []struct{ Type string } }
+		h.getJSON("/api/v1/events?limit=100&stream=machine/"+m.ID, &page)
+		seen := map[string]bool{}
+		for _, e := range page.Events {
+			seen[e.Type] = true
+		}
+		if !seen[events.TypeBootHandoff] || !seen[events.TypePreseedServed] {
+			return fmt.Errorf("stream has %v", seen)
+		}
+		return nil
+	})
+
+	var after machineOut
+	h.getJSON("/api/v1/machines/"+m.ID, &after)
+	if after.Version != before.Version {
+		t.Fatalf("boot traffic moved the machine's version from %d to %d", before.Version, after.Version)
+	}
+	code, body, _ := h.raw("PATCH", h.api+"/api/v1/machines/"+m.ID, map[string]string{"If-Match": fmt.Sprintf(`"%d"`, before.Version)},
+		`{"hostname": "booted"}`)
+	if code != 200 || !strings.Contains(body, `"booted"`) {
+		t.Fatalf("update with the ETag read before the boot: %d %s", code, body)
+	}
+	// The version still guards real changes: the old ETag is stale now.
+	code, _, _ = h.raw("PATCH", h.api+"/api/v1/machines/"+m.ID, map[string]string{"If-Match": fmt.Sprintf(`"%d"`, before.Version)},
+		`{"hostname": "again"}`)
+	if code != 412 {
+		t.Fatalf("update with a stale ETag: %d, want 412", code)
+	}
+
+	// Releases race boot traffic without losing: the rack reports every
+	// request of a booting machine while the operator releases it.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := http.Get("http://" + rackHTTP + "/ipxe/" + strings.ReplaceAll(mac, ":", "-") + ".ipxe"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		if code := h.do("POST", "/api/v1/machines/"+m.ID+"/release", nil, nil); code != 200 {
+			t.Fatalf("release %d during boot traffic: %d", i, code)
+		}
+		h.deploy(m)
+	}
+	close(stop)
+	<-done
+}

@@ -113,7 +113,7 @@ func (s *Server) checkMACsFree(ctx context.Context, macs []string, self string) 
 
 func (s *Server) emitMachine(ctx context.Context, id string, expected int64, evs ...events.Event) error {
 	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := s.db.Emit(ctx, tx, events.MachineStreamName(id), expected, evs...)
+		_, err := s.db.EmitMachine(ctx, tx, id, expected, evs...)
 		return err
 	})
 	if postgres.IsUniqueViolation(err) {

@@ -30,7 +30,7 @@ type Config struct {
 type Store interface {
 	OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]postgres.Machine, error)
 	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
-	Emit(ctx context.Context, tx pgx.Tx, stream string, expected int64, evs ...events.Event) ([]postgres.Appended, error)
+	EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected int64, evs ...events.Event) ([]postgres.Appended, error)
 }
 
 // Watch fails overdue deployments.
@@ -126,7 +126,7 @@ func (w *Watch) fail(ctx context.Context, m postgres.Machine) (bool, error) {
 		return false, err
 	}
 	err = w.store.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := w.store.Emit(ctx, tx, events.MachineStreamName(m.ID), m.Version, ev)
+		_, err := w.store.EmitMachine(ctx, tx, m.ID, m.Version, ev)
 		return err
 	})
 	var conflict *postgres.ConflictError

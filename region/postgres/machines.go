@@ -98,12 +98,59 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 		}
 		q.Queue(`DELETE FROM boot_decisions WHERE mac = $1`, d.MAC)
 	}
-	// A machine's version is its stream's: every event on the stream
-	// counts, so an If-Match taken from it is an expected stream version.
-	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && s.Type != events.TypeMachineDeleted {
+	// A machine's version is the stream version of its last change. Racks
+	// report boots and transfers on the same stream, and the region records
+	// preseed fetches there, but those observe the machine rather than
+	// change it: counting them would fail an operator's If-Match (or a
+	// release without one) whenever the machine happened to be booting.
+	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && machineChanges[s.Type] && s.Source == events.RegionSource {
 		q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id::text = $1`, id, s.Version)
 	}
 	return nil
+}
+
+// machineChanges are the event types that change a machine, and so its
+// version (its ETag).
+var machineChanges = map[string]bool{
+	events.TypeMachineCreated:      true,
+	events.TypeMachineUpdated:      true,
+	events.TypeMachineDeploying:    true,
+	events.TypeMachineDeployed:     true,
+	events.TypeMachineFailed:       true,
+	events.TypeMachineReleased:     true,
+	events.TypeBootDecisionSet:     true,
+	events.TypeBootDecisionCleared: true,
+}
+
+// EmitMachine emits evs on machine id's stream when the machine is at
+// version expected (its Version, which counts only changes; see
+// machineChanges) or at any version with ExpectAny. ExpectNoStream creates
+// it. The machine's row is locked for the rest of tx, so two changes of
+// one machine are serialised, while a rack's boot events on the same
+// stream neither wait for it nor make it conflict.
+func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected int64, evs ...events.Event) ([]Appended, error) {
+	stream := events.MachineStreamName(id)
+	if expected == ExpectNoStream {
+		return db.Emit(ctx, tx, stream, ExpectNoStream, evs...)
+	}
+	var version int64
+	err := tx.QueryRow(ctx, `SELECT version FROM machines WHERE id::text = $1 FOR UPDATE`, id).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s not found", id)
+	}
+	if err != nil {
+		return nil, wrap("emit machine: lock", err)
+	}
+	if expected != ExpectAny && version != expected {
+		// A retried change whose events are all in already is a no-op,
+		// as with Append.
+		if out, fresh, err := db.dedupe(ctx, tx, evs); err != nil || len(fresh) == 0 {
+			return out, err
+		}
+		return nil, rackplane.WrapError(rackplane.ECONFLICT, &ConflictError{stream, expected},
+			"%s was changed by someone else", stream)
+	}
+	return db.Emit(ctx, tx, stream, ExpectAny, evs...)
 }
 
 // Machine is a machine as the API shows it.

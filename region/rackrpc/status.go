@@ -69,8 +69,8 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 	if req.Result == "failure" {
 		want = events.MachineFailed
 	}
-	// The machine's stream moves on under us (a preseed fetch appends to
-	// it), so a lost race is retried on a fresh read.
+	// A change of the machine meanwhile (a release, another region's
+	// timeout check) makes the emit conflict; it is retried on a fresh read.
 	for attempt := 0; ; attempt++ {
 		m, err := s.db.GetMachine(ctx, req.MachineID)
 		if err != nil {
@@ -99,7 +99,7 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 			return nil, err
 		}
 		err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-			_, err := s.db.Emit(ctx, tx, events.MachineStreamName(m.ID), m.Version, evs...)
+			_, err := s.db.EmitMachine(ctx, tx, m.ID, m.Version, evs...)
 			return err
 		})
 		var conflict *postgres.ConflictError

@@ -40,6 +40,7 @@ type Config struct {
 	DataDir           string
 	Name              string
 	NATSURL           string
+	NATSNKeyFile      string
 	HTTPAddr          string
 	HeartbeatInterval time.Duration
 	EventBuffer       int
@@ -112,7 +113,8 @@ func listFlag(dst *[]string) func(string) error {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the rack id, images and caches")
 	fs.StringVar(&c.Name, "name", c.Name, "rack name shown by the region (default: the host name)")
-	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
+	fs.StringVar(&c.NATSNKeyFile, "nats-nkey", c.NATSNKeyFile, "file holding the nkey seed to authenticate to NATS with")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
 	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")

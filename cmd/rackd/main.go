@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/internal/logging"
@@ -28,6 +29,8 @@ func run(ctx context.Context, args []string) error {
 	cfg := rack.DefaultConfig()
 	fs := flag.NewFlagSet("rackd", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
+	var printID bool
+	fs.BoolVar(&printID, "print-id", false, "print the rack id (creating it in -data-dir on first use) and exit: NATS permissions for the rack name it")
 	flagenv.Usage(fs, "usage: rackd [flags]")
 	if err := flagenv.Parse(fs, args, nil); err != nil {
 		return err
@@ -37,7 +40,18 @@ func run(ctx context.Context, args []string) error {
 	}
 	level, _ := logging.ParseLevel(cfg.LogLevel)
 	log := logging.New(level)
-	nc, err := dial.NATS(cfg.NATSURL, "rackd "+cfg.Name, log)
+	// The id comes first: the connection's inbox carries it, so NATS
+	// permissions can confine the rack to its own replies.
+	id, err := rack.LoadOrCreateID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if printID {
+		fmt.Println(id)
+		return nil
+	}
+	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "rackd " + cfg.Name, NKeySeedFile: cfg.NATSNKeyFile,
+		InboxPrefix: events.RackInboxPrefix(id)}, log)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	natsURL := ns.ClientURL()
 
-	regionNC, err := dial.NATS(natsURL, "regiond (dev)", log)
+	regionNC, err := dial.NATS(dial.NATSConfig{URL: natsURL, Name: "regiond (dev)"}, log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	rackNC, err := dial.NATS(natsURL, "rackd (dev)", log)
+	rackNC, err := dial.NATS(dial.NATSConfig{URL: natsURL, Name: "rackd (dev)"}, log)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,9 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   audit               print the audit log (-f follows it)
   version             print the version
 
+Secure NATS:
+  nats-permissions RACK_ID   the NATS user entry that confines a rack to its own subjects
+
 Run "rackplane <command> -h" for a command's flags.
 `
 
@@ -72,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "nats-permissions":
+		return runNATSPermissions(ctx, rest, stdout, stderr)
 	case "version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
 	}
 
-	nc, err := dial.NATS(cfg.NATSURL, "regiond", log)
+	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "regiond", NKeySeedFile: cfg.NATSNKeyFile}, log)
 	if err != nil {
 		return err
 	}

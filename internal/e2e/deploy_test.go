@@ -124,17 +124,7 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 		return nil
 	})
 
-	src := t.TempDir()
-	var files []map[string]any
-	for name, body := range map[string][]byte{"linux": kernel, "initrd.gz": initrd} {
-		os.WriteFile(filepath.Join(src, name), body, 0o644)
-		sum := sha256.Sum256(body)
-		files = append(files, map[string]any{"name": name, "sha256": hex.EncodeToString(sum[:]), "size": len(body)})
-	}
-	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{map[string]any{
-		"kind": "image", "os": "debian", "release": "bookworm", "arch": "amd64", "subarch": "generic",
-		"label": "stable", "version": "20261123", "files": files}}})
-	os.WriteFile(filepath.Join(src, "manifest.json"), manifest, 0o644)
+	src := bookwormSource(t, kernel, initrd)
 	var imp struct{ ID, State string }
 	if code := site.a.call("POST", "/api/v1/racks/"+site.rackID+"/images/imports", nil, map[string]string{"dir": src}, &imp); code != 202 {
 		t.Fatalf("import: %d %+v", code, imp)
@@ -150,6 +140,28 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 		return nil
 	})
 	return site
+}
+
+// bookwormSource is an image source directory with a manifest of one
+// version, debian/bookworm/amd64/generic, made of kernel and initrd.
+func bookwormSource(t *testing.T, kernel, initrd []byte) string {
+	t.Helper()
+	src := t.TempDir()
+	var files []map[string]any
+	for name, body := range map[string][]byte{"linux": kernel, "initrd.gz": initrd} {
+		if err := os.WriteFile(filepath.Join(src, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(body)
+		files = append(files, map[string]any{"name": name, "sha256": hex.EncodeToString(sum[:]), "size": len(body)})
+	}
+	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{map[string]any{
+		"kind": "image", "os": "debian", "release": "bookworm", "arch": "amd64", "subarch": "generic",
+		"label": "stable", "version": "20261123", "files": files}}})
+	if err := os.WriteFile(filepath.Join(src, "manifest.json"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
 
 // boot PXE-boots a QEMU VM with mac from the rack and returns what it

@@ -13,6 +13,9 @@ type Config struct {
 	Port     int    // -1 picks a free port
 	StoreDir string // JetStream storage; required
 	Name     string
+	// ConfigFile is a NATS server configuration (authorization, accounts,
+	// ...) the fields above are laid over.
+	ConfigFile string
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -23,16 +26,17 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
-	opts := &server.Options{
-		ServerName: cfg.Name,
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: 8 << 20,
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
 	}
+	opts.ServerName, opts.Host, opts.Port = cfg.Name, cfg.Host, cfg.Port
+	opts.JetStream, opts.StoreDir = true, cfg.StoreDir
+	opts.NoSigs, opts.NoLog = true, true
+	opts.MaxPayload = 8 << 20
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)

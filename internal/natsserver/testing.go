@@ -21,7 +21,14 @@ type Test struct {
 // StartTest starts a server for t on a free port, stopped at cleanup.
 func StartTest(t testing.TB) *Test {
 	t.Helper()
-	ts := &Test{t: t, cfg: Config{Port: -1, StoreDir: t.TempDir()}}
+	return StartTestConfig(t, "")
+}
+
+// StartTestConfig is StartTest with a server configuration file, such as
+// one with an authorization section.
+func StartTestConfig(t testing.TB, configFile string) *Test {
+	t.Helper()
+	ts := &Test{t: t, cfg: Config{Port: -1, StoreDir: t.TempDir(), ConfigFile: configFile}}
 	ts.start()
 	// Pin the port so Restart comes back where clients reconnect.
 	ts.cfg.Port = ts.Server.Addr().(*net.TCPAddr).Port

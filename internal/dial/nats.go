@@ -1,0 +1,86 @@
+package dial
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// NATSConfig says how a binary reaches NATS. A user and password or a
+// token go in the URL (nats://user:pass@host:4222); an nkey is a seed
+// file, so the secret stays out of process listings.
+type NATSConfig struct {
+	URL  string
+	Name string
+	// NKeySeedFile authenticates with the nkey whose seed the file holds.
+	NKeySeedFile string
+	// InboxPrefix replaces _INBOX for replies to this connection, so
+	// subject permissions can confine a rack to its own replies.
+	InboxPrefix string
+}
+
+// NATS connects and keeps reconnecting forever, including when the server
+// is not up yet: racks and regions outlive NATS restarts. A refused
+// authorisation is logged each time, since retrying cannot fix it.
+func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		// Permission violations and auth failures arrive here; without a
+		// handler nats.go would print them to stderr unstructured.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("NATS error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("NATS error", "err", err)
+		}),
+	}
+	if cfg.NKeySeedFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey seed %s: %w", cfg.NKeySeedFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: %w", redact(cfg.URL), err)
+	}
+	return nc, nil
+}
+
+// redact hides the secrets of a comma-separated NATS URL list: a
+// password, or a user alone, which NATS takes as a token.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}

@@ -37,14 +37,15 @@ import (
 
 // Config is the rack's configuration.
 type Config struct {
-	DataDir           string
-	Name              string
-	NATSURL           string
-	NATSNKeyFile      string
-	HTTPAddr          string
-	HeartbeatInterval time.Duration
-	EventBuffer       int
-	LogLevel          string
+	DataDir                               string
+	Name                                  string
+	NATSURL                               string
+	NATSCAFile, NATSCertFile, NATSKeyFile string
+	NATSNKeyFile                          string
+	HTTPAddr                              string
+	HeartbeatInterval                     time.Duration
+	EventBuffer                           int
+	LogLevel                              string
 
 	// Images.
 	ImportSystemBootloaders bool
@@ -115,6 +116,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "rack name shown by the region (default: the host name)")
 	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
 	fs.StringVar(&c.NATSNKeyFile, "nats-nkey", c.NATSNKeyFile, "file holding the nkey seed to authenticate to NATS with")
+	fs.StringVar(&c.NATSCAFile, "nats-ca", c.NATSCAFile, "CA certificate(s) to verify the NATS server with; turns TLS on")
+	fs.StringVar(&c.NATSCertFile, "nats-cert", c.NATSCertFile, "client certificate for a NATS server that verifies clients")
+	fs.StringVar(&c.NATSKeyFile, "nats-key", c.NATSKeyFile, "key of -nats-cert")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
 	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")
@@ -152,6 +156,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
+	}
+	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
+		errs = append(errs, errors.New("-nats-cert and -nats-key go together: give both or neither"))
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-http-addr %q: want host:port, such as :5248", c.HTTPAddr))

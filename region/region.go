@@ -31,15 +31,16 @@ import (
 
 // Config is the region's configuration.
 type Config struct {
-	HTTPAddr        string
-	DatabaseURL     string
-	NATSURL         string
-	NATSNKeyFile    string
-	HeartbeatMisses int
-	StreamMaxAge    time.Duration
-	IngestBatch     int
-	DeployTimeout   time.Duration
-	LogLevel        string
+	HTTPAddr                              string
+	DatabaseURL                           string
+	NATSURL                               string
+	NATSCAFile, NATSCertFile, NATSKeyFile string
+	NATSNKeyFile                          string
+	HeartbeatMisses                       int
+	StreamMaxAge                          time.Duration
+	IngestBatch                           int
+	DeployTimeout                         time.Duration
+	LogLevel                              string
 }
 
 // DefaultConfig returns the defaults.
@@ -61,6 +62,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL or key=value string (empty: libpq defaults and PG* variables; DATABASE_URL is read too)")
 	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
 	fs.StringVar(&c.NATSNKeyFile, "nats-nkey", c.NATSNKeyFile, "file holding the nkey seed to authenticate to NATS with")
+	fs.StringVar(&c.NATSCAFile, "nats-ca", c.NATSCAFile, "CA certificate(s) to verify the NATS server with; turns TLS on")
+	fs.StringVar(&c.NATSCertFile, "nats-cert", c.NATSCertFile, "client certificate for a NATS server that verifies clients")
+	fs.StringVar(&c.NATSKeyFile, "nats-key", c.NATSKeyFile, "key of -nats-cert")
 	fs.IntVar(&c.HeartbeatMisses, "heartbeat-misses", c.HeartbeatMisses, "heartbeat intervals a rack may miss before it is offline")
 	fs.DurationVar(&c.StreamMaxAge, "stream-max-age", c.StreamMaxAge, "how long events stay on the JetStream streams (Postgres keeps them for good)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
@@ -76,6 +80,9 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
+	}
+	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
+		errs = append(errs, errors.New("-nats-cert and -nats-key go together: give both or neither"))
 	}
 	if c.HeartbeatMisses < 1 {
 		errs = append(errs, fmt.Errorf("-heartbeat-misses %d: want 1 or more", c.HeartbeatMisses))

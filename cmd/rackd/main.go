@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	}
 	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "rackd " + cfg.Name, NKeySeedFile: cfg.NATSNKeyFile,
-		InboxPrefix: events.RackInboxPrefix(id)}, log)
+		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile, InboxPrefix: events.RackInboxPrefix(id)}, log)
 	if err != nil {
 		return err
 	}

@@ -75,7 +75,8 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
 	}
 
-	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "regiond", NKeySeedFile: cfg.NATSNKeyFile}, log)
+	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "regiond", NKeySeedFile: cfg.NATSNKeyFile,
+		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile}, log)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,10 @@ type NATSConfig struct {
 	Name string
 	// NKeySeedFile authenticates with the nkey whose seed the file holds.
 	NKeySeedFile string
+	// CAFile verifies the server's certificate (and turns TLS on);
+	// CertFile and KeyFile are this client's, for servers that verify
+	// clients.
+	CAFile, CertFile, KeyFile string
 	// InboxPrefix replaces _INBOX for replies to this connection, so
 	// subject permissions can confine a rack to its own replies.
 	InboxPrefix string
@@ -55,6 +59,15 @@ func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
 			return nil, fmt.Errorf("nats nkey seed %s: %w", cfg.NKeySeedFile, err)
 		}
 		opts = append(opts, opt)
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		if cfg.CertFile == "" || cfg.KeyFile == "" {
+			return nil, fmt.Errorf("nats client certificate: give both the certificate and its key")
+		}
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
 	}
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))

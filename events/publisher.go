@@ -52,6 +52,12 @@ type Publisher struct {
 	inflight     int
 	wake         chan struct{}
 
+	// While NATS is away every retry fails; the log says so when it
+	// starts, every failLogEvery while it lasts, and when it ends.
+	failingSince time.Time
+	lastFailLog  time.Time
+	quietFails   int
+
 	published prometheus.Counter
 	dropCount prometheus.Counter
 	failures  prometheus.Counter
@@ -292,9 +298,14 @@ func (p *Publisher) await(ctx context.Context, batch []Event, futures []jetstrea
 	}
 	if first != nil {
 		p.logFailure(first)
+	} else if len(failed) == 0 {
+		p.recovered()
 	}
 	return failed
 }
+
+// failLogEvery spaces the log lines of a long publishing outage.
+const failLogEvery = 30 * time.Second
 
 func cmp(a, b error) error {
 	if a != nil {
@@ -303,8 +314,37 @@ func cmp(a, b error) error {
 	return b
 }
 
+func (p *Publisher) recovered() {
+	p.mu.Lock()
+	since := p.failingSince
+	p.failingSince, p.quietFails = time.Time{}, 0
+	p.mu.Unlock()
+	if !since.IsZero() {
+		p.log.Info("publishing events again", "failing_for", p.cfg.Now().Sub(since).Round(time.Millisecond).String())
+	}
+}
+
 func (p *Publisher) logFailure(err error) {
-	p.log.Warn("publishing events failed, will retry", "err", err, "buffered", p.Buffered())
+	now := p.cfg.Now()
+	p.mu.Lock()
+	first := p.failingSince.IsZero()
+	if first {
+		p.failingSince = now
+	}
+	if !first && now.Sub(p.lastFailLog) < failLogEvery {
+		p.quietFails++
+		p.mu.Unlock()
+		return
+	}
+	since, quiet := p.failingSince, p.quietFails
+	p.lastFailLog, p.quietFails = now, 0
+	p.mu.Unlock()
+	if first {
+		p.log.Warn("publishing events failed, will retry", "err", err, "buffered", p.Buffered())
+		return
+	}
+	p.log.Warn("publishing events still failing, retrying", "err", err, "buffered", p.Buffered(),
+		"failing_for", now.Sub(since).Round(time.Second).String(), "failures_not_logged", quiet)
 }
 
 // Message builds the NATS message of e: JSON body, subject from source and

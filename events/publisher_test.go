@@ -1,7 +1,12 @@
 package events_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,19 +17,26 @@ import (
 	"github.com/rackplane/rackplane/internal/natsserver"
 )
 
-// TestPublisherBuffersAndReportsDrops publishes while NATS is away: the
-// publisher never blocks, keeps the newest events up to its bound, and once
-// NATS is back sends them with an events_dropped event counting the rest.
-func TestPublisherBuffersAndReportsDrops(t *testing.T) {
+// startStreams starts a NATS server with Rackplane's streams.
+func startStreams(t *testing.T) (*natsserver.Test, jetstream.JetStream) {
+	t.Helper()
 	ns := natsserver.StartTest(t)
-	ctx := context.Background()
 	js, err := jetstream.New(ns.Connect())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := events.EnsureStreams(ctx, js, time.Hour); err != nil {
+	if err := events.EnsureStreams(context.Background(), js, time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	return ns, js
+}
+
+// TestPublisherBuffersAndReportsDrops publishes while NATS is away: the
+// publisher never blocks, keeps the newest events up to its bound, and once
+// NATS is back sends them with an events_dropped event counting the rest.
+func TestPublisherBuffersAndReportsDrops(t *testing.T) {
+	ns, js := startStreams(t)
+	ctx := context.Background()
 	rack := uuid.NewString()
 	pub := events.NewPublisher(js, events.PublisherConfig{
 		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), Buffer: 100, Batch: 10, AckTimeout: 200 * time.Millisecond,
@@ -90,5 +102,80 @@ func TestPublisherBuffersAndReportsDrops(t *testing.T) {
 		if !got[id] {
 			t.Fatalf("one of the newest 100 events is missing: the oldest must be dropped first")
 		}
+	}
+}
+
+// syncBuffer is a log sink the publisher's goroutines may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) count(msg string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Count(s.b.String(), `msg="`+msg+`"`)
+}
+
+// TestPublisherLogsAnOutageSparingly: while NATS is away the publisher
+// retries several times a second, but its log says that publishing failed
+// once, that it still fails every 30 s of the (injected) clock, and that
+// it works again when NATS is back.
+func TestPublisherLogsAnOutageSparingly(t *testing.T) {
+	ns, js := startStreams(t)
+	ctx := context.Background()
+	var logs syncBuffer
+	var now atomic.Int64
+	now.Store(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC).UnixNano())
+	rack := uuid.NewString()
+	pub := events.NewPublisher(js, events.PublisherConfig{
+		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), AckTimeout: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return time.Unix(0, now.Load()) },
+	})
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go pub.Run(pctx)
+
+	ns.Stop()
+	e, _ := events.New(events.RackSource(rack), events.TypeRackRegistered, events.RackStreamName(rack), time.Now(),
+		events.RackRegistered{Name: "r", Version: "1", StartedAt: time.Now().UTC()})
+	pub.Publish(e)
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s; log:\n%s", what, logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the outage logged", func() bool { return logs.count("publishing events failed, will retry") == 1 })
+	now.Add(int64(31 * time.Second))
+	waitFor("a reminder after 30s", func() bool { return logs.count("publishing events still failing, retrying") == 1 })
+	ns.Restart()
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer fcancel()
+	if err := pub.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the recovery logged", func() bool { return logs.count("publishing events again") == 1 })
+	if n, m := logs.count("publishing events failed, will retry"), logs.count("publishing events still failing, retrying"); n != 1 || m != 1 {
+		t.Fatalf("the outage took %d first and %d reminder lines, want 1 and 1; log:\n%s", n, m, logs.String())
+	}
+	if !strings.Contains(logs.String(), "failing_for=31") {
+		t.Fatalf("the recovery line does not say how long publishing failed; log:\n%s", logs.String())
 	}
 }

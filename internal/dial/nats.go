@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,10 +32,15 @@ type NATSConfig struct {
 // is not up yet: racks and regions outlive NATS restarts. A refused
 // authorisation is logged each time, since retrying cannot fix it.
 func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
+	errs := &errorLog{log: log}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
+		// A refused authorisation is retried like an absent server: the
+		// operator may be fixing the server's users right now, and a rack
+		// that gave up would stay cut off until restarted.
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -42,16 +48,14 @@ func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
 				log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		nats.ConnectHandler(func(c *nats.Conn) { errs.reset(); log.Info("connected to NATS", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { errs.reset(); log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
 		// Permission violations and auth failures arrive here; without a
 		// handler nats.go would print them to stderr unstructured.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Error("NATS error", "subject", sub.Subject, "err", err)
-				return
-			}
-			log.Error("NATS error", "err", err)
-		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { errs.report(sub, err) }),
+		// Why a (re)connect failed: a refused password, a TLS mismatch, a
+		// server that is down.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { errs.report(nil, err) }),
 	}
 	if cfg.NKeySeedFile != "" {
 		opt, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)
@@ -96,4 +100,41 @@ func redact(urls string) string {
 		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// errorLog logs asynchronous NATS errors, each distinct one once until the
+// connection is up again: a refused password is retried every few hundred
+// milliseconds, and one line says as much as a thousand.
+type errorLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (e *errorLog) report(sub *nats.Subscription, err error) {
+	key := err.Error()
+	if sub != nil {
+		key = sub.Subject + ": " + key
+	}
+	e.mu.Lock()
+	first := !e.seen[key]
+	if e.seen == nil {
+		e.seen = map[string]bool{}
+	}
+	e.seen[key] = true
+	e.mu.Unlock()
+	if !first {
+		return
+	}
+	if sub != nil {
+		e.log.Error("NATS error", "subject", sub.Subject, "err", err)
+		return
+	}
+	e.log.Error("NATS error", "err", err)
+}
+
+func (e *errorLog) reset() {
+	e.mu.Lock()
+	e.seen = nil
+	e.mu.Unlock()
 }

@@ -38,6 +38,13 @@ func output(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
+// userURL is the server's URL with a user and password in it.
+func userURL(ns *natsserver.Test, user, password string) string {
+	u, _ := url.Parse(ns.URL)
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
+
 // TestRacksConfinedByNATSPermissions runs a region and two racks on a NATS
 // server whose users are exactly what `rackplane nats-permissions` prints:
 // rack-a with a password, rack-b with an nkey. The racks do all their work
@@ -76,11 +83,7 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := natsserver.StartTestConfig(t, confFile)
-	withUser := func(user, password string) string {
-		u, _ := url.Parse(ns.URL)
-		u.User = url.UserPassword(user, password)
-		return u.String()
-	}
+	withUser := func(user, password string) string { return userURL(ns, user, password) }
 
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
@@ -258,5 +261,53 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 		if out := p.Output(); strings.Contains(strings.ToLower(out), "permissions violation") || strings.Contains(out, "Authorization Violation") {
 			t.Fatalf("%s hit a NATS refusal:\n%s", p.name, tail(out, 30))
 		}
+	}
+}
+
+// TestRackWaitsForItsNATSCredentials starts a rack whose NATS user does not
+// exist yet: it says why it cannot connect, once, and keeps trying, so when
+// the operator adds the user and reloads the server it joins by itself.
+func TestRackWaitsForItsNATSCredentials(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rack")
+	id := strings.TrimSpace(output(t, "rackd", "-print-id", "-data-dir", dir))
+	confFile := filepath.Join(t.TempDir(), "nats.conf")
+	users := "    { user: \"region\", password: \"region-pw\" }\n"
+	write := func(users string) {
+		if err := os.WriteFile(confFile, []byte("authorization {\n  users = [\n"+users+"  ]\n}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(users)
+	ns := natsserver.StartTestConfig(t, confFile)
+	withUser := func(user, password string) string { return userURL(ns, user, password) }
+	dbURL := pgtest.NewDatabase(t)
+	regionAddr := freeAddr(t)
+	start(t, "regiond", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
+	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
+	rack := start(t, "rackd", "-nats-url", withUser("late", "late-pw"), "-data-dir", dir, "-name", "late",
+		"-http-addr", freeAddr(t), "-tftp-addr", freeUDPAddr(t), "-import-system-bootloaders=false", "-heartbeat-interval", "1s")
+	eventually(t, 10*time.Second, "the rack saying why it cannot connect", func() error {
+		if !strings.Contains(rack.Output(), "Authorization Violation") {
+			return errors.New("no authorization error in its log")
+		}
+		return nil
+	})
+	// Let it be refused several more times (it retries every 250 ms or
+	// so): a client that gave up after two refusals would stay out.
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := nats.Connect(ns.URL, nats.UserInfo("late", "late-pw")); err == nil {
+		t.Fatal("the server let in a user it does not have")
+	}
+	write(users + output(t, "rackplane", "nats-permissions", "-user", "late", "-password", "late-pw", id))
+	ns.Reload()
+	eventually(t, 15*time.Second, "the rack online once its user exists", func() error {
+		rs, err := racks(context.Background(), a.base, a.token)
+		if r, ok := rackByName(rs, "late"); err != nil || !ok || !r.Online || r.ID != id {
+			return fmt.Errorf("racks %+v %v", rs, err)
+		}
+		return nil
+	})
+	if n := strings.Count(rack.Output(), "Authorization Violation"); n != 1 {
+		t.Fatalf("the refused user took %d log lines, want 1:\n%s", n, tail(rack.Output(), 30))
 	}
 }

@@ -26,6 +26,26 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
+	opts, err := options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready on %s:%d after 10s", cfg.Host, cfg.Port)
+	}
+	return s, nil
+}
+
+func options(cfg Config) (*server.Options, error) {
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
 	opts := &server.Options{}
 	if cfg.ConfigFile != "" {
 		var err error
@@ -37,14 +57,18 @@ func Start(cfg Config) (*server.Server, error) {
 	opts.JetStream, opts.StoreDir = true, cfg.StoreDir
 	opts.NoSigs, opts.NoLog = true, true
 	opts.MaxPayload = 8 << 20
-	s, err := server.NewServer(opts)
+	return opts, nil
+}
+
+// Reload makes a running server take up cfg.ConfigFile again, as
+// `nats-server --signal reload` does (users, permissions, TLS).
+func Reload(s *server.Server, cfg Config) error {
+	opts, err := options(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
+		return err
 	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready on %s:%d after 10s", cfg.Host, cfg.Port)
+	if err := s.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("embedded nats: reload: %w", err)
 	}
-	return s, nil
+	return nil
 }

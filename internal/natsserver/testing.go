@@ -69,3 +69,11 @@ func (ts *Test) Connect() *nats.Conn {
 	ts.t.Cleanup(nc.Close)
 	return nc
 }
+
+// Reload makes the server take up its configuration file again.
+func (ts *Test) Reload() {
+	ts.t.Helper()
+	if err := Reload(ts.Server, ts.cfg); err != nil {
+		ts.t.Fatal(err)
+	}
+}

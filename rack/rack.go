@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -246,6 +247,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 	log = log.With("rack_id", id)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	natsmetrics.Register(reg, nc)
 	r := &Rack{
 		cfg: cfg, id: id, nc: nc, log: log, now: time.Now, registry: reg,
 		// Handlers get as long as the longest action a rack runs (a storage

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
@@ -134,6 +135,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	natsmetrics.Register(reg, nc)
 	db := postgres.New(pool, log)
 	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg}
 	r.api = api.New(db, nc, log, reg, reg)

@@ -23,8 +23,8 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/capabilities"

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
 	"github.com/rackplane/rackplane/region/deploywatch"

@@ -137,10 +137,24 @@ func TestDevSystem(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("rack2 offline %s after SIGKILL (heartbeat interval %s)", offlineAfter.Round(time.Millisecond), interval)
-	// Three intervals, plus the monitor's tick and this test's polling.
-	if offlineAfter > 3*interval+500*time.Millisecond {
-		t.Errorf("offline after %s, want within three heartbeat intervals (%s)", offlineAfter, 3*interval)
+	// The region's own record says how long after the last heartbeat it
+	// declared the rack offline: three intervals plus its 100 ms check
+	// tick, and what a loaded machine adds to running it. This test's
+	// polling of the API is not the region's latency, so the time from
+	// SIGKILL only has to be in the same range.
+	rs, _ = racks(ctx, api, tok())
+	gone, _ := rackByName(rs, "rack2")
+	if gone.LastHeartbeat == nil {
+		t.Fatalf("offline rack2 has no last heartbeat: %+v", gone)
+	}
+	declared := gone.StatusChangedAt.Sub(*gone.LastHeartbeat)
+	t.Logf("rack2 offline %s after its last heartbeat, %s after SIGKILL (heartbeat interval %s)",
+		declared.Round(time.Millisecond), offlineAfter.Round(time.Millisecond), interval)
+	if declared > 3*interval+500*time.Millisecond || declared < 3*interval {
+		t.Errorf("declared offline %s after the last heartbeat, want three heartbeat intervals (%s) and little more", declared, 3*interval)
+	}
+	if offlineAfter > 3*interval+2*time.Second {
+		t.Errorf("offline only %s after SIGKILL, want about three heartbeat intervals (%s)", offlineAfter, 3*interval)
 	}
 
 	start(t, "rackd", r2args...)

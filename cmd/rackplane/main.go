@@ -19,6 +19,8 @@ Run the system:
 Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   racks               list racks
   rack ID             show one rack
+  os                  what can be booted, on which racks (-live asks them now)
+  images import RACK SOURCE   import boot images into a rack from a directory or URL
   machines            list machines (-status, -os)
   machine create      enrol a machine (-hostname, -mac)
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
@@ -65,6 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runEvents(ctx, rest, stdout, stderr)
 	case "rejected":
 		return runRejected(ctx, rest, stdout, stderr)
+	case "os":
+		return runOS(ctx, rest, stdout, stderr)
+	case "images":
+		return runImages(ctx, rest, stdout, stderr)
 	case "machines":
 		return runMachines(ctx, rest, stdout, stderr)
 	case "machine":

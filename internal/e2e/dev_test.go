@@ -96,6 +96,31 @@ func TestDevSystem(t *testing.T) {
 		t.Errorf("rackplane machines -status deploying: %v\n%s", err, out)
 	}
 
+	// An image imported with the CLI makes the OS bootable, and the deploy
+	// goes through.
+	src := bookwormSource(t, []byte("dev kernel"), []byte("dev initrd"))
+	out, err = rp([]string{"images", "import"}, "dev-rack", src)
+	if err != nil || !strings.Contains(out, "succeeded") || !strings.Contains(out, "debian/amd64/generic/bookworm/stable/20261123") {
+		t.Errorf("rackplane images import: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"images", "import"}, "dev-rack", filepath.Join(src, "nosuch")); err == nil || !strings.Contains(out, "nosuch") {
+		t.Errorf("rackplane images import of a missing directory: %v\n%s", err, out)
+	}
+	// The rack reports its new image right after the import; the region
+	// has it a moment later.
+	for _, live := range [][]string{nil, {"-live"}} {
+		eventually(t, 10*time.Second, fmt.Sprintf("rackplane os %v lists the image", live), func() error {
+			out, err := rp([]string{"os"}, live...)
+			if err != nil || !regexp.MustCompile(`debian\s+bookworm\s+amd64/generic\s+yes\s+dev-rack \(stable/20261123\)`).MatchString(out) {
+				return fmt.Errorf("%v\n%s", err, out)
+			}
+			return nil
+		})
+	}
+	if out, err := rp([]string{"deploy"}, "-os", "debian", "-release", "bookworm", "cli1"); err != nil || !regexp.MustCompile(`cli1\s+deploying\s+debian/bookworm`).MatchString(out) {
+		t.Errorf("rackplane deploy: %v\n%s", err, out)
+	}
+
 	if out := dev.Output(); !strings.Contains(out, "rackd -nats-url nats://"+natsAddr) {
 		t.Errorf("dev does not say how a second rack joins:\n%s", out)
 	}

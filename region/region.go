@@ -116,6 +116,7 @@ type Region struct {
 	monitor  *liveness.Monitor
 	relay    *outbox.Relay
 	watch    *deploywatch.Watch
+	appended *postgres.EventWatch
 	ln       net.Listener
 }
 
@@ -143,6 +144,8 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.api.SetHeartbeats(r.monitor)
+	r.appended = db.NewEventWatch()
+	r.api.SetEventWatch(r.appended)
 	if r.watch, err = deploywatch.New(db, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}
@@ -179,6 +182,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.monitor.Run(ctx) })
 	g.Go(func() error { return r.relay.Run(ctx) })
 	g.Go(func() error { return r.watch.Run(ctx) })
+	g.Go(func() error { return r.appended.Run(ctx) })
 	g.Go(func() error { return follower.New(r.db, r.log.With("component", "follower")).Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()

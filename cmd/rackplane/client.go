@@ -162,10 +162,16 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cursor := *after
-	return pages(ctx, *follow, 500*time.Millisecond, func() (bool, error) {
+	// Following, the region holds each request at the end of the log until
+	// the next event (up to 25 s, within the client's 30 s timeout), so
+	// there is no polling interval to add.
+	return pages(ctx, *follow, 0, func() (bool, error) {
 		q := url.Values{"limit": {pageSize}}
 		if cursor != "" {
 			q.Set("after", cursor)
+		}
+		if *follow {
+			q.Set("wait", "25s")
 		}
 		if *stream != "" {
 			q.Set("stream", *stream)

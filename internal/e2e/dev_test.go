@@ -79,7 +79,16 @@ func TestDevSystem(t *testing.T) {
 		out, err := exec.Command(filepath.Join(binDir, "rackplane"), args...).CombinedOutput()
 		return string(out), err
 	}
+	// An operator following the log sees the machine appear.
+	follow := start(t, "rackplane", "events", "-f", "-type", "rackplane.region.machine_created.v1", "-api", api, "-token", tok())
 	out, err := rp([]string{"machine", "create"}, "-hostname", "cli1", "-mac", "52:54:00:dd:00:01")
+	eventually(t, 10*time.Second, "rackplane events -f shows the new machine", func() error {
+		if id := strings.TrimSpace(out); id == "" || !strings.Contains(follow.Output(), "machine/"+id) {
+			return fmt.Errorf("events -f printed:\n%s", follow.Output())
+		}
+		return nil
+	})
+	follow.Kill()
 	if _, perr := uuid.Parse(strings.TrimSpace(out)); err != nil || perr != nil {
 		t.Errorf("rackplane machine create: %v\n%s", err, out)
 	}

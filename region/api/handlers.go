@@ -88,6 +88,24 @@ func QueryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
+// QueryDuration parses the query parameter name as a Go duration from lo
+// to hi, def when absent.
+func QueryDuration(r *http.Request, name string, def, lo, hi time.Duration) (time.Duration, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		return 0, rackplane.Errorf(rackplane.EINVALID, "%s must be a duration from %s to %s, such as %s", name, lo, hi, min(max(lo, 10*time.Second), hi))
+	}
+	return d, nil
+}
+
+// MaxEventsWait bounds ?wait= of GET /api/v1/events: below the usual
+// 60 s idle timeout of proxies between clients and the API.
+const MaxEventsWait = 55 * time.Second
+
 type eventsPage struct {
 	Events []postgres.Stored `json:"events"`
 	Next   string            `json:"next"`
@@ -103,13 +121,39 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := postgres.ReadFilter{Stream: q.Get("stream"), Types: q["type"]}
-	if err := s.db.AwaitSettled(r.Context(), time.Second); err != nil {
-		return err
-	}
-	evs, next, err := s.db.ReadEvents(r.Context(), after, limit, f)
+	wait, err := QueryDuration(r, "wait", 0, 0, MaxEventsWait)
 	if err != nil {
 		return err
+	}
+	f := postgres.ReadFilter{Stream: q.Get("stream"), Types: q["type"]}
+	// A reader at the end of the log may wait for what comes next rather
+	// than poll: the request returns as soon as an event it would see is
+	// appended, or empty when wait is up.
+	ctx := r.Context()
+	deadline := time.Now().Add(wait)
+	var evs []postgres.Stored
+	var next postgres.Cursor
+	for {
+		var woken <-chan struct{}
+		if s.appended != nil {
+			woken = s.appended.Next()
+		}
+		if err := s.db.AwaitSettled(ctx, time.Second); err != nil {
+			return err
+		}
+		if evs, next, err = s.db.ReadEvents(ctx, after, limit, f); err != nil {
+			return err
+		}
+		left := time.Until(deadline)
+		if len(evs) > 0 || left <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-woken:
+		case <-time.After(min(left, time.Second)):
+		}
 	}
 	if evs == nil {
 		evs = []postgres.Stored{}

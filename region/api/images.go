@@ -290,15 +290,7 @@ func rpcSchema(method, part string) string {
 }
 
 func rackTimeout(r *http.Request, def time.Duration) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout")
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 10*time.Millisecond || d > MaxRackTimeout {
-		return 0, rackplane.Errorf(rackplane.EINVALID, "timeout must be a duration from 10ms to %s, such as 10s", MaxRackTimeout)
-	}
-	return d, nil
+	return QueryDuration(r, "timeout", def, 10*time.Millisecond, MaxRackTimeout)
 }
 
 func countSet(set ...bool) int {

@@ -85,15 +85,8 @@ func liveTimeout(r *http.Request) (bool, time.Duration, error) {
 	if v := q.Get("live"); v != "" && v != "true" && v != "1" && v != "false" && v != "0" {
 		return false, 0, rackplane.Errorf(rackplane.EINVALID, "live must be true or false")
 	}
-	d := DefaultLiveTimeout
-	if v := q.Get("timeout"); v != "" {
-		var err error
-		d, err = time.ParseDuration(v)
-		if err != nil || d < 10*time.Millisecond || d > MaxLiveTimeout {
-			return false, 0, rackplane.Errorf(rackplane.EINVALID, "timeout must be a duration from 10ms to %s, such as 500ms", MaxLiveTimeout)
-		}
-	}
-	return live, d, nil
+	d, err := QueryDuration(r, "timeout", DefaultLiveTimeout, 10*time.Millisecond, MaxLiveTimeout)
+	return live, d, err
 }
 
 func (s *Server) listOS(w http.ResponseWriter, r *http.Request) error {

@@ -33,7 +33,18 @@ type Server struct {
 	duration *prometheus.HistogramVec
 
 	heartbeats Heartbeats
+	appended   EventWatch
 }
+
+// EventWatch wakes readers waiting at the end of the event log.
+type EventWatch interface {
+	// Next is closed at the next append after the call.
+	Next() <-chan struct{}
+}
+
+// SetEventWatch lets GET /api/v1/events?wait= return as soon as events
+// are appended; without it a waiting reader looks again every second.
+func (s *Server) SetEventWatch(w EventWatch) { s.appended = w }
 
 // Heartbeats tells when a rack was last heard; the log records only its
 // transitions, so the live figure comes from the liveness monitor.

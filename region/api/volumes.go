@@ -468,15 +468,7 @@ func (s *Server) storageCall(ctx context.Context, rack rackplane.Rack, action st
 
 // volumeTimeout is ?timeout=, or def.
 func volumeTimeout(r *http.Request, def time.Duration) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout")
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 10*time.Millisecond || d > MaxVolumeTimeout {
-		return 0, rackplane.Errorf(rackplane.EINVALID, "timeout must be a duration from 10ms to %s, such as 2m", MaxVolumeTimeout)
-	}
-	return d, nil
+	return QueryDuration(r, "timeout", def, 10*time.Millisecond, MaxVolumeTimeout)
 }
 
 // storageProvider is a provider with what each rack that has it says of it.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -99,33 +98,16 @@ func (r *Relay) Run(ctx context.Context) error {
 // listen turns LISTEN notifications into wake-ups; the poll covers the
 // times it is not connected.
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
-	pool := r.db.Pool()
 	for ctx.Err() == nil {
-		if err := r.listenOnce(ctx, pool, wake); err != nil && ctx.Err() == nil {
+		err := r.db.Listen(ctx, postgres.OutboxChannel, func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil && ctx.Err() == nil {
 			r.log.Debug("outbox listen", "err", err)
 			sleep(ctx, time.Second)
-		}
-	}
-}
-
-func (r *Relay) listenOnce(ctx context.Context, pool *pgxpool.Pool, wake chan<- struct{}) error {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// A connection that LISTENs must not go back to the pool.
-	pc := conn.Hijack()
-	defer pc.Close(context.WithoutCancel(ctx))
-	if _, err := pc.Exec(ctx, "LISTEN "+postgres.OutboxChannel); err != nil {
-		return err
-	}
-	for {
-		if _, err := pc.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		select {
-		case wake <- struct{}{}:
-		default:
 		}
 	}
 }

@@ -1,0 +1,87 @@
+package postgres
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// EventsChannel is notified (by a trigger) when a transaction appended
+// events.
+const EventsChannel = "rackplane_events"
+
+// Listen runs one LISTEN session on channel, calling notify for each
+// notification, until ctx ends or the connection fails; callers loop on
+// it. The connection never goes back to the pool, which must not hand out
+// a connection that is listening.
+func (db *DB) Listen(ctx context.Context, channel string, notify func()) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return wrap("listen", err)
+	}
+	pc := conn.Hijack()
+	defer pc.Close(context.WithoutCancel(ctx))
+	if _, err := pc.Exec(ctx, "LISTEN "+quoteIdent(channel)); err != nil {
+		return wrap("listen", err)
+	}
+	for {
+		if _, err := pc.WaitForNotification(ctx); err != nil {
+			return wrap("listen", err)
+		}
+		notify()
+	}
+}
+
+func quoteIdent(s string) string {
+	out := []byte{'"'}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' {
+			out = append(out, '"')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '"'))
+}
+
+// EventWatch tells readers waiting at the end of the log that events were
+// appended, by any region instance.
+type EventWatch struct {
+	db   *DB
+	mu   sync.Mutex
+	next chan struct{}
+}
+
+// NewEventWatch returns a watch; Run feeds it.
+func (db *DB) NewEventWatch() *EventWatch {
+	return &EventWatch{db: db, next: make(chan struct{})}
+}
+
+// Next is closed at the next append after the call.
+func (w *EventWatch) Next() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.next
+}
+
+func (w *EventWatch) fire() {
+	w.mu.Lock()
+	close(w.next)
+	w.next = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// Run listens until ctx ends, reconnecting after a second when the
+// connection fails. While it is down, waiters fall back on their own
+// timers, so a lost notification delays a reader and loses nothing.
+func (w *EventWatch) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := w.db.Listen(ctx, EventsChannel, w.fire); err != nil && ctx.Err() == nil {
+			w.db.log.Debug("event watch", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}

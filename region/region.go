@@ -27,6 +27,7 @@ import (
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/webui"
 )
 
 // Config is the region's configuration.
@@ -132,6 +133,11 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.api.SetHeartbeats(r.monitor)
+	ui, err := webui.New()
+	if err != nil {
+		return nil, err
+	}
+	ui.Register(r.api)
 	if r.watch, err = deploywatch.New(db, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}

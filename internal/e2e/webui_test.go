@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -136,7 +139,11 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 // see waits until an element matching the XPath is visible.
 func (b *browser) see(what, xpath string) {
 	b.t.Helper()
+	start := time.Now()
 	b.do("waiting to see "+what, chromedp.WaitVisible(xpath))
+	if d := time.Since(start); d > time.Second {
+		b.t.Logf("saw %s after %s", what, d.Round(time.Millisecond))
+	}
 }
 
 // text is what the page shows, for failure messages.
@@ -176,13 +183,55 @@ func row(first string) string {
 	return fmt.Sprintf(`//tr[td[1][normalize-space()=%q]]`, first)
 }
 
+// importTinyImage gives the site's rack an OS to deploy: a kernel and an
+// initrd of a few bytes, which no machine ever boots here.
+func importTinyImage(t *testing.T, a api) {
+	t.Helper()
+	rs, err := racks(context.Background(), a.base, a.token)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("racks: %+v %v", rs, err)
+	}
+	src := t.TempDir()
+	var files []map[string]any
+	for _, name := range []string{"linux", "initrd.gz"} {
+		body := []byte("not really " + name + "\n")
+		if err := os.WriteFile(filepath.Join(src, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(body)
+		files = append(files, map[string]any{"name": name, "sha256": hex.EncodeToString(sum[:]), "size": len(body)})
+	}
+	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{map[string]any{
+		"kind": "image", "os": "debian", "release": "bookworm", "arch": "amd64", "subarch": "generic",
+		"label": "stable", "version": "20261123", "files": files}}})
+	if err := os.WriteFile(filepath.Join(src, "manifest.json"), manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.call("POST", "/api/v1/racks/"+rs[0].ID+"/images/imports", nil, map[string]string{"dir": src}, nil); code != 202 {
+		t.Fatalf("import: %d", code)
+	}
+	eventually(t, 15*time.Second, "the image in the OS registry", func() error {
+		var reg struct {
+			OSes []struct {
+				Release   string
+				Available bool
+			}
+		}
+		a.call("GET", "/api/v1/os", nil, nil, &reg)
+		if len(reg.OSes) != 1 || reg.OSes[0].Release != "bookworm" || !reg.OSes[0].Available {
+			return fmt.Errorf("os registry %+v", reg)
+		}
+		return nil
+	})
+}
+
 // TestWebUI drives the operator UI in headless Chromium against a real
 // regiond and rackd: it signs in with a token from the URL fragment, sees
-// the online rack and a machine made through the API, creates a machine
-// and releases one through the page (checked through the API), sees an
-// API error verbatim, a machine's events, the event log following new
-// events by itself, and the audit log; a wrong token brings the sign-in
-// form back with the API's message.
+// the online rack and a machine made through the API, creates, releases
+// and deploys machines through the page (each checked through the API),
+// sees an API error verbatim, a machine's events, the event log following
+// new events by itself, the audit log and the OS registry; a wrong token
+// brings the sign-in form back with the API's message.
 func TestWebUI(t *testing.T) {
 	chromium := chromiumPath(t)
 	ns := natsserver.StartTest(t)
@@ -199,9 +248,12 @@ func TestWebUI(t *testing.T) {
 		}
 		return nil
 	})
+	took := time.Now()
+	importTinyImage(t, a)
+	t.Logf("the rack imported an image in %s", time.Since(took).Round(time.Millisecond))
 	type machine struct {
-		ID, Hostname, Status string
-		MACs                 []string
+		ID, Hostname, Status, OS, Release string
+		MACs                              []string
 	}
 	var web1 machine
 	if code := a.call("POST", "/api/v1/machines", nil, map[string]any{"hostname": "web1", "macs": []string{"52:54:00:ee:00:01"}}, &web1); code != 201 {
@@ -258,17 +310,33 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("after Release in the UI the API says web1 is %q", got.Status)
 	}
 
-	// The machine's page: details, the deploy form (no OS image on this
-	// rack, so nothing to deploy) and the machine's events.
+	// The machine's page: details and events; deploy web2 with the OS the
+	// registry offers, then release it; the API agrees each time.
 	b.do("open web1", chromedp.Click(row("web1")+`/td[1]/a`))
 	b.see("web1's details", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="released"]`)
 	b.see("web1's release event", `//td[normalize-space()="rackplane.region.machine_released.v1"]`)
 	b.see("web1's create event", `//td[normalize-space()="rackplane.region.machine_created.v1"]`)
+	web2 := byHostname("web2")[0]
+	b.do("open web2", chromedp.Navigate(a.base+"/#/machines/"+web2.ID))
+	b.see("web2's details", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="ready"]`)
 	// An option has no box of its own to be visible in; it only has to be there.
-	b.do("waiting for the OS choice to say there is nothing to deploy",
-		chromedp.Query(`//select[@id="deploy-os"]/option[contains(., "no rack has an OS image yet")]`))
-	if !value(b, "read the deploy button", chromedp.Evaluate[bool](`document.getElementById("deploy").disabled`)) {
-		t.Errorf("Deploy is enabled with no OS to deploy")
+	b.do("waiting for the registry's OS in the deploy form",
+		chromedp.Query(`//select[@id="deploy-os"]/option[contains(., "Debian 12 (debian/bookworm, amd64/generic)")]`))
+	b.do("deploy web2",
+		chromedp.SetValue(chromedp.ID("deploy-os"), "0"),
+		chromedp.SendKeys(chromedp.ID("deploy-params"), "console=ttyS0"),
+		chromedp.Click(chromedp.ID("deploy")))
+	b.see("web2 deploying", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="deploying"]`)
+	a.call("GET", "/api/v1/machines/"+web2.ID, nil, nil, &got)
+	if got.Status != "deploying" || got.OS != "debian" || got.Release != "bookworm" {
+		t.Fatalf("after Deploy in the UI the API says web2 is %+v", got)
+	}
+	b.see("web2's deploying event", `//td[normalize-space()="rackplane.region.machine_deploying.v1"]`)
+	b.do("release web2 from its page", chromedp.Click(chromedp.ID("release")))
+	b.see("web2 released", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="released"]`)
+	a.call("GET", "/api/v1/machines/"+web2.ID, nil, nil, &got)
+	if got.Status != "released" {
+		t.Fatalf("after Release on its page the API says web2 is %q", got.Status)
 	}
 
 	// The event log follows new events by polling.
@@ -280,12 +348,13 @@ func TestWebUI(t *testing.T) {
 	}
 	b.see("web4's creation, without reloading", `//tr[td[normalize-space()="machine/`+web4.ID+`"]][td[normalize-space()="rackplane.region.machine_created.v1"]]`)
 
-	// The audit log has the release done in the page, by the token's actor.
+	// The audit log has what was done in the page, by the token's actor.
 	b.do("go to Audit log", chromedp.Click(chromedp.CSS(`a[data-view="audit"]`)))
 	b.see("the release in the audit log", `//tr[td[normalize-space()="machine/`+web1.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/release"]][td[2][normalize-space()="e2e"]]`)
+	b.see("the deploy in the audit log", `//tr[td[normalize-space()="machine/`+web2.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/deploy"]][td[2][normalize-space()="e2e"]]`)
 
 	b.do("go to OS registry", chromedp.Click(chromedp.CSS(`a[data-view="os"]`)))
-	b.see("the empty OS registry", `//p[contains(., "No rack reports an OS image yet")]`)
+	b.see("the rack that can boot Debian", `//tr[td[2][contains(., "bookworm")]]/td[6][contains(., "ui-rack")][contains(., "stable/20261123")]`)
 
 	// A wrong token: the sign-in form with the API's message. Then the
 	// form signs in with the right one.

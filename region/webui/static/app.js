@@ -63,7 +63,7 @@
   }
 
   function timeCell(s) {
-    return el('td', { class: 'mono', title: ago(s) }, fmtTime(s));
+    return el('td', { class: 'mono time', title: ago(s) }, fmtTime(s));
   }
 
   function statusBadge(s) {
@@ -75,6 +75,12 @@
     let s = typeof v === 'string' ? v : JSON.stringify(v);
     max = max || 300;
     return s.length > max ? s.slice(0, max) + '…' : s;
+  }
+
+  // dataCell holds JSON: a block that wraps anywhere, so one long value
+  // does not stretch the table.
+  function dataCell(text) {
+    return el('td', {}, el('div', { class: 'data mono' }, text));
   }
 
   function table(headers, rows, emptyText) {
@@ -99,13 +105,14 @@
 
   // takeFragmentToken moves #token=… into session storage and out of the
   // address bar and history, so it is neither bookmarked nor shown.
+  // #token=…&next=/machines opens that view after signing in.
   function takeFragmentToken() {
-    const m = /^#token=([^&]*)(?:&next=(#\/.*))?$/.exec(location.hash);
+    const m = /^#token=([^&]*)(?:&next=(\/[^#]*))?$/.exec(location.hash);
     if (!m) return;
     let t = '';
     try { t = decodeURIComponent(m[1]).trim(); } catch (e) { t = ''; }
     if (t) sessionStorage.setItem(TOKEN_KEY, t);
-    history.replaceState(null, '', location.pathname + location.search + (m[2] || '#/racks'));
+    history.replaceState(null, '', location.pathname + location.search + '#' + (m[2] || '/racks'));
   }
 
   async function api(method, path, body) {
@@ -324,7 +331,9 @@
   }
 
   function osLabel(o) {
-    return (o.os_title || o.os) + ' ' + (o.title || o.release) + ' (' + o.os + '/' + o.release + ', ' + o.arch + '/' + o.subarch + ')';
+    // A release's title names its OS already ("Debian 12").
+    const name = o.title || (o.os_title || o.os) + ' ' + o.release;
+    return name + ' (' + o.os + '/' + o.release + ', ' + o.arch + '/' + o.subarch + ')';
   }
 
   function machineView(view, id) {
@@ -473,7 +482,7 @@
   function eventRows(e) {
     return el('tr', { 'data-event-id': e.id },
       timeCell(e.time), el('td', { class: 'mono' }, e.type), el('td', { class: 'mono' }, e.subject),
-      el('td', { class: 'mono' }, e.source), el('td', {}, e.actor || ''), el('td', { class: 'mono data' }, short(e.data)));
+      el('td', { class: 'mono' }, e.source), el('td', {}, e.actor || ''), dataCell(short(e.data)));
   }
 
   function eventsView(view) {
@@ -495,7 +504,7 @@
       render: (a) => el('tr', { 'data-audit-id': String(a.id) },
         timeCell(a.at), el('td', {}, a.actor), el('td', { class: 'mono' }, a.action), el('td', { class: 'mono' }, a.target),
         el('td', {}, statusBadge(a.outcome), ' ', String(a.status), a.detail ? el('div', { class: 'muted' }, a.detail) : null),
-        el('td', { class: 'mono data' }, a.before || a.after ? short(a.before, 150) + ' → ' + short(a.after, 150) : ''),
+        dataCell(a.before || a.after ? short(a.before, 150) + ' → ' + short(a.after, 150) : ''),
         el('td', { class: 'mono muted' }, a.request_id)),
     });
   }

@@ -28,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/webui"
 )
 
 // Config is the region's configuration.
@@ -146,6 +147,11 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.api.SetHeartbeats(r.monitor)
 	r.appended = db.NewEventWatch()
 	r.api.SetEventWatch(r.appended)
+	ui, err := webui.New()
+	if err != nil {
+		return nil, err
+	}
+	ui.Register(r.api)
 	if r.watch, err = deploywatch.New(db, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -133,6 +134,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
   API token      %s  (also in %s)
   web API        http://%s/api/v1/racks
+  web UI         http://%s/#token=%s  (signs this browser tab in)
   metrics        http://%s/metrics  (rack: http://%s/metrics)
   NATS           %s  (JetStream data in %s)
   PostgreSQL     %s
@@ -144,7 +146,7 @@ Join a second rack:
 
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
-`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL),
+`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL),
 		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, natsURL, filepath.Join(dataDir, "token"), reg.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)

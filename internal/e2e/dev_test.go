@@ -133,6 +133,9 @@ func TestDevSystem(t *testing.T) {
 	if out := dev.Output(); !strings.Contains(out, "rackd -nats-url nats://"+natsAddr) {
 		t.Errorf("dev does not say how a second rack joins:\n%s", out)
 	}
+	if out := dev.Output(); !strings.Contains(out, "web UI         http://"+httpAddr+"/#token="+tok()) {
+		t.Errorf("dev does not give the web UI's sign-in link:\n%s", out)
+	}
 
 	const interval = 500 * time.Millisecond
 	rackArgs := func(name string) []string {

@@ -143,6 +143,20 @@ func (s *Server) handle(pattern string, h HandlerFunc) {
 	})
 }
 
+// Mount serves h at pattern without the API's token check, metrics and
+// audit: for what a browser loads before it has a token (the web UI).
+// Patterns under /api/ are refused: those belong to the API.
+func (s *Server) Mount(pattern string, h http.Handler) {
+	path := pattern
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		path = p
+	}
+	if strings.HasPrefix(path, "/api/") {
+		panic("api: Mount of " + pattern + ": /api/ is the API's")
+	}
+	s.mux.Handle(pattern, h)
+}
+
 // publicRoutes need no token: probes and scrapers have none.
 var publicRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true}
 

@@ -155,6 +155,16 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	if f.Limit, err = QueryInt(r, "limit", 100, 1, 1000); err != nil {
 		return err
 	}
+	last, err := QueryInt(r, "last", 0, 1, 1000)
+	if err != nil {
+		return err
+	}
+	if last > 0 {
+		if f.After != 0 {
+			return rackplane.Errorf(rackplane.EINVALID, "last reads the newest entries; it does not go with after")
+		}
+		f.Limit, f.Last = last, true
+	}
 	entries, err := s.db.ListAudit(r.Context(), f)
 	if err != nil {
 		return err

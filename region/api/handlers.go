@@ -126,6 +126,28 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f := postgres.ReadFilter{Stream: q.Get("stream"), Types: q["type"]}
+	last, err := QueryInt(r, "last", 0, 1, 1000)
+	if err != nil {
+		return err
+	}
+	if last > 0 {
+		// The tail of the log, for a screen that shows the newest
+		// events and then follows from the cursor it gets.
+		if q.Get("after") != "" || wait > 0 {
+			return rackplane.Errorf(rackplane.EINVALID, "last reads the newest events; it goes with neither after nor wait")
+		}
+		if err := s.db.AwaitSettled(r.Context(), time.Second); err != nil {
+			return err
+		}
+		evs, next, err := s.db.ReadLastEvents(r.Context(), last, f)
+		if err != nil {
+			return err
+		}
+		if evs == nil {
+			evs = []postgres.Stored{}
+		}
+		return writeJSON(w, http.StatusOK, eventsPage{Events: evs, Next: next.String()})
+	}
 	// A reader at the end of the log may wait for what comes next rather
 	// than poll: the request returns as soon as an event it would see is
 	// appended, or empty when wait is up.

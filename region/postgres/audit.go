@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,9 +45,12 @@ type AuditFilter struct {
 	Since, Until          time.Time
 	After                 int64 // cursor: entries with a larger id
 	Limit                 int
+	// Last takes the newest Limit entries (still returned in id order)
+	// rather than the first ones after After.
+	Last bool
 }
 
-// ListAudit returns entries in id order after the cursor.
+// ListAudit returns entries in id order after the cursor, or the newest.
 func (db *DB) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
@@ -62,7 +66,7 @@ func (db *DB) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error
 		FROM audit_log WHERE id > $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR action = $3)
 			AND ($4 = '' OR target = $4 OR target LIKE $4 || '/%')
 			AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at < $6)
-		ORDER BY id LIMIT $7`, f.After, f.Actor, f.Action, f.Target, since, until, f.Limit)
+		ORDER BY CASE WHEN $8 THEN -id ELSE id END LIMIT $7`, f.After, f.Actor, f.Action, f.Target, since, until, f.Limit, f.Last)
 	if err != nil {
 		return nil, wrap("list audit", err)
 	}
@@ -73,5 +77,8 @@ func (db *DB) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, error
 		e.Before, e.After = before, after
 		return e, err
 	})
+	if f.Last {
+		slices.Reverse(out)
+	}
 	return out, wrap("list audit", err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -342,6 +343,38 @@ func (db *DB) ReadEvents(ctx context.Context, after Cursor, limit int, f ReadFil
 		next = s.Cursor
 	}
 	return out, next, wrap("read events", rows.Err())
+}
+
+// ReadLastEvents returns the newest limit events matching f, in log order,
+// and the cursor of the newest, from which ReadEvents follows on: a reader
+// that wants the tail of a long log does not page through all of it. Like
+// ReadEvents it returns only events no open transaction can precede.
+func (db *DB) ReadLastEvents(ctx context.Context, limit int, f ReadFilter) ([]Stored, Cursor, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	q := selectStored + ` WHERE txid < pg_snapshot_xmin(pg_current_snapshot())
+		AND ($1 = '' OR stream = $1)
+		AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
+		ORDER BY txid DESC, position DESC LIMIT $3`
+	types := f.Types
+	if types == nil {
+		types = []string{}
+	}
+	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, f.Stream, types, limit)
+	if err != nil {
+		return nil, Cursor{}, wrap("read last events", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Stored, error) { return scanStored(row) })
+	if err != nil {
+		return nil, Cursor{}, wrap("read last events", err)
+	}
+	slices.Reverse(out)
+	var next Cursor
+	if len(out) > 0 {
+		next = out[len(out)-1].Cursor
+	}
+	return out, next, nil
 }
 
 // AwaitSettled waits, at most max, until every transaction that was

@@ -405,7 +405,7 @@
       }
     }).catch(showError);
     followLog(events, {
-      url: (after) => '/api/v1/events?' + new URLSearchParams({ stream: 'machine/' + id, limit: '1000', after }),
+      url: (page) => '/api/v1/events?' + new URLSearchParams({ stream: 'machine/' + id, ...page }),
       items: (d) => d.events, start: '', interval: EVENT_POLL_MS,
       render: eventRows, empty: 'No events yet.',
       onNew: () => api('GET', '/api/v1/machines/' + encodeURIComponent(id)).then((m) => { if (current(gen)) show(m); }),
@@ -448,8 +448,9 @@
 
   // ---- events and audit -------------------------------------------------
 
-  // followLog reads a paged log to its end, keeps the newest KEEP entries
-  // and shows them newest first, then polls from the cursor the API gave.
+  // followLog reads the newest KEEP entries of a log (last=, so a long log
+  // is not paged through), shows them newest first, then polls from the
+  // cursor the API gave.
   function followLog(target, o) {
     const gen = generation;
     let cursor = o.start;
@@ -459,14 +460,14 @@
     every(o.interval, async () => {
       let added = 0;
       for (;;) {
-        const data = await api('GET', o.url(cursor));
+        const data = await api('GET', o.url(first ? { last: String(KEEP) } : { limit: '1000', after: cursor }));
         if (!current(gen)) return;
         const page = o.items(data) || [];
         items = items.concat(page);
         added += page.length;
         if (items.length > KEEP) items = items.slice(items.length - KEEP);
         if (data.next !== undefined && data.next !== null && String(data.next) !== '') cursor = String(data.next);
-        if (page.length < 1000) break;
+        if (first || page.length < 1000) break;
       }
       note.textContent = 'Newest first, the last ' + KEEP + ' at most; updated ' + fmtTime(new Date().toISOString()) + '.';
       if (added > 0 || first) {
@@ -489,7 +490,7 @@
     const list = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
     append(view, [el('h1', {}, 'Events'), list]);
     followLog(list, {
-      url: (after) => '/api/v1/events?' + new URLSearchParams({ limit: '1000', after }),
+      url: (page) => '/api/v1/events?' + new URLSearchParams(page),
       items: (d) => d.events, start: '', interval: EVENT_POLL_MS, render: eventRows, empty: 'The log is empty.',
     });
   }
@@ -498,7 +499,7 @@
     const list = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
     append(view, [el('h1', {}, 'Audit log'), list]);
     followLog(list, {
-      url: (after) => '/api/v1/audit?' + new URLSearchParams({ limit: '1000', after }),
+      url: (page) => '/api/v1/audit?' + new URLSearchParams(page),
       items: (d) => d.entries, start: '0', interval: AUDIT_POLL_MS, empty: 'Nothing audited yet.',
       headers: ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Before → after', 'Request'],
       render: (a) => el('tr', { 'data-audit-id': String(a.id) },

@@ -197,7 +197,7 @@ function emit(name, data) {
   if (queue.length >= MAX_QUEUED) {
     const old = queue.shift();
     dropped++;
-    lost ??= { count: 0, since: old.time, types: {} };
+    lost ??= { count: 0, since: new Date().toISOString(), types: {} }; // since: when the first was dropped
     lost.count++;
     lost.types[old.type] = (lost.types[old.type] || 0) + 1;
   }

@@ -183,8 +183,16 @@ func TestRackWrittenFromTheWireContract(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.From != id || reply.Error != nil || reply.Result == nil {
 			t.Fatalf("%s: reply %s (%v)", subject, msg.Data, err)
 		}
-		if strings.HasSuffix(subject, ".info") && (reply.Result["id"] != id || reply.Result["name"] != "js-rack") {
-			t.Fatalf("%s: result %v", subject, reply.Result)
+		if strings.HasSuffix(subject, ".info") {
+			// The fields docs/wire.md lists for info.
+			for _, k := range []string{"version", "started_at", "http", "buffered_events", "dropped_events"} {
+				if _, ok := reply.Result[k]; !ok {
+					t.Errorf("%s: no %s in %v", subject, k, reply.Result)
+				}
+			}
+			if reply.Result["id"] != id || reply.Result["name"] != "js-rack" {
+				t.Fatalf("%s: result %v", subject, reply.Result)
+			}
 		}
 	}
 

@@ -22,6 +22,7 @@ const VERSION = "noderack/0.1.0";
 const natsURL = process.env.NATS_URL || "nats://127.0.0.1:4222";
 const dataDir = process.env.DATA_DIR || "./noderack-data";
 const rackName = process.env.RACK_NAME || hostname();
+if (rackName.length < 1 || rackName.length > 253) fail("RACK_NAME: 1 to 253 characters (rack_registered.v1)");
 const heartbeatMs = parseInt(process.env.HEARTBEAT_MS || "2000", 10);
 if (!(heartbeatMs >= 100 && heartbeatMs <= 3600000)) {
   // heartbeat_interval_ms and interval_ms: 100 … 3600000 in the schemas.
@@ -340,6 +341,33 @@ function natsServer(u) {
   return { servers: `${url.protocol}//${url.host}`, ...auth };
 }
 
+let timer = null;
+let stopped = false;
+
+// stop leaves cleanly on SIGTERM or SIGINT, also while still waiting for
+// NATS the first time.
+async function stop(sig) {
+  if (stopped) return;
+  stopped = true;
+  log(`${sig}: stopping`);
+  clearInterval(timer);
+  if (nc && !nc.isClosed()) {
+    // Give queued events a moment to go out, then leave cleanly.
+    const deadline = Date.now() + 2000;
+    while (queue.length > 0 && Date.now() < deadline) await sleep(50);
+    stopping = true;
+    try {
+      await nc.drain();
+    } catch (e) {
+      log("drain:", e.message);
+    }
+  }
+  log("stopped");
+  process.exit(0);
+}
+process.on("SIGTERM", () => stop("SIGTERM"));
+process.on("SIGINT", () => stop("SIGINT"));
+
 async function main() {
   const server = natsServer(natsURL);
   log(`rack ${id} (${rackName}) connecting to ${server.servers}`);
@@ -381,28 +409,7 @@ async function main() {
   registered();
   emit("capabilities_reported", capabilities);
   heartbeat();
-  const timer = setInterval(heartbeat, heartbeatMs);
-
-  let stopped = false;
-  const stop = async (sig) => {
-    if (stopped) return;
-    stopped = true;
-    log(`${sig}: stopping`);
-    clearInterval(timer);
-    // Give queued events a moment to go out, then leave cleanly.
-    const deadline = Date.now() + 2000;
-    while (queue.length > 0 && Date.now() < deadline) await sleep(50);
-    stopping = true;
-    try {
-      await nc.drain();
-    } catch (e) {
-      log("drain:", e.message);
-    }
-    log("stopped");
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  timer = setInterval(heartbeat, heartbeatMs);
 
   const err = await nc.closed();
   if (!stopped) {

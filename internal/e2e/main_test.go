@@ -63,10 +63,17 @@ func (p *proc) Output() string {
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd.Env = append(os.Environ(), "RACKPLANE_LOG_LEVEL=debug")
+	return startCmd(t, name, cmd)
+}
+
+// startCmd starts cmd, killed at cleanup; its output is logged when t
+// failed.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.Env = append(os.Environ(), "RACKPLANE_LOG_LEVEL=debug")
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -74,7 +81,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("output of %s %v:\n%s", name, args, tail(p.Output(), 60))
+			t.Logf("output of %s %v:\n%s", name, cmd.Args[1:], tail(p.Output(), 60))
 		}
 	})
 	return p

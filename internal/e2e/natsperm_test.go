@@ -45,6 +45,22 @@ func userURL(ns *natsserver.Test, user, password string) string {
 	return u.String()
 }
 
+// permissionedNATS starts a NATS server whose users are "region" (password
+// region-pw, no restrictions) and rackUsers, entries as `rackplane
+// nats-permissions` prints them. withUser puts a user and password into its
+// URL.
+func permissionedNATS(t *testing.T, rackUsers ...string) (ns *natsserver.Test, withUser func(user, password string) string) {
+	t.Helper()
+	conf := fmt.Sprintf("authorization {\n  users = [\n    { user: \"region\", password: \"region-pw\" }\n%s  ]\n}\n",
+		strings.Join(rackUsers, ""))
+	confFile := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns = natsserver.StartTestConfig(t, confFile)
+	return ns, func(user, password string) string { return userURL(ns, user, password) }
+}
+
 // TestRacksConfinedByNATSPermissions runs a region and two racks on a NATS
 // server whose users are exactly what `rackplane nats-permissions` prints:
 // rack-a with a password, rack-b with an nkey. The racks do all their work
@@ -75,15 +91,9 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf("authorization {\n  users = [\n    { user: \"region\", password: \"region-pw\" }\n%s%s  ]\n}\n",
+	ns, withUser := permissionedNATS(t,
 		output(t, "rackplane", "nats-permissions", "-user", "rack-a", "-password", "rack-a-pw", idA),
 		output(t, "rackplane", "nats-permissions", "-nkey", pubB, idB))
-	confFile := filepath.Join(t.TempDir(), "nats.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ns := natsserver.StartTestConfig(t, confFile)
-	withUser := func(user, password string) string { return userURL(ns, user, password) }
 
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)

@@ -48,6 +48,7 @@ type Publisher struct {
 	droppedTypes map[string]int64
 	droppedSince time.Time
 	totalDropped int64
+	report       *Event        // a drop report that failed, to send first
 	idle         chan struct{} // closed when queue and in-flight are empty
 	inflight     int
 	wake         chan struct{}
@@ -111,7 +112,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 // Publish queues e. It never blocks.
 func (p *Publisher) Publish(e Event) {
 	p.mu.Lock()
-	if len(p.queue) == 0 && p.inflight == 0 {
+	if p.settledLocked() {
 		p.idle = make(chan struct{})
 	}
 	if len(p.queue) >= p.cfg.Buffer {
@@ -130,7 +131,16 @@ func (p *Publisher) Publish(e Event) {
 func (p *Publisher) Buffered() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.queue) + p.inflight
+	n := len(p.queue) + p.inflight
+	if p.report != nil {
+		n++
+	}
+	return n
+}
+
+// settledLocked is true when nothing waits or is in flight; p.mu is held.
+func (p *Publisher) settledLocked() bool {
+	return len(p.queue) == 0 && p.inflight == 0 && p.report == nil
 }
 
 // Dropped returns how many events were dropped since start.
@@ -188,6 +198,12 @@ func (p *Publisher) take() []Event {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var batch []Event
+	if p.report != nil {
+		// A report that failed goes again as it was, under the same id, so
+		// JetStream drops it if the failure was only a lost ack.
+		batch = append(batch, *p.report)
+		p.report = nil
+	}
 	if p.dropped > 0 && p.cfg.Source != "" {
 		types := make(map[string]int64, len(p.droppedTypes))
 		for k, v := range p.droppedTypes {
@@ -225,6 +241,21 @@ func (p *Publisher) settle(batch []Event, failed []Event) {
 	defer p.mu.Unlock()
 	p.inflight -= len(batch)
 	if len(failed) > 0 {
+		// A failed drop report is kept aside, not queued: it must not be
+		// dropped itself when the queue overflows, which would turn a
+		// count of many lost events into a count of one. Several pending
+		// reports (rare: a report failing twice around a new one) keep
+		// the oldest aside and queue the rest.
+		kept := failed[:0:0]
+		for _, e := range failed {
+			if e.Type == TypeEventsDropped && e.Source == p.cfg.Source && p.report == nil {
+				r := e
+				p.report = &r
+				continue
+			}
+			kept = append(kept, e)
+		}
+		failed = kept
 		// Failed events go back in front, in order; if that overflows the
 		// bound, the oldest go.
 		p.queue = append(failed, p.queue...)
@@ -233,7 +264,7 @@ func (p *Publisher) settle(batch []Event, failed []Event) {
 			p.queue = p.queue[1:]
 		}
 	}
-	if len(p.queue) == 0 && p.inflight == 0 {
+	if p.settledLocked() {
 		select {
 		case <-p.idle:
 		default:

@@ -17,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/rack/capabilities"
 )
 
 // nodeRack returns the JS rack's directory (testdata/noderack) with its
@@ -194,6 +196,25 @@ func TestRackWrittenFromTheWireContract(t *testing.T) {
 				t.Fatalf("%s: result %v", subject, reply.Result)
 			}
 		}
+	}
+
+	// The digest it sent is the one rackd computes for the same content:
+	// both follow the canonical form of capabilities.v1.json.
+	msg, err := nc.Request("rackplane.rack."+id+".rpc.capabilities", []byte(`{}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var capReply struct{ Result json.RawMessage }
+	var caps events.Capabilities
+	if err := json.Unmarshal(msg.Data, &capReply); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(capReply.Result, &caps); err != nil {
+		t.Fatalf("capabilities %s: %v", capReply.Result, err)
+	}
+	if want := capabilities.Digest(caps); caps.Digest != want {
+		canon, _ := capabilities.Canonical(capReply.Result)
+		t.Errorf("the JS rack's digest %s is not rackd's %s for the same content (canonical JSON %s)", caps.Digest, want, canon)
 	}
 
 	// Its events are in the log with UUIDv7 ids, on JetStream with the id

@@ -1,6 +1,7 @@
 package capabilities
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -188,17 +189,44 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// Digest is the sha256 of the canonical JSON of c without its digest:
-// encoding/json writes struct fields in a fixed order and map keys sorted,
-// so equal content always gives the same digest.
+// Digest is the sha256 of the canonical JSON of c without its digest, as
+// capabilities.v1.json defines it: object keys sorted at every level, no
+// whitespace, strings escaped only where JSON requires it, numbers as
+// written. A rack in another language computes the same digest for the
+// same content, so digests can be compared across implementations.
 func Digest(c events.Capabilities) string {
 	c.Digest = ""
 	b, err := json.Marshal(c)
 	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(b)
+	canon, err := Canonical(b)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(canon)
 	return hex.EncodeToString(sum[:])
+}
+
+// Canonical rewrites the JSON object b in canonical form, leaving out its
+// "digest" member.
+func Canonical(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // 1000000 stays 1000000, not 1e+06
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("canonical json: %w", err)
+	}
+	delete(v, "digest")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Go escapes <, > and & by default; JSON does not need it and other
+	// implementations do not do it.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("canonical json: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Run publishes the snapshot at start and after every change that alters

@@ -349,3 +349,59 @@ func TestAPIErrors(t *testing.T) {
 		t.Fatalf("events: %d %+v", status, ok)
 	}
 }
+
+// TestBadHeartbeatsAreRecordedSparingly: heartbeats the region cannot take
+// show in the rejected events with why, so a rack author sees why their
+// rack stays offline; a rack repeating the mistake every few seconds is
+// recorded once per subject, and every one is counted.
+func TestBadHeartbeatsAreRecordedSparingly(t *testing.T) {
+	h := startRegion(t)
+	rackID, other := uuid.NewString(), uuid.NewString()
+	for i := 0; i < 5; i++ {
+		if err := h.nc.Publish(events.HeartbeatSubject(rackID), []byte(`{"seq": "not an envelope"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spoof, _ := events.New(events.RackSource(other), events.TypeHeartbeat, events.RackStreamName(other), time.Now(),
+		events.Heartbeat{Seq: 1, IntervalMS: 1000})
+	raw, _ := events.Encode(spoof)
+	for i := 0; i < 3; i++ {
+		if err := h.nc.Publish(events.HeartbeatSubject(rackID+"x"), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.nc.Flush()
+	var out struct {
+		Rejected []struct {
+			NATSSubject string `json:"nats_subject"`
+			Reason      string `json:"reason"`
+			Detail      string `json:"detail"`
+		} `json:"rejected_events"`
+	}
+	h.eventually(10*time.Second, "both bad heartbeat subjects recorded", func() error {
+		h.getJSON("/api/v1/rejected-events", &out)
+		if len(out.Rejected) < 2 {
+			return fmt.Errorf("%+v", out.Rejected)
+		}
+		return nil
+	})
+	_, metrics, _ := h.raw("GET", h.api+"/metrics", nil, "")
+	if !strings.Contains(metrics, "rackplane_region_heartbeats_rejected_total 8") {
+		t.Fatalf("metrics do not count the 8 bad heartbeats")
+	}
+	h.getJSON("/api/v1/rejected-events", &out)
+	got := map[string]string{}
+	for _, r := range out.Rejected {
+		if _, dup := got[r.NATSSubject]; dup {
+			t.Fatalf("%s recorded more than once: %+v", r.NATSSubject, out.Rejected)
+		}
+		got[r.NATSSubject] = r.Reason
+		if r.Detail == "" {
+			t.Fatalf("no detail: %+v", r)
+		}
+	}
+	want := map[string]string{events.HeartbeatSubject(rackID): events.ReasonMalformed, events.HeartbeatSubject(rackID + "x"): events.ReasonWrongSubject}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("recorded %v, want %v", got, want)
+	}
+}

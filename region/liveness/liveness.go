@@ -23,10 +23,14 @@ type Config struct {
 	// DefaultInterval applies to racks that did not say their interval.
 	DefaultInterval time.Duration
 	// Tick is how often racks are checked.
-	Tick       time.Duration
-	Now        func() time.Time
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Tick time.Duration
+	// BadBeatEvery spaces the records of bad heartbeats on one subject:
+	// a rack sends one every few seconds, and its author needs to see the
+	// first (in the rejected events and the log), not a flood.
+	BadBeatEvery time.Duration
+	Now          func() time.Time
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // Store is what the monitor needs of the region's database.
@@ -34,6 +38,7 @@ type Store interface {
 	RackStatuses(ctx context.Context) ([]postgres.RackStatus, error)
 	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
 	Emit(ctx context.Context, tx pgx.Tx, stream string, expected int64, evs ...events.Event) ([]postgres.Appended, error)
+	RecordRejected(ctx context.Context, r postgres.Rejected) error
 }
 
 // Monitor watches heartbeats.
@@ -45,9 +50,10 @@ type Monitor struct {
 	log       *slog.Logger
 	started   time.Time
 
-	mu    sync.Mutex
-	beats map[string]time.Time // rack id → last heartbeat received here
-	kick  chan struct{}
+	mu      sync.Mutex
+	beats   map[string]time.Time // rack id → last heartbeat received here
+	badSeen map[string]time.Time // NATS subject → last bad heartbeat recorded
+	kick    chan struct{}
 
 	heartbeats  prometheus.Counter
 	badBeats    prometheus.Counter
@@ -65,6 +71,9 @@ func New(nc *nats.Conn, store Store, v *events.Validator, cfg Config) *Monitor {
 	if cfg.Tick <= 0 {
 		cfg.Tick = 100 * time.Millisecond
 	}
+	if cfg.BadBeatEvery <= 0 {
+		cfg.BadBeatEvery = 10 * time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -73,7 +82,7 @@ func New(nc *nats.Conn, store Store, v *events.Validator, cfg Config) *Monitor {
 	}
 	m := &Monitor{
 		nc: nc, store: store, validator: v, cfg: cfg, log: cfg.Logger,
-		beats: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		beats: map[string]time.Time{}, badSeen: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_heartbeats_total", Help: "Rack heartbeats received.",
 		}),
@@ -121,7 +130,7 @@ func (m *Monitor) onHeartbeat(msg *nats.Msg) {
 	}
 	if err != nil {
 		m.badBeats.Inc()
-		m.log.Debug("bad heartbeat", "nats_subject", msg.Subject, "err", err)
+		m.rejectBeat(msg, ev, err)
 		return
 	}
 	m.heartbeats.Inc()
@@ -135,6 +144,46 @@ func (m *Monitor) onHeartbeat(msg *nats.Msg) {
 		default:
 		}
 	}
+}
+
+// rejectBeat records a bad heartbeat in the rejected events and the log,
+// at most once per subject every BadBeatEvery: a rack whose heartbeats
+// are refused stays offline, and its author must be able to see why.
+func (m *Monitor) rejectBeat(msg *nats.Msg, ev events.Event, err error) {
+	now := m.cfg.Now()
+	m.mu.Lock()
+	last, seen := m.badSeen[msg.Subject]
+	due := !seen || now.Sub(last) >= m.cfg.BadBeatEvery
+	if due {
+		if len(m.badSeen) >= 10000 { // a sender inventing subjects cannot grow it for ever
+			clear(m.badSeen)
+		}
+		m.badSeen[msg.Subject] = now
+	}
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	reason := events.ReasonMalformed
+	var re *events.RejectError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	} else if ev.Type != "" {
+		reason = events.ReasonWrongSubject
+	}
+	m.log.Warn("rejected heartbeat", "nats_subject", msg.Subject, "reason", reason, "err", err,
+		"next_record_after", m.cfg.BadBeatEvery.String())
+	r := postgres.Rejected{NATSSubject: msg.Subject, EventID: ev.ID, Type: ev.Type, Source: ev.Source,
+		Reason: reason, Detail: err.Error(), Raw: msg.Data}
+	// Not in NATS's callback goroutine: heartbeats must not wait on the
+	// database. The rate limit bounds these.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := m.store.RecordRejected(ctx, r); err != nil {
+			m.log.Warn("record rejected heartbeat", "err", err)
+		}
+	}()
 }
 
 // LastHeartbeat returns when this region instance last heard rackID.

@@ -240,6 +240,15 @@ func TestRackJoinsGoesOfflineAndComesBack(t *testing.T) {
 	}
 }
 
+// rejectedList is GET /api/v1/rejected-events.
+type rejectedList struct {
+	Rejected []struct {
+		NATSSubject string `json:"nats_subject"`
+		Reason      string `json:"reason"`
+		Detail      string `json:"detail"`
+	} `json:"rejected_events"`
+}
+
 func TestBadMessagesAreRejectedAndRecorded(t *testing.T) {
 	h := startRegion(t)
 	ctx := context.Background()
@@ -281,13 +290,7 @@ func TestBadMessagesAreRejectedAndRecorded(t *testing.T) {
 		}
 		return nil
 	})
-	var out struct {
-		Rejected []struct {
-			NATSSubject string `json:"nats_subject"`
-			Reason      string `json:"reason"`
-			Detail      string `json:"detail"`
-		} `json:"rejected_events"`
-	}
+	var out rejectedList
 	h.getJSON("/api/v1/rejected-events", &out)
 	if len(out.Rejected) != len(tests) {
 		t.Fatalf("rejected %d messages, want %d: %+v", len(out.Rejected), len(tests), out.Rejected)
@@ -371,13 +374,7 @@ func TestBadHeartbeatsAreRecordedSparingly(t *testing.T) {
 		}
 	}
 	h.nc.Flush()
-	var out struct {
-		Rejected []struct {
-			NATSSubject string `json:"nats_subject"`
-			Reason      string `json:"reason"`
-			Detail      string `json:"detail"`
-		} `json:"rejected_events"`
-	}
+	var out rejectedList
 	h.eventually(10*time.Second, "both bad heartbeat subjects recorded", func() error {
 		h.getJSON("/api/v1/rejected-events", &out)
 		if len(out.Rejected) < 2 {

@@ -183,6 +183,13 @@ func TestInstallerReportsItsOutcome(t *testing.T) {
 	if code, _ := post(t, at(node1.ID, token1), form, "result=failure"); code != 409 {
 		t.Fatalf("failure after success: %d", code)
 	}
+	// A deployed machine is in service: deploying it again would wipe it,
+	// so that takes a release first.
+	var refusal apiError
+	if code := h.do("POST", "/api/v1/machines/"+node1.ID+"/deploy", map[string]any{"os": "ubuntu", "release": "noble"}, &refusal); code != 409 ||
+		!strings.Contains(refusal.Error.Message, "release it first") {
+		t.Fatalf("deploy of a deployed machine: %d %+v", code, refusal)
+	}
 
 	// Failure, reported as JSON: failed, with the installer's message.
 	token2 := u2[strings.LastIndex(u2, "/")+1:]

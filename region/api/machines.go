@@ -415,8 +415,13 @@ func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
 			return rackplane.Errorf(rackplane.EINVALID, "kernel parameter %q: one word each, no spaces", p)
 		}
 	}
-	if m.Status == events.MachineDeploying {
+	switch m.Status {
+	case events.MachineDeploying:
 		return rackplane.Errorf(rackplane.ECONFLICT, "machine %s is already deploying; release it first", m.Hostname)
+	case events.MachineDeployed:
+		// A deploy reinstalls: on a machine in service that is a wipe, so
+		// it takes an explicit release first.
+		return rackplane.Errorf(rackplane.ECONFLICT, "machine %s is deployed; release it first to reinstall it", m.Hostname)
 	}
 	expected, err := expectedVersion(r, m.Version)
 	if err != nil {

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -191,22 +188,7 @@ func importTinyImage(t *testing.T, a api) {
 	if err != nil || len(rs) != 1 {
 		t.Fatalf("racks: %+v %v", rs, err)
 	}
-	src := t.TempDir()
-	var files []map[string]any
-	for _, name := range []string{"linux", "initrd.gz"} {
-		body := []byte("not really " + name + "\n")
-		if err := os.WriteFile(filepath.Join(src, name), body, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(body)
-		files = append(files, map[string]any{"name": name, "sha256": hex.EncodeToString(sum[:]), "size": len(body)})
-	}
-	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{map[string]any{
-		"kind": "image", "os": "debian", "release": "bookworm", "arch": "amd64", "subarch": "generic",
-		"label": "stable", "version": "20261123", "files": files}}})
-	if err := os.WriteFile(filepath.Join(src, "manifest.json"), manifest, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	src := bookwormSource(t, []byte("not really linux\n"), []byte("not really initrd.gz\n"))
 	if code := a.call("POST", "/api/v1/racks/"+rs[0].ID+"/images/imports", nil, map[string]string{"dir": src}, nil); code != 202 {
 		t.Fatalf("import: %d", code)
 	}

@@ -23,9 +23,6 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, fmt.Errorf("embedded nats: a JetStream store directory is required")
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
 	opts, err := options(cfg)
 	if err != nil {
 		return nil, err
@@ -37,7 +34,7 @@ func Start(cfg Config) (*server.Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready on %s:%d after 10s", cfg.Host, cfg.Port)
+		return nil, fmt.Errorf("embedded nats: not ready on %s:%d after 10s", opts.Host, opts.Port)
 	}
 	return s, nil
 }

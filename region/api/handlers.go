@@ -130,27 +130,14 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if last > 0 {
-		// The tail of the log, for a screen that shows the newest
-		// events and then follows from the cursor it gets.
-		if q.Get("after") != "" || wait > 0 {
-			return rackplane.Errorf(rackplane.EINVALID, "last reads the newest events; it goes with neither after nor wait")
-		}
-		if err := s.db.AwaitSettled(r.Context(), time.Second); err != nil {
-			return err
-		}
-		evs, next, err := s.db.ReadLastEvents(r.Context(), last, f)
-		if err != nil {
-			return err
-		}
-		if evs == nil {
-			evs = []postgres.Stored{}
-		}
-		return writeJSON(w, http.StatusOK, eventsPage{Events: evs, Next: next.String()})
+	if last > 0 && (q.Get("after") != "" || wait > 0) {
+		return rackplane.Errorf(rackplane.EINVALID, "last reads the newest events; it goes with neither after nor wait")
 	}
 	// A reader at the end of the log may wait for what comes next rather
 	// than poll: the request returns as soon as an event it would see is
-	// appended, or empty when wait is up.
+	// appended, or empty when wait is up. last reads the tail instead, for
+	// a screen that shows the newest events and then follows on from the
+	// cursor it gets.
 	ctx := r.Context()
 	deadline := time.Now().Add(wait)
 	var evs []postgres.Stored
@@ -163,7 +150,12 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		if err := s.db.AwaitSettled(ctx, time.Second); err != nil {
 			return err
 		}
-		if evs, next, err = s.db.ReadEvents(ctx, after, limit, f); err != nil {
+		if last > 0 {
+			evs, next, err = s.db.ReadLastEvents(ctx, last, f)
+		} else {
+			evs, next, err = s.db.ReadEvents(ctx, after, limit, f)
+		}
+		if err != nil {
 			return err
 		}
 		left := time.Until(deadline)

@@ -21,6 +21,10 @@ const (
 	BootPurposeLocal   = "local"
 	BootPurposeEnlist  = "enlist"
 	BootPurposeInstall = "install"
+	// The ephemeral environment's purposes: its agent commissions the
+	// machine, or an operator repairs it.
+	BootPurposeCommission = "commission"
+	BootPurposeRescue     = "rescue"
 )
 
 // BootDecision is the data of TypeBootDecisionSet: what the machine with

@@ -25,7 +25,9 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeMachineFailed, events.TypePreseedVersionCreated, events.TypePreseedServed, events.TypeBootDecisionSet,
 		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected,
 		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
-		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested}
+		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
+		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
+		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

@@ -10,19 +10,38 @@ const (
 	TypeMachineReleased  = "rackplane.region.machine_released.v1"
 	TypeMachineFailed    = "rackplane.region.machine_failed.v1"
 
+	// The lifecycle beyond deployment: commissioning (hardware inventory),
+	// a release that has work to do (power off, erase), an operator's
+	// broken/fixed marks, and rescue mode.
+	TypeMachineCommissioning = "rackplane.region.machine_commissioning.v1"
+	TypeMachineCommissioned  = "rackplane.region.machine_commissioned.v1"
+	TypeMachineReleasing     = "rackplane.region.machine_releasing.v1"
+	TypeMachineBroken        = "rackplane.region.machine_broken.v1"
+	TypeMachineFixed         = "rackplane.region.machine_fixed.v1"
+	TypeMachineRescueEntered = "rackplane.region.machine_rescue_entered.v1"
+	TypeMachineRescueExited  = "rackplane.region.machine_rescue_exited.v1"
+
 	TypePreseedVersionCreated = "rackplane.region.preseed_version_created.v1"
 	TypePreseedServed         = "rackplane.region.preseed_served.v1"
 )
 
-// Machine statuses.
+// Machine statuses. Package region/machine decides which command moves a
+// machine from one to another.
 const (
-	MachineNew       = "new"
-	MachineReady     = "ready"
-	MachineDeploying = "deploying"
-	MachineDeployed  = "deployed"
-	MachineFailed    = "failed"
-	MachineReleased  = "released"
+	MachineNew           = "new"
+	MachineCommissioning = "commissioning"
+	MachineReady         = "ready"
+	MachineDeploying     = "deploying"
+	MachineDeployed      = "deployed"
+	MachineReleasing     = "releasing"
+	MachineFailed        = "failed"
+	MachineBroken        = "broken"
+	MachineRescue        = "rescue"
 )
+
+// MachineStatuses lists every machine status, in lifecycle order.
+var MachineStatuses = []string{MachineNew, MachineCommissioning, MachineReady, MachineDeploying, MachineDeployed,
+	MachineReleasing, MachineFailed, MachineBroken, MachineRescue}
 
 // MachineStreamName is the event-store stream of a machine.
 func MachineStreamName(id string) string { return "machine/" + id }

@@ -171,7 +171,7 @@ func TestMachinesDeployAndPreseeds(t *testing.T) {
 		t.Fatalf("a deployed machine got a newer preseed than it pinned: %q", body)
 	}
 	h.do("POST", "/api/v1/machines/"+m.ID+"/release", nil, &m)
-	if m.Status != "released" {
+	if m.Status != "ready" {
 		t.Fatalf("release: %+v", m)
 	}
 	h.do("POST", "/api/v1/machines/"+m.ID+"/deploy", map[string]any{"os": "ubuntu", "release": "noble"}, &m)

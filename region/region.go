@@ -25,6 +25,7 @@ import (
 	"github.com/rackplane/rackplane/region/follower"
 	"github.com/rackplane/rackplane/region/ingest"
 	"github.com/rackplane/rackplane/region/liveness"
+	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/rackrpc"
@@ -118,6 +119,7 @@ type Region struct {
 	relay    *outbox.Relay
 	watch    *deploywatch.Watch
 	appended *postgres.EventWatch
+	machines *machine.Service
 	ln       net.Listener
 }
 
@@ -140,19 +142,19 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	natsmetrics.Register(reg, nc)
 	db := postgres.New(pool, log)
 	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg}
-	r.api = api.New(db, nc, log, reg, reg)
 	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
-	r.api.SetHeartbeats(r.monitor)
 	r.appended = db.NewEventWatch()
-	r.api.SetEventWatch(r.appended)
+	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
+	r.api = api.New(api.Deps{DB: db, Machines: r.machines, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
+		Logger: log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
 		return nil, err
 	}
 	ui.Register(r.api)
-	if r.watch, err = deploywatch.New(db, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
+	if r.watch, err = deploywatch.New(r.machines, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}
 	r.ln, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -179,7 +181,7 @@ func (r *Region) Run(ctx context.Context) error {
 	}
 	rpcs := rpc.NewServer(r.nc, "region", r.log, 64, 10*time.Second)
 	defer rpcs.Close()
-	if err := rackrpc.New(r.db, r.log).Register(rpcs); err != nil {
+	if err := rackrpc.New(r.db, r.machines, r.log).Register(rpcs); err != nil {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
@@ -189,7 +191,9 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.relay.Run(ctx) })
 	g.Go(func() error { return r.watch.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
-	g.Go(func() error { return follower.New(r.db, r.log.With("component", "follower")).Run(ctx) })
+	g.Go(func() error {
+		return follower.New(r.db, r.machines, r.log.With("component", "follower"), follower.Config{Wake: r.appended}).Run(ctx)
+	})
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()
 }

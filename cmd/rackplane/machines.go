@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/google/uuid"
+
+	"github.com/rackplane/rackplane/events"
 )
 
 // machine is what the CLI shows of a machine.
@@ -61,7 +63,7 @@ func (c *client) listMachines(ctx context.Context, q url.Values) ([]machine, err
 func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("machines", flag.ContinueOnError)
 	c := clientFlags(fs)
-	status := fs.String("status", "", "only machines with this status (new, ready, deploying, deployed, failed, released)")
+	status := fs.String("status", "", "only machines with this status ("+strings.Join(events.MachineStatuses, ", ")+")")
 	osName := fs.String("os", "", "only machines deployed with this OS")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -107,12 +109,16 @@ func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// runDeploy deploys or releases each machine named, by id or host name,
-// and reports on each: one machine's refusal does not stop the others.
+// runDeploy carries a lifecycle action (deploy, release, mark-...) out on
+// each machine named, by id or host name, and reports on each: one
+// machine's refusal does not stop the others.
 func runDeploy(ctx context.Context, action string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(action, flag.ContinueOnError)
 	c := clientFlags(fs)
-	var osName, release, preseed, kparams *string
+	var osName, release, preseed, kparams, reason *string
+	if action == "mark-failed" || action == "mark-broken" {
+		reason = fs.String("reason", "", "why, for the machine's record")
+	}
 	if action == "deploy" {
 		osName = fs.String("os", "", "the OS to install (required)")
 		release = fs.String("release", "", "its release (required)")
@@ -131,6 +137,9 @@ func runDeploy(ctx context.Context, action string, args []string, stdout, stderr
 			return errors.New("deploy needs -os and -release")
 		}
 		body = map[string]any{"os": *osName, "release": *release, "preseed": *preseed, "kernel_params": strings.Fields(*kparams)}
+	}
+	if reason != nil && *reason != "" {
+		body = map[string]any{"reason": *reason}
 	}
 	var byName map[string]machine
 	failed := 0

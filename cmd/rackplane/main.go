@@ -25,6 +25,8 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   machine create      enrol a machine (-hostname, -mac)
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
   release MACHINE...  release machines: they boot from their disk again
+  mark-failed, mark-broken, mark-fixed MACHINE...
+                      the same for the other lifecycle actions (-reason)
   events              print the event log (-f follows it)
   rejected            list messages the region refused, with why
   token               create, list or revoke API tokens
@@ -75,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMachines(ctx, rest, stdout, stderr)
 	case "machine":
 		return runMachine(ctx, rest, stdout, stderr)
-	case "deploy", "release":
+	case "deploy", "release", "mark-failed", "mark-broken", "mark-fixed":
 		return runDeploy(ctx, cmd, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdout, stderr)

@@ -129,6 +129,17 @@ func TestDevSystem(t *testing.T) {
 	if out, err := rp([]string{"deploy"}, "-os", "debian", "-release", "bookworm", "cli1"); err != nil || !regexp.MustCompile(`cli1\s+deploying\s+debian/bookworm`).MatchString(out) {
 		t.Errorf("rackplane deploy: %v\n%s", err, out)
 	}
+	// The lifecycle's refusal reads the same in the CLI as in the API.
+	out, err = rp([]string{"deploy"}, "-os", "debian", "-release", "bookworm", "cli1")
+	if err == nil || !strings.Contains(out, "machine cli1 is already deploying; release it first (409 Conflict)") {
+		t.Errorf("rackplane deploy of a deploying machine: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"mark-broken"}, "-reason", "no fan", "cli1"); err != nil || !regexp.MustCompile(`cli1\s+broken`).MatchString(out) {
+		t.Errorf("rackplane mark-broken: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"mark-fixed"}, "cli1"); err != nil || !regexp.MustCompile(`cli1\s+ready`).MatchString(out) {
+		t.Errorf("rackplane mark-fixed: %v\n%s", err, out)
+	}
 
 	if out := dev.Output(); !strings.Contains(out, "rackd -nats-url nats://"+natsAddr) {
 		t.Errorf("dev does not say how a second rack joins:\n%s", out)

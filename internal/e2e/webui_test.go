@@ -283,21 +283,45 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("web3 exists after a refused create: %+v", ms)
 	}
 
-	// Release web1 from its row; the API says it is released.
-	b.do("release web1", chromedp.Click(row("web1")+`//button[contains(@class, "release")]`))
-	b.see("web1 released", row("web1")+`/td[3][normalize-space()="released"]`)
-	var got machine
-	a.call("GET", "/api/v1/machines/"+web1.ID, nil, nil, &got)
-	if got.Status != "released" {
-		t.Fatalf("after Release in the UI the API says web1 is %q", got.Status)
+	// A ready machine offers Deploy but no Release: the page offers what
+	// the region's lifecycle allows.
+	b.see("web1's Deploy link", row("web1")+`//a[contains(@class, "deploy-link")]`)
+	if value(b, "count web1's Release buttons", chromedp.Evaluate[float64](`document.evaluate('count(`+row("web1")+
+		`//button[contains(@class, "release")])', document, null, XPathResult.NUMBER_TYPE, null).numberValue`)) != 0 {
+		t.Errorf("a ready machine's row offers Release")
 	}
 
-	// The machine's page: details and events; deploy web2 with the OS the
-	// registry offers, then release it; the API agrees each time.
+	// A transition the lifecycle refuses reaches the operator as the API
+	// says it: web1 is marked broken behind the page's back, then the
+	// page's own Mark broken is refused with the API's 409.
 	b.do("open web1", chromedp.Click(row("web1")+`/td[1]/a`))
-	b.see("web1's details", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="released"]`)
-	b.see("web1's release event", `//td[normalize-space()="rackplane.region.machine_released.v1"]`)
+	b.see("web1's details", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="ready"]`)
 	b.see("web1's create event", `//td[normalize-space()="rackplane.region.machine_created.v1"]`)
+	if code := a.call("POST", "/api/v1/machines/"+web1.ID+"/mark-broken", nil, map[string]any{"reason": "fan"}, nil); code != 200 {
+		t.Fatalf("mark web1 broken through the API: %d", code)
+	}
+	var refused struct {
+		Error struct{ Code, Message string }
+	}
+	if code := a.call("POST", "/api/v1/machines/"+web1.ID+"/mark-broken", nil, nil, &refused); code != 409 ||
+		!strings.Contains(refused.Error.Message, "machine web1 is broken") {
+		t.Fatalf("mark a broken machine broken through the API: %d %+v", code, refused)
+	}
+	b.do("mark web1 broken in the page", chromedp.Click(chromedp.ID("mark-broken")))
+	b.see("the API's refusal, verbatim", `//p[@id="error"][contains(., `+fmt.Sprintf("%q", refused.Error.Message)+`)][contains(., "conflict")]`)
+	b.do("open web1 again", chromedp.Reload())
+	b.see("web1 broken, with its reason", `//dl[@id="machine-details"]/dd[@data-field="status reason"][normalize-space()="fan"]`)
+	b.do("mark web1 fixed in the page", chromedp.Click(chromedp.ID("mark-fixed")))
+	b.see("web1 ready again", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="ready"]`)
+	var got machine
+	a.call("GET", "/api/v1/machines/"+web1.ID, nil, nil, &got)
+	if got.Status != "ready" {
+		t.Fatalf("after Mark fixed in the UI the API says web1 is %q", got.Status)
+	}
+	b.see("web1's broken event", `//td[normalize-space()="rackplane.region.machine_broken.v1"]`)
+
+	// Deploy web2 with the OS the registry offers, then release it; the
+	// API agrees each time.
 	web2 := byHostname("web2")[0]
 	b.do("open web2", chromedp.Navigate(a.base+"/#/machines/"+web2.ID))
 	b.see("web2's details", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="ready"]`)
@@ -313,12 +337,27 @@ func TestWebUI(t *testing.T) {
 	if got.Status != "deploying" || got.OS != "debian" || got.Release != "bookworm" {
 		t.Fatalf("after Deploy in the UI the API says web2 is %+v", got)
 	}
+	b.see("no deploy form while deploying", `//form[@id="deploy-form"][@hidden]`)
 	b.see("web2's deploying event", `//td[normalize-space()="rackplane.region.machine_deploying.v1"]`)
 	b.do("release web2 from its page", chromedp.Click(chromedp.ID("release")))
-	b.see("web2 released", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="released"]`)
+	b.see("web2 released", `//dl[@id="machine-details"]/dd[@data-field="status"][normalize-space()="ready"]`)
 	a.call("GET", "/api/v1/machines/"+web2.ID, nil, nil, &got)
-	if got.Status != "released" {
+	if got.Status != "ready" {
 		t.Fatalf("after Release on its page the API says web2 is %q", got.Status)
+	}
+	b.see("web2's release event", `//td[normalize-space()="rackplane.region.machine_released.v1"]`)
+
+	// A deploying machine's row offers Release.
+	if code := a.call("POST", "/api/v1/machines/"+web2.ID+"/deploy", nil, map[string]any{"os": "debian", "release": "bookworm"}, nil); code != 200 {
+		t.Fatalf("deploy web2 through the API: %d", code)
+	}
+	b.do("go to Machines", chromedp.Click(chromedp.CSS(`a[data-view="machines"]`)))
+	b.see("web2 deploying", row("web2")+`/td[3][normalize-space()="deploying"]`)
+	b.do("release web2 from its row", chromedp.Click(row("web2")+`//button[contains(@class, "release")]`))
+	b.see("web2 ready", row("web2")+`/td[3][normalize-space()="ready"]`)
+	a.call("GET", "/api/v1/machines/"+web2.ID, nil, nil, &got)
+	if got.Status != "ready" {
+		t.Fatalf("after Release in its row the API says web2 is %q", got.Status)
 	}
 
 	// The event log follows new events by polling.
@@ -332,7 +371,8 @@ func TestWebUI(t *testing.T) {
 
 	// The audit log has what was done in the page, by the token's actor.
 	b.do("go to Audit log", chromedp.Click(chromedp.CSS(`a[data-view="audit"]`)))
-	b.see("the release in the audit log", `//tr[td[normalize-space()="machine/`+web1.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/release"]][td[2][normalize-space()="e2e"]]`)
+	b.see("the release in the audit log", `//tr[td[normalize-space()="machine/`+web2.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/release"]][td[2][normalize-space()="e2e"]]`)
+	b.see("the refused mark-broken in the audit log", `//tr[td[normalize-space()="machine/`+web1.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/mark-broken"]][td[normalize-space()="failure"]]`)
 	b.see("the deploy in the audit log", `//tr[td[normalize-space()="machine/`+web2.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/deploy"]][td[2][normalize-space()="e2e"]]`)
 
 	b.do("go to OS registry", chromedp.Click(chromedp.CSS(`a[data-view="os"]`)))

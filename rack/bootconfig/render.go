@@ -91,12 +91,12 @@ func ValidateDecision(d *events.BootDecision) error {
 	d.MAC = mac
 	switch d.Purpose {
 	case events.BootPurposeLocal:
-	case events.BootPurposeEnlist, events.BootPurposeInstall:
+	case events.BootPurposeEnlist, events.BootPurposeInstall, events.BootPurposeCommission, events.BootPurposeRescue:
 		if d.Kernel == "" || d.Initrd == "" {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %s needs a kernel and an initrd", mac, d.Purpose)
 		}
 	default:
-		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist or install", mac, d.Purpose)
+		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission or rescue", mac, d.Purpose)
 	}
 	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL} {
 		if strings.ContainsFunc(v, isSpaceOrControl) {

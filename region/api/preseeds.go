@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -14,6 +15,10 @@ import (
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 )
+
+// nameRE is what a preseed name may be: it is a path segment and a
+// stream name.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
 
 func (s *Server) preseedRoutes() {
 	s.handle("POST /api/v1/preseeds", s.createPreseed)

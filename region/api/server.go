@@ -18,12 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
 // Server serves the API.
 type Server struct {
 	db       *postgres.DB
+	machines Machines
 	nc       *nats.Conn
 	log      *slog.Logger
 	gatherer prometheus.Gatherer
@@ -42,18 +44,11 @@ type EventWatch interface {
 	Next() <-chan struct{}
 }
 
-// SetEventWatch lets GET /api/v1/events?wait= return as soon as events
-// are appended; without it a waiting reader looks again every second.
-func (s *Server) SetEventWatch(w EventWatch) { s.appended = w }
-
 // Heartbeats tells when a rack was last heard; the log records only its
 // transitions, so the live figure comes from the liveness monitor.
 type Heartbeats interface {
 	LastHeartbeat(rackID string) (time.Time, bool)
 }
-
-// SetHeartbeats makes rack responses carry the latest heartbeat seen.
-func (s *Server) SetHeartbeats(h Heartbeats) { s.heartbeats = h }
 
 func (s *Server) withHeartbeat(r *rackplane.Rack) {
 	if s.heartbeats == nil {
@@ -65,9 +60,33 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 	}
 }
 
-// New returns a server. Its metrics go to reg; /metrics serves gatherer.
-func New(db *postgres.DB, nc *nats.Conn, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) *Server {
-	s := &Server{db: db, nc: nc, log: log, gatherer: gatherer, mux: http.NewServeMux(),
+// Deps are what the API serves from. Machines is required; the rest may
+// be nil in a server that does not serve their routes.
+type Deps struct {
+	DB       *postgres.DB
+	Machines Machines
+	NATS     *nats.Conn
+	// Heartbeats makes rack responses carry the latest heartbeat seen.
+	Heartbeats Heartbeats
+	// Appended lets GET /api/v1/events?wait= return as soon as events are
+	// appended; without it a waiting reader looks again every second.
+	Appended EventWatch
+	Logger   *slog.Logger
+	// The API's metrics go to Registerer; /metrics serves Gatherer.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// New returns a server.
+func New(d Deps) *Server {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Gatherer == nil {
+		d.Gatherer = prometheus.NewRegistry()
+	}
+	s := &Server{db: d.DB, machines: d.Machines, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+		heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),
@@ -76,11 +95,22 @@ func New(db *postgres.DB, nc *nats.Conn, log *slog.Logger, reg prometheus.Regist
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
 	}
-	if reg != nil {
-		reg.MustRegister(s.requests, s.duration)
+	if d.Registerer != nil {
+		d.Registerer.MustRegister(s.requests, s.duration)
 	}
 	s.routes()
 	return s
+}
+
+// newEvent is a region event with the request's actor and id on it.
+func (s *Server) newEvent(ctx context.Context, typ, subject string, data any) (events.Event, error) {
+	ev, err := events.New(events.RegionSource, typ, subject, time.Now(), data)
+	if err != nil {
+		return ev, err
+	}
+	ev.Actor = Actor(ctx)
+	ev.CorrelationID = RequestID(ctx)
+	return ev, nil
 }
 
 func (s *Server) routes() {

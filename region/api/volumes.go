@@ -259,7 +259,7 @@ func (req createVolumeRequest) check() error {
 // was deployed from (its storage is the one near the machine), then the
 // rack with the fewest volumes. When there is none the conflict says why,
 // rack by rack.
-func pickProviderRack(provider string, racks []postgres.ProviderOnRack, m postgres.Machine) (postgres.ProviderOnRack, error) {
+func pickProviderRack(provider string, racks []postgres.ProviderOnRack, m rackplane.Machine) (postgres.ProviderOnRack, error) {
 	var usable []postgres.ProviderOnRack
 	var why []string
 	for _, p := range racks {

@@ -26,18 +26,18 @@ func TestPickProviderRack(t *testing.T) {
 	tests := []struct {
 		name  string
 		racks []postgres.ProviderOnRack
-		m     postgres.Machine
+		m     rackplane.Machine
 		want  string // rack id, or the conflict's words
 	}{
-		{"none", nil, postgres.Machine{}, "no rack reports storage provider p"},
-		{"offline and invalid", []postgres.ProviderOnRack{offline, invalid}, postgres.Machine{},
+		{"none", nil, rackplane.Machine{}, "no rack reports storage provider p"},
+		{"offline and invalid", []postgres.ProviderOnRack{offline, invalid}, rackplane.Machine{},
 			"no online rack can use storage provider p: rack rack-a is offline; on rack rack-b it is not usable: create is not executable"},
-		{"the usable one", []postgres.ProviderOnRack{offline, invalid, on(c, "rack-c")}, postgres.Machine{}, c},
-		{"least loaded first", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, postgres.Machine{}, c},
-		{"the boot rack", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, postgres.Machine{BootRackID: ref(a)}, a},
+		{"the usable one", []postgres.ProviderOnRack{offline, invalid, on(c, "rack-c")}, rackplane.Machine{}, c},
+		{"least loaded first", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, rackplane.Machine{}, c},
+		{"the boot rack", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, rackplane.Machine{BootRackID: ref(a)}, a},
 		{"the deploy rack when the boot rack cannot", []postgres.ProviderOnRack{on(c, "rack-c"), invalid, on(a, "rack-a")},
-			postgres.Machine{BootRackID: ref(b), DeployRackID: ref(a)}, a},
-		{"any when the machine's racks cannot", []postgres.ProviderOnRack{offline, on(c, "rack-c")}, postgres.Machine{BootRackID: ref(a)}, c},
+			rackplane.Machine{BootRackID: ref(b), DeployRackID: ref(a)}, a},
+		{"any when the machine's racks cannot", []postgres.ProviderOnRack{offline, on(c, "rack-c")}, rackplane.Machine{BootRackID: ref(a)}, c},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

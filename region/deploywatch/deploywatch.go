@@ -2,16 +2,13 @@ package deploywatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane"
 )
 
 // Config configures a Watch.
@@ -21,33 +18,30 @@ type Config struct {
 	Timeout time.Duration
 	// Tick is how often deployments are checked.
 	Tick       time.Duration
-	Now        func() time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
-// Store is what the watch needs of the region's database.
-type Store interface {
-	OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]postgres.Machine, error)
-	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
-	EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected int64, evs ...events.Event) ([]postgres.Appended, error)
+// Deployments fails overdue deployments; the machine lifecycle
+// (machine.Service) decides how.
+type Deployments interface {
+	// TimeOutDeployments fails at most limit deployments that have gone
+	// without their installer's report for timeout, and returns them.
+	TimeOutDeployments(ctx context.Context, timeout time.Duration, limit int) ([]rackplane.Machine, error)
 }
 
 // Watch fails overdue deployments.
 type Watch struct {
-	store    Store
+	store    Deployments
 	cfg      Config
 	log      *slog.Logger
 	timedOut prometheus.Counter
 }
 
 // New returns a watch.
-func New(store Store, cfg Config) (*Watch, error) {
+func New(store Deployments, cfg Config) (*Watch, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = min(max(cfg.Timeout/10, 100*time.Millisecond), 30*time.Second)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -92,51 +86,19 @@ func (w *Watch) Check(ctx context.Context) (int, error) {
 	if w.cfg.Timeout <= 0 {
 		return 0, nil
 	}
+	const page = 100
 	failed := 0
 	for {
-		overdue, err := w.store.OverdueDeployments(ctx, w.cfg.Now().Add(-w.cfg.Timeout), 100)
-		if err != nil {
+		ms, err := w.store.TimeOutDeployments(ctx, w.cfg.Timeout, page)
+		for _, m := range ms {
+			w.timedOut.Inc()
+			w.log.Warn("deployment timed out", "machine_id", m.ID, "hostname", m.Hostname, "timeout", w.cfg.Timeout)
+		}
+		failed += len(ms)
+		// A full page that failed nothing moved on meanwhile: the next
+		// tick looks again rather than spin on it.
+		if err != nil || len(ms) == 0 || len(ms) < page {
 			return failed, err
 		}
-		progressed := false
-		for _, m := range overdue {
-			ok, err := w.fail(ctx, m)
-			if err != nil {
-				return failed, err
-			}
-			if ok {
-				failed++
-				progressed = true
-			}
-		}
-		if len(overdue) < 100 || !progressed {
-			return failed, nil
-		}
 	}
-}
-
-// fail marks m failed unless its stream moved on since it was read (an
-// installer's report, a release, another region instance): then the next
-// check looks again.
-func (w *Watch) fail(ctx context.Context, m postgres.Machine) (bool, error) {
-	reason := fmt.Sprintf("the installer did not report within the deployment timeout of %s", w.cfg.Timeout)
-	ev, err := events.New(events.RegionSource, events.TypeMachineFailed, events.MachineStreamName(m.ID), w.cfg.Now(),
-		events.MachineRef{MachineID: m.ID, Reason: reason})
-	if err != nil {
-		return false, err
-	}
-	err = w.store.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := w.store.EmitMachine(ctx, tx, m.ID, m.Version, ev)
-		return err
-	})
-	var conflict *postgres.ConflictError
-	if errors.As(err, &conflict) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	w.timedOut.Inc()
-	w.log.Warn("deployment timed out", "machine_id", m.ID, "hostname", m.Hostname, "timeout", w.cfg.Timeout)
-	return true, nil
 }

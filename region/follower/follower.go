@@ -7,11 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 )
@@ -19,21 +19,43 @@ import (
 // Name is the follower's cursor name.
 const Name = "region-follower"
 
-// discoveredNamespace makes a discovered machine's id a function of its
-// MAC, so two region instances discovering it at once make one machine.
-var discoveredNamespace = uuid.MustParse("6b0f7e9c-1d2a-4c3b-9e8f-7a6b5c4d3e2f")
-
 // Follower follows the log.
 type Follower struct {
-	db   *postgres.DB
-	log  *slog.Logger
-	now  func() time.Time
-	poll time.Duration
+	db       *postgres.DB
+	machines Discoverer
+	log      *slog.Logger
+	now      func() time.Time
+	cfg      Config
+}
+
+// Discoverer makes a machine of a MAC nobody knows; the machine lifecycle
+// (machine.Service) decides how.
+type Discoverer interface {
+	Discover(ctx context.Context, mac, rackID string, meta machine.Meta) (bool, error)
+}
+
+// Wake wakes a reader waiting at the end of the log.
+type Wake interface {
+	// Next is closed at the next append after the call.
+	Next() <-chan struct{}
+}
+
+// Config configures a Follower.
+type Config struct {
+	// Wake, when set, wakes the follower as soon as events are appended.
+	Wake Wake
+	// Poll is how often the follower looks at the end of the log without
+	// being woken: a fallback for a missed notification, or the only way
+	// without Wake.
+	Poll time.Duration
 }
 
 // New returns a follower.
-func New(db *postgres.DB, log *slog.Logger) *Follower {
-	return &Follower{db: db, log: log, now: time.Now, poll: 300 * time.Millisecond}
+func New(db *postgres.DB, machines Discoverer, log *slog.Logger, cfg Config) *Follower {
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	return &Follower{db: db, machines: machines, log: log, now: time.Now, cfg: cfg}
 }
 
 // Run follows the log until ctx ends.
@@ -48,15 +70,21 @@ func (f *Follower) Run(ctx context.Context) error {
 			return nil
 		}
 		f.log.Warn("follower cursor", "err", err)
-		sleep(ctx, time.Second)
+		sleep(ctx, nil, time.Second)
 	}
 	filter := postgres.ReadFilter{Types: []string{events.TypeBootHandoff, events.TypeCapabilitiesReported}}
 	for ctx.Err() == nil {
+		// Asked for before the read, so an append that lands after the
+		// read still wakes the wait below.
+		var woken <-chan struct{}
+		if f.cfg.Wake != nil {
+			woken = f.cfg.Wake.Next()
+		}
 		batch, next, err := f.db.ReadEvents(ctx, cur, 200, filter)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.log.Warn("follower read", "err", err)
-				sleep(ctx, time.Second)
+				sleep(ctx, nil, time.Second)
 			}
 			continue
 		}
@@ -72,7 +100,7 @@ func (f *Follower) Run(ctx context.Context) error {
 			cur = next
 		}
 		if len(batch) == 0 {
-			sleep(ctx, f.poll)
+			sleep(ctx, woken, f.cfg.Poll)
 		}
 	}
 	return nil
@@ -88,8 +116,8 @@ func (f *Follower) handle(ctx context.Context, e postgres.Stored) error {
 	return nil
 }
 
-// discover creates a machine (status new) for a MAC that asked a rack for
-// its boot config and that no machine has.
+// discover has the lifecycle make a machine (status new) for a MAC that
+// asked a rack for its boot config and that no machine has.
 func (f *Follower) discover(ctx context.Context, e postgres.Stored) error {
 	var h events.BootHandoff
 	if err := e.DecodeData(&h); err != nil {
@@ -98,33 +126,8 @@ func (f *Follower) discover(ctx context.Context, e postgres.Stored) error {
 	if h.MAC == "" || h.MachineID != "" {
 		return nil
 	}
-	if _, err := f.db.MachineByMAC(ctx, h.MAC); err == nil {
-		return nil
-	} else if rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
-		return err
-	}
-	id := uuid.NewSHA1(discoveredNamespace, []byte(h.MAC)).String()
-	st := events.MachineState{MachineID: id, Hostname: "node-" + strings.ReplaceAll(h.MAC, ":", ""), MACs: []string{h.MAC},
-		Arch: "amd64", BootRackID: events.RackIDFromSource(e.Source), Origin: "discovered", Status: events.MachineNew}
-	ev, err := events.New(events.RegionSource, events.TypeMachineCreated, events.MachineStreamName(id), f.now(), st)
-	if err != nil {
-		return err
-	}
-	ev = ev.CausedBy(e.Event)
-	ev.Actor = "system:discovery"
-	err = f.db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := f.db.Emit(ctx, tx, ev.Subject, postgres.ExpectNoStream, ev)
-		return err
-	})
-	var ce *postgres.ConflictError
-	switch {
-	case errors.As(err, &ce), postgres.IsUniqueViolation(err):
-		return nil // discovered already
-	case err != nil:
-		return err
-	}
-	f.log.Info("machine discovered", "machine_id", id, "mac", h.MAC, "rack_id", st.BootRackID)
-	return nil
+	_, err := f.machines.Discover(ctx, h.MAC, events.RackIDFromSource(e.Source), machine.Meta{Actor: "system:discovery", Cause: &e.Event})
+	return err
 }
 
 // shippedPreseeds stores each default preseed of a rack's snapshot as a
@@ -203,9 +206,13 @@ func (f *Follower) storeShipped(ctx context.Context, cause postgres.Stored, orig
 	return err
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits for d, ctx's end, or woken (nil: never).
+func sleep(ctx context.Context, woken <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
-	case <-time.After(d):
+	case <-woken:
+	case <-t.C:
 	}
 }

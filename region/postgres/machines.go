@@ -7,11 +7,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/machine"
 )
 
 var machinesProjection = Projection{
@@ -55,30 +57,37 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 		// The deploying event's id names the deployment: an installer's
 		// report carries a token derived from it, so a report from an
 		// earlier deployment of the same machine cannot end this one.
-		q.Queue(`UPDATE machines SET status = 'deploying', os = $2, release = $3, arch = $4, subarch = $5,
+		q.Queue(`UPDATE machines SET status = 'deploying', status_reason = '', os = $2, release = $3, arch = $4, subarch = $5,
 				image_version_id = $6, deploy_rack_id = $7, preseed_name = $8, preseed_version = $9, updated_at = $10, version = $11,
-				deployment_id = $12, deploy_started_at = $10
+				deployment_id = $12, deploy_started_at = $10, deployed_at = NULL
 			WHERE id = $1`, d.MachineID, d.OS, d.Release, d.Arch, d.Subarch, d.ImageVersionID, d.RackID,
 			d.PreseedName, d.PreseedVersion, s.Time, s.Version, s.ID)
-	case events.TypeMachineDeployed, events.TypeMachineFailed:
-		var d events.MachineRef
-		if err := s.DecodeData(&d); err != nil {
-			return err
-		}
-		status := events.MachineDeployed
-		if s.Type == events.TypeMachineFailed {
-			status = events.MachineFailed
-		}
-		q.Queue(`UPDATE machines SET status = $2, updated_at = $3, version = $4 WHERE id = $1`, d.MachineID, status, s.Time, s.Version)
 	case events.TypeMachineReleased:
 		var d events.MachineRef
 		if err := s.DecodeData(&d); err != nil {
 			return err
 		}
-		q.Queue(`UPDATE machines SET status = 'released', os = '', release = '', subarch = '', image_version_id = '',
+		q.Queue(`UPDATE machines SET status = $4, status_reason = '', os = '', release = '', subarch = '', image_version_id = '',
 				deploy_rack_id = NULL, preseed_name = '', preseed_version = 0, updated_at = $2, version = $3,
-				deployment_id = NULL, deploy_started_at = NULL
-			WHERE id = $1`, d.MachineID, s.Time, s.Version)
+				deployment_id = NULL, deploy_started_at = NULL, deployed_at = NULL
+			WHERE id = $1`, d.MachineID, s.Time, s.Version, statusAfter(s.Type))
+	case events.TypeMachineDeployed, events.TypeMachineFailed, events.TypeMachineBroken, events.TypeMachineFixed,
+		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing,
+		events.TypeMachineRescueEntered, events.TypeMachineRescueExited:
+		var d events.MachineRef
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		// Only a failure or a break has a reason worth showing beside the
+		// status; every other change clears the last one.
+		reason := ""
+		if s.Type == events.TypeMachineFailed || s.Type == events.TypeMachineBroken {
+			reason = d.Reason
+		}
+		q.Queue(`UPDATE machines SET status = CASE WHEN deployed_at IS NULL THEN $2 ELSE $3 END, status_reason = $4,
+				deployed_at = CASE WHEN $5 THEN $6 ELSE deployed_at END, updated_at = $6, version = $7
+			WHERE id = $1`, d.MachineID, statusAfter(s.Type), statusAfterDeployed(s.Type), reason,
+			s.Type == events.TypeMachineDeployed, s.Time, s.Version)
 	case events.TypeBootDecisionSet:
 		var d events.BootDecision
 		if err := s.DecodeData(&d); err != nil {
@@ -98,33 +107,33 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 		}
 		q.Queue(`DELETE FROM boot_decisions WHERE mac = $1`, d.MAC)
 	}
-	// A machine's version is the stream version of its last change. Racks
-	// report boots and transfers on the same stream, and the region records
-	// preseed fetches there, but those observe the machine rather than
-	// change it: counting them would fail an operator's If-Match (or a
-	// release without one) whenever the machine happened to be booting.
-	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && machineChanges[s.Type] && s.Source == events.RegionSource {
-		q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id::text = $1`, id, s.Version)
+	// A machine's version is the stream version of its last change; what
+	// counts as a change is the lifecycle's to say.
+	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && machine.IsChange(s.Type) && s.Source == events.RegionSource {
+		if _, err := uuid.Parse(id); err == nil {
+			q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id = $1`, id, s.Version)
+		}
 	}
 	return nil
 }
 
-// machineChanges are the event types that change a machine, and so its
-// version (its ETag).
-var machineChanges = map[string]bool{
-	events.TypeMachineCreated:      true,
-	events.TypeMachineUpdated:      true,
-	events.TypeMachineDeploying:    true,
-	events.TypeMachineDeployed:     true,
-	events.TypeMachineFailed:       true,
-	events.TypeMachineReleased:     true,
-	events.TypeBootDecisionSet:     true,
-	events.TypeBootDecisionCleared: true,
+// statusAfter and statusAfterDeployed are the status an event leaves a
+// machine in that was never deployed, and one that was (see
+// rackplane.Machine.DeployedAt), as the lifecycle decides it.
+func statusAfter(typ string) string {
+	st, _ := machine.StatusAfter(rackplane.Machine{}, typ)
+	return st
+}
+
+func statusAfterDeployed(typ string) string {
+	t := time.Time{}
+	st, _ := machine.StatusAfter(rackplane.Machine{DeployedAt: &t}, typ)
+	return st
 }
 
 // EmitMachine emits evs on machine id's stream when the machine is at
 // version expected (its Version, which counts only changes; see
-// machineChanges) or at any version with ExpectAny. ExpectNoStream creates
+// machine.IsChange) or at any version with ExpectAny. ExpectNoStream creates
 // it. The machine's row is locked for the rest of tx, so two changes of
 // one machine are serialised, while a rack's boot events on the same
 // stream neither wait for it nor make it conflict.
@@ -134,7 +143,7 @@ func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected in
 		return db.Emit(ctx, tx, stream, ExpectNoStream, evs...)
 	}
 	var version int64
-	err := tx.QueryRow(ctx, `SELECT version FROM machines WHERE id::text = $1 FOR UPDATE`, id).Scan(&version)
+	err := tx.QueryRow(ctx, `SELECT version FROM machines WHERE id = $1 FOR UPDATE`, id).Scan(&version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s not found", id)
 	}
@@ -153,45 +162,28 @@ func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected in
 	return db.Emit(ctx, tx, stream, ExpectAny, evs...)
 }
 
-// Machine is a machine as the API shows it.
-type Machine struct {
-	ID              string     `json:"id"`
-	Hostname        string     `json:"hostname"`
-	MACs            []string   `json:"macs"`
-	Arch            string     `json:"arch"`
-	BootRackID      *string    `json:"boot_rack_id"`
-	Status          string     `json:"status"`
-	Origin          string     `json:"origin"`
-	OS              string     `json:"os,omitempty"`
-	Release         string     `json:"release,omitempty"`
-	Subarch         string     `json:"subarch,omitempty"`
-	ImageVersionID  string     `json:"image_version_id,omitempty"`
-	DeployRackID    *string    `json:"deploy_rack_id,omitempty"`
-	PreseedName     string     `json:"preseed_name,omitempty"`
-	PreseedVersion  int64      `json:"preseed_version,omitempty"`
-	DeploymentID    *string    `json:"deployment_id,omitempty"`
-	DeployStartedAt *time.Time `json:"deploy_started_at,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-	Version         int64      `json:"version"`
-}
-
-const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, origin, os, release, subarch,
+const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, status_reason, origin, os, release, subarch,
 	image_version_id, deploy_rack_id::text, preseed_name, preseed_version, deployment_id::text, deploy_started_at,
-	created_at, updated_at, version FROM machines`
+	deployed_at, created_at, updated_at, version FROM machines`
 
-func scanMachine(row pgx.CollectableRow) (Machine, error) {
-	var m Machine
-	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.Origin, &m.OS, &m.Release,
-		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version)
+func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
+	var m rackplane.Machine
+	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
+		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt,
+		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version)
 	return m, err
 }
 
 // GetMachine returns a machine; ENOTFOUND when there is none.
-func (db *DB) GetMachine(ctx context.Context, id string) (Machine, error) {
-	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id::text = $1`, id)
+func (db *DB) GetMachine(ctx context.Context, id string) (rackplane.Machine, error) {
+	// A key that is no UUID names no machine; checked here, the lookup
+	// can use the primary key rather than cast every row's.
+	if _, err := uuid.Parse(id); err != nil {
+		return rackplane.Machine{}, rackplane.Errorf(rackplane.ENOTFOUND, "no machine %s", id)
+	}
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id = $1`, id)
 	if err != nil {
-		return Machine{}, wrap("get machine", err)
+		return rackplane.Machine{}, wrap("get machine", err)
 	}
 	m, err := pgx.CollectExactlyOneRow(rows, scanMachine)
 	if err == pgx.ErrNoRows {
@@ -201,10 +193,10 @@ func (db *DB) GetMachine(ctx context.Context, id string) (Machine, error) {
 }
 
 // MachineByMAC returns the machine with that MAC; ENOTFOUND when none.
-func (db *DB) MachineByMAC(ctx context.Context, mac string) (Machine, error) {
+func (db *DB) MachineByMAC(ctx context.Context, mac string) (rackplane.Machine, error) {
 	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id = (SELECT machine_id FROM machine_macs WHERE mac = $1)`, mac)
 	if err != nil {
-		return Machine{}, wrap("machine by mac", err)
+		return rackplane.Machine{}, wrap("machine by mac", err)
 	}
 	m, err := pgx.CollectExactlyOneRow(rows, scanMachine)
 	if err == pgx.ErrNoRows {
@@ -213,15 +205,8 @@ func (db *DB) MachineByMAC(ctx context.Context, mac string) (Machine, error) {
 	return m, wrap("machine by mac", err)
 }
 
-// MachineFilter narrows ListMachines.
-type MachineFilter struct {
-	Status, Hostname, MAC, OS string
-	After                     string // hostname cursor
-	Limit                     int
-}
-
 // ListMachines returns machines by hostname, after the cursor.
-func (db *DB) ListMachines(ctx context.Context, f MachineFilter) ([]Machine, error) {
+func (db *DB) ListMachines(ctx context.Context, f machine.Filter) ([]rackplane.Machine, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
 	}
@@ -257,7 +242,7 @@ func IsUniqueViolation(err error) bool {
 
 // OverdueDeployments returns the machines still deploying that started
 // before before, oldest first, at most limit.
-func (db *DB) OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]Machine, error) {
+func (db *DB) OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error) {
 	rows, err := db.pool.Query(ctx, selectMachine+` WHERE status = 'deploying' AND deploy_started_at < $1
 		ORDER BY deploy_started_at LIMIT $2`, before, limit)
 	if err != nil {

@@ -12,24 +12,32 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/schema"
 )
 
+// Machines is the machine lifecycle as rack requests use it.
+type Machines interface {
+	Get(ctx context.Context, id string) (rackplane.Machine, error)
+	InstallReported(ctx context.Context, id, deploymentID string, success bool, message string, meta machine.Meta) (machine.Result, error)
+}
+
 // Server answers rack requests.
 type Server struct {
-	db  *postgres.DB
-	log *slog.Logger
-	now func() time.Time
+	db       *postgres.DB
+	machines Machines
+	log      *slog.Logger
+	now      func() time.Time
 
 	mu     sync.Mutex
 	secret []byte // of install status tokens, loaded on first use
 }
 
 // New returns a server.
-func New(db *postgres.DB, log *slog.Logger) *Server {
-	return &Server{db: db, log: log, now: time.Now}
+func New(db *postgres.DB, machines Machines, log *slog.Logger) *Server {
+	return &Server{db: db, machines: machines, log: log, now: time.Now}
 }
 
 // Register subscribes the handlers on srv.
@@ -90,11 +98,11 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "preseed: %v", err)
 	}
-	m, err := s.db.GetMachine(ctx, req.MachineID)
+	m, err := s.machines.Get(ctx, req.MachineID)
 	if err != nil {
 		return nil, err
 	}
-	if m.PreseedName == "" || (m.Status != events.MachineDeploying && m.Status != events.MachineDeployed) {
+	if !machine.ServesPreseed(m) {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s is not being deployed with a preseed", m.Hostname)
 	}
 	v, err := s.db.GetPreseedVersion(ctx, m.PreseedName, m.PreseedVersion)

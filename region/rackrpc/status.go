@@ -6,13 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
-	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/machine"
 )
 
 // statusSecretName names the region secret install status tokens derive
@@ -55,90 +51,36 @@ type InstallStatusReply struct {
 	Changed   bool   `json:"changed"`
 }
 
-// installStatus takes an installer's report. Success ends the deployment:
-// the machine is deployed and boots from its disk from now on, so a reboot
-// into the installed system does not PXE-boot the installer again.
-// Failure marks it failed with the installer's message. Installers retry,
-// so a report that was already taken is answered again, not refused.
+// installStatus takes an installer's report, authenticated by the token
+// of the machine's current deployment; the lifecycle decides what it does.
+// Installers retry, so a report that was already taken is answered again,
+// not refused.
 func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 	var req installStatusRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "install_status: %v", err)
 	}
-	want := events.MachineDeployed
-	if req.Result == "failure" {
-		want = events.MachineFailed
-	}
-	// A change of the machine meanwhile (a release, another region's
-	// timeout check) makes the emit conflict; it is retried on a fresh read.
-	for attempt := 0; ; attempt++ {
-		m, err := s.db.GetMachine(ctx, req.MachineID)
-		if err != nil {
-			return nil, err
-		}
-		if m.DeploymentID == nil {
-			return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no deployment to report on", m.Hostname)
-		}
-		token, err := s.statusToken(ctx, *m.DeploymentID)
-		if err != nil {
-			return nil, err
-		}
-		if !hmac.Equal([]byte(token), []byte(req.Token)) {
-			s.log.Warn("install report refused: wrong token", "machine_id", m.ID, "rack_id", req.RackID, "remote", req.Remote)
-			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "this token is not the one of machine %s's current deployment", m.Hostname)
-		}
-		switch m.Status {
-		case want:
-			return InstallStatusReply{MachineID: m.ID, Status: m.Status}, nil
-		case events.MachineDeploying:
-		default:
-			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; a %s report is too late", m.Hostname, m.Status, req.Result)
-		}
-		evs, err := s.reportEvents(m, req)
-		if err != nil {
-			return nil, err
-		}
-		err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-			_, err := s.db.EmitMachine(ctx, tx, m.ID, m.Version, evs...)
-			return err
-		})
-		var conflict *postgres.ConflictError
-		if errors.As(err, &conflict) && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.log.Info("installer reported", "machine_id", m.ID, "result", req.Result, "rack_id", req.RackID, "message", req.Message)
-		return InstallStatusReply{MachineID: m.ID, Status: want, Changed: true}, nil
-	}
-}
-
-func (s *Server) reportEvents(m postgres.Machine, req installStatusRequest) ([]events.Event, error) {
-	stream := events.MachineStreamName(m.ID)
-	if req.Result == "failure" {
-		reason := "the installer reported failure"
-		if req.Message != "" {
-			reason += ": " + req.Message
-		}
-		ev, err := events.New(events.RegionSource, events.TypeMachineFailed, stream, s.now(), events.MachineRef{MachineID: m.ID, Reason: reason})
-		return []events.Event{ev}, err
-	}
-	reason := "the installer reported success"
-	if req.Message != "" {
-		reason += ": " + req.Message
-	}
-	done, err := events.New(events.RegionSource, events.TypeMachineDeployed, stream, s.now(), events.MachineRef{MachineID: m.ID, Reason: reason})
+	m, err := s.machines.Get(ctx, req.MachineID)
 	if err != nil {
 		return nil, err
 	}
-	evs := []events.Event{done}
-	for _, d := range events.LocalBoot(m.ID, m.Hostname, m.Arch, m.MACs) {
-		ev, err := events.New(events.RegionSource, events.TypeBootDecisionSet, stream, s.now(), d)
-		if err != nil {
-			return nil, err
-		}
-		evs = append(evs, ev.CausedBy(done))
+	if m.DeploymentID == nil {
+		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no deployment to report on", m.Hostname)
 	}
-	return evs, nil
+	token, err := s.statusToken(ctx, *m.DeploymentID)
+	if err != nil {
+		return nil, err
+	}
+	if !hmac.Equal([]byte(token), []byte(req.Token)) {
+		s.log.Warn("install report refused: wrong token", "machine_id", m.ID, "rack_id", req.RackID, "remote", req.Remote)
+		return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "this token is not the one of machine %s's current deployment", m.Hostname)
+	}
+	res, err := s.machines.InstallReported(ctx, m.ID, *m.DeploymentID, req.Result != "failure", req.Message, machine.Meta{})
+	if err != nil {
+		return nil, err
+	}
+	if res.Changed {
+		s.log.Info("installer reported", "machine_id", m.ID, "result", req.Result, "rack_id", req.RackID, "message", req.Message)
+	}
+	return InstallStatusReply{MachineID: m.ID, Status: res.After.Status, Changed: res.Changed}, nil
 }

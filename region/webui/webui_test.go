@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/rackplane/rackplane/region/api"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -23,7 +21,7 @@ func server(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := api.New(nil, nil, slog.New(slog.DiscardHandler), nil, prometheus.NewRegistry())
+	s := api.New(api.Deps{Logger: slog.New(slog.DiscardHandler)})
 	ui.Register(s)
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
@@ -114,7 +112,7 @@ func TestAPIKeepsItsPaths(t *testing.T) {
 }
 
 func TestMountRefusesAPIPaths(t *testing.T) {
-	s := api.New(nil, nil, slog.New(slog.DiscardHandler), nil, prometheus.NewRegistry())
+	s := api.New(api.Deps{Logger: slog.New(slog.DiscardHandler)})
 	defer func() {
 		if recover() == nil {
 			t.Error("Mount of an /api/ pattern did not panic")

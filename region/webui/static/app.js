@@ -8,7 +8,10 @@
 
 (function () {
   const TOKEN_KEY = 'rackplane.token';
-  const STATUSES = ['new', 'ready', 'deploying', 'deployed', 'failed', 'released'];
+  const STATUSES = ['new', 'commissioning', 'ready', 'deploying', 'deployed', 'releasing', 'failed', 'broken', 'rescue'];
+  // A machine's actions come from the region (m.actions): the page offers
+  // what the lifecycle allows now, and the region refuses the rest anyway.
+  const can = (m, action) => (m.actions || []).includes(action);
   const KEEP = 300; // newest events or audit entries a page keeps on screen
   const EVENT_POLL_MS = 2000;
   const AUDIT_POLL_MS = 3000;
@@ -314,8 +317,8 @@
         el('td', {}, statusBadge(m.status)),
         el('td', {}, m.os ? m.os + '/' + m.release : ''),
         el('td', {},
-          el('a', { href: '#/machines/' + encodeURIComponent(m.id), class: 'deploy-link' }, 'Deploy…'), ' ',
-          el('button', { type: 'button', class: 'secondary release', onclick: () => release(m) }, 'Release'))));
+          can(m, 'deploy') ? el('a', { href: '#/machines/' + encodeURIComponent(m.id), class: 'deploy-link' }, 'Deploy…') : '', ' ',
+          can(m, 'release') ? el('button', { type: 'button', class: 'secondary release', onclick: () => release(m) }, 'Release') : '')));
       list.replaceChildren(table(['Hostname', 'MACs', 'Status', 'OS/release', ''], rows,
         status ? 'No machine is ' + status + '.' : 'No machines yet: create one below, or PXE-boot one (unknown MACs become new machines).'));
       if (next) list.append(el('button', { type: 'button', class: 'secondary', onclick: () => load(next).catch(showError) }, 'More'));
@@ -360,8 +363,19 @@
     } },
     el('label', {}, 'OS and release', osSelect), el('label', {}, 'Preseed', preseed),
     el('label', {}, 'Kernel parameters', params), deployButton);
-    const releaseButton = el('button', { type: 'button', id: 'release', class: 'secondary',
-      onclick: () => action('release', undefined, 'Released.') }, 'Release');
+    const reason = el('input', { id: 'action-reason', placeholder: 'reason (for mark failed/broken)', size: 30, spellcheck: 'false' });
+    const withReason = () => (reason.value.trim() ? { reason: reason.value.trim() } : undefined);
+    const buttons = {
+      release: el('button', { type: 'button', id: 'release', class: 'secondary',
+        onclick: () => action('release', undefined, 'Released.') }, 'Release'),
+      'mark-failed': el('button', { type: 'button', id: 'mark-failed', class: 'secondary',
+        onclick: () => action('mark-failed', withReason(), 'Marked failed.') }, 'Mark failed'),
+      'mark-broken': el('button', { type: 'button', id: 'mark-broken', class: 'secondary',
+        onclick: () => action('mark-broken', withReason(), 'Marked broken.') }, 'Mark broken'),
+      'mark-fixed': el('button', { type: 'button', id: 'mark-fixed', class: 'secondary',
+        onclick: () => action('mark-fixed', undefined, 'Marked fixed.') }, 'Mark fixed'),
+    };
+    const releaseButton = el('span', { class: 'toolbar-buttons' }, Object.values(buttons), reason);
 
     const events = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
     append(view, [el('p', {}, el('a', { href: '#/machines' }, '← Machines')), title, details,
@@ -380,8 +394,12 @@
 
     function show(m) {
       title.textContent = 'Machine ' + m.hostname;
+      deployForm.hidden = !can(m, 'deploy');
+      for (const [name, b] of Object.entries(buttons)) b.hidden = !can(m, name);
+      reason.hidden = !can(m, 'mark-failed') && !can(m, 'mark-broken');
       const rows = [
-        ['Hostname', m.hostname], ['ID', m.id], ['Status', statusBadge(m.status)], ['MACs', (m.macs || []).join(', ')],
+        ['Hostname', m.hostname], ['ID', m.id], ['Status', statusBadge(m.status)],
+        ['Status reason', m.status_reason || ''], ['MACs', (m.macs || []).join(', ')],
         ['Arch', m.arch], ['Origin', m.origin], ['Boot rack', m.boot_rack_id || 'any'],
         ['OS/release', m.os ? m.os + '/' + m.release + (m.subarch ? ' (' + m.subarch + ')' : '') : ''],
         ['Image version', m.image_version_id || ''], ['Deploy rack', m.deploy_rack_id || ''],

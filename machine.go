@@ -1,0 +1,39 @@
+package rackplane
+
+import "time"
+
+// Machine is a machine as the region knows it: the projection of its
+// stream. Which status it may move to next is decided by package
+// region/machine alone.
+type Machine struct {
+	ID         string   `json:"id"`
+	Hostname   string   `json:"hostname"`
+	MACs       []string `json:"macs"`
+	Arch       string   `json:"arch"`
+	BootRackID *string  `json:"boot_rack_id"`
+	Status     string   `json:"status"`
+	// StatusReason says why the machine is in its status when that was
+	// not the operator's plain request: what failed, why it is broken.
+	StatusReason    string     `json:"status_reason,omitempty"`
+	Origin          string     `json:"origin"`
+	OS              string     `json:"os,omitempty"`
+	Release         string     `json:"release,omitempty"`
+	Subarch         string     `json:"subarch,omitempty"`
+	ImageVersionID  string     `json:"image_version_id,omitempty"`
+	DeployRackID    *string    `json:"deploy_rack_id,omitempty"`
+	PreseedName     string     `json:"preseed_name,omitempty"`
+	PreseedVersion  int64      `json:"preseed_version,omitempty"`
+	DeploymentID    *string    `json:"deployment_id,omitempty"`
+	DeployStartedAt *time.Time `json:"deploy_started_at,omitempty"`
+	// DeployedAt is when the installed system last reported success; it
+	// stays while the machine is broken or in rescue, so it can go back to
+	// deployed, and goes with a release.
+	DeployedAt *time.Time `json:"deployed_at,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	// Version counts the changes of the machine; it is the API's ETag.
+	Version int64 `json:"version"`
+	// Actions are the commands the machine's status allows now, so that
+	// clients offer only those (the region refuses the others anyway).
+	Actions []string `json:"actions"`
+}

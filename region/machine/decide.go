@@ -1,0 +1,693 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+)
+
+// Actions, as the API names them (POST /api/v1/machines/{id}/<action>);
+// the first two and delete have routes of their own.
+const (
+	ActionUpdate         = "update"
+	ActionDelete         = "delete"
+	ActionDeploy         = "deploy"
+	ActionRelease        = "release"
+	ActionMarkFailed     = "mark-failed"
+	ActionMarkBroken     = "mark-broken"
+	ActionMarkFixed      = "mark-fixed"
+	ActionCommission     = "commission"
+	ActionRescue         = "rescue"
+	ActionExitRescue     = "exit-rescue"
+	actionCreate         = "create"
+	actionInstallReport  = "install-report"
+	actionDeployTimeout  = "deploy-timeout"
+	actionCommissionDone = "commissioning-report"
+)
+
+const (
+	statusNew           = events.MachineNew
+	statusCommissioning = events.MachineCommissioning
+	statusReady         = events.MachineReady
+	statusDeploying     = events.MachineDeploying
+	statusDeployed      = events.MachineDeployed
+	statusReleasing     = events.MachineReleasing
+	statusFailed        = events.MachineFailed
+	statusBroken        = events.MachineBroken
+	statusRescue        = events.MachineRescue
+)
+
+// from says, for every action a machine can be asked for, the statuses it
+// is allowed in. This table is the lifecycle: a status not listed refuses
+// the action, with the hint of refusalHints.
+var from = map[string][]string{
+	ActionUpdate: events.MachineStatuses,
+	// A machine in the middle of an operation belongs to it: its record is
+	// what the installer or the agent reports against.
+	ActionDelete:     {statusNew, statusReady, statusDeployed, statusFailed, statusBroken},
+	ActionDeploy:     {statusNew, statusReady, statusFailed},
+	ActionRelease:    {statusDeploying, statusDeployed, statusFailed, statusRescue},
+	ActionMarkFailed: {statusCommissioning, statusDeploying, statusReleasing},
+	ActionMarkBroken: {statusNew, statusCommissioning, statusReady, statusDeploying, statusDeployed, statusReleasing,
+		statusFailed, statusRescue},
+	ActionMarkFixed:      {statusBroken},
+	ActionCommission:     {statusNew, statusReady, statusFailed, statusBroken},
+	ActionRescue:         {statusDeployed, statusFailed, statusBroken},
+	ActionExitRescue:     {statusRescue},
+	actionInstallReport:  {statusDeploying},
+	actionDeployTimeout:  {statusDeploying},
+	actionCommissionDone: {statusCommissioning},
+}
+
+// operatorActions are the actions the API serves and so offers clients,
+// in the order a UI shows them. Commission and rescue join them when the
+// region can boot the ephemeral environment they need.
+var operatorActions = []string{ActionDeploy, ActionRelease, ActionMarkFailed, ActionMarkBroken, ActionMarkFixed, ActionDelete}
+
+// Allowed reports whether a machine in status may be asked for action.
+func Allowed(status, action string) bool { return slices.Contains(from[action], status) }
+
+// Actions returns the operator actions a machine in status allows now.
+func Actions(status string) []string {
+	out := []string{}
+	for _, a := range operatorActions {
+		if Allowed(status, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// refusalHints say what to do instead, by status then action; the
+// fallback names the statuses the action is allowed in.
+var refusalHints = map[string]map[string]string{
+	statusDeploying: {
+		ActionDeploy: "is already deploying; release it first",
+		ActionDelete: "is deploying; release it or mark it failed first",
+	},
+	statusDeployed: {
+		// A deploy reinstalls: on a machine in service that is a wipe, so
+		// it takes an explicit release first.
+		ActionDeploy: "is deployed; release it first to reinstall it",
+	},
+	statusCommissioning: {
+		ActionDeploy: "is commissioning; wait for it to finish or mark it failed",
+		ActionDelete: "is commissioning; mark it failed first",
+	},
+	statusReleasing: {
+		ActionDeploy: "is releasing; deploy it once it is ready",
+		ActionDelete: "is releasing; delete it once it is ready",
+	},
+	statusBroken: {
+		ActionDeploy:  "is broken; mark it fixed first",
+		ActionRelease: "is broken; mark it fixed first",
+	},
+	statusRescue: {
+		ActionDeploy: "is in rescue mode; exit rescue first",
+		ActionDelete: "is in rescue mode; exit rescue first",
+	},
+	statusReady: {ActionRelease: "is ready: there is nothing to release"},
+	statusNew:   {ActionRelease: "is new: there is nothing to release"},
+}
+
+// Refusal is the error of an action a machine's status does not allow. It
+// is a conflict (409) wherever it is shown: API, CLI and web UI alike show
+// its message.
+type Refusal struct {
+	MachineID, Hostname, Status, Action string
+	Hint                                string
+}
+
+func (r *Refusal) Error() string {
+	return fmt.Sprintf("machine %s %s", r.Hostname, r.Hint)
+}
+
+func refuse(m rackplane.Machine, action string) error {
+	hint := refusalHints[m.Status][action]
+	if hint == "" {
+		hint = fmt.Sprintf("is %s: %s is allowed only when it is %s", m.Status, action, orList(from[action]))
+	}
+	r := &Refusal{MachineID: m.ID, Hostname: m.Hostname, Status: m.Status, Action: action, Hint: hint}
+	return rackplane.WrapError(rackplane.ECONFLICT, r, "%s", r.Error())
+}
+
+func orList(s []string) string {
+	switch len(s) {
+	case 0:
+		return "never"
+	case 1:
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// AsRefusal returns the refusal in err's chain, if any.
+func AsRefusal(err error) (*Refusal, bool) {
+	var r *Refusal
+	ok := errors.As(err, &r)
+	return r, ok
+}
+
+// Command is an action asked of a machine, with what it needs to decide.
+type Command interface{ action() string }
+
+// Create makes a machine. Origin is "api" (it starts ready) or
+// "discovered" (it starts new).
+type Create struct {
+	ID, Hostname string
+	MACs         []string
+	Arch         string
+	BootRackID   string
+	Origin       string
+}
+
+// Change edits a machine's descriptive fields; nil fields stay. Boot is
+// the boot decision its MACs have now (nil: local boot), which MACs the
+// change adds get too.
+type Change struct {
+	Hostname   *string
+	MACs       *[]string
+	Arch       *string
+	BootRackID *string
+	Boot       *events.BootDecision
+}
+
+// Delete removes a machine.
+type Delete struct{}
+
+// BootImage is an image version some rack serves, as a deployment or the
+// ephemeral environment boots it.
+type BootImage struct {
+	OS, Release, Arch, Subarch string
+	VersionID                  string
+	RackID, RackName           string
+	BootURL                    string
+	Files                      []string
+	// Version orders the versions of one image; Online says whether the
+	// rack serving it is up.
+	Version string
+	Online  bool
+}
+
+// PreseedPin is the preseed version a deployment uses.
+type PreseedPin struct {
+	Name    string
+	Version int64
+}
+
+// Deploy installs Image on a machine with Preseed (none: zero).
+type Deploy struct {
+	Image        BootImage
+	Preseed      PreseedPin
+	KernelParams []string
+}
+
+// Release ends a deployment; the machine boots from its disk and is ready.
+type Release struct{}
+
+// MarkFailed ends the operation in flight as failed.
+type MarkFailed struct{ Reason string }
+
+// MarkBroken takes a machine out of service until MarkFixed.
+type MarkBroken struct{ Reason string }
+
+// MarkFixed returns a broken machine to deployed, if it was, else ready.
+type MarkFixed struct{}
+
+// Commission boots the machine into Environment, whose agent takes its
+// inventory.
+type Commission struct{ Environment BootImage }
+
+// CommissioningReport is the agent's outcome of commissioning.
+type CommissioningReport struct {
+	Success bool
+	Message string
+}
+
+// Rescue boots a machine into Environment so an operator can repair it.
+type Rescue struct{ Environment BootImage }
+
+// ExitRescue returns a machine from rescue to the status it had: deployed
+// if it was deployed, else failed... as its record says.
+type ExitRescue struct{}
+
+// InstallReport is the installer's (or installed system's) outcome of the
+// deployment in flight.
+type InstallReport struct {
+	Success bool
+	Message string
+}
+
+// DeployTimedOut fails a deployment whose installer said nothing for
+// Timeout.
+type DeployTimedOut struct{ Timeout time.Duration }
+
+func (Create) action() string              { return actionCreate }
+func (Change) action() string              { return ActionUpdate }
+func (Delete) action() string              { return ActionDelete }
+func (Deploy) action() string              { return ActionDeploy }
+func (Release) action() string             { return ActionRelease }
+func (MarkFailed) action() string          { return ActionMarkFailed }
+func (MarkBroken) action() string          { return ActionMarkBroken }
+func (MarkFixed) action() string           { return ActionMarkFixed }
+func (Commission) action() string          { return ActionCommission }
+func (CommissioningReport) action() string { return actionCommissionDone }
+func (Rescue) action() string              { return ActionRescue }
+func (ExitRescue) action() string          { return ActionExitRescue }
+func (InstallReport) action() string       { return actionInstallReport }
+func (DeployTimedOut) action() string      { return actionDeployTimeout }
+
+var (
+	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+)
+
+// NormalizeMAC returns mac as lower-case colon-separated hex.
+func NormalizeMAC(mac string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(mac))
+	if err != nil || len(hw) != 6 {
+		return "", rackplane.Errorf(rackplane.EINVALID, "%q is not a MAC address such as 52:54:00:12:34:56", mac)
+	}
+	return hw.String(), nil
+}
+
+func invalid(format string, args ...any) error {
+	return rackplane.Errorf(rackplane.EINVALID, format, args...)
+}
+
+// CheckHostname refuses a hostname that is not a DNS label.
+func CheckHostname(h string) error {
+	if !hostnameRE.MatchString(h) {
+		return invalid("hostname %q: want lower-case letters, digits and dashes, at most 63", h)
+	}
+	return nil
+}
+
+// CheckArch refuses what is not an architecture name.
+func CheckArch(a string) error {
+	if !nameRE.MatchString(a) {
+		return invalid("arch %q is not an architecture name such as amd64", a)
+	}
+	return nil
+}
+
+// NormalizeMACs checks a machine's MAC list and returns it canonical,
+// without duplicates, in the order given.
+func NormalizeMACs(macs []string) ([]string, error) {
+	if len(macs) == 0 || len(macs) > 16 {
+		return nil, invalid("macs: want 1 to 16 MAC addresses")
+	}
+	var out []string
+	for _, m := range macs {
+		n, err := NormalizeMAC(m)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// CheckKernelParams refuses kernel parameters that are not one word each.
+func CheckKernelParams(params []string) error {
+	for _, p := range params {
+		if p == "" || len(p) > 256 || strings.ContainsAny(p, " \t\r\n\x00") {
+			return invalid("kernel parameter %q: one word each, no spaces", p)
+		}
+	}
+	return nil
+}
+
+var (
+	kernelNames = []string{"linux", "vmlinuz", "kernel", "boot-kernel"}
+	initrdNames = []string{"initrd", "initrd.gz", "initrd.img", "boot-initrd"}
+)
+
+// KernelAndInitrd returns the file names of img's kernel and initrd, or a
+// conflict when it lacks one.
+func KernelAndInitrd(img BootImage) (kernel, initrd string, err error) {
+	pick := func(names []string) string {
+		for _, n := range names {
+			if slices.Contains(img.Files, n) {
+				return n
+			}
+		}
+		return ""
+	}
+	kernel, initrd = pick(kernelNames), pick(initrdNames)
+	if kernel == "" || initrd == "" {
+		return "", "", rackplane.Errorf(rackplane.ECONFLICT, "image %s on rack %s has no kernel and initrd (files %v)",
+			img.VersionID, img.RackName, img.Files)
+	}
+	return kernel, initrd, nil
+}
+
+// ServesPreseed reports whether the machine's installer may fetch its
+// pinned preseed now.
+func ServesPreseed(m rackplane.Machine) bool {
+	return m.PreseedName != "" && (m.Status == statusDeploying || m.Status == statusDeployed)
+}
+
+// Decide returns the events that carry cmd out on m (the zero Machine for
+// Create), stamped now, or why it cannot be done: a *Refusal (conflict)
+// when m's status does not allow it, an invalid error when cmd itself is
+// malformed. No events and no error means there is nothing to do: the
+// machine is where the command would take it already.
+func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, error) {
+	d := &decision{m: m, now: now}
+	if c, ok := cmd.(Create); ok {
+		return d.create(c)
+	}
+	if !Allowed(m.Status, cmd.action()) {
+		switch c := cmd.(type) {
+		case InstallReport:
+			// Installers retry: a report that was taken already is
+			// answered again rather than refused.
+			if m.Status == reportStatus(c.Success) {
+				return nil, nil
+			}
+			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; a %s report is too late", m.Hostname, m.Status, result(c.Success))
+		case CommissioningReport:
+			if m.Status == commissionedStatus(c.Success) {
+				return nil, nil
+			}
+			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; a commissioning %s report is too late", m.Hostname, m.Status, result(c.Success))
+		case DeployTimedOut:
+			return nil, nil // the installer reported, or someone acted, meanwhile
+		}
+		return nil, refuse(m, cmd.action())
+	}
+	switch c := cmd.(type) {
+	case Change:
+		return d.change(c)
+	case Delete:
+		d.add(events.TypeMachineDeleted, events.MachineRef{MachineID: m.ID})
+		d.clear(m.MACs, "machine deleted")
+		return d.out()
+	case Deploy:
+		return d.deploy(c)
+	case Release:
+		d.add(events.TypeMachineReleased, events.MachineRef{MachineID: m.ID})
+		d.local(m.MACs)
+		return d.out()
+	case MarkFailed:
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: c.Reason})
+		return d.out()
+	case MarkBroken:
+		d.add(events.TypeMachineBroken, events.MachineRef{MachineID: m.ID, Reason: c.Reason})
+		// A broken machine must not install or commission on its next
+		// boot: it boots from its disk until it is fixed.
+		d.local(m.MACs)
+		return d.out()
+	case MarkFixed:
+		d.add(events.TypeMachineFixed, events.MachineRef{MachineID: m.ID})
+		return d.out()
+	case Commission:
+		d.add(events.TypeMachineCommissioning, events.MachineRef{MachineID: m.ID})
+		return d.ephemeral(c.Environment, events.BootPurposeCommission)
+	case CommissioningReport:
+		if !c.Success {
+			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("commissioning failed", c.Message)})
+			return d.out()
+		}
+		d.add(events.TypeMachineCommissioned, events.MachineRef{MachineID: m.ID, Reason: c.Message})
+		d.local(m.MACs)
+		return d.out()
+	case Rescue:
+		d.add(events.TypeMachineRescueEntered, events.MachineRef{MachineID: m.ID})
+		return d.ephemeral(c.Environment, events.BootPurposeRescue)
+	case ExitRescue:
+		d.add(events.TypeMachineRescueExited, events.MachineRef{MachineID: m.ID})
+		d.local(m.MACs)
+		return d.out()
+	case InstallReport:
+		if !c.Success {
+			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("the installer reported failure", c.Message)})
+			return d.out()
+		}
+		// The machine boots from its disk from now on, so a reboot into
+		// the installed system does not PXE-boot the installer again.
+		d.add(events.TypeMachineDeployed, events.MachineRef{MachineID: m.ID, Reason: reason("the installer reported success", c.Message)})
+		d.local(m.MACs)
+		return d.out()
+	case DeployTimedOut:
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID,
+			Reason: fmt.Sprintf("the installer did not report within the deployment timeout of %s", c.Timeout)})
+		return d.out()
+	}
+	return nil, fmt.Errorf("machine: unknown command %T", cmd)
+}
+
+func reportStatus(success bool) string {
+	if success {
+		return statusDeployed
+	}
+	return statusFailed
+}
+
+func commissionedStatus(success bool) string {
+	if success {
+		return statusReady
+	}
+	return statusFailed
+}
+
+func result(success bool) string {
+	if success {
+		return "success"
+	}
+	return "failure"
+}
+
+func reason(what, message string) string {
+	if message != "" {
+		return what + ": " + message
+	}
+	return what
+}
+
+// StatusAfter returns the status event type typ leaves a machine in, and
+// whether it changes the status at all; the projection applies it, so the
+// lifecycle and what the API shows cannot disagree.
+func StatusAfter(m rackplane.Machine, typ string) (string, bool) {
+	switch typ {
+	case events.TypeMachineDeploying:
+		return statusDeploying, true
+	case events.TypeMachineDeployed:
+		return statusDeployed, true
+	case events.TypeMachineFailed:
+		return statusFailed, true
+	case events.TypeMachineReleased, events.TypeMachineCommissioned:
+		return statusReady, true
+	case events.TypeMachineReleasing:
+		return statusReleasing, true
+	case events.TypeMachineCommissioning:
+		return statusCommissioning, true
+	case events.TypeMachineBroken:
+		return statusBroken, true
+	case events.TypeMachineRescueEntered:
+		return statusRescue, true
+	case events.TypeMachineFixed, events.TypeMachineRescueExited:
+		if m.DeployedAt != nil {
+			return statusDeployed, true
+		}
+		return statusReady, true
+	}
+	return "", false
+}
+
+// changes are the event types that change a machine, and so its version
+// (its ETag). Racks report boots and transfers on the machine's stream and
+// the region records preseed fetches there, but those observe the machine:
+// counting them would fail an operator's If-Match whenever the machine
+// happened to be booting.
+var changes = map[string]bool{
+	events.TypeMachineCreated: true, events.TypeMachineUpdated: true, events.TypeMachineDeleted: true,
+	events.TypeMachineDeploying: true, events.TypeMachineDeployed: true, events.TypeMachineFailed: true,
+	events.TypeMachineReleased: true, events.TypeMachineReleasing: true, events.TypeMachineCommissioning: true,
+	events.TypeMachineCommissioned: true, events.TypeMachineBroken: true, events.TypeMachineFixed: true,
+	events.TypeMachineRescueEntered: true, events.TypeMachineRescueExited: true,
+	events.TypeBootDecisionSet: true, events.TypeBootDecisionCleared: true,
+}
+
+// IsChange reports whether a region event of type typ on a machine's
+// stream changes the machine.
+func IsChange(typ string) bool { return changes[typ] }
+
+// decision collects the events of one command.
+type decision struct {
+	m   rackplane.Machine
+	now time.Time
+	evs []events.Event
+	err error
+}
+
+func (d *decision) add(typ string, data any) {
+	if d.err != nil {
+		return
+	}
+	ev, err := events.New(events.RegionSource, typ, events.MachineStreamName(d.m.ID), d.now, data)
+	if err != nil {
+		d.err = err
+		return
+	}
+	if len(d.evs) > 0 {
+		// Boot decisions follow from the change that comes first.
+		ev = ev.CausedBy(d.evs[0])
+	}
+	d.evs = append(d.evs, ev)
+}
+
+func (d *decision) out() ([]events.Event, error) {
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d.evs, nil
+}
+
+func (d *decision) local(macs []string) {
+	for _, b := range events.LocalBoot(d.m.ID, d.m.Hostname, d.m.Arch, macs) {
+		d.add(events.TypeBootDecisionSet, b)
+	}
+}
+
+func (d *decision) clear(macs []string, why string) {
+	for _, mac := range macs {
+		d.add(events.TypeBootDecisionCleared, events.BootDecisionCleared{MAC: mac, MachineID: d.m.ID, Reason: why})
+	}
+}
+
+func (d *decision) create(c Create) ([]events.Event, error) {
+	if c.ID == "" {
+		return nil, invalid("a machine needs an id")
+	}
+	if err := CheckHostname(c.Hostname); err != nil {
+		return nil, err
+	}
+	macs, err := NormalizeMACs(c.MACs)
+	if err != nil {
+		return nil, err
+	}
+	if c.Arch == "" {
+		c.Arch = "amd64"
+	}
+	if err := CheckArch(c.Arch); err != nil {
+		return nil, err
+	}
+	st := events.MachineState{MachineID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch, BootRackID: c.BootRackID,
+		Origin: c.Origin, Status: statusReady}
+	if c.Origin == "discovered" {
+		// Nobody has looked at a machine that just turned up.
+		st.Status = statusNew
+	}
+	d.m = rackplane.Machine{ID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch}
+	d.add(events.TypeMachineCreated, st)
+	d.local(macs)
+	return d.out()
+}
+
+// State returns the descriptive fields of m as its events carry them.
+func State(m rackplane.Machine) events.MachineState {
+	st := events.MachineState{MachineID: m.ID, Hostname: m.Hostname, MACs: m.MACs, Arch: m.Arch}
+	if m.BootRackID != nil {
+		st.BootRackID = *m.BootRackID
+	}
+	return st
+}
+
+func (d *decision) change(c Change) ([]events.Event, error) {
+	before := State(d.m)
+	after := before
+	if c.Hostname != nil {
+		if err := CheckHostname(*c.Hostname); err != nil {
+			return nil, err
+		}
+		after.Hostname = *c.Hostname
+	}
+	if c.MACs != nil {
+		macs, err := NormalizeMACs(*c.MACs)
+		if err != nil {
+			return nil, err
+		}
+		after.MACs = macs
+	}
+	if c.Arch != nil {
+		if err := CheckArch(*c.Arch); err != nil {
+			return nil, err
+		}
+		after.Arch = *c.Arch
+	}
+	if c.BootRackID != nil {
+		after.BootRackID = *c.BootRackID
+	}
+	d.add(events.TypeMachineUpdated, after)
+	// MACs that left the machine are forgotten by the racks; new ones
+	// boot as the machine's others do.
+	var gone []string
+	for _, mac := range before.MACs {
+		if !slices.Contains(after.MACs, mac) {
+			gone = append(gone, mac)
+		}
+	}
+	d.clear(gone, "MAC removed from the machine")
+	for _, mac := range after.MACs {
+		b := events.BootDecision{MAC: mac, MachineID: d.m.ID, Purpose: events.BootPurposeLocal}
+		if c.Boot != nil {
+			b = *c.Boot
+			b.MAC = mac
+		}
+		b.Hostname, b.Arch = after.Hostname, after.Arch
+		d.add(events.TypeBootDecisionSet, b)
+	}
+	return d.out()
+}
+
+func (d *decision) deploy(c Deploy) ([]events.Event, error) {
+	if err := CheckKernelParams(c.KernelParams); err != nil {
+		return nil, err
+	}
+	kernel, initrd, err := KernelAndInitrd(c.Image)
+	if err != nil {
+		return nil, err
+	}
+	m, img := d.m, c.Image
+	d.add(events.TypeMachineDeploying, events.Deployment{MachineID: m.ID, OS: img.OS, Release: img.Release, Arch: img.Arch,
+		Subarch: img.Subarch, ImageVersionID: img.VersionID, RackID: img.RackID,
+		PreseedName: c.Preseed.Name, PreseedVersion: c.Preseed.Version})
+	params := append([]string{"rackplane.machine=" + m.ID, "rackplane.hostname=" + m.Hostname}, c.KernelParams...)
+	for _, mac := range m.MACs {
+		b := events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname, Purpose: events.BootPurposeInstall,
+			Arch: img.Arch, Kernel: img.VersionID + "/" + kernel, Initrd: img.VersionID + "/" + initrd,
+			ImageVer: img.VersionID, Params: params}
+		if c.Preseed.Name != "" {
+			b.PreseedURL = strings.TrimRight(img.BootURL, "/") + "/preseed/" + m.ID
+		}
+		d.add(events.TypeBootDecisionSet, b)
+	}
+	return d.out()
+}
+
+// ephemeral boots the machine's MACs into the ephemeral environment for
+// purpose.
+func (d *decision) ephemeral(env BootImage, purpose string) ([]events.Event, error) {
+	kernel, initrd, err := KernelAndInitrd(env)
+	if err != nil {
+		return nil, err
+	}
+	m := d.m
+	for _, mac := range m.MACs {
+		d.add(events.TypeBootDecisionSet, events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname,
+			Purpose: purpose, Arch: m.Arch, Kernel: env.VersionID + "/" + kernel, Initrd: env.VersionID + "/" + initrd,
+			ImageVer: env.VersionID, Params: []string{"rackplane.machine=" + m.ID, "rackplane.purpose=" + purpose}})
+	}
+	return d.out()
+}

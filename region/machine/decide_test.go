@@ -1,0 +1,400 @@
+package machine_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/machine"
+)
+
+var now = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+
+const id = "0190f0e0-0000-7000-8000-000000000001"
+
+func at(status string) rackplane.Machine {
+	m := rackplane.Machine{ID: id, Hostname: "node1", MACs: []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}, Arch: "amd64",
+		Status: status, Version: 3}
+	if status == events.MachineDeployed || status == events.MachineRescue {
+		m.DeployedAt = &now
+	}
+	return m
+}
+
+var image = machine.BootImage{OS: "ubuntu", Release: "noble", Arch: "amd64", Subarch: "generic",
+	VersionID: "ubuntu/amd64/generic/noble/stable/1", RackID: "0190f0e0-0000-7000-8000-0000000000aa", RackName: "r1",
+	BootURL: "http://10.0.0.1:5248/", Files: []string{"linux", "initrd"}, Version: "1", Online: true}
+
+var env = machine.BootImage{VersionID: "rackplane/amd64/ga/ephemeral/stable/1", Files: []string{"vmlinuz", "initrd.img"}}
+
+// commands are one of each command, and the types of the events each
+// emits when allowed, boot decisions aside.
+var commands = []struct {
+	name  string
+	cmd   machine.Command
+	emits string
+	// to is the status the machine is in after the events, for one that
+	// was never deployed.
+	to string
+}{
+	{"deploy", machine.Deploy{Image: image, Preseed: machine.PreseedPin{Name: "default", Version: 2}}, events.TypeMachineDeploying, events.MachineDeploying},
+	{"release", machine.Release{}, events.TypeMachineReleased, events.MachineReady},
+	{"mark-failed", machine.MarkFailed{Reason: "stuck"}, events.TypeMachineFailed, events.MachineFailed},
+	{"mark-broken", machine.MarkBroken{Reason: "PSU"}, events.TypeMachineBroken, events.MachineBroken},
+	{"mark-fixed", machine.MarkFixed{}, events.TypeMachineFixed, events.MachineReady},
+	{"commission", machine.Commission{Environment: env}, events.TypeMachineCommissioning, events.MachineCommissioning},
+	{"commissioned", machine.CommissioningReport{Success: true}, events.TypeMachineCommissioned, events.MachineReady},
+	{"rescue", machine.Rescue{Environment: env}, events.TypeMachineRescueEntered, events.MachineRescue},
+	{"exit-rescue", machine.ExitRescue{}, events.TypeMachineRescueExited, events.MachineReady},
+	{"installed", machine.InstallReport{Success: true}, events.TypeMachineDeployed, events.MachineDeployed},
+	{"install failed", machine.InstallReport{Message: "no disk"}, events.TypeMachineFailed, events.MachineFailed},
+	{"timed out", machine.DeployTimedOut{Timeout: time.Hour}, events.TypeMachineFailed, events.MachineFailed},
+	{"delete", machine.Delete{}, events.TypeMachineDeleted, ""},
+	{"update", machine.Change{Hostname: ptr("node2")}, events.TypeMachineUpdated, ""},
+}
+
+// allowed is the lifecycle, written out: for each command, the statuses
+// it is allowed in. Anything else must be refused (or, for reports and
+// timeouts, be a no-op where the machine is already where they lead).
+var allowed = map[string][]string{
+	"deploy":         {"new", "ready", "failed"},
+	"release":        {"deploying", "deployed", "failed", "rescue"},
+	"mark-failed":    {"commissioning", "deploying", "releasing"},
+	"mark-broken":    {"new", "commissioning", "ready", "deploying", "deployed", "releasing", "failed", "rescue"},
+	"mark-fixed":     {"broken"},
+	"commission":     {"new", "ready", "failed", "broken"},
+	"commissioned":   {"commissioning"},
+	"rescue":         {"deployed", "failed", "broken"},
+	"exit-rescue":    {"rescue"},
+	"installed":      {"deploying"},
+	"install failed": {"deploying"},
+	"timed out":      {"deploying"},
+	"delete":         {"new", "ready", "deployed", "failed", "broken"},
+	"update":         events.MachineStatuses,
+}
+
+// noops are where a command finds the machine where it would take it: an
+// installer's retried report, a timeout that lost a race.
+var noops = map[string][]string{
+	"installed":      {"deployed"},
+	"install failed": {"failed"},
+	"commissioned":   {"ready"},
+	"timed out":      {"new", "commissioning", "ready", "deployed", "releasing", "failed", "broken", "rescue"},
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestEveryTransition(t *testing.T) {
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands {
+		for _, status := range events.MachineStatuses {
+			t.Run(c.name+" when "+status, func(t *testing.T) {
+				m := at(status)
+				evs, err := machine.Decide(m, c.cmd, now)
+				switch {
+				case slices.Contains(allowed[c.name], status):
+					if err != nil {
+						t.Fatalf("refused: %v", err)
+					}
+					if len(evs) == 0 || evs[0].Type != c.emits {
+						t.Fatalf("emits %v, want %s first", types(evs), c.emits)
+					}
+					if c.to != "" {
+						to, ok := machine.StatusAfter(m, evs[0].Type)
+						want := c.to
+						if m.DeployedAt != nil && (c.name == "mark-fixed" || c.name == "exit-rescue") {
+							want = events.MachineDeployed
+						}
+						if !ok || to != want {
+							t.Errorf("leaves the machine %q, want %q", to, want)
+						}
+					}
+					for _, ev := range evs {
+						if ev.Subject != events.MachineStreamName(id) || !ev.Time.Equal(now) || ev.Source != events.RegionSource {
+							t.Errorf("event %s: subject %q time %v source %q", ev.Type, ev.Subject, ev.Time, ev.Source)
+						}
+						if !machine.IsChange(ev.Type) {
+							t.Errorf("event %s does not count as a change of the machine", ev.Type)
+						}
+						if err := v.Validate(ev); err != nil {
+							t.Errorf("event %s does not validate: %v", ev.Type, err)
+						}
+					}
+				case slices.Contains(noops[c.name], status):
+					if err != nil || len(evs) != 0 {
+						t.Fatalf("want nothing to do, got %v, %v", types(evs), err)
+					}
+				default:
+					if err == nil {
+						t.Fatalf("allowed (%v), want a refusal", types(evs))
+					}
+					if rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+						t.Errorf("refusal has code %s, want conflict: %v", rackplane.ErrorCode(err), err)
+					}
+					if !strings.Contains(rackplane.ErrorMessage(err), "node1") || !strings.Contains(rackplane.ErrorMessage(err), status) {
+						t.Errorf("refusal %q does not name the machine and its status", rackplane.ErrorMessage(err))
+					}
+				}
+			})
+		}
+	}
+}
+
+func types(evs []events.Event) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+func decisions(t *testing.T, evs []events.Event) map[string]events.BootDecision {
+	t.Helper()
+	out := map[string]events.BootDecision{}
+	for _, e := range evs {
+		if e.Type != events.TypeBootDecisionSet {
+			continue
+		}
+		var d events.BootDecision
+		if err := e.DecodeData(&d); err != nil {
+			t.Fatal(err)
+		}
+		out[d.MAC] = d
+	}
+	return out
+}
+
+// What each transition tells the racks to boot.
+func TestBootDecisions(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  string
+		cmd     machine.Command
+		purpose string // of every MAC; "" for none set
+	}{
+		{"deploy installs", "ready", machine.Deploy{Image: image}, events.BootPurposeInstall},
+		{"success boots from disk", "deploying", machine.InstallReport{Success: true}, events.BootPurposeLocal},
+		{"failure leaves the installer", "deploying", machine.InstallReport{}, ""},
+		{"release boots from disk", "deployed", machine.Release{}, events.BootPurposeLocal},
+		{"broken boots from disk", "deploying", machine.MarkBroken{}, events.BootPurposeLocal},
+		{"commission boots the agent", "new", machine.Commission{Environment: env}, events.BootPurposeCommission},
+		{"rescue boots the agent", "deployed", machine.Rescue{Environment: env}, events.BootPurposeRescue},
+		{"exit rescue boots from disk", "rescue", machine.ExitRescue{}, events.BootPurposeLocal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := at(tt.status)
+			evs, err := machine.Decide(m, tt.cmd, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds := decisions(t, evs)
+			if tt.purpose == "" {
+				if len(ds) != 0 {
+					t.Fatalf("set boot decisions %v", ds)
+				}
+				return
+			}
+			if len(ds) != len(m.MACs) {
+				t.Fatalf("decisions for %d MACs, want %d", len(ds), len(m.MACs))
+			}
+			for _, mac := range m.MACs {
+				d := ds[mac]
+				if d.Purpose != tt.purpose || d.MachineID != id {
+					t.Errorf("%s: %+v, want purpose %s", mac, d, tt.purpose)
+				}
+				if d.Purpose != events.BootPurposeLocal && (d.Kernel == "" || d.Initrd == "" || !slices.Contains(d.Params, "rackplane.machine="+id)) {
+					t.Errorf("%s: %+v lacks kernel, initrd or the machine parameter", mac, d)
+				}
+			}
+			for _, e := range evs[1:] {
+				if e.CausationID != evs[0].ID {
+					t.Errorf("%s is not caused by %s", e.Type, evs[0].Type)
+				}
+			}
+		})
+	}
+}
+
+func TestDeployPinsWhatItInstalls(t *testing.T) {
+	evs, err := machine.Decide(at("ready"), machine.Deploy{Image: image, Preseed: machine.PreseedPin{Name: "default", Version: 2},
+		KernelParams: []string{"console=ttyS0"}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep events.Deployment
+	if err := evs[0].DecodeData(&dep); err != nil {
+		t.Fatal(err)
+	}
+	want := events.Deployment{MachineID: id, OS: "ubuntu", Release: "noble", Arch: "amd64", Subarch: "generic",
+		ImageVersionID: image.VersionID, RackID: image.RackID, PreseedName: "default", PreseedVersion: 2}
+	if dep != want {
+		t.Fatalf("deployment %+v, want %+v", dep, want)
+	}
+	d := decisions(t, evs)["52:54:00:00:00:01"]
+	if d.Kernel != image.VersionID+"/linux" || d.Initrd != image.VersionID+"/initrd" ||
+		d.PreseedURL != "http://10.0.0.1:5248/preseed/"+id || !slices.Equal(d.Params, []string{"rackplane.machine=" + id, "rackplane.hostname=node1", "console=ttyS0"}) {
+		t.Fatalf("install decision %+v", d)
+	}
+	// Without a preseed there is no preseed URL.
+	evs, _ = machine.Decide(at("ready"), machine.Deploy{Image: image}, now)
+	if d := decisions(t, evs)["52:54:00:00:00:01"]; d.PreseedURL != "" {
+		t.Fatalf("a deployment without preseed has preseed URL %q", d.PreseedURL)
+	}
+}
+
+func TestBadCommandsAreInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		m    rackplane.Machine
+		cmd  machine.Command
+		code string
+		want string
+	}{
+		{"kernel parameter with a space", at("ready"), machine.Deploy{Image: image, KernelParams: []string{"a b"}}, rackplane.EINVALID, "one word each"},
+		{"image without initrd", at("ready"), machine.Deploy{Image: machine.BootImage{VersionID: "x", RackName: "r1", Files: []string{"linux"}}}, rackplane.ECONFLICT, "no kernel and initrd"},
+		{"bad hostname", rackplane.Machine{}, machine.Create{ID: id, Hostname: "Bad Name", MACs: []string{"52:54:00:00:00:01"}}, rackplane.EINVALID, "hostname"},
+		{"no MAC", rackplane.Machine{}, machine.Create{ID: id, Hostname: "n"}, rackplane.EINVALID, "1 to 16"},
+		{"bad MAC", at("ready"), machine.Change{MACs: &[]string{"x"}}, rackplane.EINVALID, "not a MAC address"},
+		{"bad arch", at("ready"), machine.Change{Arch: ptr("a b")}, rackplane.EINVALID, "architecture"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			evs, err := machine.Decide(tt.m, tt.cmd, now)
+			if err == nil || rackplane.ErrorCode(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Decide = %v, %v; want a %s error saying %q", types(evs), err, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+func TestCreate(t *testing.T) {
+	for _, tt := range []struct{ origin, status string }{{"api", "ready"}, {"discovered", "new"}} {
+		evs, err := machine.Decide(rackplane.Machine{}, machine.Create{ID: id, Hostname: "n1", MACs: []string{"52:54:00:AA:00:01", "52-54-00-aa-00-01"}, Origin: tt.origin}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st events.MachineState
+		if err := evs[0].DecodeData(&st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Status != tt.status || st.Arch != "amd64" || !slices.Equal(st.MACs, []string{"52:54:00:aa:00:01"}) {
+			t.Errorf("%s: created %+v", tt.origin, st)
+		}
+		if ds := decisions(t, evs); len(ds) != 1 || ds["52:54:00:aa:00:01"].Purpose != events.BootPurposeLocal {
+			t.Errorf("%s: boot decisions %+v", tt.origin, ds)
+		}
+	}
+}
+
+// A change of MACs forgets the removed ones and gives new ones the boot
+// the machine has now.
+func TestChangeCarriesTheBootOver(t *testing.T) {
+	install := &events.BootDecision{MAC: "52:54:00:00:00:01", MachineID: id, Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i"}
+	evs, err := machine.Decide(at("deploying"), machine.Change{MACs: &[]string{"52:54:00:00:00:01", "52:54:00:00:00:03"}, Boot: install}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cleared []string
+	for _, e := range evs {
+		if e.Type == events.TypeBootDecisionCleared {
+			var c events.BootDecisionCleared
+			_ = e.DecodeData(&c)
+			cleared = append(cleared, c.MAC)
+		}
+	}
+	if !slices.Equal(cleared, []string{"52:54:00:00:00:02"}) {
+		t.Errorf("cleared %v, want the removed MAC", cleared)
+	}
+	ds := decisions(t, evs)
+	if ds["52:54:00:00:00:03"].Purpose != events.BootPurposeInstall || ds["52:54:00:00:00:03"].Kernel != "k" || ds["52:54:00:00:00:03"].Hostname != "node1" {
+		t.Errorf("the new MAC boots %+v", ds["52:54:00:00:00:03"])
+	}
+}
+
+func TestRefusalsSayWhatToDo(t *testing.T) {
+	tests := []struct {
+		status string
+		cmd    machine.Command
+		want   string
+	}{
+		{"deploying", machine.Deploy{Image: image}, "machine node1 is already deploying; release it first"},
+		{"deployed", machine.Deploy{Image: image}, "machine node1 is deployed; release it first to reinstall it"},
+		{"ready", machine.Release{}, "machine node1 is ready: there is nothing to release"},
+		{"broken", machine.Deploy{Image: image}, "machine node1 is broken; mark it fixed first"},
+		{"ready", machine.MarkFailed{}, "machine node1 is ready: mark-failed is allowed only when it is commissioning, deploying or releasing"},
+		{"deployed", machine.InstallReport{}, "machine node1 is deployed; a failure report is too late"},
+	}
+	for _, tt := range tests {
+		_, err := machine.Decide(at(tt.status), tt.cmd, now)
+		if got := rackplane.ErrorMessage(err); got != tt.want {
+			t.Errorf("%s, %T: %q, want %q", tt.status, tt.cmd, got, tt.want)
+		}
+		if r, ok := machine.AsRefusal(err); ok && (r.Status != tt.status || r.MachineID != id) {
+			t.Errorf("refusal %+v", r)
+		}
+	}
+	if _, err := machine.Decide(at("ready"), machine.Release{}, now); !errors.As(err, new(*machine.Refusal)) {
+		t.Errorf("a refused release is not a *Refusal: %v", err)
+	}
+}
+
+func TestActionsFollowTheTable(t *testing.T) {
+	want := map[string][]string{
+		"new":       {"deploy", "mark-broken", "delete"},
+		"ready":     {"deploy", "mark-broken", "delete"},
+		"deploying": {"release", "mark-failed", "mark-broken"},
+		"deployed":  {"release", "mark-broken", "delete"},
+		"failed":    {"deploy", "release", "mark-broken", "delete"},
+		"broken":    {"mark-fixed", "delete"},
+	}
+	for status, w := range want {
+		if got := machine.Actions(status); !slices.Equal(got, w) {
+			t.Errorf("%s offers %v, want %v", status, got, w)
+		}
+	}
+}
+
+func TestChooseImage(t *testing.T) {
+	other := "0190f0e0-0000-7000-8000-0000000000bb"
+	newer := image
+	newer.Version, newer.VersionID = "2", "ubuntu/amd64/generic/noble/stable/2"
+	offline := newer
+	offline.Online, offline.RackName, offline.Version = false, "r2", "3"
+	tests := []struct {
+		name   string
+		boot   *string
+		offers []machine.BootImage
+		req    machine.DeployRequest
+		want   string // version id, or the error's text
+	}{
+		{"the newest online", nil, []machine.BootImage{image, newer, offline}, machine.DeployRequest{}, newer.VersionID},
+		{"none", nil, nil, machine.DeployRequest{OS: "ubuntu", Release: "jammy", Arch: "amd64"}, "ubuntu/jammy/amd64: no rack has an image of it"},
+		{"only offline", nil, []machine.BootImage{offline}, machine.DeployRequest{}, "rack r2 has it but is offline"},
+		{"not the boot rack", &other, []machine.BootImage{image}, machine.DeployRequest{}, "cannot reach the machine"},
+		{"subarch", nil, []machine.BootImage{image}, machine.DeployRequest{Subarch: "hwe"}, "only for subarch generic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := at("ready")
+			m.BootRackID = tt.boot
+			got, err := machine.ChooseImage(m, tt.offers, tt.req)
+			if err != nil {
+				if !strings.Contains(err.Error(), tt.want) || rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+					t.Fatalf("error %v, want a conflict saying %q", err, tt.want)
+				}
+				return
+			}
+			if got.VersionID != tt.want {
+				t.Fatalf("chose %s, want %s", got.VersionID, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/machine"
+)
+
+// The methods below make DB the machine lifecycle's store
+// (machine.Store).
+var _ machine.Store = (*DB)(nil)
+
+// AppendMachine appends evs to machine id's stream in a transaction of its
+// own, at version expected (machine.NoMachine: a new machine). A machine
+// changed meanwhile is machine.ErrChanged; a hostname or MAC another
+// machine has is a conflict.
+func (db *DB) AppendMachine(ctx context.Context, id string, expected int64, evs []events.Event) error {
+	if expected == machine.NoMachine {
+		expected = ExpectNoStream
+	}
+	err := db.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := db.EmitMachine(ctx, tx, id, expected, evs...)
+		return err
+	})
+	var ce *ConflictError
+	switch {
+	case errors.As(err, &ce):
+		return errors.Join(machine.ErrChanged, err)
+	case IsUniqueViolation(err):
+		return rackplane.WrapError(rackplane.ECONFLICT, err, "hostname or MAC already taken by another machine")
+	}
+	return err
+}
+
+// RackExists reports whether a rack of that id ever joined.
+func (db *DB) RackExists(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM racks WHERE id = $1)`, id).Scan(&ok)
+	return ok, wrap("rack exists", err)
+}
+
+// BootImages lists the versions of os/release/arch every rack reported.
+func (db *DB) BootImages(ctx context.Context, os, release, arch string) ([]machine.BootImage, error) {
+	all, err := db.ListImages(ctx, ImageFilter{OS: os, Release: release, Arch: arch})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]machine.BootImage, 0, len(all))
+	for _, i := range all {
+		out = append(out, machine.BootImage{OS: i.OS, Release: i.Release, Arch: i.Arch, Subarch: i.Subarch,
+			VersionID: i.VersionID, RackID: i.RackID, RackName: i.RackName, BootURL: i.BootURL, Files: i.Files,
+			Version: i.Version, Online: i.Online})
+	}
+	return out, nil
+}
+
+// PreseedPin returns the current version of the named preseed.
+func (db *DB) PreseedPin(ctx context.Context, name string) (machine.PreseedPin, error) {
+	p, err := db.GetPreseed(ctx, name)
+	return machine.PreseedPin{Name: p.Name, Version: p.CurrentVersion}, err
+}
+
+// PreseedPinFor returns the current version of the preseed PreseedFor
+// picks.
+func (db *DB) PreseedPinFor(ctx context.Context, machineID, os, release, arch string) (machine.PreseedPin, error) {
+	p, err := db.PreseedFor(ctx, machineID, os, release, arch)
+	return machine.PreseedPin{Name: p.Name, Version: p.CurrentVersion}, err
+}
+
+// VolumeCount counts the volumes a machine holds.
+func (db *DB) VolumeCount(ctx context.Context, machineID string) (int, error) {
+	vols, err := db.ListVolumes(ctx, machineID, false)
+	return len(vols), err
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackrpc"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -120,6 +121,7 @@ type Region struct {
 	watch    *deploywatch.Watch
 	appended *postgres.EventWatch
 	machines *machine.Service
+	preseeds *preseed.Service
 	ln       net.Listener
 }
 
@@ -147,7 +149,8 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
-	r.api = api.New(api.Deps{DB: db, Machines: r.machines, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
+	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
+	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
 		Logger: log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
@@ -192,7 +195,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.watch.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
 	g.Go(func() error {
-		return follower.New(r.db, r.machines, r.log.With("component", "follower"), follower.Config{Wake: r.appended}).Run(ctx)
+		return follower.New(r.db, r.machines, r.preseeds, r.log.With("component", "follower"), follower.Config{Wake: r.appended}).Run(ctx)
 	})
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()

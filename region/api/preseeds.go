@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -16,9 +13,16 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 )
 
-// nameRE is what a preseed name may be: it is a path segment and a
-// stream name.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+// Preseeds keeps preseed versions (preseed.Service).
+type Preseeds interface {
+	Get(ctx context.Context, name string) (postgres.Preseed, error)
+	List(ctx context.Context) ([]postgres.Preseed, error)
+	Version(ctx context.Context, name string, v int64) (postgres.PreseedVersion, error)
+	Versions(ctx context.Context, name string) ([]postgres.PreseedVersion, error)
+	Create(ctx context.Context, name, content string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
+	Edit(ctx context.Context, name string, base int64, content string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
+	Rollback(ctx context.Context, name string, base, to int64, comment string, meta preseed.Meta) error
+}
 
 func (s *Server) preseedRoutes() {
 	s.handle("POST /api/v1/preseeds", s.createPreseed)
@@ -38,61 +42,8 @@ type preseedBody struct {
 	Comment string               `json:"comment"`
 }
 
-func checkScope(sc events.PreseedScope) error {
-	need := map[string][]string{
-		"global": {}, "os": {"os"}, "os_release": {"os", "release"},
-		"os_release_arch": {"os", "release", "arch"}, "machine": {"machine_id"},
-	}
-	fields, ok := need[sc.Kind]
-	if !ok {
-		return rackplane.Errorf(rackplane.EINVALID, "scope kind %q: want machine, os_release_arch, os_release, os or global", sc.Kind)
-	}
-	have := map[string]string{"os": sc.OS, "release": sc.Release, "arch": sc.Arch, "machine_id": sc.MachineID}
-	for _, f := range fields {
-		if have[f] == "" {
-			return rackplane.Errorf(rackplane.EINVALID, "scope %s needs %s", sc.Kind, strings.Join(fields, ", "))
-		}
-	}
-	for f, v := range have {
-		if v != "" && !contains(fields, f) {
-			return rackplane.Errorf(rackplane.EINVALID, "scope %s takes no %s", sc.Kind, f)
-		}
-		if v != "" && f != "machine_id" && !nameRE.MatchString(v) {
-			return rackplane.Errorf(rackplane.EINVALID, "scope %s %q is not a name", f, v)
-		}
-	}
-	return nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-// emitPreseed appends a new version of a preseed at expected (the version
-// it was edited from; 0 for a new preseed). The stream version is the
-// preseed version, so a stale edit is a conflict: 412.
-func (s *Server) emitPreseed(ctx context.Context, d events.PreseedVersionCreated, expected int64) error {
-	ev, err := s.newEvent(ctx, events.TypePreseedVersionCreated, events.PreseedStreamName(d.Name), d)
-	if err != nil {
-		return err
-	}
-	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := s.db.Emit(ctx, tx, ev.Subject, expected, ev)
-		return err
-	})
-	var ce *postgres.ConflictError
-	if errorsAs(err, &ce) {
-		if expected == postgres.ExpectNoStream {
-			return rackplane.WrapError(rackplane.ECONFLICT, err, "preseed %q exists already", d.Name)
-		}
-		return rackplane.WrapError(rackplane.EPRECONDITION, err, "preseed %q is no longer at version %d: someone else saved a new version; read it again", d.Name, expected)
-	}
-	return err
+func preseedMeta(r *http.Request) preseed.Meta {
+	return preseed.Meta{Actor: Actor(r.Context()), CorrelationID: RequestID(r.Context())}
 }
 
 func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
@@ -100,39 +51,28 @@ func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := DecodeJSON(r, &b); err != nil {
 		return err
 	}
-	if !nameRE.MatchString(b.Name) {
-		return rackplane.Errorf(rackplane.EINVALID, "name %q: want letters, digits, dot, dash, underscore; at most 64", b.Name)
-	}
-	sc := events.PreseedScope{Kind: "global"}
-	if b.Scope != nil {
-		sc = *b.Scope
-	}
-	if err := checkScope(sc); err != nil {
+	if err := s.preseeds.Create(r.Context(), b.Name, b.Content, b.Scope, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
-	if err := preseed.Check(b.Name, b.Content); err != nil {
+	p, err := s.preseeds.Get(r.Context(), b.Name)
+	if err != nil {
 		return err
 	}
-	d := events.PreseedVersionCreated{Name: b.Name, Version: 1, Content: b.Content, Scope: sc, Origin: "operator",
-		Author: Actor(r.Context()), Comment: b.Comment, Current: true}
-	if err := s.emitPreseed(r.Context(), d, postgres.ExpectNoStream); err != nil {
-		return err
-	}
-	AuditNote(r.Context(), "preseed/"+b.Name, nil, map[string]any{"version": 1, "scope": sc})
+	AuditNote(r.Context(), "preseed/"+b.Name, nil, map[string]any{"version": 1, "scope": p.Scope})
 	w.Header().Set("ETag", etag(1))
 	w.Header().Set("Location", "/api/v1/preseeds/"+b.Name)
 	return s.writePreseed(w, r, http.StatusCreated, b.Name, 1)
 }
 
 func (s *Server) writePreseed(w http.ResponseWriter, r *http.Request, status int, name string, version int64) error {
-	p, err := s.db.GetPreseed(r.Context(), name)
+	p, err := s.preseeds.Get(r.Context(), name)
 	if err != nil {
 		return err
 	}
 	if version == 0 {
 		version = p.CurrentVersion
 	}
-	v, err := s.db.GetPreseedVersion(r.Context(), name, version)
+	v, err := s.preseeds.Version(r.Context(), name, version)
 	if err != nil {
 		return err
 	}
@@ -141,7 +81,7 @@ func (s *Server) writePreseed(w http.ResponseWriter, r *http.Request, status int
 }
 
 func (s *Server) listPreseeds(w http.ResponseWriter, r *http.Request) error {
-	ps, err := s.db.ListPreseeds(r.Context())
+	ps, err := s.preseeds.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -180,26 +120,10 @@ func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := s.db.GetPreseed(r.Context(), name)
-	if err != nil {
-		return err
-	}
 	if b.Name != "" && b.Name != name {
 		return rackplane.Errorf(rackplane.EINVALID, "a preseed cannot be renamed")
 	}
-	sc := p.Scope
-	if b.Scope != nil {
-		sc = *b.Scope
-	}
-	if err := checkScope(sc); err != nil {
-		return err
-	}
-	if err := preseed.Check(name, b.Content); err != nil {
-		return err
-	}
-	d := events.PreseedVersionCreated{Name: name, Version: base + 1, Content: b.Content, Scope: sc, Origin: "operator",
-		Author: Actor(r.Context()), Comment: b.Comment, BasedOn: base, Current: true}
-	if err := s.emitPreseed(r.Context(), d, base); err != nil {
+	if err := s.preseeds.Edit(r.Context(), name, base, b.Content, b.Scope, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
 	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1})
@@ -220,21 +144,7 @@ func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := s.db.GetPreseed(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	old, err := s.db.GetPreseedVersion(r.Context(), name, b.Version)
-	if err != nil {
-		return err
-	}
-	comment := b.Comment
-	if comment == "" {
-		comment = fmt.Sprintf("rollback to version %d", b.Version)
-	}
-	d := events.PreseedVersionCreated{Name: name, Version: base + 1, Content: old.Content, Scope: p.Scope, Origin: "operator",
-		Author: Actor(r.Context()), Comment: comment, BasedOn: b.Version, Current: true}
-	if err := s.emitPreseed(r.Context(), d, base); err != nil {
+	if err := s.preseeds.Rollback(r.Context(), name, base, b.Version, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
 	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1, "content_of": b.Version})
@@ -243,10 +153,7 @@ func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listPreseedVersions(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	if _, err := s.db.GetPreseed(r.Context(), name); err != nil {
-		return err
-	}
-	vs, err := s.db.ListPreseedVersions(r.Context(), name)
+	vs, err := s.preseeds.Versions(r.Context(), name)
 	if err != nil {
 		return err
 	}
@@ -266,7 +173,7 @@ func (s *Server) getPreseedVersion(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	pv, err := s.db.GetPreseedVersion(r.Context(), r.PathValue("name"), v)
+	pv, err := s.preseeds.Version(r.Context(), r.PathValue("name"), v)
 	if err != nil {
 		return err
 	}
@@ -283,11 +190,11 @@ func (s *Server) diffPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a, err := s.db.GetPreseedVersion(r.Context(), name, from)
+	a, err := s.preseeds.Version(r.Context(), name, from)
 	if err != nil {
 		return err
 	}
-	b, err := s.db.GetPreseedVersion(r.Context(), name, to)
+	b, err := s.preseeds.Version(r.Context(), name, to)
 	if err != nil {
 		return err
 	}

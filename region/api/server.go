@@ -26,6 +26,7 @@ import (
 type Server struct {
 	db       *postgres.DB
 	machines Machines
+	preseeds Preseeds
 	nc       *nats.Conn
 	log      *slog.Logger
 	gatherer prometheus.Gatherer
@@ -65,6 +66,7 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 type Deps struct {
 	DB       *postgres.DB
 	Machines Machines
+	Preseeds Preseeds
 	NATS     *nats.Conn
 	// Heartbeats makes rack responses carry the latest heartbeat seen.
 	Heartbeats Heartbeats
@@ -85,7 +87,7 @@ func New(d Deps) *Server {
 	if d.Gatherer == nil {
 		d.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{db: d.DB, machines: d.Machines, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+	s := &Server{db: d.DB, machines: d.Machines, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",

@@ -2,18 +2,12 @@ package follower
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/postgres"
-	"github.com/rackplane/rackplane/region/preseed"
 )
 
 // Name is the follower's cursor name.
@@ -23,9 +17,15 @@ const Name = "region-follower"
 type Follower struct {
 	db       *postgres.DB
 	machines Discoverer
+	preseeds ShippedPreseeds
 	log      *slog.Logger
-	now      func() time.Time
 	cfg      Config
+}
+
+// ShippedPreseeds stores the default preseeds racks ship
+// (preseed.Service).
+type ShippedPreseeds interface {
+	StoreShipped(ctx context.Context, rackID string, p events.ShippedPreseed, cause *events.Event) error
 }
 
 // Discoverer makes a machine of a MAC nobody knows; the machine lifecycle
@@ -51,11 +51,11 @@ type Config struct {
 }
 
 // New returns a follower.
-func New(db *postgres.DB, machines Discoverer, log *slog.Logger, cfg Config) *Follower {
+func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *slog.Logger, cfg Config) *Follower {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
-	return &Follower{db: db, machines: machines, log: log, now: time.Now, cfg: cfg}
+	return &Follower{db: db, machines: machines, preseeds: preseeds, log: log, cfg: cfg}
 }
 
 // Run follows the log until ctx ends.
@@ -130,80 +130,20 @@ func (f *Follower) discover(ctx context.Context, e postgres.Stored) error {
 	return err
 }
 
-// shippedPreseeds stores each default preseed of a rack's snapshot as a
-// version whose origin is the rack, when that content is not stored yet.
-// It becomes the current version only when the current one came from a
-// rack too: an operator's edit is never silently overwritten.
+// shippedPreseeds has each default preseed of a rack's snapshot stored as
+// a version whose origin is the rack.
 func (f *Follower) shippedPreseeds(ctx context.Context, e postgres.Stored) error {
 	var c events.Capabilities
 	if err := e.DecodeData(&c); err != nil {
 		return err
 	}
 	rackID := events.RackIDFromSource(e.Source)
-	origin := "rack:" + rackID
 	for _, p := range c.Preseeds {
-		if err := preseed.Check(p.Name, p.Content); err != nil {
-			f.log.Warn("rack ships a preseed that does not render; not stored", "rack_id", rackID, "preseed", p.Name, "err", err)
-			continue
-		}
-		if err := f.storeShipped(ctx, e, origin, p); err != nil {
+		if err := f.preseeds.StoreShipped(ctx, rackID, p, &e.Event); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func (f *Follower) storeShipped(ctx context.Context, cause postgres.Stored, origin string, p events.ShippedPreseed) error {
-	d := events.PreseedVersionCreated{Name: p.Name, Version: 1, Content: p.Content, Scope: p.Scope, Origin: origin,
-		Author: origin, Comment: "default shipped by the rack", Current: true}
-	expected := postgres.ExpectNoStream
-	cur, err := f.db.GetPreseed(ctx, p.Name)
-	switch {
-	case err == nil:
-		versions, err := f.db.ListPreseedVersions(ctx, p.Name)
-		if err != nil {
-			return err
-		}
-		for _, v := range versions {
-			if v.Origin != origin {
-				continue
-			}
-			full, err := f.db.GetPreseedVersion(ctx, p.Name, v.Version)
-			if err != nil {
-				return err
-			}
-			if full.Content == p.Content {
-				return nil // this content from this rack is stored already
-			}
-		}
-		current, err := f.db.GetPreseedVersion(ctx, p.Name, cur.CurrentVersion)
-		if err != nil {
-			return err
-		}
-		d.Version, d.BasedOn, d.Scope = cur.LatestVersion+1, cur.LatestVersion, cur.Scope
-		d.Current = strings.HasPrefix(current.Origin, "rack:")
-		expected = cur.LatestVersion
-	case rackplane.ErrorCode(err) != rackplane.ENOTFOUND:
-		return err
-	}
-	ev, err := events.New(events.RegionSource, events.TypePreseedVersionCreated, events.PreseedStreamName(p.Name), f.now(), d)
-	if err != nil {
-		return err
-	}
-	ev = ev.CausedBy(cause.Event)
-	ev.Actor = origin
-	err = f.db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := f.db.Emit(ctx, tx, ev.Subject, expected, ev)
-		return err
-	})
-	var ce *postgres.ConflictError
-	if errors.As(err, &ce) {
-		return nil // someone stored a version meanwhile; the next snapshot tries again
-	}
-	if err == nil {
-		f.log.Info("stored a rack's default preseed", "preseed", p.Name, "version", d.Version, "origin", origin, "current", d.Current)
-	}
-	return err
 }
 
 // sleep waits for d, ctx's end, or woken (nil: never).

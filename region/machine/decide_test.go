@@ -25,7 +25,7 @@ func at(status string) rackplane.Machine {
 	return m
 }
 
-var image = machine.BootImage{OS: "ubuntu", Release: "noble", Arch: "amd64", Subarch: "generic",
+var image = machine.BootImage{OS: "ubuntu", Release: "noble", Arch: "amd64", Subarch: "generic", // as machinetest.Database has it
 	VersionID: "ubuntu/amd64/generic/noble/stable/1", RackID: "0190f0e0-0000-7000-8000-0000000000aa", RackName: "r1",
 	BootURL: "http://10.0.0.1:5248/", Files: []string{"linux", "initrd"}, Version: "1", Online: true}
 

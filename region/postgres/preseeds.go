@@ -146,3 +146,12 @@ func (db *DB) PreseedFor(ctx context.Context, machineID, os, release, arch strin
 	}
 	return p, wrap("preseed for machine", err)
 }
+
+// AppendPreseed appends ev to preseed name's stream, in a transaction of
+// its own, at version expected (ExpectNoStream: a new preseed).
+func (db *DB) AppendPreseed(ctx context.Context, name string, expected int64, ev events.Event) error {
+	return db.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := db.Emit(ctx, tx, events.PreseedStreamName(name), expected, ev)
+		return err
+	})
+}

@@ -1,0 +1,89 @@
+package follower_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/follower"
+	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/machine/machinetest"
+	"github.com/rackplane/rackplane/region/preseed"
+)
+
+// The follower reacts to a rack's events as they are appended: it is
+// woken by the append, not by its poll, which the test sets to an hour.
+func TestFollowerReactsToRackEvents(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	machines := machine.NewService(db, nil, log)
+	preseeds := preseed.NewService(db, nil, log)
+	wake := db.NewEventWatch()
+	f := follower.New(db, machines, preseeds, log, follower.Config{Wake: wake, Poll: time.Hour})
+	done := make(chan error, 2)
+	go func() { done <- wake.Run(ctx) }()
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	}()
+
+	src := events.RackSource(machinetest.RackID)
+	handoff, _ := events.New(src, events.TypeBootHandoff, events.RackStreamName(machinetest.RackID), time.Now(),
+		events.BootHandoff{Protocol: "tftp", FileName: "pxelinux.cfg/01-52-54-00-00-06-01", Route: "config", MAC: "52:54:00:00:06:01"})
+	caps, _ := events.New(src, events.TypeCapabilitiesReported, events.RackStreamName(machinetest.RackID), time.Now(),
+		events.Capabilities{Preseeds: []events.ShippedPreseed{
+			{Name: "rack-default", Scope: events.PreseedScope{Kind: "global"}, Content: "#cloud-config\nhostname: {{.Machine.Hostname}}\n"},
+			{Name: "broken", Scope: events.PreseedScope{Kind: "global"}, Content: "{{.Nope}}"},
+		}})
+	// Twice: the second of each is a no-op, not a second machine or version.
+	for range 2 {
+		err := db.InTx(ctx, func(tx pgx.Tx) error {
+			_, err := db.AppendAny(ctx, tx, []events.Event{handoff, caps})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handoff.ID, caps.ID = uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ms, err := machines.List(ctx, machine.Filter{MAC: "52:54:00:00:06:01"})
+		vs, _ := preseeds.Versions(ctx, "rack-default")
+		if err == nil && len(ms) == 1 && len(vs) == 1 {
+			if ms[0].Status != events.MachineNew || ms[0].BootRackID == nil || *ms[0].BootRackID != machinetest.RackID {
+				t.Fatalf("discovered %+v", ms[0])
+			}
+			if vs[0].Origin != "rack:"+machinetest.RackID {
+				t.Fatalf("shipped preseed version %+v", vs[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: machines %+v (%v), preseed versions %+v", ms, err, vs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := preseeds.Get(ctx, "broken"); err == nil {
+		t.Fatal("a shipped preseed that does not render was stored")
+	}
+	// Both events' copies were followed: still one machine, one version.
+	time.Sleep(200 * time.Millisecond)
+	ms, _ := machines.List(ctx, machine.Filter{})
+	vs, _ := preseeds.Versions(ctx, "rack-default")
+	if len(ms) != 1 || len(vs) != 1 {
+		t.Fatalf("after the repeats: %d machines, %d versions", len(ms), len(vs))
+	}
+}

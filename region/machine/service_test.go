@@ -1,0 +1,218 @@
+package machine_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/machine/machinetest"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// world is a migrated database with one online rack that has one image,
+// and a lifecycle service on it whose clock the test moves.
+type world struct {
+	t     *testing.T
+	db    *postgres.DB
+	svc   *machine.Service
+	clock time.Time
+	mu    sync.Mutex
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	db := machinetest.Database(t)
+	w := &world{t: t, db: db, clock: now}
+	w.svc = machine.NewService(db, w.now, slog.New(slog.DiscardHandler))
+	return w
+}
+
+func (w *world) now() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.clock
+}
+
+func (w *world) advance(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.clock = w.clock.Add(d)
+}
+
+func (w *world) create(hostname, mac string) rackplane.Machine {
+	w.t.Helper()
+	m, err := w.svc.Create(context.Background(), machine.CreateRequest{Hostname: hostname, MACs: []string{mac}}, machine.Meta{Actor: "tester"})
+	if err != nil {
+		w.t.Fatalf("create %s: %v", hostname, err)
+	}
+	return m
+}
+
+func (w *world) deploy(m rackplane.Machine) rackplane.Machine {
+	w.t.Helper()
+	res, err := w.svc.Deploy(context.Background(), m.ID, machine.DeployRequest{OS: "ubuntu", Release: "noble"}, machine.Meta{Actor: "tester"})
+	if err != nil {
+		w.t.Fatalf("deploy %s: %v", m.Hostname, err)
+	}
+	return res.After
+}
+
+func TestServiceDeploysAndReports(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	m := w.create("node1", "52:54:00:00:01:01")
+	if m.Status != events.MachineReady || m.Version == 0 || len(m.Actions) == 0 {
+		t.Fatalf("created %+v", m)
+	}
+	d := w.deploy(m)
+	if d.Status != events.MachineDeploying || d.ImageVersionID != image.VersionID || d.DeploymentID == nil {
+		t.Fatalf("deployed %+v", d)
+	}
+	b, err := w.db.BootDecision(ctx, "52:54:00:00:01:01")
+	if err != nil || b == nil || b.Purpose != events.BootPurposeInstall || b.Kernel != image.VersionID+"/linux" {
+		t.Fatalf("boot decision after deploy: %+v %v", b, err)
+	}
+
+	// A report for another deployment is refused and changes nothing.
+	if _, err := w.svc.InstallReported(ctx, m.ID, "0190f0e0-0000-7000-8000-00000000dead", true, "", machine.Meta{}); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+		t.Fatalf("report for another deployment: %v", err)
+	}
+	res, err := w.svc.InstallReported(ctx, m.ID, *d.DeploymentID, true, "done", machine.Meta{})
+	if err != nil || !res.Changed || res.After.Status != events.MachineDeployed || res.After.DeployedAt == nil {
+		t.Fatalf("success report: %+v %v", res, err)
+	}
+	// Installers retry: the same report again is answered, not refused.
+	res, err = w.svc.InstallReported(ctx, m.ID, *d.DeploymentID, true, "done", machine.Meta{})
+	if err != nil || res.Changed || res.After.Status != events.MachineDeployed {
+		t.Fatalf("repeated report: %+v %v", res, err)
+	}
+	if b, _ := w.db.BootDecision(ctx, "52:54:00:00:01:01"); b == nil || b.Purpose != events.BootPurposeLocal {
+		t.Fatalf("a deployed machine boots %+v, want from its disk", b)
+	}
+	// A failure report now is too late.
+	if _, err := w.svc.InstallReported(ctx, m.ID, *d.DeploymentID, false, "", machine.Meta{}); rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+		t.Fatalf("late failure report: %v", err)
+	}
+
+	// Broken and fixed: back to deployed, because it was.
+	if res, err := w.svc.MarkBroken(ctx, m.ID, "fan", machine.Meta{}); err != nil || res.After.Status != events.MachineBroken || res.After.StatusReason != "fan" {
+		t.Fatalf("mark broken: %+v %v", res.After, err)
+	}
+	if res, err := w.svc.MarkFixed(ctx, m.ID, machine.Meta{}); err != nil || res.After.Status != events.MachineDeployed || res.After.StatusReason != "" {
+		t.Fatalf("mark fixed: %+v %v", res.After, err)
+	}
+	if res, err := w.svc.Release(ctx, m.ID, machine.Meta{}); err != nil || res.After.Status != events.MachineReady || res.After.DeploymentID != nil || res.After.DeployedAt != nil {
+		t.Fatalf("release: %+v %v", res.After, err)
+	}
+	if _, err := w.svc.Release(ctx, m.ID, machine.Meta{}); rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+		t.Fatalf("release of a ready machine: %v", err)
+	}
+
+	// The projection that the lifecycle wrote is what a rebuild from the
+	// log makes.
+	before, _ := w.svc.Get(ctx, m.ID)
+	if _, err := w.db.RebuildProjections(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := w.svc.Get(ctx, m.ID)
+	if before.Status != after.Status || before.Version != after.Version || before.UpdatedAt != after.UpdatedAt {
+		t.Fatalf("rebuild changed the machine:\n%+v\n%+v", before, after)
+	}
+}
+
+func TestServiceTimesOutDeployments(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	late := w.deploy(w.create("late", "52:54:00:00:02:01"))
+	w.advance(20 * time.Minute)
+	fresh := w.deploy(w.create("fresh", "52:54:00:00:02:02"))
+	w.advance(15 * time.Minute)
+
+	failed, err := w.svc.TimeOutDeployments(ctx, 30*time.Minute, 100)
+	if err != nil || len(failed) != 1 || failed[0].ID != late.ID {
+		t.Fatalf("timed out %+v, %v; want only %s", failed, err, late.Hostname)
+	}
+	m, _ := w.svc.Get(ctx, late.ID)
+	if m.Status != events.MachineFailed || !strings.Contains(m.StatusReason, "within the deployment timeout of 30m0s") {
+		t.Fatalf("timed-out machine: %+v", m)
+	}
+	if m, _ := w.svc.Get(ctx, fresh.ID); m.Status != events.MachineDeploying {
+		t.Fatalf("a deployment within its time was failed: %+v", m)
+	}
+	// Nothing more to do: a second check fails nothing.
+	if failed, err := w.svc.TimeOutDeployments(ctx, 30*time.Minute, 100); err != nil || len(failed) != 0 {
+		t.Fatalf("second check: %+v %v", failed, err)
+	}
+}
+
+// Two changes of one machine at once: both decided on what they read,
+// and each applied once, in some order; a pinned version loses with 412.
+func TestServiceSerialisesChanges(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	m := w.create("node1", "52:54:00:00:03:01")
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = w.svc.MarkBroken(ctx, m.ID, "race", machine.Meta{})
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case rackplane.ErrorCode(err) != rackplane.ECONFLICT:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 8 concurrent mark-broken went through, want exactly 1: %v", ok, errs)
+	}
+	stale := m.Version
+	if _, err := w.svc.MarkFixed(ctx, m.ID, machine.Meta{IfMatch: &stale}); rackplane.ErrorCode(err) != rackplane.EPRECONDITION {
+		t.Fatalf("a change at a stale version: %v", err)
+	}
+}
+
+func TestServiceDiscoversOnce(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	made := make([]bool, 4)
+	for i := range made {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			made[i], err = w.svc.Discover(ctx, "52-54-00-00-04-01", "0190f0e0-0000-7000-8000-0000000000aa", machine.Meta{Actor: "system:discovery"})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for _, ok := range made {
+		if ok {
+			n++
+		}
+	}
+	ms, err := w.svc.List(ctx, machine.Filter{MAC: "52:54:00:00:04:01"})
+	if n != 1 || err != nil || len(ms) != 1 || ms[0].Status != events.MachineNew || ms[0].Origin != "discovered" {
+		t.Fatalf("%d discoveries made %+v (%v); want one new machine", n, ms, err)
+	}
+	if _, err := w.svc.List(ctx, machine.Filter{Status: "bogus"}); rackplane.ErrorCode(err) != rackplane.EINVALID {
+		t.Fatalf("an unknown status filter: %v", err)
+	}
+}

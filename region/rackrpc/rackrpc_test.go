@@ -1,0 +1,107 @@
+package rackrpc_test
+
+import (
+	"context"
+	"log/slog"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/machine/machinetest"
+	"github.com/rackplane/rackplane/region/preseed"
+	"github.com/rackplane/rackplane/region/rackrpc"
+)
+
+// What a rack asks the region while a machine installs, over a real NATS
+// server and database: the boot decision, the pinned preseed (with the
+// status URL in it) and the installer's report with that URL's token.
+func TestInstallerConversation(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	machines := machine.NewService(db, nil, log)
+	preseeds := preseed.NewService(db, nil, log)
+	ns := natsserver.StartTest(t)
+	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
+	t.Cleanup(srv.Close)
+	if err := rackrpc.New(db, machines, log).Register(srv); err != nil {
+		t.Fatal(err)
+	}
+	nc := ns.Connect()
+	call := func(method string, req, out any) error {
+		return rpc.Call(ctx, nc, events.RegionRPCSubject(method), req, out)
+	}
+
+	if err := preseeds.Create(ctx, "default", "#cloud-config\nhostname: {{.Machine.Hostname}}\nstatus: {{.URLs.Status}}\n", nil, "", preseed.Meta{Actor: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := machines.Create(ctx, machine.CreateRequest{Hostname: "node1", MACs: []string{"52:54:00:00:05:01"}}, machine.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asRack := map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID}
+
+	// Before a deployment there is nothing to serve.
+	if err := call("preseed", asRack, nil); rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
+		t.Fatalf("preseed of a ready machine: %v", err)
+	}
+	res, err := machines.Deploy(ctx, m.ID, machine.DeployRequest{OS: "ubuntu", Release: "noble"}, machine.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var bd events.BootDecisionReply
+	if err := call("boot_decision", map[string]any{"rack_id": machinetest.RackID, "mac": "52:54:00:00:05:01"}, &bd); err != nil ||
+		bd.Decision == nil || bd.Decision.Purpose != events.BootPurposeInstall || bd.Decision.PreseedURL != machinetest.BootURL+"/preseed/"+m.ID {
+		t.Fatalf("boot decision: %+v %v", bd.Decision, err)
+	}
+
+	var p rackrpc.PreseedReply
+	if err := call("preseed", asRack, &p); err != nil || p.Name != "default" || p.Version != res.After.PreseedVersion {
+		t.Fatalf("preseed: %+v %v", p, err)
+	}
+	tokenRE := regexp.MustCompile(`status: ` + regexp.QuoteMeta(machinetest.BootURL+"/status/"+m.ID+"/") + `(\S+)`)
+	sm := tokenRE.FindStringSubmatch(p.Content)
+	if sm == nil {
+		t.Fatalf("the preseed has no status URL of this machine:\n%s", p.Content)
+	}
+	token := sm[1]
+
+	report := func(tok, result string) (rackrpc.InstallStatusReply, error) {
+		var r rackrpc.InstallStatusReply
+		err := call("install_status", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "token": tok, "result": result}, &r)
+		return r, err
+	}
+	if _, err := report("not-the-token", "success"); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+		t.Fatalf("a report with a wrong token: %v", err)
+	}
+	if _, err := report(token, "maybe"); rackplane.ErrorCode(err) != rackplane.EINVALID {
+		t.Fatalf("a report that is not success or failure: %v", err)
+	}
+	if r, err := report(token, "success"); err != nil || !r.Changed || r.Status != events.MachineDeployed {
+		t.Fatalf("the report: %+v %v", r, err)
+	}
+	if r, err := report(token, "success"); err != nil || r.Changed || r.Status != events.MachineDeployed {
+		t.Fatalf("the report again: %+v %v", r, err)
+	}
+
+	// The token was the deployment's: after a release and a new
+	// deployment it is worth nothing.
+	if _, err := machines.Release(ctx, m.ID, machine.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := machines.Deploy(ctx, m.ID, machine.DeployRequest{OS: "ubuntu", Release: "noble"}, machine.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := report(token, "failure"); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+		t.Fatalf("the old deployment's token on the new one: %v", err)
+	}
+	if got, _ := machines.Get(ctx, m.ID); got.Status != events.MachineDeploying {
+		t.Fatalf("after a refused report the machine is %s", got.Status)
+	}
+}

@@ -91,7 +91,9 @@ func (s *Service) Get(ctx context.Context, name string) (postgres.Preseed, error
 }
 
 // List returns every preseed.
-func (s *Service) List(ctx context.Context) ([]postgres.Preseed, error) { return s.store.ListPreseeds(ctx) }
+func (s *Service) List(ctx context.Context) ([]postgres.Preseed, error) {
+	return s.store.ListPreseeds(ctx)
+}
 
 // Version returns one version with its content.
 func (s *Service) Version(ctx context.Context, name string, v int64) (postgres.PreseedVersion, error) {

@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/region/ingest"
 	"github.com/rackplane/rackplane/region/liveness"
 	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/osregistry"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/rackrpc"
@@ -148,7 +149,8 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
-		Logger: log, Registerer: reg, Gatherer: reg})
+		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
+		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
 		return nil, err

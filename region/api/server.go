@@ -24,12 +24,13 @@ import (
 
 // Server serves the API.
 type Server struct {
-	db       *postgres.DB
-	machines Machines
-	nc       *nats.Conn
-	log      *slog.Logger
-	gatherer prometheus.Gatherer
-	mux      *http.ServeMux
+	db         *postgres.DB
+	machines   Machines
+	osRegistry OSRegistry
+	nc         *nats.Conn
+	log        *slog.Logger
+	gatherer   prometheus.Gatherer
+	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -65,7 +66,9 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 type Deps struct {
 	DB       *postgres.DB
 	Machines Machines
-	NATS     *nats.Conn
+	// OSRegistry serves /api/v1/os, rack capabilities and licence keys.
+	OSRegistry OSRegistry
+	NATS       *nats.Conn
 	// Heartbeats makes rack responses carry the latest heartbeat seen.
 	Heartbeats Heartbeats
 	// Appended lets GET /api/v1/events?wait= return as soon as events are
@@ -86,7 +89,7 @@ func New(d Deps) *Server {
 		d.Gatherer = prometheus.NewRegistry()
 	}
 	s := &Server{db: d.DB, machines: d.Machines, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
-		heartbeats: d.Heartbeats, appended: d.Appended,
+		osRegistry: d.OSRegistry, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),

@@ -29,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/region/osregistry"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -150,6 +151,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
 		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
+		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
 		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {

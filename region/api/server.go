@@ -27,6 +27,7 @@ type Server struct {
 	db         *postgres.DB
 	machines   Machines
 	osRegistry OSRegistry
+	rackImages RackImages
 	nc         *nats.Conn
 	log        *slog.Logger
 	gatherer   prometheus.Gatherer
@@ -66,8 +67,10 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 type Deps struct {
 	DB       *postgres.DB
 	Machines Machines
-	// OSRegistry serves /api/v1/os, rack capabilities and licence keys.
+	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
+	// rack's image store.
 	OSRegistry OSRegistry
+	RackImages RackImages
 	NATS       *nats.Conn
 	// Heartbeats makes rack responses carry the latest heartbeat seen.
 	Heartbeats Heartbeats
@@ -89,7 +92,7 @@ func New(d Deps) *Server {
 		d.Gatherer = prometheus.NewRegistry()
 	}
 	s := &Server{db: d.DB, machines: d.Machines, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
-		osRegistry: d.OSRegistry, heartbeats: d.Heartbeats, appended: d.Appended,
+		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),

@@ -26,9 +26,11 @@ import (
 	"github.com/rackplane/rackplane/region/ingest"
 	"github.com/rackplane/rackplane/region/liveness"
 	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/osregistry"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
+	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -150,8 +152,11 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
-	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor, Appended: r.appended,
-		Logger: log, Registerer: reg, Gatherer: reg})
+	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
+		Appended:   r.appended,
+		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
+		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
+		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
 		return nil, err

@@ -178,3 +178,11 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"entries": entries, "next": next})
 }
+
+type actorKey struct{}
+
+// Actor returns who makes an API request (set by authentication).
+func Actor(ctx context.Context) string {
+	a, _ := ctx.Value(actorKey{}).(string)
+	return a
+}

@@ -24,13 +24,15 @@ import (
 
 // Server serves the API.
 type Server struct {
-	db       *postgres.DB
-	machines Machines
-	preseeds Preseeds
-	nc       *nats.Conn
-	log      *slog.Logger
-	gatherer prometheus.Gatherer
-	mux      *http.ServeMux
+	db         *postgres.DB
+	machines   Machines
+	preseeds   Preseeds
+	osRegistry OSRegistry
+	rackImages RackImages
+	nc         *nats.Conn
+	log        *slog.Logger
+	gatherer   prometheus.Gatherer
+	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -67,7 +69,11 @@ type Deps struct {
 	DB       *postgres.DB
 	Machines Machines
 	Preseeds Preseeds
-	NATS     *nats.Conn
+	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
+	// rack's image store.
+	OSRegistry OSRegistry
+	RackImages RackImages
+	NATS       *nats.Conn
 	// Heartbeats makes rack responses carry the latest heartbeat seen.
 	Heartbeats Heartbeats
 	// Appended lets GET /api/v1/events?wait= return as soon as events are
@@ -88,7 +94,7 @@ func New(d Deps) *Server {
 		d.Gatherer = prometheus.NewRegistry()
 	}
 	s := &Server{db: d.DB, machines: d.Machines, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
-		heartbeats: d.Heartbeats, appended: d.Appended,
+		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),

@@ -1,0 +1,75 @@
+package rackimages
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/rack/images"
+)
+
+func TestRPCSchema(t *testing.T) {
+	for _, tc := range []struct{ method, part, want string }{
+		{images.MethodGC, "request", "images_rpc_gc.request.v1"},
+		{images.MethodList, "reply", "images_rpc_list.reply.v1"},
+		{images.MethodImports, "request", "images_rpc_imports.request.v1"},
+	} {
+		if got := rpcSchema(tc.method, tc.part); got != tc.want {
+			t.Errorf("rpcSchema(%q, %q) = %q, want %q", tc.method, tc.part, got, tc.want)
+		}
+	}
+}
+
+func TestSourceKind(t *testing.T) {
+	yes := true
+	for _, tc := range []struct {
+		req  ImportRequest
+		want string
+	}{
+		{ImportRequest{URL: "https://user:secret@example.org/m.json"}, "url"},
+		{ImportRequest{Dir: "/srv/images"}, "dir"},
+		{ImportRequest{SystemBootloaders: &yes}, "system_bootloaders"},
+	} {
+		if got := sourceKind(tc.req); got != tc.want {
+			t.Errorf("sourceKind(%+v) = %q, want %q", tc.req, got, tc.want)
+		}
+	}
+}
+
+// TestEncode: a request is checked against its method's schema before it
+// leaves; one that breaks it is EINVALID naming the method, on one line.
+func TestEncode(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		name   string
+		method string
+		req    any
+		want   string // the body, or "" when refused
+	}{
+		{"list", images.MethodList, struct{}{}, `{}`},
+		{"import from a dir", images.MethodImport, ImportRequest{Dir: "/srv/images"}, `{"dir":"/srv/images"}`},
+		{"import of the system bootloaders", images.MethodImport, ImportRequest{SystemBootloaders: &yes}, `{"system_bootloaders":true}`},
+		{"import of no bootloaders", images.MethodImport, ImportRequest{SystemBootloaders: &no}, ""},
+		{"import from a relative dir", images.MethodImport, ImportRequest{Dir: "images"}, ""},
+		{"import with no source", images.MethodImport, ImportRequest{}, ""},
+		{"all imports", images.MethodImports, importsRequest{}, `{}`},
+		{"delete", images.MethodDelete, deleteRequest{VersionID: "ubuntu/noble/amd64/ga-24.04/generic/20240101"},
+			`{"version_id":"ubuntu/noble/amd64/ga-24.04/generic/20240101"}`},
+		{"delete of no version", images.MethodDelete, deleteRequest{}, ""},
+		{"gc dry run", images.MethodGC, gcRequest{DryRun: true}, `{"dry_run":true}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := Encode(tc.method, tc.req)
+			if tc.want == "" {
+				if rackplane.ErrorCode(err) != rackplane.EINVALID || !strings.Contains(rackplane.ErrorMessage(err), tc.method) ||
+					strings.Contains(rackplane.ErrorMessage(err), "\n") {
+					t.Fatalf("Encode = %s, %v (code %s): want EINVALID naming %s on one line", body, err, rackplane.ErrorCode(err), tc.method)
+				}
+				return
+			}
+			if err != nil || string(body) != tc.want {
+				t.Fatalf("Encode = %s, %v; want %s", body, err, tc.want)
+			}
+		})
+	}
+}

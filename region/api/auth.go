@@ -18,7 +18,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	if !ok || token == "" {
 		return "", rackplane.Errorf(rackplane.EUNAUTHORIZED, "an API token is needed: send Authorization: Bearer <token>")
 	}
-	t, err := s.db.Authenticate(r.Context(), strings.TrimSpace(token), time.Now())
+	t, err := s.tokens.Authenticate(r.Context(), strings.TrimSpace(token), time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +60,7 @@ func (s *Server) audit(r *http.Request, pattern string, status int, n *auditNote
 	// The request is answered; its context may be gone.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
-	if err := s.db.Audit(ctx, e); err != nil {
+	if err := s.auditLog.Audit(ctx, e); err != nil {
 		s.log.Error("audit log write failed", "action", pattern, "actor", e.Actor, "request_id", e.RequestID, "err", err)
 	}
 }
@@ -103,7 +103,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Actor == "" {
 		req.Actor = Actor(r.Context())
 	}
-	t, plain, err := s.db.CreateToken(r.Context(), req.Name, req.Actor, Actor(r.Context()), time.Now())
+	t, plain, err := s.tokens.CreateToken(r.Context(), req.Name, req.Actor, Actor(r.Context()), time.Now())
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
-	ts, err := s.db.ListTokens(r.Context())
+	ts, err := s.tokens.ListTokens(r.Context())
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	t, err := s.db.RevokeToken(r.Context(), id, Actor(r.Context()), time.Now())
+	t, err := s.tokens.RevokeToken(r.Context(), id, Actor(r.Context()), time.Now())
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.Limit, f.Last = last, true
 	}
-	entries, err := s.db.ListAudit(r.Context(), f)
+	entries, err := s.auditLog.ListAudit(r.Context(), f)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	checks := map[string]string{"postgres": "ok", "nats": "ok"}
 	ready := true
-	if err := s.db.Ping(ctx); err != nil {
+	if err := s.pinger.Ping(ctx); err != nil {
 		s.log.Warn("readiness: postgres", "err", err)
 		checks["postgres"] = "unreachable"
 		ready = false
@@ -39,7 +39,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listRacks(w http.ResponseWriter, r *http.Request) error {
-	racks, err := s.db.ListRacks(r.Context())
+	racks, err := s.racks.ListRacks(r.Context())
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (s *Server) getRack(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rack, err := s.db.GetRack(r.Context(), id)
+	rack, err := s.racks.GetRack(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -147,13 +147,13 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		if s.appended != nil {
 			woken = s.appended.Next()
 		}
-		if err := s.db.AwaitSettled(ctx, time.Second); err != nil {
+		if err := s.eventLog.AwaitSettled(ctx, time.Second); err != nil {
 			return err
 		}
 		if last > 0 {
-			evs, next, err = s.db.ReadLastEvents(ctx, last, f)
+			evs, next, err = s.eventLog.ReadLastEvents(ctx, last, f)
 		} else {
-			evs, next, err = s.db.ReadEvents(ctx, after, limit, f)
+			evs, next, err = s.eventLog.ReadEvents(ctx, after, limit, f)
 		}
 		if err != nil {
 			return err
@@ -180,7 +180,7 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rej, err := s.db.ListRejected(r.Context(), limit)
+	rej, err := s.eventLog.ListRejected(r.Context(), limit)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,11 @@ import (
 // Server serves the API.
 type Server struct {
 	db         *postgres.DB
+	racks      Racks
+	eventLog   EventLog
+	tokens     Tokens
+	auditLog   AuditLog
+	pinger     Pinger
 	machines   Machines
 	preseeds   Preseeds
 	osRegistry OSRegistry
@@ -63,10 +68,17 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 	}
 }
 
-// Deps are what the API serves from. Machines is required; the rest may
-// be nil in a server that does not serve their routes.
+// Deps are what the API serves from; a server built for one area's test
+// may leave the others nil.
 type Deps struct {
+	// DB is every store below at once, for what Racks, EventLog, Tokens,
+	// AuditLog and Pinger leave unset, and for the volume routes.
 	DB       *postgres.DB
+	Racks    Racks
+	EventLog EventLog
+	Tokens   Tokens
+	AuditLog AuditLog
+	Pinger   Pinger
 	Machines Machines
 	Preseeds Preseeds
 	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
@@ -93,7 +105,26 @@ func New(d Deps) *Server {
 	if d.Gatherer == nil {
 		d.Gatherer = prometheus.NewRegistry()
 	}
-	s := &Server{db: d.DB, machines: d.Machines, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+	if d.DB != nil {
+		// Fill in, from DB, each store the caller did not give.
+		if d.Racks == nil {
+			d.Racks = d.DB
+		}
+		if d.EventLog == nil {
+			d.EventLog = d.DB
+		}
+		if d.Tokens == nil {
+			d.Tokens = d.DB
+		}
+		if d.AuditLog == nil {
+			d.AuditLog = d.DB
+		}
+		if d.Pinger == nil {
+			d.Pinger = d.DB
+		}
+	}
+	s := &Server{db: d.DB, racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
+		machines: d.Machines, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -196,18 +197,11 @@ func (r *Region) Run(ctx context.Context) error {
 
 // ensureStreams retries while NATS is not there yet.
 func (r *Region) ensureStreams(ctx context.Context) error {
-	for {
+	return backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		r.log.Warn("JetStream not ready, retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+		defer cancel()
+		return events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
+	}, func(err error, wait time.Duration) {
+		r.log.Warn("JetStream not ready, retrying", "err", err, "retry_in", wait)
+	})
 }

@@ -422,17 +422,20 @@ func (r *Rack) Run(ctx context.Context) error {
 		}
 	}
 	g.Go(func() error { return r.presence(ctx) })
+	hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
 	g.Go(func() error {
-		hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx)
-		}()
 		if err := hs.Serve(r.ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("rack http: %w", err)
 		}
+		return nil
+	})
+	// In the group, not beside it: Serve returns as soon as Shutdown
+	// starts, and Run must wait for the requests Shutdown waits for.
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
 		return nil
 	})
 	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())

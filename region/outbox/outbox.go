@@ -66,7 +66,11 @@ func New(db *postgres.DB, js jetstream.JetStream, cfg Config) *Relay {
 // every Poll.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	go r.listen(ctx, wake)
+	ctx, cancel := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	go func() { defer close(listening); r.listen(ctx, wake) }()
+	// Run returns only once the listener has: it holds a connection.
+	defer func() { cancel(); <-listening }()
 	retry := backoff.New(backoff.Policy{})
 	for ctx.Err() == nil {
 		n, err := r.db.RelayOutbox(ctx, r.cfg.Batch, r.publish)

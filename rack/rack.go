@@ -230,9 +230,11 @@ type Rack struct {
 }
 
 // New builds a rack on a NATS connection (which should retry forever:
-// racks keep working while NATS is away). It takes the HTTP address right
-// away, so the address is known on return.
-func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
+// racks keep working while NATS is away). It takes the HTTP and TFTP
+// addresses right away, so they are known on return, and opens the image
+// store, which may mean verifying every image (-scrub-at-start) within
+// ctx. When it fails it releases all it took; Run releases it otherwise.
+func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger) (_ *Rack, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -255,6 +257,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 		rpc: rpc.NewServer(nc, id, log, 64, max(30*time.Second, cfg.StorageTimeout+10*time.Second)),
 		mux: http.NewServeMux(),
 	}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
 	r.publisher = events.NewPublisher(js, events.PublisherConfig{
 		Source: events.RackSource(id), Subject: events.RackStreamName(id),
 		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
@@ -266,8 +273,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 	if r.cfg.BootURL == "" {
 		r.cfg.BootURL = defaultBootURL(r.ln.Addr().(*net.TCPAddr))
 	}
-	if err := r.openServices(js); err != nil {
-		r.ln.Close()
+	if err := r.openServices(ctx, js); err != nil {
 		return nil, err
 	}
 	r.mux.Handle("/", r.httpboot.Handler())
@@ -298,9 +304,27 @@ func defaultBootURL(addr *net.TCPAddr) string {
 	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
 }
 
+// close releases what New took: the listeners and the image store's lock.
+// Any of them may be missing when New failed before taking it.
+func (r *Rack) close() {
+	if r.tftp != nil {
+		r.tftp.Close()
+	}
+	if r.resolver != nil {
+		_ = r.resolver.Close()
+	}
+	if r.images != nil {
+		_ = r.images.Close()
+	}
+	if r.ln != nil {
+		_ = r.ln.Close()
+	}
+}
+
 // openServices opens the image store and storage providers and the
-// capability reporter that describes them.
-func (r *Rack) openServices(js jetstream.JetStream) error {
+// capability reporter that describes them. New's clean-up closes what it
+// opened when it fails.
+func (r *Rack) openServices(ctx context.Context, js jetstream.JetStream) error {
 	dataDir, err := filepath.Abs(r.cfg.DataDir)
 	if err != nil {
 		return err
@@ -309,7 +333,7 @@ func (r *Rack) openServices(js jetstream.JetStream) error {
 	// exists first and learns of them after.
 	r.capabilities = capabilities.New(capabilities.Config{RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "capabilities"),
 		PreseedDir: r.cfg.PreseedDir})
-	r.images, err = images.Open(context.Background(), images.Config{
+	r.images, err = images.Open(ctx, images.Config{
 		DataDir: dataDir, RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "images"),
 		Registerer: r.registry, KeepNewest: r.cfg.KeepImageVersions, InFlightWindow: r.cfg.InFlightWindow,
 		ScrubAtOpen: r.cfg.ScrubAtStart, OnChange: r.capabilities.Changed, Now: r.cfg.ImageClock,
@@ -323,15 +347,10 @@ func (r *Rack) openServices(js jetstream.JetStream) error {
 		OnChange: func([]storage.Provider) { r.capabilities.Changed() },
 	})
 	if err != nil {
-		r.images.Close()
 		return fmt.Errorf("storage providers: %w", err)
 	}
 	r.capabilities.Describe(r.images, r.storage.Providers)
-	if err := r.openBoot(js, dataDir); err != nil {
-		r.images.Close()
-		return err
-	}
-	return nil
+	return r.openBoot(js, dataDir)
 }
 
 // Images returns the rack's image store.
@@ -375,9 +394,9 @@ func (r *Rack) info() Info {
 		HTTP: []string{r.HTTPAddr()}, Buffered: r.publisher.Buffered(), Dropped: r.publisher.Dropped()}
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends, then releases what New took.
 func (r *Rack) Run(ctx context.Context) error {
-	defer r.ln.Close()
+	defer r.close()
 	r.started = r.now().UTC().Truncate(time.Microsecond)
 	infoHandler := func(context.Context, []byte) (any, error) { return r.info(), nil }
 	if err := r.rpc.Handle(events.RackRPCSubject(r.id, "info"), "", infoHandler); err != nil {
@@ -387,7 +406,6 @@ func (r *Rack) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.rpc.Close()
-	defer r.images.Close()
 	if err := r.images.RegisterRPC(r.rpc, r.id); err != nil {
 		return err
 	}
@@ -400,7 +418,6 @@ func (r *Rack) Run(ctx context.Context) error {
 	if err := r.offload.HandleRPC(r.rpc, r.id); err != nil {
 		return err
 	}
-	defer r.resolver.Close()
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.publisher.Run(ctx) })

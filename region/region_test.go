@@ -164,7 +164,7 @@ func startRackConfig(t *testing.T, h *harness, cfg rack.Config) (*rack.Rack, con
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := rack.New(cfg, nc, testLogger())
+	r, err := rack.New(context.Background(), cfg, nc, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

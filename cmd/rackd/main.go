@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	r, err := rack.New(cfg, nc, log)
+	r, err := rack.New(ctx, cfg, nc, log)
 	if err != nil {
 		return err
 	}

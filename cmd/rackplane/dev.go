@@ -125,7 +125,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	kcfg := rack.DefaultConfig()
 	kcfg.DataDir, kcfg.Name, kcfg.NATSURL, kcfg.HTTPAddr, kcfg.LogLevel = filepath.Join(dataDir, "rack"), cfg.RackName, natsURL, cfg.RackHTTPAddr, cfg.LogLevel
 	kcfg.TFTPAddrs = []string{cfg.TFTPAddr}
-	rk, err := rack.New(kcfg, rackNC, log.With("component", "rack"))
+	rk, err := rack.New(ctx, kcfg, rackNC, log.With("component", "rack"))
 	if err != nil {
 		return err
 	}

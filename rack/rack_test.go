@@ -26,7 +26,7 @@ import (
 func TestBootloadersByBareName(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	cfg := rack.DefaultConfig()
-	cfg.DataDir, cfg.Name, cfg.NATSURL = t.TempDir(), "boot-rack", ns.URL
+	cfg.DataDir, cfg.Name = t.TempDir(), "boot-rack"
 	cfg.HTTPAddr, cfg.TFTPAddrs = "127.0.0.1:0", []string{"127.0.0.1:0"}
 	cfg.ImportSystemBootloaders = true
 	r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -75,7 +75,7 @@ func TestIdentityAndInfo(t *testing.T) {
 	dir := t.TempDir()
 	run := func() (*rack.Rack, func()) {
 		cfg := rack.DefaultConfig()
-		cfg.DataDir, cfg.Name, cfg.NATSURL = dir, "info-rack", ns.URL
+		cfg.DataDir, cfg.Name = dir, "info-rack"
 		cfg.HTTPAddr, cfg.TFTPAddrs, cfg.ImportSystemBootloaders = "127.0.0.1:0", nil, false
 		r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {

@@ -115,7 +115,7 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 			return err
 		}
 		if err := r.tftp.Listen(); err != nil {
-			return fmt.Errorf("tftp: %w", err)
+			return err // it says "tftp: listen <address>"
 		}
 	}
 	r.httpboot, err = httpboot.NewServer(httpboot.Config{Addresses: []string{r.cfg.HTTPAddr}}, r.resolver,

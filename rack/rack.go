@@ -23,7 +23,6 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -36,17 +35,15 @@ import (
 	"github.com/rackplane/rackplane/rack/tftp"
 )
 
-// Config is the rack's configuration.
+// Config is the rack's configuration: what New and Run use. How the
+// binary reaches NATS and how it logs are not here: rackd dials and hands
+// New the connection (internal/daemon).
 type Config struct {
-	DataDir                               string
-	Name                                  string
-	NATSURL                               string
-	NATSCAFile, NATSCertFile, NATSKeyFile string
-	NATSNKeyFile                          string
-	HTTPAddr                              string
-	HeartbeatInterval                     time.Duration
-	EventBuffer                           int
-	LogLevel                              string
+	DataDir           string
+	Name              string
+	HTTPAddr          string
+	HeartbeatInterval time.Duration
+	EventBuffer       int
 
 	// Images.
 	ImportSystemBootloaders bool
@@ -65,10 +62,6 @@ type Config struct {
 	BootRoot      string
 	OffloadSocket string
 
-	// ImageClock is the clock of the image store's GC windows; nil is
-	// time.Now. Tests move it to age versions past InFlightWindow.
-	ImageClock func() time.Time
-
 	// PreseedDir holds default preseeds (<name>.preseed) the rack ships.
 	PreseedDir string
 
@@ -77,15 +70,16 @@ type Config struct {
 	BootFilesOverHTTP bool
 }
 
-// DefaultConfig returns the defaults.
+// DefaultConfig returns the defaults. The name is the host name (empty
+// when it is unknown, which Validate reports).
 func DefaultConfig() Config {
+	host, _ := os.Hostname()
 	return Config{
 		DataDir:           "/var/lib/rackplane/rack",
-		NATSURL:           nats.DefaultURL,
+		Name:              host,
 		HTTPAddr:          ":5248",
 		HeartbeatInterval: 2 * time.Second,
 		EventBuffer:       50000,
-		LogLevel:          "info",
 
 		ImportSystemBootloaders: true,
 		KeepImageVersions:       2,
@@ -115,15 +109,9 @@ func listFlag(dst *[]string) func(string) error {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the rack id, images and caches")
 	fs.StringVar(&c.Name, "name", c.Name, "rack name shown by the region (default: the host name)")
-	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
-	fs.StringVar(&c.NATSNKeyFile, "nats-nkey", c.NATSNKeyFile, "file holding the nkey seed to authenticate to NATS with")
-	fs.StringVar(&c.NATSCAFile, "nats-ca", c.NATSCAFile, "CA certificate(s) to verify the NATS server with; turns TLS on")
-	fs.StringVar(&c.NATSCertFile, "nats-cert", c.NATSCertFile, "client certificate for a NATS server that verifies clients")
-	fs.StringVar(&c.NATSKeyFile, "nats-key", c.NATSKeyFile, "key of -nats-cert")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
 	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin, ipxe) at start")
 	fs.BoolVar(&c.ScrubAtStart, "scrub-at-start", c.ScrubAtStart, "verify every stored image file against its sha256 at start")
 	fs.IntVar(&c.KeepImageVersions, "keep-image-versions", c.KeepImageVersions, "newest versions of each image that garbage collection always keeps")
@@ -140,35 +128,23 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
-func (c *Config) Validate() error {
+// It changes nothing: defaults are DefaultConfig's.
+func (c Config) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("-data-dir is empty: give a directory the rack may write"))
 	}
 	if c.Name == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			errs = append(errs, errors.New("-name is empty and the host name is unknown: give -name"))
-		}
-		c.Name = h
+		errs = append(errs, errors.New("-name is empty: give the rack a name (the default is the host name)"))
 	}
 	if len(c.Name) > 253 {
 		errs = append(errs, errors.New("-name is longer than 253 characters"))
-	}
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
-	}
-	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
-		errs = append(errs, errors.New("-nats-cert and -nats-key go together: give both or neither"))
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-http-addr %q: want host:port, such as :5248", c.HTTPAddr))
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
 		errs = append(errs, fmt.Errorf("-heartbeat-interval %s: want 100ms to 1h", c.HeartbeatInterval))
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
 	}
 	if c.KeepImageVersions < 1 {
 		errs = append(errs, fmt.Errorf("-keep-image-versions %d: want 1 or more", c.KeepImageVersions))
@@ -204,6 +180,7 @@ func (c *Config) Validate() error {
 // Rack is a running rack controller.
 type Rack struct {
 	cfg       Config
+	opts      options
 	id        string
 	nc        *nats.Conn
 	log       *slog.Logger
@@ -229,12 +206,32 @@ type Rack struct {
 	offloadSocket *offload.SocketServer
 }
 
+// Option changes what New builds in ways an operator has no say in.
+type Option func(*options)
+
+type options struct {
+	imageClock func() time.Time
+}
+
+// WithImageClock makes now the clock of the image store's garbage
+// collection windows (time.Now otherwise): tests move it forward to age
+// versions past -in-flight-window.
+func WithImageClock(now func() time.Time) Option {
+	return func(o *options) { o.imageClock = now }
+}
+
 // New builds a rack on a NATS connection (which should retry forever:
-// racks keep working while NATS is away). It takes the HTTP address right
-// away, so the address is known on return.
-func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
+// racks keep working while NATS is away). It takes the HTTP and TFTP
+// addresses right away, so they are known on return, and opens the image
+// store, which may mean verifying every image (-scrub-at-start) within
+// ctx. When it fails it releases all it took; Run releases it otherwise.
+func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts ...Option) (_ *Rack, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	id, err := LoadOrCreateID(cfg.DataDir)
 	if err != nil {
@@ -249,12 +246,17 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	natsmetrics.Register(reg, nc)
 	r := &Rack{
-		cfg: cfg, id: id, nc: nc, log: log, now: time.Now, registry: reg,
+		cfg: cfg, opts: o, id: id, nc: nc, log: log, now: time.Now, registry: reg,
 		// Handlers get as long as the longest action a rack runs (a storage
 		// script); each bounds its own work more tightly.
 		rpc: rpc.NewServer(nc, id, log, 64, max(30*time.Second, cfg.StorageTimeout+10*time.Second)),
 		mux: http.NewServeMux(),
 	}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
 	r.publisher = events.NewPublisher(js, events.PublisherConfig{
 		Source: events.RackSource(id), Subject: events.RackStreamName(id),
 		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
@@ -266,8 +268,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 	if r.cfg.BootURL == "" {
 		r.cfg.BootURL = defaultBootURL(r.ln.Addr().(*net.TCPAddr))
 	}
-	if err := r.openServices(js); err != nil {
-		r.ln.Close()
+	if err := r.openServices(ctx, js); err != nil {
 		return nil, err
 	}
 	r.mux.Handle("/", r.httpboot.Handler())
@@ -298,9 +299,27 @@ func defaultBootURL(addr *net.TCPAddr) string {
 	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port))
 }
 
+// close releases what New took: the listeners and the image store's lock.
+// Any of them may be missing when New failed before taking it.
+func (r *Rack) close() {
+	if r.tftp != nil {
+		r.tftp.Close()
+	}
+	if r.resolver != nil {
+		_ = r.resolver.Close()
+	}
+	if r.images != nil {
+		_ = r.images.Close()
+	}
+	if r.ln != nil {
+		_ = r.ln.Close()
+	}
+}
+
 // openServices opens the image store and storage providers and the
-// capability reporter that describes them.
-func (r *Rack) openServices(js jetstream.JetStream) error {
+// capability reporter that describes them. New's clean-up closes what it
+// opened when it fails.
+func (r *Rack) openServices(ctx context.Context, js jetstream.JetStream) error {
 	dataDir, err := filepath.Abs(r.cfg.DataDir)
 	if err != nil {
 		return err
@@ -309,10 +328,10 @@ func (r *Rack) openServices(js jetstream.JetStream) error {
 	// exists first and learns of them after.
 	r.capabilities = capabilities.New(capabilities.Config{RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "capabilities"),
 		PreseedDir: r.cfg.PreseedDir})
-	r.images, err = images.Open(context.Background(), images.Config{
+	r.images, err = images.Open(ctx, images.Config{
 		DataDir: dataDir, RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "images"),
 		Registerer: r.registry, KeepNewest: r.cfg.KeepImageVersions, InFlightWindow: r.cfg.InFlightWindow,
-		ScrubAtOpen: r.cfg.ScrubAtStart, OnChange: r.capabilities.Changed, Now: r.cfg.ImageClock,
+		ScrubAtOpen: r.cfg.ScrubAtStart, OnChange: r.capabilities.Changed, Now: r.opts.imageClock,
 	})
 	if err != nil {
 		return fmt.Errorf("image store: %w", err)
@@ -323,15 +342,10 @@ func (r *Rack) openServices(js jetstream.JetStream) error {
 		OnChange: func([]storage.Provider) { r.capabilities.Changed() },
 	})
 	if err != nil {
-		r.images.Close()
 		return fmt.Errorf("storage providers: %w", err)
 	}
 	r.capabilities.Describe(r.images, r.storage.Providers)
-	if err := r.openBoot(js, dataDir); err != nil {
-		r.images.Close()
-		return err
-	}
-	return nil
+	return r.openBoot(js, dataDir)
 }
 
 // Images returns the rack's image store.
@@ -375,9 +389,9 @@ func (r *Rack) info() Info {
 		HTTP: []string{r.HTTPAddr()}, Buffered: r.publisher.Buffered(), Dropped: r.publisher.Dropped()}
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends, then releases what New took.
 func (r *Rack) Run(ctx context.Context) error {
-	defer r.ln.Close()
+	defer r.close()
 	r.started = r.now().UTC().Truncate(time.Microsecond)
 	infoHandler := func(context.Context, []byte) (any, error) { return r.info(), nil }
 	if err := r.rpc.Handle(events.RackRPCSubject(r.id, "info"), "", infoHandler); err != nil {
@@ -387,7 +401,6 @@ func (r *Rack) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.rpc.Close()
-	defer r.images.Close()
 	if err := r.images.RegisterRPC(r.rpc, r.id); err != nil {
 		return err
 	}
@@ -400,7 +413,6 @@ func (r *Rack) Run(ctx context.Context) error {
 	if err := r.offload.HandleRPC(r.rpc, r.id); err != nil {
 		return err
 	}
-	defer r.resolver.Close()
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.publisher.Run(ctx) })
@@ -422,17 +434,20 @@ func (r *Rack) Run(ctx context.Context) error {
 		}
 	}
 	g.Go(func() error { return r.presence(ctx) })
+	hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
 	g.Go(func() error {
-		hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx)
-		}()
 		if err := hs.Serve(r.ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("rack http: %w", err)
 		}
+		return nil
+	})
+	// In the group, not beside it: Serve returns as soon as Shutdown
+	// starts, and Run must wait for the requests Shutdown waits for.
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
 		return nil
 	})
 	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())

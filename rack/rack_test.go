@@ -3,11 +3,14 @@ package rack_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,10 +26,10 @@ import (
 func TestBootloadersByBareName(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	cfg := rack.DefaultConfig()
-	cfg.DataDir, cfg.Name, cfg.NATSURL = t.TempDir(), "boot-rack", ns.URL
+	cfg.DataDir, cfg.Name = t.TempDir(), "boot-rack"
 	cfg.HTTPAddr, cfg.TFTPAddrs = "127.0.0.1:0", []string{"127.0.0.1:0"}
 	cfg.ImportSystemBootloaders = true
-	r, err := rack.New(cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +75,9 @@ func TestIdentityAndInfo(t *testing.T) {
 	dir := t.TempDir()
 	run := func() (*rack.Rack, func()) {
 		cfg := rack.DefaultConfig()
-		cfg.DataDir, cfg.Name, cfg.NATSURL = dir, "info-rack", ns.URL
+		cfg.DataDir, cfg.Name = dir, "info-rack"
 		cfg.HTTPAddr, cfg.TFTPAddrs, cfg.ImportSystemBootloaders = "127.0.0.1:0", nil, false
-		r, err := rack.New(cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,4 +115,113 @@ func TestIdentityAndInfo(t *testing.T) {
 	if r2.ID() != first {
 		t.Fatalf("restarted rack has id %s, want %s", r2.ID(), first)
 	}
+}
+
+// TestFailedNewReleasesWhatItTook: a New that fails half way (an address
+// taken, a data directory it cannot use) says why, and leaves none of the
+// addresses it had bound, nor any other file, open: the next start on the
+// same addresses and data directory works.
+func TestFailedNewReleasesWhatItTook(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenTCP, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer takenTCP.Close()
+
+	tests := []struct {
+		name   string
+		set    func(cfg *rack.Config)
+		break_ string // a file in the data dir where New wants a directory
+		want   []string
+	}{
+		{"second TFTP address taken", func(cfg *rack.Config) {
+			cfg.TFTPAddrs = append(cfg.TFTPAddrs, taken.LocalAddr().String())
+		}, "", []string{"tftp", taken.LocalAddr().String(), "address already in use"}},
+		{"HTTP address taken", func(cfg *rack.Config) { cfg.HTTPAddr = takenTCP.Addr().String() },
+			"", []string{takenTCP.Addr().String(), "address already in use"}},
+		{"image store directory is a file", func(*rack.Config) {}, "images", []string{"image store", "not a directory"}},
+		{"hand-off directory is a file, after the TFTP server bound", func(*rack.Config) {}, "handoff",
+			[]string{"hand-off store", "not a directory"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := rack.DefaultConfig()
+			cfg.DataDir, cfg.Name, cfg.ImportSystemBootloaders = t.TempDir(), "failing-rack", false
+			cfg.HTTPAddr, cfg.TFTPAddrs = freeAddr(t, "tcp"), []string{freeAddr(t, "udp")}
+			good := cfg
+			tt.set(&cfg)
+			if tt.break_ != "" {
+				if err := os.WriteFile(filepath.Join(cfg.DataDir, tt.break_), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fds := openFiles(t)
+			r, err := rack.New(context.Background(), cfg, nc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err == nil {
+				r.Run(canceled())
+				t.Fatal("New succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if now := openFiles(t); now != fds {
+				t.Errorf("%d files open after the failed New, %d before", now, fds)
+			}
+			if tt.break_ != "" {
+				os.Remove(filepath.Join(cfg.DataDir, tt.break_))
+			}
+			r, err = rack.New(context.Background(), good, nc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatalf("New on the same addresses and data directory after the failed one: %v", err)
+			}
+			if err := r.Run(canceled()); err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run: %v", err)
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address of network with a port nobody uses
+// now.
+func freeAddr(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return len(des)
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }

@@ -26,7 +26,7 @@ func BenchmarkIngest(b *testing.B) {
 			ns := natsserver.StartTest(b)
 			pool := pgtest.NewPool(b)
 			cfg := region.DefaultConfig()
-			cfg.HTTPAddr, cfg.NATSURL = "127.0.0.1:0", ns.URL
+			cfg.HTTPAddr = "127.0.0.1:0"
 			r, err := region.New(cfg, pool, ns.Connect(), testLogger())
 			if err != nil {
 				b.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/rack"
 )
 
 type importStatus struct {
@@ -152,8 +153,8 @@ func TestImageStoreAPI(t *testing.T) {
 	var ahead atomic.Int64 // how far the image store's clock runs ahead
 	cfg := rackConfig(h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
 	cfg.ImportSystemBootloaders = false
-	cfg.ImageClock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
-	r, stop := startRackConfig(t, h, cfg)
+	clock := rack.WithImageClock(func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) })
+	r, stop := startRackConfig(t, h, cfg, clock)
 	id := r.ID()
 	base := "/api/v1/racks/" + id + "/images"
 	h.eventually(5*time.Second, "rack known", func() error {

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/logging"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
@@ -35,47 +35,35 @@ import (
 	"github.com/rackplane/rackplane/region/webui"
 )
 
-// Config is the region's configuration.
+// Config is the region's configuration: what New and Run use. How the
+// binary reaches NATS and PostgreSQL and how it logs are not here: regiond
+// dials and hands New the connections (internal/daemon).
 type Config struct {
-	HTTPAddr                              string
-	DatabaseURL                           string
-	NATSURL                               string
-	NATSCAFile, NATSCertFile, NATSKeyFile string
-	NATSNKeyFile                          string
-	HeartbeatMisses                       int
-	StreamMaxAge                          time.Duration
-	IngestBatch                           int
-	DeployTimeout                         time.Duration
-	LogLevel                              string
+	HTTPAddr        string
+	HeartbeatMisses int
+	StreamMaxAge    time.Duration
+	IngestBatch     int
+	DeployTimeout   time.Duration
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		HTTPAddr:        "127.0.0.1:5240",
-		NATSURL:         nats.DefaultURL,
 		HeartbeatMisses: 3,
 		StreamMaxAge:    7 * 24 * time.Hour,
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
-		LogLevel:        "info",
 	}
 }
 
 // RegisterFlags binds c's fields to flags of fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address the web API listens on")
-	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL or key=value string (empty: libpq defaults and PG* variables; DATABASE_URL is read too)")
-	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
-	fs.StringVar(&c.NATSNKeyFile, "nats-nkey", c.NATSNKeyFile, "file holding the nkey seed to authenticate to NATS with")
-	fs.StringVar(&c.NATSCAFile, "nats-ca", c.NATSCAFile, "CA certificate(s) to verify the NATS server with; turns TLS on")
-	fs.StringVar(&c.NATSCertFile, "nats-cert", c.NATSCertFile, "client certificate for a NATS server that verifies clients")
-	fs.StringVar(&c.NATSKeyFile, "nats-key", c.NATSKeyFile, "key of -nats-cert")
 	fs.IntVar(&c.HeartbeatMisses, "heartbeat-misses", c.HeartbeatMisses, "heartbeat intervals a rack may miss before it is offline")
 	fs.DurationVar(&c.StreamMaxAge, "stream-max-age", c.StreamMaxAge, "how long events stay on the JetStream streams (Postgres keeps them for good)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -83,12 +71,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("-http-addr %q: want host:port, such as 127.0.0.1:5240", c.HTTPAddr))
-	}
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
-	}
-	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
-		errs = append(errs, errors.New("-nats-cert and -nats-key go together: give both or neither"))
 	}
 	if c.HeartbeatMisses < 1 {
 		errs = append(errs, fmt.Errorf("-heartbeat-misses %d: want 1 or more", c.HeartbeatMisses))
@@ -101,9 +83,6 @@ func (c Config) Validate() error {
 	}
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
-	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -208,18 +187,11 @@ func (r *Region) Run(ctx context.Context) error {
 
 // ensureStreams retries while NATS is not there yet.
 func (r *Region) ensureStreams(ctx context.Context) error {
-	for {
+	return backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		r.log.Warn("JetStream not ready, retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+		defer cancel()
+		return events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
+	}, func(err error, wait time.Duration) {
+		r.log.Warn("JetStream not ready, retrying", "err", err, "retry_in", wait)
+	})
 }

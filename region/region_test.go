@@ -76,7 +76,6 @@ func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 	}
 	cfg := region.DefaultConfig()
 	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NATSURL = h.ns.URL
 	set(&cfg)
 	r, err := region.New(cfg, h.pool, h.ns.Connect(), testLogger())
 	if err != nil {
@@ -153,18 +152,18 @@ func startRack(t *testing.T, h *harness, dataDir string, interval time.Duration)
 
 func rackConfig(h *harness, dataDir string, interval time.Duration) rack.Config {
 	cfg := rack.DefaultConfig()
-	cfg.DataDir, cfg.Name, cfg.NATSURL, cfg.HTTPAddr, cfg.HeartbeatInterval = dataDir, filepath.Base(dataDir), h.ns.URL, "127.0.0.1:0", interval
+	cfg.DataDir, cfg.Name, cfg.HTTPAddr, cfg.HeartbeatInterval = dataDir, filepath.Base(dataDir), "127.0.0.1:0", interval
 	cfg.TFTPAddrs, cfg.ImportSystemBootloaders = []string{"127.0.0.1:0"}, false
 	return cfg
 }
 
-func startRackConfig(t *testing.T, h *harness, cfg rack.Config) (*rack.Rack, context.CancelFunc) {
+func startRackConfig(t *testing.T, h *harness, cfg rack.Config, opts ...rack.Option) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	nc, err := nats.Connect(h.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := rack.New(cfg, nc, testLogger())
+	r, err := rack.New(context.Background(), cfg, nc, testLogger(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

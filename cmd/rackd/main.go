@@ -8,10 +8,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/flagenv"
-	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/rack"
 )
 
@@ -26,7 +24,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	cfg := rack.DefaultConfig()
+	cfg := daemon.DefaultRackConfig()
 	fs := flag.NewFlagSet("rackd", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	var printID bool
@@ -38,27 +36,18 @@ func run(ctx context.Context, args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	level, _ := logging.ParseLevel(cfg.LogLevel)
-	log := logging.New(level)
-	// The id comes first: the connection's inbox carries it, so NATS
-	// permissions can confine the rack to its own replies.
-	id, err := rack.LoadOrCreateID(cfg.DataDir)
-	if err != nil {
-		return err
-	}
 	if printID {
+		id, err := rack.LoadOrCreateID(cfg.Rack.DataDir)
+		if err != nil {
+			return err
+		}
 		fmt.Println(id)
 		return nil
 	}
-	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "rackd " + cfg.Name, NKeySeedFile: cfg.NATSNKeyFile,
-		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile, InboxPrefix: events.RackInboxPrefix(id)}, log)
+	r, err := daemon.NewRack(ctx, cfg.Rack, cfg.NATS, cfg.Log.Logger())
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	r, err := rack.New(cfg, nc, log)
-	if err != nil {
-		return err
-	}
+	defer r.Close()
 	return r.Run(ctx)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
@@ -35,7 +36,23 @@ type devConfig struct {
 	RackHTTPAddr string
 	TFTPAddr     string
 	RackName     string
-	LogLevel     string
+	Log          logging.Config
+}
+
+func defaultDevConfig() devConfig {
+	return devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
+		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack", Log: logging.DefaultConfig()}
+}
+
+func (c *devConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "where NATS, the rack and caches keep their data")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL URL (default $DATABASE_URL, else the local server with libpq defaults and database rackplane, created if missing)")
+	fs.StringVar(&c.NATSAddr, "nats-addr", c.NATSAddr, "address of the embedded NATS server")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the region's web API")
+	fs.StringVar(&c.RackHTTPAddr, "rack-http-addr", c.RackHTTPAddr, "address of the rack's HTTP server")
+	fs.StringVar(&c.TFTPAddr, "tftp-addr", c.TFTPAddr, "address of the rack's TFTP server")
+	fs.StringVar(&c.RackName, "rack-name", c.RackName, "name of the built-in rack")
+	c.Log.RegisterFlags(fs)
 }
 
 func (c devConfig) validate() error {
@@ -48,32 +65,37 @@ func (c devConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
 		}
 	}
-	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.Log.Validate())...)
+}
+
+// rack is the built-in rack's configuration: rackd's defaults with dev's
+// addresses, name and data directory (under dataDir, made absolute).
+func (c devConfig) rack(dataDir string) rack.Config {
+	kcfg := rack.DefaultConfig()
+	kcfg.DataDir, kcfg.Name, kcfg.HTTPAddr = filepath.Join(dataDir, "rack"), c.RackName, c.RackHTTPAddr
+	kcfg.TFTPAddrs = []string{c.TFTPAddr}
+	return kcfg
+}
+
+// region is the region's configuration: regiond's defaults with dev's
+// address.
+func (c devConfig) region() region.Config {
+	rcfg := region.DefaultConfig()
+	rcfg.HTTPAddr = c.HTTPAddr
+	return rcfg
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
-		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack", LogLevel: "info"}
+	cfg := defaultDevConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where NATS, the rack and caches keep their data")
-	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL (default $DATABASE_URL, else the local server with libpq defaults and database rackplane, created if missing)")
-	fs.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "address of the embedded NATS server")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the region's web API")
-	fs.StringVar(&cfg.RackHTTPAddr, "rack-http-addr", cfg.RackHTTPAddr, "address of the rack's HTTP server")
-	fs.StringVar(&cfg.TFTPAddr, "tftp-addr", cfg.TFTPAddr, "address of the rack's TFTP server")
-	fs.StringVar(&cfg.RackName, "rack-name", cfg.RackName, "name of the built-in rack")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	cfg.registerFlags(fs)
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	level, _ := logging.ParseLevel(cfg.LogLevel)
-	log := logging.New(level)
+	log := cfg.Log.Logger()
 
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -105,30 +127,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	natsURL := ns.ClientURL()
 
-	regionNC, err := dial.NATS(dial.NATSConfig{URL: natsURL, Name: "regiond (dev)"}, log)
+	// Region and rack are built as regiond and rackd build them, on the
+	// embedded server.
+	natsCfg := dial.DefaultNATSConfig()
+	natsCfg.URL = natsURL
+	reg, err := daemon.NewRegion(cfg.region(), natsCfg, pool, log.With("component", "region"))
 	if err != nil {
 		return err
 	}
-	defer regionNC.Close()
-	rcfg := region.DefaultConfig()
-	rcfg.HTTPAddr, rcfg.NATSURL, rcfg.LogLevel = cfg.HTTPAddr, natsURL, cfg.LogLevel
-	reg, err := region.New(rcfg, pool, regionNC, log.With("component", "region"))
+	defer reg.Close()
+	kcfg := cfg.rack(dataDir)
+	rk, err := daemon.NewRack(ctx, kcfg, natsCfg, log.With("component", "rack"))
 	if err != nil {
 		return err
 	}
-
-	rackNC, err := dial.NATS(dial.NATSConfig{URL: natsURL, Name: "rackd (dev)"}, log)
-	if err != nil {
-		return err
-	}
-	defer rackNC.Close()
-	kcfg := rack.DefaultConfig()
-	kcfg.DataDir, kcfg.Name, kcfg.NATSURL, kcfg.HTTPAddr, kcfg.LogLevel = filepath.Join(dataDir, "rack"), cfg.RackName, natsURL, cfg.RackHTTPAddr, cfg.LogLevel
-	kcfg.TFTPAddrs = []string{cfg.TFTPAddr}
-	rk, err := rack.New(kcfg, rackNC, log.With("component", "rack"))
-	if err != nil {
-		return err
-	}
+	defer rk.Close()
 
 	fmt.Fprintf(stdout, `Rackplane dev is running. Ctrl-C stops it.
 

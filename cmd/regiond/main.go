@@ -9,10 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
-	"github.com/rackplane/rackplane/internal/logging"
-	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -27,21 +26,19 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	cfg := region.DefaultConfig()
+	cfg := daemon.DefaultRegionConfig()
 	fs := flag.NewFlagSet("regiond", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)")
 	if err := flagenv.Parse(fs, args, nil); err != nil {
 		return err
 	}
-	cfg.DatabaseURL = dial.DatabaseURL(cfg.DatabaseURL)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	level, _ := logging.ParseLevel(cfg.LogLevel)
-	log := logging.New(level)
+	log := cfg.Log.Logger()
 
-	pool, err := dial.Postgres(ctx, cfg.DatabaseURL)
+	pool, err := dial.Postgres(ctx, cfg.Postgres.ConnString())
 	if err != nil {
 		return err
 	}
@@ -75,15 +72,10 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
 	}
 
-	nc, err := dial.NATS(dial.NATSConfig{URL: cfg.NATSURL, Name: "regiond", NKeySeedFile: cfg.NATSNKeyFile,
-		CAFile: cfg.NATSCAFile, CertFile: cfg.NATSCertFile, KeyFile: cfg.NATSKeyFile}, log)
+	r, err := daemon.NewRegion(cfg.Region, cfg.NATS, pool, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	r, err := region.New(cfg, pool, nc, log)
-	if err != nil {
-		return err
-	}
+	defer r.Close()
 	return r.Run(ctx)
 }

@@ -2,12 +2,37 @@ package dial
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// PostgresConfig says how a binary reaches PostgreSQL.
+type PostgresConfig struct {
+	// URL is a postgres:// URL or a key=value string; empty is
+	// $DATABASE_URL (see ConnString).
+	URL string
+}
+
+// RegisterFlags binds c's fields to flags of fs.
+func (c *PostgresConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.URL, "database-url", c.URL, "PostgreSQL URL or key=value string (empty: libpq defaults and PG* variables; DATABASE_URL is read too)")
+}
+
+// ConnString is what to connect with: URL, or $DATABASE_URL when URL is
+// empty.
+func (c PostgresConfig) ConnString() string { return DatabaseURL(c.URL) }
+
+// Validate reports a connection string that does not parse.
+func (c PostgresConfig) Validate() error {
+	if _, err := pgxpool.ParseConfig(c.ConnString()); err != nil {
+		return fmt.Errorf("-database-url (or DATABASE_URL): %v: give a URL such as postgres://user@host:5432/rackplane, or key=value pairs", err)
+	}
+	return nil
+}
 
 // DatabaseURL returns url, or $DATABASE_URL when url is empty; an empty
 // result means libpq defaults (PGHOST, PGUSER, … and the local socket).

@@ -1,6 +1,8 @@
 package dial
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -14,6 +16,9 @@ import (
 // NATSConfig says how a binary reaches NATS. A user and password or a
 // token go in the URL (nats://user:pass@host:4222); an nkey is a seed
 // file, so the secret stays out of process listings.
+//
+// URL, NKeySeedFile and the TLS files are the operator's (RegisterFlags);
+// Name and InboxPrefix are the binary's, set in code.
 type NATSConfig struct {
 	URL  string
 	Name string
@@ -26,6 +31,33 @@ type NATSConfig struct {
 	// InboxPrefix replaces _INBOX for replies to this connection, so
 	// subject permissions can confine a rack to its own replies.
 	InboxPrefix string
+}
+
+// DefaultNATSConfig returns the defaults: the NATS server on this host.
+func DefaultNATSConfig() NATSConfig {
+	return NATSConfig{URL: nats.DefaultURL}
+}
+
+// RegisterFlags binds the operator's fields of c to flags of fs.
+func (c *NATSConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.URL, "nats-url", c.URL, "NATS server URL(s), comma separated; a user and password or a token go in the URL")
+	fs.StringVar(&c.NKeySeedFile, "nats-nkey", c.NKeySeedFile, "file holding the nkey seed to authenticate to NATS with")
+	fs.StringVar(&c.CAFile, "nats-ca", c.CAFile, "CA certificate(s) to verify the NATS server with; turns TLS on")
+	fs.StringVar(&c.CertFile, "nats-cert", c.CertFile, "client certificate for a NATS server that verifies clients")
+	fs.StringVar(&c.KeyFile, "nats-key", c.KeyFile, "key of -nats-cert")
+}
+
+// Validate reports every problem of the operator's fields at once, each
+// saying what to fix.
+func (c NATSConfig) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("-nats-url is empty: give the NATS server, such as nats://127.0.0.1:4222"))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("-nats-cert and -nats-key go together: give both or neither"))
+	}
+	return errors.Join(errs...)
 }
 
 // NATS connects and keeps reconnecting forever, including when the server

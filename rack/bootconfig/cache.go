@@ -17,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/schema"
 )
@@ -337,18 +338,15 @@ func (c *Cache) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(backoff.Policy{})
 	for ctx.Err() == nil {
 		err := c.follow(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		c.log.Warn("following region boot decisions", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		wait := retry.Next()
+		c.log.Warn("following region boot decisions", "err", err, "retry_in", wait)
+		backoff.Sleep(ctx, wait)
 	}
 	return nil
 }

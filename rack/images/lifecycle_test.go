@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -443,5 +444,51 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 	} {
 		_, err := Open(context.Background(), cfg)
 		wantCode(t, err, rackplane.EINVALID)
+	}
+}
+
+// TestUnreadableManifestQuarantinedAtOpen: a version manifest that is not
+// JSON, or whose fields do not make the id it is stored under, is moved to
+// quarantine when the store opens, and the other versions stay.
+func TestUnreadableManifestQuarantinedAtOpen(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(stored []byte) []byte
+	}{
+		{"not JSON", func(b []byte) []byte { return b[:len(b)/2] }},
+		{"fields that do not make its id", func(b []byte) []byte {
+			return regexp.MustCompile(`"version":\s*"20261101"`).ReplaceAll(b, []byte(`"version": "20261199"`))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			v1, f1 := imageVersion("20261101", map[string][]byte{"linux": content("k1", 100)})
+			v2, f2 := imageVersion("20261102", map[string][]byte{"linux": content("k2", 100)})
+			ss := newSourceServer(t, v1, v2)
+			ss.addFiles(f1)
+			ss.addFiles(f2)
+			e.importURL(ss.url())
+			name := versionFileName(v1.ID())
+			path := filepath.Join(e.s.versionDir, name)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			damaged := tt.damage(b)
+			if bytes.Equal(damaged, b) {
+				t.Fatalf("the manifest was not damaged:\n%s", b)
+			}
+			if err := os.WriteFile(path, damaged, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e.reopen()
+			if got := e.ids(); !slices.Equal(got, []string{v2.ID()}) {
+				t.Fatalf("versions after reopening: %v, want only %s", got, v2.ID())
+			}
+			if _, err := os.Stat(filepath.Join(e.dir, "images", "quarantine", "version-"+name)); err != nil {
+				t.Fatalf("manifest not quarantined: %v", err)
+			}
+		})
 	}
 }

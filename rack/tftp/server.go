@@ -134,6 +134,14 @@ func (s *Server) Listen() error {
 	return nil
 }
 
+// Close releases the addresses Listen bound. Run does it on its way out;
+// an owner that will not Run a listening server calls it.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
 func (s *Server) closeLocked() {
 	for _, c := range s.conns {
 		c.Close()
@@ -176,12 +184,21 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("tftp serving", "addresses", s.cfg.Addresses)
 	var err error
+	pending := len(conns)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		pending--
 	}
 	for _, srv := range servers {
 		srv.Shutdown()
+	}
+	// Shutdown closes a connection only once its Serve has taken it;
+	// Close covers one that had not yet, and ends every Serve, which Run
+	// waits for.
+	s.Close()
+	for ; pending > 0; pending-- {
+		<-errc
 	}
 	if err != nil {
 		return fmt.Errorf("tftp: serve: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -85,8 +86,7 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 // Run consumes until ctx ends. It retries while NATS or Postgres is away.
 func (in *Ingester) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
-	for {
-		var err error
+	err := backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) (err error) {
 		cons, err = in.js.CreateOrUpdateConsumer(ctx, events.RackStream, jetstream.ConsumerConfig{
 			Durable:       ConsumerName,
 			Description:   "region: rack events into the event store",
@@ -95,13 +95,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 			MaxAckPending: in.cfg.Batch * 20,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
-		if err == nil {
-			break
-		}
-		in.log.Warn("rack event consumer not ready, retrying", "err", err)
-		if !sleep(ctx, time.Second) {
-			return nil
-		}
+		return err
+	}, func(err error, wait time.Duration) {
+		in.log.Warn("rack event consumer not ready, retrying", "err", err, "retry_in", wait)
+	})
+	if err != nil {
+		return nil // ctx ended
 	}
 	// The iterator keeps up to four batches fetched ahead, so the next
 	// batch is on its way while this one commits.
@@ -110,7 +109,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		return fmt.Errorf("consume rack events: %w", err)
 	}
 	defer it.Stop()
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(backoff.Policy{})
 	for ctx.Err() == nil {
 		msgs, err := in.next(ctx, it)
 		if err != nil {
@@ -123,16 +122,16 @@ func (in *Ingester) Run(ctx context.Context) error {
 			// Not acknowledged: nak so JetStream redelivers once
 			// Postgres is back, rather than after AckWait.
 			in.log.Error("ingest batch failed, will retry", "err", err, "messages", len(msgs))
+			wait := retry.Next()
 			for _, m := range msgs {
-				_ = m.NakWithDelay(backoff)
+				_ = m.NakWithDelay(wait)
 			}
-			if !sleep(ctx, backoff) {
+			if !backoff.Sleep(ctx, wait) {
 				return nil
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 	}
 	return nil
 }
@@ -287,15 +286,4 @@ func (in *Ingester) reject(ctx context.Context, m jetstream.Msg, ev events.Event
 	in.log.Warn("rejected rack message", "nats_subject", m.Subject(), "reason", reason, "err", err)
 	_ = m.TermWithReason(reason)
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

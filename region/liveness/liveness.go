@@ -54,6 +54,11 @@ type Monitor struct {
 	beats   map[string]time.Time // rack id → last heartbeat received here
 	badSeen map[string]time.Time // NATS subject → last bad heartbeat recorded
 	kick    chan struct{}
+	// recording counts the rejected heartbeats being written; Run waits
+	// for them. stopped (under mu) says Run is on its way out, so no
+	// more are started.
+	recording sync.WaitGroup
+	stopped   bool
 
 	heartbeats  prometheus.Counter
 	badBeats    prometheus.Counter
@@ -102,11 +107,20 @@ func New(nc *nats.Conn, store Store, v *events.Validator, cfg Config) *Monitor {
 // Run receives heartbeats and checks racks until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
 	m.started = m.cfg.Now()
+	m.mu.Lock()
+	m.stopped = false
+	m.mu.Unlock()
 	sub, err := m.nc.Subscribe(events.HeartbeatWildcard, m.onHeartbeat)
 	if err != nil {
 		return err
 	}
-	defer sub.Unsubscribe()
+	defer func() {
+		_ = sub.Unsubscribe()
+		m.mu.Lock()
+		m.stopped = true
+		m.mu.Unlock()
+		m.recording.Wait()
+	}()
 	t := time.NewTicker(m.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -160,6 +174,10 @@ func (m *Monitor) rejectBeat(msg *nats.Msg, ev events.Event, err error) {
 		}
 		m.badSeen[msg.Subject] = now
 	}
+	record := due && !m.stopped
+	if record {
+		m.recording.Add(1)
+	}
 	m.mu.Unlock()
 	if !due {
 		return
@@ -175,9 +193,13 @@ func (m *Monitor) rejectBeat(msg *nats.Msg, ev events.Event, err error) {
 		"next_record_after", m.cfg.BadBeatEvery.String())
 	r := postgres.Rejected{NATSSubject: msg.Subject, EventID: ev.ID, Type: ev.Type, Source: ev.Source,
 		Reason: reason, Detail: err.Error(), Raw: msg.Data}
+	if !record {
+		return // Run has ended: the log line above is all there is
+	}
 	// Not in NATS's callback goroutine: heartbeats must not wait on the
 	// database. The rate limit bounds these.
 	go func() {
+		defer m.recording.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := m.store.RecordRejected(ctx, r); err != nil {

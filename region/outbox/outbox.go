@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -65,20 +66,24 @@ func New(db *postgres.DB, js jetstream.JetStream, cfg Config) *Relay {
 // every Poll.
 func (r *Relay) Run(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	go r.listen(ctx, wake)
-	backoff := 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	go func() { defer close(listening); r.listen(ctx, wake) }()
+	// Run returns only once the listener has: it holds a connection.
+	defer func() { cancel(); <-listening }()
+	retry := backoff.New(backoff.Policy{})
 	for ctx.Err() == nil {
 		n, err := r.db.RelayOutbox(ctx, r.cfg.Batch, r.publish)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			r.log.Warn("outbox relay failed, will retry", "err", err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			wait := retry.Next()
+			r.log.Warn("outbox relay failed, will retry", "err", err, "retry_in", wait)
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 		r.relayed.Add(float64(n))
 		if n == r.cfg.Batch {
 			continue // more waiting
@@ -98,6 +103,7 @@ func (r *Relay) Run(ctx context.Context) error {
 // listen turns LISTEN notifications into wake-ups; the poll covers the
 // times it is not connected.
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	retry := backoff.New(backoff.Policy{Max: time.Second})
 	for ctx.Err() == nil {
 		err := r.db.Listen(ctx, postgres.OutboxChannel, func() {
 			select {
@@ -107,7 +113,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		})
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("outbox listen", "err", err)
-			sleep(ctx, time.Second)
+			retry.Wait(ctx)
 		}
 	}
 }
@@ -153,11 +159,4 @@ wait:
 		}
 	}
 	return acked, firstErr
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

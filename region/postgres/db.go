@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/migrations"
 )
 
@@ -47,15 +48,15 @@ func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
 // deadlock, or a concurrent append of the same event id rolls back and runs
 // fn again (a few times), so fn must do nothing outside the transaction.
 func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, db.pool, fn)
-		if !retryable(err) {
+	// Short waits, jittered so that the transactions that collided do not
+	// collide again.
+	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond})
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, fn)
+		if !retryable(err) || attempt == 5 || !retry.Wait(ctx) {
 			return err
 		}
-		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
 	}
-	return err
 }
 
 func retryable(err error) bool {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/rackplane/rackplane/internal/backoff"
 )
 
 // EventsChannel is notified (by a trigger) when a transaction appended
@@ -70,17 +72,15 @@ func (w *EventWatch) fire() {
 	w.mu.Unlock()
 }
 
-// Run listens until ctx ends, reconnecting after a second when the
+// Run listens until ctx ends, reconnecting within a second when the
 // connection fails. While it is down, waiters fall back on their own
 // timers, so a lost notification delays a reader and loses nothing.
 func (w *EventWatch) Run(ctx context.Context) error {
+	retry := backoff.New(backoff.Policy{Max: time.Second})
 	for ctx.Err() == nil {
 		if err := w.db.Listen(ctx, EventsChannel, w.fire); err != nil && ctx.Err() == nil {
 			w.db.log.Debug("event watch", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+			retry.Wait(ctx)
 		}
 	}
 	return nil

@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"flag"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane/internal/flagenv"
+)
+
+// flagSet is a flag set with register's flags, and their names.
+func flagSet(register func(*flag.FlagSet)) (*flag.FlagSet, []string) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	register(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return fs, names
+}
+
+// TestFlags: regiond and rackd have the flags they always had, each also
+// read from its RACKPLANE_ variable, whichever part of the configuration
+// owns it now.
+func TestFlags(t *testing.T) {
+	region, rack := DefaultRegionConfig(), DefaultRackConfig()
+	tests := []struct {
+		name     string
+		register func(*flag.FlagSet)
+		flags    []string
+		args     []string
+		env      map[string]string
+		check    func() bool
+	}{
+		{"regiond", region.RegisterFlags,
+			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
+				"heartbeat-misses", "stream-max-age", "ingest-batch", "deploy-timeout", "log-level"},
+			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem"},
+			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
+				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
+				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7"},
+			func() bool {
+				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
+					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
+					region.NATS.CertFile == "c.pem" && region.NATS.KeyFile == "k.pem" && region.Log.Level == "debug" &&
+					region.Region.IngestBatch == 7
+			}},
+		{"rackd", rack.RegisterFlags,
+			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
+				"heartbeat-interval", "event-buffer", "log-level", "import-system-bootloaders", "scrub-at-start",
+				"keep-image-versions", "in-flight-window", "storage-search-path", "tftp-addr", "tftp-window", "boot-url",
+				"boot-root", "preseed-dir", "boot-files-over-http", "offload-socket", "storage-timeout"},
+			[]string{"-name", "r1", "-nats-key", "k.pem"},
+			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
+				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this"},
+			func() bool {
+				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
+					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs, names := flagSet(tt.register)
+			slices.Sort(names)
+			slices.Sort(tt.flags)
+			if !slices.Equal(names, tt.flags) {
+				t.Errorf("flags %v, want %v", names, tt.flags)
+			}
+			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			if err := flagenv.Parse(fs, tt.args, lookup); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check() {
+				t.Errorf("flags %v and environment %v were not all taken: region %+v, rack %+v", tt.args, tt.env, region, rack)
+			}
+		})
+	}
+}
+
+// TestValidateNamesEveryBadSetting: one Validate names every bad setting,
+// of the component, of NATS, of PostgreSQL and of logging, and the
+// defaults pass.
+func TestValidateNamesEveryBadSetting(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	if err := DefaultRegionConfig().Validate(); err != nil {
+		t.Errorf("regiond's defaults: %v", err)
+	}
+	if err := DefaultRackConfig().Validate(); err != nil {
+		t.Errorf("rackd's defaults: %v", err)
+	}
+
+	region := DefaultRegionConfig()
+	region.Region.HTTPAddr, region.Region.HeartbeatMisses, region.Region.IngestBatch = "no-port", 0, 0
+	region.NATS.URL, region.NATS.CertFile = "", "c.pem"
+	region.Postgres.URL = "postgres://db:notaport/x"
+	region.Log.Level = "loud"
+	rack := DefaultRackConfig()
+	rack.Rack.Name, rack.Rack.DataDir, rack.Rack.TFTPWindow = "", "", 0
+	rack.NATS.KeyFile = "k.pem"
+	rack.Log.Level = "quiet"
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{"regiond", region.Validate(), []string{`-http-addr "no-port"`, "-heartbeat-misses 0", "-ingest-batch 0",
+			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`}},
+		{"rackd", rack.Validate(), []string{"-name is empty", "-data-dir is empty", "-tftp-window 0",
+			"-nats-cert and -nats-key", `-log-level "quiet"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(tt.err.Error(), w) {
+					t.Errorf("%q missing from:\n%v", w, tt.err)
+				}
+			}
+			if n := strings.Count(tt.err.Error(), "\n") + 1; n != len(tt.want) {
+				t.Errorf("%d problems reported, want %d:\n%v", n, len(tt.want), tt.err)
+			}
+		})
+	}
+	if rack.Rack.Name != "" {
+		t.Errorf("Validate gave the rack the name %q", rack.Rack.Name)
+	}
+}

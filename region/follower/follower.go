@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/postgres"
 )
@@ -61,17 +62,14 @@ func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *sl
 // Run follows the log until ctx ends.
 func (f *Follower) Run(ctx context.Context) error {
 	var cur postgres.Cursor
-	for {
-		var err error
-		if cur, err = f.db.LoadCursor(ctx, Name); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		f.log.Warn("follower cursor", "err", err)
-		sleep(ctx, nil, time.Second)
+	err := backoff.Retry(ctx, backoff.Policy{}, func(ctx context.Context) (err error) {
+		cur, err = f.db.LoadCursor(ctx, Name)
+		return err
+	}, func(err error, wait time.Duration) { f.log.Warn("follower cursor", "err", err, "retry_in", wait) })
+	if err != nil {
+		return nil // ctx ended
 	}
+	retry := backoff.New(backoff.Policy{})
 	filter := postgres.ReadFilter{Types: []string{events.TypeBootHandoff, events.TypeCapabilitiesReported}}
 	for ctx.Err() == nil {
 		// Asked for before the read, so an append that lands after the
@@ -84,10 +82,11 @@ func (f *Follower) Run(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() == nil {
 				f.log.Warn("follower read", "err", err)
-				sleep(ctx, nil, time.Second)
+				retry.Wait(ctx)
 			}
 			continue
 		}
+		retry.Reset()
 		for _, e := range batch {
 			if err := f.handle(ctx, e); err != nil && ctx.Err() == nil {
 				f.log.Warn("follower could not react to an event", "event_id", e.ID, "type", e.Type, "err", err)
@@ -146,7 +145,7 @@ func (f *Follower) shippedPreseeds(ctx context.Context, e postgres.Stored) error
 	return nil
 }
 
-// sleep waits for d, ctx's end, or woken (nil: never).
+// sleep waits for d, ctx's end, or woken.
 func sleep(ctx context.Context, woken <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

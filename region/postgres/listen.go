@@ -26,6 +26,10 @@ func (db *DB) Listen(ctx context.Context, channel string, notify func()) error {
 	if _, err := pc.Exec(ctx, "LISTEN "+quoteIdent(channel)); err != nil {
 		return wrap("listen", err)
 	}
+	// Nobody listened until now (at start, or while the connection was
+	// down): a notification of that time is lost, so whoever waits looks
+	// once now rather than sleep through what was appended meanwhile.
+	notify()
 	for {
 		if _, err := pc.WaitForNotification(ctx); err != nil {
 			return wrap("listen", err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -209,7 +210,7 @@ type Rack struct {
 	log       *slog.Logger
 	now       func() time.Time
 	registry  *prometheus.Registry
-	publisher *events.Publisher
+	publisher *eventbus.Publisher
 	rpc       *rpc.Server
 	mux       *http.ServeMux
 	ln        net.Listener
@@ -255,7 +256,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Rack, error) {
 		rpc: rpc.NewServer(nc, id, log, 64, max(30*time.Second, cfg.StorageTimeout+10*time.Second)),
 		mux: http.NewServeMux(),
 	}
-	r.publisher = events.NewPublisher(js, events.PublisherConfig{
+	r.publisher = eventbus.NewPublisher(js, eventbus.PublisherConfig{
 		Source: events.RackSource(id), Subject: events.RackStreamName(id),
 		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
 	})
@@ -347,7 +348,7 @@ func (r *Rack) ID() string { return r.id }
 func (r *Rack) HTTPAddr() string { return r.ln.Addr().String() }
 
 // Publisher returns the rack's event publisher.
-func (r *Rack) Publisher() *events.Publisher { return r.publisher }
+func (r *Rack) Publisher() *eventbus.Publisher { return r.publisher }
 
 // Emit builds an event of the rack and queues it for publishing.
 func (r *Rack) Emit(typ, subject string, data any) error {

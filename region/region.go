@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -198,7 +199,7 @@ func (r *Region) Run(ctx context.Context) error {
 func (r *Region) ensureStreams(ctx context.Context) error {
 	for {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
+		err := eventbus.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
 		cancel()
 		if err == nil {
 			return nil

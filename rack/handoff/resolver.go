@@ -32,7 +32,7 @@ const (
 	RouteUnavailable = "unavailable" // a store failed
 )
 
-// Publisher takes events; the rack's events.Publisher never blocks.
+// Publisher takes events; the rack's eventbus.Publisher never blocks.
 type Publisher interface{ Publish(events.Event) }
 
 // Versions opens files of explicit image or boot loader versions (the

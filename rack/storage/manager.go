@@ -20,7 +20,7 @@ import (
 )
 
 // Publisher takes events for JetStream without blocking
-// (*events.Publisher in the rack process).
+// (*eventbus.Publisher in the rack process).
 type Publisher interface {
 	Publish(events.Event)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -116,7 +117,7 @@ func (r *Relay) publish(ctx context.Context, evs []events.Event) ([]string, erro
 	futures := make([]jetstream.PubAckFuture, len(evs))
 	var firstErr error
 	for i, e := range evs {
-		msg, err := events.Message(e)
+		msg, err := eventbus.Message(e)
 		if err != nil {
 			firstErr = err
 			break

@@ -59,6 +59,15 @@ func TestSubjects(t *testing.T) {
 		{events.RackIDFromSubject("rackplane.region.event.x"), ""},
 		{events.RackIDFromSource(events.RackSource(rack)), rack},
 		{events.RackIDFromSource(events.RegionSource), ""},
+		// Event-store stream names, as the envelope schema's subject
+		// patterns and the Postgres projections expect them.
+		{events.RackStreamName(rack), "rack/" + rack},
+		{events.MachineStreamName("m1"), "machine/m1"},
+		{events.VolumeStreamName("v1"), "volume/v1"},
+		{events.ImageStreamName(rack, "store"), "image/" + rack + "/store"},
+		{events.PreseedStreamName("p1"), "preseed/p1"},
+		{events.TokenStreamName("t1"), "token/t1"},
+		{events.ImagesRPCSchema(events.MethodImagesGC, events.PartRequest), "images_rpc_gc.request.v1"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

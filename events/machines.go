@@ -24,12 +24,6 @@ const (
 	MachineReleased  = "released"
 )
 
-// MachineStreamName is the event-store stream of a machine.
-func MachineStreamName(id string) string { return "machine/" + id }
-
-// PreseedStreamName is the event-store stream of a named preseed.
-func PreseedStreamName(name string) string { return "preseed/" + name }
-
 // MachineState is the data of TypeMachineCreated and TypeMachineUpdated:
 // the machine's descriptive fields after the change.
 type MachineState struct {

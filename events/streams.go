@@ -10,6 +10,40 @@ const (
 	RegionStream = "RACKPLANE_REGION_EVENTS"
 )
 
+// Event-store stream (aggregate) names: an event's subject is one of them,
+// "<kind>/<id>". The prefixes are exported for code that must match or
+// take apart a name (a SQL join, a projection); everything else builds
+// names with the functions below.
+const (
+	RackStreamPrefix    = "rack/"
+	MachineStreamPrefix = "machine/"
+	VolumeStreamPrefix  = "volume/"
+	ImageStreamPrefix   = "image/"
+	PreseedStreamPrefix = "preseed/"
+	TokenStreamPrefix   = "token/"
+)
+
+// RackStreamName is the event-store stream of a rack.
+func RackStreamName(rackID string) string { return RackStreamPrefix + rackID }
+
+// MachineStreamName is the event-store stream of a machine.
+func MachineStreamName(id string) string { return MachineStreamPrefix + id }
+
+// VolumeStreamName is the event-store stream of a volume.
+func VolumeStreamName(volumeID string) string { return VolumeStreamPrefix + volumeID }
+
+// ImageStreamName is the event-store stream of one image version (or of a
+// rack's image store as a whole, with name "store") on one rack. The rack id
+// is part of it because the same version on two racks is two copies with
+// lives of their own.
+func ImageStreamName(rackID, name string) string { return ImageStreamPrefix + rackID + "/" + name }
+
+// PreseedStreamName is the event-store stream of a named preseed.
+func PreseedStreamName(name string) string { return PreseedStreamPrefix + name }
+
+// TokenStreamName is the event-store stream of an API token.
+func TokenStreamName(id string) string { return TokenStreamPrefix + id }
+
 // SubjectFor returns the subject an event is published on, derived from its
 // source and type.
 func SubjectFor(e Event) (string, error) {

@@ -381,10 +381,10 @@ func (r *Rack) Run(ctx context.Context) error {
 	defer r.ln.Close()
 	r.started = r.now().UTC().Truncate(time.Microsecond)
 	infoHandler := func(context.Context, []byte) (any, error) { return r.info(), nil }
-	if err := r.rpc.Handle(events.RackRPCSubject(r.id, "info"), "", infoHandler); err != nil {
+	if err := r.rpc.Handle(events.RackRPCSubject(r.id, events.MethodInfo), "", infoHandler); err != nil {
 		return err
 	}
-	if err := r.rpc.Handle(events.RacksRPCSubject("info"), "", infoHandler); err != nil {
+	if err := r.rpc.Handle(events.RacksRPCSubject(events.MethodInfo), "", infoHandler); err != nil {
 		return err
 	}
 	defer r.rpc.Close()

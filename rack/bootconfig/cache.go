@@ -210,7 +210,7 @@ func (c *Cache) Lookup(ctx context.Context, mac string) (d events.BootDecision, 
 func (c *Cache) ask(ctx context.Context, mac string) (events.BootDecisionReply, error) {
 	var raw json.RawMessage
 	var reply events.BootDecisionReply
-	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject("boot_decision"), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
+	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject(events.MethodBootDecision), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
 		return reply, err
 	}
 	if err := c.schemas.ValidateJSON(BootDecisionReplySchema, raw); err != nil {

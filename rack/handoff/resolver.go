@@ -330,7 +330,7 @@ var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 // machine is unknown or its id does not fit a subject.
 func (r *Resolver) Subject(machineID string) string {
 	if machineIDPattern.MatchString(machineID) {
-		return "machine/" + machineID
+		return events.MachineStreamName(machineID)
 	}
 	return events.RackStreamName(r.cfg.RackID)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -14,12 +13,12 @@ import (
 
 // RPC method names, under events.RackRPCSubject(rackID, ...).
 const (
-	MethodList    = "images.list"
-	MethodImport  = "images.import"
-	MethodImports = "images.imports"
-	MethodDelete  = "images.delete"
-	MethodGC      = "images.gc"
-	MethodScrub   = "images.scrub"
+	MethodList    = events.MethodImagesList
+	MethodImport  = events.MethodImagesImport
+	MethodImports = events.MethodImagesImports
+	MethodDelete  = events.MethodImagesDelete
+	MethodGC      = events.MethodImagesGC
+	MethodScrub   = events.MethodImagesScrub
 )
 
 // ListReply is the result of images.list.
@@ -121,14 +120,10 @@ func (s *Store) RegisterRPC(srv *rpc.Server, rackID string) error {
 
 // RequestSchema and ReplySchema name the schema files of a method's
 // request and result.
-func RequestSchema(method string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + ".request.v1"
-}
+func RequestSchema(method string) string { return events.ImagesRPCSchema(method, events.PartRequest) }
 
 // ReplySchema: see RequestSchema.
-func ReplySchema(method string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + ".reply.v1"
-}
+func ReplySchema(method string) string { return events.ImagesRPCSchema(method, events.PartReply) }
 
 // validated checks a request against its schema before h sees it, so a
 // caller in any language gets the schema's own words for what is wrong.

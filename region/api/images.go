@@ -25,16 +25,6 @@ const (
 	MaxRackTimeout            = 2 * time.Minute
 )
 
-// The rack's image store methods (rack/images), under
-// events.RackRPCSubject(rackID, method).
-const (
-	imagesList    = "images.list"
-	imagesImport  = "images.import"
-	imagesImports = "images.imports"
-	imagesDelete  = "images.delete"
-	imagesGC      = "images.gc"
-)
-
 func (s *Server) imageRoutes() {
 	s.handle("GET /api/v1/racks/{id}/images", s.listRackImages)
 	s.handle("DELETE /api/v1/racks/{id}/images/{version...}", s.deleteRackImage)
@@ -82,7 +72,7 @@ func (s *Server) listRackImages(w http.ResponseWriter, r *http.Request) error {
 	var out struct {
 		Versions json.RawMessage `json:"versions"`
 	}
-	if err := s.imagesCall(r, rack, imagesList, struct{}{}, DefaultRackTimeout, &out); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesList, struct{}{}, DefaultRackTimeout, &out); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, rackImagesResponse{RackID: rack.ID, Versions: out.Versions})
@@ -97,9 +87,9 @@ func (s *Server) startRackImport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.logChange(r, rack, imagesImport, "source_kind", sourceKind(req))
+	s.logChange(r, rack, events.MethodImagesImport, "source_kind", sourceKind(req))
 	var status json.RawMessage
-	if err := s.imagesCall(r, rack, imagesImport, req, DefaultImportStartTimeout, &status); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesImport, req, DefaultImportStartTimeout, &status); err != nil {
 		return err
 	}
 	var head struct {
@@ -119,7 +109,7 @@ func (s *Server) listRackImports(w http.ResponseWriter, r *http.Request) error {
 	var out struct {
 		Imports []json.RawMessage `json:"imports"`
 	}
-	if err := s.imagesCall(r, rack, imagesImports, importsRequest{}, DefaultRackTimeout, &out); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesImports, importsRequest{}, DefaultRackTimeout, &out); err != nil {
 		return err
 	}
 	if out.Imports == nil {
@@ -137,7 +127,7 @@ func (s *Server) getRackImport(w http.ResponseWriter, r *http.Request) error {
 	var out struct {
 		Imports []json.RawMessage `json:"imports"`
 	}
-	if err := s.imagesCall(r, rack, imagesImports, importsRequest{ID: id}, DefaultRackTimeout, &out); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesImports, importsRequest{ID: id}, DefaultRackTimeout, &out); err != nil {
 		return err
 	}
 	if len(out.Imports) != 1 {
@@ -152,9 +142,9 @@ func (s *Server) deleteRackImage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	version := r.PathValue("version")
-	s.logChange(r, rack, imagesDelete, "version_id", clipMessage(version))
+	s.logChange(r, rack, events.MethodImagesDelete, "version_id", clipMessage(version))
 	var report json.RawMessage
-	if err := s.imagesCall(r, rack, imagesDelete, deleteRequest{VersionID: version}, DefaultRackTimeout, &report); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesDelete, deleteRequest{VersionID: version}, DefaultRackTimeout, &report); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, report)
@@ -173,9 +163,9 @@ func (s *Server) collectRackImages(w http.ResponseWriter, r *http.Request) error
 	default:
 		return rackplane.Errorf(rackplane.EINVALID, "dry_run must be true or false, not %q", clipMessage(v))
 	}
-	s.logChange(r, rack, imagesGC, "dry_run", req.DryRun)
+	s.logChange(r, rack, events.MethodImagesGC, "dry_run", req.DryRun)
 	var report json.RawMessage
-	if err := s.imagesCall(r, rack, imagesGC, req, DefaultRackTimeout, &report); err != nil {
+	if err := s.imagesCall(r, rack, events.MethodImagesGC, req, DefaultRackTimeout, &report); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, report)
@@ -244,7 +234,7 @@ func (s *Server) imagesCall(r *http.Request, rack rackplane.Rack, method string,
 	case err != nil:
 		return err
 	}
-	if err := set.ValidateJSON(rpcSchema(method, "reply"), raw); err != nil {
+	if err := set.ValidateJSON(events.ImagesRPCSchema(method, events.PartReply), raw); err != nil {
 		s.log.Warn("rack answered with an invalid reply", "rack_id", rack.ID, "method", method, "err", err)
 		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "rack %s answered %s with a reply that breaks its schema; is it running a compatible version?", rack.ID, method)
 	}
@@ -277,16 +267,10 @@ func encodeRequest(method string, req any) ([]byte, error) {
 	if err != nil {
 		return nil, rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
 	}
-	if err := set.ValidateJSON(rpcSchema(method, "request"), body); err != nil {
+	if err := set.ValidateJSON(events.ImagesRPCSchema(method, events.PartRequest), body); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "invalid %s request: %s", method, schemaProblem(err))
 	}
 	return body, nil
-}
-
-// rpcSchema names the schema of a method's request or reply, as the rack
-// names them: images.gc → images_rpc_gc.request.v1.
-func rpcSchema(method, part string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + "." + part + ".v1"
 }
 
 func rackTimeout(r *http.Request, def time.Duration) (time.Duration, error) {

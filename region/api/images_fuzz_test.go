@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 )
 
 // FuzzImportRequest feeds arbitrary bodies to the import endpoint's
@@ -25,7 +26,7 @@ func FuzzImportRequest(f *testing.F) {
 		req, err := decodeImportRequest(r)
 		if err == nil {
 			var enc []byte
-			enc, err = encodeRequest(imagesImport, req)
+			enc, err = encodeRequest(events.MethodImagesImport, req)
 			if err == nil {
 				var back map[string]any
 				if jerr := json.Unmarshal(enc, &back); jerr != nil || len(back) != 1 {

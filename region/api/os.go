@@ -138,7 +138,7 @@ func (s *Server) liveOS(ctx context.Context, timeout time.Duration, f postgres.I
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	g, err := rpc.Gather(gctx, s.nc, events.RacksRPCSubject("capabilities"), struct{}{}, expect)
+	g, err := rpc.Gather(gctx, s.nc, events.RacksRPCSubject(events.MethodCapabilities), struct{}{}, expect)
 	if err != nil {
 		return liveResult{}, err
 	}
@@ -305,7 +305,7 @@ func (s *Server) rackCapabilities(w http.ResponseWriter, r *http.Request) error 
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	var raw json.RawMessage
-	if err := rpc.Call(ctx, s.nc, events.RackRPCSubject(id, "capabilities"), struct{}{}, &raw); err != nil {
+	if err := rpc.Call(ctx, s.nc, events.RackRPCSubject(id, events.MethodCapabilities), struct{}{}, &raw); err != nil {
 		return err
 	}
 	caps, err := s.decodeCapabilities(rpc.Reply{From: id, Result: raw})
@@ -366,7 +366,7 @@ func (s *Server) putLicenceKey(w http.ResponseWriter, r *http.Request) error {
 			Valid  bool   `json:"valid"`
 			Reason string `json:"reason"`
 		}
-		err := rpc.Call(ctx, s.nc, events.RackRPCSubject(rackID, "validate_licence_key"),
+		err := rpc.Call(ctx, s.nc, events.RackRPCSubject(rackID, events.MethodValidateLicenceKey),
 			map[string]string{"os": osName, "release": release, "key": key}, &res)
 		cancel()
 		if err != nil {

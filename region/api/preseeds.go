@@ -113,7 +113,7 @@ func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := s.emitPreseed(r.Context(), d, postgres.ExpectNoStream); err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+b.Name, nil, map[string]any{"version": 1, "scope": sc})
+	AuditNote(r.Context(), events.PreseedStreamName(b.Name), nil, map[string]any{"version": 1, "scope": sc})
 	w.Header().Set("ETag", etag(1))
 	w.Header().Set("Location", "/api/v1/preseeds/"+b.Name)
 	return s.writePreseed(w, r, http.StatusCreated, b.Name, 1)
@@ -166,7 +166,7 @@ func ifMatch(r *http.Request) (int64, error) {
 
 func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	AuditNote(r.Context(), "preseed/"+name, nil, nil)
+	AuditNote(r.Context(), events.PreseedStreamName(name), nil, nil)
 	var b preseedBody
 	if err := DecodeJSON(r, &b); err != nil {
 		return err
@@ -197,13 +197,13 @@ func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := s.emitPreseed(r.Context(), d, base); err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1})
+	AuditNote(r.Context(), events.PreseedStreamName(name), map[string]int64{"version": base}, map[string]int64{"version": base + 1})
 	return s.writePreseed(w, r, http.StatusOK, name, base+1)
 }
 
 func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	AuditNote(r.Context(), "preseed/"+name, nil, nil)
+	AuditNote(r.Context(), events.PreseedStreamName(name), nil, nil)
 	var b struct {
 		Version int64  `json:"version"`
 		Comment string `json:"comment"`
@@ -232,7 +232,7 @@ func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := s.emitPreseed(r.Context(), d, base); err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1, "content_of": b.Version})
+	AuditNote(r.Context(), events.PreseedStreamName(name), map[string]int64{"version": base}, map[string]int64{"version": base + 1, "content_of": b.Version})
 	return s.writePreseed(w, r, http.StatusOK, name, base+1)
 }
 

@@ -144,7 +144,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// Until there is a volume, a refusal is the machine's.
-	AuditNote(r.Context(), "machine/"+machineID+"/volumes", nil, map[string]any{"provider": req.Provider, "size_mib": req.SizeMiB})
+	AuditNote(r.Context(), events.MachineStreamName(machineID)+"/volumes", nil, map[string]any{"provider": req.Provider, "size_mib": req.SizeMiB})
 	if err := req.check(); err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 	if v.Parameters == nil {
 		v.Parameters = map[string]string{}
 	}
-	AuditNote(r.Context(), "volume/"+vid, nil, summary(v))
+	AuditNote(r.Context(), events.VolumeStreamName(vid), nil, summary(v))
 	sreq := storage.Request{VolumeID: vid, Machine: machineID, Provider: req.Provider, SizeMiB: req.SizeMiB, Parameters: req.Parameters}
 	rec, callErr := s.storageCall(r.Context(), rack, storage.ActionCreate, sreq, timeout)
 	if rackRan(callErr) {
@@ -195,7 +195,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 		return callErr
 	}
 	v = merge(v, rec)
-	AuditNote(r.Context(), "volume/"+vid, nil, summary(v))
+	AuditNote(r.Context(), events.VolumeStreamName(vid), nil, summary(v))
 	w.Header().Set("Location", "/api/v1/volumes/"+vid)
 	return writeJSON(w, http.StatusCreated, v)
 }
@@ -346,7 +346,7 @@ func (s *Server) volumeAction(action storage.Action, def time.Duration) HandlerF
 			return err
 		}
 		// Every call on the volume is in its audit trail, refused or not.
-		AuditNote(r.Context(), "volume/"+vid, nil, nil)
+		AuditNote(r.Context(), events.VolumeStreamName(vid), nil, nil)
 		var body volumeActionRequest
 		if r.ContentLength != 0 {
 			if err := DecodeJSON(r, &body); err != nil {
@@ -369,13 +369,13 @@ func (s *Server) volumeAction(action storage.Action, def time.Duration) HandlerF
 		if err != nil {
 			return err
 		}
-		AuditNote(r.Context(), "volume/"+vid, summary(v), nil)
+		AuditNote(r.Context(), events.VolumeStreamName(vid), summary(v), nil)
 		rec, err := s.storageCall(r.Context(), rack, action, req, timeout)
 		if err != nil {
 			return err
 		}
 		after := merge(v, rec)
-		AuditNote(r.Context(), "volume/"+vid, summary(v), summary(after))
+		AuditNote(r.Context(), events.VolumeStreamName(vid), summary(v), summary(after))
 		return writeJSON(w, http.StatusOK, after)
 	}
 }

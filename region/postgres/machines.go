@@ -103,7 +103,7 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 	// preseed fetches there, but those observe the machine rather than
 	// change it: counting them would fail an operator's If-Match (or a
 	// release without one) whenever the machine happened to be booting.
-	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && machineChanges[s.Type] && s.Source == events.RegionSource {
+	if id, ok := strings.CutPrefix(s.Subject, events.MachineStreamPrefix); ok && machineChanges[s.Type] && s.Source == events.RegionSource {
 		q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id::text = $1`, id, s.Version)
 	}
 	return nil

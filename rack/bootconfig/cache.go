@@ -254,7 +254,7 @@ func (c *Cache) Apply(e events.Event, seq uint64) error {
 		var cl events.BootDecisionCleared
 		if err = e.DecodeData(&cl); err == nil {
 			var mac string
-			if mac, err = NormalizeMAC(cl.MAC); err == nil {
+			if mac, err = events.CanonicalMAC(cl.MAC); err == nil {
 				delete(c.decisions, mac)
 				delete(c.negative, mac)
 			}

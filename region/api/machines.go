@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
 	"sort"
@@ -36,11 +35,11 @@ var (
 
 // NormalizeMAC returns mac as lower-case colon-separated hex.
 func NormalizeMAC(mac string) (string, error) {
-	hw, err := net.ParseMAC(strings.TrimSpace(mac))
-	if err != nil || len(hw) != 6 {
+	canonical, err := events.CanonicalMAC(strings.TrimSpace(mac))
+	if err != nil {
 		return "", rackplane.Errorf(rackplane.EINVALID, "%q is not a MAC address such as 52:54:00:12:34:56", mac)
 	}
-	return hw.String(), nil
+	return canonical, nil
 }
 
 type machineRequest struct {

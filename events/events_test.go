@@ -46,6 +46,51 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 	}
 }
 
+// TestEveryRPCMethodHasSchemas: each rack rpc method whose bodies have
+// schema files names files that exist, for request and reply alike.
+func TestEveryRPCMethodHasSchemas(t *testing.T) {
+	set, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range []string{events.MethodImagesList, events.MethodImagesImport, events.MethodImagesImports,
+		events.MethodImagesDelete, events.MethodImagesGC, events.MethodImagesScrub} {
+		names = append(names, events.ImagesRPCSchema(m, events.PartRequest), events.ImagesRPCSchema(m, events.PartReply))
+	}
+	methods := []string{events.MethodStorageProviders}
+	for _, a := range events.StorageActions {
+		methods = append(methods, events.StorageMethod(a))
+	}
+	for _, m := range methods {
+		names = append(names, events.StorageRPCSchema(m, events.PartRequest), events.StorageRPCSchema(m, events.PartReply))
+	}
+	for _, n := range names {
+		if !set.Has(n) {
+			t.Errorf("no schema file %s.json", n)
+		}
+	}
+	for _, tt := range []struct{ got, want string }{
+		{events.StorageMethod(events.StorageActionSnapshot), "storage.snapshot"},
+		{events.StorageRPCSchema(events.StorageMethod(events.StorageActionGrow), events.PartRequest), "storage_rpc_action.request.v1"},
+		{events.StorageRPCSchema(events.MethodStorageProviders, events.PartReply), "storage_rpc_providers.reply.v1"},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+	for _, name := range []string{"create", "close"} {
+		if a, ok := events.ParseStorageAction(name); !ok || string(a) != name {
+			t.Errorf("ParseStorageAction(%q) = %q, %t", name, a, ok)
+		}
+	}
+	for _, name := range []string{"", "CREATE", "providers", "create ", "../create"} {
+		if a, ok := events.ParseStorageAction(name); ok {
+			t.Errorf("ParseStorageAction(%q) = %q, want none", name, a)
+		}
+	}
+}
+
 func TestSubjects(t *testing.T) {
 	rack := uuid.NewString()
 	tests := []struct{ got, want string }{

@@ -201,7 +201,7 @@ func (m *Manager) settleInterrupted() error {
 		rec.LastAction, rec.LastOK = rec.Pending, false
 		rec.LastError = fmt.Sprintf("%s was interrupted: the rack stopped while it ran", rec.Pending)
 		rec.Pending = ""
-		rec.State = StateUnknown
+		rec.State = events.VolumeStateUnknown
 		rec.UpdatedAt = m.cfg.Now().UTC()
 		if err := m.records.save(rec); err != nil {
 			return err

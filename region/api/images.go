@@ -210,13 +210,9 @@ func (s *Server) imagesCall(r *http.Request, rack rackplane.Rack, method string,
 	if err != nil {
 		return err
 	}
-	body, err := encodeRequest(method, req)
+	body, err := encodeRequest(method, events.ImagesRPCSchema(method, events.PartRequest), req)
 	if err != nil {
 		return err
-	}
-	set, err := schema.Default()
-	if err != nil {
-		return rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
@@ -234,7 +230,17 @@ func (s *Server) imagesCall(r *http.Request, rack rackplane.Rack, method string,
 	case err != nil:
 		return err
 	}
-	if err := set.ValidateJSON(events.ImagesRPCSchema(method, events.PartReply), raw); err != nil {
+	return s.decodeReply(rack, method, events.ImagesRPCSchema(method, events.PartReply), raw, out)
+}
+
+// decodeReply checks a rack's reply to method against its schema, as any
+// outside input, and decodes it into out.
+func (s *Server) decodeReply(rack rackplane.Rack, method, schemaName string, raw json.RawMessage, out any) error {
+	set, err := schema.Default()
+	if err != nil {
+		return rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
+	}
+	if err := set.ValidateJSON(schemaName, raw); err != nil {
 		s.log.Warn("rack answered with an invalid reply", "rack_id", rack.ID, "method", method, "err", err)
 		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "rack %s answered %s with a reply that breaks its schema; is it running a compatible version?", rack.ID, method)
 	}
@@ -257,8 +263,8 @@ func decodeImportRequest(r *http.Request) (importRequest, error) {
 }
 
 // encodeRequest is req as the rack receives it, checked against the
-// method's request schema.
-func encodeRequest(method string, req any) ([]byte, error) {
+// method's request schema (schemaName).
+func encodeRequest(method, schemaName string, req any) ([]byte, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, rackplane.WrapError(rackplane.EINTERNAL, err, "encode %s request", method)
@@ -267,7 +273,7 @@ func encodeRequest(method string, req any) ([]byte, error) {
 	if err != nil {
 		return nil, rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
 	}
-	if err := set.ValidateJSON(events.ImagesRPCSchema(method, events.PartRequest), body); err != nil {
+	if err := set.ValidateJSON(schemaName, body); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "invalid %s request: %s", method, schemaProblem(err))
 	}
 	return body, nil

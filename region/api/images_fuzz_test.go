@@ -26,7 +26,7 @@ func FuzzImportRequest(f *testing.F) {
 		req, err := decodeImportRequest(r)
 		if err == nil {
 			var enc []byte
-			enc, err = encodeRequest(events.MethodImagesImport, req)
+			enc, err = encodeRequest(events.MethodImagesImport, events.ImagesRPCSchema(events.MethodImagesImport, events.PartRequest), req)
 			if err == nil {
 				var back map[string]any
 				if jerr := json.Unmarshal(enc, &back); jerr != nil || len(back) != 1 {

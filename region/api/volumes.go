@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +18,6 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
-	"github.com/rackplane/rackplane/rack/storage"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -49,11 +49,11 @@ func (s *Server) volumeRoutes() {
 	s.handle("GET /api/v1/machines/{id}/volumes", s.listVolumes)
 	s.handle("GET /api/v1/volumes/{vid}", s.getVolume)
 	s.handle("GET /api/v1/storage-providers", s.listStorageProviders)
-	s.handle("DELETE /api/v1/volumes/{vid}", s.volumeAction(storage.ActionRemove, DefaultVolumeTimeout))
-	s.handle("POST /api/v1/volumes/{vid}/grow", s.volumeAction(storage.ActionGrow, DefaultVolumeSlowTimeout))
-	s.handle("POST /api/v1/volumes/{vid}/snapshot", s.volumeAction(storage.ActionSnapshot, DefaultVolumeSlowTimeout))
-	for _, a := range []storage.Action{storage.ActionAttach, storage.ActionDetach, storage.ActionSetinfo, storage.ActionVerify,
-		storage.ActionOpen, storage.ActionClose} {
+	s.handle("DELETE /api/v1/volumes/{vid}", s.volumeAction(events.StorageActionRemove, DefaultVolumeTimeout))
+	s.handle("POST /api/v1/volumes/{vid}/grow", s.volumeAction(events.StorageActionGrow, DefaultVolumeSlowTimeout))
+	s.handle("POST /api/v1/volumes/{vid}/snapshot", s.volumeAction(events.StorageActionSnapshot, DefaultVolumeSlowTimeout))
+	for _, a := range []events.StorageAction{events.StorageActionAttach, events.StorageActionDetach, events.StorageActionSetinfo, events.StorageActionVerify,
+		events.StorageActionOpen, events.StorageActionClose} {
 		s.handle("POST /api/v1/volumes/{vid}/"+string(a), s.volumeAction(a, DefaultVolumeTimeout))
 	}
 }
@@ -79,31 +79,31 @@ type volumeActionRequest struct {
 
 // check refuses fields the action does not take and checks those it
 // needs that involve nothing but the body.
-func (b volumeActionRequest) check(action storage.Action) error {
+func (b volumeActionRequest) check(action events.StorageAction) error {
 	for _, f := range []struct {
 		given bool
 		field string
-		only  storage.Action
+		only  events.StorageAction
 	}{
-		{b.NewSizeMiB != 0, "new_size_mib", storage.ActionGrow},
-		{b.MachineID != "", "machine_id", storage.ActionSetinfo},
-		{b.Name != "", "name", storage.ActionSnapshot},
-		{b.Exclusive != nil, "exclusive", storage.ActionOpen},
+		{b.NewSizeMiB != 0, "new_size_mib", events.StorageActionGrow},
+		{b.MachineID != "", "machine_id", events.StorageActionSetinfo},
+		{b.Name != "", "name", events.StorageActionSnapshot},
+		{b.Exclusive != nil, "exclusive", events.StorageActionOpen},
 	} {
 		if f.given && action != f.only {
 			return rackplane.Errorf(rackplane.EINVALID, "%s is for %s only, not %s", f.field, f.only, action)
 		}
 	}
 	switch action {
-	case storage.ActionGrow:
+	case events.StorageActionGrow:
 		if b.NewSizeMiB < 1 || b.NewSizeMiB > maxVolumeMiB {
 			return rackplane.Errorf(rackplane.EINVALID, "grow needs new_size_mib, from 1 to %d", int64(maxVolumeMiB))
 		}
-	case storage.ActionSnapshot:
-		if !storage.ValidSnapshotName(b.Name) {
+	case events.StorageActionSnapshot:
+		if !events.ValidSnapshotName(b.Name) {
 			return rackplane.Errorf(rackplane.EINVALID, "snapshot needs a name of letters, digits, '_', '.' and '-', starting with a letter or digit (at most 64), not %.80q", b.Name)
 		}
-	case storage.ActionOpen:
+	case events.StorageActionOpen:
 		if b.Exclusive == nil {
 			return rackplane.Errorf(rackplane.EINVALID, "open needs exclusive: true when only this machine may open the volume, false when others may too")
 		}
@@ -180,14 +180,14 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 	}
 	vid := id.String()
 	v := postgres.Volume{ID: vid, MachineID: machineID, Provider: req.Provider, RackID: rack.ID,
-		SizeMiB: req.SizeMiB, State: "creating", Parameters: req.Parameters, URIs: []string{}, Snapshots: []events.VolumeSnapshot{},
-		LastAction: string(storage.ActionCreate)}
+		SizeMiB: req.SizeMiB, State: events.VolumeStateCreating, Parameters: req.Parameters, URIs: []string{}, Snapshots: []events.VolumeSnapshot{},
+		LastAction: string(events.StorageActionCreate)}
 	if v.Parameters == nil {
 		v.Parameters = map[string]string{}
 	}
 	AuditNote(r.Context(), events.VolumeStreamName(vid), nil, summary(v))
-	sreq := storage.Request{VolumeID: vid, Machine: machineID, Provider: req.Provider, SizeMiB: req.SizeMiB, Parameters: req.Parameters}
-	rec, callErr := s.storageCall(r.Context(), rack, storage.ActionCreate, sreq, timeout)
+	sreq := events.StorageRequest{VolumeID: vid, Machine: machineID, Provider: req.Provider, SizeMiB: req.SizeMiB, Parameters: req.Parameters}
+	rec, callErr := s.storageCall(r.Context(), rack, events.StorageActionCreate, sreq, timeout)
 	if rackRan(callErr) {
 		s.recordRequest(r, v)
 	}
@@ -339,7 +339,7 @@ func (s *Server) getVolume(w http.ResponseWriter, r *http.Request) error {
 }
 
 // volumeAction sends action to the rack that has the volume.
-func (s *Server) volumeAction(action storage.Action, def time.Duration) HandlerFunc {
+func (s *Server) volumeAction(action events.StorageAction, def time.Duration) HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		vid, err := PathUUID(r, "vid")
 		if err != nil {
@@ -384,19 +384,19 @@ func (s *Server) volumeAction(action storage.Action, def time.Duration) HandlerF
 // Only the volume id and the provider go with every action: the rack keeps
 // the owner, size and parameters from the create, and sending the region's
 // copy could only send a stale one.
-func (s *Server) actionRequest(ctx context.Context, action storage.Action, v postgres.Volume, body volumeActionRequest) (storage.Request, error) {
-	req := storage.Request{VolumeID: v.ID, Provider: v.Provider}
+func (s *Server) actionRequest(ctx context.Context, action events.StorageAction, v postgres.Volume, body volumeActionRequest) (events.StorageRequest, error) {
+	req := events.StorageRequest{VolumeID: v.ID, Provider: v.Provider}
 	if err := body.check(action); err != nil {
 		return req, err
 	}
 	switch action {
-	case storage.ActionGrow:
+	case events.StorageActionGrow:
 		req.NewSizeMiB = body.NewSizeMiB
-	case storage.ActionSnapshot:
+	case events.StorageActionSnapshot:
 		req.SnapshotName = body.Name
-	case storage.ActionOpen:
+	case events.StorageActionOpen:
 		req.Exclusive = *body.Exclusive
-	case storage.ActionSetinfo:
+	case events.StorageActionSetinfo:
 		if body.MachineID != "" {
 			id, err := uuid.Parse(body.MachineID)
 			if err != nil {
@@ -413,7 +413,7 @@ func (s *Server) actionRequest(ctx context.Context, action storage.Action, v pos
 
 // merge is the volume after an action the rack answered: the rack's
 // record is newer than the projection, which catches up from its event.
-func merge(v postgres.Volume, rec storage.Record) postgres.Volume {
+func merge(v postgres.Volume, rec events.VolumeRecord) postgres.Volume {
 	v.Name, v.State, v.SizeMiB, v.Device = rec.Name, rec.State, rec.SizeMiB, rec.Device
 	if rec.Machine != "" {
 		v.MachineID = rec.Machine
@@ -436,16 +436,23 @@ func merge(v postgres.Volume, rec storage.Record) postgres.Volume {
 	return v
 }
 
-// storageCall runs one storage action on rack. The rack's own errors (a
-// provider failure with the tail of its output, a conflict with the
-// volume's state) pass through; a rack that does not answer is
-// EUNAVAILABLE, one that does not answer in time ETIMEOUT.
-func (s *Server) storageCall(ctx context.Context, rack rackplane.Rack, action storage.Action, req storage.Request, timeout time.Duration) (storage.Record, error) {
+// storageCall runs one storage action on rack. The request is checked
+// against its schema before it leaves, the reply after, as any outside
+// input. The rack's own errors (a provider failure with the tail of its
+// output, a conflict with the volume's state) pass through; a rack that
+// does not answer is EUNAVAILABLE, one that does not answer in time
+// ETIMEOUT.
+func (s *Server) storageCall(ctx context.Context, rack rackplane.Rack, action events.StorageAction, req events.StorageRequest, timeout time.Duration) (events.VolumeRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	method := storage.Method(action)
-	var rec storage.Record
-	err := rpc.Call(ctx, s.nc, events.RackRPCSubject(rack.ID, method), req, &rec)
+	method := events.StorageMethod(action)
+	var rec events.VolumeRecord
+	body, err := encodeRequest(method, events.StorageRPCSchema(method, events.PartRequest), req)
+	if err != nil {
+		return rec, err
+	}
+	var raw json.RawMessage
+	err = rpc.Call(ctx, s.nc, events.RackRPCSubject(rack.ID, method), json.RawMessage(body), &raw)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		if !rack.Online {
@@ -458,6 +465,9 @@ func (s *Server) storageCall(ctx context.Context, rack rackplane.Rack, action st
 			rack.ID, rack.Name, action, req.VolumeID, timeout)
 	case err != nil:
 		return rec, err
+	}
+	if err := s.decodeReply(rack, method, events.StorageRPCSchema(method, events.PartReply), raw, &rec); err != nil {
+		return events.VolumeRecord{}, err
 	}
 	if rec.VolumeID != req.VolumeID {
 		return rec, rackplane.Errorf(rackplane.EUNAVAILABLE, "rack %s answered %s of volume %s about volume %.40q; is it running a compatible version?",

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/rack/storage"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -57,7 +57,8 @@ func TestPickProviderRack(t *testing.T) {
 
 // FuzzCreateVolumeRequest feeds arbitrary bodies to the create endpoint's
 // validation: it refuses with EINVALID, or what it accepts makes a
-// volume_requested event that its schema accepts.
+// volume_requested event and a storage.create request that their schemas
+// accept.
 func FuzzCreateVolumeRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"provider":"loop","size_mib":8,"parameters":{"dir":"/srv/v"}}`, `{"provider":"ceph.rbd-1","size_mib":1}`,
@@ -97,12 +98,18 @@ func FuzzCreateVolumeRequest(f *testing.F) {
 		if err := v.Validate(ev); err != nil {
 			t.Fatalf("accepted %q, but its volume_requested breaks the schema: %v", body, err)
 		}
+		method := events.StorageMethod(events.StorageActionCreate)
+		sreq := events.StorageRequest{VolumeID: id, Machine: id, Provider: req.Provider, SizeMiB: req.SizeMiB, Parameters: req.Parameters}
+		if _, err := encodeRequest(method, events.StorageRPCSchema(method, events.PartRequest), sreq); err != nil {
+			t.Fatalf("accepted %q, but the rack's request breaks the schema: %v", body, err)
+		}
 	})
 }
 
 // FuzzVolumeActionBody feeds arbitrary bodies to every volume action: each
-// is refused with EINVALID, or takes only the fields of its own action, and
-// a snapshot name it accepts is one the rack accepts too.
+// is refused with EINVALID, or takes only the fields of its own action, a
+// snapshot name it accepts is one the rack accepts too, and the request
+// it makes of the rack is one the storage rpc's schema accepts.
 func FuzzVolumeActionBody(f *testing.F) {
 	for _, seed := range []string{
 		`{"name":"nightly-1"}`, `{"name":"../x"}`, `{"name":"-rf"}`, `{"name":"a b"}`, `{"exclusive":true}`, `{"exclusive":false}`,
@@ -111,11 +118,12 @@ func FuzzVolumeActionBody(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	actions := []storage.Action{storage.ActionAttach, storage.ActionDetach, storage.ActionRemove, storage.ActionGrow, storage.ActionSetinfo,
-		storage.ActionVerify, storage.ActionSnapshot, storage.ActionOpen, storage.ActionClose}
+	actions := []events.StorageAction{events.StorageActionAttach, events.StorageActionDetach, events.StorageActionRemove, events.StorageActionGrow, events.StorageActionSetinfo,
+		events.StorageActionVerify, events.StorageActionSnapshot, events.StorageActionOpen, events.StorageActionClose}
+	const vid = "0190a3c2-0000-7000-8000-000000000001"
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, a := range actions {
-			r := httptest.NewRequest("POST", "/api/v1/volumes/0190a3c2-0000-7000-8000-000000000001/"+string(a), bytes.NewReader(body))
+			r := httptest.NewRequest("POST", "/api/v1/volumes/"+vid+"/"+string(a), bytes.NewReader(body))
 			var b volumeActionRequest
 			err := DecodeJSON(r, &b)
 			if err == nil {
@@ -128,13 +136,24 @@ func FuzzVolumeActionBody(f *testing.F) {
 				continue
 			}
 			switch {
-			case b.Name != "" && a != storage.ActionSnapshot, b.Exclusive != nil && a != storage.ActionOpen,
-				b.NewSizeMiB != 0 && a != storage.ActionGrow, b.MachineID != "" && a != storage.ActionSetinfo:
+			case b.Name != "" && a != events.StorageActionSnapshot, b.Exclusive != nil && a != events.StorageActionOpen,
+				b.NewSizeMiB != 0 && a != events.StorageActionGrow, b.MachineID != "" && a != events.StorageActionSetinfo:
 				t.Fatalf("%s took %q", a, body)
-			case a == storage.ActionSnapshot && !storage.ValidSnapshotName(b.Name):
+			case a == events.StorageActionSnapshot && !events.ValidSnapshotName(b.Name):
 				t.Fatalf("snapshot took name %q", b.Name)
-			case a == storage.ActionOpen && b.Exclusive == nil:
+			case a == events.StorageActionOpen && b.Exclusive == nil:
 				t.Fatalf("open took %q without exclusive", body)
+			}
+			if a == events.StorageActionSetinfo && b.MachineID != "" {
+				continue // the new owner is looked up in the database
+			}
+			req, err := (&Server{}).actionRequest(context.Background(), a, postgres.Volume{ID: vid, Provider: "loop"}, b)
+			if err != nil {
+				t.Fatalf("%s %q: %v", a, body, err)
+			}
+			method := events.StorageMethod(a)
+			if _, err := encodeRequest(method, events.StorageRPCSchema(method, events.PartRequest), req); err != nil {
+				t.Fatalf("%s %q: the rack's request breaks the schema: %v", a, body, err)
 			}
 		}
 	})

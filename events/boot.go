@@ -53,7 +53,7 @@ type BootDecisionCleared struct {
 }
 
 // BootDecisionRequest asks the region, over
-// RegionRPCSubject("boot_decision"), for the decision of one MAC.
+// RegionRPCSubject(MethodBootDecision), for the decision of one MAC.
 type BootDecisionRequest struct {
 	RackID string `json:"rack_id"`
 	MAC    string `json:"mac"`

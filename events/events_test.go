@@ -48,6 +48,51 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 	}
 }
 
+// TestEveryRPCMethodHasSchemas: each rack rpc method whose bodies have
+// schema files names files that exist, for request and reply alike.
+func TestEveryRPCMethodHasSchemas(t *testing.T) {
+	set, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range []string{events.MethodImagesList, events.MethodImagesImport, events.MethodImagesImports,
+		events.MethodImagesDelete, events.MethodImagesGC, events.MethodImagesScrub} {
+		names = append(names, events.ImagesRPCSchema(m, events.PartRequest), events.ImagesRPCSchema(m, events.PartReply))
+	}
+	methods := []string{events.MethodStorageProviders}
+	for _, a := range events.StorageActions {
+		methods = append(methods, events.StorageMethod(a))
+	}
+	for _, m := range methods {
+		names = append(names, events.StorageRPCSchema(m, events.PartRequest), events.StorageRPCSchema(m, events.PartReply))
+	}
+	for _, n := range names {
+		if !set.Has(n) {
+			t.Errorf("no schema file %s.json", n)
+		}
+	}
+	for _, tt := range []struct{ got, want string }{
+		{events.StorageMethod(events.StorageActionSnapshot), "storage.snapshot"},
+		{events.StorageRPCSchema(events.StorageMethod(events.StorageActionGrow), events.PartRequest), "storage_rpc_action.request.v1"},
+		{events.StorageRPCSchema(events.MethodStorageProviders, events.PartReply), "storage_rpc_providers.reply.v1"},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+	for _, name := range []string{"create", "close"} {
+		if a, ok := events.ParseStorageAction(name); !ok || string(a) != name {
+			t.Errorf("ParseStorageAction(%q) = %q, %t", name, a, ok)
+		}
+	}
+	for _, name := range []string{"", "CREATE", "providers", "create ", "../create"} {
+		if a, ok := events.ParseStorageAction(name); ok {
+			t.Errorf("ParseStorageAction(%q) = %q, want none", name, a)
+		}
+	}
+}
+
 func TestSubjects(t *testing.T) {
 	rack := uuid.NewString()
 	tests := []struct{ got, want string }{
@@ -61,6 +106,15 @@ func TestSubjects(t *testing.T) {
 		{events.RackIDFromSubject("rackplane.region.event.x"), ""},
 		{events.RackIDFromSource(events.RackSource(rack)), rack},
 		{events.RackIDFromSource(events.RegionSource), ""},
+		// Event-store stream names, as the envelope schema's subject
+		// patterns and the Postgres projections expect them.
+		{events.RackStreamName(rack), "rack/" + rack},
+		{events.MachineStreamName("m1"), "machine/m1"},
+		{events.VolumeStreamName("v1"), "volume/v1"},
+		{events.ImageStreamName(rack, "store"), "image/" + rack + "/store"},
+		{events.PreseedStreamName("p1"), "preseed/p1"},
+		{events.TokenStreamName("t1"), "token/t1"},
+		{events.ImagesRPCSchema(events.MethodImagesGC, events.PartRequest), "images_rpc_gc.request.v1"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

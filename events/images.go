@@ -10,12 +10,6 @@ const (
 	TypeImageCorrupt      = "rackplane.rack.image_corrupt.v1"
 )
 
-// ImageStreamName is the event-store stream of one image version (or of a
-// rack's image store as a whole, with name "store") on one rack. The rack id
-// is part of it because the same version on two racks is two copies with
-// lives of their own.
-func ImageStreamName(rackID, name string) string { return "image/" + rackID + "/" + name }
-
 // ImageFile is one file of an image version.
 type ImageFile struct {
 	Name   string `json:"name"`

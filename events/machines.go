@@ -43,12 +43,6 @@ const (
 var MachineStatuses = []string{MachineNew, MachineCommissioning, MachineReady, MachineDeploying, MachineDeployed,
 	MachineReleasing, MachineFailed, MachineBroken, MachineRescue}
 
-// MachineStreamName is the event-store stream of a machine.
-func MachineStreamName(id string) string { return "machine/" + id }
-
-// PreseedStreamName is the event-store stream of a named preseed.
-func PreseedStreamName(name string) string { return "preseed/" + name }
-
 // MachineState is the data of TypeMachineCreated and TypeMachineUpdated:
 // the machine's descriptive fields after the change.
 type MachineState struct {

@@ -12,9 +12,6 @@ const (
 	TypeStorageProvidersChanged = "rackplane.rack.storage_providers_changed.v1"
 )
 
-// VolumeStreamName is the event-store stream (aggregate) of a volume.
-func VolumeStreamName(volumeID string) string { return "volume/" + volumeID }
-
 // VolumeActionCompleted is the data of TypeVolumeActionCompleted.
 type VolumeActionCompleted struct {
 	Action     string    `json:"action"`

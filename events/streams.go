@@ -1,61 +1,48 @@
 package events
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"time"
+import "errors"
 
-	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Stream names. The region owns the streams and creates them at start; a
-// rack that starts first keeps its events buffered until they exist.
+// JetStream stream names. The region owns the streams and creates them at
+// start (internal/eventbus.EnsureStreams); a rack that starts first keeps
+// its events buffered until they exist.
 const (
 	RackStream   = "RACKPLANE_RACK_EVENTS"
 	RegionStream = "RACKPLANE_REGION_EVENTS"
 )
 
-// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. It bounds
-// how late a republished event (after a crash between commit and publish)
-// is still dropped by the server; consumers dedupe by id beyond that.
-const DuplicateWindow = 10 * time.Minute
+// Event-store stream (aggregate) names: an event's subject is one of them,
+// "<kind>/<id>". The prefixes are exported for code that must match or
+// take apart a name (a SQL join, a projection); everything else builds
+// names with the functions below.
+const (
+	RackStreamPrefix    = "rack/"
+	MachineStreamPrefix = "machine/"
+	VolumeStreamPrefix  = "volume/"
+	ImageStreamPrefix   = "image/"
+	PreseedStreamPrefix = "preseed/"
+	TokenStreamPrefix   = "token/"
+)
 
-// StreamConfigs returns the stream configurations; maxAge bounds how long
-// events stay on the streams (Postgres keeps them for good).
-func StreamConfigs(maxAge time.Duration) []jetstream.StreamConfig {
-	return []jetstream.StreamConfig{
-		{
-			Name:        RackStream,
-			Description: "events published by racks",
-			Subjects:    []string{RackEventsWildcard},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      maxAge,
-			Duplicates:  DuplicateWindow,
-		},
-		{
-			Name:        RegionStream,
-			Description: "events published by the region",
-			Subjects:    []string{RegionEventsWildcard},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      maxAge,
-			Duplicates:  DuplicateWindow,
-		},
-	}
-}
+// RackStreamName is the event-store stream of a rack.
+func RackStreamName(rackID string) string { return RackStreamPrefix + rackID }
 
-// EnsureStreams creates the streams or updates them to the current
-// configuration.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAge time.Duration) error {
-	for _, cfg := range StreamConfigs(maxAge) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-		}
-	}
-	return nil
-}
+// MachineStreamName is the event-store stream of a machine.
+func MachineStreamName(id string) string { return MachineStreamPrefix + id }
+
+// VolumeStreamName is the event-store stream of a volume.
+func VolumeStreamName(volumeID string) string { return VolumeStreamPrefix + volumeID }
+
+// ImageStreamName is the event-store stream of one image version (or of a
+// rack's image store as a whole, with name "store") on one rack. The rack id
+// is part of it because the same version on two racks is two copies with
+// lives of their own.
+func ImageStreamName(rackID, name string) string { return ImageStreamPrefix + rackID + "/" + name }
+
+// PreseedStreamName is the event-store stream of a named preseed.
+func PreseedStreamName(name string) string { return PreseedStreamPrefix + name }
+
+// TokenStreamName is the event-store stream of an API token.
+func TokenStreamName(id string) string { return TokenStreamPrefix + id }
 
 // SubjectFor returns the subject an event is published on, derived from its
 // source and type.

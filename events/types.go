@@ -12,9 +12,6 @@ const (
 	TypeRackOnline     = "rackplane.region.rack_online.v1"
 )
 
-// RackStreamName is the event-store stream (aggregate) of a rack.
-func RackStreamName(rackID string) string { return "rack/" + rackID }
-
 // RackRegistered is the data of TypeRackRegistered.
 type RackRegistered struct {
 	Name                string    `json:"name"`
@@ -55,9 +52,6 @@ const (
 	TypeTokenCreated = "rackplane.region.token_created.v1"
 	TypeTokenRevoked = "rackplane.region.token_revoked.v1"
 )
-
-// TokenStreamName is the event-store stream of an API token.
-func TokenStreamName(id string) string { return "token/" + id }
 
 // TokenChanged is the data of TypeTokenCreated and TypeTokenRevoked.
 type TokenChanged struct {

@@ -35,7 +35,7 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 		Version int64  `json:"version"`
 		Content string `json:"content"`
 	}
-	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject("preseed"),
+	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodPreseed),
 		map[string]string{"rack_id": r.id, "machine_id": id.String(), "remote": req.RemoteAddr}, &out)
 	if err != nil {
 		r.log.Warn("preseed not served", "machine_id", id, "remote", req.RemoteAddr, "err", err)
@@ -78,7 +78,7 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 		Status  string `json:"status"`
 		Changed bool   `json:"changed"`
 	}
-	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject("install_status"), map[string]string{
+	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodInstallStatus), map[string]string{
 		"rack_id": r.id, "machine_id": id.String(), "token": token,
 		"result": report.Result, "message": report.Message, "remote": req.RemoteAddr,
 	}, &out)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -186,7 +187,7 @@ type Rack struct {
 	log       *slog.Logger
 	now       func() time.Time
 	registry  *prometheus.Registry
-	publisher *events.Publisher
+	publisher *eventbus.Publisher
 	rpc       *rpc.Server
 	mux       *http.ServeMux
 	ln        net.Listener
@@ -257,7 +258,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 			r.close()
 		}
 	}()
-	r.publisher = events.NewPublisher(js, events.PublisherConfig{
+	r.publisher = eventbus.NewPublisher(js, eventbus.PublisherConfig{
 		Source: events.RackSource(id), Subject: events.RackStreamName(id),
 		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
 	})
@@ -361,7 +362,7 @@ func (r *Rack) ID() string { return r.id }
 func (r *Rack) HTTPAddr() string { return r.ln.Addr().String() }
 
 // Publisher returns the rack's event publisher.
-func (r *Rack) Publisher() *events.Publisher { return r.publisher }
+func (r *Rack) Publisher() *eventbus.Publisher { return r.publisher }
 
 // Emit builds an event of the rack and queues it for publishing.
 func (r *Rack) Emit(typ, subject string, data any) error {
@@ -394,10 +395,10 @@ func (r *Rack) Run(ctx context.Context) error {
 	defer r.close()
 	r.started = r.now().UTC().Truncate(time.Microsecond)
 	infoHandler := func(context.Context, []byte) (any, error) { return r.info(), nil }
-	if err := r.rpc.Handle(events.RackRPCSubject(r.id, "info"), "", infoHandler); err != nil {
+	if err := r.rpc.Handle(events.RackRPCSubject(r.id, events.MethodInfo), "", infoHandler); err != nil {
 		return err
 	}
-	if err := r.rpc.Handle(events.RacksRPCSubject("info"), "", infoHandler); err != nil {
+	if err := r.rpc.Handle(events.RacksRPCSubject(events.MethodInfo), "", infoHandler); err != nil {
 		return err
 	}
 	defer r.rpc.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region"
@@ -41,11 +42,11 @@ func BenchmarkIngest(b *testing.B) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			pubs := make([]*events.Publisher, racks)
+			pubs := make([]*eventbus.Publisher, racks)
 			ids := make([]string, racks)
 			for i := range pubs {
 				ids[i] = uuid.NewString()
-				pubs[i] = events.NewPublisher(js, events.PublisherConfig{Source: events.RackSource(ids[i]), Subject: events.RackStreamName(ids[i]), Buffer: b.N + 1})
+				pubs[i] = eventbus.NewPublisher(js, eventbus.PublisherConfig{Source: events.RackSource(ids[i]), Subject: events.RackStreamName(ids[i]), Buffer: b.N + 1})
 				go pubs[i].Run(rctx)
 			}
 			evs := make([]events.Event, b.N)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
@@ -32,6 +33,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/volume"
 	"github.com/rackplane/rackplane/region/webui"
 )
 
@@ -135,6 +137,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 		Appended:   r.appended,
 		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
 		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
+		Volumes:    volume.New(db, nc, nil, log.With("component", "volume")),
 		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
@@ -190,7 +193,7 @@ func (r *Region) ensureStreams(ctx context.Context) error {
 	return backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return events.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
+		return eventbus.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
 	}, func(err error, wait time.Duration) {
 		r.log.Warn("JetStream not ready, retrying", "err", err, "retry_in", wait)
 	})

@@ -165,7 +165,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	var v volume
 	code := h.do("POST", "/api/v1/machines/"+mid+"/volumes",
 		map[string]any{"provider": "loop", "size_mib": 8, "parameters": map[string]string{"dir": vols, "note": "first"}}, &v)
-	if code != 201 || v.State != storage.StateCreated || v.RackID != r.ID() || v.SizeMiB != 8 || v.MachineID != mid {
+	if code != 201 || v.State != events.VolumeStateCreated || v.RackID != r.ID() || v.SizeMiB != 8 || v.MachineID != mid {
 		t.Fatalf("create: %d %+v", code, v)
 	}
 	vid := v.ID
@@ -176,7 +176,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	if st, err := os.Stat(img); err != nil || st.Size() != 8<<20 {
 		t.Fatalf("backing file: %v %v", st, err)
 	}
-	got := h.projected(vid, "created", func(v volume) bool { return v.State == storage.StateCreated && v.Name != "" })
+	got := h.projected(vid, "created", func(v volume) bool { return v.State == events.VolumeStateCreated && v.Name != "" })
 	if got.Parameters["dir"] != vols || got.Parameters["note"] != "first" || got.RackID != r.ID() || got.Provider != "loop" {
 		t.Errorf("projected after create: %+v", got)
 	}
@@ -201,7 +201,7 @@ func TestVolumeLifecycle(t *testing.T) {
 		says         string
 	}{
 		{method: "POST", path: "/attach", check: func(v volume) error {
-			if v.State != storage.StateAttached || v.Device == "" || len(v.URIs) != 1 || v.URIs[0] != "file://"+img {
+			if v.State != events.VolumeStateAttached || v.Device == "" || len(v.URIs) != 1 || v.URIs[0] != "file://"+img {
 				return fmt.Errorf("not attached: %+v", v)
 			}
 			if err := storage.CheckBlockDevice(v.Device); err != nil {
@@ -216,7 +216,7 @@ func TestVolumeLifecycle(t *testing.T) {
 			return nil
 		}},
 		{method: "POST", path: "/open", body: map[string]bool{"exclusive": true}, check: func(v volume) error {
-			if !v.Open || !v.OpenExclusive || v.State != storage.StateAttached {
+			if !v.Open || !v.OpenExclusive || v.State != events.VolumeStateAttached {
 				return fmt.Errorf("not open: %+v", v)
 			}
 			if ro := getro(t, v.Device); ro != "0" {
@@ -235,7 +235,7 @@ func TestVolumeLifecycle(t *testing.T) {
 		}},
 		{method: "POST", path: "/detach", status: 409, says: "close it first"},
 		{method: "POST", path: "/close", check: func(v volume) error {
-			if v.Open || v.OpenExclusive || v.State != storage.StateAttached {
+			if v.Open || v.OpenExclusive || v.State != events.VolumeStateAttached {
 				return fmt.Errorf("not closed: %+v", v)
 			}
 			if ro := getro(t, v.Device); ro != "1" {
@@ -244,7 +244,7 @@ func TestVolumeLifecycle(t *testing.T) {
 			return nil
 		}},
 		{method: "POST", path: "/grow", body: map[string]int64{"new_size_mib": 24}, check: func(v volume) error {
-			if v.SizeMiB != 24 || v.State != storage.StateAttached {
+			if v.SizeMiB != 24 || v.State != events.VolumeStateAttached {
 				return fmt.Errorf("not grown: %+v", v)
 			}
 			if n := deviceMiB(t, v.Device); n != 24 {
@@ -278,7 +278,7 @@ func TestVolumeLifecycle(t *testing.T) {
 			return nil
 		}},
 		{method: "POST", path: "/detach", check: func(v volume) error {
-			if v.State != storage.StateDetached || v.Device != "" {
+			if v.State != events.VolumeStateDetached || v.Device != "" {
 				return fmt.Errorf("not detached: %+v", v)
 			}
 			out, err := exec.Command("losetup", "--list", "--noheadings", "--associated", img).Output()
@@ -288,7 +288,7 @@ func TestVolumeLifecycle(t *testing.T) {
 			return nil
 		}},
 		{method: "DELETE", check: func(v volume) error {
-			if v.State != storage.StateRemoved || len(v.Snapshots) != 2 {
+			if v.State != events.VolumeStateRemoved || len(v.Snapshots) != 2 {
 				return fmt.Errorf("not removed: %+v", v)
 			}
 			if _, err := os.Stat(img); !os.IsNotExist(err) {
@@ -534,7 +534,7 @@ func TestVolumeErrors(t *testing.T) {
 		failed = list.Volumes[0]
 		return nil
 	})
-	if failed.State != storage.StateUnknown || failed.LastErrorCode != rackplane.EUNAVAILABLE || failed.Parameters["dir"] != "/nonexistent/volumes" {
+	if failed.State != events.VolumeStateUnknown || failed.LastErrorCode != rackplane.EUNAVAILABLE || failed.Parameters["dir"] != "/nonexistent/volumes" {
 		t.Errorf("failed create recorded as %+v", failed)
 	}
 	if a := h.audit("volume/" + failed.ID); len(a) != 1 || a[0].Outcome != "failure" || a[0].Status != 503 || !strings.Contains(a[0].Detail, "truncate") {
@@ -600,7 +600,7 @@ func TestVolumeErrors(t *testing.T) {
 	}
 	h.projected(ns.ID, "refused snapshot on record", func(v volume) bool {
 		return v.LastAction == "snapshot" && !v.LastOK && v.LastErrorCode == rackplane.EPRECONDITION && len(v.Snapshots) == 0 &&
-			v.State == storage.StateCreated && strings.Contains(v.LastError, "no snapshot script")
+			v.State == events.VolumeStateCreated && strings.Contains(v.LastError, "no snapshot script")
 	})
 	if a := h.audit("volume/" + ns.ID); len(a) != len(bad)+2 || a[len(a)-1].Status != 412 || !strings.Contains(a[len(a)-1].Detail, "no snapshot script") {
 		t.Errorf("audit of the refused snapshot: %+v", a)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
 )
@@ -51,7 +52,7 @@ func TestRegionKilledWhileRacksPublish(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			p := events.NewPublisher(js, events.PublisherConfig{Source: events.RackSource(id), Subject: events.RackStreamName(id), Buffer: perRack * 2})
+			p := eventbus.NewPublisher(js, eventbus.PublisherConfig{Source: events.RackSource(id), Subject: events.RackStreamName(id), Buffer: perRack * 2})
 			pctx, cancel := context.WithCancel(gctx)
 			defer cancel()
 			go p.Run(pctx)

@@ -211,7 +211,7 @@ func (c *Cache) Lookup(ctx context.Context, mac string) (d events.BootDecision, 
 func (c *Cache) ask(ctx context.Context, mac string) (events.BootDecisionReply, error) {
 	var raw json.RawMessage
 	var reply events.BootDecisionReply
-	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject("boot_decision"), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
+	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject(events.MethodBootDecision), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
 		return reply, err
 	}
 	if err := c.schemas.ValidateJSON(BootDecisionReplySchema, raw); err != nil {
@@ -255,7 +255,7 @@ func (c *Cache) Apply(e events.Event, seq uint64) error {
 		var cl events.BootDecisionCleared
 		if err = e.DecodeData(&cl); err == nil {
 			var mac string
-			if mac, err = NormalizeMAC(cl.MAC); err == nil {
+			if mac, err = events.CanonicalMAC(cl.MAC); err == nil {
 				delete(c.decisions, mac)
 				delete(c.negative, mac)
 			}

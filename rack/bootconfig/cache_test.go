@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -28,7 +29,7 @@ func regionEvent(t *testing.T, typ string, data any) *nats.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := events.Message(e)
+	m, err := eventbus.Message(e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestCacheFollowsRegion(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := events.EnsureStreams(ctx, js, time.Hour); err != nil {
+	if err := eventbus.EnsureStreams(ctx, js, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	schemas, err := schema.Default()

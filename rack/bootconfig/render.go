@@ -84,7 +84,7 @@ func (r *Renderer) Unknown(mac string) events.BootDecision {
 // line, so nothing may carry a line break or, where a value is one word,
 // a space: a decision must not be able to smuggle in config lines.
 func ValidateDecision(d *events.BootDecision) error {
-	mac, err := NormalizeMAC(d.MAC)
+	mac, err := events.CanonicalMAC(d.MAC)
 	if err != nil {
 		return rackplane.Errorf(rackplane.EINVALID, "boot decision: %v", err)
 	}

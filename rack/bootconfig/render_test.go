@@ -9,45 +9,6 @@ import (
 	"github.com/rackplane/rackplane/rack/bootconfig"
 )
 
-func TestNormalizeMAC(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"52:54:00:12:34:56", "52:54:00:12:34:56"},
-		{"52-54-00-AB-cd-EF", "52:54:00:ab:cd:ef"},
-		{"525400ABCDEF", "52:54:00:ab:cd:ef"},
-		{"52:54-00:12:34:56", ""},
-		{"52:54:00:12:34", ""},
-		{"52:54:00:12:34:56:78", ""},
-		{"5:254:00:12:34:56", ""},
-		{":52:54:00:12:34:56", ""},
-		{"52:54:00:12:34:5g", ""},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		got, err := bootconfig.NormalizeMAC(tt.in)
-		if got != tt.want || (err == nil) != (tt.want != "") {
-			t.Errorf("NormalizeMAC(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-}
-
-func FuzzNormalizeMAC(f *testing.F) {
-	for _, s := range []string{"52:54:00:12:34:56", "52-54-00-ab-cd-ef", "525400abcdef", "::::::", "5:254:00:12:34:56"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, in string) {
-		got, err := bootconfig.NormalizeMAC(in)
-		if err != nil {
-			return
-		}
-		if len(got) != 17 || strings.Count(got, ":") != 5 || strings.ToLower(got) != got {
-			t.Fatalf("NormalizeMAC(%q) = %q", in, got)
-		}
-		if again, err := bootconfig.NormalizeMAC(got); err != nil || again != got {
-			t.Fatalf("not idempotent: %q -> %q -> %q %v", in, got, again, err)
-		}
-	})
-}
-
 func TestValidateDecisionRefusesInjection(t *testing.T) {
 	base := events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i"}
 	tests := []struct {

@@ -320,13 +320,13 @@ func (r *Reporter) ValidateLicenceKey(req LicenceKeyRequest) (LicenceKeyResult, 
 // every-rack subject) and validate_licence_key.
 func (r *Reporter) RegisterRPC(srv *rpc.Server, rackID string) error {
 	snapshot := func(context.Context, []byte) (any, error) { return r.snapshotJSON() }
-	if err := srv.Handle(events.RackRPCSubject(rackID, "capabilities"), "", snapshot); err != nil {
+	if err := srv.Handle(events.RackRPCSubject(rackID, events.MethodCapabilities), "", snapshot); err != nil {
 		return err
 	}
-	if err := srv.Handle(events.RacksRPCSubject("capabilities"), "", snapshot); err != nil {
+	if err := srv.Handle(events.RacksRPCSubject(events.MethodCapabilities), "", snapshot); err != nil {
 		return err
 	}
-	return srv.Handle(events.RackRPCSubject(rackID, "validate_licence_key"), "", func(_ context.Context, data []byte) (any, error) {
+	return srv.Handle(events.RackRPCSubject(rackID, events.MethodValidateLicenceKey), "", func(_ context.Context, data []byte) (any, error) {
 		var req LicenceKeyRequest
 		if err := json.Unmarshal(data, &req); err != nil {
 			return nil, rackplane.Errorf(rackplane.EINVALID, "validate_licence_key: %v", err)

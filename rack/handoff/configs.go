@@ -3,6 +3,7 @@ package handoff
 import (
 	"strings"
 
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 )
 
@@ -46,7 +47,7 @@ func parseConfigName(name string) (configName, bool) {
 }
 
 func macConfig(kind bootconfig.Kind, s string) (configName, bool) {
-	mac, err := bootconfig.NormalizeMAC(s)
+	mac, err := events.CanonicalMAC(s)
 	if err != nil {
 		return configName{}, false
 	}

@@ -32,7 +32,7 @@ const (
 	RouteUnavailable = "unavailable" // a store failed
 )
 
-// Publisher takes events; the rack's events.Publisher never blocks.
+// Publisher takes events; the rack's eventbus.Publisher never blocks.
 type Publisher interface{ Publish(events.Event) }
 
 // Versions opens files of explicit image or boot loader versions (the
@@ -330,7 +330,7 @@ var machineIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 // machine is unknown or its id does not fit a subject.
 func (r *Resolver) Subject(machineID string) string {
 	if machineIDPattern.MatchString(machineID) {
-		return "machine/" + machineID
+		return events.MachineStreamName(machineID)
 	}
 	return events.RackStreamName(r.cfg.RackID)
 }

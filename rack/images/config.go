@@ -12,7 +12,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 )
 
-// Publisher takes the events the store emits; *events.Publisher is one.
+// Publisher takes the events the store emits; *eventbus.Publisher is one.
 type Publisher interface {
 	Publish(events.Event)
 }

@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -235,6 +236,41 @@ func TestScrubAtOpen(t *testing.T) {
 	ev := e.rec.ofType(events.TypeImageCorrupt)
 	if len(ev) != 1 || ev[0].DecodeData(&d) != nil || d.DetectedBy != "open" {
 		t.Fatalf("corrupt events %v", ev)
+	}
+}
+
+// TestBadManifestQuarantinedAtOpen: a stored version manifest that parses
+// but no longer describes a valid version (its id does not match its
+// fields) is moved aside at open, not loaded.
+func TestBadManifestQuarantinedAtOpen(t *testing.T) {
+	e := newEnv(t, nil)
+	v, files := imageVersion("20261101", map[string][]byte{"linux": content("k", 100)})
+	ss := newSourceServer(t, v)
+	ss.addFiles(files)
+	e.importURL(ss.url())
+	name := versionFileName(v.ID())
+	p := filepath.Join(e.dir, "images", "versions", name)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = "20261102"
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	if ids := e.ids(); len(ids) != 0 {
+		t.Fatalf("versions after a bad manifest: %v", ids)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "images", "quarantine", "version-"+name)); err != nil {
+		t.Fatalf("bad manifest not quarantined: %v", err)
 	}
 }
 

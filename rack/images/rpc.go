@@ -5,21 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
-)
-
-// RPC method names, under events.RackRPCSubject(rackID, ...).
-const (
-	MethodList    = "images.list"
-	MethodImport  = "images.import"
-	MethodImports = "images.imports"
-	MethodDelete  = "images.delete"
-	MethodGC      = "images.gc"
-	MethodScrub   = "images.scrub"
 )
 
 // ListReply is the result of images.list.
@@ -58,20 +47,20 @@ func (s *Store) RegisterRPC(srv *rpc.Server, rackID string) error {
 		return rackplane.Errorf(rackplane.EINVALID, "RegisterRPC for rack %s, but the store belongs to rack %s", rackID, s.cfg.RackID)
 	}
 	handlers := map[string]rpc.HandlerFunc{
-		MethodList: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesList: func(ctx context.Context, data []byte) (any, error) {
 			if err := decodeRequest(data, &struct{}{}); err != nil {
 				return nil, err
 			}
 			return ListReply{Versions: s.Versions()}, nil
 		},
-		MethodImport: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesImport: func(ctx context.Context, data []byte) (any, error) {
 			var src Source
 			if err := decodeRequest(data, &src); err != nil {
 				return nil, err
 			}
 			return s.StartImport(src)
 		},
-		MethodImports: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesImports: func(ctx context.Context, data []byte) (any, error) {
 			var req ImportsRequest
 			if err := decodeRequest(data, &req); err != nil {
 				return nil, err
@@ -87,7 +76,7 @@ func (s *Store) RegisterRPC(srv *rpc.Server, rackID string) error {
 			}
 			return nil, rackplane.Errorf(rackplane.ENOTFOUND, "no import %s", truncate(req.ID))
 		},
-		MethodDelete: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesDelete: func(ctx context.Context, data []byte) (any, error) {
 			var req DeleteRequest
 			if err := decodeRequest(data, &req); err != nil {
 				return nil, err
@@ -97,21 +86,21 @@ func (s *Store) RegisterRPC(srv *rpc.Server, rackID string) error {
 			}
 			return s.Delete(ctx, req.VersionID)
 		},
-		MethodGC: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesGC: func(ctx context.Context, data []byte) (any, error) {
 			var req GCRequest
 			if err := decodeRequest(data, &req); err != nil {
 				return nil, err
 			}
 			return s.GC(ctx, req.DryRun)
 		},
-		MethodScrub: func(ctx context.Context, data []byte) (any, error) {
+		events.MethodImagesScrub: func(ctx context.Context, data []byte) (any, error) {
 			if err := decodeRequest(data, &struct{}{}); err != nil {
 				return nil, err
 			}
 			return s.Scrub(ctx)
 		},
 	}
-	for _, m := range []string{MethodList, MethodImport, MethodImports, MethodDelete, MethodGC, MethodScrub} {
+	for _, m := range []string{events.MethodImagesList, events.MethodImagesImport, events.MethodImagesImports, events.MethodImagesDelete, events.MethodImagesGC, events.MethodImagesScrub} {
 		if err := srv.Handle(events.RackRPCSubject(rackID, m), "", s.validated(m, handlers[m])); err != nil {
 			return fmt.Errorf("register %s: %w", m, err)
 		}
@@ -121,14 +110,10 @@ func (s *Store) RegisterRPC(srv *rpc.Server, rackID string) error {
 
 // RequestSchema and ReplySchema name the schema files of a method's
 // request and result.
-func RequestSchema(method string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + ".request.v1"
-}
+func RequestSchema(method string) string { return events.ImagesRPCSchema(method, events.PartRequest) }
 
 // ReplySchema: see RequestSchema.
-func ReplySchema(method string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + ".reply.v1"
-}
+func ReplySchema(method string) string { return events.ImagesRPCSchema(method, events.PartReply) }
 
 // validated checks a request against its schema before h sees it, so a
 // caller in any language gets the schema's own words for what is wrong.

@@ -58,12 +58,12 @@ func TestRPC(t *testing.T) {
 	ss.addFiles(f2)
 
 	var started ImportStatus
-	if err := call(MethodImport, Source{URL: ss.url()}, &started); err != nil || started.ID == "" {
+	if err := call(events.MethodImagesImport, Source{URL: ss.url()}, &started); err != nil || started.ID == "" {
 		t.Fatalf("import: %+v %v", started, err)
 	}
 	var imports ImportsReply
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if err := call(MethodImports, ImportsRequest{ID: started.ID}, &imports); err != nil {
+		if err := call(events.MethodImagesImports, ImportsRequest{ID: started.ID}, &imports); err != nil {
 			t.Fatal(err)
 		}
 		if imports.Imports[0].State != ImportRunning || time.Now().After(deadline) {
@@ -73,44 +73,44 @@ func TestRPC(t *testing.T) {
 	if st := imports.Imports[0]; st.State != ImportSucceeded || st.BytesDone != 2000 || st.BytesTotal != 2000 {
 		t.Fatalf("import status %+v", st)
 	}
-	err = call(MethodImports, ImportsRequest{ID: "nope"}, &imports)
+	err = call(events.MethodImagesImports, ImportsRequest{ID: "nope"}, &imports)
 	wantCode(t, err, rackplane.ENOTFOUND)
 
 	e.s.SetReferences("machine/m1", v1.ID())
 	var list ListReply
-	if err := call(MethodList, nil, &list); err != nil || len(list.Versions) != 2 {
+	if err := call(events.MethodImagesList, nil, &list); err != nil || len(list.Versions) != 2 {
 		t.Fatalf("list %+v %v", list, err)
 	}
 	if l := list.Versions[0]; l.ID != v1.ID() || l.Size != 1000 || !l.Usable || len(l.References) != 1 || l.References[0] != "machine/m1" {
 		t.Fatalf("listed %+v", l)
 	}
 
-	err = call(MethodDelete, DeleteRequest{VersionID: v1.ID()}, nil)
+	err = call(events.MethodImagesDelete, DeleteRequest{VersionID: v1.ID()}, nil)
 	wantCode(t, err, rackplane.ECONFLICT)
-	err = call(MethodDelete, DeleteRequest{}, nil)
+	err = call(events.MethodImagesDelete, DeleteRequest{}, nil)
 	wantCode(t, err, rackplane.EINVALID)
-	err = call(MethodGC, json.RawMessage(`{"dryrun":true}`), nil)
+	err = call(events.MethodImagesGC, json.RawMessage(`{"dryrun":true}`), nil)
 	wantCode(t, err, rackplane.EINVALID) // misspelt option
-	err = call(MethodImport, Source{URL: "file:///etc"}, nil)
+	err = call(events.MethodImagesImport, Source{URL: "file:///etc"}, nil)
 	wantCode(t, err, rackplane.EINVALID)
 
 	e.clock.Advance(time.Hour)
 	e.s.SetReferences("machine/m1")
 	var gc GCReport
-	if err := call(MethodGC, GCRequest{DryRun: true}, &gc); err != nil || len(gc.Versions) != 1 || gc.Versions[0] != v1.ID() || !gc.DryRun {
+	if err := call(events.MethodImagesGC, GCRequest{DryRun: true}, &gc); err != nil || len(gc.Versions) != 1 || gc.Versions[0] != v1.ID() || !gc.DryRun {
 		t.Fatalf("gc dry run %+v %v", gc, err)
 	}
-	if err := call(MethodGC, GCRequest{}, &gc); err != nil || len(gc.Versions) != 1 || gc.BytesFreed != 1000 {
+	if err := call(events.MethodImagesGC, GCRequest{}, &gc); err != nil || len(gc.Versions) != 1 || gc.BytesFreed != 1000 {
 		t.Fatalf("gc %+v %v", gc, err)
 	}
 	var scrub ScrubReport
-	if err := call(MethodScrub, struct{}{}, &scrub); err != nil || scrub.Checked != 1 || len(scrub.Corrupt) != 0 {
+	if err := call(events.MethodImagesScrub, struct{}{}, &scrub); err != nil || scrub.Checked != 1 || len(scrub.Corrupt) != 0 {
 		t.Fatalf("scrub %+v %v", scrub, err)
 	}
-	if err := call(MethodDelete, DeleteRequest{VersionID: v2.ID()}, &gc); err != nil || gc.Versions[0] != v2.ID() {
+	if err := call(events.MethodImagesDelete, DeleteRequest{VersionID: v2.ID()}, &gc); err != nil || gc.Versions[0] != v2.ID() {
 		t.Fatalf("delete %+v %v", gc, err)
 	}
-	if err := call(MethodList, struct{}{}, &list); err != nil || len(list.Versions) != 0 {
+	if err := call(events.MethodImagesList, struct{}{}, &list); err != nil || len(list.Versions) != 0 {
 		t.Fatalf("list after delete %+v %v", list, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -262,7 +263,7 @@ func TestRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, _ := events.Message(ev)
+	msg, _ := eventbus.Message(ev)
 	if err := nc.PublishMsg(msg); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 // RPCMethod is the rack rpc method of the hand-off:
 // events.RackRPCSubject(rackID, RPCMethod).
-const RPCMethod = "handoff"
+const RPCMethod = events.MethodHandoff
 
 // Schemas of the handoff rpc documents (files under schema/).
 const (

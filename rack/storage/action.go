@@ -28,7 +28,7 @@ func (m *Manager) Do(ctx context.Context, action string, req Request) (Record, e
 	if !ok {
 		return Record{}, rackplane.Errorf(rackplane.EINVALID, "unknown storage action %.40q", action)
 	}
-	if err := req.check(); err != nil {
+	if err := checkRequest(req); err != nil {
 		return Record{}, err
 	}
 	if !m.lock(req.VolumeID) {
@@ -74,7 +74,7 @@ func (m *Manager) do(ctx context.Context, a Action, req Request) (Record, error)
 		return Record{}, rackplane.WrapError(rackplane.EINTERNAL, err, "the rack's record of volume %s is unreadable; an operator must repair it", req.VolumeID)
 	}
 	if !found {
-		rec = Record{VolumeID: req.VolumeID, State: StateNone}
+		rec = Record{VolumeID: req.VolumeID, State: events.VolumeStateNone}
 	}
 	prev := rec // what a failure leaves in place
 	if rec.Provider == "" {
@@ -139,7 +139,7 @@ func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, s
 	if a == ActionAttach {
 		stdoutLimit = maxAttachOutput
 	}
-	r := runScript(ctx, p.Path, a.script(), env, m.timeout(a), lg, stdoutLimit, m.cfg.Now)
+	r := runScript(ctx, p.Path, script(a), env, m.timeout(a), lg, stdoutLimit, m.cfg.Now)
 	fmt.Fprintf(lg, "=== %s %s", m.cfg.Now().UTC().Format(time.RFC3339Nano), a)
 	switch {
 	case r.err != nil:
@@ -159,18 +159,18 @@ func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, s
 	}
 	switch a {
 	case ActionCreate:
-		rec.State = StateCreated
+		rec.State = events.VolumeStateCreated
 		rec.Open, rec.OpenExclusive = false, false
 	case ActionAttach:
 		att, err := attachment(r)
 		if err != nil {
 			return r, rackplane.Errorf(rackplane.EUNAVAILABLE, "storage provider %s: %v%s", p.Name, err, tailText(r.tail))
 		}
-		rec.State, rec.Attachment = StateAttached, att
+		rec.State, rec.VolumeAttachment = events.VolumeStateAttached, att
 	case ActionDetach:
-		rec.State, rec.Attachment = StateDetached, Attachment{}
+		rec.State, rec.VolumeAttachment = events.VolumeStateDetached, Attachment{}
 	case ActionRemove:
-		rec.State, rec.Attachment = StateRemoved, Attachment{}
+		rec.State, rec.VolumeAttachment = events.VolumeStateRemoved, Attachment{}
 	case ActionGrow:
 		rec.SizeMiB = newSize
 	case ActionSnapshot:
@@ -191,7 +191,7 @@ func (m *Manager) precheck(a Action, rec *Record, req Request) (int64, error) {
 		return 0, rackplane.Errorf(rackplane.EINVALID, "snapshot_name is for snapshot only")
 	case req.Exclusive && a != ActionOpen:
 		return 0, rackplane.Errorf(rackplane.EINVALID, "exclusive is for open only")
-	case rec.State == StateRemoved && a != ActionCreate && a != ActionRemove && a != ActionDetach:
+	case rec.State == events.VolumeStateRemoved && a != ActionCreate && a != ActionRemove && a != ActionDetach:
 		return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s was removed", rec.VolumeID)
 	case rec.Open && (a == ActionDetach || a == ActionRemove):
 		// Ganeti closes before it detaches: an open device may be in use.
@@ -199,7 +199,7 @@ func (m *Manager) precheck(a Action, rec *Record, req Request) (int64, error) {
 	}
 	switch a {
 	case ActionCreate:
-		if rec.State != StateNone && rec.State != StateRemoved && rec.State != StateUnknown {
+		if rec.State != events.VolumeStateNone && rec.State != events.VolumeStateRemoved && rec.State != events.VolumeStateUnknown {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s already exists (%s)", rec.VolumeID, rec.State)
 		}
 		if req.SizeMiB <= 0 {
@@ -218,11 +218,11 @@ func (m *Manager) precheck(a Action, rec *Record, req Request) (int64, error) {
 		}
 		return req.NewSizeMiB, nil
 	case ActionRemove:
-		if rec.State == StateAttached {
+		if rec.State == events.VolumeStateAttached {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s is attached; detach it first", rec.VolumeID)
 		}
 	case ActionSnapshot:
-		if rec.State == StateNone {
+		if rec.State == events.VolumeStateNone {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s was not created through this rack; only its volumes can be snapshotted", rec.VolumeID)
 		}
 		if req.SnapshotName == "" {
@@ -237,13 +237,13 @@ func (m *Manager) precheck(a Action, rec *Record, req Request) (int64, error) {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s already has a snapshot %s", rec.VolumeID, req.SnapshotName)
 		}
 	case ActionOpen:
-		if rec.State != StateAttached {
+		if rec.State != events.VolumeStateAttached {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s is %s; attach it before opening it", rec.VolumeID, rec.State)
 		}
 	case ActionClose:
 		// An open record allows close whatever the state, so that a
 		// volume whose open or close was interrupted can still be closed.
-		if !rec.Open && rec.State != StateAttached {
+		if !rec.Open && rec.State != events.VolumeStateAttached {
 			return 0, rackplane.Errorf(rackplane.ECONFLICT, "volume %s is %s, not open; there is nothing to close", rec.VolumeID, rec.State)
 		}
 	}
@@ -284,11 +284,11 @@ func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start 
 	rec.LastError, rec.LastOutputTail = "", nil
 	if err != nil {
 		ran := !r.started.IsZero()
-		state, att, size := prev.State, prev.Attachment, prev.SizeMiB
+		state, att, size := prev.State, prev.VolumeAttachment, prev.SizeMiB
 		if ran && (a == ActionCreate || a == ActionRemove) {
-			state = StateUnknown
+			state = events.VolumeStateUnknown
 		}
-		rec.State, rec.Attachment, rec.SizeMiB = state, att, size
+		rec.State, rec.VolumeAttachment, rec.SizeMiB = state, att, size
 		if prev.Name != "" {
 			// A failed setinfo changes no owner, a failed action no
 			// parameters, of a volume the rack already knew.

@@ -10,15 +10,13 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/rackplane/rackplane/events"
 )
 
 // Attachment is what attach made of a volume on this rack: a block device,
-// access URIs for userspace clients (such as a hypervisor's rbd: or
-// iscsi:// drivers), or both.
-type Attachment struct {
-	Device string   `json:"device,omitempty"`
-	URIs   []string `json:"uris,omitempty"`
-}
+// access URIs, or both (events.VolumeAttachment).
+type Attachment = events.VolumeAttachment
 
 const (
 	maxAttachOutput = 64 << 10

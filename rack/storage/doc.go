@@ -22,4 +22,11 @@
 // (rp-<uuid>-<machine>), and VOL_METADATA names the owning machine on every
 // action, so a provider can tag its volumes and they can be mapped back to
 // machines even if the region's data is lost.
+//
+// What crosses the wire is the contract's, in package events: the action
+// names, the rpc request (events.StorageRequest) and reply
+// (events.VolumeRecord, which is also the record on disk), the volume
+// states and the snapshot name rule; the types here are aliases of those.
+// RegisterRPC checks every request against its schema file before
+// decoding it.
 package storage

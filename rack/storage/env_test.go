@@ -150,7 +150,7 @@ func TestInterruptedActionIsRecorded(t *testing.T) {
 	if err != nil || !found {
 		t.Fatal(found, err)
 	}
-	if rec.Pending != "" || rec.State != StateUnknown || rec.LastAction != "attach" || rec.LastOK || !strings.Contains(rec.LastError, "interrupted") {
+	if rec.Pending != "" || rec.State != events.VolumeStateUnknown || rec.LastAction != "attach" || rec.LastOK || !strings.Contains(rec.LastError, "interrupted") {
 		t.Errorf("record after restart: %+v", rec)
 	}
 	if rec.SizeMiB != 5 || rec.Name != VolumeName(id, "m") {
@@ -179,11 +179,11 @@ func TestCallerGivesUpScriptFinishes(t *testing.T) {
 	}
 	eventually(t, "the create's outcome", func() bool { return len(pub.of(events.TypeVolumeActionCompleted)) == 1 })
 	d := pub.actions(t)[0]
-	if !d.OK || d.State != StateCreated {
+	if !d.OK || d.State != events.VolumeStateCreated {
 		t.Errorf("outcome %+v", d)
 	}
 	rec, _, _ = m.Record(id)
-	if rec.Pending != "" || rec.State != StateCreated {
+	if rec.Pending != "" || rec.State != events.VolumeStateCreated {
 		t.Errorf("record after create: %+v", rec)
 	}
 }
@@ -249,7 +249,7 @@ func TestFailedActionKeepsOwnerAndParameters(t *testing.T) {
 		t.Fatalf("setinfo: %v", err)
 	}
 	rec, _, _ := m.Record(id)
-	if rec.Machine != "old" || rec.Parameters["pool"] != "a" || rec.State != StateCreated || rec.LastOK {
+	if rec.Machine != "old" || rec.Parameters["pool"] != "a" || rec.State != events.VolumeStateCreated || rec.LastOK {
 		t.Errorf("record after a failed setinfo: %+v", rec)
 	}
 	if _, err := m.Do(ctx, "attach", Request{VolumeID: id, Machine: "new"}); rackplane.ErrorCode(err) != rackplane.ECONFLICT {

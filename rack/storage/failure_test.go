@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 )
 
 // processGone reports whether pid has exited (a zombie nobody reaps counts
@@ -148,7 +149,7 @@ func TestProviderFailures(t *testing.T) {
 				}
 				pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 				eventually(t, "the script's child to be killed", func() bool { return processGone(pid) })
-				if rec.State != StateUnknown {
+				if rec.State != events.VolumeStateUnknown {
 					t.Errorf("state %s after a create cut short, want unknown", rec.State)
 				}
 			}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -15,17 +16,23 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/schema"
 )
 
 const testRack = "0190a3c2-1111-7000-8000-000000000001"
 
 // collector is the Publisher of tests: it keeps every event and checks it
-// against its schema as it arrives.
+// against its schema as it arrives. Every action that gets as far as a
+// volume_action_completed event has saved the record it answers with, so
+// the collector checks that record against the storage rpc's reply
+// schema too: every reply the tests make is one the schema accepts.
 type collector struct {
-	t  testing.TB
-	v  *events.Validator
-	mu sync.Mutex
-	ev []events.Event
+	t       testing.TB
+	v       *events.Validator
+	set     *schema.Set
+	records records // set once the manager exists
+	mu      sync.Mutex
+	ev      []events.Event
 }
 
 func newCollector(t testing.TB) *collector {
@@ -33,16 +40,47 @@ func newCollector(t testing.TB) *collector {
 	if err != nil {
 		t.Fatalf("validator: %v", err)
 	}
-	return &collector{t: t, v: v}
+	set, err := schema.Default()
+	if err != nil {
+		t.Fatalf("schemas: %v", err)
+	}
+	return &collector{t: t, v: v, set: set}
 }
 
 func (c *collector) Publish(e events.Event) {
 	if err := c.v.Validate(e); err != nil {
 		c.t.Errorf("event %s does not validate: %v\n%s", e.Type, err, e.Data)
 	}
+	if e.Type == events.TypeVolumeActionCompleted && c.records.dir != "" {
+		c.checkReply(e)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ev = append(c.ev, e)
+}
+
+// checkReply checks the record of e's volume, as the action left it,
+// against the reply schema of storage.<action>.
+func (c *collector) checkReply(e events.Event) {
+	var d events.VolumeActionCompleted
+	if err := e.DecodeData(&d); err != nil {
+		c.t.Errorf("decode %s: %v", e.Type, err)
+		return
+	}
+	rec, found, err := c.records.load(d.VolumeID)
+	if err != nil || !found {
+		c.t.Errorf("no record of volume %s after %s: %v", d.VolumeID, d.Action, err)
+		return
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		c.t.Errorf("encode record: %v", err)
+		return
+	}
+	name := events.StorageRPCSchema(Method(Action(d.Action)), events.PartReply)
+	if err := c.set.ValidateJSON(name, b); err != nil {
+		c.t.Errorf("the record after %s, the reply, breaks %s: %v\n%s", d.Action, name, err, b)
+	}
 }
 
 // of returns the events of type typ so far.
@@ -87,6 +125,7 @@ func newManager(t testing.TB, cfg Config) (*Manager, *collector) {
 	if err != nil {
 		t.Fatalf("new manager: %v", err)
 	}
+	pub.records = m.records
 	return m, pub
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 )
 
 // deviceBytes reads a loop device's size from sysfs (in 512-byte sectors
@@ -69,7 +70,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 		t.Fatalf("create: %v", err)
 	}
 	wantName := "rp-" + id + "-node-1-example"
-	if rec.State != StateCreated || rec.Name != wantName || rec.SizeMiB != 8 {
+	if rec.State != events.VolumeStateCreated || rec.Name != wantName || rec.SizeMiB != 8 {
 		t.Fatalf("after create: %+v", rec)
 	}
 	img := filepath.Join(vols, wantName+".img")
@@ -87,7 +88,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("attach: %v", err)
 	}
-	if rec.State != StateAttached || rec.Device == "" {
+	if rec.State != events.VolumeStateAttached || rec.Device == "" {
 		t.Fatalf("after attach: %+v", rec)
 	}
 	if err := CheckBlockDevice(rec.Device); err != nil {
@@ -114,7 +115,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 		t.Fatalf("attached device: getro %d, want 1 until open", ro)
 	}
 	rec, err = m.Do(ctx, "open", Request{VolumeID: id, Exclusive: true})
-	if err != nil || !rec.Open || !rec.OpenExclusive || rec.State != StateAttached {
+	if err != nil || !rec.Open || !rec.OpenExclusive || rec.State != events.VolumeStateAttached {
 		t.Fatalf("open: %+v %v", rec, err)
 	}
 	if ro := readOnly(t, dev); ro != 0 {
@@ -163,7 +164,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 		t.Fatalf("refused detach unmapped the device: %v", devs)
 	}
 	rec, err = m.Do(ctx, "close", byID)
-	if err != nil || rec.Open || rec.OpenExclusive || rec.State != StateAttached {
+	if err != nil || rec.Open || rec.OpenExclusive || rec.State != events.VolumeStateAttached {
 		t.Fatalf("close: %+v %v", rec, err)
 	}
 	if ro := readOnly(t, dev); ro != 1 {
@@ -205,7 +206,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 	}
 	for i := range 2 {
 		rec, err = m.Do(ctx, "detach", byID)
-		if err != nil || rec.State != StateDetached {
+		if err != nil || rec.State != events.VolumeStateDetached {
 			t.Fatalf("detach %d: %+v %v", i+1, rec, err)
 		}
 		if devs := backedBy(t, img); len(devs) != 0 {
@@ -216,7 +217,7 @@ func TestLoopProviderLifecycle(t *testing.T) {
 		t.Fatalf("open of a detached volume: %v, want a conflict", err)
 	}
 	rec, err = m.Do(ctx, "remove", byID)
-	if err != nil || rec.State != StateRemoved {
+	if err != nil || rec.State != events.VolumeStateRemoved {
 		t.Fatalf("remove: %+v %v", rec, err)
 	}
 	if _, err := os.Stat(img); !os.IsNotExist(err) {

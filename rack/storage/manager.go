@@ -20,7 +20,7 @@ import (
 )
 
 // Publisher takes events for JetStream without blocking
-// (*events.Publisher in the rack process).
+// (*eventbus.Publisher in the rack process).
 type Publisher interface {
 	Publish(events.Event)
 }
@@ -201,7 +201,7 @@ func (m *Manager) settleInterrupted() error {
 		rec.LastAction, rec.LastOK = rec.Pending, false
 		rec.LastError = fmt.Sprintf("%s was interrupted: the rack stopped while it ran", rec.Pending)
 		rec.Pending = ""
-		rec.State = StateUnknown
+		rec.State = events.VolumeStateUnknown
 		rec.UpdatedAt = m.cfg.Now().UTC()
 		if err := m.records.save(rec); err != nil {
 			return err

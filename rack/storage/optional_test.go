@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 )
 
 // TestOptionalActionMissing asks a provider for the optional actions it
@@ -56,7 +57,7 @@ func TestOptionalActionMissing(t *testing.T) {
 			t.Errorf("%s: %v, want precondition_failed naming the provider and the script", a, err)
 		}
 		rec, _, _ := m.Record(id)
-		if rec.LastAction != string(a) || rec.LastOK || rec.LastError != msg || rec.State != StateAttached || rec.Open || len(rec.Snapshots) != 0 {
+		if rec.LastAction != string(a) || rec.LastOK || rec.LastError != msg || rec.State != events.VolumeStateAttached || rec.Open || len(rec.Snapshots) != 0 {
 			t.Errorf("%s: record %+v", a, rec)
 		}
 		evs := pub.actions(t)
@@ -178,7 +179,7 @@ func TestCloseAfterInterruption(t *testing.T) {
 		t.Fatal(err)
 	}
 	m2, _ := newManager(t, Config{SearchPath: []string{search}, DataDir: data})
-	if rec, _, _ := m2.Record(id); rec.State != StateUnknown || !rec.Open {
+	if rec, _, _ := m2.Record(id); rec.State != events.VolumeStateUnknown || !rec.Open {
 		t.Fatalf("after restart: %+v", rec)
 	}
 	if _, err := m2.Do(ctx, "detach", Request{VolumeID: id}); rackplane.ErrorCode(err) != rackplane.ECONFLICT {
@@ -187,7 +188,7 @@ func TestCloseAfterInterruption(t *testing.T) {
 	if rec, err := m2.Do(ctx, "close", Request{VolumeID: id}); err != nil || rec.Open {
 		t.Fatalf("close after the interruption: %+v %v", rec, err)
 	}
-	if rec, err := m2.Do(ctx, "detach", Request{VolumeID: id}); err != nil || rec.State != StateDetached {
+	if rec, err := m2.Do(ctx, "detach", Request{VolumeID: id}); err != nil || rec.State != events.VolumeStateDetached {
 		t.Fatalf("detach after close: %+v %v", rec, err)
 	}
 }

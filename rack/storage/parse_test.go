@@ -1,10 +1,13 @@
 package storage
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/schema"
 )
 
 func TestParseParameters(t *testing.T) {
@@ -190,7 +193,8 @@ func FuzzParseAttachOutput(f *testing.F) {
 
 // FuzzDecodeRequest feeds arbitrary rpc bodies to the rack: what it accepts
 // gives a snapshot script an environment with nothing a shell, a path or
-// an option parser could take for more than a name.
+// an option parser could take for more than a name, and is, encoded
+// again, a request the storage rpc's schema accepts.
 func FuzzDecodeRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"volume_id":"0190a3c2-2222-7000-8000-000000000002","snapshot_name":"nightly-1"}`,
@@ -202,16 +206,28 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	p := Provider{Name: "p", Parameters: []Parameter{{Name: "dir"}}}
+	set, err := schema.Default()
+	if err != nil {
+		f.Fatal(err)
+	}
+	requestSchema := events.StorageRPCSchema(Method(ActionSnapshot), events.PartRequest)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := decodeRequest(b)
 		if err == nil {
-			err = req.check()
+			err = checkRequest(req)
 		}
 		if err != nil {
 			if rackplane.ErrorCode(err) != rackplane.EINVALID {
 				t.Fatalf("%q: %v", b, err)
 			}
 			return
+		}
+		again, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := set.ValidateJSON(requestSchema, again); err != nil {
+			t.Fatalf("%q is accepted, but as a request it breaks %s: %v", again, requestSchema, err)
 		}
 		rec := Record{VolumeID: req.VolumeID, Name: VolumeName(req.VolumeID, "m"), Machine: "m", SizeMiB: 1, Parameters: req.Parameters}
 		for _, kv := range environment(ActionSnapshot, rec, req, p, 0) {

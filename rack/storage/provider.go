@@ -13,50 +13,38 @@ import (
 	"github.com/rackplane/rackplane/events"
 )
 
-// Action is a provider action the rack may run. The set is fixed: a name
-// that is not one of these never reaches the disk.
-type Action string
+// Action is a provider action the rack may run; the set is fixed.
+type Action = events.StorageAction
 
 // The actions of the ExtStorage interface that the rack runs.
 const (
-	ActionCreate  Action = "create"
-	ActionAttach  Action = "attach"
-	ActionDetach  Action = "detach"
-	ActionRemove  Action = "remove"
-	ActionGrow    Action = "grow"
-	ActionSetinfo Action = "setinfo"
-	ActionVerify  Action = "verify"
+	ActionCreate  = events.StorageActionCreate
+	ActionAttach  = events.StorageActionAttach
+	ActionDetach  = events.StorageActionDetach
+	ActionRemove  = events.StorageActionRemove
+	ActionGrow    = events.StorageActionGrow
+	ActionSetinfo = events.StorageActionSetinfo
+	ActionVerify  = events.StorageActionVerify
 
-	ActionSnapshot Action = "snapshot"
-	ActionOpen     Action = "open"
-	ActionClose    Action = "close"
+	ActionSnapshot = events.StorageActionSnapshot
+	ActionOpen     = events.StorageActionOpen
+	ActionClose    = events.StorageActionClose
 )
 
-// RequiredActions are the scripts every provider must have: a directory
-// without one of them is not a provider.
-var RequiredActions = []Action{ActionCreate, ActionAttach, ActionDetach, ActionRemove, ActionGrow, ActionSetinfo, ActionVerify}
-
-// OptionalActions are the scripts a provider may have, as in Ganeti. A
-// provider without one is still valid; asking it for that action is
-// refused before anything runs.
-var OptionalActions = []Action{ActionSnapshot, ActionOpen, ActionClose}
-
-// Actions lists every action that can run.
-var Actions = slices.Concat(RequiredActions, OptionalActions)
+// RequiredActions, OptionalActions and Actions are the contract's lists
+// (events.StorageRequiredActions and so on).
+var (
+	RequiredActions = events.StorageRequiredActions
+	OptionalActions = events.StorageOptionalActions
+	Actions         = events.StorageActions
+)
 
 // ParseAction maps a name to a known action; anything else is an error.
-func ParseAction(name string) (Action, bool) {
-	for _, a := range Actions {
-		if string(a) == name {
-			return a, true
-		}
-	}
-	return "", false
-}
+func ParseAction(name string) (Action, bool) { return events.ParseStorageAction(name) }
 
-// script is the file an action runs. It comes from the fixed table above,
-// never from the caller's string.
-func (a Action) script() string {
+// script is the file an action runs. It comes from the fixed table of
+// actions, never from the caller's string.
+func script(a Action) string {
 	if _, ok := ParseAction(string(a)); !ok {
 		return ""
 	}
@@ -64,12 +52,12 @@ func (a Action) script() string {
 }
 
 // optional reports whether a is one of OptionalActions.
-func (a Action) optional() bool { return slices.Contains(OptionalActions, a) }
+func optional(a Action) bool { return slices.Contains(OptionalActions, a) }
 
 // offers reports whether p has the script of a. Every valid provider has
 // the required ones.
 func offers(p Provider, a Action) bool {
-	return !a.optional() || slices.Contains(p.Optional, string(a))
+	return !optional(a) || slices.Contains(p.Optional, string(a))
 }
 
 const parametersFile = "parameters.list"
@@ -136,18 +124,18 @@ func LoadProvider(name, path string) Provider {
 		return p
 	}
 	for _, a := range RequiredActions {
-		if err := checkScript(path, a.script()); err != nil {
+		if err := checkScript(path, script(a)); err != nil {
 			p.Reason = err.Error()
 			return p
 		}
 	}
 	for _, a := range OptionalActions {
-		if _, err := os.Lstat(filepath.Join(path, a.script())); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(path, script(a))); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		// Present but broken makes the provider invalid: better than
 		// an operator finding out at the first snapshot.
-		if err := checkScript(path, a.script()); err != nil {
+		if err := checkScript(path, script(a)); err != nil {
 			p.Reason = err.Error()
 			return p
 		}

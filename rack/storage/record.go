@@ -8,49 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/rackplane/rackplane/events"
 )
 
-// Volume states as the rack last saw them.
-const (
-	StateNone     = "none"     // never created through this rack
-	StateCreating = "creating" // create was running when the rack stopped
-	StateCreated  = "created"
-	StateAttached = "attached"
-	StateDetached = "detached"
-	StateRemoved  = "removed"
-	StateUnknown  = "unknown" // an action failed or was cut short midway
-)
-
-// Record is the rack's own account of a volume it acted on: written with
-// Pending set before a script runs and again when it ends, so a crash or a
-// killed script never leaves a volume changed with no trace on the rack.
-type Record struct {
-	VolumeID   string            `json:"volume_id"`
-	Name       string            `json:"volume_name"`
-	Machine    string            `json:"machine"`
-	Provider   string            `json:"provider"`
-	Parameters map[string]string `json:"parameters,omitempty"`
-	SizeMiB    int64             `json:"size_mib,omitempty"`
-	State      string            `json:"state"`
-	Attachment
-	// Open is set by open and cleared by close; an open volume cannot be
-	// detached or removed.
-	Open          bool `json:"open,omitempty"`
-	OpenExclusive bool `json:"open_exclusive,omitempty"`
-	// Snapshots lists the snapshots taken through this rack, oldest
-	// first. A provider has no action to delete one, so it only grows.
-	Snapshots []Snapshot `json:"snapshots,omitempty"`
-
-	Pending        string    `json:"pending,omitempty"`
-	LastAction     string    `json:"last_action,omitempty"`
-	LastOK         bool      `json:"last_ok"`
-	LastError      string    `json:"last_error,omitempty"`
-	LastOutputTail []string  `json:"last_output_tail,omitempty"`
-	UpdatedAt      time.Time `json:"updated_at"`
-}
+// Record is the rack's own account of a volume it acted on, and the reply
+// of every action (events.VolumeRecord). It is written with Pending set
+// before a script runs and again when it ends, so a crash or a killed
+// script never leaves a volume changed with no trace on the rack; the
+// file on disk has the same JSON form as the reply.
+type Record = events.VolumeRecord
 
 // Snapshot is a snapshot taken of a volume.
 type Snapshot = events.VolumeSnapshot

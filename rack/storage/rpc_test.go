@@ -109,7 +109,7 @@ func TestRPCRunsOnlyKnownActions(t *testing.T) {
 	if err := rpc.Call(ctx, nc, events.RackRPCSubject(testRack, "storage.create"), body(nil), &rec); err != nil {
 		t.Fatalf("create over rpc: %v", err)
 	}
-	if rec.State != StateCreated || rec.Name != VolumeName(id, "m1") {
+	if rec.State != events.VolumeStateCreated || rec.Name != VolumeName(id, "m1") {
 		t.Errorf("record %+v", rec)
 	}
 	if err := rpc.Call(ctx, nc, events.RackRPCSubject(testRack, "storage.attach"), map[string]string{"volume_id": id}, &rec); err != nil {
@@ -144,8 +144,15 @@ func TestRPCRunsOnlyKnownActions(t *testing.T) {
 	if want := "ran.attach ran.close ran.create ran.open ran.snapshot"; strings.Join(ran, " ") != want {
 		t.Errorf("scripts that ran: %v, want %s", ran, want)
 	}
+	var raw json.RawMessage
+	if err := rpc.Call(ctx, nc, events.RackRPCSubject(testRack, MethodProviders), struct{}{}, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.set.ValidateJSON(events.StorageRPCSchema(MethodProviders, events.PartReply), raw); err != nil {
+		t.Errorf("providers reply breaks its schema: %v\n%s", err, raw)
+	}
 	var ps []Provider
-	if err := rpc.Call(ctx, nc, events.RackRPCSubject(testRack, MethodProviders), struct{}{}, &ps); err != nil {
+	if err := json.Unmarshal(raw, &ps); err != nil {
 		t.Fatal(err)
 	}
 	if len(ps) != 1 || !ps[0].Valid || ps[0].Name != "spy" || len(ps[0].Optional) != 3 {

@@ -7,22 +7,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 )
 
-// Request is what the region asks of a volume. Provider and Machine may be
-// left out when the rack already has a record of the volume; Parameters
-// left out mean those recorded at create. SnapshotName is for snapshot
-// only, Exclusive for open only.
-type Request struct {
-	VolumeID     string            `json:"volume_id"`
-	Machine      string            `json:"machine,omitempty"`
-	Provider     string            `json:"provider,omitempty"`
-	SizeMiB      int64             `json:"size_mib,omitempty"`
-	NewSizeMiB   int64             `json:"new_size_mib,omitempty"`
-	Parameters   map[string]string `json:"parameters,omitempty"`
-	SnapshotName string            `json:"snapshot_name,omitempty"`
-	Exclusive    bool              `json:"exclusive,omitempty"`
-}
+// Request is what the region asks of a volume (events.StorageRequest).
+type Request = events.StorageRequest
 
 // maxSizeMiB bounds sizes at 1 EiB: anything larger is a typo or an
 // overflow, not a disk.
@@ -37,20 +26,13 @@ const (
 var (
 	uuidRE    = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	machineRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
-	// A snapshot name reaches the provider as VOL_SNAPSHOT_NAME, and
-	// providers build file, LV and RBD names from it: no '/', no
-	// leading '-' or '.', nothing a shell or a naming rule chokes on.
-	snapshotNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 )
 
 func isUUID(s string) bool { return uuidRE.MatchString(s) }
 
-// ValidSnapshotName reports whether name may name a snapshot.
-func ValidSnapshotName(name string) bool { return snapshotNameRE.MatchString(name) }
-
-// check validates the parts of a request that do not depend on the
-// provider or the volume's record.
-func (r Request) check() error {
+// checkRequest validates the parts of a request that do not depend on
+// the provider or the volume's record.
+func checkRequest(r Request) error {
 	if !isUUID(r.VolumeID) {
 		return rackplane.Errorf(rackplane.EINVALID, "volume_id %.80q is not a lower-case UUID", r.VolumeID)
 	}
@@ -60,11 +42,14 @@ func (r Request) check() error {
 	if r.Provider != "" && !providerNameRE.MatchString(r.Provider) {
 		return rackplane.Errorf(rackplane.EINVALID, "provider %.80q is not a provider name", r.Provider)
 	}
-	if r.SnapshotName != "" && !ValidSnapshotName(r.SnapshotName) {
+	if r.SnapshotName != "" && !events.ValidSnapshotName(r.SnapshotName) {
 		return rackplane.Errorf(rackplane.EINVALID, "snapshot_name %.80q is not letters, digits, '_', '.' or '-', starting with a letter or digit (at most 64)", r.SnapshotName)
 	}
 	if r.SizeMiB < 0 || r.SizeMiB > maxSizeMiB || r.NewSizeMiB < 0 || r.NewSizeMiB > maxSizeMiB {
 		return rackplane.Errorf(rackplane.EINVALID, "sizes are in MiB, between 1 and %d", int64(maxSizeMiB))
+	}
+	if len(r.Parameters) > maxParameters {
+		return rackplane.Errorf(rackplane.EINVALID, "at most %d parameters", maxParameters)
 	}
 	for k, v := range r.Parameters {
 		if !paramNameRE.MatchString(k) || len(k) > maxParamName {

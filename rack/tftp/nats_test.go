@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -26,7 +27,7 @@ import (
 // tee records events (checking their schemas) and publishes them.
 type tee struct {
 	rec *handofftest.Recorder
-	pub *events.Publisher
+	pub *eventbus.Publisher
 }
 
 func (t tee) Publish(e events.Event) { t.rec.Publish(e); t.pub.Publish(e) }
@@ -59,19 +60,19 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := events.EnsureStreams(ctx, js, time.Hour); err != nil {
+	if err := eventbus.EnsureStreams(ctx, js, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
-	pub := events.NewPublisher(js, events.PublisherConfig{Source: events.RackSource(handofftest.RackID), Subject: events.RackStreamName(handofftest.RackID), Logger: log, Registerer: reg})
+	pub := eventbus.NewPublisher(js, eventbus.PublisherConfig{Source: events.RackSource(handofftest.RackID), Subject: events.RackStreamName(handofftest.RackID), Logger: log, Registerer: reg})
 	go pub.Run(ctx)
 
 	// The region: decision A on the stream, decision B only over rpc.
 	decA := events.BootDecision{MAC: "52:54:00:aa:00:01", MachineID: "m-a", Purpose: events.BootPurposeInstall, Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"token=a-525400aa0001"}}
 	decB := events.BootDecision{MAC: "52:54:00:bb:00:02", MachineID: "m-b", Purpose: events.BootPurposeInstall, Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"token=b-525400bb0002"}}
 	ev, _ := events.New(events.RegionSource, events.TypeBootDecisionSet, "machine/m-a", time.Now(), decA)
-	msg, _ := events.Message(ev)
+	msg, _ := eventbus.Message(ev)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 	// during the outage gets its own config once the region decides.
 	decC := events.BootDecision{MAC: "52:54:00:cc:00:03", MachineID: "m-c", Purpose: events.BootPurposeLocal}
 	ev, _ = events.New(events.RegionSource, events.TypeBootDecisionSet, "machine/m-c", time.Now(), decC)
-	msg, _ = events.Message(ev)
+	msg, _ = eventbus.Message(ev)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -107,7 +108,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "token/"+t.ID, nil, map[string]string{"name": t.Name, "actor": t.Actor})
+	AuditNote(r.Context(), events.TokenStreamName(t.ID), nil, map[string]string{"name": t.Name, "actor": t.Actor})
 	return writeJSON(w, http.StatusCreated, map[string]any{"token": plain, "id": t.ID, "name": t.Name, "actor": t.Actor,
 		"note": "the token is shown this once; keep it"})
 }
@@ -132,7 +133,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "token/"+t.ID, map[string]any{"revoked": false}, map[string]any{"revoked": true})
+	AuditNote(r.Context(), events.TokenStreamName(t.ID), map[string]any{"revoked": false}, map[string]any{"revoked": true})
 	return writeJSON(w, http.StatusOK, t)
 }
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane"
-	"github.com/rackplane/rackplane/rack/images"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/rackimages"
 )
 
@@ -27,7 +27,7 @@ func FuzzImportRequest(f *testing.F) {
 		req, err := decodeImportRequest(r)
 		if err == nil {
 			var enc []byte
-			enc, err = rackimages.Encode(images.MethodImport, req)
+			enc, err = rackimages.Encode(events.MethodImagesImport, req)
 			if err == nil {
 				var back map[string]any
 				if jerr := json.Unmarshal(enc, &back); jerr != nil || len(back) != 1 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/machine"
 )
 
@@ -96,7 +97,7 @@ func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "machine/"+m.ID, nil, machine.State(m))
+	AuditNote(r.Context(), events.MachineStreamName(m.ID), nil, machine.State(m))
 	w.Header().Set("Location", "/api/v1/machines/"+m.ID)
 	return writeMachine(w, http.StatusCreated, m)
 }
@@ -127,7 +128,7 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
 func machineID(r *http.Request) (string, error) {
 	id, err := PathUUID(r, "id")
 	if err == nil {
-		AuditNote(r.Context(), "machine/"+id, nil, nil)
+		AuditNote(r.Context(), events.MachineStreamName(id), nil, nil)
 	}
 	return id, err
 }
@@ -171,7 +172,7 @@ func (s *Server) updateMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "machine/"+id, machine.State(res.Before), machine.State(res.After))
+	AuditNote(r.Context(), events.MachineStreamName(id), machine.State(res.Before), machine.State(res.After))
 	return writeMachine(w, http.StatusOK, res.After)
 }
 
@@ -188,7 +189,7 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "machine/"+id, machine.State(res.Before), nil)
+	AuditNote(r.Context(), events.MachineStreamName(id), machine.State(res.Before), nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -221,7 +222,7 @@ func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	m := res.After
-	AuditNote(r.Context(), "machine/"+id, statusNote(res.Before), map[string]any{"status": m.Status, "os": m.OS,
+	AuditNote(r.Context(), events.MachineStreamName(id), statusNote(res.Before), map[string]any{"status": m.Status, "os": m.OS,
 		"release": m.Release, "arch": m.Arch, "image_version_id": m.ImageVersionID, "preseed_name": m.PreseedName,
 		"preseed_version": m.PreseedVersion})
 	return writeMachine(w, http.StatusOK, m)
@@ -255,7 +256,7 @@ func (s *Server) machineAction(do func(ctx context.Context, id string, req reaso
 		if err != nil {
 			return err
 		}
-		AuditNote(r.Context(), "machine/"+id, statusNote(res.Before), statusNote(res.After))
+		AuditNote(r.Context(), events.MachineStreamName(id), statusNote(res.Before), statusNote(res.After))
 		return writeMachine(w, http.StatusOK, res.After)
 	}
 }

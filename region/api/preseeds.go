@@ -58,7 +58,7 @@ func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+b.Name, nil, map[string]any{"version": 1, "scope": p.Scope})
+	AuditNote(r.Context(), events.PreseedStreamName(b.Name), nil, map[string]any{"version": 1, "scope": p.Scope})
 	w.Header().Set("ETag", etag(1))
 	w.Header().Set("Location", "/api/v1/preseeds/"+b.Name)
 	return s.writePreseed(w, r, http.StatusCreated, b.Name, 1)
@@ -111,7 +111,7 @@ func ifMatch(r *http.Request) (int64, error) {
 
 func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	AuditNote(r.Context(), "preseed/"+name, nil, nil)
+	AuditNote(r.Context(), events.PreseedStreamName(name), nil, nil)
 	var b preseedBody
 	if err := DecodeJSON(r, &b); err != nil {
 		return err
@@ -126,13 +126,13 @@ func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := s.preseeds.Edit(r.Context(), name, base, b.Content, b.Scope, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1})
+	AuditNote(r.Context(), events.PreseedStreamName(name), map[string]int64{"version": base}, map[string]int64{"version": base + 1})
 	return s.writePreseed(w, r, http.StatusOK, name, base+1)
 }
 
 func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	AuditNote(r.Context(), "preseed/"+name, nil, nil)
+	AuditNote(r.Context(), events.PreseedStreamName(name), nil, nil)
 	var b struct {
 		Version int64  `json:"version"`
 		Comment string `json:"comment"`
@@ -147,7 +147,7 @@ func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := s.preseeds.Rollback(r.Context(), name, base, b.Version, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
-	AuditNote(r.Context(), "preseed/"+name, map[string]int64{"version": base}, map[string]int64{"version": base + 1, "content_of": b.Version})
+	AuditNote(r.Context(), events.PreseedStreamName(name), map[string]int64{"version": base}, map[string]int64{"version": base + 1, "content_of": b.Version})
 	return s.writePreseed(w, r, http.StatusOK, name, base+1)
 }
 

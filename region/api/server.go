@@ -24,7 +24,6 @@ import (
 
 // Server serves the API.
 type Server struct {
-	db         *postgres.DB
 	racks      Racks
 	eventLog   EventLog
 	tokens     Tokens
@@ -32,6 +31,7 @@ type Server struct {
 	pinger     Pinger
 	machines   Machines
 	preseeds   Preseeds
+	volumes    Volumes
 	osRegistry OSRegistry
 	rackImages RackImages
 	nc         *nats.Conn
@@ -72,7 +72,7 @@ func (s *Server) withHeartbeat(r *rackplane.Rack) {
 // may leave the others nil.
 type Deps struct {
 	// DB is every store below at once, for what Racks, EventLog, Tokens,
-	// AuditLog and Pinger leave unset, and for the volume routes.
+	// AuditLog and Pinger leave unset.
 	DB       *postgres.DB
 	Racks    Racks
 	EventLog EventLog
@@ -81,6 +81,7 @@ type Deps struct {
 	Pinger   Pinger
 	Machines Machines
 	Preseeds Preseeds
+	Volumes  Volumes
 	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
 	// rack's image store.
 	OSRegistry OSRegistry
@@ -123,8 +124,8 @@ func New(d Deps) *Server {
 			d.Pinger = d.DB
 		}
 	}
-	s := &Server{db: d.DB, racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
-		machines: d.Machines, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
+		machines: d.Machines, volumes: d.Volumes, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",

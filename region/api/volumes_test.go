@@ -3,61 +3,20 @@ package api
 import (
 	"bytes"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/rack/storage"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/rackcall"
+	"github.com/rackplane/rackplane/region/volume"
 )
-
-func TestPickProviderRack(t *testing.T) {
-	const a, b, c = "0190a3c2-0000-7000-8000-00000000000a", "0190a3c2-0000-7000-8000-00000000000b", "0190a3c2-0000-7000-8000-00000000000c"
-	on := func(id, name string) postgres.ProviderOnRack {
-		return postgres.ProviderOnRack{RackID: id, RackName: name, Online: true, Valid: true}
-	}
-	offline := on(a, "rack-a")
-	offline.Online = false
-	invalid := on(b, "rack-b")
-	invalid.Valid, invalid.Reason = false, "create is not executable"
-	ref := func(s string) *string { return &s }
-	tests := []struct {
-		name  string
-		racks []postgres.ProviderOnRack
-		m     rackplane.Machine
-		want  string // rack id, or the conflict's words
-	}{
-		{"none", nil, rackplane.Machine{}, "no rack reports storage provider p"},
-		{"offline and invalid", []postgres.ProviderOnRack{offline, invalid}, rackplane.Machine{},
-			"no online rack can use storage provider p: rack rack-a is offline; on rack rack-b it is not usable: create is not executable"},
-		{"the usable one", []postgres.ProviderOnRack{offline, invalid, on(c, "rack-c")}, rackplane.Machine{}, c},
-		{"least loaded first", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, rackplane.Machine{}, c},
-		{"the boot rack", []postgres.ProviderOnRack{on(c, "rack-c"), on(a, "rack-a")}, rackplane.Machine{BootRackID: ref(a)}, a},
-		{"the deploy rack when the boot rack cannot", []postgres.ProviderOnRack{on(c, "rack-c"), invalid, on(a, "rack-a")},
-			rackplane.Machine{BootRackID: ref(b), DeployRackID: ref(a)}, a},
-		{"any when the machine's racks cannot", []postgres.ProviderOnRack{offline, on(c, "rack-c")}, rackplane.Machine{BootRackID: ref(a)}, c},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := pickProviderRack("p", tt.racks, tt.m)
-			if strings.Contains(tt.want, " ") {
-				if rackplane.ErrorCode(err) != rackplane.ECONFLICT || rackplane.ErrorMessage(err) != tt.want {
-					t.Fatalf("got %+v %v, want conflict %q", got, err, tt.want)
-				}
-				return
-			}
-			if err != nil || got.RackID != tt.want {
-				t.Fatalf("got %+v %v, want rack %s", got, err, tt.want)
-			}
-		})
-	}
-}
 
 // FuzzCreateVolumeRequest feeds arbitrary bodies to the create endpoint's
 // validation: it refuses with EINVALID, or what it accepts makes a
-// volume_requested event that its schema accepts.
+// volume_requested event and a storage.create request that their schemas
+// accept.
 func FuzzCreateVolumeRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"provider":"loop","size_mib":8,"parameters":{"dir":"/srv/v"}}`, `{"provider":"ceph.rbd-1","size_mib":1}`,
@@ -74,10 +33,10 @@ func FuzzCreateVolumeRequest(f *testing.F) {
 	const id = "0190a3c2-0000-7000-8000-000000000001"
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest("POST", "/api/v1/machines/"+id+"/volumes", bytes.NewReader(body))
-		var req createVolumeRequest
+		var req volume.CreateRequest
 		err := DecodeJSON(r, &req)
 		if err == nil {
-			err = req.check()
+			err = req.Check()
 		}
 		if err != nil {
 			if rackplane.ErrorCode(err) != rackplane.EINVALID || rackplane.ErrorMessage(err) == "" {
@@ -97,12 +56,18 @@ func FuzzCreateVolumeRequest(f *testing.F) {
 		if err := v.Validate(ev); err != nil {
 			t.Fatalf("accepted %q, but its volume_requested breaks the schema: %v", body, err)
 		}
+		method := events.StorageMethod(events.StorageActionCreate)
+		sreq := events.StorageRequest{VolumeID: id, Machine: id, Provider: req.Provider, SizeMiB: req.SizeMiB, Parameters: req.Parameters}
+		if _, err := rackcall.Encode(method, events.StorageRPCSchema(method, events.PartRequest), sreq); err != nil {
+			t.Fatalf("accepted %q, but the rack's request breaks the schema: %v", body, err)
+		}
 	})
 }
 
 // FuzzVolumeActionBody feeds arbitrary bodies to every volume action: each
-// is refused with EINVALID, or takes only the fields of its own action, and
-// a snapshot name it accepts is one the rack accepts too.
+// is refused with EINVALID, or takes only the fields of its own action, a
+// snapshot name it accepts is one the rack accepts too, and the request
+// it makes of the rack is one the storage rpc's schema accepts.
 func FuzzVolumeActionBody(f *testing.F) {
 	for _, seed := range []string{
 		`{"name":"nightly-1"}`, `{"name":"../x"}`, `{"name":"-rf"}`, `{"name":"a b"}`, `{"exclusive":true}`, `{"exclusive":false}`,
@@ -111,15 +76,16 @@ func FuzzVolumeActionBody(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	actions := []storage.Action{storage.ActionAttach, storage.ActionDetach, storage.ActionRemove, storage.ActionGrow, storage.ActionSetinfo,
-		storage.ActionVerify, storage.ActionSnapshot, storage.ActionOpen, storage.ActionClose}
+	actions := []events.StorageAction{events.StorageActionAttach, events.StorageActionDetach, events.StorageActionRemove, events.StorageActionGrow, events.StorageActionSetinfo,
+		events.StorageActionVerify, events.StorageActionSnapshot, events.StorageActionOpen, events.StorageActionClose}
+	const vid = "0190a3c2-0000-7000-8000-000000000001"
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, a := range actions {
-			r := httptest.NewRequest("POST", "/api/v1/volumes/0190a3c2-0000-7000-8000-000000000001/"+string(a), bytes.NewReader(body))
-			var b volumeActionRequest
+			r := httptest.NewRequest("POST", "/api/v1/volumes/"+vid+"/"+string(a), bytes.NewReader(body))
+			var b volume.ActionRequest
 			err := DecodeJSON(r, &b)
 			if err == nil {
-				err = b.check(a)
+				err = b.Check(a)
 			}
 			if err != nil {
 				if rackplane.ErrorCode(err) != rackplane.EINVALID || rackplane.ErrorMessage(err) == "" {
@@ -128,13 +94,25 @@ func FuzzVolumeActionBody(f *testing.F) {
 				continue
 			}
 			switch {
-			case b.Name != "" && a != storage.ActionSnapshot, b.Exclusive != nil && a != storage.ActionOpen,
-				b.NewSizeMiB != 0 && a != storage.ActionGrow, b.MachineID != "" && a != storage.ActionSetinfo:
+			case b.Name != "" && a != events.StorageActionSnapshot, b.Exclusive != nil && a != events.StorageActionOpen,
+				b.NewSizeMiB != 0 && a != events.StorageActionGrow, b.MachineID != "" && a != events.StorageActionSetinfo:
 				t.Fatalf("%s took %q", a, body)
-			case a == storage.ActionSnapshot && !storage.ValidSnapshotName(b.Name):
+			case a == events.StorageActionSnapshot && !events.ValidSnapshotName(b.Name):
 				t.Fatalf("snapshot took name %q", b.Name)
-			case a == storage.ActionOpen && b.Exclusive == nil:
+			case a == events.StorageActionOpen && b.Exclusive == nil:
 				t.Fatalf("open took %q without exclusive", body)
+			}
+			req, err := volume.Request(a, postgres.Volume{ID: vid, Provider: "loop"}, b)
+			if err != nil {
+				// Only a new owner that is no UUID is left to refuse.
+				if a != events.StorageActionSetinfo || rackplane.ErrorCode(err) != rackplane.EINVALID {
+					t.Fatalf("%s %q: %v", a, body, err)
+				}
+				continue
+			}
+			method := events.StorageMethod(a)
+			if _, err := rackcall.Encode(method, events.StorageRPCSchema(method, events.PartRequest), req); err != nil {
+				t.Fatalf("%s %q: the rack's request breaks the schema: %v", a, body, err)
 			}
 		}
 	})

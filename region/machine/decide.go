@@ -3,7 +3,6 @@ package machine
 import (
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -269,13 +268,14 @@ var (
 	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
 )
 
-// NormalizeMAC returns mac as lower-case colon-separated hex.
+// NormalizeMAC returns mac in the one canonical form the region and the
+// racks share (events.CanonicalMAC), or an invalid error for a client.
 func NormalizeMAC(mac string) (string, error) {
-	hw, err := net.ParseMAC(strings.TrimSpace(mac))
-	if err != nil || len(hw) != 6 {
+	c, err := events.CanonicalMAC(strings.TrimSpace(mac))
+	if err != nil {
 		return "", rackplane.Errorf(rackplane.EINVALID, "%q is not a MAC address such as 52:54:00:12:34:56", mac)
 	}
-	return hw.String(), nil
+	return c, nil
 }
 
 func invalid(format string, args ...any) error {

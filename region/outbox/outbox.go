@@ -11,6 +11,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -122,7 +123,7 @@ func (r *Relay) publish(ctx context.Context, evs []events.Event) ([]string, erro
 	futures := make([]jetstream.PubAckFuture, len(evs))
 	var firstErr error
 	for i, e := range evs {
-		msg, err := events.Message(e)
+		msg, err := eventbus.Message(e)
 		if err != nil {
 			firstErr = err
 			break

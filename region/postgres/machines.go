@@ -109,7 +109,7 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 	}
 	// A machine's version is the stream version of its last change; what
 	// counts as a change is the lifecycle's to say.
-	if id, ok := strings.CutPrefix(s.Subject, "machine/"); ok && machine.IsChange(s.Type) && s.Source == events.RegionSource {
+	if id, ok := strings.CutPrefix(s.Subject, events.MachineStreamPrefix); ok && machine.IsChange(s.Type) && s.Source == events.RegionSource {
 		if _, err := uuid.Parse(id); err == nil {
 			q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id = $1`, id, s.Version)
 		}

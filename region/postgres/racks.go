@@ -115,7 +115,7 @@ type RackStatus struct {
 // RackStatuses returns every rack's liveness state.
 func (db *DB) RackStatuses(ctx context.Context) ([]RackStatus, error) {
 	rows, err := db.pool.Query(ctx, `SELECT r.id::text, r.online, coalesce(s.version, 0), r.last_heartbeat, r.heartbeat_interval_ms
-		FROM racks r LEFT JOIN streams s ON s.name = 'rack/' || r.id::text`)
+		FROM racks r LEFT JOIN streams s ON s.name = $1 || r.id::text`, events.RackStreamPrefix)
 	if err != nil {
 		return nil, wrap("rack statuses", err)
 	}

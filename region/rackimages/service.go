@@ -3,18 +3,14 @@ package rackimages
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/rpc"
-	"github.com/rackplane/rackplane/rack/images"
-	"github.com/rackplane/rackplane/schema"
+	"github.com/rackplane/rackplane/region/rackcall"
 )
 
 // How long to wait for the rack unless the caller says otherwise. Starting
@@ -82,16 +78,16 @@ func (s *Service) List(ctx context.Context, rack rackplane.Rack, timeout time.Du
 	var out struct {
 		Versions json.RawMessage `json:"versions"`
 	}
-	err := s.call(ctx, rack, images.MethodList, struct{}{}, timeout, &out)
+	err := s.call(ctx, rack, events.MethodImagesList, struct{}{}, timeout, &out)
 	return out.Versions, err
 }
 
 // Import starts an import on rack and returns its status and id (empty
 // when the rack's status names none).
 func (s *Service) Import(ctx context.Context, rack rackplane.Rack, req ImportRequest, timeout time.Duration, m Meta) (json.RawMessage, string, error) {
-	s.logChange(rack, images.MethodImport, m, "source_kind", sourceKind(req))
+	s.logChange(rack, events.MethodImagesImport, m, "source_kind", sourceKind(req))
 	var status json.RawMessage
-	if err := s.call(ctx, rack, images.MethodImport, req, timeout, &status); err != nil {
+	if err := s.call(ctx, rack, events.MethodImagesImport, req, timeout, &status); err != nil {
 		return nil, "", err
 	}
 	var head struct {
@@ -128,24 +124,24 @@ func (s *Service) imports(ctx context.Context, rack rackplane.Rack, id string, t
 	var out struct {
 		Imports []json.RawMessage `json:"imports"`
 	}
-	err := s.call(ctx, rack, images.MethodImports, importsRequest{ID: id}, timeout, &out)
+	err := s.call(ctx, rack, events.MethodImagesImports, importsRequest{ID: id}, timeout, &out)
 	return out.Imports, err
 }
 
 // Delete removes a version from rack's store and returns the rack's report.
 func (s *Service) Delete(ctx context.Context, rack rackplane.Rack, version string, timeout time.Duration, m Meta) (json.RawMessage, error) {
-	s.logChange(rack, images.MethodDelete, m, "version_id", clip(version))
+	s.logChange(rack, events.MethodImagesDelete, m, "version_id", clip(version))
 	var report json.RawMessage
-	err := s.call(ctx, rack, images.MethodDelete, deleteRequest{VersionID: version}, timeout, &report)
+	err := s.call(ctx, rack, events.MethodImagesDelete, deleteRequest{VersionID: version}, timeout, &report)
 	return report, err
 }
 
 // GC collects rack's unreferenced versions (only reports them when dryRun)
 // and returns the rack's report.
 func (s *Service) GC(ctx context.Context, rack rackplane.Rack, dryRun bool, timeout time.Duration, m Meta) (json.RawMessage, error) {
-	s.logChange(rack, images.MethodGC, m, "dry_run", dryRun)
+	s.logChange(rack, events.MethodImagesGC, m, "dry_run", dryRun)
 	var report json.RawMessage
-	err := s.call(ctx, rack, images.MethodGC, gcRequest{DryRun: dryRun}, timeout, &report)
+	err := s.call(ctx, rack, events.MethodImagesGC, gcRequest{DryRun: dryRun}, timeout, &report)
 	return report, err
 }
 
@@ -175,67 +171,15 @@ func sourceKind(req ImportRequest) string {
 // the rack is away; the reply is checked after, as any outside input.
 // Errors the rack answers with (not found, conflict, invalid) pass through.
 func (s *Service) call(ctx context.Context, rack rackplane.Rack, method string, req any, timeout time.Duration, out any) error {
-	body, err := Encode(method, req)
-	if err != nil {
-		return err
-	}
-	set, err := schema.Default()
-	if err != nil {
-		return rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var raw json.RawMessage
-	err = rpc.Call(ctx, s.nc, events.RackRPCSubject(rack.ID, method), json.RawMessage(body), &raw)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		if !rack.Online {
-			return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "rack %s (%s) is offline since %s: its image store cannot be reached until it is back",
-				rack.ID, rack.Name, rack.StatusChangedAt.UTC().Format(time.RFC3339))
-		}
-		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "rack %s (%s) does not answer: it is not connected to NATS (it may have just stopped)", rack.ID, rack.Name)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return rackplane.WrapError(rackplane.ETIMEOUT, err, "rack %s (%s) did not answer %s within %s; it may be busy: retry, or give a longer ?timeout=", rack.ID, rack.Name, method, timeout)
-	case err != nil:
-		return err
-	}
-	if err := set.ValidateJSON(rpcSchema(method, "reply"), raw); err != nil {
-		s.log.Warn("rack answered with an invalid reply", "rack_id", rack.ID, "method", method, "err", err)
-		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "rack %s answered %s with a reply that breaks its schema; is it running a compatible version?", rack.ID, method)
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return rackplane.WrapError(rackplane.EINTERNAL, err, "decode rack %s's %s reply", rack.ID, method)
-	}
-	return nil
+	return rackcall.Do(ctx, s.nc, s.log, rackcall.Call{Rack: rack, Method: method, Timeout: timeout, What: "its image store",
+		RequestSchema: events.ImagesRPCSchema(method, events.PartRequest), ReplySchema: events.ImagesRPCSchema(method, events.PartReply)}, req, out)
 }
 
 // Encode is req as the rack receives it, checked against the method's
 // request schema: EINVALID, with the problem on one line, when it breaks it.
 func Encode(method string, req any) ([]byte, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, rackplane.WrapError(rackplane.EINTERNAL, err, "encode %s request", method)
-	}
-	set, err := schema.Default()
-	if err != nil {
-		return nil, rackplane.WrapError(rackplane.EINTERNAL, err, "load schemas")
-	}
-	if err := set.ValidateJSON(rpcSchema(method, "request"), body); err != nil {
-		return nil, rackplane.Errorf(rackplane.EINVALID, "invalid %s request: %s", method, clip(strings.ReplaceAll(err.Error(), "\n", "; ")))
-	}
-	return body, nil
-}
-
-// rpcSchema names the schema of a method's request or reply, as the rack
-// names them: images.gc → images_rpc_gc.request.v1.
-func rpcSchema(method, part string) string {
-	return "images_rpc_" + strings.TrimPrefix(method, "images.") + "." + part + ".v1"
+	return rackcall.Encode(method, events.ImagesRPCSchema(method, events.PartRequest), req)
 }
 
 // clip keeps a message short enough for a response or a log line.
-func clip(s string) string {
-	if len(s) > 300 {
-		return s[:300] + "…"
-	}
-	return s
-}
+func clip(s string) string { return rackcall.Clip(s) }

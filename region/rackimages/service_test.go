@@ -5,17 +5,17 @@ import (
 	"testing"
 
 	"github.com/rackplane/rackplane"
-	"github.com/rackplane/rackplane/rack/images"
+	"github.com/rackplane/rackplane/events"
 )
 
 func TestRPCSchema(t *testing.T) {
 	for _, tc := range []struct{ method, part, want string }{
-		{images.MethodGC, "request", "images_rpc_gc.request.v1"},
-		{images.MethodList, "reply", "images_rpc_list.reply.v1"},
-		{images.MethodImports, "request", "images_rpc_imports.request.v1"},
+		{events.MethodImagesGC, "request", "images_rpc_gc.request.v1"},
+		{events.MethodImagesList, "reply", "images_rpc_list.reply.v1"},
+		{events.MethodImagesImports, "request", "images_rpc_imports.request.v1"},
 	} {
-		if got := rpcSchema(tc.method, tc.part); got != tc.want {
-			t.Errorf("rpcSchema(%q, %q) = %q, want %q", tc.method, tc.part, got, tc.want)
+		if got := events.ImagesRPCSchema(tc.method, tc.part); got != tc.want {
+			t.Errorf("ImagesRPCSchema(%q, %q) = %q, want %q", tc.method, tc.part, got, tc.want)
 		}
 	}
 }
@@ -46,17 +46,17 @@ func TestEncode(t *testing.T) {
 		req    any
 		want   string // the body, or "" when refused
 	}{
-		{"list", images.MethodList, struct{}{}, `{}`},
-		{"import from a dir", images.MethodImport, ImportRequest{Dir: "/srv/images"}, `{"dir":"/srv/images"}`},
-		{"import of the system bootloaders", images.MethodImport, ImportRequest{SystemBootloaders: &yes}, `{"system_bootloaders":true}`},
-		{"import of no bootloaders", images.MethodImport, ImportRequest{SystemBootloaders: &no}, ""},
-		{"import from a relative dir", images.MethodImport, ImportRequest{Dir: "images"}, ""},
-		{"import with no source", images.MethodImport, ImportRequest{}, ""},
-		{"all imports", images.MethodImports, importsRequest{}, `{}`},
-		{"delete", images.MethodDelete, deleteRequest{VersionID: "ubuntu/noble/amd64/ga-24.04/generic/20240101"},
+		{"list", events.MethodImagesList, struct{}{}, `{}`},
+		{"import from a dir", events.MethodImagesImport, ImportRequest{Dir: "/srv/images"}, `{"dir":"/srv/images"}`},
+		{"import of the system bootloaders", events.MethodImagesImport, ImportRequest{SystemBootloaders: &yes}, `{"system_bootloaders":true}`},
+		{"import of no bootloaders", events.MethodImagesImport, ImportRequest{SystemBootloaders: &no}, ""},
+		{"import from a relative dir", events.MethodImagesImport, ImportRequest{Dir: "images"}, ""},
+		{"import with no source", events.MethodImagesImport, ImportRequest{}, ""},
+		{"all imports", events.MethodImagesImports, importsRequest{}, `{}`},
+		{"delete", events.MethodImagesDelete, deleteRequest{VersionID: "ubuntu/noble/amd64/ga-24.04/generic/20240101"},
 			`{"version_id":"ubuntu/noble/amd64/ga-24.04/generic/20240101"}`},
-		{"delete of no version", images.MethodDelete, deleteRequest{}, ""},
-		{"gc dry run", images.MethodGC, gcRequest{DryRun: true}, `{"dry_run":true}`},
+		{"delete of no version", events.MethodImagesDelete, deleteRequest{}, ""},
+		{"gc dry run", events.MethodImagesGC, gcRequest{DryRun: true}, `{"dry_run":true}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, err := Encode(tc.method, tc.req)

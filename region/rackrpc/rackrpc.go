@@ -42,13 +42,13 @@ func New(db *postgres.DB, machines Machines, log *slog.Logger) *Server {
 
 // Register subscribes the handlers on srv.
 func (s *Server) Register(srv *rpc.Server) error {
-	if err := srv.Handle(events.RegionRPCSubject("boot_decision"), events.RegionQueue, s.checked("rpc.region.boot_decision.request", s.bootDecision)); err != nil {
+	if err := srv.Handle(events.RegionRPCSubject(events.MethodBootDecision), events.RegionQueue, s.checked("rpc.region.boot_decision.request", s.bootDecision)); err != nil {
 		return err
 	}
-	if err := srv.Handle(events.RegionRPCSubject("preseed"), events.RegionQueue, s.checked("rpc.region.preseed.request", s.preseed)); err != nil {
+	if err := srv.Handle(events.RegionRPCSubject(events.MethodPreseed), events.RegionQueue, s.checked("rpc.region.preseed.request", s.preseed)); err != nil {
 		return err
 	}
-	return srv.Handle(events.RegionRPCSubject("install_status"), events.RegionQueue, s.checked("rpc.region.install_status.request", s.installStatus))
+	return srv.Handle(events.RegionRPCSubject(events.MethodInstallStatus), events.RegionQueue, s.checked("rpc.region.install_status.request", s.installStatus))
 }
 
 func (s *Server) checked(name string, h rpc.HandlerFunc) rpc.HandlerFunc {

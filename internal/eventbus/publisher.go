@@ -1,4 +1,4 @@
-package events
+package eventbus
 
 import (
 	"context"
@@ -11,13 +11,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
 )
 
 // PublisherConfig configures a Publisher.
 type PublisherConfig struct {
 	// Source and Subject name the emitter in the events_dropped events the
-	// publisher itself emits; for a rack, RackSource(id) and
-	// RackStreamName(id).
+	// publisher itself emits; for a rack, events.RackSource(id) and
+	// events.RackStreamName(id).
 	Source  string
 	Subject string
 	// Buffer bounds the events waiting while NATS or the stream is away;
@@ -43,12 +45,12 @@ type Publisher struct {
 	log *slog.Logger
 
 	mu           sync.Mutex
-	queue        []Event
+	queue        []events.Event
 	dropped      int64 // not yet reported
 	droppedTypes map[string]int64
 	droppedSince time.Time
 	totalDropped int64
-	report       *Event        // a drop report that failed, to send first
+	report       *events.Event // a drop report that failed, to send first
 	idle         chan struct{} // closed when queue and in-flight are empty
 	inflight     int
 	wake         chan struct{}
@@ -110,7 +112,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 }
 
 // Publish queues e. It never blocks.
-func (p *Publisher) Publish(e Event) {
+func (p *Publisher) Publish(e events.Event) {
 	p.mu.Lock()
 	if p.settledLocked() {
 		p.idle = make(chan struct{})
@@ -194,10 +196,10 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 // take moves up to Batch events from the queue to in-flight, preceded by a
 // report of dropped events when there is one to make.
-func (p *Publisher) take() []Event {
+func (p *Publisher) take() []events.Event {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var batch []Event
+	var batch []events.Event
 	if p.report != nil {
 		// A report that failed goes again as it was, under the same id, so
 		// JetStream drops it if the failure was only a lost ack.
@@ -209,8 +211,8 @@ func (p *Publisher) take() []Event {
 		for k, v := range p.droppedTypes {
 			types[k] = v
 		}
-		ev, err := New(p.cfg.Source, TypeEventsDropped, p.cfg.Subject, p.cfg.Now(),
-			EventsDropped{Count: p.dropped, Since: p.droppedSince, Types: types})
+		ev, err := events.New(p.cfg.Source, events.TypeEventsDropped, p.cfg.Subject, p.cfg.Now(),
+			events.EventsDropped{Count: p.dropped, Since: p.droppedSince, Types: types})
 		if err == nil {
 			batch = append(batch, ev)
 			p.dropped = 0
@@ -225,7 +227,7 @@ func (p *Publisher) take() []Event {
 }
 
 // countDrop records that e was dropped; p.mu is held.
-func (p *Publisher) countDrop(e Event) {
+func (p *Publisher) countDrop(e events.Event) {
 	if p.dropped == 0 {
 		p.droppedSince = p.cfg.Now()
 	}
@@ -236,7 +238,7 @@ func (p *Publisher) countDrop(e Event) {
 }
 
 // settle puts failed events back at the head of the queue, keeping order.
-func (p *Publisher) settle(batch []Event, failed []Event) {
+func (p *Publisher) settle(batch []events.Event, failed []events.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.inflight -= len(batch)
@@ -248,7 +250,7 @@ func (p *Publisher) settle(batch []Event, failed []Event) {
 		// the oldest aside and queue the rest.
 		kept := failed[:0:0]
 		for _, e := range failed {
-			if e.Type == TypeEventsDropped && e.Source == p.cfg.Source && p.report == nil {
+			if e.Type == events.TypeEventsDropped && e.Source == p.cfg.Source && p.report == nil {
 				r := e
 				p.report = &r
 				continue
@@ -273,7 +275,7 @@ func (p *Publisher) settle(batch []Event, failed []Event) {
 	}
 }
 
-func (p *Publisher) send(ctx context.Context, batch []Event) (failed []Event) {
+func (p *Publisher) send(ctx context.Context, batch []events.Event) (failed []events.Event) {
 	futures := make([]jetstream.PubAckFuture, len(batch))
 	for i, e := range batch {
 		msg, err := Message(e)
@@ -293,7 +295,7 @@ func (p *Publisher) send(ctx context.Context, batch []Event) (failed []Event) {
 	return p.await(ctx, batch, futures, failed)
 }
 
-func (p *Publisher) await(ctx context.Context, batch []Event, futures []jetstream.PubAckFuture, failed []Event) []Event {
+func (p *Publisher) await(ctx context.Context, batch []events.Event, futures []jetstream.PubAckFuture, failed []events.Event) []events.Event {
 	timer := time.NewTimer(p.cfg.AckTimeout)
 	defer timer.Stop()
 	var first error
@@ -381,12 +383,12 @@ func (p *Publisher) logFailure(err error) {
 // Message builds the NATS message of e: JSON body, subject from source and
 // type, and the event id as Nats-Msg-Id so JetStream drops a republished
 // duplicate.
-func Message(e Event) (*nats.Msg, error) {
-	subj, err := SubjectFor(e)
+func Message(e events.Event) (*nats.Msg, error) {
+	subj, err := events.SubjectFor(e)
 	if err != nil {
 		return nil, err
 	}
-	body, err := Encode(e)
+	body, err := events.Encode(e)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package events_test
+package eventbus_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 )
 
@@ -25,7 +26,7 @@ func startStreams(t *testing.T) (*natsserver.Test, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := events.EnsureStreams(context.Background(), js, time.Hour); err != nil {
+	if err := eventbus.EnsureStreams(context.Background(), js, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	return ns, js
@@ -38,7 +39,7 @@ func TestPublisherBuffersAndReportsDrops(t *testing.T) {
 	ns, js := startStreams(t)
 	ctx := context.Background()
 	rack := uuid.NewString()
-	pub := events.NewPublisher(js, events.PublisherConfig{
+	pub := eventbus.NewPublisher(js, eventbus.PublisherConfig{
 		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), Buffer: 100, Batch: 10, AckTimeout: 200 * time.Millisecond,
 	})
 	pctx, cancel := context.WithCancel(ctx)
@@ -140,7 +141,7 @@ func TestPublisherLogsAnOutageSparingly(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC).UnixNano())
 	rack := uuid.NewString()
-	pub := events.NewPublisher(js, events.PublisherConfig{
+	pub := eventbus.NewPublisher(js, eventbus.PublisherConfig{
 		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), AckTimeout: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Now: func() time.Time { return time.Unix(0, now.Load()) },
 	})

@@ -52,7 +52,15 @@ func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	// collide again.
 	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond})
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, db.pool, fn)
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			// The mark that this transaction may append, taken before it
+			// has a transaction id: readers of the log wait only for
+			// transactions that hold it (see horizon).
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, $2)`, appendLockClass, appendLockObject); err != nil {
+				return wrap("mark appender", err)
+			}
+			return fn(tx)
+		})
 		if !retryable(err) || attempt == 5 || !retry.Wait(ctx) {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 )
 
 // Expected stream versions with a special meaning.
@@ -309,17 +310,68 @@ type ReadFilter struct {
 	Types  []string // only these types
 }
 
+// The advisory lock every transaction that may append holds from its first
+// statement (InTx takes it), in shared mode so appenders never wait for
+// each other: its two keys say "rackplane events appender".
+const (
+	appendLockClass  = 0x52504c4e // "RPLN"
+	appendLockObject = 1
+)
+
+// horizon is the transaction id below which no event can still be
+// committed: the lowest transaction id of this database's running
+// appenders, or, with none, the next id to be handed out. Transactions of
+// other databases on the same server, and those of this one that append
+// nothing, do not hold it back: a long batch job elsewhere must not
+// freeze provisioning.
+//
+// Why nothing is skipped: an appender takes the lock before it has an id,
+// so one that is not listed here either ended before the scan of pg_locks
+// (and the read that follows, in a later statement, sees its commit) or
+// gets its id after this statement's snapshot, at or above its xmax.
+func (db *DB) horizon(ctx context.Context) (uint64, error) {
+	var xmax uint64
+	var running []int64
+	err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+			coalesce((SELECT array_agg(x.transactionid::text::bigint)
+				FROM pg_locks m JOIN pg_locks x ON x.pid = m.pid
+				WHERE m.locktype = 'advisory' AND m.granted
+					AND m.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+					AND m.classid = $1::oid AND m.objid = $2::oid AND m.objsubid = 2
+					AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted), '{}')`,
+		appendLockClass, appendLockObject).Scan(&xmax, &running)
+	if err != nil {
+		return 0, wrap("log horizon", err)
+	}
+	h := xmax
+	for _, x32 := range running {
+		// pg_locks shows 32-bit ids; the log keeps 64-bit ones. A running
+		// id is less than 2^31 behind the next one, so it is of xmax's
+		// epoch, or of the one before when it is numerically above.
+		x := xmax&^0xffffffff | uint64(x32)
+		if x > xmax {
+			x -= 1 << 32
+		}
+		h = min(h, x)
+	}
+	return h, nil
+}
+
 // ReadEvents returns up to limit events after cursor in follower order, and
-// the cursor to continue from. Only events of transactions older than every
-// running one are returned: an event that commits later can never land
-// behind a cursor already handed out, so a follower sees every event
-// exactly once.
+// the cursor to continue from. Only events of transactions below the log's
+// horizon are returned: an event that commits later can never land behind
+// a cursor already handed out, so a follower sees every event exactly
+// once.
 func (db *DB) ReadEvents(ctx context.Context, after Cursor, limit int, f ReadFilter) ([]Stored, Cursor, error) {
 	if limit <= 0 {
 		limit = 100
 	}
+	h, err := db.horizon(ctx)
+	if err != nil {
+		return nil, after, err
+	}
 	q := selectStored + ` WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-		AND txid < pg_snapshot_xmin(pg_current_snapshot())
+		AND txid < $6::text::xid8
 		AND ($3 = '' OR stream = $3)
 		AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
 		ORDER BY txid, position LIMIT $5`
@@ -327,7 +379,8 @@ func (db *DB) ReadEvents(ctx context.Context, after Cursor, limit int, f ReadFil
 	if types == nil {
 		types = []string{}
 	}
-	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, strconv.FormatUint(after.TxID, 10), after.Position, f.Stream, types, limit)
+	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, strconv.FormatUint(after.TxID, 10), after.Position, f.Stream, types, limit,
+		strconv.FormatUint(h, 10))
 	if err != nil {
 		return nil, after, wrap("read events", err)
 	}
@@ -353,7 +406,11 @@ func (db *DB) ReadLastEvents(ctx context.Context, limit int, f ReadFilter) ([]St
 	if limit <= 0 {
 		limit = 100
 	}
-	q := selectStored + ` WHERE txid < pg_snapshot_xmin(pg_current_snapshot())
+	h, err := db.horizon(ctx)
+	if err != nil {
+		return nil, Cursor{}, err
+	}
+	q := selectStored + ` WHERE txid < $4::text::xid8
 		AND ($1 = '' OR stream = $1)
 		AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
 		ORDER BY txid DESC, position DESC LIMIT $3`
@@ -361,7 +418,7 @@ func (db *DB) ReadLastEvents(ctx context.Context, limit int, f ReadFilter) ([]St
 	if types == nil {
 		types = []string{}
 	}
-	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, f.Stream, types, limit)
+	rows, err := db.pool.Query(ctx, q, pgx.QueryExecModeExec, f.Stream, types, limit, strconv.FormatUint(h, 10))
 	if err != nil {
 		return nil, Cursor{}, wrap("read last events", err)
 	}
@@ -377,32 +434,30 @@ func (db *DB) ReadLastEvents(ctx context.Context, limit int, f ReadFilter) ([]St
 	return out, next, nil
 }
 
-// AwaitSettled waits, at most max, until every transaction that was
-// running when it was called has ended, so that a ReadEvents that follows
-// returns every event committed before the call. An API client that has
-// just caused an event expects to see it in the log; ReadEvents alone may
-// hold it back while an unrelated transaction is still open. It gives up
-// quietly at max: the read is still correct, only less recent.
+// AwaitSettled waits, at most max, until every append that was running
+// when it was called has ended, so that a ReadEvents that follows returns
+// every event committed before the call. An API client that has just
+// caused an event expects to see it in the log; ReadEvents alone may hold
+// it back while another append is still open. It gives up quietly at max:
+// the read is still correct, only less recent.
 func (db *DB) AwaitSettled(ctx context.Context, max time.Duration) error {
-	var horizon string
-	if err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).Scan(&horizon); err != nil {
+	var target uint64
+	if err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&target); err != nil {
 		return wrap("await settled", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		var settled bool
-		err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8`, horizon).Scan(&settled)
-		if settled || ctx.Err() != nil {
+	retry := backoff.New(backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond})
+	for {
+		h, err := db.horizon(ctx)
+		if err == nil && h >= target || ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			return wrap("await settled", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Wait(ctx) {
 			return nil
-		case <-time.After(wait):
 		}
 	}
 }

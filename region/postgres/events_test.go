@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane"
@@ -303,25 +304,47 @@ func dumpTable(t *testing.T, db *postgres.DB, table string) string {
 	return s
 }
 
-// An API client that has just caused an event must find it in the log even
-// while an unrelated transaction is open: AwaitSettled waits for it, up to
-// its limit, and past the limit the read stays correct, only less recent.
-func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
+// Only this database's own appends in flight hold the log back: a
+// transaction with an id open in another database, or in this one without
+// appending, does not; an append in flight does, and AwaitSettled waits for
+// it up to its limit, past which the read stays correct, only less recent.
+func TestOnlyAppendsInFlightHoldTheLogBack(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.NewPool(t)
 	db := postgres.New(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	holdOpen := func() pgx.Tx {
-		tx, err := pool.Begin(ctx)
+	// A transaction that holds an id, in a pool of its own.
+	holdOpen := func(p *pgxpool.Pool) pgx.Tx {
+		tx, err := p.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 		return tx
+	}
+	// An append that stays in flight until release is called.
+	appendInFlight := func() (release func()) {
+		started, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			_ = db.InTx(ctx, func(tx pgx.Tx) error {
+				if _, err := db.AppendAny(ctx, tx, []events.Event{registered(t, uuid.NewString(), "in flight")}); err != nil {
+					return err
+				}
+				close(started)
+				<-done
+				return nil
+			})
+		}()
+		<-started
+		var once sync.Once
+		release = func() { once.Do(func() { close(done) }) }
+		t.Cleanup(release)
+		return release
 	}
 	appendOne := func(name string) string {
 		e := registered(t, uuid.NewString(), name)
@@ -343,14 +366,29 @@ func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
 		return false
 	}
 
-	other := holdOpen()
-	id := appendOne("mine")
+	// Strangers: another database's transaction, and one of this
+	// database that appends nothing.
+	elsewhere, err := pgxpool.New(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(elsewhere.Close)
+	holdOpen(elsewhere)
+	holdOpen(pool)
+	id := appendOne("beside strangers")
+	if !logged(id) {
+		t.Fatal("a transaction that appends nothing held the log back")
+	}
+
+	// An append in flight holds back what committed after it began.
+	release := appendInFlight()
+	id = appendOne("behind an append in flight")
 	if logged(id) {
-		t.Fatal("the reader returned an event behind an open transaction; this test no longer tests anything")
+		t.Fatal("the reader returned an event behind an append still in flight")
 	}
 	go func() {
 		time.Sleep(200 * time.Millisecond)
-		_ = other.Commit(ctx)
+		release()
 	}()
 	if err := db.AwaitSettled(ctx, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -359,9 +397,8 @@ func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
 		t.Fatal("after AwaitSettled the client's own event is missing from the log")
 	}
 
-	stuck := holdOpen()
-	defer stuck.Rollback(ctx)
-	id = appendOne("behind a stuck transaction")
+	appendInFlight()
+	id = appendOne("behind a stuck append")
 	start := time.Now()
 	if err := db.AwaitSettled(ctx, 150*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -370,6 +407,6 @@ func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
 		t.Fatalf("AwaitSettled waited %s past its limit", waited)
 	}
 	if logged(id) {
-		t.Fatal("an event behind a still-open transaction was returned")
+		t.Fatal("an event behind a still-open append was returned")
 	}
 }

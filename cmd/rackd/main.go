@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/rackplane/rackplane/internal/daemon"
+	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/rack"
 )
@@ -24,7 +24,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	cfg := daemon.DefaultRackConfig()
+	cfg := rackd.DefaultConfig()
 	fs := flag.NewFlagSet("rackd", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	var printID bool
@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(id)
 		return nil
 	}
-	r, err := daemon.NewRack(ctx, cfg.Rack, cfg.NATS, cfg.Log.Logger())
+	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.Log.Logger())
 	if err != nil {
 		return err
 	}

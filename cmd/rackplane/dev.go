@@ -19,7 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/rackplane/rackplane/internal/daemon"
+	"github.com/rackplane/rackplane/internal/daemon/rackd"
+	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
@@ -131,13 +132,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// embedded server.
 	natsCfg := dial.DefaultNATSConfig()
 	natsCfg.URL = natsURL
-	reg, err := daemon.NewRegion(cfg.region(), natsCfg, pool, log.With("component", "region"))
+	reg, err := regiond.New(cfg.region(), natsCfg, pool, log.With("component", "region"))
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
 	kcfg := cfg.rack(dataDir)
-	rk, err := daemon.NewRack(ctx, kcfg, natsCfg, log.With("component", "rack"))
+	rk, err := rackd.New(ctx, kcfg, natsCfg, log.With("component", "rack"))
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rackplane/rackplane/internal/daemon"
+	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/region/postgres"
@@ -26,7 +26,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	cfg := daemon.DefaultRegionConfig()
+	cfg := regiond.DefaultConfig()
 	fs := flag.NewFlagSet("regiond", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)")
@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
 	}
 
-	r, err := daemon.NewRegion(cfg.Region, cfg.NATS, pool, log)
+	r, err := regiond.New(cfg.Region, cfg.NATS, pool, log)
 	if err != nil {
 		return err
 	}

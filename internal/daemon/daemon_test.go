@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"flag"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/daemon/rackd"
+	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/flagenv"
 )
 
@@ -25,7 +27,7 @@ func flagSet(register func(*flag.FlagSet)) (*flag.FlagSet, []string) {
 // read from its RACKPLANE_ variable, whichever part of the configuration
 // owns it now.
 func TestFlags(t *testing.T) {
-	region, rack := DefaultRegionConfig(), DefaultRackConfig()
+	region, rack := regiond.DefaultConfig(), rackd.DefaultConfig()
 	tests := []struct {
 		name     string
 		register func(*flag.FlagSet)
@@ -84,19 +86,19 @@ func TestFlags(t *testing.T) {
 // defaults pass.
 func TestValidateNamesEveryBadSetting(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
-	if err := DefaultRegionConfig().Validate(); err != nil {
+	if err := regiond.DefaultConfig().Validate(); err != nil {
 		t.Errorf("regiond's defaults: %v", err)
 	}
-	if err := DefaultRackConfig().Validate(); err != nil {
+	if err := rackd.DefaultConfig().Validate(); err != nil {
 		t.Errorf("rackd's defaults: %v", err)
 	}
 
-	region := DefaultRegionConfig()
+	region := regiond.DefaultConfig()
 	region.Region.HTTPAddr, region.Region.HeartbeatMisses, region.Region.IngestBatch = "no-port", 0, 0
 	region.NATS.URL, region.NATS.CertFile = "", "c.pem"
 	region.Postgres.URL = "postgres://db:notaport/x"
 	region.Log.Level = "loud"
-	rack := DefaultRackConfig()
+	rack := rackd.DefaultConfig()
 	rack.Rack.Name, rack.Rack.DataDir, rack.Rack.TFTPWindow = "", "", 0
 	rack.NATS.KeyFile = "k.pem"
 	rack.Log.Level = "quiet"

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rackplane/rackplane"
-	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -140,17 +139,6 @@ func New(d Deps) *Server {
 	}
 	s.routes()
 	return s
-}
-
-// newEvent is a region event with the request's actor and id on it.
-func (s *Server) newEvent(ctx context.Context, typ, subject string, data any) (events.Event, error) {
-	ev, err := events.New(events.RegionSource, typ, subject, time.Now(), data)
-	if err != nil {
-		return ev, err
-	}
-	ev.Actor = Actor(ctx)
-	ev.CorrelationID = RequestID(ctx)
-	return ev, nil
 }
 
 func (s *Server) routes() {
@@ -351,5 +339,3 @@ func DecodeJSON(r *http.Request, v any) error {
 	}
 	return nil
 }
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -20,7 +20,11 @@ import (
 // TestBootloadersByBareName imports the machine's own bootloader packages
 // into a rack and fetches them the way firmware and pxelinux ask for them,
 // by bare name, over TFTP with curl: the bytes are the packages' files.
+// It needs the packages of .ci/packages, so it is not in the quick set.
 func TestBootloadersByBareName(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the bootloader packages of .ci/packages: skipped with -short")
+	}
 	ns := natsserver.StartTest(t)
 	cfg := rack.DefaultConfig()
 	cfg.DataDir, cfg.Name, cfg.NATSURL = t.TempDir(), "boot-rack", ns.URL

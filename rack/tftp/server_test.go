@@ -73,7 +73,20 @@ var fetchers = []struct {
 	}},
 }
 
+// TestRealClients fetches files with the TFTP clients of .ci/packages, so
+// it is not in the quick set.
 func TestRealClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the TFTP clients of .ci/packages: skipped with -short")
+	}
+	for _, c := range []struct{ cmd, pkg string }{{"curl", "curl"}, {"atftp", "atftp"}, {"busybox", "busybox-static"}} {
+		if _, err := exec.LookPath(c.cmd); err != nil {
+			t.Errorf("%s missing: install Debian package %s", c.cmd, c.pkg)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
 	for _, window := range []uint{1, tftp.DefaultWindow} {
 		t.Run(fmt.Sprintf("window-%d", window), func(t *testing.T) {
 			tr := tree(t)

@@ -402,8 +402,13 @@ func (r *Rack) Run(ctx context.Context) error {
 	}
 	defer r.resolver.Close()
 
+	// The publisher runs on past ctx, until the flush below: the events
+	// queued before and while the other services stop still go out.
+	pubCtx, stopPublisher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublisher()
+	published := make(chan struct{})
+	go func() { _ = r.publisher.Run(pubCtx); close(published) }()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.publisher.Run(ctx) })
 	g.Go(func() error { return r.capabilities.Run(ctx) })
 	g.Go(func() error { return r.storage.Run(ctx) })
 	g.Go(func() error { return r.decisions.Run(ctx) })
@@ -441,6 +446,8 @@ func (r *Rack) Run(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = r.publisher.Flush(fctx)
+	stopPublisher()
+	<-published
 	return err
 }
 

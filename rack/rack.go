@@ -57,6 +57,10 @@ type Config struct {
 	// Storage providers.
 	StorageSearchPath []string
 	StorageTimeout    time.Duration
+	// StoragePollInterval is how often the search path is looked at for
+	// providers added, changed or removed; 0 is the storage package's
+	// default (10s). Tests shorten it.
+	StoragePollInterval time.Duration
 
 	// Booting.
 	TFTPAddrs     []string
@@ -318,7 +322,8 @@ func (r *Rack) openServices(js jetstream.JetStream) error {
 		return fmt.Errorf("image store: %w", err)
 	}
 	r.storage, err = storage.New(storage.Config{
-		RackID: r.id, SearchPath: r.cfg.StorageSearchPath, DataDir: dataDir, ActionTimeout: r.cfg.StorageTimeout,
+		RackID: r.id, SearchPath: r.cfg.StorageSearchPath, DataDir: dataDir,
+		ActionTimeout: r.cfg.StorageTimeout, PollInterval: r.cfg.StoragePollInterval,
 		Events: r.publisher, Logger: r.log.With("service", "storage"), Registerer: r.registry,
 		OnChange: func([]storage.Provider) { r.capabilities.Changed() },
 	})

@@ -462,7 +462,7 @@ func TestVolumeErrors(t *testing.T) {
 		if err := os.CopyFS(slow, os.DirFS(loopProvider)); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(slow, "verify"), []byte("#!/bin/sh\nsleep 2\n"), 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(slow, "verify"), []byte("#!/bin/sh\nsleep 1\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		// And one without the optional snapshot script.

@@ -106,6 +106,56 @@ func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
 	}
 }
 
+// TestAppendOutcomeForEveryEvent: an append gives an outcome for each
+// event it is handed, one it holds twice included: the event is written
+// once, and the repeat is a duplicate at the same position.
+func TestAppendOutcomeForEveryEvent(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	rack := uuid.NewString()
+	stream := events.RackStreamName(rack)
+	tests := []struct {
+		name   string
+		append func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error)
+	}{
+		{"Append", func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+			return db.Append(ctx, tx, stream, postgres.ExpectAny, evs...)
+		}},
+		{"AppendAny", func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+			return db.AppendAny(ctx, tx, evs)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e1, e2 := registered(t, rack, "r"), registered(t, rack, "r")
+			var got []postgres.Appended
+			err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+				got, err = tt.append(tx, []events.Event{e1, e2, e1})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			written := map[string]postgres.Appended{}
+			var dups []postgres.Appended
+			for _, a := range got {
+				if a.Duplicate {
+					dups = append(dups, a)
+				} else {
+					written[a.ID] = a
+				}
+			}
+			if len(got) != 3 || len(written) != 2 || len(dups) != 1 || dups[0].ID != e1.ID || dups[0].Position != written[e1.ID].Position {
+				t.Fatalf("outcomes %+v, want e1 and e2 written and e1's repeat a duplicate of it", got)
+			}
+		})
+	}
+	var n int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("events in log = %d (%v), want 4", n, err)
+	}
+}
+
 func TestEventsTableIsAppendOnly(t *testing.T) {
 	ctx := context.Background()
 	db := newDB(t)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
@@ -283,7 +284,7 @@ func TestMetrics(t *testing.T) {
 		{tr.Registry, "rackplane_boot_transfers_total", map[string]string{"protocol": "tftp", "result": "ok"}, 1},
 	}
 	for _, c := range checks {
-		if got := handofftest.Metric(t, c.g, c.name, c.labels); got != c.want {
+		if got := metrictest.Value(t, c.g, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}

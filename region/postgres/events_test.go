@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -17,37 +15,19 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
-func newDB(t testing.TB) *postgres.DB {
-	t.Helper()
-	db := postgres.New(pgtest.NewPool(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := db.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return db
-}
-
-func rackEvent(t testing.TB, rackID, typ string, data any) events.Event {
-	t.Helper()
-	e, err := events.New(events.RackSource(rackID), typ, events.RackStreamName(rackID), time.Now(), data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
 func registered(t testing.TB, rackID, name string) events.Event {
-	return rackEvent(t, rackID, events.TypeRackRegistered, events.RackRegistered{
+	return regiontest.RackEvent(t, rackID, events.TypeRackRegistered, events.RackRegistered{
 		Name: name, Version: "test", Addresses: []string{"127.0.0.1"}, StartedAt: time.Now().UTC(),
 	})
 }
 
 func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	rack := uuid.NewString()
 	stream := events.RackStreamName(rack)
 	e1, e2 := registered(t, rack, "r1"), registered(t, rack, "r1")
@@ -111,7 +91,7 @@ func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
 // once, and the repeat is a duplicate at the same position.
 func TestAppendOutcomeForEveryEvent(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	rack := uuid.NewString()
 	stream := events.RackStreamName(rack)
 	tests := []struct {
@@ -158,7 +138,7 @@ func TestAppendOutcomeForEveryEvent(t *testing.T) {
 
 func TestEventsTableIsAppendOnly(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	rack := uuid.NewString()
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		_, err := db.AppendAny(ctx, tx, []events.Event{registered(t, rack, "x")})
@@ -181,7 +161,7 @@ func TestEventsTableIsAppendOnly(t *testing.T) {
 // test is hard enough to make it skip.
 func TestFollowerSeesEveryEventOnce(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	const writers, perWriter = 16, 150
 	total := writers * perWriter
 
@@ -191,7 +171,7 @@ func TestFollowerSeesEveryEventOnce(t *testing.T) {
 		g.Go(func() error {
 			rack := uuid.NewString()
 			for i := 0; i < perWriter; i++ {
-				e := rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: int64(i + 1), Since: time.Now().UTC()})
+				e := regiontest.RackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: int64(i + 1), Since: time.Now().UTC()})
 				err := db.InTx(ctx, func(tx pgx.Tx) error {
 					if _, err := db.AppendAny(ctx, tx, []events.Event{e}); err != nil {
 						return err
@@ -298,12 +278,12 @@ func TestFollowerSeesEveryEventOnce(t *testing.T) {
 
 func TestRebuildProjectionsReproducesThem(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	for i := 0; i < 5; i++ {
 		rack := uuid.NewString()
 		evs := []events.Event{registered(t, rack, fmt.Sprintf("rack-%d", i))}
 		if i%2 == 0 {
-			evs = append(evs, rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: 7, Since: time.Now().UTC()}))
+			evs = append(evs, regiontest.RackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: 7, Since: time.Now().UTC()}))
 		}
 		err := db.InTx(ctx, func(tx pgx.Tx) error {
 			_, err := db.AppendAny(ctx, tx, evs)
@@ -358,11 +338,8 @@ func dumpTable(t *testing.T, db *postgres.DB, table string) string {
 // its limit, and past the limit the read stays correct, only less recent.
 func TestAwaitSettledShowsYourOwnEvents(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.NewPool(t)
-	db := postgres.New(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := regiontest.DB(t)
+	pool := db.Pool()
 	holdOpen := func() pgx.Tx {
 		tx, err := pool.Begin(ctx)
 		if err != nil {

@@ -10,13 +10,14 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestEventWatchWakesOnAppend: a reader waiting on the watch is woken by
 // an append committed on another connection, and not by a transaction that
 // appends nothing or rolls back.
 func TestEventWatchWakesOnAppend(t *testing.T) {
-	db := newDB(t)
+	db := regiontest.DB(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := db.NewEventWatch()

@@ -69,23 +69,26 @@ func (r *Relay) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		n, err := r.db.RelayOutbox(ctx, r.cfg.Batch, r.publish)
+		if err != nil && ctx.Err() != nil {
+			return nil
+		}
+		r.relayed.Add(float64(n))
+		if err == nil && n == r.cfg.Batch {
+			backoff = 100 * time.Millisecond
+			continue // more waiting
+		}
+		// What still waits, after a failed pass too: while NATS is away
+		// the outbox grows, and that is when this must show it.
+		if l, err := r.db.OutboxLength(ctx); err == nil {
+			r.pending.Set(float64(l))
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			r.log.Warn("outbox relay failed, will retry", "err", err)
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		r.relayed.Add(float64(n))
-		if n == r.cfg.Batch {
-			continue // more waiting
-		}
-		if l, err := r.db.OutboxLength(ctx); err == nil {
-			r.pending.Set(float64(l))
-		}
 		select {
 		case <-ctx.Done():
 		case <-wake:

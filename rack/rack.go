@@ -55,6 +55,10 @@ type Config struct {
 	// Storage providers.
 	StorageSearchPath []string
 	StorageTimeout    time.Duration
+	// StoragePollInterval is how often the search path is looked at for
+	// providers added, changed or removed; 0 is the storage package's
+	// default (10s). Tests shorten it.
+	StoragePollInterval time.Duration
 
 	// Booting.
 	TFTPAddrs     []string
@@ -338,7 +342,8 @@ func (r *Rack) openServices(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("image store: %w", err)
 	}
 	r.storage, err = storage.New(storage.Config{
-		RackID: r.id, SearchPath: r.cfg.StorageSearchPath, DataDir: dataDir, ActionTimeout: r.cfg.StorageTimeout,
+		RackID: r.id, SearchPath: r.cfg.StorageSearchPath, DataDir: dataDir,
+		ActionTimeout: r.cfg.StorageTimeout, PollInterval: r.cfg.StoragePollInterval,
 		Events: r.publisher, Logger: r.log.With("service", "storage"), Registerer: r.registry,
 		OnChange: func([]storage.Provider) { r.capabilities.Changed() },
 	})
@@ -415,8 +420,13 @@ func (r *Rack) Run(ctx context.Context) error {
 		return err
 	}
 
+	// The publisher runs on past ctx, until the flush below: the events
+	// queued before and while the other services stop still go out.
+	pubCtx, stopPublisher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublisher()
+	published := make(chan struct{})
+	go func() { _ = r.publisher.Run(pubCtx); close(published) }()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.publisher.Run(ctx) })
 	g.Go(func() error { return r.capabilities.Run(ctx) })
 	g.Go(func() error { return r.storage.Run(ctx) })
 	g.Go(func() error { return r.decisions.Run(ctx) })
@@ -457,6 +467,8 @@ func (r *Rack) Run(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = r.publisher.Flush(fctx)
+	stopPublisher()
+	<-published
 	return err
 }
 

@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack"
@@ -23,20 +27,18 @@ import (
 // TestBootloadersByBareName imports the machine's own bootloader packages
 // into a rack and fetches them the way firmware and pxelinux ask for them,
 // by bare name, over TFTP with curl: the bytes are the packages' files.
+// It needs the packages of .ci/packages, so it is not in the quick set.
 func TestBootloadersByBareName(t *testing.T) {
-	ns := natsserver.StartTest(t)
-	cfg := rack.DefaultConfig()
-	cfg.DataDir, cfg.Name = t.TempDir(), "boot-rack"
-	cfg.HTTPAddr, cfg.TFTPAddrs = "127.0.0.1:0", []string{"127.0.0.1:0"}
-	cfg.ImportSystemBootloaders = true
-	r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
+	if testing.Short() {
+		t.Skip("needs the bootloader packages of .ci/packages: skipped with -short")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = r.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	cfg := rack.DefaultConfig()
+	cfg.DataDir, cfg.Name, cfg.TFTPAddrs = t.TempDir(), "boot-rack", []string{"127.0.0.1:0"}
+	cfg.ImportSystemBootloaders = true
+	ns := natsserver.StartTest(t)
+	ensureStreams(t, ns.Connect())
+	r, stop := runRack(t, ns, cfg)
+	t.Cleanup(stop)
 
 	tests := []struct{ name, file, pkg string }{
 		{"pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0", "pxelinux"},
@@ -68,26 +70,53 @@ func TestBootloadersByBareName(t *testing.T) {
 	}
 }
 
+// runRack runs a rack with cfg, on ns and an HTTP port of its own, until
+// the returned stop.
+func runRack(t *testing.T, ns *natsserver.Test, cfg rack.Config) (*rack.Rack, func()) {
+	t.Helper()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	return r, func() { cancel(); <-done }
+}
+
+// infoRack runs a rack without TFTP or bootloaders in dir until the
+// returned stop.
+func infoRack(t *testing.T, ns *natsserver.Test, dir string) (*rack.Rack, func()) {
+	t.Helper()
+	cfg := rack.DefaultConfig()
+	cfg.DataDir, cfg.Name, cfg.TFTPAddrs, cfg.ImportSystemBootloaders = dir, "info-rack", nil, false
+	return runRack(t, ns, cfg)
+}
+
+// ensureStreams makes the JetStream streams, as a region does.
+func ensureStreams(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.EnsureStreams(context.Background(), js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // TestIdentityAndInfo: a rack keeps its id across restarts, and answers
 // the info rpc on its own subject and on the every-rack subject.
 func TestIdentityAndInfo(t *testing.T) {
 	ns := natsserver.StartTest(t)
-	dir := t.TempDir()
-	run := func() (*rack.Rack, func()) {
-		cfg := rack.DefaultConfig()
-		cfg.DataDir, cfg.Name = dir, "info-rack"
-		cfg.HTTPAddr, cfg.TFTPAddrs, cfg.ImportSystemBootloaders = "127.0.0.1:0", nil, false
-		r, err := rack.New(context.Background(), cfg, ns.Connect(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = r.Run(ctx); close(done) }()
-		return r, func() { cancel(); <-done }
-	}
-	r, stop := run()
 	nc := ns.Connect()
+	// With the streams there, the rack's events leave at once and a stop
+	// does not wait for them.
+	ensureStreams(t, nc)
+	dir := t.TempDir()
+	r, stop := infoRack(t, ns, dir)
 	var info rack.Info
 	var err error
 	for i := 0; i < 50; i++ {
@@ -110,10 +139,32 @@ func TestIdentityAndInfo(t *testing.T) {
 	}
 	first := r.ID()
 	stop()
-	r2, stop2 := run()
+	r2, stop2 := infoRack(t, ns, dir)
 	defer stop2()
 	if r2.ID() != first {
 		t.Fatalf("restarted rack has id %s, want %s", r2.ID(), first)
+	}
+}
+
+// TestQueuedEventsLeaveOnStop: events the rack could not publish yet go
+// out when it stops cleanly, if they can within its grace period: here
+// the streams appear only as the rack is told to stop.
+func TestQueuedEventsLeaveOnStop(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	r, stop := infoRack(t, ns, t.TempDir())
+	for deadline := time.Now().Add(5 * time.Second); r.Publisher().Buffered() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rack queued no event")
+		}
+	}
+	js := ensureStreams(t, ns.Connect())
+	stop()
+	stream, err := js.Stream(context.Background(), events.RackStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.GetLastMsgForSubject(context.Background(), events.RackEventSubject(r.ID(), events.TypeRackRegistered)); err != nil {
+		t.Fatalf("the rack's registration, queued when it stopped: %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package region_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/follower"
+	"github.com/rackplane/rackplane/region/postgres"
 )
 
 func TestUnknownMACIsDiscovered(t *testing.T) {
@@ -42,16 +47,46 @@ func TestUnknownMACIsDiscovered(t *testing.T) {
 	if m.Status != "new" || m.Origin != "discovered" || m.BootRackID != r.ID() || m.Hostname != "node-525400bb0001" {
 		t.Fatalf("discovered machine: %+v", m)
 	}
-	// It boots again: still one machine.
+	// It boots again: still one machine, once the follower has seen it.
 	resp, err = http.Get("http://" + r.HTTPAddr() + "/pxelinux.cfg/01-52-54-00-bb-00-01")
 	if err == nil {
 		resp.Body.Close()
 	}
-	time.Sleep(time.Second)
+	h.followerHandled(events.TypeBootHandoff, 2)
 	h.getJSON("/api/v1/machines", &list)
 	if len(list.Machines) != 1 {
 		t.Fatalf("machines after a second boot: %+v", list.Machines)
 	}
+}
+
+// followerHandled waits until n events of type typ are in the log and the
+// region's follower has read past the last of them.
+func (h *harness) followerHandled(typ string, n int) {
+	h.t.Helper()
+	ctx := context.Background()
+	db := postgres.New(h.pool, testLogger())
+	var last postgres.Cursor
+	h.eventually(10*time.Second, fmt.Sprintf("%d %s events in the log", n, typ), func() error {
+		evs, _, err := db.ReadEvents(ctx, postgres.Cursor{}, 1000, postgres.ReadFilter{Types: []string{typ}})
+		if err != nil {
+			return err
+		}
+		if len(evs) < n {
+			return fmt.Errorf("%d of them", len(evs))
+		}
+		last = evs[len(evs)-1].Cursor
+		return nil
+	})
+	h.eventually(10*time.Second, "the follower past them", func() error {
+		c, err := db.LoadCursor(ctx, follower.Name)
+		if err != nil {
+			return err
+		}
+		if c.TxID < last.TxID || c.TxID == last.TxID && c.Position < last.Position {
+			return fmt.Errorf("the follower is at %s, the last event at %s", c, last)
+		}
+		return nil
+	})
 }
 
 func TestRackShippedPreseeds(t *testing.T) {

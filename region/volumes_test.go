@@ -42,6 +42,7 @@ func storageRack(t *testing.T, h *harness, extra func(search string)) (*rack.Rac
 	}
 	cfg := rackConfig(h, filepath.Join(t.TempDir(), "rack-s"), 200*time.Millisecond)
 	cfg.StorageSearchPath = []string{search}
+	cfg.StoragePollInterval = 100 * time.Millisecond
 	r, stop := startRackConfig(t, h, cfg)
 	db := postgres.New(h.pool, testLogger())
 	h.eventually(10*time.Second, "loop provider in the region", func() error {
@@ -461,7 +462,7 @@ func TestVolumeErrors(t *testing.T) {
 		if err := os.CopyFS(slow, os.DirFS(loopProvider)); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(slow, "verify"), []byte("#!/bin/sh\nsleep 2\n"), 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(slow, "verify"), []byte("#!/bin/sh\nsleep 1\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		// And one without the optional snapshot script.
@@ -662,8 +663,8 @@ func TestStorageProvidersFollowDisk(t *testing.T) {
 	}
 	waitFor := func(what, name string, cond func(p postgres.ProviderOnRack) bool) {
 		t.Helper()
-		// The rack looks at the disk every 10 seconds.
-		h.eventually(25*time.Second, what, func() error {
+		// The rack looks at the disk every 100ms (storageRack).
+		h.eventually(10*time.Second, what, func() error {
 			var l listed
 			if code := h.getJSON("/api/v1/storage-providers", &l); code != 200 {
 				return fmt.Errorf("status %d", code)

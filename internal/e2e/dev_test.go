@@ -21,6 +21,7 @@ import (
 // rackd processes through its NATS, kills one with SIGKILL and brings it
 // back, then stops dev with Ctrl-C and starts it again on the same data.
 func TestDevSystem(t *testing.T) {
+	endToEnd(t)
 	ctx := context.Background()
 	dataDir := filepath.Join(t.TempDir(), "dev")
 	dbURL := pgtest.NewDatabase(t)

@@ -18,6 +18,7 @@ import (
 // SIGSTOP and checks that a live OS query returns within its deadline plus
 // 200 ms, naming the frozen rack, with the others' answers complete.
 func TestLiveQueryWithAFrozenRack(t *testing.T) {
+	endToEnd(t)
 	ctx := context.Background()
 	ns := natsserver.StartTest(t)
 	httpAddr := freeAddr(t)

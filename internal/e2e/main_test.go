@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run()) // every test skips: no binaries to build
+	}
 	dir, err := os.MkdirTemp("", "rackplane-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -36,6 +41,17 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// endToEnd skips t under -short: every test here builds and runs the
+// binaries, and some boot QEMU VMs, drive Chromium or run Node.js. They are
+// not part of the quick set (go test -short); CI runs them, and a machine
+// without what one needs fails it.
+func endToEnd(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: skipped with -short")
+	}
 }
 
 // proc is a running binary whose output is kept for failure messages.

@@ -70,6 +70,7 @@ func permissionedNATS(t *testing.T, rackUsers ...string) (ns *natsserver.Test, w
 // publish as rack-b, read rack-b's rpc, forge region events nor read other
 // racks' events from JetStream.
 func TestRacksConfinedByNATSPermissions(t *testing.T) {
+	endToEnd(t)
 	ctx := context.Background()
 	dirA, dirB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	idA := strings.TrimSpace(output(t, "rackd", "-print-id", "-data-dir", dirA))
@@ -278,6 +279,7 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 // exist yet: it says why it cannot connect, once, and keeps trying, so when
 // the operator adds the user and reloads the server it joins by itself.
 func TestRackWaitsForItsNATSCredentials(t *testing.T) {
+	endToEnd(t)
 	dir := filepath.Join(t.TempDir(), "rack")
 	id := strings.TrimSpace(output(t, "rackd", "-print-id", "-data-dir", dir))
 	confFile := filepath.Join(t.TempDir(), "nats.conf")

@@ -84,6 +84,7 @@ func (ca *testCA) issue(name string, server bool) (certFile, keyFile string) {
 // work together (the rack joins and answers a live query), while a client
 // without a certificate, or one that does not trust the server, is refused.
 func TestRegionAndRackOverMutualTLS(t *testing.T) {
+	endToEnd(t)
 	ca := newTestCA(t)
 	serverCert, serverKey := ca.issue("nats", true)
 	regionCert, regionKey := ca.issue("regiond", false)

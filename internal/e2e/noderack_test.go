@@ -79,6 +79,7 @@ func grepLines(s, substr string) string {
 // when killed and comes back under the same id, and it stops cleanly on
 // SIGTERM.
 func TestRackWrittenFromTheWireContract(t *testing.T) {
+	endToEnd(t)
 	node, dir := nodeRack(t)
 	ctx := context.Background()
 	dataDir := filepath.Join(t.TempDir(), "noderack")

@@ -21,6 +21,7 @@ import (
 // racks publish, restarts it, and checks that every rack event is in the
 // log exactly once.
 func TestRegionKilledWhileRacksPublish(t *testing.T) {
+	endToEnd(t)
 	ctx := context.Background()
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)

@@ -18,6 +18,7 @@ import (
 // not by each instance; and when one instance is killed, the other goes on
 // ingesting rack events and watching heartbeats alone.
 func TestTwoRegionsShareTheWork(t *testing.T) {
+	endToEnd(t)
 	ctx := context.Background()
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)

@@ -215,6 +215,7 @@ func importTinyImage(t *testing.T, a api) {
 // new events by itself, the audit log and the OS registry; a wrong token
 // brings the sign-in form back with the API's message.
 func TestWebUI(t *testing.T) {
+	endToEnd(t)
 	chromium := chromiumPath(t)
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)

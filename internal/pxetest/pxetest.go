@@ -42,9 +42,14 @@ func E1000(t testing.TB) []byte {
 }
 
 // QEMU returns the path of qemu-system-x86_64 after checking that iPXE's
-// ROM for virtio-net is there too.
+// ROM for virtio-net is there too. Under -short it skips t: booting a VM
+// is not part of the quick set. Call it before anything else a boot test
+// sets up.
 func QEMU(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a QEMU VM: skipped with -short")
+	}
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Fatalf("qemu-system-x86_64 missing: install Debian package qemu-system-x86")

@@ -74,8 +74,12 @@ Version: 2.06-13
 }
 
 // TestSystemBootloadersInstalled imports the real packages listed in
-// .ci/packages (pxelinux, syslinux-common, ipxe, grub-efi-amd64-bin).
+// .ci/packages (pxelinux, syslinux-common, ipxe, grub-efi-amd64-bin), so
+// it is not in the quick set.
 func TestSystemBootloadersInstalled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the bootloader packages of .ci/packages: skipped with -short")
+	}
 	e := newEnv(t, nil)
 	st, err := e.s.Import(context.Background(), Source{SystemBootloaders: true})
 	if err != nil {

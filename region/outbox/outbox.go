@@ -75,23 +75,26 @@ func (r *Relay) Run(ctx context.Context) error {
 	retry := backoff.New(backoff.Policy{})
 	for ctx.Err() == nil {
 		n, err := r.db.RelayOutbox(ctx, r.cfg.Batch, r.publish)
+		if err != nil && ctx.Err() != nil {
+			return nil
+		}
+		r.relayed.Add(float64(n))
+		if err == nil && n == r.cfg.Batch {
+			retry.Reset()
+			continue // more waiting
+		}
+		// What still waits, after a failed pass too: while NATS is away
+		// the outbox grows, and that is when this must show it.
+		if l, err := r.db.OutboxLength(ctx); err == nil {
+			r.pending.Set(float64(l))
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			wait := retry.Next()
 			r.log.Warn("outbox relay failed, will retry", "err", err, "retry_in", wait)
 			backoff.Sleep(ctx, wait)
 			continue
 		}
 		retry.Reset()
-		r.relayed.Add(float64(n))
-		if n == r.cfg.Batch {
-			continue // more waiting
-		}
-		if l, err := r.db.OutboxLength(ctx); err == nil {
-			r.pending.Set(float64(l))
-		}
 		select {
 		case <-ctx.Done():
 		case <-wake:

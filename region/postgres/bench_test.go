@@ -11,6 +11,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // BenchmarkAppend measures appends to the log, one event per transaction
@@ -20,7 +21,7 @@ func BenchmarkAppend(b *testing.B) {
 	for _, size := range []int{1, 10, 100, 500} {
 		b.Run(map[int]string{1: "single", 10: "batch10", 100: "batch100", 500: "batch500"}[size], func(b *testing.B) {
 			ctx := context.Background()
-			db := newDB(b)
+			db := regiontest.DB(b)
 			racks := make([]string, 8)
 			for i := range racks {
 				racks[i] = uuid.NewString()
@@ -32,7 +33,7 @@ func BenchmarkAppend(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				for j := range batch {
-					batch[j] = rackEvent(b, racks[(i+j)%len(racks)], events.TypeEventsDropped,
+					batch[j] = regiontest.RackEvent(b, racks[(i+j)%len(racks)], events.TypeEventsDropped,
 						events.EventsDropped{Count: 1, Since: time.Now().UTC()})
 				}
 				b.StartTimer()
@@ -54,13 +55,13 @@ func BenchmarkAppend(b *testing.B) {
 // the region uses for its own events.
 func BenchmarkAppendExpectedVersion(b *testing.B) {
 	ctx := context.Background()
-	db := newDB(b)
+	db := regiontest.DB(b)
 	rack := uuid.NewString()
 	stream := events.RackStreamName(rack)
 	version := postgres.ExpectNoStream
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		e := rackEvent(b, rack, events.TypeEventsDropped, events.EventsDropped{Count: 1, Since: time.Now().UTC()})
+		e := regiontest.RackEvent(b, rack, events.TypeEventsDropped, events.EventsDropped{Count: 1, Since: time.Now().UTC()})
 		err := db.InTx(ctx, func(tx pgx.Tx) error {
 			a, err := db.Append(ctx, tx, stream, version, e)
 			if err == nil {
@@ -85,7 +86,7 @@ func BenchmarkConcurrentAppend(b *testing.B) {
 	for _, mode := range []string{"xid8", "serialised"} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
-			db := newDB(b)
+			db := regiontest.DB(b)
 			const writers = 8
 			per := b.N/writers + 1
 			start := time.Now()
@@ -96,7 +97,7 @@ func BenchmarkConcurrentAppend(b *testing.B) {
 					defer wg.Done()
 					rack := uuid.NewString()
 					for i := 0; i < per; i++ {
-						e := rackEvent(b, rack, events.TypeEventsDropped, events.EventsDropped{Count: 1, Since: time.Now().UTC()})
+						e := regiontest.RackEvent(b, rack, events.TypeEventsDropped, events.EventsDropped{Count: 1, Since: time.Now().UTC()})
 						err := db.InTx(ctx, func(tx pgx.Tx) error {
 							if mode == "serialised" {
 								if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(4242)`); err != nil {

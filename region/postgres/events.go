@@ -76,7 +76,7 @@ type Appended struct {
 	ID        string
 	Position  int64
 	Version   int64
-	Duplicate bool // the event was already in the log; nothing was written
+	Duplicate bool // the event was already in the log, or earlier in the append; nothing was written
 }
 
 // Append appends evs to stream within tx, when the stream is at expected
@@ -124,7 +124,7 @@ func (db *DB) Append(ctx context.Context, tx pgx.Tx, stream string, expected int
 	if err != nil {
 		return nil, err
 	}
-	return merge(out, stored), nil
+	return merge(evs, out, stored), nil
 }
 
 // AppendAny appends events of any streams within tx, each at whatever its
@@ -177,11 +177,12 @@ func (db *DB) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]A
 	if err != nil {
 		return nil, err
 	}
-	return merge(out, stored), nil
+	return merge(evs, out, stored), nil
 }
 
 // dedupe splits evs into those already logged (returned as Appended with
-// Duplicate) and fresh ones, dropping repeats within evs itself.
+// Duplicate) and fresh ones, dropping repeats within evs itself (merge
+// accounts for them).
 func (db *DB) dedupe(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Appended, []events.Event, error) {
 	if len(evs) == 0 {
 		return nil, nil, nil
@@ -268,10 +269,28 @@ func (db *DB) insert(ctx context.Context, tx pgx.Tx, evs []events.Event, version
 	return stored, nil
 }
 
-func merge(dups []Appended, stored []Stored) []Appended {
+// merge returns the outcome of each of evs: dups (those already in the
+// log), the events stored, and a duplicate of the stored one for each
+// repeat of an event within evs.
+func merge(evs []events.Event, dups []Appended, stored []Stored) []Appended {
 	out := dups
+	byID := make(map[string]Appended, len(stored))
 	for _, s := range stored {
-		out = append(out, Appended{ID: s.ID, Position: s.Position, Version: s.Version})
+		a := Appended{ID: s.ID, Position: s.Position, Version: s.Version}
+		out = append(out, a)
+		byID[s.ID] = a
+	}
+	if len(out) == len(evs) {
+		return out
+	}
+	seen := make(map[string]bool, len(stored))
+	for _, e := range evs {
+		a, ok := byID[e.ID]
+		if ok && seen[e.ID] {
+			a.Duplicate = true
+			out = append(out, a)
+		}
+		seen[e.ID] = true
 	}
 	return out
 }

@@ -20,35 +20,18 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
-func newDB(t testing.TB) *postgres.DB {
-	t.Helper()
-	db := postgres.New(pgtest.NewPool(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := db.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return db
-}
-
-func rackEvent(t testing.TB, rackID, typ string, data any) events.Event {
-	t.Helper()
-	e, err := events.New(events.RackSource(rackID), typ, events.RackStreamName(rackID), time.Now(), data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
 func registered(t testing.TB, rackID, name string) events.Event {
-	return rackEvent(t, rackID, events.TypeRackRegistered, events.RackRegistered{
+	return regiontest.RackEvent(t, rackID, events.TypeRackRegistered, events.RackRegistered{
 		Name: name, Version: "test", Addresses: []string{"127.0.0.1"}, StartedAt: time.Now().UTC(),
 	})
 }
 
 func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	rack := uuid.NewString()
 	stream := events.RackStreamName(rack)
 	e1, e2 := registered(t, rack, "r1"), registered(t, rack, "r1")
@@ -107,9 +90,59 @@ func TestAppendExpectedVersionAndIdempotency(t *testing.T) {
 	}
 }
 
+// TestAppendOutcomeForEveryEvent: an append gives an outcome for each
+// event it is handed, one it holds twice included: the event is written
+// once, and the repeat is a duplicate at the same position.
+func TestAppendOutcomeForEveryEvent(t *testing.T) {
+	ctx := context.Background()
+	db := regiontest.DB(t)
+	rack := uuid.NewString()
+	stream := events.RackStreamName(rack)
+	tests := []struct {
+		name   string
+		append func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error)
+	}{
+		{"Append", func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+			return db.Append(ctx, tx, stream, postgres.ExpectAny, evs...)
+		}},
+		{"AppendAny", func(tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+			return db.AppendAny(ctx, tx, evs)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e1, e2 := registered(t, rack, "r"), registered(t, rack, "r")
+			var got []postgres.Appended
+			err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+				got, err = tt.append(tx, []events.Event{e1, e2, e1})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			written := map[string]postgres.Appended{}
+			var dups []postgres.Appended
+			for _, a := range got {
+				if a.Duplicate {
+					dups = append(dups, a)
+				} else {
+					written[a.ID] = a
+				}
+			}
+			if len(got) != 3 || len(written) != 2 || len(dups) != 1 || dups[0].ID != e1.ID || dups[0].Position != written[e1.ID].Position {
+				t.Fatalf("outcomes %+v, want e1 and e2 written and e1's repeat a duplicate of it", got)
+			}
+		})
+	}
+	var n int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("events in log = %d (%v), want 4", n, err)
+	}
+}
+
 func TestEventsTableIsAppendOnly(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	rack := uuid.NewString()
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		_, err := db.AppendAny(ctx, tx, []events.Event{registered(t, rack, "x")})
@@ -132,7 +165,7 @@ func TestEventsTableIsAppendOnly(t *testing.T) {
 // test is hard enough to make it skip.
 func TestFollowerSeesEveryEventOnce(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	const writers, perWriter = 16, 150
 	total := writers * perWriter
 
@@ -142,7 +175,7 @@ func TestFollowerSeesEveryEventOnce(t *testing.T) {
 		g.Go(func() error {
 			rack := uuid.NewString()
 			for i := 0; i < perWriter; i++ {
-				e := rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: int64(i + 1), Since: time.Now().UTC()})
+				e := regiontest.RackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: int64(i + 1), Since: time.Now().UTC()})
 				err := db.InTx(ctx, func(tx pgx.Tx) error {
 					if _, err := db.AppendAny(ctx, tx, []events.Event{e}); err != nil {
 						return err
@@ -249,12 +282,12 @@ func TestFollowerSeesEveryEventOnce(t *testing.T) {
 
 func TestRebuildProjectionsReproducesThem(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	for i := 0; i < 5; i++ {
 		rack := uuid.NewString()
 		evs := []events.Event{registered(t, rack, fmt.Sprintf("rack-%d", i))}
 		if i%2 == 0 {
-			evs = append(evs, rackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: 7, Since: time.Now().UTC()}))
+			evs = append(evs, regiontest.RackEvent(t, rack, events.TypeEventsDropped, events.EventsDropped{Count: 7, Since: time.Now().UTC()}))
 		}
 		err := db.InTx(ctx, func(tx pgx.Tx) error {
 			_, err := db.AppendAny(ctx, tx, evs)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestEventWatchWakesOnAppend: a reader waiting on the watch is woken by
@@ -17,7 +18,7 @@ import (
 // appends nothing or rolls back (only once when the session starts, in
 // case it missed an append).
 func TestEventWatchWakesOnAppend(t *testing.T) {
-	db := newDB(t)
+	db := regiontest.DB(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := db.NewEventWatch()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestOutboxTwoRelays runs two relays on one outbox at once, as two region
@@ -19,7 +20,7 @@ import (
 // publish failed stays for the next pass.
 func TestOutboxTwoRelays(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	const n = 600
 	for i := 0; i < n; i += 50 {
 		err := db.InTx(ctx, func(tx pgx.Tx) error {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestVolumesProjection appends a volume's events in the orders they can
@@ -17,7 +18,7 @@ import (
 // region records its request after the answer, so either may be first.
 func TestVolumesProjection(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := regiontest.DB(t)
 	v, err := events.NewValidator()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,323 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/metrictest"
+	"github.com/rackplane/rackplane/region/ingest"
+	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
+)
+
+// store is the event store as the ingester sees it, which can refuse the
+// first transactions as a Postgres that is away does, and keeps the size
+// of every batch appended.
+type store struct {
+	*postgres.DB
+	mu      sync.Mutex
+	failTx  int   // transactions still to fail
+	appends []int // events per successful AppendAny
+}
+
+func (s *store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	s.mu.Lock()
+	fail := s.failTx > 0
+	if fail {
+		s.failTx--
+	}
+	s.mu.Unlock()
+	if fail {
+		return errors.New("connection refused")
+	}
+	return s.DB.InTx(ctx, fn)
+}
+
+func (s *store) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+	out, err := s.DB.AppendAny(ctx, tx, evs)
+	if err == nil {
+		s.mu.Lock()
+		s.appends = append(s.appends, len(evs))
+		s.mu.Unlock()
+	}
+	return out, err
+}
+
+func (s *store) batches() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.appends)
+}
+
+type site struct {
+	t     *testing.T
+	store *store
+	js    jetstream.JetStream
+	reg   *prometheus.Registry
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	_, _, js := regiontest.NATS(t)
+	return &site{t: t, store: &store{DB: regiontest.DB(t)}, js: js, reg: prometheus.NewRegistry()}
+}
+
+// start runs an ingester until the test ends. AckWait is long, so that a
+// message is delivered again within a test only when it was nak'd.
+func (s *site) start(batch int) {
+	s.t.Helper()
+	in := ingest.New(s.js, s.store, regiontest.Validator(s.t), ingest.Config{
+		Batch: batch, AckWait: time.Minute, Logger: regiontest.Logger(), Registerer: s.reg,
+	})
+	regiontest.Run(s.t, in.Run)
+}
+
+// publish puts raw on subject without a message id, so that JetStream
+// never drops it as a duplicate: the ingester must.
+func (s *site) publish(subject string, raw []byte) {
+	s.t.Helper()
+	if _, err := s.js.Publish(context.Background(), subject, raw); err != nil {
+		s.t.Fatalf("publish on %s: %v", subject, err)
+	}
+}
+
+func (s *site) publishEvent(e events.Event) {
+	s.t.Helper()
+	s.publish(events.RackEventSubject(events.RackIDFromSource(e.Source), e.Type), regiontest.Encode(s.t, e))
+}
+
+// settled waits until the ingester has acknowledged or terminated every
+// message on the stream.
+func (s *site) settled() {
+	s.t.Helper()
+	ctx := context.Background()
+	regiontest.Eventually(s.t, 10*time.Second, "every message acknowledged or terminated", func() error {
+		stream, err := s.js.Stream(ctx, events.RackStream)
+		if err != nil {
+			return err
+		}
+		c, err := stream.Consumer(ctx, ingest.ConsumerName)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 || info.AckFloor.Stream < stream.CachedInfo().State.LastSeq {
+			return fmt.Errorf("%d undelivered, %d unacknowledged, acknowledged up to %d of %d",
+				info.NumPending, info.NumAckPending, info.AckFloor.Stream, stream.CachedInfo().State.LastSeq)
+		}
+		return nil
+	})
+}
+
+func (s *site) logged() map[string]int { return regiontest.Logged(s.t, s.store.DB) }
+
+func (s *site) metric(name string, labels map[string]string) float64 {
+	return metrictest.Value(s.t, s.reg, name, labels)
+}
+
+func dropped(t *testing.T, rackID string, n int64) events.Event {
+	return regiontest.RackEvent(t, rackID, events.TypeEventsDropped, events.EventsDropped{Count: n, Since: time.Now().UTC()})
+}
+
+// TestEveryValidEventOnce: events of several racks, some delivered twice
+// (in the same batch, and after they are in the log), are in the log once
+// each, in each rack's order, and every message is acknowledged.
+func TestEveryValidEventOnce(t *testing.T) {
+	s := newSite(t)
+	rackA, rackB := uuid.NewString(), uuid.NewString()
+	var sent []events.Event
+	for i := range 20 {
+		rack := rackA
+		if i%2 == 1 {
+			rack = rackB
+		}
+		e := dropped(t, rack, int64(i+1))
+		if i < 2 {
+			e = regiontest.Registered(t, rack, "rack-"+rack[:8], time.Second)
+		}
+		sent = append(sent, e)
+		s.publishEvent(e)
+	}
+	// A rack that republishes after a lost ack: the same events again,
+	// before the ingester starts and after they are in.
+	for _, e := range sent[5:8] {
+		s.publishEvent(e)
+	}
+	s.start(50)
+	s.settled()
+	for _, e := range sent[10:12] {
+		s.publishEvent(e)
+	}
+	s.settled()
+	logged := s.logged()
+	if len(logged) != len(sent) {
+		t.Fatalf("%d events in the log, want %d", len(logged), len(sent))
+	}
+	for _, e := range sent {
+		if logged[e.ID] != 1 {
+			t.Fatalf("event %s is in the log %d times", e.ID, logged[e.ID])
+		}
+	}
+	if got := s.metric("rackplane_region_events_ingested_total", nil); got != 20 {
+		t.Errorf("ingested_total %v, want 20", got)
+	}
+	if got := s.metric("rackplane_region_events_duplicate_total", nil); got != 5 {
+		t.Errorf("duplicate_total %v, want 5", got)
+	}
+	// The per-stream order is the racks' order.
+	for _, rack := range []string{rackA, rackB} {
+		var want []string
+		for _, e := range sent {
+			if e.Source == events.RackSource(rack) {
+				want = append(want, e.ID)
+			}
+		}
+		var got []string
+		for _, e := range regiontest.StreamEvents(t, s.store.DB, events.RackStreamName(rack)) {
+			got = append(got, e.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("stream of %s: %v, want %v", rack, got, want)
+		}
+	}
+}
+
+// TestInvalidMessagesAreRejectedAndIngestGoesOn: each kind of bad message,
+// between good ones, is recorded with its reason and terminated, once;
+// the good ones, before and after it and in the same batch, are in the log.
+func TestInvalidMessagesAreRejectedAndIngestGoesOn(t *testing.T) {
+	rack, other := uuid.NewString(), uuid.NewString()
+	registeredSubject := events.RackEventSubject(rack, events.TypeRackRegistered)
+	broken := regiontest.RackEvent(t, rack, events.TypeRackRegistered, map[string]any{"version": 7})
+	unknown := regiontest.RackEvent(t, rack, "rackplane.rack.no_such_thing.v1", map[string]int{"x": 1})
+	// Valid by its schema, but Postgres refuses to store a NUL character.
+	nul := regiontest.Registered(t, rack, "nul\x00name", time.Second)
+	tests := []struct {
+		name    string
+		subject string
+		raw     []byte
+		reason  string
+		eventID string // recorded with the refusal, when the message has one
+	}{
+		{"not JSON", registeredSubject, []byte("\x00\xffnot json"), events.ReasonMalformed, ""},
+		{"not an envelope", registeredSubject, []byte(`{"hello": "world"}`), events.ReasonMalformed, ""},
+		{"breaks its schema", registeredSubject, regiontest.Encode(t, broken), events.ReasonSchema, broken.ID},
+		{"unknown type", events.RackEventSubject(rack, unknown.Type), regiontest.Encode(t, unknown), events.ReasonUnknownType, unknown.ID},
+		{"another rack's event", registeredSubject, regiontest.Encode(t, regiontest.Registered(t, other, "spoof", time.Second)), events.ReasonWrongSubject, ""},
+		{"on another type's subject", events.RackEventSubject(rack, events.TypeEventsDropped), regiontest.Encode(t, regiontest.Registered(t, rack, "r", time.Second)), events.ReasonWrongSubject, ""},
+		{"refused by Postgres", registeredSubject, regiontest.Encode(t, nul), events.ReasonProjection, nul.ID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each on a database and NATS server of its own
+			s := newSite(t)
+			before, after := dropped(t, rack, 1), dropped(t, rack, 2)
+			// All three are on the stream before the ingester starts, so
+			// that they come in one batch.
+			s.publishEvent(before)
+			s.publish(tt.subject, tt.raw)
+			s.publishEvent(after)
+			s.start(10)
+			s.settled()
+			logged := s.logged()
+			if len(logged) != 2 || logged[before.ID] != 1 || logged[after.ID] != 1 {
+				t.Fatalf("log holds %v, want the good events before and after once each", logged)
+			}
+			rejected, err := s.store.ListRejected(context.Background(), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rejected) != 1 {
+				t.Fatalf("%d rejected records, want 1: %+v", len(rejected), rejected)
+			}
+			r := rejected[0]
+			if r.Reason != tt.reason || r.NATSSubject != tt.subject || r.Detail == "" || string(r.Raw) != string(tt.raw) {
+				t.Errorf("recorded %+v, want reason %s on %s with the detail and the message", r, tt.reason, tt.subject)
+			}
+			if tt.eventID != "" && r.EventID != tt.eventID {
+				t.Errorf("recorded event id %q, want %q", r.EventID, tt.eventID)
+			}
+			if got := s.metric("rackplane_region_events_rejected_total", map[string]string{"reason": tt.reason}); got != 1 {
+				t.Errorf("rejected_total{reason=%q} %v, want 1", tt.reason, got)
+			}
+			if got := s.metric("rackplane_region_events_ingested_total", nil); got != 2 {
+				t.Errorf("ingested_total %v, want 2", got)
+			}
+		})
+	}
+}
+
+// TestNakWhilePostgresIsAway: a batch whose transaction fails is not
+// acknowledged but nak'd, so it comes again well before AckWait, and goes
+// in once when Postgres is back.
+func TestNakWhilePostgresIsAway(t *testing.T) {
+	s := newSite(t)
+	s.store.failTx = 3
+	rack := uuid.NewString()
+	var sent []events.Event
+	for i := range 5 {
+		e := dropped(t, rack, int64(i+1))
+		sent = append(sent, e)
+		s.publishEvent(e)
+	}
+	s.start(10)
+	// The naks back off 100ms, 200ms, 400ms; AckWait is a minute, longer
+	// than settled waits.
+	s.settled()
+	logged := s.logged()
+	for _, e := range sent {
+		if logged[e.ID] != 1 {
+			t.Fatalf("event %s is in the log %d times", e.ID, logged[e.ID])
+		}
+	}
+	s.store.mu.Lock()
+	left := s.store.failTx
+	s.store.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d failures left: the ingester did not retry", left)
+	}
+	if got := s.metric("rackplane_region_events_ingested_total", nil); got != 5 {
+		t.Errorf("ingested_total %v, want 5", got)
+	}
+}
+
+// TestBatches: events waiting on the stream go in by transactions of at
+// most Batch events, not one by one.
+func TestBatches(t *testing.T) {
+	s := newSite(t)
+	rack := uuid.NewString()
+	const n, batch = 45, 10
+	for i := range n {
+		s.publishEvent(dropped(t, rack, int64(i+1)))
+	}
+	s.start(batch)
+	s.settled()
+	sizes := s.store.batches()
+	total := 0
+	for _, k := range sizes {
+		if k > batch {
+			t.Fatalf("a transaction of %d events, more than the batch of %d: %v", k, batch, sizes)
+		}
+		total += k
+	}
+	if total != n || len(regiontest.StreamEvents(t, s.store.DB, events.RackStreamName(rack))) != n {
+		t.Fatalf("appended %d events in %v, want %d", total, sizes, n)
+	}
+	if len(sizes) >= n {
+		t.Fatalf("one transaction per event: %v", sizes)
+	}
+}

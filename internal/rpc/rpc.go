@@ -157,7 +157,11 @@ func safeCall(ctx context.Context, h HandlerFunc, data []byte) (res any, err err
 	return h(ctx, data)
 }
 
-// Close unsubscribes and waits for running handlers.
+// Close unsubscribes and waits for running handlers. It returns once the
+// server has taken the unsubscriptions (or a second has passed): until
+// then NATS may still route a request here, where nobody answers it any
+// more, and its caller would wait out its timeout rather than learn at
+// once that no one responds.
 func (s *Server) Close() {
 	s.mu.Lock()
 	for _, sub := range s.subs {
@@ -165,6 +169,9 @@ func (s *Server) Close() {
 	}
 	s.subs = nil
 	s.mu.Unlock()
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushTimeout(time.Second)
+	}
 	s.wg.Wait()
 }
 

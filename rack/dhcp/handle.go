@@ -1,8 +1,9 @@
 package dhcp
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"sync"
@@ -190,20 +191,30 @@ func (s *Server) answers(m *dhcpv4.DHCPv4, now time.Time) bool {
 	return s.seen.waiting(mac, now) >= s.cfg.ProxyTakeover
 }
 
-// ProxyOwner is the rack of peers that answers the PXE client mac.
+// ProxyOwner is the rack of peers that answers the PXE client mac: the
+// one with the highest hash of (rack name, MAC). Every rack computes the
+// same owner from the same peer list, and a peer joining or leaving moves
+// only the clients it wins or held.
 func ProxyOwner(peers []string, mac string) string {
 	var owner string
 	var best uint64
 	for _, p := range peers {
-		h := fnv.New64a()
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-		h.Write([]byte(mac))
-		if v := h.Sum64(); owner == "" || v > best {
+		if v := hash64(p, mac); owner == "" || v > best {
 			owner, best = p, v
 		}
 	}
 	return owner
+}
+
+// hash64 is a well-mixed hash of parts (SHA-256, so every bit of every
+// part moves every bit of the result).
+func hash64(parts ...string) uint64 {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return binary.BigEndian.Uint64(h.Sum(nil))
 }
 
 // seenTable remembers, in a fixed number of slots, since when a client
@@ -226,9 +237,7 @@ const seenGap = time.Minute
 
 // waiting records that mac asks now and returns for how long it has.
 func (t *seenTable) waiting(mac string, now time.Time) time.Duration {
-	h := fnv.New64a()
-	h.Write([]byte(mac))
-	v := h.Sum64()
+	v := hash64(mac)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sl := &t.slots[v%uint64(len(t.slots))]

@@ -103,7 +103,7 @@ func ParseRecord(line []byte) (Record, error) {
 func ParseLeaseLog(r io.Reader) (map[netip.Addr]Record, int, error) {
 	out := map[netip.Addr]Record{}
 	bad := 0
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, 4*maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {

@@ -171,13 +171,14 @@ func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) 
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	if o, ok := t.offers[mac]; ok {
-		delete(t.offeredIP, o.ip)
-	} else if len(t.offers) >= t.maxOffers {
+	t.dropOffer(mac)
+	if other, ok := t.offeredIP[ip]; ok {
+		t.dropOffer(other) // expired, or available() would have refused ip
+	}
+	if len(t.offers) >= t.maxOffers {
 		for m, o := range t.offers {
 			if !now.Before(o.until) {
-				delete(t.offers, m)
-				delete(t.offeredIP, o.ip)
+				t.dropOffer(m)
 			}
 		}
 		if len(t.offers) >= t.maxOffers {
@@ -255,9 +256,9 @@ func (t *table) bind(p *pool, mac string, ip netip.Addr, hostname string, now ti
 		return Record{}, err
 	}
 	p.byMAC[mac] = ip
-	if o, ok := t.offers[mac]; ok {
-		delete(t.offers, mac)
-		delete(t.offeredIP, o.ip)
+	t.dropOffer(mac)
+	if other, ok := t.offeredIP[ip]; ok {
+		t.dropOffer(other) // an expired offer of the address to another client
 	}
 	return rec, nil
 }
@@ -279,9 +280,17 @@ func (t *table) write(r Record) error {
 func (t *table) forgetOffer(mac string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.dropOffer(mac)
+}
+
+// dropOffer removes mac's offer; t.mu is held. offers and offeredIP
+// always mirror each other.
+func (t *table) dropOffer(mac string) {
 	if o, ok := t.offers[mac]; ok {
 		delete(t.offers, mac)
-		delete(t.offeredIP, o.ip)
+		if t.offeredIP[o.ip] == mac {
+			delete(t.offeredIP, o.ip)
+		}
 	}
 }
 
@@ -308,8 +317,7 @@ func (t *table) decline(p *pool, mac string, ip netip.Addr, now time.Time) (Reco
 		return Record{}, false, nil
 	}
 	if offered {
-		delete(t.offers, mac)
-		delete(t.offeredIP, ip)
+		t.dropOffer(mac)
 	}
 	if p.byMAC[mac] == ip {
 		delete(p.byMAC, mac)

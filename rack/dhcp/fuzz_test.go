@@ -34,7 +34,7 @@ func FuzzHandle(f *testing.F) {
 	cfg.MaxOffers = 8
 	managed := newHarness(&testing.T{}, cfg, f.TempDir())
 	proxy := newHarness(&testing.T{}, proxyConfig(), f.TempDir())
-	f.Cleanup(func() { managed.s.closeLeases() })
+	f.Cleanup(func() { managed.s.Close() })
 	f.Fuzz(func(t *testing.T, raw []byte, port uint16) {
 		for _, h := range []*harness{managed, proxy} {
 			h.clk.Add(time.Second)

@@ -64,7 +64,7 @@ func newHarness(t *testing.T, cfg Config, dir string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.closeLeases() })
+	t.Cleanup(func() { _ = s.Close() })
 	l, err := s.attach("test0", serverIP)
 	if err != nil {
 		t.Fatal(err)
@@ -119,13 +119,6 @@ func (h *harness) lease(mac net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.D
 	return ack
 }
 
-func (s *Server) closeLeases() error {
-	if s.table == nil {
-		return nil
-	}
-	return s.table.close()
-}
-
 func TestManagedLease(t *testing.T) {
 	h := newHarness(t, managedConfig(), t.TempDir())
 	offer := h.discover(macN(1))
@@ -177,7 +170,7 @@ func TestManagedRestartKeepsLeases(t *testing.T) {
 	h := newHarness(t, managedConfig(), dir)
 	h.lease(macN(1))
 	h.lease(macN(2))
-	if err := h.s.closeLeases(); err != nil {
+	if err := h.s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// A torn last line (a crash mid-write) is skipped, not fatal.

@@ -245,6 +245,20 @@ func (s *Server) attach(name string, ip netip.Addr) (*listener, error) {
 	return l, nil
 }
 
+// Close releases what New and Listen took (sockets, the lease log) for a
+// server that will not Run; Run releases them itself.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	for _, l := range s.listeners {
+		l.close()
+	}
+	s.mu.Unlock()
+	if s.table != nil {
+		return s.table.close()
+	}
+	return nil
+}
+
 func (l *listener) close() {
 	for _, c := range l.conns {
 		c.Close()

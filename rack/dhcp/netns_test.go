@@ -2,15 +2,13 @@ package dhcp
 
 // Tests against real DHCP peers (busybox udhcpc, dnsmasq, and clients
 // crafted with insomniacslk/dhcp's nclient4) on a bridge of network
-// namespaces this file creates and removes. Nothing touches the host's
-// own interfaces: every veth and the bridge live in the test's
-// namespaces, and traffic stays on the bridge.
+// namespaces (internal/netnstest) created and removed by each test.
+// Nothing touches the host's own interfaces, and traffic stays on the
+// bridge.
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,117 +28,10 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/sys/unix"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/netnstest"
 )
-
-// need fails the test when a tool is missing, naming its Debian package.
-func need(t *testing.T, tool, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s not found: install the Debian package %s (listed in .ci/packages)", tool, pkg)
-	}
-	return p
-}
-
-// segment is an Ethernet segment: a bridge in a namespace of its own, and
-// hosts, each a namespace with an eth0 on the bridge.
-type segment struct {
-	t      *testing.T
-	prefix string
-	bridge string // namespace holding the bridge
-	hosts  []string
-}
-
-func newSegment(t *testing.T) *segment {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the DHCP namespace tests create network namespaces: run them as root")
-	}
-	need(t, "ip", "iproute2")
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	s := &segment{t: t, prefix: "rpdhcp" + hex.EncodeToString(b[:])}
-	s.bridge = s.prefix + "-br"
-	s.addNS(s.bridge)
-	s.ip("-n", s.bridge, "link", "add", "br0", "type", "bridge")
-	s.ip("-n", s.bridge, "link", "set", "br0", "up")
-	return s
-}
-
-func (s *segment) addNS(name string) {
-	s.t.Helper()
-	s.ip("netns", "add", name)
-	s.t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			s.t.Logf("ip netns del %s: %v %s", name, err, out)
-		}
-	})
-}
-
-func (s *segment) ip(args ...string) {
-	s.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		s.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// host adds a namespace with eth0 (MAC mac) on the bridge, and addr
-// (such as 10.20.0.2/24) on it unless addr is empty. It returns the
-// namespace's name.
-func (s *segment) host(name, mac, addr string) string {
-	s.t.Helper()
-	ns := s.prefix + "-" + name
-	s.addNS(ns)
-	port := fmt.Sprintf("p%d", len(s.hosts))
-	s.ip("-n", s.bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-	s.ip("-n", s.bridge, "link", "set", port, "master", "br0", "up")
-	s.ip("-n", ns, "link", "set", "lo", "up")
-	s.ip("-n", ns, "link", "set", "eth0", "address", mac)
-	if addr != "" {
-		s.ip("-n", ns, "addr", "add", addr, "dev", "eth0")
-	}
-	s.ip("-n", ns, "link", "set", "eth0", "up")
-	s.hosts = append(s.hosts, ns)
-	return ns
-}
-
-// inNS runs f on an OS thread moved into namespace ns, then moves the
-// thread back. Sockets f opens stay in ns for good, whichever thread uses
-// them later. Should the way back fail, the thread is not unlocked, so it
-// ends with the goroutine rather than serve others in the wrong
-// namespace. (Threads must not die needlessly: a child started from one
-// with Pdeathsig would be killed with it.)
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(home)
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = f()
-		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
 
 // rackServer runs a DHCP server in namespace ns until the test ends or
 // stop is called; stop returns once Run has.
@@ -162,7 +52,7 @@ func startServer(t *testing.T, ns string, cfg Config, name, dataDir string) *rac
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := inNS(ns, rs.s.Listen); err != nil {
+	if err := netnstest.InNS(ns, rs.s.Listen); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -191,46 +81,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
-}
-
-// proc starts a command in namespace ns, killed and reaped when the test
-// ends; its output goes to the returned buffer.
-func proc(t *testing.T, ns string, args ...string) (*exec.Cmd, *syncBuffer) {
-	t.Helper()
-	out := &syncBuffer{}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", args[0], err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd, out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-
-// waitFor polls cond every 50ms for up to d.
-func waitFor(d time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
 }
 
 // udhcpcScript records each event of busybox udhcpc as one line of out,
@@ -266,10 +116,10 @@ func udhcpcEvents(out, event string) []map[string]string {
 // lease survives a restart of the server: the client's unicast renew is
 // acknowledged with the same address.
 func TestNetnsManagedUdhcpc(t *testing.T) {
-	busybox := need(t, "busybox", "busybox-static")
-	seg := newSegment(t)
-	rackNS := seg.host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
-	clientNS := seg.host("client", "02:00:00:00:aa:01", "")
+	busybox := netnstest.Need(t, "busybox", "busybox-static")
+	seg := netnstest.New(t)
+	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
+	clientNS := seg.Host("client", "02:00:00:00:aa:01", "")
 	sn := testSubnet()
 	sn.DNSServers = []netip.Addr{netip.MustParseAddr("10.20.0.53")}
 	cfg := Config{Mode: ModeManaged, Interface: "eth0", Subnets: []Subnet{sn}, EventInterval: 200 * time.Millisecond}
@@ -283,8 +133,8 @@ func TestNetnsManagedUdhcpc(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A client that stays, to renew later.
-	udhcpc, log := proc(t, clientNS, busybox, "udhcpc", "-f", "-i", "eth0", "-t", "5", "-T", "1", "-s", script)
-	if !waitFor(15*time.Second, func() bool { return len(udhcpcEvents(out, "bound")) > 0 }) {
+	udhcpc, log := netnstest.Start(t, clientNS, busybox, "udhcpc", "-f", "-i", "eth0", "-t", "5", "-T", "1", "-s", script)
+	if !netnstest.WaitFor(15*time.Second, func() bool { return len(udhcpcEvents(out, "bound")) > 0 }) {
 		t.Fatalf("udhcpc got no lease:\n%s", log)
 	}
 	b := udhcpcEvents(out, "bound")[0]
@@ -304,7 +154,7 @@ func TestNetnsManagedUdhcpc(t *testing.T) {
 	if err := udhcpc.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(15*time.Second, func() bool { return len(udhcpcEvents(out, "renew")) > 0 }) {
+	if !netnstest.WaitFor(15*time.Second, func() bool { return len(udhcpcEvents(out, "renew")) > 0 }) {
 		t.Fatalf("no renewal after the restart:\n%s", log)
 	}
 	if r := udhcpcEvents(out, "renew")[0]; r["ip"] != ip.String() {
@@ -313,9 +163,9 @@ func TestNetnsManagedUdhcpc(t *testing.T) {
 	_ = udhcpc.Process.Kill()
 
 	// A reserved MAC gets its reservation and host name.
-	seg.ip("-n", clientNS, "link", "set", "eth0", "down")
-	seg.ip("-n", clientNS, "link", "set", "eth0", "address", sn.Reservations[0].MAC)
-	seg.ip("-n", clientNS, "link", "set", "eth0", "up")
+	seg.IP("-n", clientNS, "link", "set", "eth0", "down")
+	seg.IP("-n", clientNS, "link", "set", "eth0", "address", sn.Reservations[0].MAC)
+	seg.IP("-n", clientNS, "link", "set", "eth0", "up")
 	cmd := exec.Command("ip", "netns", "exec", clientNS, busybox, "udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "5", "-T", "1", "-s", script)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("udhcpc with the reserved MAC: %v\n%s", err, o)
@@ -363,7 +213,7 @@ type pxeClient struct {
 func newPXEClient(t *testing.T, ns string, mac net.HardwareAddr) *pxeClient {
 	t.Helper()
 	p := &pxeClient{t: t}
-	err := inNS(ns, func() error {
+	err := netnstest.InNS(ns, func() error {
 		conn, err := server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcpv4.ClientPort})
 		if err != nil {
 			return err
@@ -419,16 +269,16 @@ func (p *pxeClient) offers(wait time.Duration, mods ...dhcpv4.Modifier) map[stri
 // its boot file and next-server (port 67, then its unicast request on
 // 4011) and gives a non-PXE client nothing.
 func TestNetnsProxyBesideDnsmasq(t *testing.T) {
-	dnsmasq := need(t, "dnsmasq", "dnsmasq-base")
-	seg := newSegment(t)
-	siteNS := seg.host("site", "02:00:00:00:00:01", "10.20.0.1/24")
-	rackNS := seg.host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
-	clientNS := seg.host("pxe", "52:54:00:00:00:21", "")
+	dnsmasq := netnstest.Need(t, "dnsmasq", "dnsmasq-base")
+	seg := netnstest.New(t)
+	siteNS := seg.Host("site", "02:00:00:00:00:01", "10.20.0.1/24")
+	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
+	clientNS := seg.Host("pxe", "52:54:00:00:00:21", "")
 	dir := t.TempDir()
-	_, dlog := proc(t, siteNS, dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--no-ping",
+	_, dlog := netnstest.Start(t, siteNS, dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--no-ping",
 		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.20.0.100,10.20.0.150,255.255.255.0,1h",
 		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"), "--log-dhcp", "--log-facility=-")
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(dlog.String(), "DHCP, IP range") }) {
+	if !netnstest.WaitFor(10*time.Second, func() bool { return strings.Contains(dlog.String(), "DHCP, IP range") }) {
 		t.Fatalf("dnsmasq did not start:\n%s", dlog)
 	}
 	srv := startServer(t, rackNS, Config{Mode: ModeProxy, Interface: "eth0"}, "rack-a", t.TempDir())
@@ -471,14 +321,14 @@ func TestNetnsProxyBesideDnsmasq(t *testing.T) {
 	}
 	addr := lease.ACK.YourIPAddr
 	c.close() // port 68 is the 4011 request's
-	seg.ip("-n", clientNS, "addr", "add", addr.String()+"/24", "dev", "eth0")
+	seg.IP("-n", clientNS, "addr", "add", addr.String()+"/24", "dev", "eth0")
 	// ... then asks the rack for its boot file on port 4011, from it.
 	req, err := dhcpv4.NewRequestFromOffer(rack, append(mods, dhcpv4.WithClientIP(addr))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ack *dhcpv4.DHCPv4
-	err = inNS(clientNS, func() error {
+	err = netnstest.InNS(clientNS, func() error {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addr, Port: dhcpv4.ClientPort})
 		if err != nil {
 			return err
@@ -529,10 +379,10 @@ func keys(m map[string]*dhcpv4.DHCPv4) []string {
 // the owner is down, the other rack answers once the client has been
 // asking for the takeover time.
 func TestNetnsTwoProxyRacks(t *testing.T) {
-	seg := newSegment(t)
-	aNS := seg.host("racka", "02:00:00:00:00:02", "10.20.0.2/24")
-	bNS := seg.host("rackb", "02:00:00:00:00:03", "10.20.0.3/24")
-	clientNS := seg.host("pxe", "52:54:00:00:00:31", "")
+	seg := netnstest.New(t)
+	aNS := seg.Host("racka", "02:00:00:00:00:02", "10.20.0.2/24")
+	bNS := seg.Host("rackb", "02:00:00:00:00:03", "10.20.0.3/24")
+	clientNS := seg.Host("pxe", "52:54:00:00:00:31", "")
 	cfg := Config{Mode: ModeProxy, Interface: "eth0", ProxyPeers: []string{"rack-a", "rack-b"}, ProxyTakeover: 2 * time.Second}
 	startServer(t, aNS, cfg, "rack-a", t.TempDir())
 	b := startServer(t, bNS, cfg, "rack-b", t.TempDir())

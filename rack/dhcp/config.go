@@ -48,7 +48,8 @@ type Config struct {
 	Interface string `json:"interface,omitempty"`
 	// ServerIP is the rack's address on that segment: next-server and
 	// server identifier. Default: the interface's first IPv4 address (in
-	// managed mode, its address inside the subnet).
+	// managed mode, its address inside the subnet). Set it only when the
+	// server listens on one interface.
 	ServerIP netip.Addr `json:"server_ip,omitzero"`
 	// HTTPURL is where clients on the segment reach the rack's HTTP boot
 	// server (UEFI HTTP boot, iPXE scripts). Default

@@ -459,3 +459,27 @@ func TestReporterBounded(t *testing.T) {
 	}
 	validate(t, e)
 }
+
+// TestLeaseLogCompactsWhileRunning: renewals append a line each, and the
+// log is rewritten once it holds far more lines than leases.
+func TestLeaseLogCompactsWhileRunning(t *testing.T) {
+	h := newHarness(t, managedConfig(), t.TempDir())
+	ack := h.lease(macN(1))
+	for range 1500 {
+		renew, _ := dhcpv4.NewRenewFromAck(ack)
+		if r, _ := h.send(ServerPort, renew); r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("renew: %v", r)
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(h.dir, LeaseFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(raw), "\n"); n > 1025 {
+		t.Fatalf("lease log has %d lines for one lease", n)
+	}
+	recs, bad, err := ParseLeaseLog(strings.NewReader(string(raw)))
+	if err != nil || bad != 0 || len(recs) != 1 || recs[addrOf(ack.YourIPAddr)].State != StateBound {
+		t.Fatalf("after compaction: %v, %d bad, %v", recs, bad, err)
+	}
+}

@@ -50,7 +50,13 @@ func newReporter(mode Mode, maxChanges int, now time.Time) *reporter {
 		changes: map[changeKey]*events.DHCPLeaseChange{}, ignored: map[string]int64{}}
 }
 
+// maxBootFile is the longest boot file an event carries (its schema's limit).
+const maxBootFile = 255
+
 func (r *reporter) change(c events.DHCPLeaseChange) {
+	if len(c.BootFile) > maxBootFile {
+		c.BootFile = c.BootFile[:maxBootFile]
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := changeKey{c.Action, c.MAC, c.IP}

@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
@@ -38,21 +39,7 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
 	clientNS := seg.Host("pxe", "52:54:00:00:00:41", "")
 
-	// NATS runs here; rackd reaches it on its own loopback, forwarded.
-	ns := natsserver.StartTest(t)
-	nc := ns.Connect()
-	netnstest.Forward(t, rackNS, "127.0.0.1:4222", ns.Server.Addr().String())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := events.EnsureStreams(context.Background(), js, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := nc.SubscribeSync(events.RackEventsWildcard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := natsForRack(t, rackNS)
 	bin := filepath.Join(binDir, "rackd")
 	rackd := startCmd(t, "rackd", exec.Command("ip", "netns", "exec", rackNS, bin,
 		"-name", "dhcp-rack", "-data-dir", t.TempDir(), "-nats-url", "nats://127.0.0.1:4222",
@@ -99,6 +86,40 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 		t.Fatalf("%s over TFTP: %d bytes, want the %d of the ipxe package\n%s", offer.BootFileName, len(got), len(want), tail(rackd.Output(), 30))
 	}
 
+	waitDHCPChange(t, sub, "a boot offer of "+dhcp.FileUndionly+" to "+mac.String(), func(c events.DHCPLeaseChange) bool {
+		return c.Action == events.DHCPBootOffered && c.MAC == mac.String() && c.BootFile == dhcp.FileUndionly
+	})
+	if err := rackd.Stop(); err != nil {
+		t.Fatalf("rackd did not stop cleanly: %v", err)
+	}
+}
+
+// natsForRack makes the streams on a NATS server of the test, which rackd
+// in namespace rackNS reaches at nats://127.0.0.1:4222 (a forwarded
+// port), and subscribes to every rack event.
+func natsForRack(t *testing.T, rackNS string) *nats.Subscription {
+	t.Helper()
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	netnstest.Forward(t, rackNS, "127.0.0.1:4222", ns.Server.Addr().String())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.EnsureStreams(context.Background(), js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync(events.RackEventsWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// waitDHCPChange waits up to 15s for a valid dhcp_leases_changed event
+// on sub with a change that match accepts.
+func waitDHCPChange(t *testing.T, sub *nats.Subscription, what string, match func(events.DHCPLeaseChange) bool) {
+	t.Helper()
 	v, err := events.NewValidator()
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +127,7 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 	for end := time.Now().Add(15 * time.Second); ; {
 		m, err := sub.NextMsg(time.Until(end))
 		if err != nil {
-			t.Fatalf("no dhcp_leases_changed event: %v", err)
+			t.Fatalf("no dhcp_leases_changed event with %s: %v", what, err)
 		}
 		e, err := v.Decode(m.Data)
 		if err != nil || e.Type != events.TypeDHCPLeasesChanged {
@@ -116,12 +137,10 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 		if err := e.DecodeData(&d); err != nil {
 			t.Fatal(err)
 		}
-		if len(d.Changes) > 0 && d.Changes[0].Action == events.DHCPBootOffered && d.Changes[0].MAC == mac.String() &&
-			d.Changes[0].BootFile == dhcp.FileUndionly {
-			break
+		for _, c := range d.Changes {
+			if match(c) {
+				return
+			}
 		}
-	}
-	if err := rackd.Stop(); err != nil {
-		t.Fatalf("rackd did not stop cleanly: %v", err)
 	}
 }

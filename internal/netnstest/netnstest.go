@@ -95,6 +95,18 @@ func (s *Segment) Host(name, mac, addr string) string {
 	return ns
 }
 
+// Tap adds a tap device on the bridge, for a virtual machine (QEMU's
+// -netdev tap,ifname=<dev>,script=no): the VM's NIC is then on the
+// segment. The VM runs in namespace ns, where the device is.
+func (s *Segment) Tap() (ns, dev string) {
+	s.t.Helper()
+	dev = fmt.Sprintf("tap%d", s.hosts)
+	s.hosts++
+	s.IP("-n", s.bridge, "tuntap", "add", dev, "mode", "tap")
+	s.IP("-n", s.bridge, "link", "set", dev, "master", "br0", "up")
+	return s.bridge, dev
+}
+
 // InNS runs f on an OS thread moved into namespace ns, then moves the
 // thread back. Sockets f opens stay in ns for good, whichever thread uses
 // them later. Should the way back fail, the thread is not unlocked, so it

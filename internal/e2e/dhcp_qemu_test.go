@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/pxetest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
+	"github.com/rackplane/rackplane/rack/dhcp"
 )
 
 const qemuBootMarker = "RACKPLANE-DHCP-BOOTED"
@@ -25,14 +27,32 @@ const qemuBootMarker = "RACKPLANE-DHCP-BOOTED"
 // loads kernel and initrd over HTTP, and the initramfs reports on the
 // serial console. rackd, the VM (on a tap device) and the bridge between
 // them live in network namespaces of the test.
-func TestRackdManagedDHCPBootsQEMU(t *testing.T) { qemuDHCPBoot(t, false) }
+func TestRackdManagedDHCPBootsQEMU(t *testing.T) {
+	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:01"})
+}
 
 // TestRackdProxyDHCPBootsQEMU is the same boot with dnsmasq as the site's
 // DHCP server giving the address, and rackd in proxy mode giving iPXE its
 // script in the proxy offer (iPXE boots it without asking on port 4011).
-func TestRackdProxyDHCPBootsQEMU(t *testing.T) { qemuDHCPBoot(t, true) }
+func TestRackdProxyDHCPBootsQEMU(t *testing.T) {
+	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:02", proxy: true})
+}
 
-func qemuDHCPBoot(t *testing.T, proxy bool) {
+// TestRackdManagedDHCPBootsUEFI boots a UEFI VM (OVMF, its own PXE client,
+// no iPXE ROM): the firmware, arch 7, is given snponly.efi, fetches it
+// from rackd over TFTP; iPXE then asks again, as iPXE, and gets the
+// rack's script.
+func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
+	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:03", uefi: true})
+}
+
+type vmBoot struct {
+	mac   string
+	proxy bool // dnsmasq gives the address, rackd is in proxy mode
+	uefi  bool // OVMF's own PXE, not QEMU's iPXE ROM
+}
+
+func qemuDHCPBoot(t *testing.T, vm vmBoot) {
 	qemu := pxetest.QEMU(t)
 	kernel := pxetest.Kernel(t)
 	initrd := pxetest.Initramfs(t, `#!/bin/busybox sh
@@ -41,18 +61,20 @@ echo `+qemuBootMarker+`
 echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 /bin/busybox poweroff -f
 `, nil)
-	mac := "52:54:00:d4:c0:01"
-	if proxy {
-		mac = "52:54:00:d4:c0:02"
+	mac := vm.mac
+	firmware := []string{"-device", "virtio-net-pci,netdev=n0,mac=" + mac}
+	if vm.uefi {
+		firmware = ovmf(t, mac)
 	}
 	seg := netnstest.New(t)
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
 	vmNS, tap := seg.Tap()
 	dhcpFlags := []string{"-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t)}
-	if proxy {
+	if vm.proxy {
 		startDnsmasq(t, seg.Host("site", "02:00:00:00:00:01", "10.20.0.1/24"))
 		dhcpFlags = []string{"-dhcp-mode", "proxy"}
 	}
+	dhcpFlags = append(dhcpFlags, fmt.Sprintf("-import-system-bootloaders=%v", vm.uefi))
 
 	sub := natsForRack(t, rackNS)
 
@@ -78,7 +100,7 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 	rackd := startCmd(t, "rackd", exec.Command("ip", append([]string{"netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
 		"-name", "dhcp-rack", "-data-dir", dataDir, "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", bootRoot,
-		"-import-system-bootloaders=false", "-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"},
+		"-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"},
 		dhcpFlags...)...))
 	eventually(t, 20*time.Second, "rackd's DHCP server", func() error {
 		if !strings.Contains(rackd.Output(), "dhcp listening") {
@@ -86,14 +108,19 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 		}
 		return nil
 	})
+	if vm.uefi { // the firmware needs snponly.efi, which rackd imports at start
+		eventually(t, 60*time.Second, "snponly.efi over TFTP from rackd", func() error {
+			_, err := netnstest.Run(rackNS, "curl", "-sS", "--max-time", "5", "-o", os.DevNull, "tftp://127.0.0.1/"+dhcp.FileSNPOnly)
+			return err
+		})
+	}
 
 	serial := filepath.Join(t.TempDir(), "serial.log")
-	qctx, qcancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	qctx, qcancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer qcancel()
-	cmd := exec.CommandContext(qctx, "ip", "netns", "exec", vmNS, qemu,
-		"-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-monitor", "none", "-serial", "file:"+serial,
-		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+mac, "-boot", "n")
+	cmd := exec.CommandContext(qctx, "ip", append([]string{"netns", "exec", vmNS},
+		append([]string{qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-monitor", "none", "-serial", "file:" + serial,
+			"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no", "-boot", "n"}, firmware...)...)...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	console, _ := os.ReadFile(serial)
@@ -109,12 +136,34 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 	// What rackd did went out as a dhcp_leases_changed event, with the
 	// script URL: a lease (managed) or boot information (proxy).
 	wantFile := "http://10.20.0.2:5248/ipxe/" + bootconfig.Hyphenated(mac) + ".ipxe"
+	if vm.uefi {
+		waitDHCPChange(t, sub, "a lease of "+mac+" with "+dhcp.FileSNPOnly, func(c events.DHCPLeaseChange) bool {
+			return c.Action == events.DHCPAcked && c.MAC == mac && c.BootFile == dhcp.FileSNPOnly
+		})
+	}
 	waitDHCPChange(t, sub, "an answer to "+mac+" with "+wantFile, func(c events.DHCPLeaseChange) bool {
-		if proxy {
+		if vm.proxy {
 			return c.Action == events.DHCPBootOffered && c.MAC == mac && c.BootFile == wantFile
 		}
 		return c.Action == events.DHCPAcked && c.MAC == mac && c.BootFile == wantFile && strings.HasPrefix(c.IP, "10.20.0.1")
 	})
+}
+
+// ovmf returns QEMU's arguments for a UEFI VM whose NIC has no option
+// ROM, so that the firmware's own network stack does the PXE boot.
+func ovmf(t *testing.T, mac string) []string {
+	t.Helper()
+	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	b, err := os.ReadFile(vars)
+	if err != nil {
+		t.Fatalf("OVMF missing: install the Debian package ovmf (%v)", err)
+	}
+	own := filepath.Join(t.TempDir(), "vars.fd") // the VM writes its variables
+	if err := os.WriteFile(own, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + own, "-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + mac}
 }
 
 // subnetsFile writes rackd's -dhcp-subnets file: 10.20.0.0/24, addresses

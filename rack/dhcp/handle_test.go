@@ -483,3 +483,29 @@ func TestLeaseLogCompactsWhileRunning(t *testing.T) {
 		t.Fatalf("after compaction: %v, %d bad, %v", recs, bad, err)
 	}
 }
+
+// TestProxyFloodBounded: PXE DISCOVERs from 20000 MACs that never come
+// back leave the proxy server's state as small as it was: the event
+// report holds at most MaxEventChanges entries, the takeover table is of
+// fixed size, and nothing else is kept per client.
+func TestProxyFloodBounded(t *testing.T) {
+	cfg := proxyConfig()
+	cfg.ProxyPeers = []string{"rack-a", "rack-b"}
+	h := newHarness(t, cfg, t.TempDir())
+	mods := pxeMods(iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001")
+	answered := 0
+	for i := range 20000 {
+		if h.discover(macN(i), mods...) != nil {
+			answered++
+		}
+	}
+	if answered == 0 || answered == 20000 {
+		t.Fatalf("answered %d of 20000: the owner rule did not split them", answered)
+	}
+	h.s.report.mu.Lock()
+	n, more := len(h.s.report.changes), h.s.report.more
+	h.s.report.mu.Unlock()
+	if n != h.s.cfg.MaxEventChanges || more != int64(answered-n) {
+		t.Fatalf("report holds %d changes and counts %d more, for %d answers", n, more, answered)
+	}
+}

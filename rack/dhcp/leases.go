@@ -167,15 +167,9 @@ func (t *table) freeRank(ip netip.Addr) (int, time.Time) {
 func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) (netip.Addr, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ip, err := t.pick(p, mac, requested, now)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	t.dropOffer(mac)
-	if other, ok := t.offeredIP[ip]; ok {
-		t.dropOffer(other) // expired, or available() would have refused ip
-	}
-	if len(t.offers) >= t.maxOffers {
+	// The limit comes first: a flood of new clients is refused before
+	// the pool is searched for them.
+	if _, renewing := t.offers[mac]; !renewing && len(t.offers) >= t.maxOffers {
 		for m, o := range t.offers {
 			if !now.Before(o.until) {
 				t.dropOffer(m)
@@ -184,6 +178,14 @@ func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) 
 		if len(t.offers) >= t.maxOffers {
 			return netip.Addr{}, errOfferLimit
 		}
+	}
+	ip, err := t.pick(p, mac, requested, now)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	t.dropOffer(mac)
+	if other, ok := t.offeredIP[ip]; ok {
+		t.dropOffer(other) // expired, or available() would have refused ip
 	}
 	t.offers[mac] = offer{ip: ip, pool: p, until: now.Add(t.offerHold)}
 	t.offeredIP[ip] = mac

@@ -27,7 +27,8 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
-		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited}
+		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
+		events.TypeDHCPLeasesChanged}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

@@ -28,6 +28,7 @@ import (
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/capabilities"
+	"github.com/rackplane/rackplane/rack/dhcp"
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/httpboot"
 	"github.com/rackplane/rackplane/rack/images"
@@ -73,6 +74,9 @@ type Config struct {
 	// BootFilesOverHTTP makes iPXE fetch kernels and initrds from the
 	// rack's HTTP server (BootURL) rather than over TFTP.
 	BootFilesOverHTTP bool
+
+	// DHCP is the rack's DHCP server (-dhcp-* flags; off by default).
+	DHCP dhcp.Config
 }
 
 // DefaultConfig returns the defaults. The name is the host name (empty
@@ -95,6 +99,7 @@ func DefaultConfig() Config {
 		TFTPWindow:              8,
 		PreseedDir:              "/etc/rackplane/preseeds",
 		BootFilesOverHTTP:       true,
+		DHCP:                    dhcp.DefaultConfig(),
 	}
 }
 
@@ -130,6 +135,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.BootFilesOverHTTP, "boot-files-over-http", c.BootFilesOverHTTP, "iPXE fetches kernel and initrd over HTTP from -boot-url (false: over TFTP)")
 	fs.StringVar(&c.OffloadSocket, "offload-socket", c.OffloadSocket, "Unix socket for an external TFTP front-end (MAAS offload protocol); empty turns it off")
 	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
+	c.DHCP.RegisterFlags(fs)
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -179,6 +185,9 @@ func (c Config) Validate() error {
 	if c.EventBuffer < 100 {
 		errs = append(errs, fmt.Errorf("-event-buffer %d: want 100 or more", c.EventBuffer))
 	}
+	if err := c.DHCP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -209,6 +218,7 @@ type Rack struct {
 	offloadStore  *offload.Store
 	offload       *offload.Offload
 	offloadSocket *offload.SocketServer
+	dhcp          *dhcp.Server
 }
 
 // Option changes what New builds in ways an operator has no say in.
@@ -438,6 +448,9 @@ func (r *Rack) Run(ctx context.Context) error {
 	}
 	if r.offloadSocket != nil {
 		g.Go(func() error { return r.offloadSocket.Run(ctx) })
+	}
+	if r.dhcp != nil {
+		g.Go(func() error { return r.dhcp.Run(ctx) })
 	}
 	if r.cfg.ImportSystemBootloaders {
 		if _, err := r.images.StartImport(images.Source{SystemBootloaders: true}); err != nil {

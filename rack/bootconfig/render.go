@@ -3,6 +3,7 @@ package bootconfig
 import (
 	"bytes"
 	"fmt"
+	"path"
 	"strings"
 	"text/template"
 
@@ -131,13 +132,19 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 		CmdLine    string
 		KernelURL  string
 		InitrdURL  string
+		InitrdName string
 		Hyphenated string
 	}{
 		BootDecision: d,
 		CmdLine:      r.cmdline(d),
 		KernelURL:    r.url(d.Kernel),
 		InitrdURL:    r.url(d.Initrd),
-		Hyphenated:   Hyphenated(d.MAC),
+		// iPXE names a fetched image after its URL's last element; under
+		// UEFI the kernel's EFI stub finds the initrd by initrd=<name> on
+		// its command line (iPXE builds without the LoadFile2 initrd
+		// protocol, such as Debian 12's, pass it no other way).
+		InitrdName: path.Base(d.Initrd),
+		Hyphenated: Hyphenated(d.MAC),
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, data); err != nil {
@@ -195,7 +202,7 @@ menuentry '{{.Purpose}}' {
 {{- if eq .Purpose "local"}}
 exit
 {{- else}}
-kernel {{.KernelURL}} {{.CmdLine}}
+kernel {{.KernelURL}} {{.CmdLine}} initrd={{.InitrdName}}
 initrd {{.InitrdURL}}
 boot
 {{- end}}

@@ -49,7 +49,7 @@ func TestRender(t *testing.T) {
 		{bootconfig.RenderConfig{}, bootconfig.KindPXELinux, local, []string{"DEFAULT local", "LOCALBOOT 0"}},
 		{bootconfig.RenderConfig{PreseedParam: "ds"}, bootconfig.KindGRUB, d, []string{"linux /images/debian/v1/linux console=ttyS0 quiet ds=http://r/p", "initrd /images/debian/v1/initrd"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindGRUB, local, []string{"exit"}},
-		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, d, []string{"#!ipxe\n", "kernel /images/debian/v1/linux console=ttyS0", "initrd /images/debian/v1/initrd", "boot"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, d, []string{"#!ipxe\n", "kernel /images/debian/v1/linux console=ttyS0", " initrd=initrd\n", "initrd /images/debian/v1/initrd", "boot"}},
 		{bootconfig.RenderConfig{HTTPBootURL: "http://10.0.2.2:5248/"}, bootconfig.KindIPXE, d, []string{"kernel http://10.0.2.2:5248/images/debian/v1/linux", "initrd http://10.0.2.2:5248/images/debian/v1/initrd"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, local, []string{"exit"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXEChain, local, []string{"chain /ipxe/${mac:hexhyp}.ipxe"}},

@@ -1,0 +1,246 @@
+package netnstest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Need fails the test when a tool is missing, naming its Debian package,
+// and returns the tool's path.
+func Need(t testing.TB, tool, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		t.Fatalf("%s not found: install the Debian package %s (listed in .ci/packages)", tool, pkg)
+	}
+	return p
+}
+
+// Segment is an Ethernet segment: a bridge in a namespace of its own, and
+// hosts, each a namespace with an eth0 on the bridge.
+type Segment struct {
+	t      testing.TB
+	prefix string
+	bridge string // namespace holding the bridge
+	hosts  int
+}
+
+// New makes an empty segment, removed when the test ends.
+func New(t testing.TB) *Segment {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test creates network namespaces: run it as root")
+	}
+	Need(t, "ip", "iproute2")
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	s := &Segment{t: t, prefix: "rpnet" + hex.EncodeToString(b[:])}
+	s.bridge = s.prefix + "-br"
+	s.addNS(s.bridge)
+	s.IP("-n", s.bridge, "link", "add", "br0", "type", "bridge")
+	s.IP("-n", s.bridge, "link", "set", "br0", "up")
+	return s
+}
+
+func (s *Segment) addNS(name string) {
+	s.t.Helper()
+	s.IP("netns", "add", name)
+	s.t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			s.t.Logf("ip netns del %s: %v %s", name, err, out)
+		}
+	})
+}
+
+// IP runs ip(8) with args and fails the test when it fails.
+func (s *Segment) IP(args ...string) {
+	s.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		s.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Host adds a namespace with lo up and eth0 (MAC mac) on the bridge, with
+// addr (such as 10.20.0.2/24) on it unless addr is empty. It returns the
+// namespace's name.
+func (s *Segment) Host(name, mac, addr string) string {
+	s.t.Helper()
+	ns := s.prefix + "-" + name
+	s.addNS(ns)
+	port := fmt.Sprintf("p%d", s.hosts)
+	s.hosts++
+	s.IP("-n", s.bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	s.IP("-n", s.bridge, "link", "set", port, "master", "br0", "up")
+	s.IP("-n", ns, "link", "set", "lo", "up")
+	s.IP("-n", ns, "link", "set", "eth0", "address", mac)
+	if addr != "" {
+		s.IP("-n", ns, "addr", "add", addr, "dev", "eth0")
+	}
+	s.IP("-n", ns, "link", "set", "eth0", "up")
+	return ns
+}
+
+// Tap adds a tap device on the bridge, for a virtual machine (QEMU's
+// -netdev tap,ifname=<dev>,script=no): the VM's NIC is then on the
+// segment. The VM runs in namespace ns, where the device is.
+func (s *Segment) Tap() (ns, dev string) {
+	s.t.Helper()
+	dev = fmt.Sprintf("tap%d", s.hosts)
+	s.hosts++
+	s.IP("-n", s.bridge, "tuntap", "add", dev, "mode", "tap")
+	s.IP("-n", s.bridge, "link", "set", dev, "master", "br0", "up")
+	return s.bridge, dev
+}
+
+// InNS runs f on an OS thread moved into namespace ns, then moves the
+// thread back. Sockets f opens stay in ns for good, whichever thread uses
+// them later. Should the way back fail, the thread is not unlocked, so it
+// ends with the goroutine rather than serve others in the wrong
+// namespace. (Threads must not die needlessly: a child started from one
+// with Pdeathsig, as Start does, would be killed with it.)
+func InNS(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		returned := false
+		defer func() {
+			if !returned { // f called runtime.Goexit (t.Fatal): report it, do not hang
+				errc <- errors.New("netnstest: the function given to InNS did not return (t.Fatal belongs on the test's goroutine)")
+			}
+		}()
+		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			returned = true
+			errc <- err
+			return
+		}
+		defer unix.Close(home)
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			returned = true
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			returned = true
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		err = f()
+		returned = true
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Forward listens on TCP addr (such as 127.0.0.1:4222) in namespace ns
+// and forwards every connection to target, dialled from this process's
+// own namespace: a program in ns reaches a server of the test (NATS, say)
+// on its loopback. It stops when the test ends.
+func Forward(t testing.TB, ns, addr, target string) {
+	t.Helper()
+	var ln net.Listener
+	if err := InNS(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("forward %s in %s: %v", addr, ns, err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept() // in ns, like its listener
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			wg.Add(2)
+			pipe := func(dst, src net.Conn) {
+				defer wg.Done()
+				_, _ = io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}
+			go pipe(out, in)
+			go pipe(in, out)
+		}
+	}()
+}
+
+// Start runs a program in namespace ns, killed and reaped when the test
+// ends (and killed should the test binary die); its output goes to the
+// returned buffer.
+func Start(t testing.TB, ns string, args ...string) (*exec.Cmd, *Buffer) {
+	t.Helper()
+	out := &Buffer{}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", args[0], err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd, out
+}
+
+// Run runs a program in namespace ns to its end and returns its output.
+func Run(ns string, args ...string) ([]byte, error) {
+	return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+}
+
+// Buffer is an output buffer safe for a program and the test at once.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// WaitFor polls cond every 50ms for up to d and returns its last answer.
+func WaitFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pin/tftp/v3"
+	"github.com/rackplane/rackplane/internal/tftp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"

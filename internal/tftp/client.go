@@ -76,15 +76,32 @@ func (c *Client) RequestTSize(s bool) {
 	c.tsize = s
 }
 
+// SetWindowSize asks the server, on reads, to send n blocks at a time
+// (RFC 7440 windowsize, 1 to 65535); 0 or 1 does not ask. The client
+// acknowledges the last block of each window; a server that does not
+// take the option sends block by block.
+func (c *Client) SetWindowSize(n int) {
+	c.windowsize = n
+}
+
+// RequestTimeout sets flag to indicate if the client's timeout, in whole
+// seconds (1 to 255), should be asked of the server (RFC 2349 timeout
+// option) on reads.
+func (c *Client) RequestTimeout(t bool) {
+	c.timeoutOpt = t
+}
+
 // Client stores data about a single TFTP client
 type Client struct {
-	addr      *net.UDPAddr
-	timeout   time.Duration
-	retries   int
-	backoff   backoffFunc
-	blksize   int
-	tsize     bool
-	localAddr *net.UDPAddr
+	addr       *net.UDPAddr
+	timeout    time.Duration
+	retries    int
+	backoff    backoffFunc
+	blksize    int
+	tsize      bool
+	windowsize int
+	timeoutOpt bool
+	localAddr  *net.UDPAddr
 }
 
 // Send starts outgoing file transmission. It returns io.ReaderFrom or error.
@@ -151,8 +168,16 @@ func (c Client) Receive(filename string, mode string) (io.WriterTo, error) {
 		block:    1,
 		mode:     mode,
 	}
-	if c.blksize != 0 || c.tsize {
+	if c.blksize != 0 || c.tsize || c.windowsize > 1 || c.timeoutOpt {
 		r.opts = make(options)
+	}
+	if c.windowsize > 1 {
+		r.askedWindow = min(c.windowsize, 65535)
+		r.opts["windowsize"] = strconv.Itoa(r.askedWindow)
+	}
+	if c.timeoutOpt {
+		sec := int((c.timeout + time.Second - 1) / time.Second)
+		r.opts["timeout"] = strconv.Itoa(min(max(sec, 1), 255))
 	}
 	if c.blksize != 0 {
 		r.opts["blksize"] = strconv.Itoa(c.blksize)

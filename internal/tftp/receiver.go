@@ -66,6 +66,10 @@ type receiver struct {
 	startTime      time.Time
 	datagramsSent  int
 	datagramsAcked int
+	// askedWindow is the windowsize (RFC 7440) a client asked for;
+	// windowsize the one the server granted in its OACK.
+	askedWindow int
+	windowsize  int
 }
 
 func (r *receiver) WriteTo(w io.Writer) (n int64, err error) {
@@ -80,6 +84,9 @@ func (r *receiver) WriteTo(w io.Writer) (n int64, err error) {
 		}
 	}
 	binary.BigEndian.PutUint16(r.send[0:2], opACK)
+	if r.windowsize > 1 && r.l == 0 {
+		return r.receiveWindow(w)
+	}
 	for {
 		if r.l > 0 {
 			l, err := w.Write(r.receive[4:r.l])
@@ -207,6 +214,15 @@ func (r *receiver) receiveDatagram(l int) (int, *net.UDPAddr, error) {
 						continue
 					}
 				}
+				if name == "windowsize" && r.askedWindow > 0 {
+					n, err := strconv.Atoi(value)
+					if err != nil || n < 1 || n > r.askedWindow {
+						err = fmt.Errorf("server granted windowsize %q, asked for %d", value, r.askedWindow)
+						r.abort(err)
+						return 0, addr, err
+					}
+					r.windowsize = n
+				}
 			}
 			r.block = 0 // ACK with block number 0
 			r.opts = opts
@@ -277,4 +293,104 @@ func (r *receiver) abort(err error) error {
 		return err
 	}
 	return nil
+}
+
+// receiveWindow receives a transfer with a windowsize (RFC 7440) granted:
+// it acknowledges the last block of each window, the final block, and,
+// once per gap, the last block it got in order when a block comes out of
+// order; on a timeout it acknowledges that block again. The server sends
+// the next window from the block after the one acknowledged.
+func (r *receiver) receiveWindow(w io.Writer) (n int64, err error) {
+	ack := func(block uint16) error {
+		binary.BigEndian.PutUint16(r.send[2:4], block)
+		r.datagramsSent++
+		return r.conn.sendTo(r.send[:4], r.addr)
+	}
+	fail := func(err error) (int64, error) {
+		r.abort(err)
+		return n, err
+	}
+	if err := ack(0); err != nil {
+		return fail(err)
+	}
+	expected := uint16(1) // the next block in order
+	inWindow := 0         // blocks in order since the last ACK
+	gapAcked := false     // an ACK went for the gap before expected
+	timeouts := 0
+	deadline := time.Now().Add(r.timeout)
+	for {
+		if err := r.conn.setDeadline(max(time.Until(deadline), time.Millisecond)); err != nil {
+			return fail(err)
+		}
+		c, addr, err := r.conn.readFrom(r.receive)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			timeouts++
+			if timeouts > r.retries {
+				return fail(&connectionError{error: fmt.Errorf("receiving block %d: %d timeouts of %s: %w",
+					expected, timeouts, r.timeout, ne), timeout: true})
+			}
+			if err := ack(expected - 1); err != nil {
+				return fail(err)
+			}
+			inWindow = 0
+			deadline = time.Now().Add(r.timeout)
+			continue
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if !addr.IP.Equal(r.addr.IP) || (r.tid != 0 && addr.Port != r.tid) {
+			continue
+		}
+		p, err := parsePacket(r.receive[:c])
+		if err != nil {
+			continue
+		}
+		switch p := p.(type) {
+		case pDATA:
+			if p.block() != expected {
+				if !gapAcked {
+					if err := ack(expected - 1); err != nil {
+						return fail(err)
+					}
+					inWindow = 0
+					gapAcked = true
+				}
+				continue
+			}
+			gapAcked = false
+			timeouts = 0
+			deadline = time.Now().Add(r.timeout)
+			r.datagramsAcked++
+			l, err := w.Write(r.receive[4:c])
+			n += int64(l)
+			if err != nil {
+				return fail(err)
+			}
+			if c < len(r.receive) {
+				r.block = expected
+				if r.autoTerm {
+					r.terminate()
+				}
+				return n, nil
+			}
+			inWindow++
+			if inWindow == r.windowsize {
+				if err := ack(expected); err != nil {
+					return fail(err)
+				}
+				inWindow = 0
+			}
+			expected++
+		case pOACK:
+			if expected == 1 {
+				// The ACK of the OACK was lost.
+				if err := ack(0); err != nil {
+					return fail(err)
+				}
+			}
+		case pERROR:
+			return n, fmt.Errorf("code: %d, message: %s", p.code(), p.message())
+		}
+	}
 }

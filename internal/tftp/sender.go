@@ -5,11 +5,11 @@
 package tftp
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pin/tftp/v3/netascii"
@@ -40,13 +40,13 @@ type sender struct {
 	filename       string
 	localIP        net.IP
 	tid            int
-	send           []byte
-	sendA          senderAnticipate
+	send           []byte // request, OACK and ERROR packets
 	receive        []byte
 	retry          *backoff
 	timeout        time.Duration
 	retries        int
 	block          uint16
+	blksize        int // negotiated block size (default 512)
 	maxBlockLen    int
 	mode           string
 	opts           options
@@ -54,6 +54,16 @@ type sender struct {
 	startTime      time.Time
 	datagramsSent  int
 	datagramsAcked int
+	// anticipate is how many blocks are sent ahead of the acknowledgements
+	// of a client that did not ask for a windowsize (1: lock-step);
+	// maxWindow the largest windowsize granted to a client that asked
+	// (1 or less declines the option). windowsize is the one granted.
+	anticipate uint
+	maxWindow  uint
+	windowsize int
+	// oackResent tells the data phase that the client may acknowledge
+	// the OACK more than once.
+	oackResent bool
 }
 
 func (s *sender) RemoteAddr() net.UDPAddr { return *s.addr }
@@ -106,68 +116,44 @@ func (s *sender) ReadFrom(r io.Reader) (n int64, err error) {
 			return 0, err
 		}
 	}
-	if s.sendA.enabled { /* senderAnticipate */
-		return readFromAnticipate(s, r)
-	}
-	s.block = 1 // start data transmission with block 1
-	binary.BigEndian.PutUint16(s.send[0:2], opDATA)
-	for {
-		l, err := io.ReadFull(r, s.send[4:])
-		n += int64(l)
-		if err != nil && err != io.ErrUnexpectedEOF {
-			if err == io.EOF {
-				binary.BigEndian.PutUint16(s.send[2:4], s.block)
-				_, err = s.sendWithRetry(4)
-				if err != nil {
-					s.abort(err)
-					return n, err
-				}
-				if s.hook != nil {
-					s.hook.OnSuccess(s.buildTransferStats())
-				}
-				return n, nil
-			}
-			s.abort(err)
-			return n, err
-		}
-		binary.BigEndian.PutUint16(s.send[2:4], s.block)
-		_, err = s.sendWithRetry(4 + l)
-		if err != nil {
-			s.abort(err)
-			return n, err
-		}
-		if l < len(s.send)-4 {
-			if s.hook != nil {
-				s.hook.OnSuccess(s.buildTransferStats())
-			}
-			return n, nil
-		}
-		s.block++
-	}
+	return s.sendBlocks(r)
 }
 
+// sendOptions answers the options of the request (RFC 2347) with an OACK
+// of those the server takes: blksize (RFC 2348), tsize and timeout (RFC
+// 2349), windowsize (RFC 7440). Option names are not case sensitive.
 func (s *sender) sendOptions() error {
+	acked := make(options)
 	for name, value := range s.opts {
-		if name == "blksize" {
-			err := s.setBlockSize(value)
-			if err != nil {
-				delete(s.opts, name)
-				continue
+		switch strings.ToLower(name) {
+		case "blksize":
+			if n, err := s.setBlockSize(value); err == nil {
+				acked["blksize"] = strconv.Itoa(n)
 			}
-		} else if name == "tsize" {
+		case "tsize":
 			if value != "0" {
-				s.opts["tsize"] = value
-			} else {
-				delete(s.opts, name)
-				continue
+				acked["tsize"] = value
 			}
-		} else {
-			delete(s.opts, name)
+		case "timeout":
+			// Whole seconds, 1 to 255; the OACK must carry the value asked.
+			if n, err := strconv.Atoi(value); err == nil && n >= 1 && n <= 255 {
+				s.timeout = time.Duration(n) * time.Second
+				acked["timeout"] = strconv.Itoa(n)
+			}
+		case "windowsize":
+			if n, err := strconv.Atoi(value); err == nil && n >= 1 && n <= 65535 && s.maxWindow > 1 {
+				s.windowsize = min(n, int(s.maxWindow))
+				acked["windowsize"] = strconv.Itoa(s.windowsize)
+			}
 		}
 	}
+	s.opts = acked
 	if len(s.opts) > 0 {
 		m := packOACK(s.send, s.opts)
+		s.block = 0
+		sent := s.datagramsSent
 		_, err := s.sendWithRetry(m)
+		s.oackResent = s.datagramsSent-sent > 1
 		if err != nil {
 			return err
 		}
@@ -175,26 +161,24 @@ func (s *sender) sendOptions() error {
 	return nil
 }
 
-func (s *sender) setBlockSize(blksize string) error {
+// setBlockSize takes a block size asked for by the peer, clamped to the
+// largest this end allows, and returns it.
+func (s *sender) setBlockSize(blksize string) (int, error) {
 	n, err := strconv.Atoi(blksize)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if n < 512 {
-		return fmt.Errorf("blksize too small: %d", n)
+		return 0, fmt.Errorf("blksize too small: %d", n)
 	}
 	if n > 65464 {
-		return fmt.Errorf("blksize too large: %d", n)
+		return 0, fmt.Errorf("blksize too large: %d", n)
 	}
 	if s.maxBlockLen > 0 && n > s.maxBlockLen {
 		n = s.maxBlockLen
-		s.opts["blksize"] = strconv.Itoa(n)
 	}
-	s.send = make([]byte, n+4)
-	if s.sendA.enabled { /* senderAnticipate */
-		sendAInit(&s.sendA, uint(n+4), s.sendA.winsz)
-	}
-	return nil
+	s.blksize = n
+	return n, nil
 }
 
 func (s *sender) sendWithRetry(l int) (*net.UDPAddr, error) {
@@ -250,10 +234,7 @@ func (s *sender) sendDatagram(l int) (*net.UDPAddr, error) {
 			}
 			for name, value := range opts {
 				if name == "blksize" {
-					err := s.setBlockSize(value)
-					if err != nil {
-						continue
-					}
+					s.setBlockSize(value)
 				}
 			}
 			return addr, nil
@@ -269,7 +250,8 @@ func (s *sender) buildTransferStats() TransferStats {
 		RemoteAddr:              s.addr.IP,
 		Filename:                s.filename,
 		Tid:                     s.tid,
-		SenderAnticipateEnabled: s.sendA.enabled,
+		SenderAnticipateEnabled: s.windowsize == 0 && s.anticipate > 1,
+		WindowSize:              s.windowsize,
 		Mode:                    s.mode,
 		Opts:                    s.opts,
 		Duration:                time.Since(s.startTime),

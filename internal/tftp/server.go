@@ -64,6 +64,7 @@ type Server struct {
 	smartBlock   bool
 	sendAEnable  bool /* senderAnticipate enable by server */
 	sendAWinSz   uint
+	maxWindow    uint // largest windowsize granted (RFC 7440)
 	// Single port fields
 	singlePort        bool
 	handlers          map[string]chan []byte
@@ -83,6 +84,9 @@ type TransferStats struct {
 	Duration                time.Duration
 	DatagramsSent           int
 	DatagramsAcked          int
+	// WindowSize is the windowsize (RFC 7440) the server granted, 0 when
+	// the client did not ask for one.
+	WindowSize int
 }
 
 // Hook is an interface used to provide the server with success and failure hooks
@@ -91,25 +95,39 @@ type Hook interface {
 	OnFailure(stats TransferStats, err error)
 }
 
-// SetAnticipate provides an experimental feature in which when a packets
-// is requested the server will keep sending a number of packets before
-// checking whether an ack has been received. It improves tftp downloading
-// speed by a few times.
-// The argument winsz specifies how many packets will be sent before
-// waiting for an ack packet.
-// When winsz is bigger than 1, the feature is enabled, and the server
-// runs through a different experimental code path. When winsz is 0 or 1,
-// the feature is disabled.
+// SetAnticipate sets how many blocks the server sends ahead of the
+// acknowledgements of a client that did not ask for a windowsize (RFC
+// 7440): 0 or 1 is lock-step, as in RFC 1350; at most MaxWindow. Such a
+// client acknowledges every block, and the server keeps up to winsz
+// blocks in flight beyond the last acknowledged one. A lost block costs
+// one timeout at the most: on a timeout, or on an acknowledgement
+// repeated for the block before the first missing one, the server sends
+// again from the first block missing. The first timeout of a transfer
+// turns the rest of it lock-step, for a client may not be able to take
+// blocks ahead of time (RFC 1350 does not ask it to).
 func (s *Server) SetAnticipate(winsz uint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if winsz > 1 {
 		s.sendAEnable = true
-		s.sendAWinSz = winsz
+		s.sendAWinSz = min(winsz, MaxWindow)
 	} else {
 		s.sendAEnable = false
 		s.sendAWinSz = 1
 	}
+}
+
+// SetWindowSize sets the largest windowsize (RFC 7440) the server grants
+// a client that asks for one; 0 or 1 declines the option (the default),
+// and it is at most MaxWindow. A client that asks gets the smaller of
+// what it asked and n, in the OACK. It acknowledges the last block of
+// each window, or the last block it got in order when it misses one, and
+// the server sends the next window from the block after the one
+// acknowledged.
+func (s *Server) SetWindowSize(n uint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxWindow = min(n, MaxWindow)
 }
 
 // SetHook sets the Hook for success and failure of transfers
@@ -194,6 +212,16 @@ func (s *Server) SetBackoff(h backoffFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.backoff = h
+}
+
+// senderBackoff is how long a read transfer waits, beyond the timeout,
+// before it sends again: what SetBackoff set, or else nothing, so that a
+// lost packet costs one timeout.
+func (s *Server) senderBackoff() backoffFunc {
+	if s.backoff != nil {
+		return s.backoff
+	}
+	return func(int) time.Duration { return 0 }
 }
 
 // ListenAndServe binds to address provided and start the server.
@@ -441,10 +469,9 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 		//fmt.Printf("got RRQ (filename=%s, mode=%s, opts=%v)\n", filename, mode, opts)
 		rf := &sender{
 			send:        make([]byte, datagramLength),
-			sendA:       senderAnticipate{enabled: false},
 			receive:     make([]byte, datagramLength),
 			tid:         remoteAddr.Port,
-			retry:       &backoff{handler: s.backoff},
+			retry:       &backoff{handler: s.senderBackoff()},
 			timeout:     s.timeout,
 			retries:     s.retries,
 			addr:        remoteAddr,
@@ -455,6 +482,8 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			hook:        s.hook,
 			filename:    filename,
 			startTime:   time.Now(),
+			anticipate:  s.sendAWinSz,
+			maxWindow:   s.maxWindow,
 		}
 		if s.singlePort {
 			rf.conn = &chanConnection{
@@ -470,10 +499,6 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 				return err
 			}
 			rf.conn = &connConnection{conn: conn}
-		}
-		if s.sendAEnable { /* senderAnticipate if enabled in server */
-			rf.sendA.enabled = true /* pass enable from server to sender */
-			sendAInit(&rf.sendA, datagramLength, s.sendAWinSz)
 		}
 		s.wg.Add(1)
 		go func(rh func(string, io.ReaderFrom) error, rf *sender, wg *sync.WaitGroup) {

@@ -33,11 +33,15 @@ type Config struct {
 	// MaxBlockSize caps the negotiated blksize (default 0: the interface
 	// MTU less headers, as pin/tftp computes it).
 	MaxBlockSize int
-	// Window sends this many blocks before waiting for their
-	// acknowledgements (pin/tftp's anticipate mode; default 8, 1 is
-	// lock-step as in RFC 1350). Clients still acknowledge every block, so
-	// it needs no option negotiation; it hides the round trip, which is
-	// what limits a lock-step transfer (see BenchmarkTFTPPeers).
+	// Window is the most blocks in flight ahead of the client's
+	// acknowledgements (default 8; 1 is lock-step as in RFC 1350; at most
+	// 64). A client that asks for a windowsize (RFC 7440) gets at most
+	// Window. A client that does not still acknowledges every block, and
+	// gets Window blocks ahead of its acknowledgements until its first
+	// timeout, then lock-step: the window hides the round trip, which is
+	// what limits a lock-step transfer (see BenchmarkTFTPPeers), but a
+	// client that never asked for one may not keep up with it. A lost
+	// block or acknowledgement costs one timeout at the most.
 	Window uint
 	// HandoffTimeout bounds one hand-off decision (default 3s).
 	HandoffTimeout time.Duration
@@ -67,8 +71,8 @@ func (c *Config) validate() error {
 	if c.Window == 0 {
 		c.Window = DefaultWindow
 	}
-	if c.Window > 60 {
-		return rackplane.Errorf(rackplane.EINVALID, "tftp: Window %d must be at most 60 (pin/tftp's limit)", c.Window)
+	if c.Window > tftp.MaxWindow {
+		return rackplane.Errorf(rackplane.EINVALID, "tftp: Window %d must be at most %d", c.Window, tftp.MaxWindow)
 	}
 	return nil
 }
@@ -170,6 +174,7 @@ func (s *Server) Run(ctx context.Context) error {
 			srv.SetBlockSize(s.cfg.MaxBlockSize)
 		}
 		srv.SetAnticipate(s.cfg.Window)
+		srv.SetWindowSize(s.cfg.Window)
 		srv.SetHook(hook{s, c.LocalAddr().String()})
 		servers[i] = srv
 		go func() { errc <- srv.Serve(c) }()

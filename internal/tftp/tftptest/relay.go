@@ -16,16 +16,22 @@ import (
 	"time"
 )
 
-// Loss says which packets of a transfer a relay drops. Each transfer (a
-// client address) counts and draws on its own, so that a transfer sees the
-// same losses whatever runs beside it.
+// Loss says which packets a relay drops. The relay counts and draws for
+// all the transfers through it, in the order packets come: transfers one
+// after the other see the same losses run after run.
 type Loss struct {
 	// Rate drops each packet with this probability (0 to 1), drawn from a
-	// source seeded with Seed and the transfer's number.
+	// source seeded with Seed.
 	Rate float64
 	Seed int64
 	// Every drops every Every-th packet of each direction (0: none).
 	Every int
+	// SpareOACKAck never drops a client's acknowledgement of an OACK
+	// (ACK 0), nor counts it. atftp 0.8 aborts a transfer when the OACK
+	// comes again, as it does from any server that lost that ACK.
+	SpareOACKAck bool
+	// Trace, when set, gets a line for every packet: for debugging.
+	Trace func(format string, args ...any)
 }
 
 func (l Loss) String() string {
@@ -71,10 +77,13 @@ type Relay struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	requests []Request
-	n        int64
 	closed   bool
 	wg       sync.WaitGroup
 	done     chan struct{}
+
+	lossMu sync.Mutex
+	rng    *rand.Rand
+	count  [2]int
 
 	forwarded, dropped [2]atomic.Int64
 }
@@ -93,7 +102,8 @@ func NewRelay(server string, loss Loss) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{listen: l, server: sa, loss: loss, sessions: map[string]*session{}, done: make(chan struct{})}
+	r := &Relay{listen: l, server: sa, loss: loss, sessions: map[string]*session{}, done: make(chan struct{}),
+		rng: rand.New(rand.NewSource(loss.Seed))}
 	r.wg.Add(2)
 	go r.serveRequests()
 	go r.reap()
@@ -171,11 +181,7 @@ func (r *Relay) session(client *net.UDPAddr, first []byte) (*session, error) {
 		rq.Client = key
 		r.requests = append(r.requests, rq)
 	}
-	r.n++
-	s := &session{
-		r: r, key: key, client: client, up: up, downs: map[string]*net.UDPConn{},
-		rng: rand.New(rand.NewSource(r.loss.Seed + r.n)),
-	}
+	s := &session{r: r, key: key, client: client, up: up, downs: map[string]*net.UDPConn{}}
 	s.touch()
 	r.sessions[key] = s
 	r.wg.Add(1)
@@ -215,8 +221,6 @@ type session struct {
 
 	mu    sync.Mutex
 	downs map[string]*net.UDPConn // per server port: the socket facing the client
-	rng   *rand.Rand
-	count [2]int
 	shut  bool
 }
 
@@ -234,24 +238,53 @@ func (s *session) close() {
 }
 
 // drop decides the fate of the next packet going d.
-func (s *session) drop(d Direction) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.count[d]++
-	l := s.r.loss
-	if l.Every > 0 && s.count[d]%l.Every == 0 {
+func (r *Relay) drop(d Direction) bool {
+	r.lossMu.Lock()
+	defer r.lossMu.Unlock()
+	r.count[d]++
+	if r.loss.Every > 0 && r.count[d]%r.loss.Every == 0 {
 		return true
 	}
-	return l.Rate > 0 && s.rng.Float64() < l.Rate
+	return r.loss.Rate > 0 && r.rng.Float64() < r.loss.Rate
 }
 
-func (s *session) pass(d Direction) bool {
-	if s.drop(d) {
-		s.r.dropped[d].Add(1)
+// pass counts packet p going d, and says whether to send it on.
+func (r *Relay) pass(d Direction, p []byte) bool {
+	drop := r.drop(d)
+	if r.loss.Trace != nil {
+		r.trace(d, p, drop)
+	}
+	if drop {
+		r.dropped[d].Add(1)
 		return false
 	}
-	s.r.forwarded[d].Add(1)
+	r.forwarded[d].Add(1)
 	return true
+}
+
+func (r *Relay) trace(d Direction, p []byte, dropped bool) {
+	arrow := "client > server"
+	if d == ToClient {
+		arrow = "server > client"
+	}
+	what := fmt.Sprintf("%x", p[:min(len(p), 8)])
+	if len(p) >= 4 {
+		n := binary.BigEndian.Uint16(p[2:])
+		switch binary.BigEndian.Uint16(p) {
+		case 3:
+			what = fmt.Sprintf("DATA %d (%d bytes)", n, len(p)-4)
+		case 4:
+			what = fmt.Sprintf("ACK %d", n)
+		case 5:
+			what = fmt.Sprintf("ERROR %d %q", n, p[4:])
+		case 6:
+			what = fmt.Sprintf("OACK %q", p[2:])
+		}
+	}
+	if dropped {
+		what += " DROPPED"
+	}
+	r.loss.Trace("%s %s %s", time.Now().Format("15:04:05.000"), arrow, what)
 }
 
 // fromServer passes the server's packets to the client, each server port
@@ -269,7 +302,7 @@ func (s *session) fromServer() {
 		if err != nil {
 			return
 		}
-		if s.pass(ToClient) {
+		if s.r.pass(ToClient, buf[:n]) {
 			down.WriteToUDP(buf[:n], s.client)
 		}
 	}
@@ -310,7 +343,12 @@ func (s *session) fromClient(d *net.UDPConn, server *net.UDPAddr) {
 			continue
 		}
 		s.touch()
-		if s.pass(ToServer) {
+		if s.r.loss.SpareOACKAck && bytes.Equal(buf[:n], []byte{0, 4, 0, 0}) {
+			s.r.forwarded[ToServer].Add(1)
+			s.up.WriteToUDP(buf[:n], server)
+			continue
+		}
+		if s.r.pass(ToServer, buf[:n]) {
 			s.up.WriteToUDP(buf[:n], server)
 		}
 	}

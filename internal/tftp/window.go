@@ -16,6 +16,9 @@ import (
 // client asks for: a sender holds that many blocks for resending.
 const MaxWindow = 64
 
+// maxBackoff bounds the wait after timeouts in a row, in timeouts.
+const maxBackoff = 8
+
 // sendBlocks sends what r holds in DATA blocks and returns once the last
 // one is acknowledged.
 //
@@ -39,14 +42,29 @@ const MaxWindow = 64
 // holds. Such answers must not send the window again in their turn (the
 // "Sorcerer's Apprentice" syndrome of RFC 1350, a window at a time), so
 // an ACK that is not news only counts as a loss when it is for a block
-// above recover: the highest block sent before the sender last went
-// back. Copies of blocks up to recover were sent before anything above
-// it, and reach the client before it can acknowledge a block above it.
+// above recover, the highest block sent before the sender last went
+// back (copies of blocks up to recover were sent before anything above
+// it, and reach the client before it can acknowledge a block above it),
+// or when it comes half a timeout or more after the sender went back:
+// then it is no answer to a copy but the client's own timer, and the
+// copy it asks for again may have been lost as well.
 //
 // A client that did not ask for a window may not be able to take one
 // (a boot ROM with room for one packet, a slow client on a busy link):
 // its first timeout makes the rest of its transfer lock-step, as RFC 1350
-// has it.
+// has it. Going back on a timeout still sends again every block sent
+// before: the client may hold more than it could acknowledge (its last
+// ACKs lost), and a lock-step client such as curl answers only its last
+// block or the next one, and ignores older ones.
+//
+// Timeouts in a row double the wait, up to maxBackoff times the timeout:
+// a client that ignores blocks it already holds may restart its own timer
+// on each (atftp does), and only says where it is when that timer runs
+// out, so the sender must in the end fall quiet for longer than that. The
+// first timeout is the timeout. Once the final block is sent, going back
+// sends the block such a client waits for, and the waits stay one
+// timeout: a client gone after the final block, its ACK lost, holds the
+// transfer no longer than that.
 func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 	blksize := s.blksize
 	if blksize == 0 {
@@ -62,26 +80,30 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 	held := make([][]byte, window)
 
 	var (
-		base    int64 = 1  // oldest block not acknowledged
-		next    int64 = 1  // next block to send
-		loaded  int64      // highest block read from r
-		last    int64      // the final (short) block, once read
-		sent    int64      // highest block sent
-		recover int64 = -1 // highest block sent before going back
+		base     int64     = 1  // oldest block not acknowledged
+		next     int64     = 1  // next block to send
+		loaded   int64          // highest block read from r
+		last     int64          // the final (short) block, once read
+		sent     int64          // highest block sent
+		recover  int64     = -1 // highest block sent before going back
+		again    int64          // highest block to send again, whatever the window
+		wentBack time.Time      // when the sender last went back
 	)
 	if s.oackResent {
 		// The client may acknowledge each OACK it got.
-		recover = 0
+		recover, wentBack = 0, time.Now()
 	}
 	timeouts := 0
 	deadline := time.Now().Add(s.timeout)
 	goBack := func() {
 		recover = sent
+		again = sent
 		next = base
+		wentBack = time.Now()
 		deadline = time.Now().Add(s.timeout)
 	}
 	for {
-		for next < base+window && (last == 0 || next <= last) {
+		for (next < base+window || next <= again) && (last == 0 || next <= last) {
 			slot := next % int64(len(held))
 			if next > loaded {
 				if held[slot] == nil {
@@ -120,7 +142,7 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 			timeouts++
 			if timeouts > s.retries {
 				// A net.Error that times out, as upstream returns.
-				err = &connectionError{error: fmt.Errorf("sending block %d: no acknowledgement after %d timeouts of %s: %w",
+				err = &connectionError{error: fmt.Errorf("sending block %d: no acknowledgement after %d timeouts (the first %s): %w",
 					uint16(base), timeouts, s.timeout, ne), timeout: true}
 				s.abort(err)
 				return n, err
@@ -133,6 +155,9 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				s.retry.backoff()
 			}
 			goBack()
+			if last == 0 || sent < last {
+				deadline = time.Now().Add(s.timeout * time.Duration(min(1<<timeouts, maxBackoff)))
+			}
 			continue
 		}
 		if err != nil {
@@ -167,7 +192,7 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 					return n, nil
 				}
 			}
-			lost := !news && acked > recover
+			lost := !news && (acked > recover || time.Since(wentBack) >= s.timeout/2)
 			if !everyBlockAcked && news && acked < next-1 {
 				lost = true
 			}

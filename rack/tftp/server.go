@@ -15,6 +15,8 @@ import (
 
 	"github.com/rackplane/rackplane/internal/tftp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -27,7 +29,9 @@ type Config struct {
 	// "127.0.0.1:6969").
 	Addresses []string
 	// Timeout is how long one block waits for its acknowledgement
-	// (default 2s); Retries how often it is sent again (default 5).
+	// (default 2s; a client's timeout option wins); Retries how often it
+	// is sent again (default 5). Timeouts in a row double the wait, up to
+	// 8 times Timeout, until the final block is sent.
 	Timeout time.Duration
 	Retries int
 	// MaxBlockSize caps the negotiated blksize (default 0: the interface
@@ -133,9 +137,22 @@ func (s *Server) Listen() error {
 			s.closeLocked()
 			return fmt.Errorf("tftp: listen %s: %w", a, err)
 		}
+		askPacketInfo(c)
 		s.conns = append(s.conns, c)
 	}
 	return nil
+}
+
+// askPacketInfo has the kernel tell, with each request, the address it
+// came to and the interface, as the TFTP library asks when it starts
+// serving: requests that come between Listen and Run carry them too (the
+// library takes the block size limit from the interface's MTU).
+func askPacketInfo(c *net.UDPConn) {
+	if ip := c.LocalAddr().(*net.UDPAddr).IP; ip.To4() != nil {
+		ipv4.NewPacketConn(c).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
+	} else {
+		ipv6.NewPacketConn(c).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
+	}
 }
 
 func (s *Server) closeLocked() {

@@ -102,9 +102,10 @@ type Hook interface {
 // blocks in flight beyond the last acknowledged one. A lost block costs
 // one timeout at the most: on a timeout, or on an acknowledgement
 // repeated for the block before the first missing one, the server sends
-// again from the first block missing. The first timeout of a transfer
-// turns the rest of it lock-step, for a client may not be able to take
-// blocks ahead of time (RFC 1350 does not ask it to).
+// again from the first block missing. A client may not be able to take
+// blocks ahead of time (RFC 1350 does not ask it to): if a timeout comes
+// before it has acknowledged its first winsz blocks, the rest of its
+// transfer is lock-step.
 func (s *Server) SetAnticipate(winsz uint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -49,10 +49,13 @@ const maxBackoff = 8
 // then it is no answer to a copy but the client's own timer, and the
 // copy it asks for again may have been lost as well.
 //
-// A client that did not ask for a window may not be able to take one
-// (a boot ROM with room for one packet, a slow client on a busy link):
-// its first timeout makes the rest of its transfer lock-step, as RFC 1350
-// has it. Going back on a timeout still sends again every block sent
+// A client that did not ask for a window may not be able to take one (a
+// boot ROM with room for one packet): if a timeout comes before it has
+// acknowledged its first window, sent in one go, the rest of its transfer
+// is lock-step, as RFC 1350 has it. Once it has, it can take a window,
+// and a timeout is a loss like any other: iPXE, which keeps blocks that
+// come out of order, boots through 5% loss several times faster keeping
+// its window than lock-step. Going back on a timeout still sends again every block sent
 // before: the client may hold more than it could acknowledge (its last
 // ACKs lost), and a lock-step client such as curl answers only its last
 // block or the next one, and ignores older ones.
@@ -76,6 +79,7 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		window = int64(max(s.anticipate, 1))
 	}
 	window = min(window, MaxWindow)
+	firstWindow := window // a client that acknowledges it all can take a window
 	// Blocks held for sending again, by block number modulo the window.
 	held := make([][]byte, window)
 
@@ -147,7 +151,7 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				s.abort(err)
 				return n, err
 			}
-			if everyBlockAcked {
+			if everyBlockAcked && base <= firstWindow {
 				window = 1
 			}
 			if s.retry.handler != nil {

@@ -102,7 +102,7 @@ var lossyClients = []lossyClient{
 	{
 		// curl asks for timeout (1 s with a connect timeout this short)
 		// and tsize, and not for a windowsize: rackd sends it blocks
-		// ahead until its first timeout.
+		// ahead.
 		name: "curl-512", program: "curl", pkg: "curl", timeout: time.Second, sizes: []int{0, 4096, 30000},
 		fetch: func(h, p, n, o string) error {
 			return run(exec.Command("curl", "-sS", "--connect-timeout", "3", "--max-time", "120", "--tftp-blksize", "512", "-o", o, "tftp://"+net.JoinHostPort(h, p)+"/"+n))
@@ -402,23 +402,33 @@ func TestEarlierAckRewinds(t *testing.T) {
 	})
 }
 
-// TestTimeoutSendsAgainWhatWasInFlight plays a lock-step client whose
-// last acknowledgements were lost: on its timeout the server must send
-// again every block it had sent, for such a client (curl) answers only
-// its last block or the next one; and then go on in lock-step.
-func TestTimeoutSendsAgainWhatWasInFlight(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+// firstWindow starts rackd (window 8) with timeout, asks it for a file of
+// 40 blocks of 512 bytes without a windowsize, as a lock-step client, and
+// reads the 8 blocks it sends ahead.
+func firstWindow(t *testing.T, timeout time.Duration) *conversation {
+	t.Helper()
 	tr := tree(t)
-	tr.WriteFile(t, "t.bin", 512*40+5)
+	tr.WriteFile(t, "w.bin", 512*40+5)
 	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, Window: 8})
 	c := converse(t, addr)
-	defer c.abort()
-	c.rrq("t.bin", "blksize", "512")
+	t.Cleanup(c.abort)
+	c.rrq("w.bin", "blksize", "512")
 	c.oack(time.Second)
 	c.ack(0)
 	if got := c.data(8, time.Second); !sameBlocks(got, seq(1, 8)) {
 		t.Fatalf("sent ahead %v, want 1-8", got)
 	}
+	return c
+}
+
+// TestTimeoutSendsAgainWhatWasInFlight plays a lock-step client whose
+// last acknowledgements were lost: on its timeout the server must send
+// again every block it had sent, for such a client (curl) answers only
+// its last block or the next one; and, the client not having
+// acknowledged its first window, go on in lock-step.
+func TestTimeoutSendsAgainWhatWasInFlight(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	c := firstWindow(t, timeout)
 	c.ack(2) // the ACKs of 3-8 lost on the way
 	if got := c.data(2, time.Second); !sameBlocks(got, seq(9, 10)) {
 		t.Fatalf("after ACK 2: %v, want 9-10", got)
@@ -442,6 +452,27 @@ func TestTimeoutSendsAgainWhatWasInFlight(t *testing.T) {
 	c.ack(11)
 	if got := c.data(1, time.Second); !sameBlocks(got, seq(12, 12)) {
 		t.Fatalf("after ACK 11: %v, want 12", got)
+	}
+}
+
+// TestTimeoutKeepsTheWindowOfAClientThatTookOne plays a lock-step
+// client that acknowledged its first window: a timeout later is a loss,
+// not a sign it cannot take a window, and the server keeps sending 8
+// blocks ahead.
+func TestTimeoutKeepsTheWindowOfAClientThatTookOne(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	c := firstWindow(t, timeout)
+	c.ack(8)
+	if got := c.data(8, time.Second); !sameBlocks(got, seq(9, 16)) {
+		t.Fatalf("after ACK 8: %v, want 9-16", got)
+	}
+	// 9 lost, say, and the client quiet: the timeout sends 9-16 again.
+	if got := c.data(8, 3*timeout); !sameBlocks(got, seq(9, 16)) {
+		t.Fatalf("after the timeout: %v, want 9-16 again", got)
+	}
+	c.ack(16)
+	if got := c.data(8, time.Second); !sameBlocks(got, seq(17, 24)) {
+		t.Fatalf("after ACK 16: %v, want 17-24, the window kept", got)
 	}
 }
 

@@ -13,13 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rackplane/rackplane/internal/tftp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/tftp"
 	"github.com/rackplane/rackplane/rack/handoff"
 )
 
@@ -41,11 +41,12 @@ type Config struct {
 	// acknowledgements (default 8; 1 is lock-step as in RFC 1350; at most
 	// 64). A client that asks for a windowsize (RFC 7440) gets at most
 	// Window. A client that does not still acknowledges every block, and
-	// gets Window blocks ahead of its acknowledgements until its first
-	// timeout, then lock-step: the window hides the round trip, which is
-	// what limits a lock-step transfer (see BenchmarkTFTPPeers), but a
-	// client that never asked for one may not keep up with it. A lost
-	// block or acknowledgement costs one timeout at the most.
+	// gets Window blocks ahead of its acknowledgements: the window hides
+	// the round trip, which is what limits a lock-step transfer (see
+	// BenchmarkTFTPPeers). A client that never asked for one may not keep
+	// up with it: if a timeout comes before it has acknowledged its first
+	// Window blocks, the rest of its transfer is lock-step. A lost block
+	// or acknowledgement costs one timeout at the most.
 	Window uint
 	// HandoffTimeout bounds one hand-off decision (default 3s).
 	HandoffTimeout time.Duration

@@ -55,10 +55,11 @@ const maxBackoff = 8
 // is lock-step, as RFC 1350 has it. Once it has, it can take a window,
 // and a timeout is a loss like any other: iPXE, which keeps blocks that
 // come out of order, boots through 5% loss several times faster keeping
-// its window than lock-step. Going back on a timeout still sends again every block sent
-// before: the client may hold more than it could acknowledge (its last
-// ACKs lost), and a lock-step client such as curl answers only its last
-// block or the next one, and ignores older ones.
+// its window than lock-step. Going back on a timeout sends again every
+// block sent before, whatever the window: the client may hold more than
+// it could acknowledge (its last ACKs lost), and a lock-step client such
+// as curl answers only its last block or the next one, and ignores older
+// ones.
 //
 // Timeouts in a row double the wait, up to maxBackoff times the timeout:
 // a client that ignores blocks it already holds may restart its own timer

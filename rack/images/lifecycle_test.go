@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -443,5 +444,40 @@ func TestConfigErrorsSayWhatToFix(t *testing.T) {
 	} {
 		_, err := Open(context.Background(), cfg)
 		wantCode(t, err, rackplane.EINVALID)
+	}
+}
+
+// TestManifestFailingItsChecksIsQuarantined stores a version manifest
+// that reads as JSON under its right name but whose fields no longer make
+// its id: opening the store must quarantine it, not load it.
+func TestManifestFailingItsChecksIsQuarantined(t *testing.T) {
+	e := newEnv(t, nil)
+	v, files := imageVersion("20261102", map[string][]byte{"linux": content("q", 100)})
+	ss := newSourceServer(t, v)
+	ss.addFiles(files)
+	e.importURL(ss.url())
+	name := versionFileName(v.ID())
+	p := filepath.Join(e.dir, "images", "versions", name)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["version"] = "20990101"
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	if _, err := e.s.Version(v.ID()); err == nil {
+		t.Fatal("version loaded from a manifest that fails its checks")
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "images", "quarantine", "version-"+name)); err != nil {
+		t.Fatalf("manifest not quarantined: %v", err)
 	}
 }

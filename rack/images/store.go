@@ -170,7 +170,7 @@ func (s *Store) loadVersions() error {
 			return fmt.Errorf("read version manifest: %w", err)
 		}
 		var v Version
-		if err := json.Unmarshal(b, &v); err == nil {
+		if err = json.Unmarshal(b, &v); err == nil {
 			err = v.checkStored()
 		}
 		if err == nil && versionFileName(v.ID) != e.Name() {

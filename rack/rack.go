@@ -128,7 +128,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.InFlightWindow, "in-flight-window", c.InFlightWindow, "how long after a file was handed out its image version counts as being booted from")
 	fs.Func("storage-search-path", "comma-separated directories holding storage provider directories (default "+strings.Join(c.StorageSearchPath, ",")+")", listFlag(&c.StorageSearchPath))
 	fs.Func("tftp-addr", "comma-separated addresses of the TFTP server; empty turns it off (default "+strings.Join(c.TFTPAddrs, ",")+")", listFlag(&c.TFTPAddrs))
-	fs.IntVar(&c.TFTPWindow, "tftp-window", c.TFTPWindow, "TFTP blocks sent ahead of acknowledgements (1: strict lock-step)")
+	fs.IntVar(&c.TFTPWindow, "tftp-window", c.TFTPWindow, "most TFTP blocks in flight: the windowsize granted to clients that ask (RFC 7440), and blocks sent ahead to those that do not while they keep up (1: strict lock-step)")
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach this rack's HTTP server at, put in boot configs (default: http://<first non-loopback address>:<http port>)")
 	fs.StringVar(&c.BootRoot, "boot-root", c.BootRoot, "fallback directory for boot files (default <data-dir>/boot-root)")
 	fs.StringVar(&c.PreseedDir, "preseed-dir", c.PreseedDir, "directory of default preseeds (<name>.preseed) this rack ships to the region")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/pxetest"
+	"github.com/rackplane/rackplane/internal/tftp/tftptest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
 	"github.com/rackplane/rackplane/rack/httpboot"
@@ -37,16 +39,24 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 // generic iPXE script over TFTP, which chains to the script rendered for
 // the VM's MAC, which loads kernel and initrd over TFTP.
 func TestPXEBootTFTP(t *testing.T) {
-	pxeBoot(t, "52:54:00:5a:00:01", false)
+	pxeBoot(t, "52:54:00:5a:00:01", false, nil)
+}
+
+// TestPXEBootTFTPThroughLoss is TestPXEBootTFTP through a relay that
+// drops every 50th packet each way: iPXE acknowledges every block and
+// does not ask for a windowsize, so rackd sends it 8 blocks ahead, and
+// must recover every loss.
+func TestPXEBootTFTPThroughLoss(t *testing.T) {
+	pxeBoot(t, "52:54:00:5a:00:03", false, &tftptest.Loss{Every: 50})
 }
 
 // TestPXEBootHTTP is the same boot with the iPXE scripts over TFTP and the
 // kernel and initrd over HTTP.
 func TestPXEBootHTTP(t *testing.T) {
-	pxeBoot(t, "52:54:00:5a:00:02", true)
+	pxeBoot(t, "52:54:00:5a:00:02", true, nil)
 }
 
-func pxeBoot(t *testing.T, mac string, overHTTP bool) {
+func pxeBoot(t *testing.T, mac string, overHTTP bool, loss *tftptest.Loss) {
 	qemu := pxetest.QEMU(t)
 	kernel := pxetest.Kernel(t)
 	initrd := pxetest.Initramfs(t, initScript, nil)
@@ -102,6 +112,15 @@ func pxeBoot(t *testing.T, mac string, overHTTP bool) {
 	go tsrv.Run(ctx)
 	go hsrv.Run(ctx)
 	_, tport, _ := net.SplitHostPort(tsrv.Addrs()[0].String())
+	var relay *tftptest.Relay
+	if loss != nil {
+		relay, err = tftptest.NewRelay(tsrv.Addrs()[0].String(), *loss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer relay.Close()
+		tport = strconv.Itoa(relay.Addr().Port)
+	}
 
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	qctx, qcancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -122,6 +141,14 @@ func pxeBoot(t *testing.T, mac string, overHTTP bool) {
 		t.Fatalf("qemu: %v after %s\nqemu output:\n%s\nserial:\n%s\nevents:\n%s", err, took, tail(out.String()), tail(string(log2)), eventLog(tr))
 	}
 	t.Logf("VM powered off after %s", took.Round(time.Second))
+	if relay != nil {
+		_, toServer := relay.Counts(tftptest.ToServer)
+		_, toClient := relay.Counts(tftptest.ToClient)
+		t.Logf("the relay dropped %d packets to the server, %d to the VM; iPXE asked for %v", toServer, toClient, relay.Requests()[0].Options)
+		if toServer == 0 || toClient == 0 {
+			t.Errorf("nothing dropped one way")
+		}
+	}
 	if !strings.Contains(string(log2), bootMarker) {
 		t.Fatalf("no boot marker on the serial console\nserial:\n%s\nevents:\n%s", tail(string(log2)), eventLog(tr))
 	}

@@ -97,8 +97,8 @@ func peers(b *testing.B) []peer {
 		b.Fatalf("in.tftpd missing: install Debian package tftpd-hpa")
 	}
 	return []peer{
-		{"rackd-lockstep", rackd(1)},
-		{"rackd", rackd(tftp.DefaultWindow)},
+		{"rackd-window-1", rackd(1)},
+		{fmt.Sprintf("rackd-window-%d", tftp.DefaultWindow), rackd(tftp.DefaultWindow)},
 		{"atftpd", func(b *testing.B, port int, root string) *exec.Cmd {
 			return exec.Command(strings.TrimSpace(string(atftpd)), "--daemon", "--no-fork", "--logfile", "/dev/null", "--maxthread", "2000",
 				"--user", "root", "--group", "root", "--port", strconv.Itoa(port), "--bind-address", "127.0.0.1", root)
@@ -229,7 +229,12 @@ func fetch(port int, name string, want []byte) error {
 	c.SetTimeout(2 * time.Second)
 	c.SetRetries(5)
 	c.RequestTSize(true)
-	wt, err := c.Receive(name, "octet")
+	return receiveCompare(c.Receive, name, want)
+}
+
+// receiveCompare receives name and checks size and content.
+func receiveCompare(receive func(string, string) (io.WriterTo, error), name string, want []byte) error {
+	wt, err := receive(name, "octet")
 	if err != nil {
 		return err
 	}
@@ -304,32 +309,40 @@ func BenchmarkTFTPPeers(b *testing.B) {
 	}
 }
 
-func runScenario(b *testing.B, p peer, root, file string, want []byte, clients int) {
-	port := int(benchPort.Add(1))
-	cmd := p.start(b, port, root)
+// startPeer starts p's server on a free loopback port over root, waits
+// until it answers, and returns the port, its process and what stops it.
+func startPeer(b *testing.B, p peer, root string) (port int, cmd *exec.Cmd, stop func()) {
+	port = int(benchPort.Add(1))
+	cmd = p.start(b, port, root)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", p.name, err)
 	}
-	defer func() {
+	stop = func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-	}()
+	}
 	go io.Copy(io.Discard, stdout)
 	// Ready when a request for a missing file gets its answer.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := fetch(port, "missing-ready-probe", nil)
 		if err != nil && strings.Contains(strings.ToLower(err.Error()), "not found") || err != nil && strings.Contains(err.Error(), "code") {
-			break
+			return port, cmd, stop
 		}
 		if time.Now().After(deadline) {
+			stop()
 			b.Fatalf("%s not ready: %v\n%s", p.name, err, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func runScenario(b *testing.B, p peer, root, file string, want []byte, clients int) {
+	port, cmd, stop := startPeer(b, p, root)
+	defer stop()
 	stats := watch(cmd.Process.Pid)
 	cpu0 := cpuSeconds(cmd.Process.Pid, false)
 	var failures atomic.Int64

@@ -13,11 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/tftp"
 	"github.com/rackplane/rackplane/rack/handoff"
 )
 
@@ -27,17 +29,24 @@ type Config struct {
 	// "127.0.0.1:6969").
 	Addresses []string
 	// Timeout is how long one block waits for its acknowledgement
-	// (default 2s); Retries how often it is sent again (default 5).
+	// (default 2s; a client's timeout option wins); Retries how often it
+	// is sent again (default 5). Timeouts in a row double the wait, up to
+	// 8 times Timeout, until the final block is sent.
 	Timeout time.Duration
 	Retries int
 	// MaxBlockSize caps the negotiated blksize (default 0: the interface
 	// MTU less headers, as pin/tftp computes it).
 	MaxBlockSize int
-	// Window sends this many blocks before waiting for their
-	// acknowledgements (pin/tftp's anticipate mode; default 8, 1 is
-	// lock-step as in RFC 1350). Clients still acknowledge every block, so
-	// it needs no option negotiation; it hides the round trip, which is
-	// what limits a lock-step transfer (see BenchmarkTFTPPeers).
+	// Window is the most blocks in flight ahead of the client's
+	// acknowledgements (default 8; 1 is lock-step as in RFC 1350; at most
+	// 64). A client that asks for a windowsize (RFC 7440) gets at most
+	// Window. A client that does not still acknowledges every block, and
+	// gets Window blocks ahead of its acknowledgements: the window hides
+	// the round trip, which is what limits a lock-step transfer (see
+	// BenchmarkTFTPPeers). A client that never asked for one may not keep
+	// up with it: if a timeout comes before it has acknowledged its first
+	// Window blocks, the rest of its transfer is lock-step. A lost block
+	// or acknowledgement costs one timeout at the most.
 	Window uint
 	// HandoffTimeout bounds one hand-off decision (default 3s).
 	HandoffTimeout time.Duration
@@ -67,8 +76,8 @@ func (c *Config) validate() error {
 	if c.Window == 0 {
 		c.Window = DefaultWindow
 	}
-	if c.Window > 60 {
-		return rackplane.Errorf(rackplane.EINVALID, "tftp: Window %d must be at most 60 (pin/tftp's limit)", c.Window)
+	if c.Window > tftp.MaxWindow {
+		return rackplane.Errorf(rackplane.EINVALID, "tftp: Window %d must be at most %d", c.Window, tftp.MaxWindow)
 	}
 	return nil
 }
@@ -129,6 +138,7 @@ func (s *Server) Listen() error {
 			s.closeLocked()
 			return fmt.Errorf("tftp: listen %s: %w", a, err)
 		}
+		askPacketInfo(c)
 		s.conns = append(s.conns, c)
 	}
 	return nil
@@ -140,6 +150,18 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closeLocked()
+}
+
+// askPacketInfo has the kernel tell, with each request, the address it
+// came to and the interface, as the TFTP library asks when it starts
+// serving: requests that come between Listen and Run carry them too (the
+// library takes the block size limit from the interface's MTU).
+func askPacketInfo(c *net.UDPConn) {
+	if ip := c.LocalAddr().(*net.UDPAddr).IP; ip.To4() != nil {
+		ipv4.NewPacketConn(c).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
+	} else {
+		ipv6.NewPacketConn(c).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
+	}
 }
 
 func (s *Server) closeLocked() {
@@ -178,6 +200,7 @@ func (s *Server) Run(ctx context.Context) error {
 			srv.SetBlockSize(s.cfg.MaxBlockSize)
 		}
 		srv.SetAnticipate(s.cfg.Window)
+		srv.SetWindowSize(s.cfg.Window)
 		srv.SetHook(hook{s, c.LocalAddr().String()})
 		servers[i] = srv
 		go func() { errc <- srv.Serve(c) }()

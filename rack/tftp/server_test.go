@@ -66,6 +66,9 @@ var fetchers = []struct {
 	{"atftp-blksize-1428", 1428, func(h, p, n, o string) *exec.Cmd {
 		return exec.Command("atftp", "--option", "blksize 1428", "--option", "tsize 0", "-g", "-r", n, "-l", o, h, p)
 	}},
+	{"atftp-windowsize-8", 1428, func(h, p, n, o string) *exec.Cmd {
+		return exec.Command("atftp", "--option", "windowsize 8", "--option", "blksize 1428", "--option", "tsize 0", "-g", "-r", n, "-l", o, h, p)
+	}},
 	{"busybox", 512, func(h, p, n, o string) *exec.Cmd {
 		return exec.Command("busybox", "tftp", "-g", "-r", n, "-l", o, h, p)
 	}},
@@ -80,14 +83,9 @@ func TestRealClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the TFTP clients of .ci/packages: skipped with -short")
 	}
-	for _, c := range []struct{ cmd, pkg string }{{"curl", "curl"}, {"atftp", "atftp"}, {"busybox", "busybox-static"}} {
-		if _, err := exec.LookPath(c.cmd); err != nil {
-			t.Errorf("%s missing: install Debian package %s", c.cmd, c.pkg)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	need(t, "curl", "curl")
+	need(t, "atftp", "atftp")
+	need(t, "busybox", "busybox-static")
 	for _, window := range []uint{1, tftp.DefaultWindow} {
 		t.Run(fmt.Sprintf("window-%d", window), func(t *testing.T) {
 			tr := tree(t)
@@ -176,6 +174,7 @@ func rq(op uint16, name, mode string) []byte {
 }
 
 func TestHostileRequests(t *testing.T) {
+	need(t, "curl", "curl")
 	tr := tree(t)
 	secret, _ := os.ReadFile(tr.Outside)
 	addr := start(t, tr.Resolver, tftp.Config{Timeout: 300 * time.Millisecond, Retries: 1})
@@ -256,6 +255,7 @@ func TestHostileRequests(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
+	need(t, "curl", "curl")
 	tr := tree(t)
 	reg := prometheus.NewRegistry()
 	srv, err := tftp.NewServer(tftp.Config{Addresses: []string{"127.0.0.1:0"}}, tr.Resolver, slog.New(slog.DiscardHandler), reg)

@@ -28,6 +28,7 @@ const qemuBootMarker = "RACKPLANE-DHCP-BOOTED"
 // serial console. rackd, the VM (on a tap device) and the bridge between
 // them live in network namespaces of the test.
 func TestRackdManagedDHCPBootsQEMU(t *testing.T) {
+	endToEnd(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:01"})
 }
 
@@ -35,6 +36,7 @@ func TestRackdManagedDHCPBootsQEMU(t *testing.T) {
 // DHCP server giving the address, and rackd in proxy mode giving iPXE its
 // script in the proxy offer (iPXE boots it without asking on port 4011).
 func TestRackdProxyDHCPBootsQEMU(t *testing.T) {
+	endToEnd(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:02", proxy: true})
 }
 
@@ -43,6 +45,7 @@ func TestRackdProxyDHCPBootsQEMU(t *testing.T) {
 // from rackd over TFTP; iPXE then asks again, as iPXE, and gets the
 // rack's script.
 func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
+	endToEnd(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:03", uefi: true})
 }
 

@@ -31,6 +31,7 @@ import (
 // rackd over TFTP and gets the ipxe package's bytes. The offer reaches
 // NATS as a dhcp_leases_changed event.
 func TestRackdProxyDHCPThenTFTP(t *testing.T) {
+	endToEnd(t)
 	curl := netnstest.Need(t, "curl", "curl")
 	want, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
 	if err != nil {

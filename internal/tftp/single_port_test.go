@@ -34,11 +34,17 @@ func TestSendReceiveSinglePortWithBlockSize(t *testing.T) {
 }
 
 func TestServerSendTimeoutSinglePort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(true)
 	serverTimeoutSendTest(s, c, t)
 }
 
 func TestServerReceiveTimeoutSinglePort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(true)
 	serverReceiveTimeoutTest(s, c, t)
 }

@@ -238,6 +238,9 @@ func TestNearBlockLength(t *testing.T) {
 }
 
 func TestBlockWrapsAround(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(false)
 	defer s.Shutdown()
 	n := 65535 * 512
@@ -592,6 +595,9 @@ func serverTimeoutSendTest(s *Server, c *Client, t *testing.T) {
 }
 
 func TestServerSendTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(false)
 	serverTimeoutSendTest(s, c, t)
 }
@@ -632,11 +638,17 @@ func serverReceiveTimeoutTest(s *Server, c *Client, t *testing.T) {
 }
 
 func TestServerReceiveTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(false)
 	serverReceiveTimeoutTest(s, c, t)
 }
 
 func TestClientReceiveTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(false)
 	c.SetTimeout(time.Second)
 	c.SetRetries(2)
@@ -670,6 +682,9 @@ func TestClientReceiveTimeout(t *testing.T) {
 }
 
 func TestClientSendTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	s, c := makeTestServer(false)
 	c.SetTimeout(time.Second)
 	c.SetRetries(2)
@@ -738,6 +753,9 @@ func (r *slowWriter) Write(p []byte) (n int, err error) {
 // correct result if any result is returned, but does not check if result was
 // returned at all when it should.
 func TestRequestPacketInfo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	// localIP keeps value received from RequestPacketInfo.LocalIP
 	// call inside handler.
 	// If RequestPacketInfo is not supported, value is set to unspecified
@@ -1081,6 +1099,9 @@ func testShutdownDuringTransfer(t *testing.T, singlePort bool) {
 }
 
 func TestSetLocalAddr(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out timeouts or sends 65536 blocks: skipped with -short")
+	}
 	interfaces, err := net.Interfaces()
 	if err != nil {
 		t.Fatalf("failed to get network interfaces: %v", err)

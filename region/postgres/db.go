@@ -44,6 +44,12 @@ func (db *DB) Migrate(ctx context.Context) error {
 // Ping checks that Postgres answers.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
 
+// appenderTx begins a transaction that carries the mark that it may
+// append, taken before it has a transaction id: readers of the log wait
+// only for transactions that hold it (see horizon). It goes with BEGIN, so
+// it costs no round trip of its own.
+var appenderTx = pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock_shared(%d, %d)", appendLockClass, appendLockObject)}
+
 // InTx runs fn in a transaction and commits it. A serialisation failure, a
 // deadlock, or a concurrent append of the same event id rolls back and runs
 // fn again (a few times), so fn must do nothing outside the transaction.
@@ -52,15 +58,7 @@ func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	// collide again.
 	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond})
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-			// The mark that this transaction may append, taken before it
-			// has a transaction id: readers of the log wait only for
-			// transactions that hold it (see horizon).
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, $2)`, appendLockClass, appendLockObject); err != nil {
-				return wrap("mark appender", err)
-			}
-			return fn(tx)
-		})
+		err := pgx.BeginTxFunc(ctx, db.pool, appenderTx, fn)
 		if !retryable(err) || attempt == 5 || !retry.Wait(ctx) {
 			return err
 		}

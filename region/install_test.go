@@ -276,11 +276,16 @@ func TestBootTrafficLeavesTheMachineAlone(t *testing.T) {
 	var before machineOut
 	h.getJSON("/api/v1/machines/"+m.ID, &before)
 
-	// Boot as iPXE would, then fetch the preseed as the installer would.
-	code, script, _ := h.raw("GET", "http://"+rackHTTP+"/ipxe/"+strings.ReplaceAll(mac, ":", "-")+".ipxe", nil, "")
-	if code != 200 || !strings.Contains(script, "kernel") {
-		t.Fatalf("iPXE script of the deploying machine: %d %q", code, script)
-	}
+	// Boot as iPXE would, once the rack has the deployment's boot
+	// decision (it follows the region's events), then fetch the preseed
+	// as the installer would.
+	h.eventually(10*time.Second, "the rack serves the install script", func() error {
+		code, script, _ := h.raw("GET", "http://"+rackHTTP+"/ipxe/"+strings.ReplaceAll(mac, ":", "-")+".ipxe", nil, "")
+		if code != 200 || !strings.Contains(script, "kernel") {
+			return fmt.Errorf("iPXE script of the deploying machine: %d %q", code, script)
+		}
+		return nil
+	})
 	h.statusURL(rackHTTP, m)
 	h.eventually(10*time.Second, "the boot and the preseed fetch in the machine's stream", func() error {
 		var page struct{ Events []struct{ Type string } }

@@ -24,7 +24,7 @@ const (
 	FileSNPOnly    = "snponly.efi"   // ipxe
 	FileGRUBx64    = "grubx64.efi"   // grub-efi-amd64-signed or -bin
 	FileShimx64    = "bootx64.efi"   // shimx64.efi.signed, from grub-efi-amd64-signed
-	FileGRUBaa64   = "grubaa64.efi"  // not imported yet
+	FileGRUBaa64   = "grubaa64.efi"  // debian-installer-12-netboot-arm64 (which has the shim as bootaa64.efi)
 	FileIPXEArm64  = "ipxe-arm64.efi"
 	IPXEScriptPath = "ipxe/" // the rack renders ipxe/<mac>.ipxe and ipxe/boot.ipxe
 )

@@ -64,6 +64,18 @@ poweroff -f
 // prints it.
 func TestRackdBootsARM64UEFI(t *testing.T) {
 	endToEnd(t)
+	arm64Boot(t, "52:54:00:d4:c0:a4", dhcp.LoaderGRUB)
+}
+
+// TestRackdBootsARM64UEFIThroughShim is the same boot with the signed
+// shim first: the firmware is given bootaa64.efi, which loads
+// grubaa64.efi from rackd by itself.
+func TestRackdBootsARM64UEFIThroughShim(t *testing.T) {
+	endToEnd(t)
+	arm64Boot(t, "52:54:00:d4:c0:a5", dhcp.LoaderShim)
+}
+
+func arm64Boot(t *testing.T, mac, loader string) {
 	qemu, firmware := pxetest.QEMUARM64(t)
 	kernel, err := os.ReadFile(pxetest.InstallerARM64(t, "linux"))
 	if err != nil {
@@ -75,7 +87,6 @@ func TestRackdBootsARM64UEFI(t *testing.T) {
 	}
 	initrd = append(initrd, pxetest.Overlay(arm64Init, nil)...)
 
-	const mac = "52:54:00:d4:c0:a4"
 	machineID := uuid.NewString()
 	seg := netnstest.New(t)
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
@@ -124,7 +135,7 @@ func TestRackdBootsARM64UEFI(t *testing.T) {
 	rackd := startCmd(t, "rackd", exec.Command("ip", "netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
 		"-name", "arm64-rack", "-data-dir", dataDir, "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", bootRoot,
-		"-dhcp-interface", "eth0", "-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t), "-dhcp-arm64-loader", dhcp.LoaderGRUB,
+		"-dhcp-interface", "eth0", "-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t), "-dhcp-arm64-loader", loader,
 		"-import-system-bootloaders", "-log-level", "debug"))
 	// The firmware needs grubaa64.efi, which rackd imports at start.
 	eventually(t, 60*time.Second, dhcp.FileGRUBaa64+" over TFTP from rackd", func() error {
@@ -170,10 +181,17 @@ func TestRackdBootsARM64UEFI(t *testing.T) {
 	}
 
 	// rackd reported each step as a boot_handoff event.
-	waitHandoffs(t, sub, []handoffStep{
-		{"the firmware's " + dhcp.FileGRUBaa64, func(h events.BootHandoff) bool {
-			return h.FileName == dhcp.FileGRUBaa64 && h.Route == handoff.RouteVersioned && strings.HasPrefix(h.VersionID, "bootloaders/grub-efi/arm64/")
-		}},
+	var steps []handoffStep
+	loaders := []string{dhcp.FileGRUBaa64}
+	if loader == dhcp.LoaderShim {
+		loaders = []string{dhcp.FileShimaa64, dhcp.FileGRUBaa64}
+	}
+	for _, f := range loaders {
+		steps = append(steps, handoffStep{f + " from the store", func(h events.BootHandoff) bool {
+			return strings.TrimPrefix(h.FileName, "/") == f && h.Route == handoff.RouteVersioned && strings.HasPrefix(h.VersionID, "bootloaders/grub-efi/arm64/")
+		}})
+	}
+	waitHandoffs(t, sub, append(steps, []handoffStep{
 		{"GRUB's config under its prefix", func(h events.BootHandoff) bool {
 			return strings.TrimPrefix(h.FileName, "/") == "debian-installer/arm64/grub/grub.cfg" && h.Route == handoff.RouteConfig && h.MachineID == ""
 		}},
@@ -186,7 +204,7 @@ func TestRackdBootsARM64UEFI(t *testing.T) {
 		{"the initramfs", func(h events.BootHandoff) bool {
 			return strings.HasSuffix(h.FileName, d.Initrd) && h.Route == handoff.RouteRoot
 		}},
-	})
+	}...))
 	select {
 	case req := <-preseedAsked:
 		if req["machine_id"] != machineID || !strings.HasPrefix(req["remote"], "10.20.0.1") {

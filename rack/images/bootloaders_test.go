@@ -124,6 +124,21 @@ func TestSystemBootloadersInstalled(t *testing.T) {
 		}
 		f.Close()
 	}
+	// What was imported, globs included, has each name in one arch only
+	// (see TestSystemBootloaderNamesAreUniqueAcrossArches).
+	archOf := map[string]string{}
+	for _, byArch := range c.Bootloaders {
+		for arch, vs := range byArch {
+			for _, v := range vs {
+				for _, f := range v.Files {
+					if a, ok := archOf[f.Name]; ok && a != arch {
+						t.Errorf("%s is imported for both %s and %s", f.Name, a, arch)
+					}
+					archOf[f.Name] = arch
+				}
+			}
+		}
+	}
 }
 
 // TestSystemBootloaderNamesAreUniqueAcrossArches guards the bare-name

@@ -53,6 +53,7 @@ func TestRender(t *testing.T) {
 		{bootconfig.RenderConfig{HTTPBootURL: "http://10.0.2.2:5248/"}, bootconfig.KindIPXE, d, []string{"kernel http://10.0.2.2:5248/images/debian/v1/linux", "initrd http://10.0.2.2:5248/images/debian/v1/initrd"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, local, []string{"exit"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXEChain, local, []string{"chain /ipxe/${mac:hexhyp}.ipxe"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUBChain, d, []string{"set timeout=0\n", "configfile /grub/grub.cfg-${net_default_mac}\n"}},
 	}
 	for _, tt := range tests {
 		r, err := bootconfig.NewRenderer(tt.cfg)

@@ -59,7 +59,8 @@ type Config struct {
 	// Boot loaders per firmware: BIOS ipxe (undionly.kpxe) or pxelinux
 	// (pxelinux.0); x64 UEFI ipxe (snponly.efi), grub (grubx64.efi) or
 	// shim (bootx64.efi, the signed shim, which loads grubx64.efi); arm64
-	// UEFI grub (grubaa64.efi) or ipxe (ipxe-arm64.efi).
+	// UEFI grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or
+	// ipxe (ipxe-arm64.efi).
 	BIOSLoader  string `json:"bios_loader,omitempty"`
 	UEFILoader  string `json:"uefi_loader,omitempty"`
 	ARM64Loader string `json:"arm64_loader,omitempty"`
@@ -203,8 +204,8 @@ func (c Config) Validate() error {
 	if c.UEFILoader != LoaderIPXE && c.UEFILoader != LoaderGRUB && c.UEFILoader != LoaderShim {
 		bad("-dhcp-uefi-loader %q: want ipxe, grub or shim", c.UEFILoader)
 	}
-	if c.ARM64Loader != LoaderIPXE && c.ARM64Loader != LoaderGRUB {
-		bad("-dhcp-arm64-loader %q: want grub or ipxe", c.ARM64Loader)
+	if c.ARM64Loader != LoaderIPXE && c.ARM64Loader != LoaderGRUB && c.ARM64Loader != LoaderShim {
+		bad("-dhcp-arm64-loader %q: want grub, shim or ipxe", c.ARM64Loader)
 	}
 	seen := map[string]bool{}
 	for _, p := range c.ProxyPeers {
@@ -403,7 +404,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPURL, "dhcp-http-url", c.HTTPURL, "URL DHCP clients reach the rack's HTTP boot server at (default http://<server ip>:<http port>)")
 	fs.StringVar(&c.BIOSLoader, "dhcp-bios-loader", c.BIOSLoader, "boot loader of BIOS PXE clients: ipxe (undionly.kpxe) or pxelinux (pxelinux.0)")
 	fs.StringVar(&c.UEFILoader, "dhcp-uefi-loader", c.UEFILoader, "boot loader of x64 UEFI clients: ipxe (snponly.efi), grub (grubx64.efi) or shim (bootx64.efi, then grubx64.efi)")
-	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi) or ipxe (ipxe-arm64.efi)")
+	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or ipxe (ipxe-arm64.efi)")
 	fs.Func("dhcp-proxy-peers", "comma-separated names of every rack answering proxyDHCP on this segment, this one included; each PXE client is then answered by one of them", func(v string) error {
 		c.ProxyPeers = nil
 		for _, p := range strings.Split(v, ",") {

@@ -51,7 +51,7 @@ func TestConfigValidateNamesEverySettingAndChangesNothing(t *testing.T) {
 	overlap.CIDR = netip.MustParsePrefix("10.20.0.0/16")
 	overlap.Ranges, overlap.Reservations, overlap.Router, overlap.DNSServers = nil, nil, netip.Addr{}, nil
 	c := Config{
-		Mode: ModeManaged, BIOSLoader: "grub", UEFILoader: "x", ARM64Loader: "shim", HTTPURL: "ftp://x",
+		Mode: ModeManaged, BIOSLoader: "grub", UEFILoader: "x", ARM64Loader: "pxelinux", HTTPURL: "ftp://x",
 		ProxyPeers: []string{"a", "a"}, ProxyTakeover: time.Hour, LeaseTime: time.Second, OfferHold: time.Hour,
 		DeclineHold: -1, MaxOffers: -1, EventInterval: time.Millisecond, MaxEventChanges: 99999,
 		ServerIP: netip.MustParseAddr("::1"),

@@ -16,7 +16,8 @@ type configName struct {
 
 // parseConfigName recognises the names boot loaders ask for their config:
 // pxelinux.cfg/01-<mac> and pxelinux.cfg/default (pxelinux),
-// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB),
+// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), the config
+// path of the Debian installer's arm64 GRUB (a chain to the per-MAC one),
 // ipxe/<mac>.ipxe and ipxe/boot.ipxe (iPXE). name is normalised.
 func parseConfigName(name string) (configName, bool) {
 	lower := strings.ToLower(name)
@@ -28,6 +29,9 @@ func parseConfigName(name string) (configName, bool) {
 			return macConfig(bootconfig.KindPXELinux, m)
 		}
 		return configName{}, false
+	}
+	if lower == debianInstallerARM64GRUBCfg {
+		return configName{Kind: bootconfig.KindGRUBChain}, true
 	}
 	if rest, ok := strings.CutPrefix(strings.TrimPrefix(lower, "grub/"), "grub.cfg-"); ok {
 		if m, ok := strings.CutPrefix(rest, "01-"); ok && len(m) == 17 {
@@ -45,6 +49,13 @@ func parseConfigName(name string) (configName, bool) {
 	}
 	return configName{}, false
 }
+
+// debianInstallerARM64GRUBCfg is the config the Debian installer's arm64
+// netboot GRUB (grubaa64.efi of debian-installer-12-netboot-arm64) asks
+// for: grub.cfg under the prefix built into it, /debian-installer/arm64/grub.
+// (Its embedded config first tests for arm64-efi/grub.cfg, a test that
+// sends no request over TFTP.) It gets the chain to the per-MAC config.
+const debianInstallerARM64GRUBCfg = "debian-installer/arm64/grub/grub.cfg"
 
 func macConfig(kind bootconfig.Kind, s string) (configName, bool) {
 	mac, err := events.CanonicalMAC(s)

@@ -56,6 +56,7 @@ func TestResolveRoutes(t *testing.T) {
 		{"ipxe/52-54-00-12-34-56.ipxe", handoff.RouteConfig, []string{"#!ipxe", "kernel /images/debian/v1/linux console=ttyS0", "initrd /images/debian/v1/initrd"}, "m-1", "debian/v1"},
 		{"ipxe/525400123456.ipxe", handoff.RouteConfig, []string{"boot"}, "m-1", "debian/v1"},
 		{"ipxe/boot.ipxe", handoff.RouteConfig, []string{"chain /ipxe/${mac:hexhyp}.ipxe"}, "", ""},
+		{"/debian-installer/arm64/grub/grub.cfg", handoff.RouteConfig, []string{"configfile /grub/grub.cfg-${net_default_mac}"}, "", ""},
 		{`\images\debian\v1\linux`, handoff.RouteVersioned, []string{"versioned kernel v1"}, "", "images/debian/v1"},
 		{"pxelinux.0", handoff.RouteRoot, []string{"pxelinux boot loader"}, "", ""},
 		{"/sub/file.txt", handoff.RouteRoot, []string{"subdirectory"}, "", ""},
@@ -102,6 +103,8 @@ func TestResolveHostile(t *testing.T) {
 		{"missing", handoff.RouteNotFound},
 		{"images/debian/v2/linux", handoff.RouteNotFound},
 		{"pxelinux.cfg/C0A80001", handoff.RouteNotFound},
+		{"debian-installer/arm64/grub/arm64-efi/command.lst", handoff.RouteNotFound},
+		{"debian-installer/arm64/grub/grub.cfg-", handoff.RouteNotFound},
 		{"", handoff.RouteDenied},
 	}
 	for _, tt := range tests {

@@ -122,7 +122,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
 	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")
-	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin, ipxe) at start")
+	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin or -signed with shim-signed, ipxe, debian-installer-12-netboot-arm64) at start")
 	fs.BoolVar(&c.ScrubAtStart, "scrub-at-start", c.ScrubAtStart, "verify every stored image file against its sha256 at start")
 	fs.IntVar(&c.KeepImageVersions, "keep-image-versions", c.KeepImageVersions, "newest versions of each image that garbage collection always keeps")
 	fs.DurationVar(&c.InFlightWindow, "in-flight-window", c.InFlightWindow, "how long after a file was handed out its image version counts as being booted from")

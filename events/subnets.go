@@ -37,6 +37,20 @@ type SubnetDeleted struct {
 	CIDR     string `json:"cidr,omitempty"`
 }
 
+// SubnetsRequest asks the region, over RegionRPCSubject(MethodSubnets),
+// for every subnet rack RackID serves. A rack asks when it starts: its
+// cache and the region stream may both lack a subnet set long ago (the
+// stream keeps events for a while only).
+type SubnetsRequest struct {
+	RackID string `json:"rack_id"`
+}
+
+// SubnetsReply answers a SubnetsRequest: the rack's subnets as their
+// latest subnet_set carried them.
+type SubnetsReply struct {
+	Subnets []SubnetSet `json:"subnets"`
+}
+
 // Subnet is one subnet a rack's DHCP server hands addresses out on in
 // managed mode, in the form it travels in: JSON names, text addresses, a
 // lease time in seconds. A rack's local subnets file holds the same form.

@@ -34,7 +34,7 @@ func (r *Rack) openDHCP(js jetstream.JetStream, dataDir string) error {
 		return err
 	}
 	if r.cfg.DHCP.Mode == dhcp.ModeManaged {
-		r.regionSubnets, err = subnets.New(subnets.Config{RackID: r.id, DataDir: dataDir, JetStream: js,
+		r.regionSubnets, err = subnets.New(subnets.Config{RackID: r.id, DataDir: dataDir, JetStream: js, NATS: r.nc,
 			OnChange: r.regionSubnetsChanged, Logger: r.log.With("service", "region-subnets"), Registerer: r.registry})
 		if err != nil {
 			r.dhcp.Close()

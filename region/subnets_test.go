@@ -14,10 +14,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/dhcp"
 	"github.com/rackplane/rackplane/rack/subnets"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/regiontest"
+	"github.com/rackplane/rackplane/schema"
 )
 
 // subnetOut is a subnet as the API shows it.
@@ -143,6 +145,25 @@ func TestSubnets(t *testing.T) {
 	}
 	if code := h.getJSON("/api/v1/subnets", &list); code != 200 || len(list.Subnets) != 2 {
 		t.Fatalf("every subnet: %d %+v", code, list)
+	}
+
+	// A rack that asks for its subnets gets its own, valid against the
+	// reply's schema, and no other rack's.
+	var raw json.RawMessage
+	if err := rpc.Call(t.Context(), h.nc, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: rackA.ID()}, &raw); err != nil {
+		t.Fatal(err)
+	}
+	schemas, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.ValidateJSON(subnets.ReplySchema, raw); err != nil {
+		t.Fatalf("subnets reply breaks its schema: %v\n%s", err, raw)
+	}
+	var reply events.SubnetsReply
+	if err := json.Unmarshal(raw, &reply); err != nil || len(reply.Subnets) != 1 || reply.Subnets[0].SubnetID != sn.ID ||
+		reply.Subnets[0].Reservations[0].Hostname != "node7" {
+		t.Fatalf("rack A's subnets over rpc: %v %s", err, raw)
 	}
 
 	// The rack serves it, and says so; the other rack's copy stays there.

@@ -6,19 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/schema"
 )
 
 // File is the name of the persisted cache under the data directory.
@@ -30,9 +35,14 @@ type Config struct {
 	RackID string
 	// DataDir holds File. Required: the subnets must survive a restart.
 	DataDir string
-	// JetStream is where the region's events are read; nil for a rack
-	// with no region (the cached subnets are served, nothing changes).
+	// JetStream is where the region's events are read, and NATS where
+	// the region is asked for the rack's subnets at start; nil for a
+	// rack with no region (the cached subnets are served).
 	JetStream jetstream.JetStream
+	NATS      *nats.Conn
+	// RPCTimeout bounds the start's question to the region (default 2s);
+	// without an answer the cache serves what it has.
+	RPCTimeout time.Duration
 	// OnChange gets the rack's subnets after every change, by subnet id
 	// order. It is called with no lock held, one call at a time.
 	OnChange func([]events.Subnet)
@@ -67,6 +77,7 @@ type Cache struct {
 	cfg       Config
 	log       *slog.Logger
 	validator *events.Validator
+	schemas   *schema.Set
 
 	mu      sync.Mutex
 	subnets map[string]events.SubnetSet // by subnet id
@@ -93,11 +104,18 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RPCTimeout <= 0 {
+		cfg.RPCTimeout = 2 * time.Second
+	}
 	v, err := events.NewValidator()
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{cfg: cfg, log: cfg.Logger, validator: v, subnets: map[string]events.SubnetSet{},
+	set, err := schema.Default()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{cfg: cfg, log: cfg.Logger, validator: v, schemas: set, subnets: map[string]events.SubnetSet{},
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_subnet_events_total",
 			Help: "Region subnet events the rack read, by outcome: applied (a subnet of this rack changed), other (another rack's), invalid (refused).",
@@ -281,16 +299,80 @@ func (c *Cache) persist(p persisted) error {
 	return nil
 }
 
+// Schemas of the subnets rpc documents (files under schema/).
+const (
+	RequestSchema = "rpc.region.subnets.request"
+	ReplySchema   = "rpc.region.subnets.reply"
+)
+
+// Sync asks the region for this rack's subnets as they are now and makes
+// them the cache's. Following the stream afterwards replays only events
+// the answer already has, so the cache ends where the region is.
+func (c *Cache) Sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
+	defer cancel()
+	var raw json.RawMessage
+	if err := rpc.Call(ctx, c.cfg.NATS, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: c.cfg.RackID}, &raw); err != nil {
+		return err
+	}
+	if err := c.schemas.ValidateJSON(ReplySchema, raw); err != nil {
+		c.events.WithLabelValues(OutcomeInvalid).Inc()
+		return fmt.Errorf("region's subnets reply breaks its schema: %w", err)
+	}
+	var reply events.SubnetsReply
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		c.events.WithLabelValues(OutcomeInvalid).Inc()
+		return fmt.Errorf("decode subnets reply: %w", err)
+	}
+	got := map[string]events.SubnetSet{}
+	for _, s := range reply.Subnets {
+		if err := check(s); err != nil || s.RackID != c.cfg.RackID {
+			c.events.WithLabelValues(OutcomeInvalid).Inc()
+			return fmt.Errorf("region's subnets reply: subnet %s of rack %s refused: %v", s.SubnetID, s.RackID, err)
+		}
+		got[s.SubnetID] = s
+	}
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
+	c.mu.Lock()
+	changed := !maps.EqualFunc(c.subnets, got, func(a, b events.SubnetSet) bool {
+		x, _ := json.Marshal(a)
+		y, _ := json.Marshal(b)
+		return string(x) == string(y)
+	})
+	c.subnets = got
+	list := c.listLocked()
+	p := c.snapshotLocked()
+	c.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	if err := c.persist(p); err != nil {
+		c.log.Error("region subnets not written", "err", err)
+	}
+	c.log.Info("region subnets synchronised", "subnets", len(list))
+	if c.cfg.OnChange != nil {
+		c.cfg.OnChange(list)
+	}
+	return nil
+}
+
 // Run follows the region's subnet events until ctx ends, from the last
 // sequence applied. Without JetStream it waits for ctx. Before it
 // follows, it hands OnChange the cached subnets, so the DHCP server
-// serves them whether or not the region answers.
+// serves them whether or not the region answers, then asks the region
+// for the subnets as they are now (Sync).
 func (c *Cache) Run(ctx context.Context) error {
 	js := c.cfg.JetStream
 	if c.cfg.OnChange != nil {
 		c.notifyMu.Lock()
 		c.cfg.OnChange(c.Subnets())
 		c.notifyMu.Unlock()
+	}
+	if c.cfg.NATS != nil {
+		if err := c.Sync(ctx); err != nil {
+			c.log.Warn("region not asked for this rack's subnets; serving the cached ones", "err", err)
+		}
 	}
 	if js == nil {
 		<-ctx.Done()

@@ -2,6 +2,8 @@ package subnets_test
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,7 +20,9 @@ import (
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/subnets"
+	"github.com/rackplane/rackplane/schema"
 )
 
 const (
@@ -196,5 +200,65 @@ func TestRefusesInvalid(t *testing.T) {
 	}
 	if n := metrictest.Value(t, reg, "rackplane_region_subnet_events_total", map[string]string{"outcome": "invalid"}); n != 3 {
 		t.Fatalf("invalid counted %v times, want 3", n)
+	}
+}
+
+// TestSyncAtStart: at start the rack asks the region for its subnets as
+// they are now and serves those, whatever its cache held, even when the
+// region stream no longer has the events that made them.
+func TestSyncAtStart(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	schemas, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := uuid.NewString()
+	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, time.Second)
+	defer srv.Close()
+	if err := srv.Handle(events.RegionRPCSubject(events.MethodSubnets), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+		if err := schemas.ValidateJSON(subnets.RequestSchema, data); err != nil {
+			t.Errorf("rack's request breaks its schema: %v", err)
+		}
+		var req events.SubnetsRequest
+		_ = json.Unmarshal(data, &req)
+		if req.RackID != rackID {
+			return events.SubnetsReply{Subnets: []events.SubnetSet{}}, nil
+		}
+		return events.SubnetsReply{Subnets: []events.SubnetSet{{SubnetID: current, RackID: rackID, Subnet: subnet("10.50.0.0/24", "10.50.0.5")}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A cache from before: one subnet the region has deleted since.
+	dir := t.TempDir()
+	stale := uuid.NewString()
+	old, err := subnets.New(subnets.Config{RackID: rackID, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Apply(regionEvent(t, events.TypeSubnetSet, stale, events.SubnetSet{SubnetID: stale, RackID: rackID, Subnet: subnet("10.60.0.0/24", "")}), 3); err != nil {
+		t.Fatal(err)
+	}
+
+	var got changes
+	c, err := subnets.New(subnets.Config{RackID: rackID, DataDir: dir, NATS: nc, OnChange: got.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitFor(t, "the region's subnets in place of the cached one", func() bool { return slices.Equal(got.cidrs(), []string{"10.50.0.0/24"}) })
+	cancel()
+	<-done
+	// And they are what a restart starts from.
+	again, err := subnets.New(subnets.Config{RackID: rackID, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss := again.Subnets(); len(ss) != 1 || ss[0].CIDR.String() != "10.50.0.0/24" {
+		t.Fatalf("cached after the sync: %+v", ss)
 	}
 }

@@ -264,7 +264,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // subnets come from a JSON file (-dhcp-subnets), in the form the region
 // will send them.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Func("dhcp-mode", "DHCP server: off, proxy (boot information for PXE clients beside the site's DHCP) or managed (addresses of -dhcp-subnets) (default off)", func(v string) error {
+	fs.Func("dhcp-mode", "DHCP server: off, proxy (boot information for PXE clients beside the site's DHCP) or managed (addresses of the region's subnets for this rack and of -dhcp-subnets) (default off)", func(v string) error {
 		c.Mode = Mode(v)
 		return nil
 	})
@@ -289,7 +289,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.ProxyTakeover, "dhcp-proxy-takeover", c.ProxyTakeover, "with -dhcp-proxy-peers: how long a PXE client tries before every rack answers it")
 	fs.DurationVar(&c.EventInterval, "dhcp-event-interval", c.EventInterval, "how often DHCP lease changes go out as one event")
-	fs.Func("dhcp-subnets", "JSON file holding the array of subnets of managed mode (see rack/dhcp's doc)", func(path string) error {
+	fs.Func("dhcp-subnets", "JSON file holding the array of the rack's own subnets of managed mode, which take precedence over the region's (see rack/dhcp's doc)", func(path string) error {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return err

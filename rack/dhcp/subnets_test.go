@@ -87,3 +87,42 @@ func TestRegionSubnetsChangeTheAnswer(t *testing.T) {
 		t.Fatalf("the rack's own subnet is not served any more: %v", r)
 	}
 }
+
+// TestRegionSubnetsChangeWhileServing: subnets change while packets are
+// handled (run with -race); every packet gets an answer from the subnets
+// of before or of after, never a crash.
+func TestRegionSubnetsChangeWhileServing(t *testing.T) {
+	h := newHarness(t, managedConfig(), t.TempDir())
+	region := Subnet{CIDR: netip.MustParsePrefix("10.40.0.0/24"), Interface: "test0",
+		Ranges: []Range{{Start: netip.MustParseAddr("10.40.0.100"), End: netip.MustParseAddr("10.40.0.110")}}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			var set []Subnet
+			if i%2 == 0 {
+				set = []Subnet{region}
+			}
+			if err := h.s.SetRegionSubnets(set); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	peer := &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ClientPort}
+	answered := 0
+	for i := range 200 {
+		d, err := dhcpv4.NewDiscovery(macN(i%20), dhcpv4.WithGatewayIP(net.ParseIP("10.40.0.1")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := h.s.handle(h.l, ServerPort, d.ToBytes(), peer); r != nil {
+			if !strings.HasPrefix(r.YourIPAddr.String(), "10.40.0.") {
+				t.Fatalf("offered %s for the region's subnet", r.YourIPAddr)
+			}
+			answered++
+		}
+	}
+	<-done
+	t.Logf("%d of 200 relayed DISCOVERs answered while the subnets changed", answered)
+}

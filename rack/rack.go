@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/offload"
 	"github.com/rackplane/rackplane/rack/storage"
+	"github.com/rackplane/rackplane/rack/subnets"
 	"github.com/rackplane/rackplane/rack/tftp"
 )
 
@@ -219,6 +220,7 @@ type Rack struct {
 	offload       *offload.Offload
 	offloadSocket *offload.SocketServer
 	dhcp          *dhcp.Server
+	regionSubnets *subnets.Cache // managed DHCP only
 }
 
 // Option changes what New builds in ways an operator has no say in.
@@ -452,6 +454,9 @@ func (r *Rack) Run(ctx context.Context) error {
 	if r.dhcp != nil {
 		g.Go(func() error { return r.dhcp.Run(ctx) })
 	}
+	if r.regionSubnets != nil {
+		g.Go(func() error { return r.regionSubnets.Run(ctx) })
+	}
 	if r.cfg.ImportSystemBootloaders {
 		if _, err := r.images.StartImport(images.Source{SystemBootloaders: true}); err != nil {
 			r.log.Warn("system bootloaders not imported", "err", err)
@@ -517,7 +522,7 @@ func (r *Rack) register() error {
 	return r.Emit(events.TypeRackRegistered, events.RackStreamName(r.id), events.RackRegistered{
 		Name: r.cfg.Name, Version: rackplane.Version, Hostname: host, Addresses: localAddresses(),
 		HTTP: []string{r.HTTPAddr()}, TFTP: r.TFTPAddrs(), BootURL: r.cfg.BootURL, HeartbeatIntervalMS: r.cfg.HeartbeatInterval.Milliseconds(),
-		StartedAt: r.started,
+		StartedAt: r.started, DHCP: r.dhcpStatus(),
 	})
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -141,6 +142,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
 		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
 		Volumes:    volume.New(db, nc, nil, log.With("component", "volume")),
+		Subnets:    subnet.NewService(db, nil, log.With("component", "subnet")),
 		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {

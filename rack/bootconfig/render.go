@@ -99,7 +99,7 @@ func ValidateDecision(d *events.BootDecision) error {
 	default:
 		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission or rescue", mac, d.Purpose)
 	}
-	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL} {
+	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile} {
 		if strings.ContainsFunc(v, isSpaceOrControl) {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a space or control character", mac, name)
 		}

@@ -27,6 +27,13 @@ const (
 	DefaultSegmentBytes = 8 << 20
 )
 
+// minSegmentBytes holds one record of the largest size.
+const minSegmentBytes = headerLen + 8 + MaxRecord + int64(len(magic))
+
+// MinMaxBytes is the smallest size cap: four of the smallest segments,
+// so that acknowledging one gives back a quarter of the room.
+const MinMaxBytes = 4 * minSegmentBytes
+
 // Config configures a journal. Zero MaxBytes and SegmentBytes take the
 // defaults above.
 type Config struct {
@@ -64,13 +71,13 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		errs = append(errs, errors.New("journal directory is empty"))
 	}
-	if c.MaxBytes != 0 && c.MaxBytes < 64<<10 {
-		errs = append(errs, fmt.Errorf("journal size cap %d: want at least 64 KiB", c.MaxBytes))
+	if c.MaxBytes != 0 && c.MaxBytes < MinMaxBytes {
+		errs = append(errs, fmt.Errorf("journal size cap %d: want at least %d (four segments of the largest record)", c.MaxBytes, MinMaxBytes))
 	}
 	if c.SegmentBytes < 0 || (c.SegmentBytes > 0 && c.MaxBytes > 0 && c.SegmentBytes > c.MaxBytes/4) {
 		errs = append(errs, fmt.Errorf("journal segment size %d: want at most a quarter of the cap", c.SegmentBytes))
 	}
-	if c.SegmentBytes > 0 && c.SegmentBytes < recordSize(MaxRecord)+int64(len(magic)) {
+	if c.SegmentBytes > 0 && c.SegmentBytes < minSegmentBytes {
 		errs = append(errs, fmt.Errorf("journal segment size %d: want room for a record of %d bytes", c.SegmentBytes, MaxRecord))
 	}
 	if len(errs) > 0 {

@@ -118,7 +118,10 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 			Name: "rackplane_events_publish_failures_total", Help: "Publish attempts that failed and were retried.",
 		}),
 	}
-	close(p.idle)
+	if p.settledLocked() {
+		// Not idle when the journal holds what an earlier run left.
+		close(p.idle)
+	}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(p.published, p.dropCount, p.failures,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

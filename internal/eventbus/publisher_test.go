@@ -19,7 +19,7 @@ import (
 )
 
 // startStreams starts a NATS server with Rackplane's streams.
-func startStreams(t *testing.T) (*natsserver.Test, jetstream.JetStream) {
+func startStreams(t testing.TB) (*natsserver.Test, jetstream.JetStream) {
 	t.Helper()
 	ns := natsserver.StartTest(t)
 	js, err := jetstream.New(ns.Connect())

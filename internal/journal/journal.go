@@ -109,14 +109,17 @@ type Journal struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	segs    []segment // oldest first; the last is the one appended to
-	active  *os.File  // the last segment, open for writing; nil if none
-	dir     *os.File  // cfg.Dir, for fsync of new segment names
-	head    uint64    // sequence of the oldest unacknowledged record
-	headOff int64     // its offset in segs[0]
-	next    uint64    // sequence of the next record appended
-	closed  bool
+	appendMu sync.Mutex // one Append at a time
+
+	mu        sync.Mutex
+	appending bool      // an Append is writing: the active segment stays
+	segs      []segment // oldest first; the last is the one appended to
+	active    *os.File  // the last segment, open for writing; nil if none
+	dir       *os.File  // cfg.Dir, for fsync of new segment names
+	head      uint64    // sequence of the oldest unacknowledged record
+	headOff   int64     // its offset in segs[0]
+	next      uint64    // sequence of the next record appended
+	closed    bool
 
 	corrupt  prometheus.Counter
 	appended prometheus.Counter
@@ -294,31 +297,36 @@ var ErrClosed = errors.New("journal closed")
 // Append writes records as one group and fsyncs it. It stores the longest
 // prefix of records that fits under MaxBytes and returns its length; a
 // record larger than MaxRecord is an error and nothing is written. When it
-// returns, the n records survive a crash.
+// returns, the n records survive a crash. Appends run one at a time; Read
+// and Ack go on while one waits for its fsync.
 func (j *Journal) Append(records [][]byte) (n int, err error) {
 	for _, r := range records {
 		if len(r) > MaxRecord {
 			return 0, fmt.Errorf("journal: record of %d bytes, over %d", len(r), MaxRecord)
 		}
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.closed {
-		return 0, ErrClosed
-	}
-	now := j.cfg.Now()
-	total := j.bytesLocked()
-	// Plan: which records go in which segment.
+	j.appendMu.Lock()
+	defer j.appendMu.Unlock()
+
+	// Plan, under mu: which records go in which segment.
 	type write struct {
 		seg   segment // as committed before this group; size 0 for a new one
 		isNew bool
 		buf   []byte
 		count uint64
+		f     *os.File
 	}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return 0, ErrClosed
+	}
+	now := j.cfg.Now()
+	total := j.bytesLocked()
 	var writes []*write
 	var cur *write
-	if len(j.segs) > 0 && j.active != nil {
-		cur = &write{seg: j.segs[len(j.segs)-1]}
+	if len(j.segs) > 0 {
+		cur = &write{seg: j.segs[len(j.segs)-1], f: j.active}
 		writes = append(writes, cur)
 	}
 	seq := j.next
@@ -341,62 +349,73 @@ func (j *Journal) Append(records [][]byte) (n int, err error) {
 		seq++
 		n++
 	}
+	if n > 0 {
+		j.appending = true // Ack leaves the active segment alone
+	}
+	j.mu.Unlock()
 	if n == 0 {
 		return 0, nil
 	}
-	// Write and fsync every file before any of it counts.
-	var files []*os.File
+	defer func() {
+		j.mu.Lock()
+		j.appending = false
+		j.mu.Unlock()
+	}()
+
+	// Write and fsync, without mu: nothing here counts until committed.
 	undo := func() {
-		for i, w := range writes {
+		for _, w := range writes {
 			if w.isNew {
-				if i < len(files) && files[i] != nil {
-					files[i].Close()
+				if w.f != nil {
+					w.f.Close()
 				}
 				_ = os.Remove(j.path(w.seg))
 			} else if len(w.buf) > 0 {
-				_ = j.active.Truncate(w.seg.size)
+				_ = w.f.Truncate(w.seg.size)
 			}
 		}
 	}
-	newDir := false
+	newSegment := false
 	for _, w := range writes {
-		f := j.active
 		if w.isNew {
-			f, err = os.OpenFile(j.path(w.seg), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			w.f, err = os.OpenFile(j.path(w.seg), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				undo()
 				return 0, fmt.Errorf("journal: %w", err)
 			}
-			newDir = true
+			newSegment = true
 		}
-		files = append(files, f)
 		if len(w.buf) == 0 {
 			continue
 		}
-		if _, err = f.WriteAt(w.buf, w.seg.size); err == nil {
-			err = f.Sync()
+		if _, err = w.f.WriteAt(w.buf, w.seg.size); err == nil {
+			err = w.f.Sync()
 		}
 		if err != nil {
 			undo()
 			return 0, fmt.Errorf("journal: append: %w", err)
 		}
 	}
-	if newDir {
+	if newSegment {
 		// The new segment's name must survive a crash too.
 		if err := j.dir.Sync(); err != nil {
 			undo()
 			return 0, fmt.Errorf("journal: %w", err)
 		}
 	}
-	// Committed.
-	for i, w := range writes {
+
+	// Commit, under mu. Ack may have deleted acknowledged segments
+	// meanwhile, never the one appended to.
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, w := range writes {
 		w.seg.size += int64(len(w.buf))
 		w.seg.count += w.count
 		if w.isNew {
-			if j.active != nil && j.active != files[i] {
+			if j.active != nil {
 				j.active.Close()
 			}
-			j.active = files[i]
+			j.active = w.f
 			j.segs = append(j.segs, w.seg)
 		} else {
 			j.segs[len(j.segs)-1] = w.seg
@@ -438,11 +457,17 @@ func (j *Journal) Read(limit int) ([]Record, error) {
 				break
 			}
 			if errors.Is(err, errTorn) {
+				last := i == len(j.segs)-1
+				if last && j.appending {
+					// Cut once the Append in progress is done.
+					f.Close()
+					return out, fmt.Errorf("journal: damaged record at %s offset %d: %w", s.name(), off, err)
+				}
 				j.corrupt.Inc()
 				j.log.Error("journal record damaged since it was written; the rest of its segment is cut off",
 					"segment", s.name(), "offset", off, "bytes_cut", s.size-off, "err", err)
 				j.segs[i].size, j.segs[i].count = off, seq-s.base
-				if i < len(j.segs)-1 {
+				if !last {
 					_ = os.Truncate(j.path(s), off)
 				} else {
 					// The segment appended to: new records follow the cut.
@@ -484,8 +509,8 @@ func (j *Journal) Ack(r Record) error {
 			break
 		}
 		if len(j.segs) == 1 {
-			if j.head < j.next {
-				break // records appended after r's Read are still in it
+			if j.appending {
+				break // deleted by a later Ack
 			}
 			j.active.Close()
 			j.active = nil
@@ -567,6 +592,8 @@ func (j *Journal) Dir() string { return j.cfg.Dir }
 
 // Close closes the journal; its records stay on disk for the next Open.
 func (j *Journal) Close() error {
+	j.appendMu.Lock()
+	defer j.appendMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.closed = true

@@ -5,8 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/internal/journal"
+	"github.com/rackplane/rackplane/internal/metrictest"
 )
 
 func open(t testing.TB, dir string, maxBytes, segBytes int64) *journal.Journal {
@@ -224,4 +228,46 @@ func FuzzScan(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestJournalMetrics: the gauges say how much waits and since when, and
+// the counter how many torn records were cut off.
+func TestJournalMetrics(t *testing.T) {
+	dir := t.TempDir()
+	writeThenGarbage(t, dir, 3, []byte{1, 2, 3})
+	reg := prometheus.NewRegistry()
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	j, err := journal.Open(journal.Config{Dir: dir, Registerer: reg, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if _, err := j.Append(records(3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(90 * time.Second)
+	rs, err := j.Read(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Ack(rs[2]); err != nil { // the three of the torn journal
+		t.Fatal(err)
+	}
+	tests := []struct {
+		metric string
+		want   float64
+	}{
+		{"rackplane_journal_corrupt_records_total", 1},
+		{"rackplane_journal_records_pending", 2},
+		{"rackplane_journal_oldest_pending_age_seconds", 90},
+		{"rackplane_journal_bytes", float64(j.Bytes())},
+	}
+	for _, tt := range tests {
+		if got := metrictest.Value(t, reg, tt.metric, nil); got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.metric, got, tt.want)
+		}
+	}
+	if j.Bytes() == 0 {
+		t.Error("journal with records pending takes no bytes")
+	}
 }

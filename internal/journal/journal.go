@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,6 +149,12 @@ func Open(cfg Config) (*Journal, error) {
 	var err error
 	if j.dir, err = os.Open(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
+	}
+	// One process at a time: a second one would cut the first one's
+	// group in mid-write as a torn tail.
+	if err := syscall.Flock(int(j.dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		j.dir.Close()
+		return nil, rackplane.WrapError(rackplane.ECONFLICT, err, "journal %s is in use by another process", cfg.Dir)
 	}
 	if err := j.load(); err != nil {
 		j.Close()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,5 +270,22 @@ func TestJournalMetrics(t *testing.T) {
 	}
 	if j.Bytes() == 0 {
 		t.Error("journal with records pending takes no bytes")
+	}
+}
+
+// TestJournalIsOneProcessAtATime: a second Open of a journal in use fails and
+// says so, leaving the first one's records alone.
+func TestJournalIsOneProcessAtATime(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, 0, 0)
+	if _, err := j.Append(records(0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := journal.Open(journal.Config{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second Open of a journal in use: %v", err)
+	}
+	j.Close()
+	if got := readAll(t, open(t, dir, 0, 0)); len(got) != 1 {
+		t.Fatalf("after the refused Open, %d records, want 1", len(got))
 	}
 }

@@ -38,5 +38,7 @@
 // events_dropped event (journalled, once there is room, ahead of newer
 // events), so for every event published exactly one of these holds: it
 // arrives, or it is counted in exactly one events_dropped event. A drop
-// count still unreported when the rack stops is logged.
+// count still unreported at stop (the journal full) is journalled past the
+// cap, by that one record, so it outlives the process; only if that write
+// fails is it merely logged.
 package eventbus

@@ -42,8 +42,7 @@ func (p *Publisher) writeJournal(ctx context.Context) {
 				p.log.Error("events not written to the journal at stop: lost", "events", queued, "dir", p.cfg.Journal.Dir())
 			}
 			if unreported > 0 {
-				p.log.Error("events dropped since the last events_dropped report, not reported: the journal is full",
-					"dropped_unreported", unreported, "dir", p.cfg.Journal.Dir())
+				p.journalReportAtStop()
 			}
 			return
 		}
@@ -62,6 +61,29 @@ func (p *Publisher) writeJournal(ctx context.Context) {
 		case <-p.acked:
 		}
 	}
+}
+
+// journalReportAtStop journals the report of drops that found no room:
+// past the cap if need be, so that the count outlives the process.
+func (p *Publisher) journalReportAtStop() {
+	p.mu.Lock()
+	report, count, types, ok := p.dropReportLocked()
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	b, err := events.Encode(report)
+	if err == nil {
+		err = p.cfg.Journal.AppendBeyondCap(b)
+	}
+	if err != nil {
+		p.log.Error("events dropped since the last events_dropped report, and the report could not be journalled",
+			"dropped_unreported", count, "err", err, "dir", p.cfg.Journal.Dir())
+		return
+	}
+	p.mu.Lock()
+	p.reportedLocked(count, types)
+	p.mu.Unlock()
 }
 
 // commitGroup writes the queued events, and a report of drops before them,
@@ -215,7 +237,7 @@ func (p *Publisher) journalMessage(r journal.Record) *nats.Msg {
 	if err != nil {
 		p.log.Error("dropping a journal record that is not an event", "seq", r.Seq, "err", err)
 		p.mu.Lock()
-		p.countDrop("")
+		p.countDrop("unknown")
 		p.mu.Unlock()
 		return nil
 	}

@@ -160,42 +160,60 @@ func TestJournalledEventsSurviveARestart(t *testing.T) {
 // TestJournalCapDropsExactly: with NATS away and more events than the
 // journal holds, the publisher drops the ones that do not fit, and once
 // NATS is back the stream has every other one exactly once plus
-// events_dropped events whose counts add up to exactly the rest.
+// events_dropped events whose counts add up to exactly the rest, also
+// when the publisher stops and starts again with the journal full.
 func TestJournalCapDropsExactly(t *testing.T) {
-	ns, js := startStreams(t)
-	rack := uuid.NewString()
-	// The smallest journal there is: 1.2 MiB, room for ~3,000 events.
-	p := startJournalled(t, js, rack, t.TempDir(), 4*300<<10, 300<<10)
-	ns.Stop()
-	const n = 10000
-	want := map[string]bool{}
-	for i := 0; i < n; i++ {
-		e := rackEvent(t, rack, i)
-		p.pub.Publish(e)
-		want[e.ID] = true
-		if i%1000 == 0 {
-			waitJournalled(t, p.pub) // the journal, not memory, is the bound here
-		}
+	tests := []struct {
+		name    string
+		restart bool
+	}{
+		{"running", false},
+		{"stopped while full", true},
 	}
-	waitJournalled(t, p.pub)
-	if p.pub.Dropped() == 0 {
-		t.Fatalf("%d events fit in a journal of %d bytes", n, p.j.Bytes())
-	}
-	ns.Restart()
-	flush(t, p.pub)
-	seen, dropped := streamContents(t, js)
-	delivered := 0
-	for id, k := range seen {
-		if k != 1 {
-			t.Fatalf("event %s is in the stream %d times", id, k)
-		}
-		if want[id] {
-			delivered++
-		}
-	}
-	t.Logf("published %d: %d delivered, %d reported dropped", n, delivered, dropped)
-	if int64(delivered)+dropped != n || dropped != p.pub.Dropped() {
-		t.Fatalf("published %d: %d delivered + %d reported dropped (publisher counted %d); want the sum to be %d",
-			n, delivered, dropped, p.pub.Dropped(), n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, js := startStreams(t)
+			rack, dir := uuid.NewString(), t.TempDir()
+			// The smallest journal there is: 1.2 MiB, room for ~3,000 events.
+			const maxBytes, segBytes = 4 * 300 << 10, 300 << 10
+			p := startJournalled(t, js, rack, dir, maxBytes, segBytes)
+			ns.Stop()
+			const n = 10000
+			want := map[string]bool{}
+			for i := 0; i < n; i++ {
+				e := rackEvent(t, rack, i)
+				p.pub.Publish(e)
+				want[e.ID] = true
+				if i%1000 == 0 {
+					waitJournalled(t, p.pub) // the journal, not memory, is the bound here
+				}
+			}
+			waitJournalled(t, p.pub)
+			dropped := p.pub.Dropped()
+			if dropped == 0 {
+				t.Fatalf("%d events fit in a journal of %d bytes", n, p.j.Bytes())
+			}
+			if tt.restart {
+				p.stop()
+				p = startJournalled(t, js, rack, dir, maxBytes, segBytes)
+			}
+			ns.Restart()
+			flush(t, p.pub)
+			seen, reported := streamContents(t, js)
+			delivered := 0
+			for id, k := range seen {
+				if k != 1 {
+					t.Fatalf("event %s is in the stream %d times", id, k)
+				}
+				if want[id] {
+					delivered++
+				}
+			}
+			t.Logf("published %d: %d delivered, %d reported dropped", n, delivered, reported)
+			if int64(delivered)+reported != n || reported != dropped {
+				t.Fatalf("published %d: %d delivered + %d reported dropped (publisher counted %d); want the sum to be %d",
+					n, delivered, reported, dropped, n)
+			}
+		})
 	}
 }

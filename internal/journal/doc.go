@@ -42,7 +42,8 @@
 //
 // MaxBytes bounds the segment files on disk; an Append that would go past
 // it stores only the records that fit and says how many, and the caller
-// counts the others as dropped. Space comes back when every record of a
+// counts the others as dropped (AppendBeyondCap takes one record past the
+// cap, for the count of those at stop). Space comes back when every record of a
 // segment is acknowledged (the segment is deleted) or when all records
 // are (the active segment is deleted too).
 package journal

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -307,6 +308,18 @@ var ErrClosed = errors.New("journal closed")
 // returns, the n records survive a crash. Appends run one at a time; Read
 // and Ack go on while one waits for its fsync.
 func (j *Journal) Append(records [][]byte) (n int, err error) {
+	return j.append(records, j.cfg.MaxBytes)
+}
+
+// AppendBeyondCap appends one record even when the journal is full: for
+// the record a stopping writer must not lose (the count of the events it
+// dropped). It may take the journal past MaxBytes by that record.
+func (j *Journal) AppendBeyondCap(record []byte) error {
+	_, err := j.append([][]byte{record}, math.MaxInt64)
+	return err
+}
+
+func (j *Journal) append(records [][]byte, maxBytes int64) (n int, err error) {
 	for _, r := range records {
 		if len(r) > MaxRecord {
 			return 0, fmt.Errorf("journal: record of %d bytes, over %d", len(r), MaxRecord)
@@ -340,14 +353,14 @@ func (j *Journal) Append(records [][]byte) (n int, err error) {
 	for _, r := range records {
 		size := recordSize(len(r))
 		if cur == nil || (cur.seg.size+int64(len(cur.buf)) > int64(len(magic)) && cur.seg.size+int64(len(cur.buf))+size > j.cfg.SegmentBytes) {
-			if total+int64(len(magic))+size > j.cfg.MaxBytes {
+			if total+int64(len(magic))+size > maxBytes {
 				break
 			}
 			cur = &write{seg: segment{base: seq}, isNew: true, buf: []byte(magic)}
 			writes = append(writes, cur)
 			total += int64(len(magic))
 		}
-		if total+size > j.cfg.MaxBytes {
+		if total+size > maxBytes {
 			break
 		}
 		cur.buf = appendRecord(cur.buf, now, r)

@@ -134,11 +134,15 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 	return p
 }
 
-// Publish queues e. It never blocks.
+// Publish queues e. It never blocks: it waits neither for NATS nor for
+// the disk. With a journal, e is durable once the next group commit is
+// fsync'd (AwaitingJournal counts what is not yet).
 func (p *Publisher) Publish(e events.Event) {
 	p.mu.Lock()
-	if p.settledLocked() {
+	select {
+	case <-p.idle: // settled until now
 		p.idle = make(chan struct{})
+	default:
 	}
 	p.queue = append(p.queue, e)
 	p.overflowLocked()

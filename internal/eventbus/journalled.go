@@ -33,17 +33,21 @@ func (p *Publisher) writeJournal(ctx context.Context) {
 		stopping := ctx.Err() != nil
 		ok := p.commitGroup()
 		p.mu.Lock()
-		queued, unreported := len(p.queue), p.dropped
+		queued := len(p.queue)
 		p.mu.Unlock()
 		if stopping && (queued == 0 || !ok) {
 			// What is queued is in the journal, or the journal fails;
 			// either way nothing goes without a word.
 			if queued > 0 {
 				p.log.Error("events not written to the journal at stop: lost", "events", queued, "dir", p.cfg.Journal.Dir())
+				p.mu.Lock()
+				for _, e := range p.queue {
+					p.countDrop(e.Type)
+				}
+				p.queue = nil
+				p.mu.Unlock()
 			}
-			if unreported > 0 {
-				p.journalReportAtStop()
-			}
+			p.journalReportAtStop()
 			return
 		}
 		if !ok {
@@ -195,13 +199,25 @@ func (p *Publisher) sendJournal(ctx context.Context) {
 			continue
 		}
 		msgs := make([]*nats.Msg, len(records))
+		bad := make([]error, len(records))
 		for i, r := range records {
-			msgs[i] = p.journalMessage(r)
+			msgs[i], bad[i] = journalMessage(r)
 		}
 		acked := p.publishAll(ctx, msgs)
 		n := 0
 		for n < len(acked) && (acked[n] || msgs[n] == nil) {
 			n++
+		}
+		// A record that is not an event is dropped loudly and counted, once,
+		// as it leaves the journal: the journal's CRC makes it the mark of a
+		// bug, not of a crash.
+		for i := range n {
+			if bad[i] != nil {
+				p.log.Error("dropping a journal record that is not an event", "seq", records[i].Seq, "err", bad[i])
+				p.mu.Lock()
+				p.countDrop("unknown")
+				p.mu.Unlock()
+			}
 		}
 		if n > 0 {
 			if err := p.cfg.Journal.Ack(records[n-1]); err != nil {
@@ -224,25 +240,18 @@ func (p *Publisher) sendJournal(ctx context.Context) {
 }
 
 // journalMessage is the NATS message of a journal record: the event as
-// it was encoded, with its subject and id. A record that is not an event
-// (nil) is dropped loudly and counted: the journal's CRC makes this the
-// mark of a bug, not of a crash.
-func (p *Publisher) journalMessage(r journal.Record) *nats.Msg {
+// it was encoded, with its subject and id.
+func journalMessage(r journal.Record) (*nats.Msg, error) {
 	var e events.Event
-	err := json.Unmarshal(r.Data, &e)
-	var subj string
-	if err == nil {
-		subj, err = events.SubjectFor(e)
+	if err := json.Unmarshal(r.Data, &e); err != nil {
+		return nil, err
 	}
+	subj, err := events.SubjectFor(e)
 	if err != nil {
-		p.log.Error("dropping a journal record that is not an event", "seq", r.Seq, "err", err)
-		p.mu.Lock()
-		p.countDrop("unknown")
-		p.mu.Unlock()
-		return nil
+		return nil, err
 	}
 	m := nats.NewMsg(subj)
 	m.Data = r.Data
 	m.Header.Set(jetstream.MsgIDHeader, e.ID)
-	return m
+	return m, nil
 }

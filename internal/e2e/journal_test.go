@@ -22,9 +22,9 @@ import (
 )
 
 // TestRackEventsSurviveAnOutageAndAStop: with NATS away, a rack serves
-// 1,000 HTTP boot requests (each one a boot.handoff event) and is stopped,
+// 10,000 HTTP boot requests (each one a boot.handoff event) and is stopped,
 // with SIGTERM or with SIGKILL. NATS comes back, rackd and regiond start:
-// all 1,000 events are in the stream exactly once, and in the region's
+// all 10,000 events are in the stream exactly once, and in the region's
 // event log.
 func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 	endToEnd(t)
@@ -71,9 +71,9 @@ func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 			})
 
 			ns.Stop()
-			const n = 1000
+			const n = 10000
 			for i := 0; i < n; i++ {
-				resp, err := http.Get(fmt.Sprintf("%s/journal-test/%04d", base, i))
+				resp, err := http.Get(fmt.Sprintf("%s/journal-test/%05d", base, i))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -106,7 +106,7 @@ func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 					return err
 				}
 				for i := 0; i < n; i++ {
-					name := fmt.Sprintf("/journal-test/%04d", i)
+					name := fmt.Sprintf("/journal-test/%05d", i)
 					if got[name] != 1 {
 						return fmt.Errorf("%s is in the stream %d times, want once (%d names in all)", name, got[name], len(got))
 					}

@@ -33,6 +33,8 @@ import (
 	"github.com/rackplane/rackplane/rack/httpboot"
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/offload"
+	"github.com/rackplane/rackplane/rack/preseedcache"
+	"github.com/rackplane/rackplane/rack/reportqueue"
 	"github.com/rackplane/rackplane/rack/storage"
 	"github.com/rackplane/rackplane/rack/tftp"
 )
@@ -219,6 +221,10 @@ type Rack struct {
 	offload       *offload.Offload
 	offloadSocket *offload.SocketServer
 	dhcp          *dhcp.Server
+
+	preseedStore *preseedcache.Store
+	preseeds     *preseedcache.Prefetcher
+	reports      *reportqueue.Queue
 }
 
 // Option changes what New builds in ways an operator has no say in.
@@ -325,6 +331,9 @@ func (r *Rack) close() {
 	}
 	if r.images != nil {
 		_ = r.images.Close()
+	}
+	if r.reports != nil {
+		_ = r.reports.Close()
 	}
 	if r.ln != nil {
 		_ = r.ln.Close()
@@ -440,6 +449,8 @@ func (r *Rack) Run(ctx context.Context) error {
 	g.Go(func() error { return r.capabilities.Run(ctx) })
 	g.Go(func() error { return r.storage.Run(ctx) })
 	g.Go(func() error { return r.decisions.Run(ctx) })
+	g.Go(func() error { return r.preseeds.Run(ctx) })
+	g.Go(func() error { return r.reports.Run(ctx) })
 	g.Go(func() error { return r.syncReferences(ctx) })
 	g.Go(func() error { return r.offloadStore.Run(ctx) })
 	g.Go(func() error { return r.offload.Completions(ctx, r.nc, r.id) })

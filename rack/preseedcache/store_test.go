@@ -18,12 +18,14 @@ const machineA, machineB = "0190f0e0-0000-7000-8000-00000000000a", "0190f0e0-000
 func open(t *testing.T, dir string, cfg preseedcache.Config) *preseedcache.Store {
 	t.Helper()
 	cfg.DataDir = dir
-	s, err := preseedcache.Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	s, err := preseedcache.Open(cfg, quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func sealedFile(dir, id string) string { return filepath.Join(dir, preseedcache.Dir, id+".sealed") }
 

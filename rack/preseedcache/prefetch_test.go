@@ -75,8 +75,8 @@ func TestPrefetcherFollowsDeployments(t *testing.T) {
 	store := open(t, dir, preseedcache.Config{})
 	away := rackplane.Errorf(rackplane.EUNAVAILABLE, "nobody answers")
 	region := &regionPreseeds{fetches: map[string]int{}, errs: map[string][]error{
-		machineB:                               {away, away},
-		"0190f0e0-0000-7000-8000-00000000000c": {rackplane.Errorf(rackplane.ENOTFOUND, "not deploying")},
+		machineB: {away, away},
+		machineC: {rackplane.Errorf(rackplane.ENOTFOUND, "not deploying")},
 	}}
 	p, err := preseedcache.NewPrefetcher(store, region.fetch, quiet(), nil)
 	if err != nil {
@@ -96,7 +96,6 @@ func TestPrefetcherFollowsDeployments(t *testing.T) {
 	p.Decision(install("52:54:00:00:00:b1", machineB))
 	waitFor(t, "machine B cached after the region came back", cachedContent(store, machineB, "fetch 3"))
 	// The region refuses: nothing cached, not asked again.
-	const machineC = "0190f0e0-0000-7000-8000-00000000000c"
 	p.Decision(install("52:54:00:00:00:c1", machineC))
 	waitFor(t, "machine C refused", func() error {
 		if len(p.Pending()) != 0 {

@@ -13,7 +13,11 @@ import (
 	"github.com/rackplane/rackplane/rack/preseedcache"
 )
 
-const machineA, machineB = "0190f0e0-0000-7000-8000-00000000000a", "0190f0e0-0000-7000-8000-00000000000b"
+const (
+	machineA = "0190f0e0-0000-7000-8000-00000000000a"
+	machineB = "0190f0e0-0000-7000-8000-00000000000b"
+	machineC = "0190f0e0-0000-7000-8000-00000000000c"
+)
 
 func open(t *testing.T, dir string, cfg preseedcache.Config) *preseedcache.Store {
 	t.Helper()
@@ -106,7 +110,7 @@ func TestBounded(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	s := open(t, dir, preseedcache.Config{MaxEntries: 2, Now: func() time.Time { return now }})
-	ids := []string{machineA, machineB, "0190f0e0-0000-7000-8000-00000000000c"}
+	ids := []string{machineA, machineB, machineC}
 	for i, id := range ids {
 		now = now.Add(time.Minute)
 		if err := s.Put(preseedcache.Preseed{MachineID: id, Name: "p", Version: int64(i + 1), Content: "x"}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/preseedcache"
@@ -24,7 +25,7 @@ func (r *Rack) openInstall(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("preseed cache: %w", err)
 	}
-	r.reports, err = reportqueue.Open(reportqueue.Config{DataDir: dataDir}, r.callRegion, r.log.With("service", "region-call-queue"), r.registry)
+	r.reports, err = reportqueue.Open(reportqueue.Config{DataDir: dataDir}, r.deliverQueued, r.log.With("service", "region-call-queue"), r.registry)
 	if err != nil {
 		return fmt.Errorf("region call queue: %w", err)
 	}
@@ -49,8 +50,20 @@ type preseedRequest struct {
 
 func (r *Rack) askPreseed(ctx context.Context, req preseedRequest) (preseedReply, error) {
 	var out preseedReply
-	err := rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodPreseed), req, &out)
+	err := r.callRegion(ctx, events.MethodPreseed, req, &out)
 	return out, err
+}
+
+// callRegion makes an rpc call on the region, or fails at once while NATS
+// is away. The NATS client would otherwise keep the request in its
+// reconnect buffer and send it on reconnecting, long after the rack gave
+// up on it and served the installer from its cache and queue: the region
+// would take that call and then the queued one.
+func (r *Rack) callRegion(ctx context.Context, method string, req, out any) error {
+	if !r.nc.IsConnected() {
+		return rackplane.Errorf(rackplane.EUNAVAILABLE, "not connected to NATS: the region cannot be asked")
+	}
+	return rpc.Call(ctx, r.nc, events.RegionRPCSubject(method), req, out)
 }
 
 // prefetchPreseed fills the cache: the region records no fetch for it.
@@ -59,7 +72,7 @@ func (r *Rack) prefetchPreseed(ctx context.Context, machineID string) (preseedca
 	return preseedcache.Preseed{MachineID: machineID, Name: out.Name, Version: out.Version, Content: out.Content}, err
 }
 
-// callRegion makes a queued call.
-func (r *Rack) callRegion(ctx context.Context, method string, request json.RawMessage) error {
-	return rpc.Call(ctx, r.nc, events.RegionRPCSubject(method), request, nil)
+// deliverQueued makes a queued call.
+func (r *Rack) deliverQueued(ctx context.Context, method string, request json.RawMessage) error {
+	return r.callRegion(ctx, method, request, nil)
 }

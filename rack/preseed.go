@@ -16,7 +16,6 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
 )
@@ -109,7 +108,7 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 			Status  string `json:"status"`
 			Changed bool   `json:"changed"`
 		}
-		err = rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodInstallStatus), call, &out)
+		err = r.callRegion(ctx, events.MethodInstallStatus, call, &out)
 		if err == nil {
 			r.log.Info("install report taken", "machine_id", id, "result", report.Result, "status", out.Status, "changed", out.Changed)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -223,4 +224,46 @@ func TestSurvivesNATSBeingAway(t *testing.T) {
 	if n := s.streamLength(); n != uint64(len(want)) {
 		t.Fatalf("the stream holds %d events, want %d: some were published twice", n, len(want))
 	}
+}
+
+// TestPendingWhileAPassWaits: while a relay pass waits for JetStream's
+// acknowledgements (the stream is gone and only a tap listens on its
+// subjects, so nothing answers), the pending gauge counts the events that
+// wait, rather than what the last finished pass saw.
+func TestPendingWhileAPassWaits(t *testing.T) {
+	s := newSite(t)
+	r := outbox.New(s.db, s.js, outbox.Config{
+		Poll: time.Minute, AckTimeout: time.Hour, Logger: regiontest.Logger(), Registerer: s.reg,
+	})
+	regiontest.Run(t, r.Run)
+	s.emit(1, false)
+	s.relayed(1)
+	s.drained()
+
+	ctx := context.Background()
+	if err := s.js.DeleteStream(ctx, events.RegionStream); err != nil {
+		t.Fatal(err)
+	}
+	nc := s.ns.Connect()
+	tapped := make(chan struct{}, 10)
+	if _, err := nc.Subscribe(events.RegionEventsWildcard, func(*nats.Msg) { tapped <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.emit(2, false)
+	for i := range 2 { // the pass has published, and waits
+		select {
+		case <-tapped:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of 2 events published", i)
+		}
+	}
+	regiontest.Eventually(t, 10*time.Second, "the gauge counting the waiting events", func() error {
+		if got := s.pending(); got != 2 {
+			return fmt.Errorf("pending %v, want 2", got)
+		}
+		return nil
+	})
 }

@@ -51,18 +51,21 @@ func TestOldNATSServerIsRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := start(t, tt.name, tt.args...)
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("%s still running against nats-server %s after 30s:\n%s", tt.name, found, tail(p.Output(), 20))
-			}
-			if p.err == nil {
-				t.Fatalf("%s exited 0 against nats-server %s", tt.name, found)
-			}
-			want := fmt.Sprintf("runs version %s; Rackplane needs %s or later", found, eventbus.MinServerVersion)
-			if !strings.Contains(p.Output(), want) {
-				t.Fatalf("%s's output does not say %q:\n%s", tt.name, want, tail(p.Output(), 20))
-			}
+			exitsSaying(t, p, fmt.Sprintf("runs version %s; Rackplane needs %s or later", found, eventbus.MinServerVersion))
 		})
+	}
+}
+
+// exitsSaying waits for p to exit, and fails t unless it exited with an
+// error and said want.
+func exitsSaying(t *testing.T, p *proc, want string) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running after 30s:\n%s", p.name, tail(p.Output(), 20))
+	}
+	if p.err == nil || !strings.Contains(p.Output(), want) {
+		t.Fatalf("%s exited with %v, its output without %q:\n%s", p.name, p.err, want, tail(p.Output(), 20))
 	}
 }

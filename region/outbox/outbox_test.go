@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/region/outbox"
@@ -266,4 +268,52 @@ func TestPendingWhileAPassWaits(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRelayRecoversFromUnansweredPublishes: publishes that JetStream never
+// answers (the stream is gone and only a tap listens) must not pile up in
+// the client: once more went out unanswered than nats.go keeps pending
+// (4000), every later publish would fail until the connection dropped.
+// When the stream is back, the waiting events are relayed.
+func TestRelayRecoversFromUnansweredPublishes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 4500 events into the void first: skipped with -short")
+	}
+	s := newSite(t)
+	ctx := context.Background()
+	if err := s.js.DeleteStream(ctx, events.RegionStream); err != nil {
+		t.Fatal(err)
+	}
+	nc := s.ns.Connect()
+	var tapped atomic.Int64
+	tap, err := nc.Subscribe(events.RegionEventsWildcard, func(*nats.Msg) { tapped.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var want []events.Event
+	for range 9 {
+		want = append(want, s.emit(500, false)...)
+	}
+	r := outbox.New(s.db, s.js, outbox.Config{
+		Batch: 500, Poll: time.Minute, AckTimeout: 20 * time.Millisecond, Logger: regiontest.Logger(), Registerer: s.reg,
+	})
+	regiontest.Run(t, r.Run)
+	regiontest.Eventually(t, time.Minute, "more publishes unanswered than nats.go keeps pending", func() error {
+		if n := tapped.Load(); n < 4500 {
+			return fmt.Errorf("%d published", n)
+		}
+		return nil
+	})
+	if err := tap.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.EnsureStreams(ctx, s.js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.relayed(len(want)); !slices.Equal(got, ids(want)) {
+		t.Fatalf("relayed %d events, not the %d emitted in order", len(got), len(want))
+	}
 }

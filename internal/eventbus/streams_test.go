@@ -13,6 +13,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestStreamReplicasOnOneServer: a single server holds one replica; asking
@@ -92,7 +93,7 @@ func TestStreamReplicasInACluster(t *testing.T) {
 	if err := ensure(3); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, "the stream and its consumer on three servers", func() error {
+	regiontest.Eventually(t, 20*time.Second, "the stream and its consumer on three servers", func() error {
 		s, cn, msgs, err := replicasOf()
 		if err == nil && (s != 3 || cn != 3 || msgs != 5) {
 			err = fmt.Errorf("stream on %d servers with %d messages, consumer on %d; want 3, 5, 3", s, msgs, cn)
@@ -113,19 +114,4 @@ func placed(ci *jetstream.ClusterInfo) int {
 		return 0
 	}
 	return 1 + len(ci.Replicas)
-}
-
-func wait(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

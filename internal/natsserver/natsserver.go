@@ -17,6 +17,9 @@ type Config struct {
 	// ConfigFile is a NATS server configuration (authorization, accounts,
 	// ...) the fields above are laid over.
 	ConfigFile string
+	// SyncInterval is how often JetStream syncs its stores to disk (0:
+	// nats-server's default, 2 minutes).
+	SyncInterval time.Duration
 	// Cluster, when set, makes the server one node of a JetStream
 	// cluster: it listens for routes on ClusterPort and routes to every
 	// URL of Cluster.Routes (its own among them is ignored).
@@ -30,8 +33,13 @@ type ClusterConfig struct {
 	Routes []string
 }
 
-// Start starts a server and waits until it accepts connections.
+// Start starts a server and waits until it accepts connections. It logs
+// nothing; StartSupervised logs.
 func Start(cfg Config) (*server.Server, error) {
+	return start(cfg, nil)
+}
+
+func start(cfg Config, log server.Logger) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, fmt.Errorf("embedded nats: a JetStream store directory is required")
 	}
@@ -42,6 +50,9 @@ func Start(cfg Config) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if log != nil {
+		s.SetLoggerV2(log, false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -66,6 +77,9 @@ func options(cfg Config) (*server.Options, error) {
 	opts.JetStream, opts.StoreDir = true, cfg.StoreDir
 	opts.NoSigs, opts.NoLog = true, true
 	opts.MaxPayload = 8 << 20
+	if cfg.SyncInterval > 0 {
+		opts.SyncInterval = cfg.SyncInterval
+	}
 	if c := cfg.Cluster; c != nil {
 		if cfg.Name == "" {
 			return nil, fmt.Errorf("embedded nats: a cluster node needs a name")

@@ -22,6 +22,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/region/ingest"
 )
 
 // natsNode is one nats-server process of a cluster, which the test can
@@ -180,6 +181,18 @@ func TestNATSNodeKilledWhileRacksPublish(t *testing.T) {
 			return nil
 		})
 	}
+	eventually(t, 30*time.Second, "the region's rack event consumer on three servers", func() error {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		c, err := js.Consumer(cctx, events.RackStream, ingest.ConsumerName)
+		if err != nil {
+			return err
+		}
+		if ci := c.CachedInfo(); ci.Cluster == nil || ci.Cluster.Leader == "" || len(ci.Cluster.Replicas) != 2 {
+			return fmt.Errorf("cluster %+v", ci.Cluster)
+		}
+		return nil
+	})
 
 	const racks, perRack = 10, 150
 	var rackHTTP []string

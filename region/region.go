@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/eventbus"
@@ -45,8 +46,11 @@ type Config struct {
 	HTTPAddr        string
 	HeartbeatMisses int
 	StreamMaxAge    time.Duration
-	IngestBatch     int
-	DeployTimeout   time.Duration
+	// StreamReplicas is how many NATS servers hold each stream: 1 on a
+	// single server, 3 in a three-node JetStream cluster.
+	StreamReplicas int
+	IngestBatch    int
+	DeployTimeout  time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -55,6 +59,7 @@ func DefaultConfig() Config {
 		HTTPAddr:        "127.0.0.1:5240",
 		HeartbeatMisses: 3,
 		StreamMaxAge:    7 * 24 * time.Hour,
+		StreamReplicas:  1,
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
 	}
@@ -65,6 +70,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address the web API listens on")
 	fs.IntVar(&c.HeartbeatMisses, "heartbeat-misses", c.HeartbeatMisses, "heartbeat intervals a rack may miss before it is offline")
 	fs.DurationVar(&c.StreamMaxAge, "stream-max-age", c.StreamMaxAge, "how long events stay on the JetStream streams (Postgres keeps them for good)")
+	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
 }
@@ -80,6 +86,9 @@ func (c Config) Validate() error {
 	}
 	if c.StreamMaxAge < time.Minute {
 		errs = append(errs, fmt.Errorf("-stream-max-age %s: want at least 1m", c.StreamMaxAge))
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > eventbus.MaxStreamReplicas {
+		errs = append(errs, fmt.Errorf("-nats-stream-replicas %d: want 1 to %d (3 in a three-node NATS cluster)", c.StreamReplicas, eventbus.MaxStreamReplicas))
 	}
 	if c.IngestBatch < 1 || c.IngestBatch > 10000 {
 		errs = append(errs, fmt.Errorf("-ingest-batch %d: want 1 to 10000", c.IngestBatch))
@@ -191,13 +200,31 @@ func (r *Region) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// ensureStreams retries while NATS is not there yet.
+// ensureStreams retries while NATS is not there yet, or its cluster too
+// small for the replicas (it may be forming); a server too old or not
+// clustered at all is reported at once, since waiting cannot fix that.
 func (r *Region) ensureStreams(ctx context.Context) error {
-	return backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) error {
+	var permanent error
+	err := backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		return eventbus.EnsureStreams(sctx, r.js, r.cfg.StreamMaxAge)
+		if err := eventbus.CheckServerVersion(r.nc); err != nil {
+			if rackplane.ErrorCode(err) == rackplane.EINVALID {
+				permanent = err
+				return nil
+			}
+			return err
+		}
+		err := eventbus.EnsureReplicatedStreams(sctx, r.js, eventbus.StreamOptions{MaxAge: r.cfg.StreamMaxAge, Replicas: r.cfg.StreamReplicas})
+		if rackplane.ErrorCode(err) == rackplane.EINVALID {
+			permanent, err = fmt.Errorf("-nats-stream-replicas %d: %w", r.cfg.StreamReplicas, err), nil
+		}
+		return err
 	}, func(err error, wait time.Duration) {
 		r.log.Warn("JetStream not ready, retrying", "err", err, "retry_in", wait)
 	})
+	if permanent != nil {
+		return permanent
+	}
+	return err
 }

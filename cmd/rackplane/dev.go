@@ -230,12 +230,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("-nats-addr port %q: %w", portStr, err)
 	}
-	ns, err := natsserver.Start(natsserver.Config{Host: host, Port: port, StoreDir: filepath.Join(dataDir, "nats"), Name: "rackplane-dev"})
+	// Supervised: its log joins ours, and it is started again when a
+	// JetStream store fails for good (as running out of file descriptors
+	// makes it), which would otherwise stop every event until a restart.
+	ns, err := natsserver.StartSupervised(natsserver.Config{Host: host, Port: port, StoreDir: filepath.Join(dataDir, "nats"), Name: "rackplane-dev"},
+		log.With("component", "nats"))
 	if err != nil {
 		return err
 	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	natsURL := ns.ClientURL()
+	defer ns.Shutdown()
+	natsURL := ns.Server().ClientURL()
 
 	// Region and rack are built as regiond and rackd build them, on the
 	// embedded server.
@@ -277,6 +281,7 @@ Join a second rack:
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return rk.Run(gctx) })
+	g.Go(func() error { return ns.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

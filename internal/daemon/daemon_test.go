@@ -38,16 +38,16 @@ func TestFlags(t *testing.T) {
 	}{
 		{"regiond", region.RegisterFlags,
 			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
-				"heartbeat-misses", "stream-max-age", "ingest-batch", "deploy-timeout", "log-level"},
+				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level"},
 			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
-				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7"},
+				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3"},
 			func() bool {
 				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
 					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
 					region.NATS.CertFile == "c.pem" && region.NATS.KeyFile == "k.pem" && region.Log.Level == "debug" &&
-					region.Region.IngestBatch == 7
+					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
@@ -97,6 +97,7 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 
 	region := regiond.DefaultConfig()
 	region.Region.HTTPAddr, region.Region.HeartbeatMisses, region.Region.IngestBatch = "no-port", 0, 0
+	region.Region.StreamReplicas = 6
 	region.NATS.URL, region.NATS.CertFile = "", "c.pem"
 	region.Postgres.URL = "postgres://db:notaport/x"
 	region.Log.Level = "loud"
@@ -109,7 +110,7 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 		err  error
 		want []string
 	}{
-		{"regiond", region.Validate(), []string{`-http-addr "no-port"`, "-heartbeat-misses 0", "-ingest-batch 0",
+		{"regiond", region.Validate(), []string{`-http-addr "no-port"`, "-heartbeat-misses 0", "-ingest-batch 0", "-nats-stream-replicas 6",
 			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`}},
 		{"rackd", rack.Validate(), []string{"-name is empty", "-data-dir is empty", "-tftp-window 0",
 			"-nats-cert and -nats-key", `-log-level "quiet"`}},

@@ -31,6 +31,11 @@ type NATSConfig struct {
 	// InboxPrefix replaces _INBOX for replies to this connection, so
 	// subject permissions can confine a rack to its own replies.
 	InboxPrefix string
+	// ServerCheck, when set, vets each server connected to (its version):
+	// NATS returns its error when the first server is refused; a server
+	// refused on a later (re)connect is logged as an error, since the
+	// binary must keep running and retrying.
+	ServerCheck func(*nats.Conn) error
 }
 
 // DefaultNATSConfig returns the defaults: the NATS server on this host.
@@ -80,8 +85,16 @@ func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
 				log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ConnectHandler(func(c *nats.Conn) { errs.reset(); log.Info("connected to NATS", "url", c.ConnectedUrl()) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { errs.reset(); log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		nats.ConnectHandler(func(c *nats.Conn) {
+			errs.reset()
+			log.Info("connected to NATS", "url", c.ConnectedUrlRedacted(), "server_version", c.ConnectedServerVersion())
+			vet(cfg, c, log)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			errs.reset()
+			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted(), "server_version", c.ConnectedServerVersion())
+			vet(cfg, c, log)
+		}),
 		// Permission violations and auth failures arrive here; without a
 		// handler nats.go would print them to stderr unstructured.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { errs.report(sub, err) }),
@@ -112,7 +125,24 @@ func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats %s: %w", redact(cfg.URL), err)
 	}
+	// Connected at once: a refused server stops the binary here.
+	if cfg.ServerCheck != nil && nc.IsConnected() {
+		if err := cfg.ServerCheck(nc); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	return nc, nil
+}
+
+// vet logs a server cfg.ServerCheck refuses on a later connect.
+func vet(cfg NATSConfig, c *nats.Conn, log *slog.Logger) {
+	if cfg.ServerCheck == nil {
+		return
+	}
+	if err := cfg.ServerCheck(c); err != nil {
+		log.Error("NATS server refused", "err", err)
+	}
 }
 
 // redact hides the secrets of a comma-separated NATS URL list: a

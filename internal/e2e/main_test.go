@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/rackplane/rackplane/cmd/...")
+	// nats-server too, from the module's own dependency: the cluster test
+	// kills one with SIGKILL, which an embedded server cannot be.
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/rackplane/rackplane/cmd/...", "github.com/nats-io/nats-server/v2")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)

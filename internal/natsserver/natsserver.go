@@ -2,6 +2,7 @@ package natsserver
 
 import (
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,10 +17,29 @@ type Config struct {
 	// ConfigFile is a NATS server configuration (authorization, accounts,
 	// ...) the fields above are laid over.
 	ConfigFile string
+	// SyncInterval is how often JetStream syncs its stores to disk (0:
+	// nats-server's default, 2 minutes).
+	SyncInterval time.Duration
+	// Cluster, when set, makes the server one node of a JetStream
+	// cluster: it listens for routes on ClusterPort and routes to every
+	// URL of Cluster.Routes (its own among them is ignored).
+	Cluster *ClusterConfig
 }
 
-// Start starts a server and waits until it accepts connections.
+// ClusterConfig is a node's part in a cluster.
+type ClusterConfig struct {
+	Name   string // the same on every node
+	Port   int    // routes listen here, on Config.Host
+	Routes []string
+}
+
+// Start starts a server and waits until it accepts connections. It logs
+// nothing; StartSupervised logs.
 func Start(cfg Config) (*server.Server, error) {
+	return start(cfg, nil)
+}
+
+func start(cfg Config, log server.Logger) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, fmt.Errorf("embedded nats: a JetStream store directory is required")
 	}
@@ -30,6 +50,9 @@ func Start(cfg Config) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if log != nil {
+		s.SetLoggerV2(log, false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -54,6 +77,20 @@ func options(cfg Config) (*server.Options, error) {
 	opts.JetStream, opts.StoreDir = true, cfg.StoreDir
 	opts.NoSigs, opts.NoLog = true, true
 	opts.MaxPayload = 8 << 20
+	if cfg.SyncInterval > 0 {
+		opts.SyncInterval = cfg.SyncInterval
+	}
+	if c := cfg.Cluster; c != nil {
+		if cfg.Name == "" {
+			return nil, fmt.Errorf("embedded nats: a cluster node needs a name")
+		}
+		opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = c.Name, cfg.Host, c.Port
+		routes, err := routeURLs(c.Routes)
+		if err != nil {
+			return nil, err
+		}
+		opts.Routes = routes
+	}
 	return opts, nil
 }
 
@@ -68,4 +105,16 @@ func Reload(s *server.Server, cfg Config) error {
 		return fmt.Errorf("embedded nats: reload: %w", err)
 	}
 	return nil
+}
+
+func routeURLs(routes []string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, r := range routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: route %q: %w", r, err)
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,7 +33,7 @@ type Relay struct {
 	log *slog.Logger
 
 	relayed prometheus.Counter
-	pending prometheus.Gauge
+	pending prometheus.GaugeFunc
 }
 
 // New returns a relay.
@@ -49,14 +50,29 @@ func New(db *postgres.DB, js jetstream.JetStream, cfg Config) *Relay {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Publishes go through a JetStream context of the relay's own on js's
+	// connection, one that forgets an acknowledgement after AckTimeout.
+	// Without that nats.go keeps every unanswered publish pending for as
+	// long as the connection lasts, and once 4000 are (a JetStream that
+	// stops answering while the connection stays up: a lost stream, a
+	// server out of file descriptors) every later publish fails at once,
+	// until regiond is restarted. (New fails only on an invalid option,
+	// and AckTimeout is positive here.)
+	if own, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(cfg.AckTimeout)); err == nil {
+		js = own
+	}
 	r := &Relay{db: db, js: js, cfg: cfg, log: cfg.Logger,
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_outbox_relayed_total", Help: "Region events published from the outbox.",
 		}),
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "rackplane_region_outbox_pending", Help: "Region events waiting in the outbox (as of the last relay pass).",
-		}),
 	}
+	// Counted when scraped, not after each pass: a pass can wait
+	// AckTimeout on a JetStream that does not answer, and back-off
+	// follows a failed one, and a gauge set between passes showed the
+	// outbox empty all that time while events waited.
+	r.pending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackplane_region_outbox_pending", Help: "Region events waiting in the outbox (NaN when PostgreSQL cannot count them).",
+	}, r.countPending)
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(r.relayed, r.pending)
 	}
@@ -83,11 +99,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			retry.Reset()
 			continue // more waiting
 		}
-		// What still waits, after a failed pass too: while NATS is away
-		// the outbox grows, and that is when this must show it.
-		if l, err := r.db.OutboxLength(ctx); err == nil {
-			r.pending.Set(float64(l))
-		}
 		if err != nil {
 			wait := retry.Next()
 			r.log.Warn("outbox relay failed, will retry", "err", err, "retry_in", wait)
@@ -102,6 +113,19 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// countPending is the pending gauge's value: what waits in the outbox
+// now, or NaN (unknown, not none) when PostgreSQL does not say.
+func (r *Relay) countPending() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, err := r.db.OutboxLength(ctx)
+	if err != nil {
+		r.log.Warn("counting the outbox for rackplane_region_outbox_pending", "err", err)
+		return math.NaN()
+	}
+	return float64(n)
 }
 
 // listen turns LISTEN notifications into wake-ups; the poll covers the

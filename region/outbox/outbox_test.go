@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/region/outbox"
@@ -222,5 +225,95 @@ func TestSurvivesNATSBeingAway(t *testing.T) {
 	s.drained()
 	if n := s.streamLength(); n != uint64(len(want)) {
 		t.Fatalf("the stream holds %d events, want %d: some were published twice", n, len(want))
+	}
+}
+
+// TestPendingWhileAPassWaits: while a relay pass waits for JetStream's
+// acknowledgements (the stream is gone and only a tap listens on its
+// subjects, so nothing answers), the pending gauge counts the events that
+// wait, rather than what the last finished pass saw.
+func TestPendingWhileAPassWaits(t *testing.T) {
+	s := newSite(t)
+	r := outbox.New(s.db, s.js, outbox.Config{
+		Poll: time.Minute, AckTimeout: time.Hour, Logger: regiontest.Logger(), Registerer: s.reg,
+	})
+	regiontest.Run(t, r.Run)
+	s.emit(1, false)
+	s.relayed(1)
+	s.drained()
+
+	ctx := context.Background()
+	if err := s.js.DeleteStream(ctx, events.RegionStream); err != nil {
+		t.Fatal(err)
+	}
+	nc := s.ns.Connect()
+	tapped := make(chan struct{}, 10)
+	if _, err := nc.Subscribe(events.RegionEventsWildcard, func(*nats.Msg) { tapped <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.emit(2, false)
+	for i := range 2 { // the pass has published, and waits
+		select {
+		case <-tapped:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of 2 events published", i)
+		}
+	}
+	regiontest.Eventually(t, 10*time.Second, "the gauge counting the waiting events", func() error {
+		if got := s.pending(); got != 2 {
+			return fmt.Errorf("pending %v, want 2", got)
+		}
+		return nil
+	})
+}
+
+// TestRelayRecoversFromUnansweredPublishes: publishes that JetStream never
+// answers (the stream is gone and only a tap listens) must not pile up in
+// the client: once more went out unanswered than nats.go keeps pending
+// (4000), every later publish would fail until the connection dropped.
+// When the stream is back, the waiting events are relayed.
+func TestRelayRecoversFromUnansweredPublishes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 4500 events into the void first: skipped with -short")
+	}
+	s := newSite(t)
+	ctx := context.Background()
+	if err := s.js.DeleteStream(ctx, events.RegionStream); err != nil {
+		t.Fatal(err)
+	}
+	nc := s.ns.Connect()
+	var tapped atomic.Int64
+	tap, err := nc.Subscribe(events.RegionEventsWildcard, func(*nats.Msg) { tapped.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var want []events.Event
+	for range 9 {
+		want = append(want, s.emit(500, false)...)
+	}
+	r := outbox.New(s.db, s.js, outbox.Config{
+		Batch: 500, Poll: time.Minute, AckTimeout: 20 * time.Millisecond, Logger: regiontest.Logger(), Registerer: s.reg,
+	})
+	regiontest.Run(t, r.Run)
+	regiontest.Eventually(t, time.Minute, "more publishes unanswered than nats.go keeps pending", func() error {
+		if n := tapped.Load(); n < 4500 {
+			return fmt.Errorf("%d published", n)
+		}
+		return nil
+	})
+	if err := tap.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.EnsureStreams(ctx, s.js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.relayed(len(want)); !slices.Equal(got, ids(want)) {
+		t.Fatalf("relayed %d events, not the %d emitted in order", len(got), len(want))
 	}
 }

@@ -57,6 +57,10 @@ func (db *DB) Emit(ctx context.Context, tx pgx.Tx, stream string, expected int64
 // absorbs it. It returns how many events left the outbox.
 func (db *DB) RelayOutbox(ctx context.Context, limit int, publish func(context.Context, []events.Event) ([]string, error)) (int, error) {
 	n := 0
+	// The publish error of a pass that published nothing; the transaction
+	// only rolls back on it, so it is kept here rather than threaded
+	// through pgx.BeginFunc's error.
+	var publishErr error
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `WITH claimed AS (
 				SELECT event_id FROM outbox ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED)
@@ -84,16 +88,18 @@ func (db *DB) RelayOutbox(ctx context.Context, limit int, publish func(context.C
 			n = int(tag.RowsAffected())
 		}
 		if perr != nil && len(acked) == 0 {
-			return errors.Join(errRelayNothing, perr)
+			publishErr = perr
+			return errRelayNothing
 		}
 		return nil
 	})
-	if errors.Is(err, errRelayNothing) {
-		return 0, fmt.Errorf("relay: publish: %w", errors.Unwrap(err))
+	if publishErr != nil {
+		return 0, fmt.Errorf("relay: publish: %w", publishErr)
 	}
 	return n, err
 }
 
+// errRelayNothing rolls back a pass that published nothing.
 var errRelayNothing = errors.New("nothing published")
 
 // OutboxLength returns how many events wait for relay.

@@ -85,3 +85,33 @@ func TestOutboxTwoRelays(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboxRelayReportsThePublishError: a pass whose publish fails for
+// every event returns that error, wrapped (it once came out as
+// "relay: publish: %!w(<nil>)"), and leaves the events queued.
+func TestOutboxRelayReportsThePublishError(t *testing.T) {
+	ctx := context.Background()
+	db := regiontest.DB(t)
+	err := db.InTx(ctx, func(tx pgx.Tx) error {
+		for range 2 {
+			rack := uuid.NewString()
+			e, _ := events.New(events.RegionSource, events.TypeRackOffline, events.RackStreamName(rack), time.Now(),
+				events.RackLiveness{RackID: rack, Reason: "test"})
+			if _, err := db.Emit(ctx, tx, e.Subject, postgres.ExpectNoStream, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	away := errors.New("nats: no response from stream")
+	n, err := db.RelayOutbox(ctx, 10, func(context.Context, []events.Event) ([]string, error) { return nil, away })
+	if n != 0 || !errors.Is(err, away) || err.Error() != "relay: publish: "+away.Error() {
+		t.Fatalf("RelayOutbox: %d, %v; want 0 and relay: publish: %v", n, err, away)
+	}
+	if l, err := db.OutboxLength(ctx); err != nil || l != 2 {
+		t.Fatalf("outbox holds %d (%v), want 2", l, err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/rack"
 )
@@ -45,7 +46,8 @@ type Rack struct {
 // New connects to NATS as rackd and builds the rack on that connection.
 // The rack's id comes first, from its data directory: the connection's
 // reply inbox carries it, so NATS permissions can confine the rack to its
-// own replies. The connection's Name and InboxPrefix are set here; the
+// own replies. The connection's Name, InboxPrefix and ServerCheck (the
+// oldest NATS server version it takes) are set here; the
 // caller gives the rest of nc.
 func New(ctx context.Context, cfg rack.Config, nc dial.NATSConfig, log *slog.Logger) (*Rack, error) {
 	// Checked before the data directory is used for the id.
@@ -57,6 +59,7 @@ func New(ctx context.Context, cfg rack.Config, nc dial.NATSConfig, log *slog.Log
 		return nil, err
 	}
 	nc.Name, nc.InboxPrefix = "rackd "+cfg.Name, events.RackInboxPrefix(id)
+	nc.ServerCheck = eventbus.CheckServerVersion
 	conn, err := dial.NATS(nc, log)
 	if err != nil {
 		return nil, err

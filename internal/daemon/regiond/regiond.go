@@ -11,6 +11,7 @@ import (
 
 	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/region"
 )
@@ -43,10 +44,11 @@ type Region struct {
 }
 
 // New connects to NATS as regiond and builds the region on that
-// connection and pool. The connection's Name is set here; the caller
+// connection and pool. The connection's Name and ServerCheck (the
+// oldest NATS server version it takes) are set here; the caller
 // gives the rest of nc.
 func New(cfg region.Config, nc dial.NATSConfig, pool *pgxpool.Pool, log *slog.Logger) (*Region, error) {
-	nc.Name = "regiond"
+	nc.Name, nc.ServerCheck = "regiond", eventbus.CheckServerVersion
 	conn, err := dial.NATS(nc, log)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,118 @@
+package natsserver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/region/regiontest"
+)
+
+// criticalSeen is a log that notes nats-server's critical write error.
+type criticalSeen struct{ seen atomic.Bool }
+
+func (c *criticalSeen) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("Critical write error")) {
+		c.seen.Store(true)
+	}
+	return len(p), nil
+}
+
+// TestSupervisedServerOutlivesDescriptorExhaustion: the process runs out
+// of file descriptors for a moment while a stream has unsynced messages.
+// nats-server keeps the EMFILE of its periodic sync as a critical write
+// error and refuses every later message on that stream, descriptors free
+// or not; the supervised server is started again once the store can be
+// written, and the stream takes messages again.
+func TestSupervisedServerOutlivesDescriptorExhaustion(t *testing.T) {
+	var logged criticalSeen
+	sv, err := natsserver.StartSupervised(natsserver.Config{Port: -1, StoreDir: t.TempDir(), SyncInterval: 100 * time.Millisecond},
+		slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sv.Shutdown)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	nc, err := nats.Connect(sv.Server().ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := js.Publish(pctx, "s.x", []byte("x"))
+		return err
+	}
+	if err := publish(); err != nil {
+		t.Fatal(err)
+	}
+
+	exhaust(t, func() {
+		// A message waiting for the sync, which now cannot open index.db.
+		_ = publish()
+		regiontest.Eventually(t, 10*time.Second, "the critical write error logged", func() error {
+			if !logged.seen.Load() {
+				return errors.New("not logged")
+			}
+			return nil
+		})
+	})
+	regiontest.Eventually(t, 30*time.Second, "the stream taking messages again", publish)
+	if n := sv.Restarts(); n != 1 {
+		t.Errorf("%d restarts, want 1", n)
+	}
+}
+
+// exhaust runs f while this process can open no more files, and frees
+// them after.
+func exhaust(t *testing.T, f func()) {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = 256
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	var held []*os.File
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+			t.Error(err)
+		}
+	}()
+	for range low.Cur {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			break
+		}
+		held = append(held, f)
+	}
+	f()
+}

@@ -100,7 +100,10 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 		cfg.Now = time.Now
 	}
 	p := &Publisher{
-		js:           js,
+		// A publish JetStream never answers is forgotten after
+		// AckTimeout (and retried), so that unanswered ones cannot pile
+		// up until every publish fails.
+		js:           ForgettingAfter(js, cfg.AckTimeout),
 		cfg:          cfg,
 		log:          cfg.Logger,
 		droppedTypes: map[string]int64{},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
@@ -177,5 +178,87 @@ func TestPublisherLogsAnOutageSparingly(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "failing_for=31") {
 		t.Fatalf("the recovery line does not say how long publishing failed; log:\n%s", logs.String())
+	}
+}
+
+// TestPublisherRecoversFromUnansweredPublishes: publishes that JetStream
+// never answers (the stream is gone and only a tap listens, as when a
+// server's store fails while the connection stays up) must not pile up in
+// the client: once more went out unanswered than nats.go keeps pending
+// (4000), every later publish would fail until the connection dropped.
+// When the stream is back, every event arrives.
+func TestPublisherRecoversFromUnansweredPublishes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 4500 times into the void first: skipped with -short")
+	}
+	ns, js := startStreams(t)
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, events.RackStream); err != nil {
+		t.Fatal(err)
+	}
+	nc := ns.Connect()
+	var tapped atomic.Int64
+	tap, err := nc.Subscribe(events.RackEventsWildcard, func(*nats.Msg) { tapped.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rack := uuid.NewString()
+	pub := eventbus.NewPublisher(js, eventbus.PublisherConfig{
+		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), Buffer: 10000, Batch: 500, AckTimeout: 20 * time.Millisecond,
+	})
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go pub.Run(pctx)
+	var ids []string
+	for i := 0; i < 1000; i++ {
+		e, _ := events.New(events.RackSource(rack), events.TypeRackRegistered, events.RackStreamName(rack), time.Now(),
+			events.RackRegistered{Name: "r", Version: "1", StartedAt: time.Now().UTC()})
+		pub.Publish(e)
+		ids = append(ids, e.ID)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for tapped.Load() < 4500 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d publishes went out in a minute", tapped.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tap.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.EnsureStreams(ctx, js, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer fcancel()
+	if err := pub.Flush(fctx); err != nil {
+		t.Fatalf("flush after the stream came back: %v", err)
+	}
+	cons, err := js.OrderedConsumer(ctx, events.RackStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < len(ids) {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			got[m.Headers().Get(nats.MsgIdHdr)] = true
+			n++
+		}
+		if n == 0 {
+			break
+		}
+	}
+	for _, id := range ids {
+		if !got[id] {
+			t.Fatalf("%d of %d events in the stream after it came back", len(got), len(ids))
+		}
 	}
 }

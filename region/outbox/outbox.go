@@ -52,15 +52,9 @@ func New(db *postgres.DB, js jetstream.JetStream, cfg Config) *Relay {
 	}
 	// Publishes go through a JetStream context of the relay's own on js's
 	// connection, one that forgets an acknowledgement after AckTimeout.
-	// Without that nats.go keeps every unanswered publish pending for as
-	// long as the connection lasts, and once 4000 are (a JetStream that
-	// stops answering while the connection stays up: a lost stream, a
-	// server out of file descriptors) every later publish fails at once,
-	// until regiond is restarted. (New fails only on an invalid option,
-	// and AckTimeout is positive here.)
-	if own, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(cfg.AckTimeout)); err == nil {
-		js = own
-	}
+	// A publish JetStream never answers is forgotten after AckTimeout,
+	// so that unanswered ones cannot pile up until every publish fails.
+	js = eventbus.ForgettingAfter(js, cfg.AckTimeout)
 	r := &Relay{db: db, js: js, cfg: cfg, log: cfg.Logger,
 		relayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_outbox_relayed_total", Help: "Region events published from the outbox.",

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,6 +48,15 @@ func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:03", uefi: true})
 }
 
+// TestRackdProxyDHCPBootsUEFI is the UEFI boot beside dnsmasq: dnsmasq
+// gives OVMF its address only, rackd in proxy mode the boot file
+// (snponly.efi) and itself as next-server; iPXE then asks again and gets
+// the rack's script in rackd's proxy offer.
+func TestRackdProxyDHCPBootsUEFI(t *testing.T) {
+	endToEnd(t)
+	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:04", proxy: true, uefi: true})
+}
+
 // TestSiteDHCPServerBootsFromTheRack keeps the site's DHCP server as the
 // only one answering, with rackd's DHCP off: dnsmasq runs with the rules
 // docs/boot-networks.md gives operators, read from that page, and a BIOS
@@ -56,8 +64,8 @@ func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
 // rack.
 func TestSiteDHCPServerBootsFromTheRack(t *testing.T) {
 	endToEnd(t)
-	t.Run("bios", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:04", site: true}) })
-	t.Run("uefi", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:05", site: true, uefi: true}) })
+	t.Run("bios", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:06", site: true}) })
+	t.Run("uefi", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:07", site: true, uefi: true}) })
 }
 
 type vmBoot struct {
@@ -89,17 +97,10 @@ func documentedDnsmasqRules(t *testing.T) string {
 
 func qemuDHCPBoot(t *testing.T, vm vmBoot) {
 	qemu := pxetest.QEMU(t)
-	kernel := pxetest.Kernel(t)
-	initrd := pxetest.Initramfs(t, `#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-echo `+qemuBootMarker+`
-echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
-/bin/busybox poweroff -f
-`, nil)
 	mac := vm.mac
 	firmware := []string{"-device", "virtio-net-pci,netdev=n0,mac=" + mac}
 	if vm.uefi {
-		firmware = ovmf(t, mac)
+		firmware = pxetest.OVMF(t, mac, false)
 	}
 	seg := netnstest.New(t)
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
@@ -119,34 +120,8 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 
 	// The rack has the machine's boot decision cached (as from the region)
 	// and its kernel and initrd in the fallback boot root.
-	dataDir, bootRoot := t.TempDir(), t.TempDir()
-	var err error
-	d := events.BootDecision{MAC: mac, MachineID: "dhcp-vm", Purpose: events.BootPurposeInstall, Arch: "amd64",
-		Kernel: "pxe/vmlinuz", Initrd: "pxe/initrd.gz", Params: []string{"console=ttyS0", "panic=-1", "rackplane.dhcp=ok"}}
-	writeJSON(t, filepath.Join(dataDir, bootconfig.CacheFile), map[string]any{"stream_seq": 0, "decisions": map[string]any{mac: d}})
-	kb, err := os.ReadFile(kernel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(bootRoot, "pxe"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"vmlinuz": kb, "initrd.gz": initrd} {
-		if err := os.WriteFile(filepath.Join(bootRoot, "pxe", name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rackd := startCmd(t, "rackd", exec.Command("ip", append([]string{"netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
-		"-name", "dhcp-rack", "-data-dir", dataDir, "-nats-url", "nats://127.0.0.1:4222",
-		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", bootRoot,
-		"-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"},
-		dhcpFlags...)...))
-	eventually(t, 20*time.Second, "rackd's DHCP server", func() error {
-		if !vm.site && !strings.Contains(rackd.Output(), "dhcp listening") {
-			return os.ErrNotExist
-		}
-		return nil
-	})
+	rack := newBootRack(t, map[string]events.BootDecision{mac: bootDecision(mac, "dhcp-vm", "rackplane.dhcp=ok")})
+	rackd := rack.start(t, rackNS, dhcpFlags...)
 	if vm.uefi { // the firmware needs snponly.efi, which rackd imports at start
 		eventually(t, 60*time.Second, "snponly.efi over TFTP from rackd", func() error {
 			_, err := netnstest.Run(rackNS, "curl", "-sS", "--max-time", "5", "-o", os.DevNull, "tftp://127.0.0.1/"+dhcp.FileSNPOnly)
@@ -154,22 +129,15 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 		})
 	}
 
-	serial := filepath.Join(t.TempDir(), "serial.log")
 	qctx, qcancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer qcancel()
-	cmd := exec.CommandContext(qctx, "ip", append([]string{"netns", "exec", vmNS},
-		append([]string{qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-monitor", "none", "-serial", "file:" + serial,
-			"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no", "-boot", "n"}, firmware...)...)...)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	console, _ := os.ReadFile(serial)
-	if err != nil || !strings.Contains(string(console), qemuBootMarker) {
-		t.Fatalf("the VM did not boot (%v after %s)\nqemu:\n%s\nserial:\n%s\nrackd:\n%s", err, time.Since(start).Round(time.Second),
-			tail(string(out), 20), tail(string(console), 40), tail(rackd.Output(), 40))
+	v := startVM(qctx, t, qemu, vmNS, tap, 512, firmware)
+	if err := v.wait(); err != nil {
+		t.Fatalf("the VM did not boot: %v\n%s\nrackd:\n%s", err, v.report(), tail(rackd.Output(), 40))
 	}
-	t.Logf("VM booted through rackd's DHCP and powered off after %s", time.Since(start).Round(time.Second))
-	if !strings.Contains(string(console), "rackplane.dhcp=ok") {
-		t.Fatalf("the kernel command line lacks the boot decision's parameters:\n%s", tail(string(console), 20))
+	t.Logf("VM booted through rackd's DHCP and powered off after %s", v.took.Round(time.Second))
+	if !strings.Contains(v.cmdline(), "rackplane.dhcp=ok") {
+		t.Fatalf("the kernel command line lacks the boot decision's parameters:\n%s", tail(v.console(), 20))
 	}
 
 	if vm.site {
@@ -179,7 +147,10 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 	// script URL: a lease (managed) or boot information (proxy).
 	wantFile := "http://10.20.0.2:5248/ipxe/" + bootconfig.Hyphenated(mac) + ".ipxe"
 	if vm.uefi {
-		waitDHCPChange(t, sub, "a lease of "+mac+" with "+dhcp.FileSNPOnly, func(c events.DHCPLeaseChange) bool {
+		waitDHCPChange(t, sub, "an answer to "+mac+" with "+dhcp.FileSNPOnly, func(c events.DHCPLeaseChange) bool {
+			if vm.proxy {
+				return c.Action == events.DHCPBootOffered && c.MAC == mac && c.BootFile == dhcp.FileSNPOnly
+			}
 			return c.Action == events.DHCPAcked && c.MAC == mac && c.BootFile == dhcp.FileSNPOnly
 		})
 	}
@@ -189,23 +160,6 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 		}
 		return c.Action == events.DHCPAcked && c.MAC == mac && c.BootFile == wantFile && strings.HasPrefix(c.IP, "10.20.0.1")
 	})
-}
-
-// ovmf returns QEMU's arguments for a UEFI VM whose NIC has no option
-// ROM, so that the firmware's own network stack does the PXE boot.
-func ovmf(t *testing.T, mac string) []string {
-	t.Helper()
-	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatalf("OVMF missing: install the Debian package ovmf (%v)", err)
-	}
-	own := filepath.Join(t.TempDir(), "vars.fd") // the VM writes its variables
-	if err := os.WriteFile(own, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + own, "-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + mac}
 }
 
 // subnetsFile writes rackd's -dhcp-subnets file: 10.20.0.0/24, addresses

@@ -60,6 +60,30 @@ func QEMU(t testing.TB) string {
 	return qemu
 }
 
+// OVMF returns QEMU's arguments for a UEFI VM (q35, OVMF with a copy of
+// its variables of the VM's own) with a virtio-net NIC of MAC mac on
+// netdev n0. Without ipxeROM the NIC has no option ROM, so that the
+// firmware's own network stack does the PXE boot; with it, OVMF runs
+// the EFI iPXE of QEMU's ROM, and the machine boots as UEFI iPXE.
+func OVMF(t testing.TB, mac string, ipxeROM bool) []string {
+	t.Helper()
+	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	b, err := os.ReadFile(vars)
+	if err != nil {
+		t.Fatalf("OVMF missing: install the Debian package ovmf (%v)", err)
+	}
+	own := filepath.Join(t.TempDir(), "vars.fd") // the VM writes its variables
+	if err := os.WriteFile(own, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + mac
+	if !ipxeROM {
+		nic += ",romfile="
+	}
+	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + own, "-device", nic}
+}
+
 // Initramfs makes a gzip'd newc cpio archive holding the static busybox of
 // Debian package busybox-static (with sh, udhcpc's default script and the
 // mount points), init as /init, and files (by path, in the root).

@@ -5,6 +5,7 @@
 package tftp
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +34,16 @@ type OutgoingTransfer interface {
 	// RemoteAddr returns the remote peer's IP address and port.
 	RemoteAddr() net.UDPAddr
 }
+
+// ErrOptionsDeclined is what ReadFrom returns when the client answers the
+// option acknowledgement with an ERROR of code 8 (RFC 2347), ending the
+// transfer before any data: it wanted the options' values alone, as UEFI
+// PXE firmware does to learn a file's size (tsize) before it fetches the
+// file in a second request.
+var ErrOptionsDeclined = errors.New("the client ended the transfer at option negotiation")
+
+// errCodeOptions is the ERROR code of a client declining the options.
+const errCodeOptions = 8
 
 type sender struct {
 	conn           connection
@@ -112,7 +123,9 @@ func (s *sender) ReadFrom(r io.Reader) (n int64, err error) {
 		}
 		err = s.sendOptions()
 		if err != nil {
-			s.abort(err)
+			if !errors.Is(err, ErrOptionsDeclined) { // else the client has ended it
+				s.abort(err)
+			}
 			return 0, err
 		}
 	}
@@ -239,6 +252,9 @@ func (s *sender) sendDatagram(l int) (*net.UDPAddr, error) {
 			}
 			return addr, nil
 		case pERROR:
+			if s.block == 0 && p.code() == errCodeOptions {
+				return nil, fmt.Errorf("%w: %s", ErrOptionsDeclined, p.message())
+			}
 			return nil, fmt.Errorf("sending block %d: code=%d, error: %s",
 				s.block, p.code(), p.message())
 		}

@@ -165,21 +165,14 @@ func TestRealClientsThroughLoss(t *testing.T) {
 		}
 	}
 	addr := start(t, tr.Resolver, tftp.Config{Timeout: serverTimeout})
-	losses := []struct {
-		name string
-		loss tftptest.Loss
-	}{
-		{"random-5pct", tftptest.Loss{Rate: 0.05, Seed: 1350}},
-		{"every-50th", tftptest.Loss{Every: 50}},
-	}
-	for _, loss := range losses {
+	for _, loss := range tftptest.Standard() {
 		for _, c := range lossyClients {
-			t.Run(loss.name+"/"+c.name, func(t *testing.T) {
+			t.Run(loss.Name+"/"+c.name, func(t *testing.T) {
 				if c.program != "" {
 					need(t, c.program, c.pkg)
 				}
 				t.Parallel()
-				l := loss.loss
+				l := loss.Loss
 				l.SpareOACKAck = c.spare
 				relay, err := tftptest.NewRelay(addr, l)
 				if err != nil {

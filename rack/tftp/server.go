@@ -98,9 +98,10 @@ type Server struct {
 	// the read handler of the same transfer, keyed by the client address.
 	pending sync.Map // string → *int
 
-	inflight prometheus.Gauge
-	bytes    prometheus.Counter
-	errs     *prometheus.CounterVec
+	inflight    prometheus.Gauge
+	bytes       prometheus.Counter
+	errs        *prometheus.CounterVec
+	sizeQueries prometheus.Counter
 }
 
 // NewServer returns a server; Listen and Run start it.
@@ -116,7 +117,16 @@ func NewServer(cfg Config, resolver *handoff.Resolver, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("tftp: %w", err)
 	}
-	s := &Server{cfg: cfg, resolver: resolver, log: log, inflight: m.InFlight, bytes: m.Bytes, errs: m.Errors}
+	s := &Server{cfg: cfg, resolver: resolver, log: log, inflight: m.InFlight, bytes: m.Bytes, errs: m.Errors,
+		sizeQueries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_tftp_size_queries_total",
+			Help: "Read requests the client ended at the option acknowledgement, having asked for the file's size (UEFI PXE does so before fetching it).",
+		})}
+	if reg != nil {
+		if err := reg.Register(s.sizeQueries); err != nil {
+			return nil, fmt.Errorf("tftp: register metrics: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -265,6 +275,14 @@ func (s *Server) readHandler(ctx context.Context, listen string) func(string, io
 		s.inflight.Dec()
 		s.pending.Delete(remote)
 		s.bytes.Add(float64(n))
+		if errors.Is(err, tftp.ErrOptionsDeclined) {
+			// Not a transfer, failed or not: the client learnt the size
+			// and will ask again for the file itself.
+			s.sizeQueries.Inc()
+			s.resolver.Release(res)
+			s.log.Debug("tftp size query", "remote", remote, "file", name)
+			return nil
+		}
 		if err != nil {
 			s.errs.WithLabelValues("transfer").Inc()
 		}

@@ -44,6 +44,18 @@ func start(t *testing.T, resolver *handoff.Resolver, cfg tftp.Config) string {
 	return srv.Addrs()[0].String()
 }
 
+// startOn runs a TFTP server over resolver on a free loopback port, its
+// metrics in reg.
+func startOn(t *testing.T, resolver *handoff.Resolver, reg prometheus.Registerer) string {
+	t.Helper()
+	srv, err := tftp.NewServer(tftp.Config{Addresses: []string{"127.0.0.1:0"}}, resolver, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	return srv.Addrs()[0].String()
+}
+
 func tree(t *testing.T) *handofftest.Tree {
 	return handofftest.Build(t, handofftest.Decisions{testMAC: decision}, bootconfig.RenderConfig{})
 }
@@ -258,12 +270,7 @@ func TestMetrics(t *testing.T) {
 	need(t, "curl", "curl")
 	tr := tree(t)
 	reg := prometheus.NewRegistry()
-	srv, err := tftp.NewServer(tftp.Config{Addresses: []string{"127.0.0.1:0"}}, tr.Resolver, slog.New(slog.DiscardHandler), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	handofftest.Serve(t, srv)
-	addr := srv.Addrs()[0].String()
+	addr := startOn(t, tr.Resolver, reg)
 	want := tr.WriteFile(t, "m.bin", 100000)
 	for _, name := range []string{"m.bin", "missing", "escape"} {
 		exec.Command("curl", "-sS", "-o", filepath.Join(t.TempDir(), "out"), "tftp://"+addr+"/"+name).Run()
@@ -282,6 +289,61 @@ func TestMetrics(t *testing.T) {
 		{tr.Registry, "rackplane_boot_handoff_seconds", map[string]string{"route": "not_found"}, 1},
 		{tr.Registry, "rackplane_boot_handoff_seconds", map[string]string{"route": "denied"}, 1},
 		{tr.Registry, "rackplane_boot_transfers_total", map[string]string{"protocol": "tftp", "result": "ok"}, 1},
+	}
+	for _, c := range checks {
+		if got := metrictest.Value(t, c.g, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// TestSizeQueryIsNoFailedTransfer asks a file's size the way UEFI PXE
+// firmware does (a request with tsize, ERROR 8 in answer to the OACK),
+// then fetches the file: the rack counts a size query and one transfer,
+// which went well, and no failed transfer.
+func TestSizeQueryIsNoFailedTransfer(t *testing.T) {
+	need(t, "curl", "curl")
+	tr := tree(t)
+	reg := prometheus.NewRegistry()
+	addr := startOn(t, tr.Resolver, reg)
+	want := tr.WriteFile(t, "loader.efi", 30000)
+
+	c := converse(t, addr)
+	c.rrq("loader.efi", "tsize", "0", "blksize", "1468")
+	if opts := c.oack(2 * time.Second); opts["tsize"] != fmt.Sprint(len(want)) {
+		t.Fatalf("OACK %v: want tsize %d", opts, len(want))
+	}
+	c.send(append([]byte{0, 5, 0, 8}, "User aborted the transfer\x00"...))
+
+	out := filepath.Join(t.TempDir(), "out")
+	if b, err := exec.Command("curl", "-sS", "-o", out, "tftp://"+addr+"/loader.efi").CombinedOutput(); err != nil {
+		t.Fatalf("curl: %v\n%s", err, b)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatalf("curl got %d bytes, want %d", len(got), len(want))
+	}
+	if _, ok := tr.Recorder.Wait(events.TypeBootTransfer, 0, 2*time.Second, func(events.Event) bool { return true }); !ok {
+		t.Fatal("no boot_transfer event")
+	}
+	for _, e := range tr.Recorder.Events(events.TypeBootTransfer) {
+		var bt events.BootTransfer
+		if err := e.DecodeData(&bt); err != nil {
+			t.Fatal(err)
+		}
+		if bt.Error != "" || bt.Bytes != int64(len(want)) {
+			t.Errorf("transfer %+v: want one whole transfer of %d bytes", bt, len(want))
+		}
+	}
+	checks := []struct {
+		g      prometheus.Gatherer
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{reg, "rackplane_tftp_size_queries_total", nil, 1},
+		{reg, "rackplane_tftp_errors_total", map[string]string{"kind": "transfer"}, 0},
+		{tr.Registry, "rackplane_boot_transfers_total", map[string]string{"protocol": "tftp", "result": "ok"}, 1},
+		{tr.Registry, "rackplane_boot_transfers_total", map[string]string{"protocol": "tftp", "result": "error"}, 0},
 	}
 	for _, c := range checks {
 		if got := metrictest.Value(t, c.g, c.name, c.labels); got != c.want {

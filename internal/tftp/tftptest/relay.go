@@ -1,6 +1,7 @@
 // Package tftptest puts a lossy network between TFTP clients and servers
-// in tests: a UDP relay on loopback that drops packets by a seeded random
-// draw or by count, in both directions.
+// in tests: a UDP relay (on loopback, or on an address of the test's
+// choosing) that drops packets by a seeded random draw or by count, in
+// both directions.
 package tftptest
 
 import (
@@ -46,6 +47,21 @@ func (l Loss) String() string {
 	return "none"
 }
 
+// Named is a Loss with a name, for the subtests of table tests.
+type Named struct {
+	Name string
+	Loss Loss
+}
+
+// Standard returns the losses the loss tests put transfers through: 5%
+// of the packets at random (seed 1350), and every 50th, each way.
+func Standard() []Named {
+	return []Named{
+		{"random-5pct", Loss{Rate: 0.05, Seed: 1350}},
+		{"every-50th", Loss{Every: 50}},
+	}
+}
+
 // Direction of a packet through the relay.
 type Direction int
 
@@ -70,9 +86,11 @@ type Request struct {
 // server's replies reach the client from a relay port of their own per
 // server port, so that transfer IDs work through the relay as without it.
 type Relay struct {
-	listen *net.UDPConn
-	server *net.UDPAddr
-	loss   Loss
+	listen    *net.UDPConn
+	server    *net.UDPAddr
+	loss      Loss
+	listenUDP ListenFunc
+	clientIP  net.IP // of the sockets facing clients
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -91,19 +109,38 @@ type Relay struct {
 // idle is how long a transfer's relay sockets stay without traffic.
 const idle = 30 * time.Second
 
+// ListenFunc opens one of a relay's UDP sockets on laddr.
+type ListenFunc func(laddr *net.UDPAddr) (*net.UDPConn, error)
+
 // NewRelay starts a relay on a free loopback port in front of server
 // (host:port). Close stops it.
 func NewRelay(server string, loss Loss) (*Relay, error) {
+	return NewRelayOn("127.0.0.1:0", server, loss, nil)
+}
+
+// NewRelayOn starts a relay listening on listen (host:port) in front of
+// server, for clients that are not on loopback: the sockets facing
+// clients are bound to listen's address, those facing the server to
+// none. Every socket is opened with listenUDP (nil: net.ListenUDP), which
+// a test sets to open them in a network namespace, say.
+func NewRelayOn(listen, server string, loss Loss, listenUDP ListenFunc) (*Relay, error) {
 	sa, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	la, err := net.ResolveUDPAddr("udp", listen)
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{listen: l, server: sa, loss: loss, sessions: map[string]*session{}, done: make(chan struct{}),
-		rng: rand.New(rand.NewSource(loss.Seed))}
+	if listenUDP == nil {
+		listenUDP = func(laddr *net.UDPAddr) (*net.UDPConn, error) { return net.ListenUDP("udp", laddr) }
+	}
+	l, err := listenUDP(la)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{listen: l, server: sa, loss: loss, listenUDP: listenUDP, clientIP: la.IP,
+		sessions: map[string]*session{}, done: make(chan struct{}), rng: rand.New(rand.NewSource(loss.Seed))}
 	r.wg.Add(2)
 	go r.serveRequests()
 	go r.reap()
@@ -173,7 +210,7 @@ func (r *Relay) session(client *net.UDPAddr, first []byte) (*session, error) {
 	if s, ok := r.sessions[key]; ok {
 		return s, nil
 	}
-	up, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	up, err := r.listenUDP(&net.UDPAddr{})
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +356,7 @@ func (s *session) down(from *net.UDPAddr) (*net.UDPConn, error) {
 	if d, ok := s.downs[from.String()]; ok {
 		return d, nil
 	}
-	d, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	d, err := s.r.listenUDP(&net.UDPAddr{IP: s.r.clientIP})
 	if err != nil {
 		return nil, err
 	}

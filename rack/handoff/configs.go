@@ -8,7 +8,8 @@ import (
 )
 
 // configName is a request for a config rendered per machine. MAC is ""
-// for the generic configs (pxelinux.cfg/default, the iPXE chain script).
+// for the generic configs (pxelinux.cfg/default, the iPXE chain script,
+// the GRUB chain config).
 type configName struct {
 	Kind bootconfig.Kind
 	MAC  string
@@ -16,7 +17,8 @@ type configName struct {
 
 // parseConfigName recognises the names boot loaders ask for their config:
 // pxelinux.cfg/01-<mac> and pxelinux.cfg/default (pxelinux),
-// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB),
+// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), and
+// [grub/]grub.cfg, the generic config GRUB network images read first,
 // ipxe/<mac>.ipxe and ipxe/boot.ipxe (iPXE). name is normalised.
 func parseConfigName(name string) (configName, bool) {
 	lower := strings.ToLower(name)
@@ -28,6 +30,9 @@ func parseConfigName(name string) (configName, bool) {
 			return macConfig(bootconfig.KindPXELinux, m)
 		}
 		return configName{}, false
+	}
+	if strings.TrimPrefix(lower, "grub/") == "grub.cfg" {
+		return configName{Kind: bootconfig.KindGRUBChain}, true
 	}
 	if rest, ok := strings.CutPrefix(strings.TrimPrefix(lower, "grub/"), "grub.cfg-"); ok {
 		if m, ok := strings.CutPrefix(rest, "01-"); ok && len(m) == 17 {

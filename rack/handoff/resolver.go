@@ -225,7 +225,7 @@ func (r *Resolver) config(ctx context.Context, cn configName, res *Result) error
 	}
 	res.Route, res.Path, res.Content, res.Size = RouteConfig, res.Name, content, int64(len(content))
 	res.MAC, res.MachineID, res.VersionID = cn.MAC, d.MachineID, d.ImageVer
-	if cn.Kind != bootconfig.KindIPXEChain {
+	if cn.Kind != bootconfig.KindIPXEChain && cn.Kind != bootconfig.KindGRUBChain {
 		res.Purpose = d.Purpose
 	}
 	res.ModTime = r.cfg.Now()

@@ -156,17 +156,7 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 // ROM, so that the firmware's own network stack does the PXE boot.
 func ovmf(t *testing.T, mac string) []string {
 	t.Helper()
-	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	b, err := os.ReadFile(vars)
-	if err != nil {
-		t.Fatalf("OVMF missing: install the Debian package ovmf (%v)", err)
-	}
-	own := filepath.Join(t.TempDir(), "vars.fd") // the VM writes its variables
-	if err := os.WriteFile(own, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + own, "-device", "virtio-net-pci,netdev=n0,romfile=,mac=" + mac}
+	return uefiFirmware(t, firmwarePath{mac: mac})
 }
 
 // subnetsFile writes rackd's -dhcp-subnets file: 10.20.0.0/24, addresses

@@ -44,6 +44,21 @@ func TestFirmwareBIOSPXELinux(t *testing.T) {
 	})
 }
 
+// TestFirmwareBIOSLPXELinux: with the BIOS loader lpxelinux the rack
+// answers lpxelinux.0 and, in option 210, its HTTP server as the path
+// prefix: ldlinux.c32, the config, kernel and initrd come over HTTP.
+func TestFirmwareBIOSLPXELinux(t *testing.T) {
+	endToEnd(t)
+	firmwareBoot(t, firmwarePath{
+		mac:      "52:54:00:f1:00:06",
+		flags:    []string{"-dhcp-bios-loader", "lpxelinux"},
+		bootFile: dhcp.FileLPXELinux,
+		needs:    map[string]string{"/usr/lib/PXELINUX/lpxelinux.0": "pxelinux", "/usr/lib/syslinux/modules/bios/ldlinux.c32": "syslinux-common"},
+		served:   []string{"ldlinux.c32", "pxelinux.cfg/01-52-54-00-f1-00-06"},
+		kernelOn: events.BootProtocolHTTP,
+	})
+}
+
 // TestFirmwareUEFIPXEGRUB: OVMF's own PXE client (arch 7) gets
 // grubx64.efi (Debian's signed network image) over TFTP; GRUB reads the
 // generic grub/grub.cfg, which chains to grub/grub.cfg-<mac>. That config

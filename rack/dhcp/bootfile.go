@@ -21,6 +21,7 @@ const (
 const (
 	FileUndionly   = "undionly.kpxe" // ipxe
 	FilePXELinux   = "pxelinux.0"    // pxelinux
+	FileLPXELinux  = "lpxelinux.0"   // pxelinux, with HTTP
 	FileSNPOnly    = "snponly.efi"   // ipxe
 	FileGRUBx64    = "grubx64.efi"   // grub-efi-amd64-signed or -bin
 	FileShimx64    = "bootx64.efi"   // shimx64.efi.signed, from grub-efi-amd64-signed
@@ -178,8 +179,11 @@ func ChooseBoot(r BootRequest, l Loaders, httpURL string) (Boot, error) {
 func loaderFile(arch iana.Arch, l Loaders) (string, error) {
 	switch arch {
 	case iana.INTEL_X86PC:
-		if l.BIOS == LoaderPXELinux {
+		switch l.BIOS {
+		case LoaderPXELinux:
 			return FilePXELinux, nil
+		case LoaderLPXELinux:
+			return FileLPXELinux, nil
 		}
 		return FileUndionly, nil
 	case iana.EFI_X86_64, iana.EFI_BC, iana.EFI_X86_64_HTTP:

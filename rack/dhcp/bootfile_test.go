@@ -27,6 +27,9 @@ func TestChooseBoot(t *testing.T) {
 	}{
 		{"BIOS iPXE", pxe(iana.INTEL_X86PC), ipxeDefaults, Boot{"undionly.kpxe", ClientPXE}, nil},
 		{"BIOS pxelinux", pxe(iana.INTEL_X86PC), classic, Boot{"pxelinux.0", ClientPXE}, nil},
+		{"BIOS lpxelinux", pxe(iana.INTEL_X86PC), Loaders{BIOS: LoaderLPXELinux}, Boot{"lpxelinux.0", ClientPXE}, nil},
+		{"iPXE ROM, BIOS loader lpxelinux", with(pxe(iana.INTEL_X86PC), func(r *BootRequest) { r.UserClass = []string{"iPXE"} }),
+			Loaders{BIOS: LoaderLPXELinux}, Boot{"lpxelinux.0", ClientPXE}, nil},
 		{"UEFI x64 iPXE", pxe(iana.EFI_X86_64), ipxeDefaults, Boot{"snponly.efi", ClientPXE}, nil},
 		{"UEFI BC (9) iPXE", pxe(iana.EFI_BC), ipxeDefaults, Boot{"snponly.efi", ClientPXE}, nil},
 		{"UEFI x64 shim", pxe(iana.EFI_X86_64), classic, Boot{"bootx64.efi", ClientPXE}, nil},

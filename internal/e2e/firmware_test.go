@@ -111,7 +111,7 @@ func TestFirmwareUEFIHTTPBoot(t *testing.T) {
 		httpBoot: true,
 		bootFile: "http://10.20.0.2:5248/" + dhcp.FileSNPOnly,
 		needs:    map[string]string{"/usr/lib/ipxe/snponly.efi": "ipxe"},
-		served:   []string{dhcp.FileSNPOnly, "ipxe/52-54-00-f1-00-04.ipxe"},
+		served:   []string{"ipxe/52-54-00-f1-00-04.ipxe"},
 		kernelOn: events.BootProtocolHTTP,
 	})
 }
@@ -267,18 +267,26 @@ func firmwareBoot(t *testing.T, fw firmwarePath) {
 		}
 		return false
 	})
+	// Only the VM's requests count (from the DHCP range 10.20.0.100-120),
+	// not the test's own probe of the loader.
+	fromVM := func(remote string) bool { return strings.HasPrefix(remote, "10.20.0.1") }
 	transferred := func(name, protocol string) {
-		evs.wait(t, name+" sent over "+protocol, func(e events.Event) bool {
+		evs.wait(t, name+" sent to the VM over "+protocol, func(e events.Event) bool {
 			var tr events.BootTransfer
 			return e.Type == events.TypeBootTransfer && e.DecodeData(&tr) == nil && tr.Error == "" && tr.Bytes == tr.Size &&
-				tr.Protocol == protocol && strings.TrimPrefix(tr.FileName, "/") == name
+				tr.Protocol == protocol && strings.TrimPrefix(tr.FileName, "/") == name && fromVM(tr.Remote)
 		})
 	}
+	loaderOn := events.BootProtocolTFTP
+	if fw.httpBoot {
+		loaderOn = events.BootProtocolHTTP
+	}
+	transferred(loader, loaderOn)
 	for _, name := range fw.served {
-		evs.wait(t, name+" handed out", func(e events.Event) bool {
+		evs.wait(t, name+" handed out to the VM", func(e events.Event) bool {
 			var h events.BootHandoff
 			return e.Type == events.TypeBootHandoff && e.DecodeData(&h) == nil && h.Reason == "" &&
-				strings.TrimPrefix(h.FileName, "/") == name
+				strings.TrimPrefix(h.FileName, "/") == name && fromVM(h.Remote)
 		})
 	}
 	transferred("pxe/vmlinuz", fw.kernelOn)
@@ -387,12 +395,12 @@ func (l *eventLog) handoffs() string {
 		case events.TypeBootHandoff:
 			var h events.BootHandoff
 			if e.DecodeData(&h) == nil {
-				b.WriteString("handoff " + h.Protocol + " " + h.FileName + " " + h.Route + " " + h.Reason + "\n")
+				b.WriteString("handoff " + h.Protocol + " " + h.Remote + " " + h.FileName + " " + h.Route + " " + h.Reason + "\n")
 			}
 		case events.TypeBootTransfer:
 			var tr events.BootTransfer
 			if e.DecodeData(&tr) == nil {
-				b.WriteString("transfer " + tr.Protocol + " " + tr.FileName + " " + tr.Error + "\n")
+				b.WriteString("transfer " + tr.Protocol + " " + tr.Remote + " " + tr.FileName + " " + tr.Error + "\n")
 			}
 		}
 	}

@@ -11,7 +11,10 @@ type Machine struct {
 	MACs       []string `json:"macs"`
 	Arch       string   `json:"arch"`
 	BootRackID *string  `json:"boot_rack_id"`
-	Status     string   `json:"status"`
+	// BootFile is the machine's own boot file, for firmware that needs
+	// another than its rack would choose ("": the rack chooses).
+	BootFile string `json:"boot_file,omitempty"`
+	Status   string `json:"status"`
 	// StatusReason says why the machine is in its status when that was
 	// not the operator's plain request: what failed, why it is broken.
 	StatusReason    string     `json:"status_reason,omitempty"`

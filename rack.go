@@ -21,4 +21,15 @@ type Rack struct {
 	LastHeartbeat       *time.Time `json:"last_heartbeat"`
 	DroppedEvents       int64      `json:"dropped_events"`
 	BootURL             string     `json:"boot_url"`
+	// DHCP is what the rack's DHCP server does, as it last registered;
+	// nil for a rack that did not say.
+	DHCP *RackDHCP `json:"dhcp"`
+}
+
+// RackDHCP is what a rack's DHCP server does: Mode off, proxy or managed,
+// the interfaces it listens on, and the subnets it serves (managed).
+type RackDHCP struct {
+	Mode       string   `json:"mode"`
+	Interfaces []string `json:"interfaces,omitempty"`
+	Subnets    []string `json:"subnets,omitempty"`
 }

@@ -42,6 +42,10 @@ type BootDecision struct {
 	ImageVer   string   `json:"image_version,omitempty"`
 	Params     []string `json:"kernel_params,omitempty"`
 	PreseedURL string   `json:"preseed_url,omitempty"`
+	// BootFile is the machine's own boot file (a firmware quirk): a
+	// file name for PXE clients, an http(s) URL for HTTP boot and iPXE
+	// clients. Empty: the rack chooses by the client's architecture.
+	BootFile string `json:"boot_file,omitempty"`
 }
 
 // BootDecisionCleared is the data of TypeBootDecisionCleared: the region no

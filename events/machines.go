@@ -51,6 +51,7 @@ type MachineState struct {
 	MACs       []string `json:"macs"`
 	Arch       string   `json:"arch"`
 	BootRackID string   `json:"boot_rack_id,omitempty"`
+	BootFile   string   `json:"boot_file,omitempty"`
 	Origin     string   `json:"origin,omitempty"` // api or discovered, on creation
 	Status     string   `json:"status,omitempty"` // on creation
 }

@@ -30,6 +30,9 @@ const (
 	MethodBootDecision  = "boot_decision"
 	MethodPreseed       = "preseed"
 	MethodInstallStatus = "install_status"
+	// MethodSubnets gives a rack the managed DHCP subnets it serves, as
+	// they are now (see SubnetsRequest).
+	MethodSubnets = "subnets"
 )
 
 // Parts of an rpc exchange, each with its own schema file.

@@ -23,6 +23,17 @@ type RackRegistered struct {
 	BootURL             string    `json:"boot_url,omitempty"`
 	HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms,omitempty"`
 	StartedAt           time.Time `json:"started_at"`
+	// DHCP is what the rack's DHCP server does (absent: a rack that
+	// does not say).
+	DHCP *RackDHCP `json:"dhcp,omitempty"`
+}
+
+// RackDHCP is what a rack's DHCP server does: Mode off, proxy or managed,
+// the interfaces it listens on, and the subnets it serves (managed).
+type RackDHCP struct {
+	Mode       string   `json:"mode"`
+	Interfaces []string `json:"interfaces,omitempty"`
+	Subnets    []string `json:"subnets,omitempty"`
 }
 
 // Heartbeat is the data of TypeHeartbeat.

@@ -139,7 +139,7 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 			return err
 		}
 	}
-	return r.openDHCP(dataDir)
+	return r.openDHCP(js, dataDir)
 }
 
 // TFTPAddrs returns where the TFTP server listens.

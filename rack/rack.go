@@ -24,6 +24,7 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/journal"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -34,6 +35,7 @@ import (
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/offload"
 	"github.com/rackplane/rackplane/rack/storage"
+	"github.com/rackplane/rackplane/rack/subnets"
 	"github.com/rackplane/rackplane/rack/tftp"
 )
 
@@ -46,6 +48,13 @@ type Config struct {
 	HTTPAddr          string
 	HeartbeatInterval time.Duration
 	EventBuffer       int
+
+	// EventJournalMaxBytes bounds the event journal in <data-dir>/journal,
+	// where events wait, on disk, until JetStream has them.
+	EventJournalMaxBytes int64
+	// EventFlushTimeout is how long a stopping rack keeps publishing what
+	// its journal holds; the rest goes on the next start.
+	EventFlushTimeout time.Duration
 
 	// Images.
 	ImportSystemBootloaders bool
@@ -90,6 +99,9 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 2 * time.Second,
 		EventBuffer:       50000,
 
+		EventJournalMaxBytes: journal.DefaultMaxBytes,
+		EventFlushTimeout:    5 * time.Second,
+
 		ImportSystemBootloaders: true,
 		KeepImageVersions:       2,
 		InFlightWindow:          time.Hour,
@@ -121,8 +133,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "rack name shown by the region (default: the host name)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the rack's HTTP server (boot files, preseeds, metrics)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the rack tells the region it is alive")
-	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept while NATS is away before the oldest are dropped (and counted)")
-	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin, ipxe) at start")
+	fs.IntVar(&c.EventBuffer, "event-buffer", c.EventBuffer, "events kept in memory until the journal's next group commit before the oldest are dropped (and counted)")
+	fs.Int64Var(&c.EventJournalMaxBytes, "event-journal-max-bytes", c.EventJournalMaxBytes, "size cap of the event journal (<data-dir>/journal); beyond it events are dropped and counted")
+	fs.DurationVar(&c.EventFlushTimeout, "event-flush-timeout", c.EventFlushTimeout, "how long a stopping rack keeps publishing journalled events; the rest go on the next start")
+	fs.BoolVar(&c.ImportSystemBootloaders, "import-system-bootloaders", c.ImportSystemBootloaders, "import the bootloaders of this machine's packages (pxelinux, syslinux-common, grub-efi-amd64-bin or -signed with shim-signed, ipxe, debian-installer-12-netboot-arm64) at start")
 	fs.BoolVar(&c.ScrubAtStart, "scrub-at-start", c.ScrubAtStart, "verify every stored image file against its sha256 at start")
 	fs.IntVar(&c.KeepImageVersions, "keep-image-versions", c.KeepImageVersions, "newest versions of each image that garbage collection always keeps")
 	fs.DurationVar(&c.InFlightWindow, "in-flight-window", c.InFlightWindow, "how long after a file was handed out its image version counts as being booted from")
@@ -185,6 +199,12 @@ func (c Config) Validate() error {
 	if c.EventBuffer < 100 {
 		errs = append(errs, fmt.Errorf("-event-buffer %d: want 100 or more", c.EventBuffer))
 	}
+	if c.EventJournalMaxBytes < journal.MinMaxBytes {
+		errs = append(errs, fmt.Errorf("-event-journal-max-bytes %d: want at least %d", c.EventJournalMaxBytes, journal.MinMaxBytes))
+	}
+	if c.EventFlushTimeout < 0 || c.EventFlushTimeout > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("-event-flush-timeout %s: want 0 to 10m", c.EventFlushTimeout))
+	}
 	if err := c.DHCP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -200,6 +220,7 @@ type Rack struct {
 	log       *slog.Logger
 	now       func() time.Time
 	registry  *prometheus.Registry
+	journal   *journal.Journal
 	publisher *eventbus.Publisher
 	rpc       *rpc.Server
 	mux       *http.ServeMux
@@ -219,6 +240,7 @@ type Rack struct {
 	offload       *offload.Offload
 	offloadSocket *offload.SocketServer
 	dhcp          *dhcp.Server
+	regionSubnets *subnets.Cache // managed DHCP only
 }
 
 // Option changes what New builds in ways an operator has no say in.
@@ -272,8 +294,17 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 			r.close()
 		}
 	}()
+	// Events go to the journal before NATS, so none is lost to an outage,
+	// a stop or a crash; what the last run left there goes out first.
+	r.journal, err = journal.Open(journal.Config{
+		Dir: filepath.Join(cfg.DataDir, "journal"), MaxBytes: cfg.EventJournalMaxBytes,
+		Logger: log.With("service", "journal"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event journal: %w", err)
+	}
 	r.publisher = eventbus.NewPublisher(js, eventbus.PublisherConfig{
-		Source: events.RackSource(id), Subject: events.RackStreamName(id),
+		Source: events.RackSource(id), Subject: events.RackStreamName(id), Journal: r.journal,
 		Buffer: cfg.EventBuffer, Logger: log, Registerer: reg,
 	})
 	r.ln, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -328,6 +359,9 @@ func (r *Rack) close() {
 	}
 	if r.ln != nil {
 		_ = r.ln.Close()
+	}
+	if r.journal != nil {
+		_ = r.journal.Close()
 	}
 }
 
@@ -452,6 +486,9 @@ func (r *Rack) Run(ctx context.Context) error {
 	if r.dhcp != nil {
 		g.Go(func() error { return r.dhcp.Run(ctx) })
 	}
+	if r.regionSubnets != nil {
+		g.Go(func() error { return r.regionSubnets.Run(ctx) })
+	}
 	if r.cfg.ImportSystemBootloaders {
 		if _, err := r.images.StartImport(images.Source{SystemBootloaders: true}); err != nil {
 			r.log.Warn("system bootloaders not imported", "err", err)
@@ -476,12 +513,21 @@ func (r *Rack) Run(ctx context.Context) error {
 	})
 	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())
 	err := g.Wait()
-	// Give queued events a moment to leave on a clean stop.
-	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Publish what can go within the flush timeout. Stopping the publisher
+	// commits whatever is still in memory to the journal; what JetStream
+	// has not taken by then stays there for the next start.
+	fctx, cancel := context.WithTimeout(context.Background(), r.cfg.EventFlushTimeout)
 	defer cancel()
-	_ = r.publisher.Flush(fctx)
+	ferr := r.publisher.Flush(fctx)
 	stopPublisher()
 	<-published
+	if ferr != nil {
+		r.log.Warn("events not yet published stay in the journal and go on the next start",
+			"events_journalled", r.journal.Pending(), "journal_bytes", r.journal.Bytes(), "journal_dir", r.journal.Dir(),
+			"flush_timeout", r.cfg.EventFlushTimeout.String())
+	} else {
+		r.log.Info("all events published")
+	}
 	return err
 }
 
@@ -517,7 +563,7 @@ func (r *Rack) register() error {
 	return r.Emit(events.TypeRackRegistered, events.RackStreamName(r.id), events.RackRegistered{
 		Name: r.cfg.Name, Version: rackplane.Version, Hostname: host, Addresses: localAddresses(),
 		HTTP: []string{r.HTTPAddr()}, TFTP: r.TFTPAddrs(), BootURL: r.cfg.BootURL, HeartbeatIntervalMS: r.cfg.HeartbeatInterval.Milliseconds(),
-		StartedAt: r.started,
+		StartedAt: r.started, DHCP: r.dhcpStatus(),
 	})
 }
 

@@ -3,14 +3,19 @@ package region_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/follower"
 	"github.com/rackplane/rackplane/region/postgres"
 )
@@ -143,4 +148,104 @@ func TestRackShippedPreseeds(t *testing.T) {
 	if v3.Origin != "rack:"+r.ID() || !strings.Contains(v3.Content, "new default") {
 		t.Fatalf("version 3: %+v", v3)
 	}
+}
+
+// TestStrangersDoNotStallTheRegion holds a transaction id open in another
+// database of the same PostgreSQL server, and a transaction of the
+// region's own database that appends nothing, for the whole test, as a
+// long batch job or migration would. Meanwhile the region keeps going: a
+// machine created through the API is listed and its event is in the log
+// at once (no settle timeout), a reader waiting at the end of the log is
+// woken by it, and an unknown MAC's boot becomes a machine.
+func TestStrangersDoNotStallTheRegion(t *testing.T) {
+	h := startRegion(t)
+	ctx := context.Background()
+	for _, url := range []string{pgtest.NewDatabase(t), h.dbURL} {
+		pool, err := pgxpool.New(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
+	h.eventually(10*time.Second, "rack online", func() error {
+		if got, _ := h.rack(r.ID()); !got.Online {
+			return fmt.Errorf("offline")
+		}
+		return nil
+	})
+
+	var end eventsPage
+	h.getJSON("/api/v1/events?last=1", &end)
+	waiting := make(chan eventsPage, 1)
+	go func() {
+		var p eventsPage
+		h.getJSON("/api/v1/events?after="+end.Next+"&wait=30s&type="+events.TypeMachineCreated, &p)
+		waiting <- p
+	}()
+	m := h.newMachine("beside-a-batch-job", "52:54:00:bb:00:21")
+	var list struct{ Machines []struct{ ID string } }
+	if h.getJSON("/api/v1/machines?mac=52:54:00:bb:00:21", &list); len(list.Machines) != 1 || list.Machines[0].ID != m.ID {
+		t.Fatalf("the machine just created is not listed: %+v", list)
+	}
+	var tail eventsPage
+	h.getJSON("/api/v1/events?last=1&type="+events.TypeMachineCreated, &tail)
+	if len(tail.Events) != 1 || tail.Events[0].Subject != "machine/"+m.ID {
+		t.Fatalf("the log's newest machine_created is not the machine just created: %+v", tail)
+	}
+	select {
+	case p := <-waiting:
+		if len(p.Events) != 1 || p.Events[0].Subject != "machine/"+m.ID {
+			t.Fatalf("the waiting reader got %+v", p)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reader waiting at the end of the log was not woken by the new machine")
+	}
+	if n := h.metric("rackplane_region_event_log_settle_timeouts_total"); n != 0 { // -1: missing
+		t.Errorf("%v API reads stopped waiting for the log beside strangers", n)
+	}
+
+	// An unknown machine PXE-boots: the follower makes it a machine.
+	resp, err := http.Get("http://" + r.HTTPAddr() + "/pxelinux.cfg/01-52-54-00-bb-00-22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h.eventually(10*time.Second, "the booting MAC discovered beside strangers", func() error {
+		h.getJSON("/api/v1/machines?mac=52:54:00:bb:00:22", &list)
+		if len(list.Machines) != 1 {
+			return fmt.Errorf("machines %+v", list)
+		}
+		return nil
+	})
+}
+
+// metric reads an unlabelled metric from the region's /metrics, as a
+// Prometheus server would; -1 when it is not there.
+func (h *harness) metric(name string) float64 {
+	h.t.Helper()
+	resp, err := http.Get(h.api + "/metrics")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				h.t.Fatalf("metric %s: %q", name, line)
+			}
+			return f
+		}
+	}
+	return -1
 }

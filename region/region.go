@@ -33,6 +33,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
 	"github.com/rackplane/rackplane/region/webui"
 )
@@ -105,6 +106,7 @@ type Region struct {
 	appended *postgres.EventWatch
 	machines *machine.Service
 	preseeds *preseed.Service
+	follower *follower.Follower
 	ln       net.Listener
 }
 
@@ -126,6 +128,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	natsmetrics.Register(reg, nc)
 	db := postgres.New(pool, log)
+	reg.MustRegister(db.Collectors()...)
 	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg}
 	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
@@ -133,11 +136,13 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
+	r.follower = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg})
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
 		Appended:   r.appended,
 		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
 		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
 		Volumes:    volume.New(db, nc, nil, log.With("component", "volume")),
+		Subnets:    subnet.NewService(db, nil, log.With("component", "subnet")),
 		Logger:     log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
@@ -181,9 +186,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.relay.Run(ctx) })
 	g.Go(func() error { return r.watch.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
-	g.Go(func() error {
-		return follower.New(r.db, r.machines, r.preseeds, r.log.With("component", "follower"), follower.Config{Wake: r.appended}).Run(ctx)
-	})
+	g.Go(func() error { return r.follower.Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/rack"
+	"github.com/rackplane/rackplane/rack/dhcp"
 	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
 )
@@ -37,12 +39,34 @@ type devConfig struct {
 	RackHTTPAddr string
 	TFTPAddr     string
 	RackName     string
-	Log          logging.Config
+	// BootInterface puts the built-in rack on a network machines boot
+	// from: its TFTP (port 69), HTTP and DHCP servers listen on the
+	// interface's address, and boot configs name that address. Empty:
+	// everything stays on loopback, where no firmware can reach it.
+	BootInterface string
+	// BootURL is where machines reach the rack's HTTP server (default:
+	// from -boot-interface, else from -rack-http-addr).
+	BootURL string
+	// DHCP is the rack's DHCP server, with rackd's -dhcp-* flags. With
+	// -boot-interface and no -dhcp-mode it answers in proxy mode.
+	DHCP dhcp.Config
+	Log  logging.Config
+
+	// set holds the flags given on the command line, so that
+	// -boot-interface fills in only what was not.
+	set map[string]bool
 }
+
+// Ports of the boot network with -boot-interface: the ones firmware uses.
+const (
+	devBootTFTPPort = "69"
+	devBootHTTPPort = "5248"
+)
 
 func defaultDevConfig() devConfig {
 	return devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
-		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack", Log: logging.DefaultConfig()}
+		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack",
+		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig()}
 }
 
 func (c *devConfig) registerFlags(fs *flag.FlagSet) {
@@ -53,6 +77,9 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RackHTTPAddr, "rack-http-addr", c.RackHTTPAddr, "address of the rack's HTTP server")
 	fs.StringVar(&c.TFTPAddr, "tftp-addr", c.TFTPAddr, "address of the rack's TFTP server")
 	fs.StringVar(&c.RackName, "rack-name", c.RackName, "name of the built-in rack")
+	fs.StringVar(&c.BootInterface, "boot-interface", c.BootInterface, "network interface machines boot from: the rack's TFTP (:"+devBootTFTPPort+"), HTTP (:"+devBootHTTPPort+") and DHCP (proxy unless -dhcp-mode says otherwise) serve its address; flags given explicitly win")
+	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach the rack's HTTP server at, put in boot configs (default: from -boot-interface, else -rack-http-addr)")
+	c.DHCP.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 }
 
@@ -60,6 +87,14 @@ func (c devConfig) validate() error {
 	var errs []error
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("-data-dir is empty"))
+	}
+	if c.BootURL != "" && !strings.HasPrefix(c.BootURL, "http://") && !strings.HasPrefix(c.BootURL, "https://") {
+		errs = append(errs, fmt.Errorf("-boot-url %q: want an http:// URL", c.BootURL))
+	}
+	if d := c.dhcp(); d.Mode != dhcp.ModeOff && d.Mode != "" && d.Interface == "" {
+		errs = append(errs, fmt.Errorf("-dhcp-mode %s: give -boot-interface (or -dhcp-interface), the network machines boot from", d.Mode))
+	} else if err := d.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for flagName, addr := range map[string]string{"-nats-addr": c.NATSAddr, "-http-addr": c.HTTPAddr, "-rack-http-addr": c.RackHTTPAddr, "-tftp-addr": c.TFTPAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -69,12 +104,77 @@ func (c devConfig) validate() error {
 	return errors.Join(append(errs, c.Log.Validate())...)
 }
 
+// onBootNetwork returns c with the rack's addresses on its boot
+// interface's IPv4 address (ip), for every address flag not given
+// explicitly.
+func (c devConfig) onBootNetwork(ip netip.Addr) devConfig {
+	if c.BootInterface == "" {
+		return c
+	}
+	host := ip.String()
+	if !c.set["tftp-addr"] {
+		c.TFTPAddr = net.JoinHostPort(host, devBootTFTPPort)
+	}
+	if !c.set["rack-http-addr"] {
+		c.RackHTTPAddr = net.JoinHostPort(host, devBootHTTPPort)
+	}
+	c.DHCP = c.dhcp()
+	return c
+}
+
+// dhcp is the rack's DHCP configuration: with -boot-interface, proxy mode
+// on that interface unless the flags say otherwise.
+func (c devConfig) dhcp() dhcp.Config {
+	d := c.DHCP
+	if c.BootInterface == "" {
+		return d
+	}
+	if !c.set["dhcp-interface"] {
+		d.Interface = c.BootInterface
+	}
+	if !c.set["dhcp-mode"] {
+		d.Mode = dhcp.ModeProxy
+	}
+	return d
+}
+
+// interfaceIPv4 is the first IPv4 address of the interface named name.
+func interfaceIPv4(name string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("-boot-interface %s: %w (ip -br addr lists the interfaces)", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("-boot-interface %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.IP.To4() != nil {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("-boot-interface %s has no IPv4 address: give it one (ip addr add ... dev %s)", name, name)
+}
+
+// bootURL is where machines reach the rack's HTTP server.
+func (c devConfig) bootURL() string {
+	if c.BootURL != "" {
+		return c.BootURL
+	}
+	return "http://" + c.RackHTTPAddr
+}
+
 // rack is the built-in rack's configuration: rackd's defaults with dev's
-// addresses, name and data directory (under dataDir, made absolute).
+// addresses, name, DHCP server and data directory (under dataDir, made
+// absolute).
 func (c devConfig) rack(dataDir string) rack.Config {
 	kcfg := rack.DefaultConfig()
 	kcfg.DataDir, kcfg.Name, kcfg.HTTPAddr = filepath.Join(dataDir, "rack"), c.RackName, c.RackHTTPAddr
 	kcfg.TFTPAddrs = []string{c.TFTPAddr}
+	kcfg.BootURL = c.bootURL()
+	kcfg.DHCP = c.DHCP
 	return kcfg
 }
 
@@ -93,8 +193,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
+	cfg.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if cfg.BootInterface != "" {
+		ip, err := interfaceIPv4(cfg.BootInterface)
+		if err != nil {
+			return fmt.Errorf("configuration:\n%w", err)
+		}
+		cfg = cfg.onBootNetwork(ip)
 	}
 	log := cfg.Log.Logger()
 
@@ -154,6 +263,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   PostgreSQL     %s
   rack           %s  id %s, data in %s
   TFTP           %s  (boot files: curl tftp://%s/<file>)
+  boot URL       %s  (what machines are told)
+  DHCP           %s
 
 Join a second rack:
   rackd -nats-url %s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
@@ -161,7 +272,7 @@ Join a second rack:
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
 `, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL),
-		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, natsURL, filepath.Join(dataDir, "token"), reg.Addr())
+		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP), natsURL, filepath.Join(dataDir, "token"), reg.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reg.Run(gctx) })
@@ -243,6 +354,16 @@ func connString(cfg *pgx.ConnConfig) string {
 		s += " password=" + cfg.Password
 	}
 	return s
+}
+
+func describeDHCP(c dhcp.Config) string {
+	switch c.Mode {
+	case dhcp.ModeProxy:
+		return "proxy on " + c.Interface + " (boot information for PXE clients; the site's DHCP gives addresses)"
+	case dhcp.ModeManaged:
+		return fmt.Sprintf("managed on %s (%d subnets)", c.Interface, len(c.Subnets))
+	}
+	return "off (-boot-interface IFACE turns on proxyDHCP there)"
 }
 
 func describeURL(s string) string {

@@ -87,23 +87,48 @@ func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return tw.Flush()
 }
 
-// runMachine creates one machine.
+// runMachine creates or changes one machine.
 func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: rackplane machine create -hostname NAME -mac MAC[,MAC...] [-arch ARCH]")
+	const usage = "usage: rackplane machine create -hostname NAME -mac MAC[,MAC...] [-arch ARCH] [-boot-file FILE]\n" +
+		"       rackplane machine update ID [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]"
+	if len(args) == 0 || args[0] != "create" && args[0] != "update" {
+		return errors.New(usage)
 	}
-	fs := flag.NewFlagSet("machine create", flag.ContinueOnError)
+	fs := flag.NewFlagSet("machine "+args[0], flag.ContinueOnError)
 	c := clientFlags(fs)
-	hostname := fs.String("hostname", "", "the machine's host name")
-	macs := fs.String("mac", "", "its MAC addresses, comma separated")
-	arch := fs.String("arch", "amd64", "its architecture")
+	fs.String("hostname", "", "the machine's host name")
+	fs.String("mac", "", "its MAC addresses, comma separated")
+	fs.String("arch", "amd64", "its architecture")
+	fs.String("boot-file", "", "its own boot file, for firmware that needs another than the rack would choose: a file name (PXE) or an http(s) URL (HTTP boot, iPXE); \"\" clears it")
 	if err := parse(fs, args[1:], stderr); err != nil {
 		return err
 	}
-	body := map[string]any{"hostname": *hostname, "macs": strings.Split(*macs, ","), "arch": *arch}
+	body := map[string]any{}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "hostname", "arch":
+			body[f.Name] = f.Value.String()
+		case "mac":
+			body["macs"] = strings.Split(f.Value.String(), ",")
+		case "boot-file":
+			body["boot_file"] = f.Value.String()
+		}
+	})
 	var m machine
-	if err := c.send(ctx, "POST", "/api/v1/machines", body, &m); err != nil {
-		return err
+	if args[0] == "create" {
+		if _, ok := body["arch"]; !ok {
+			body["arch"] = "amd64"
+		}
+		if err := c.send(ctx, "POST", "/api/v1/machines", body, &m); err != nil {
+			return err
+		}
+	} else {
+		if fs.NArg() != 1 {
+			return errors.New(usage)
+		}
+		if err := c.send(ctx, "PATCH", "/api/v1/machines/"+url.PathEscape(fs.Arg(0)), body, &m); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(stdout, m.ID)
 	return nil

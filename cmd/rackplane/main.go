@@ -22,7 +22,11 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   os                  what can be booted, on which racks (-live asks them now)
   images import RACK SOURCE   import boot images into a rack from a directory or URL
   machines            list machines (-status, -os)
-  machine create      enrol a machine (-hostname, -mac)
+  machine create      enrol a machine (-hostname, -mac, -boot-file)
+  machine update ID   change a machine (-hostname, -arch, -boot-file; "" clears the boot file)
+  subnets             list the subnets of managed DHCP (-rack)
+  subnet create|update|show|delete
+                      a subnet of managed DHCP: its rack, CIDR, ranges, options, reservations
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
   release MACHINE...  release machines: they boot from their disk again
   mark-failed, mark-broken, mark-fixed MACHINE...
@@ -75,6 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runImages(ctx, rest, stdout, stderr)
 	case "machines":
 		return runMachines(ctx, rest, stdout, stderr)
+	case "subnets":
+		return runSubnets(ctx, rest, stdout, stderr)
+	case "subnet":
+		return runSubnet(ctx, rest, stdout, stderr)
 	case "machine":
 		return runMachine(ctx, rest, stdout, stderr)
 	case "deploy", "release", "mark-failed", "mark-broken", "mark-fixed":

@@ -51,7 +51,7 @@ func TestFlags(t *testing.T) {
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
-				"heartbeat-interval", "event-buffer", "log-level", "import-system-bootloaders", "scrub-at-start",
+				"heartbeat-interval", "event-buffer", "event-journal-max-bytes", "event-flush-timeout", "log-level", "import-system-bootloaders", "scrub-at-start",
 				"keep-image-versions", "in-flight-window", "storage-search-path", "tftp-addr", "tftp-window", "boot-url",
 				"boot-root", "preseed-dir", "boot-files-over-http", "offload-socket", "storage-timeout",
 				"dhcp-mode", "dhcp-interface", "dhcp-server-ip", "dhcp-http-url", "dhcp-bios-loader", "dhcp-uefi-loader",

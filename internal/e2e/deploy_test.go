@@ -51,9 +51,10 @@ fi
 `
 
 type api struct {
-	t     *testing.T
-	base  string
-	token string
+	t      *testing.T
+	base   string
+	token  string
+	client *http.Client // nil: http.DefaultClient
 }
 
 func (a api) call(method, path string, header map[string]string, body any, out any) int {
@@ -68,7 +69,11 @@ func (a api) call(method, path string, header map[string]string, body any, out a
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := a.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -95,12 +100,7 @@ type pxeSite struct {
 
 func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 	t.Helper()
-	qemu := pxetest.QEMU(t)
-	kernel, err := os.ReadFile(pxetest.Kernel(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrd := pxetest.Initramfs(t, vmInit, map[string][]byte{"e1000.ko": pxetest.E1000(t)})
+	qemu, kernel, initrd := vmImage(t)
 
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
@@ -124,22 +124,64 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 		return nil
 	})
 
-	src := bookwormSource(t, kernel, initrd)
+	site.a.importBookworm(site.rackID, kernel, initrd)
+	return site
+}
+
+// machineRef is a machine as the API returns it.
+type machineRef struct{ ID, Status string }
+
+// deployNew enrols a machine (hostname, mac), creates preseed name with
+// tmpl, and deploys debian/bookworm with console=ttyS0, panic=-1 and
+// params.
+func (a api) deployNew(hostname, mac, preseed, tmpl string, params ...string) machineRef {
+	t := a.t
+	t.Helper()
+	var m machineRef
+	if code := a.call("POST", "/api/v1/machines", nil, map[string]any{"hostname": hostname, "macs": []string{mac}}, &m); code != 201 {
+		t.Fatalf("create machine: %d", code)
+	}
+	if code := a.call("POST", "/api/v1/preseeds", nil, map[string]any{"name": preseed, "content": tmpl}, nil); code != 201 {
+		t.Fatalf("create preseed: %d", code)
+	}
+	deploy := map[string]any{"os": "debian", "release": "bookworm", "kernel_params": append([]string{"console=ttyS0", "panic=-1"}, params...)}
+	if code := a.call("POST", "/api/v1/machines/"+m.ID+"/deploy", nil, deploy, &m); code != 200 || m.Status != "deploying" {
+		t.Fatalf("deploy: %d %+v", code, m)
+	}
+	return m
+}
+
+// vmImage returns QEMU and what the test VMs boot: Debian's kernel, and an
+// initramfs running vmInit with the e1000 driver.
+func vmImage(t *testing.T) (qemu string, kernel, initrd []byte) {
+	t.Helper()
+	qemu = pxetest.QEMU(t)
+	kernel, err := os.ReadFile(pxetest.Kernel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qemu, kernel, pxetest.Initramfs(t, vmInit, map[string][]byte{"e1000.ko": pxetest.E1000(t)})
+}
+
+// importBookworm imports kernel and initrd as debian/bookworm into rack
+// rackID through the API, and waits until the OS registry lists it.
+func (a api) importBookworm(rackID string, kernel, initrd []byte) {
+	t := a.t
+	t.Helper()
 	var imp struct{ ID, State string }
-	if code := site.a.call("POST", "/api/v1/racks/"+site.rackID+"/images/imports", nil, map[string]string{"dir": src}, &imp); code != 202 {
+	if code := a.call("POST", "/api/v1/racks/"+rackID+"/images/imports", nil, map[string]string{"dir": bookwormSource(t, kernel, initrd)}, &imp); code != 202 {
 		t.Fatalf("import: %d %+v", code, imp)
 	}
-	eventually(t, 30*time.Second, "image imported and reported", func() error {
-		var os struct {
+	eventually(t, 60*time.Second, "image imported and reported", func() error {
+		var oses struct {
 			OSes []struct{ OS, Release string }
 		}
-		site.a.call("GET", "/api/v1/os", nil, nil, &os)
-		if len(os.OSes) != 1 || os.OSes[0].Release != "bookworm" {
-			return fmt.Errorf("os registry %+v", os)
+		a.call("GET", "/api/v1/os", nil, nil, &oses)
+		if len(oses.OSes) != 1 || oses.OSes[0].Release != "bookworm" {
+			return fmt.Errorf("os registry %+v", oses)
 		}
 		return nil
 	})
-	return site
 }
 
 // bookwormSource is an image source directory with a manifest of one
@@ -206,18 +248,9 @@ func TestDeployedVMFetchesItsPinnedPreseed(t *testing.T) {
 	site := newPXESite(t, true, "ipxe/boot.ipxe")
 	a := site.a
 	const mac = "52:54:00:7a:00:01"
-	var m struct{ ID, Status string }
-	if code := a.call("POST", "/api/v1/machines", nil, map[string]any{"hostname": "vm1", "macs": []string{mac}}, &m); code != 201 {
-		t.Fatalf("create machine: %d", code)
-	}
 	tmpl := "#cloud-config\nhostname: {{.Machine.Hostname}}\n# preseed {{.Preseed.Name}} version {{.Preseed.Version}} for {{.OS.Name}}/{{.OS.Release}} on {{.Machine.MAC}}\n# report: {{.URLs.Status}}\n"
-	if code := a.call("POST", "/api/v1/preseeds", nil, map[string]any{"name": "vm", "content": tmpl}, nil); code != 201 {
-		t.Fatalf("create preseed: %d", code)
-	}
+	m := a.deployNew("vm1", mac, "vm", tmpl)
 	deploy := map[string]any{"os": "debian", "release": "bookworm", "kernel_params": []string{"console=ttyS0", "panic=-1"}}
-	if code := a.call("POST", "/api/v1/machines/"+m.ID+"/deploy", nil, deploy, &m); code != 200 || m.Status != "deploying" {
-		t.Fatalf("deploy: %d %+v", code, m)
-	}
 
 	boot := func(wantVersion int) {
 		t.Helper()

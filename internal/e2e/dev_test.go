@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -95,6 +96,27 @@ func TestDevSystem(t *testing.T) {
 	}
 	if out, err := rp([]string{"machines"}); err != nil || !regexp.MustCompile(`cli1\s+ready\s+52:54:00:dd:00:01`).MatchString(out) {
 		t.Errorf("rackplane machines: %v\n%s", err, out)
+	}
+	// A machine's own boot file, and a subnet of managed DHCP whose
+	// reservation takes the machine's name.
+	cli1 := strings.TrimSpace(out)
+	if out, err := rp([]string{"machine", "update"}, "-boot-file", "quirk/snponly.efi", cli1); err != nil || strings.TrimSpace(out) != cli1 {
+		t.Errorf("rackplane machine update -boot-file: %v\n%s", err, out)
+	}
+	out, err = rp([]string{"subnet", "create"}, "-rack", devRackID, "-cidr", "10.77.0.0/24", "-range", "10.77.0.100-10.77.0.150",
+		"-router", "10.77.0.1", "-lease", "10m", "-reserve", "52:54:00:dd:00:01=10.77.0.7")
+	var created struct{ ID string }
+	if err != nil || json.Unmarshal([]byte(out), &created) != nil || !strings.Contains(out, `"hostname": "cli1"`) {
+		t.Errorf("rackplane subnet create: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"subnets"}); err != nil || !regexp.MustCompile(created.ID+`\s+`+devRackID+`\s+10.77.0.0/24\s+-\s+10.77.0.100-10.77.0.150\s+10.77.0.1\s+1`).MatchString(out) {
+		t.Errorf("rackplane subnets: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"subnet", "create"}, "-rack", devRackID, "-cidr", "10.77.0.0/16"); err == nil || !strings.Contains(out, "overlaps subnet "+created.ID) {
+		t.Errorf("rackplane subnet create of an overlapping subnet: %v\n%s", err, out)
+	}
+	if out, err := rp([]string{"subnet", "delete"}, created.ID); err != nil {
+		t.Errorf("rackplane subnet delete: %v\n%s", err, out)
 	}
 	out, err = rp([]string{"deploy"}, "-os", "ubuntu", "-release", "noble", "cli1", "nosuch")
 	for _, w := range []string{"cli1", "no rack has an image", "nosuch\tno such machine", "2 of 2 machines failed"} {

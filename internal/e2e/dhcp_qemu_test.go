@@ -49,10 +49,42 @@ func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:03", uefi: true})
 }
 
+// TestSiteDHCPServerBootsFromTheRack keeps the site's DHCP server as the
+// only one answering, with rackd's DHCP off: dnsmasq runs with the rules
+// docs/boot-networks.md gives operators, read from that page, and a BIOS
+// (iPXE ROM) and a UEFI VM (OVMF's PXE, then snponly.efi) boot from the
+// rack.
+func TestSiteDHCPServerBootsFromTheRack(t *testing.T) {
+	endToEnd(t)
+	t.Run("bios", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:04", site: true}) })
+	t.Run("uefi", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:05", site: true, uefi: true}) })
+}
+
 type vmBoot struct {
 	mac   string
 	proxy bool // dnsmasq gives the address, rackd is in proxy mode
+	site  bool // dnsmasq gives address and boot file (the documented rules), rackd's DHCP is off
 	uefi  bool // OVMF's own PXE, not QEMU's iPXE ROM
+}
+
+// documentedDnsmasqRules returns the dnsmasq rules of
+// docs/boot-networks.md, written for a rack at 10.20.0.2.
+func documentedDnsmasqRules(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/boot-networks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "**dnsmasq**\n\n```\n")
+	rules, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !strings.Contains(rules, "10.20.0.2") {
+		t.Fatalf("docs/boot-networks.md has no dnsmasq block for a rack at 10.20.0.2")
+	}
+	path := filepath.Join(t.TempDir(), "dnsmasq-rules.conf")
+	if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func qemuDHCPBoot(t *testing.T, vm vmBoot) {
@@ -73,9 +105,13 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
 	vmNS, tap := seg.Tap()
 	dhcpFlags := []string{"-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t)}
-	if vm.proxy {
+	switch {
+	case vm.proxy:
 		startDnsmasq(t, seg.Host("site", "02:00:00:00:00:01", "10.20.0.1/24"))
 		dhcpFlags = []string{"-dhcp-mode", "proxy"}
+	case vm.site:
+		startDnsmasq(t, seg.Host("site", "02:00:00:00:00:01", "10.20.0.1/24"), "--conf-file="+documentedDnsmasqRules(t))
+		dhcpFlags = []string{"-dhcp-mode", "off"}
 	}
 	dhcpFlags = append(dhcpFlags, fmt.Sprintf("-import-system-bootloaders=%v", vm.uefi))
 
@@ -106,7 +142,7 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 		"-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"},
 		dhcpFlags...)...))
 	eventually(t, 20*time.Second, "rackd's DHCP server", func() error {
-		if !strings.Contains(rackd.Output(), "dhcp listening") {
+		if !vm.site && !strings.Contains(rackd.Output(), "dhcp listening") {
 			return os.ErrNotExist
 		}
 		return nil
@@ -136,6 +172,9 @@ echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 		t.Fatalf("the kernel command line lacks the boot decision's parameters:\n%s", tail(string(console), 20))
 	}
 
+	if vm.site {
+		return // rackd's DHCP server is off: nothing to report
+	}
 	// What rackd did went out as a dhcp_leases_changed event, with the
 	// script URL: a lease (managed) or boot information (proxy).
 	wantFile := "http://10.20.0.2:5248/ipxe/" + bootconfig.Hyphenated(mac) + ".ipxe"
@@ -170,14 +209,15 @@ func subnetsFile(t *testing.T) string {
 }
 
 // startDnsmasq runs dnsmasq in namespace ns as the site's DHCP server:
-// addresses .150 to .170 of 10.20.0.0/24, no boot options.
-func startDnsmasq(t *testing.T, ns string) {
+// addresses .150 to .170 of 10.20.0.0/24, and no boot options unless
+// extra gives some.
+func startDnsmasq(t *testing.T, ns string, extra ...string) {
 	t.Helper()
 	dnsmasq := netnstest.Need(t, "dnsmasq", "dnsmasq-base")
 	dir := t.TempDir()
-	_, log := netnstest.Start(t, ns, dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--no-ping",
+	_, log := netnstest.Start(t, ns, append([]string{dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--no-ping",
 		"--interface=eth0", "--bind-interfaces", "--dhcp-range=10.20.0.150,10.20.0.170,255.255.255.0,1h",
-		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--log-dhcp", "--log-facility=-")
+		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--log-dhcp", "--log-facility=-"}, extra...)...)
 	if !netnstest.WaitFor(10*time.Second, func() bool { return strings.Contains(log.String(), "DHCP, IP range") }) {
 		t.Fatalf("dnsmasq did not start:\n%s", log)
 	}

@@ -101,6 +101,14 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 // port), and subscribes to every rack event.
 func natsForRack(t *testing.T, rackNS string) *nats.Subscription {
 	t.Helper()
+	_, sub := natsConnForRack(t, rackNS)
+	return sub
+}
+
+// natsConnForRack is natsForRack that also returns the test's
+// connection, to answer requests the rack makes of the region.
+func natsConnForRack(t *testing.T, rackNS string) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
 	ns := natsserver.StartTest(t)
 	nc := ns.Connect()
 	netnstest.Forward(t, rackNS, "127.0.0.1:4222", ns.Server.Addr().String())
@@ -115,12 +123,33 @@ func natsForRack(t *testing.T, rackNS string) *nats.Subscription {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sub
+	return nc, sub
 }
 
 // waitDHCPChange waits up to 15s for a valid dhcp_leases_changed event
 // on sub with a change that match accepts.
 func waitDHCPChange(t *testing.T, sub *nats.Subscription, what string, match func(events.DHCPLeaseChange) bool) {
+	t.Helper()
+	err := waitEvent(t, sub, events.TypeDHCPLeasesChanged, func(e events.Event) bool {
+		var d events.DHCPLeasesChanged
+		if err := e.DecodeData(&d); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range d.Changes {
+			if match(c) {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no dhcp_leases_changed event with %s: %v", what, err)
+	}
+}
+
+// waitEvent reads sub for up to 15s until match accepts a valid event of
+// type typ; the error says why none did.
+func waitEvent(t *testing.T, sub *nats.Subscription, typ string, match func(events.Event) bool) error {
 	t.Helper()
 	v, err := events.NewValidator()
 	if err != nil {
@@ -129,20 +158,10 @@ func waitDHCPChange(t *testing.T, sub *nats.Subscription, what string, match fun
 	for end := time.Now().Add(15 * time.Second); ; {
 		m, err := sub.NextMsg(time.Until(end))
 		if err != nil {
-			t.Fatalf("no dhcp_leases_changed event with %s: %v", what, err)
+			return err
 		}
-		e, err := v.Decode(m.Data)
-		if err != nil || e.Type != events.TypeDHCPLeasesChanged {
-			continue
-		}
-		var d events.DHCPLeasesChanged
-		if err := e.DecodeData(&d); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range d.Changes {
-			if match(c) {
-				return
-			}
+		if e, err := v.Decode(m.Data); err == nil && e.Type == typ && match(e) {
+			return nil
 		}
 	}
 }

@@ -2,12 +2,14 @@ package netnstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -243,4 +245,20 @@ func WaitFor(d time.Duration, cond func() bool) bool {
 		}
 	}
 	return cond()
+}
+
+// HTTPClient returns a client whose connections are dialled in namespace
+// ns: the test reaches a server that listens only there (a daemon's API
+// on the namespace's loopback, say).
+func HTTPClient(ns string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := InNS(ns, func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
 }

@@ -81,15 +81,16 @@ func Initramfs(t testing.TB, init string, files map[string][]byte) []byte {
 	c.add("bin/busybox", 0o100755, 0, bb)
 	c.add("bin/sh", 0o120777, 0, []byte("busybox"))
 	c.add("usr/share/udhcpc/default.script", 0o100755, 0, []byte(udhcpcScript))
-	c.add("init", 0o100755, 0, []byte(init))
-	for name, b := range files {
-		c.add(name, 0o100644, 0, b)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(c.finish())
-	zw.Close()
-	return gz.Bytes()
+	return c.gzip(init, files)
+}
+
+// Overlay makes a gzip'd newc cpio archive holding only init as /init and
+// files (by path, in the root), to append to another initramfs: the
+// kernel unpacks concatenated archives in order and later files win, so
+// it boots the other archive's userland with the test's /init.
+func Overlay(init string, files map[string][]byte) []byte {
+	var c cpio
+	return c.gzip(init, files)
 }
 
 // udhcpcScript configures the interface from the lease, as Debian's
@@ -130,6 +131,19 @@ func (c *cpio) pad() {
 	for c.b.Len()%4 != 0 {
 		c.b.WriteByte(0)
 	}
+}
+
+// gzip adds init and files, and returns the gzip'd archive.
+func (c *cpio) gzip(init string, files map[string][]byte) []byte {
+	c.add("init", 0o100755, 0, []byte(init))
+	for name, b := range files {
+		c.add(name, 0o100644, 0, b)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(c.finish())
+	zw.Close()
+	return gz.Bytes()
 }
 
 func (c *cpio) finish() []byte {

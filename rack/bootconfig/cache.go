@@ -17,7 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/schema"
 )
@@ -338,66 +338,35 @@ func (c *Cache) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	retry := backoff.New(backoff.Policy{})
-	for ctx.Err() == nil {
-		err := c.follow(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		wait := retry.Next()
-		c.log.Warn("following region boot decisions", "err", err, "retry_in", wait)
-		backoff.Sleep(ctx, wait)
+	after := func() uint64 {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.seq
 	}
+	eventbus.Follow(ctx, c.js, []string{events.TypeBootDecisionSet, events.TypeBootDecisionCleared}, after, c.receive, c.log)
 	return nil
 }
 
-func (c *Cache) follow(ctx context.Context) error {
+// receive applies one message of the region stream.
+func (c *Cache) receive(raw []byte, seq uint64) {
+	e, err := c.validator.Decode(raw)
+	if err != nil {
+		c.log.Warn("ignoring invalid region event", "stream_seq", seq, "err", err)
+		c.Apply(events.Event{}, seq)
+		return
+	}
+	if err := c.Apply(e, seq); err != nil {
+		c.log.Warn("ignoring boot decision event", "event_id", e.ID, "err", err)
+	}
+}
+
+// Cached returns the cached decision of a canonical MAC, never asking
+// the region: for the DHCP server, which answers at once or not at all.
+func (c *Cache) Cached(mac string) (events.BootDecision, bool) {
 	c.mu.RLock()
-	seq := c.seq
-	c.mu.RUnlock()
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{
-			events.RegionEventSubject(events.TypeBootDecisionSet),
-			events.RegionEventSubject(events.TypeBootDecisionCleared),
-		},
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
-	if seq > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = seq + 1
-	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	cons, err := c.js.OrderedConsumer(cctx, events.RegionStream, cfg)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("next message: %w", err)
-		}
-		var mseq uint64
-		if md, err := m.Metadata(); err == nil {
-			mseq = md.Sequence.Stream
-		}
-		e, err := c.validator.Decode(m.Data())
-		if err != nil {
-			c.log.Warn("ignoring invalid region event", "stream_seq", mseq, "err", err)
-			c.Apply(events.Event{}, mseq)
-			continue
-		}
-		if err := c.Apply(e, mseq); err != nil {
-			c.log.Warn("ignoring boot decision event", "event_id", e.ID, "err", err)
-		}
-	}
+	defer c.mu.RUnlock()
+	d, ok := c.decisions[mac]
+	return d, ok
 }
 
 // Decisions returns a copy of every cached decision, by MAC.

@@ -23,10 +23,6 @@ const (
 	// KindIPXEChain is the generic iPXE script that chains to the
 	// per-MAC one, for a DHCP server that cannot hand out per-MAC names.
 	KindIPXEChain Kind = "ipxe_chain"
-	// KindGRUBChain is the generic grub.cfg that chains to the per-MAC
-	// one: GRUB network images (Debian's signed grubnetx64.efi) read
-	// only $prefix/grub.cfg.
-	KindGRUBChain Kind = "grub_chain"
 )
 
 // RenderConfig configures a Renderer.
@@ -106,7 +102,7 @@ func ValidateDecision(d *events.BootDecision) error {
 	default:
 		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission or rescue", mac, d.Purpose)
 	}
-	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL} {
+	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile} {
 		if strings.ContainsFunc(v, isSpaceOrControl) {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a space or control character", mac, name)
 		}
@@ -276,15 +272,6 @@ menuentry '{{.Purpose}}' {
 {{- end}}
 }
 {{- end}}
-`)),
-	// The generic grub.cfg: the per-MAC config of the interface GRUB
-	// booted from, else (no network interface, or that config failed)
-	// back to the firmware, which boots the next device.
-	KindGRUBChain: template.Must(template.New("grub_chain").Parse(`# generic: chains to grub.cfg-<mac>
-if [ -n "$net_default_mac" ]; then
-  configfile $prefix/grub.cfg-$net_default_mac
-fi
-exit
 `)),
 	KindIPXE: template.Must(template.New("ipxe").Parse(`#!ipxe
 # {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}

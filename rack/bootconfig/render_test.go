@@ -61,11 +61,12 @@ func TestRender(t *testing.T) {
 		{bootconfig.RenderConfig{HTTPBootURL: "http://10.20.0.2:5248"}, bootconfig.KindGRUB, local, []string{"menuentry 'local' {\n  exit\n}"}},
 		// A parameter cannot add GRUB commands: quoted, quotes escaped.
 		{bootconfig.RenderConfig{}, bootconfig.KindGRUB, withParams(d, "a;reboot", "b='$x'"), []string{`'a;reboot' 'b='\''$x'\'''`}},
-		{bootconfig.RenderConfig{}, bootconfig.KindGRUBChain, local, []string{"if [ -n \"$net_default_mac\" ]; then\n  configfile $prefix/grub.cfg-$net_default_mac\nfi\nexit\n"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUBChain, local, []string{"if [ -n \"$net_default_mac\" ]; then\n  configfile /grub/grub.cfg-${net_default_mac}\nfi\nexit\n"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, d, []string{"#!ipxe\n", "kernel /images/debian/v1/linux console=ttyS0", " initrd=initrd\n", "initrd /images/debian/v1/initrd", "boot"}},
 		{bootconfig.RenderConfig{HTTPBootURL: "http://10.0.2.2:5248/"}, bootconfig.KindIPXE, d, []string{"kernel http://10.0.2.2:5248/images/debian/v1/linux", "initrd http://10.0.2.2:5248/images/debian/v1/initrd"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, local, []string{"exit"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXEChain, local, []string{"chain /ipxe/${mac:hexhyp}.ipxe"}},
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUBChain, d, []string{"set timeout=0\n", "configfile /grub/grub.cfg-${net_default_mac}\n"}},
 	}
 	for _, tt := range tests {
 		r, err := bootconfig.NewRenderer(tt.cfg)

@@ -25,7 +25,8 @@ const (
 	FileSNPOnly    = "snponly.efi"   // ipxe
 	FileGRUBx64    = "grubx64.efi"   // grub-efi-amd64-signed or -bin
 	FileShimx64    = "bootx64.efi"   // shimx64.efi.signed, from grub-efi-amd64-signed
-	FileGRUBaa64   = "grubaa64.efi"  // not imported yet
+	FileGRUBaa64   = "grubaa64.efi"  // debian-installer-12-netboot-arm64
+	FileShimaa64   = "bootaa64.efi"  // its bootnetaa64.efi, the signed shim, which loads grubaa64.efi
 	FileIPXEArm64  = "ipxe-arm64.efi"
 	IPXEScriptPath = "ipxe/" // the rack renders ipxe/<mac>.ipxe and ipxe/boot.ipxe
 )
@@ -233,8 +234,11 @@ func uefiFile(loader string) string {
 }
 
 func arm64File(loader string) string {
-	if loader == LoaderIPXE {
+	switch loader {
+	case LoaderIPXE:
 		return FileIPXEArm64
+	case LoaderShim:
+		return FileShimaa64
 	}
 	return FileGRUBaa64
 }

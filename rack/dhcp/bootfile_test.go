@@ -36,6 +36,7 @@ func TestChooseBoot(t *testing.T) {
 		{"UEFI x64 GRUB", pxe(iana.EFI_X86_64), grub, Boot{"grubx64.efi", ClientPXE}, nil},
 		{"arm64 GRUB", pxe(iana.EFI_ARM64), classic, Boot{"grubaa64.efi", ClientPXE}, nil},
 		{"arm64 iPXE", pxe(iana.EFI_ARM64), ipxeDefaults, Boot{"ipxe-arm64.efi", ClientPXE}, nil},
+		{"arm64 shim", pxe(iana.EFI_ARM64), Loaders{ARM64: LoaderShim}, Boot{"bootaa64.efi", ClientPXE}, nil},
 		{"HTTP boot x64", with(pxe(iana.EFI_X86_64_HTTP), func(r *BootRequest) { r.VendorClass = "HTTPClient:Arch:00016:UNDI:003000" }),
 			ipxeDefaults, Boot{web + "/snponly.efi", ClientHTTP}, nil},
 		{"HTTP boot x64 shim", with(pxe(iana.EFI_X86_64_HTTP), func(r *BootRequest) { r.VendorClass = "HTTPClient" }),

@@ -63,7 +63,8 @@ type Config struct {
 	// Boot loaders per firmware: BIOS ipxe (undionly.kpxe), pxelinux
 	// (pxelinux.0) or lpxelinux (lpxelinux.0, over HTTP); x64 UEFI ipxe (snponly.efi), grub (grubx64.efi) or
 	// shim (bootx64.efi, the signed shim, which loads grubx64.efi); arm64
-	// UEFI grub (grubaa64.efi) or ipxe (ipxe-arm64.efi).
+	// UEFI grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or
+	// ipxe (ipxe-arm64.efi).
 	BIOSLoader  string `json:"bios_loader,omitempty"`
 	UEFILoader  string `json:"uefi_loader,omitempty"`
 	ARM64Loader string `json:"arm64_loader,omitempty"`
@@ -76,7 +77,10 @@ type Config struct {
 	ProxyPeers    []string      `json:"proxy_peers,omitempty"`
 	ProxyTakeover time.Duration `json:"proxy_takeover,omitempty"`
 
-	// Subnets the rack serves in managed mode.
+	// Subnets the rack serves in managed mode besides the region's (see
+	// Server.SetRegionSubnets): the rack's own, which win over the
+	// region's where they overlap. Managed mode may start with none and
+	// wait for the region's.
 	Subnets []Subnet `json:"subnets,omitempty"`
 	// LeaseTime is the lease time of subnets that give none.
 	LeaseTime time.Duration `json:"lease_time,omitempty"`
@@ -97,42 +101,19 @@ type Config struct {
 	MaxEventChanges int `json:"max_event_changes,omitempty"`
 }
 
-// Subnet is one subnet served in managed mode. It is made to travel as an
-// event's payload: JSON names, text addresses, no durations.
-type Subnet struct {
-	// CIDR is the subnet, such as 10.20.0.0/24.
-	CIDR netip.Prefix `json:"cidr"`
-	// Interface the subnet is on (default Config.Interface). Subnets
-	// reached through a relay (giaddr) share the relay's interface.
-	Interface string `json:"interface,omitempty"`
-	// Ranges are the dynamic ranges, inclusive, inside CIDR.
-	Ranges     []Range      `json:"ranges,omitempty"`
-	Router     netip.Addr   `json:"router,omitzero"`
-	DNSServers []netip.Addr `json:"dns_servers,omitempty"`
-	Domain     string       `json:"domain,omitempty"`
-	// LeaseSeconds is the lease time (default Config.LeaseTime).
-	LeaseSeconds int64 `json:"lease_seconds,omitempty"`
-	// Reservations pin addresses to MACs; their addresses may lie inside
-	// or outside Ranges, but inside CIDR.
-	Reservations []Reservation `json:"reservations,omitempty"`
-}
+// Subnet is one subnet served in managed mode, in the form the region
+// sends it (events.Subnet): the rack's subnets file holds the same form.
+type Subnet = events.Subnet
 
 // Range is an inclusive range of dynamic addresses.
-type Range struct {
-	Start netip.Addr `json:"start"`
-	End   netip.Addr `json:"end"`
-}
+type Range = events.SubnetRange
 
 // Reservation is a static address of one MAC.
-type Reservation struct {
-	MAC      string     `json:"mac"`
-	IP       netip.Addr `json:"ip"`
-	Hostname string     `json:"hostname,omitempty"`
-}
+type Reservation = events.SubnetReservation
 
 // MaxPoolSize bounds the dynamic addresses of one subnet, which bounds
 // the lease table (one record per address at most).
-const MaxPoolSize = 1 << 16
+const MaxPoolSize = events.MaxSubnetPool
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
@@ -207,8 +188,8 @@ func (c Config) Validate() error {
 	if c.UEFILoader != LoaderIPXE && c.UEFILoader != LoaderGRUB && c.UEFILoader != LoaderShim {
 		bad("-dhcp-uefi-loader %q: want ipxe, grub or shim", c.UEFILoader)
 	}
-	if c.ARM64Loader != LoaderIPXE && c.ARM64Loader != LoaderGRUB {
-		bad("-dhcp-arm64-loader %q: want grub or ipxe", c.ARM64Loader)
+	if c.ARM64Loader != LoaderIPXE && c.ARM64Loader != LoaderGRUB && c.ARM64Loader != LoaderShim {
+		bad("-dhcp-arm64-loader %q: want grub, shim or ipxe", c.ARM64Loader)
 	}
 	seen := map[string]bool{}
 	for _, p := range c.ProxyPeers {
@@ -219,9 +200,6 @@ func (c Config) Validate() error {
 	}
 	if c.ProxyTakeover < time.Second || c.ProxyTakeover > time.Minute {
 		bad("-dhcp-proxy-takeover %s: want 1s to 1m", c.ProxyTakeover)
-	}
-	if c.Mode == ModeManaged && len(c.Subnets) == 0 {
-		bad("-dhcp-subnets: managed mode needs at least one subnet")
 	}
 	if c.Mode == ModeManaged {
 		for i, s := range c.Subnets {
@@ -259,7 +237,7 @@ func (c Config) Validate() error {
 func ValidateSubnets(subnets []Subnet) error {
 	var errs []error
 	for i, s := range subnets {
-		for _, err := range s.problems() {
+		for _, err := range s.Problems() {
 			errs = append(errs, fmt.Errorf("subnets[%d]: %w", i, err))
 		}
 		for j := range i {
@@ -271,111 +249,8 @@ func ValidateSubnets(subnets []Subnet) error {
 	return errors.Join(errs...)
 }
 
-// Validate reports every problem of s in one error.
-func (s Subnet) Validate() error { return errors.Join(s.problems()...) }
-
-func (s Subnet) problems() []error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	p := s.CIDR
-	if !p.IsValid() || !p.Addr().Is4() || p.Bits() > 30 || p.Bits() < 8 || p != p.Masked() {
-		bad("cidr %q: want an IPv4 network of /8 to /30 with no host bits, such as 10.20.0.0/24", s.CIDR)
-		return errs // nothing else can be checked against it
-	}
-	in := func(a netip.Addr) bool {
-		return a.Is4() && p.Contains(a) && a != p.Addr() && a != lastAddr(p)
-	}
-	var pool uint64
-	for i, r := range s.Ranges {
-		switch {
-		case !in(r.Start) || !in(r.End):
-			bad("ranges[%d] %s-%s: both ends must be host addresses of %s", i, r.Start, r.End, p)
-		case r.End.Less(r.Start):
-			bad("ranges[%d] %s-%s: end before start", i, r.Start, r.End)
-		default:
-			pool += uint64(toU32(r.End)-toU32(r.Start)) + 1
-			for j := range i {
-				o := s.Ranges[j]
-				if !(r.End.Less(o.Start) || o.End.Less(r.Start)) {
-					bad("ranges[%d] %s-%s overlaps ranges[%d]", i, r.Start, r.End, j)
-				}
-			}
-		}
-	}
-	if pool > MaxPoolSize {
-		bad("ranges: %d dynamic addresses, more than %d", pool, MaxPoolSize)
-	}
-	if s.Router.IsValid() && !in(s.Router) {
-		bad("router %s: not a host address of %s", s.Router, p)
-	}
-	for i, d := range s.DNSServers {
-		if !d.Is4() {
-			bad("dns_servers[%d] %s: want an IPv4 address", i, d)
-		}
-	}
-	if len(s.DNSServers) > 8 {
-		bad("dns_servers: %d servers, at most 8", len(s.DNSServers))
-	}
-	if !validDomain(s.Domain) {
-		bad("domain %q: want a DNS name", s.Domain)
-	}
-	if s.LeaseSeconds != 0 && (s.LeaseSeconds < 60 || s.LeaseSeconds > 365*24*3600) {
-		bad("lease_seconds %d: want 60 to 31536000 (or 0 for the default)", s.LeaseSeconds)
-	}
-	if len(s.Reservations) > MaxPoolSize {
-		bad("reservations: %d, more than %d", len(s.Reservations), MaxPoolSize)
-	}
-	macs, ips := map[string]int{}, map[netip.Addr]int{}
-	for i, r := range s.Reservations {
-		mac, err := events.CanonicalMAC(r.MAC)
-		if err != nil {
-			bad("reservations[%d]: %v", i, err)
-		} else if j, dup := macs[mac]; dup {
-			bad("reservations[%d]: MAC %s is reserved again (reservations[%d])", i, mac, j)
-		} else {
-			macs[mac] = i
-		}
-		if !in(r.IP) {
-			bad("reservations[%d] ip %s: not a host address of %s", i, r.IP, p)
-		} else if j, dup := ips[r.IP]; dup {
-			bad("reservations[%d] ip %s: reserved again (reservations[%d])", i, r.IP, j)
-		} else {
-			ips[r.IP] = i
-		}
-		if r.Hostname != "" && !validHostname(r.Hostname) {
-			bad("reservations[%d] hostname %q: want a host name (letters, digits, hyphens; 63 at most)", i, r.Hostname)
-		}
-	}
-	return errs
-}
-
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 || h[0] == '-' || h[len(h)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func validDomain(d string) bool {
-	if d == "" {
-		return true
-	}
-	if len(d) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(d, "."), ".") {
-		if !validHostname(label) {
-			return false
-		}
-	}
-	return true
-}
+// validHostname reports whether h is a host name a lease may carry.
+func validHostname(h string) bool { return events.ValidHostLabel(h) }
 
 func toU32(a netip.Addr) uint32 {
 	b := a.As4()
@@ -394,7 +269,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // subnets come from a JSON file (-dhcp-subnets), in the form the region
 // will send them.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.Func("dhcp-mode", "DHCP server: off, proxy (boot information for PXE clients beside the site's DHCP) or managed (addresses of -dhcp-subnets) (default off)", func(v string) error {
+	fs.Func("dhcp-mode", "DHCP server: off, proxy (boot information for PXE clients beside the site's DHCP) or managed (addresses of the region's subnets for this rack and of -dhcp-subnets) (default off)", func(v string) error {
 		c.Mode = Mode(v)
 		return nil
 	})
@@ -407,7 +282,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPURL, "dhcp-http-url", c.HTTPURL, "URL DHCP clients reach the rack's HTTP boot server at (default http://<server ip>:<http port>)")
 	fs.StringVar(&c.BIOSLoader, "dhcp-bios-loader", c.BIOSLoader, "boot loader of BIOS PXE clients: ipxe (undionly.kpxe), pxelinux (pxelinux.0) or lpxelinux (lpxelinux.0, files over HTTP)")
 	fs.StringVar(&c.UEFILoader, "dhcp-uefi-loader", c.UEFILoader, "boot loader of x64 UEFI clients: ipxe (snponly.efi), grub (grubx64.efi) or shim (bootx64.efi, then grubx64.efi)")
-	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi) or ipxe (ipxe-arm64.efi)")
+	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or ipxe (ipxe-arm64.efi)")
 	fs.Func("dhcp-proxy-peers", "comma-separated names of every rack answering proxyDHCP on this segment, this one included; each PXE client is then answered by one of them", func(v string) error {
 		c.ProxyPeers = nil
 		for _, p := range strings.Split(v, ",") {
@@ -419,7 +294,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.ProxyTakeover, "dhcp-proxy-takeover", c.ProxyTakeover, "with -dhcp-proxy-peers: how long a PXE client tries before every rack answers it")
 	fs.DurationVar(&c.EventInterval, "dhcp-event-interval", c.EventInterval, "how often DHCP lease changes go out as one event")
-	fs.Func("dhcp-subnets", "JSON file holding the array of subnets of managed mode (see rack/dhcp's doc)", func(path string) error {
+	fs.Func("dhcp-subnets", "JSON file holding the array of the rack's own subnets of managed mode, which take precedence over the region's (see rack/dhcp's doc)", func(path string) error {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return err

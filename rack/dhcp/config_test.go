@@ -15,7 +15,7 @@ import (
 func testSubnet() Subnet {
 	return Subnet{
 		CIDR:       netip.MustParsePrefix("10.20.0.0/24"),
-		Ranges:     []Range{{netip.MustParseAddr("10.20.0.100"), netip.MustParseAddr("10.20.0.199")}},
+		Ranges:     []Range{{Start: netip.MustParseAddr("10.20.0.100"), End: netip.MustParseAddr("10.20.0.199")}},
 		Router:     netip.MustParseAddr("10.20.0.1"),
 		DNSServers: []netip.Addr{netip.MustParseAddr("10.20.0.1")},
 		Domain:     "rack1.example.net",
@@ -40,8 +40,8 @@ func TestConfigDefaultsValidate(t *testing.T) {
 
 func TestConfigValidateNamesEverySettingAndChangesNothing(t *testing.T) {
 	s := testSubnet()
-	s.Ranges = append(s.Ranges, Range{netip.MustParseAddr("10.20.0.150"), netip.MustParseAddr("10.20.1.5")},
-		Range{netip.MustParseAddr("10.20.0.50"), netip.MustParseAddr("10.20.0.40")})
+	s.Ranges = append(s.Ranges, Range{Start: netip.MustParseAddr("10.20.0.150"), End: netip.MustParseAddr("10.20.1.5")},
+		Range{Start: netip.MustParseAddr("10.20.0.50"), End: netip.MustParseAddr("10.20.0.40")})
 	s.Router = netip.MustParseAddr("192.168.0.1")
 	s.Domain = "bad domain"
 	s.LeaseSeconds = 5
@@ -51,7 +51,7 @@ func TestConfigValidateNamesEverySettingAndChangesNothing(t *testing.T) {
 	overlap.CIDR = netip.MustParsePrefix("10.20.0.0/16")
 	overlap.Ranges, overlap.Reservations, overlap.Router, overlap.DNSServers = nil, nil, netip.Addr{}, nil
 	c := Config{
-		Mode: ModeManaged, BIOSLoader: "grub", UEFILoader: "x", ARM64Loader: "shim", HTTPURL: "ftp://x",
+		Mode: ModeManaged, BIOSLoader: "grub", UEFILoader: "x", ARM64Loader: "pxelinux", HTTPURL: "ftp://x",
 		ProxyPeers: []string{"a", "a"}, ProxyTakeover: time.Hour, LeaseTime: time.Second, OfferHold: time.Hour,
 		DeclineHold: -1, MaxOffers: -1, EventInterval: time.Millisecond, MaxEventChanges: 99999,
 		ServerIP: netip.MustParseAddr("::1"),

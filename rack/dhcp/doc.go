@@ -48,9 +48,20 @@
 // (its secs field, or what the rack saw), so a client whose owner is down
 // still boots, from the survivor.
 //
-// An example configuration of managed mode, as JSON (the subnets are
-// what the region will send in an event; -dhcp-subnets reads that array
-// from a file):
+// Managed mode serves two sets of subnets: the rack's own (Config.Subnets,
+// from the -dhcp-subnets file) and the region's (SetRegionSubnets, which
+// the rack calls with what rack/subnets cached of the region's
+// subnet_set events). The rack's own take precedence: a region subnet
+// that overlaps one of them is not served, and said so in a log line and
+// a counter. The file is for a rack that must serve before it ever
+// reached a region, or that overrides the region locally; without it,
+// managed mode starts with no subnet and serves the region's as they
+// arrive, without a restart: listeners open and close with the
+// interfaces of the subnets, and leases stay.
+//
+// An example configuration of managed mode, as JSON (the subnets have the
+// form of the region's events; -dhcp-subnets reads that array from a
+// file):
 //
 //	{
 //	  "mode": "managed",

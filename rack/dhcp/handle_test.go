@@ -75,7 +75,7 @@ func newHarness(t *testing.T, cfg Config, dir string) *harness {
 
 func managedConfig() Config {
 	sn := testSubnet()
-	sn.Ranges = []Range{{netip.MustParseAddr("10.20.0.100"), netip.MustParseAddr("10.20.0.102")}}
+	sn.Ranges = []Range{{Start: netip.MustParseAddr("10.20.0.100"), End: netip.MustParseAddr("10.20.0.102")}}
 	return Config{Mode: ModeManaged, Interface: "test0", Subnets: []Subnet{sn}, DeclineHold: 10 * time.Minute}
 }
 
@@ -311,7 +311,7 @@ func TestPathPrefixOption(t *testing.T) {
 // than MaxOffers offers.
 func TestOffersBounded(t *testing.T) {
 	cfg := managedConfig()
-	cfg.Subnets[0].Ranges = []Range{{netip.MustParseAddr("10.20.0.20"), netip.MustParseAddr("10.20.0.250")}}
+	cfg.Subnets[0].Ranges = []Range{{Start: netip.MustParseAddr("10.20.0.20"), End: netip.MustParseAddr("10.20.0.250")}}
 	cfg.MaxOffers = 16
 	h := newHarness(t, cfg, t.TempDir())
 	answered := 0

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rackplane/rackplane/events"
@@ -48,8 +49,10 @@ type offer struct {
 // dynamic ones each, plus reservations) and offers are capped at
 // maxOffers.
 type table struct {
-	mu          sync.Mutex
-	pools       []*pool
+	mu sync.Mutex
+	// pools are the subnets served now (see poolList).
+	pools       atomic.Pointer[[]*pool]
+	leaseTime   time.Duration         // of subnets that give none
 	records     map[netip.Addr]Record // every address with a state
 	offers      map[string]offer      // by MAC
 	offeredIP   map[netip.Addr]string // address → MAC
@@ -70,9 +73,33 @@ func newTable(cfg Config, path string) (*table, int, error) {
 	t := &table{
 		offers: map[string]offer{}, offeredIP: map[netip.Addr]string{},
 		maxOffers: cfg.MaxOffers, offerHold: cfg.OfferHold, declineHold: cfg.DeclineHold,
+		leaseTime: cfg.LeaseTime,
 	}
-	for _, s := range cfg.Subnets {
-		p := &pool{subnet: s, prefix: s.CIDR, leaseTime: cfg.LeaseTime,
+	var bad int
+	var err error
+	t.log, t.records, bad, err = openLeaseLog(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	t.mu.Lock()
+	t.setPoolsLocked(cfg.Subnets)
+	t.mu.Unlock()
+	return t, bad, nil
+}
+
+// setPools makes subnets the table's pools. Leases stay (an address
+// that left every pool keeps its record, in case its subnet comes back);
+// offers of addresses no pool holds any more are dropped.
+func (t *table) setPools(subnets []Subnet) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.setPoolsLocked(subnets)
+}
+
+func (t *table) setPoolsLocked(subnets []Subnet) {
+	pools := make([]*pool, 0, len(subnets))
+	for _, s := range subnets {
+		p := &pool{subnet: s, prefix: s.CIDR, leaseTime: t.leaseTime,
 			reserved: map[string]Reservation{}, reservedIP: map[netip.Addr]string{}, byMAC: map[string]netip.Addr{}}
 		if s.LeaseSeconds > 0 {
 			p.leaseTime = time.Duration(s.LeaseSeconds) * time.Second
@@ -83,14 +110,14 @@ func newTable(cfg Config, path string) (*table, int, error) {
 			p.reserved[mac] = r
 			p.reservedIP[r.IP] = mac
 		}
-		t.pools = append(t.pools, p)
+		// The rack's own address in the subnet carries over; the
+		// listeners set it for new subnets.
+		if old := t.poolOf(s.CIDR.Addr()); old != nil && old.prefix == s.CIDR {
+			p.serverIP = old.serverIP
+		}
+		pools = append(pools, p)
 	}
-	var bad int
-	var err error
-	t.log, t.records, bad, err = openLeaseLog(path)
-	if err != nil {
-		return nil, 0, err
-	}
+	t.pools.Store(&pools)
 	for ip, r := range t.records {
 		if p := t.poolOf(ip); p != nil && r.MAC != "" {
 			if old, ok := p.byMAC[r.MAC]; !ok || t.records[old].Until.Before(r.Until) {
@@ -98,14 +125,30 @@ func newTable(cfg Config, path string) (*table, int, error) {
 			}
 		}
 	}
-	return t, bad, nil
+	for mac, o := range t.offers {
+		if p := t.poolOf(o.ip); p == nil || p.prefix != o.pool.prefix {
+			t.dropOffer(mac)
+		} else {
+			o.pool = p
+			t.offers[mac] = o
+		}
+	}
 }
 
 func (t *table) close() error { return t.log.close() }
 
+// poolList is the current pools; it is replaced whole, never changed,
+// so a reader needs no lock.
+func (t *table) poolList() []*pool {
+	if ps := t.pools.Load(); ps != nil {
+		return *ps
+	}
+	return nil
+}
+
 // poolOf returns the pool whose subnet holds ip.
 func (t *table) poolOf(ip netip.Addr) *pool {
-	for _, p := range t.pools {
+	for _, p := range t.poolList() {
 		if p.prefix.Contains(ip) {
 			return p
 		}
@@ -332,8 +375,9 @@ func (t *table) decline(p *pool, mac string, ip netip.Addr, now time.Time) (Reco
 func (t *table) inUse(now time.Time) map[*pool]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[*pool]int, len(t.pools))
-	for _, p := range t.pools {
+	pools := t.poolList()
+	out := make(map[*pool]int, len(pools))
+	for _, p := range pools {
 		out[p] = 0
 	}
 	for ip, r := range t.records {

@@ -15,7 +15,7 @@ import (
 // and leases addresses, and gives PXE and HTTP boot clients their boot
 // information in the same replies.
 func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UDPAddr, string) {
-	p := l.local
+	p := l.local.Load()
 	if gi := addrOf(m.GatewayIPAddr); gi.IsValid() {
 		p = s.table.poolOf(gi) // relayed: the relay's subnet
 	}
@@ -131,7 +131,7 @@ func (s *Server) nak(l *listener, p *pool, m *dhcpv4.DHCPv4, mac string, ip neti
 }
 
 func (s *Server) reservedName(p *pool, mac string) string {
-	return p.reserved[mac].Hostname // reservations never change after New
+	return p.reserved[mac].Hostname // a pool's reservations never change; new subnets are new pools
 }
 
 // hostnameOf is the client's option 12 when it is a valid host name.
@@ -171,6 +171,9 @@ func (s *Server) leaseReply(l *listener, p *pool, req *dhcpv4.DHCPv4, mt dhcpv4.
 	}
 	if sn.Domain != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(sn.Domain)))
+	}
+	if len(sn.SearchDomains) > 0 {
+		mods = append(mods, dhcpv4.WithDomainSearchList(sn.SearchDomains...))
 	}
 	if hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))

@@ -113,6 +113,7 @@ type metrics struct {
 	malformed prometheus.Counter
 	leases    *prometheus.CounterVec // operation
 	inUse     *prometheus.GaugeVec   // subnet
+	skipped   prometheus.Counter
 }
 
 // Outcomes of a packet (label of rackplane_dhcp_packets_total).
@@ -141,9 +142,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "rackplane_dhcp_leases_in_use",
 			Help: "Unexpired leases of each managed subnet.",
 		}, []string{"subnet"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_dhcp_region_subnets_skipped_total",
+			Help: "Subnets from the region not served: invalid, without an interface, or overlapping a subnet of the rack's own file or another one.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.packets, m.malformed, m.leases, m.inUse} {
+		for _, c := range []prometheus.Collector{m.packets, m.malformed, m.leases, m.inUse, m.skipped} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("dhcp: register metrics: %w", err)
 			}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -63,8 +64,14 @@ type Server struct {
 	report  *reporter
 	metrics *metrics
 
+	// mu guards the listeners, which change with the subnets in managed
+	// mode. Once Listen was called, the interfaces of the subnets have
+	// listeners; while Run serves, each listener's sockets are served.
 	mu        sync.Mutex
+	listening bool
 	listeners []*listener
+	serving   bool
+	served    sync.WaitGroup
 }
 
 // listener is the server on one interface.
@@ -72,8 +79,10 @@ type listener struct {
 	iface   string
 	ip      netip.Addr // the rack's address there: next-server, server id
 	httpURL string
-	local   *pool // managed: the subnet the interface is on
-	conns   map[int]net.PacketConn
+	// local is, in managed mode, the subnet the interface is on; it
+	// changes with the subnets (SetRegionSubnets).
+	local atomic.Pointer[pool]
+	conns map[int]net.PacketConn
 }
 
 // New checks cfg and builds a server (in managed mode, reading and
@@ -127,58 +136,118 @@ func New(cfg Config, env Env) (*Server, error) {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.listeners != nil {
+	if s.listening {
 		return nil
 	}
-	var ifaces []string
+	if err := s.relistenLocked(true); err != nil {
+		return err
+	}
+	s.listening = true
+	return nil
+}
+
+// interfaces are the interfaces the server listens on now.
+func (s *Server) interfaces() []string {
 	if s.cfg.Mode == ModeProxy {
-		ifaces = []string{s.cfg.Interface}
-	} else {
-		for _, sn := range s.cfg.Subnets {
-			name := sn.Interface
-			if name == "" {
-				name = s.cfg.Interface
-			}
-			if !slices.Contains(ifaces, name) {
-				ifaces = append(ifaces, name)
-			}
+		return []string{s.cfg.Interface}
+	}
+	var ifaces []string
+	for _, p := range s.table.poolList() {
+		name := p.subnet.Interface
+		if name == "" {
+			name = s.cfg.Interface
+		}
+		if !slices.Contains(ifaces, name) {
+			ifaces = append(ifaces, name)
 		}
 	}
-	var ls []*listener
-	closeAll := func() {
-		for _, l := range ls {
+	return ifaces
+}
+
+// relistenLocked makes the listeners match the interfaces of the
+// subnets: it opens the new ones, closes those no subnet is on any more,
+// and points each at its subnet. With strict, the first failure undoes
+// everything opened and is returned (at start: a port taken or an
+// interface missing stops the rack); otherwise an interface that cannot
+// be opened is reported and the others are served.
+func (s *Server) relistenLocked(strict bool) error {
+	want := s.interfaces()
+	var keep, opened []*listener
+	for _, l := range s.listeners {
+		if slices.Contains(want, l.iface) {
+			keep = append(keep, l)
+		} else {
+			s.log.Info("dhcp stops listening: no subnet on the interface any more", "interface", l.iface)
 			l.close()
 		}
 	}
-	for _, name := range ifaces {
-		ip, err := s.interfaceAddr(name)
+	var errs []error
+	for _, name := range want {
+		if slices.ContainsFunc(keep, func(l *listener) bool { return l.iface == name }) {
+			continue
+		}
+		l, err := s.open(name)
 		if err != nil {
-			closeAll()
-			return err
-		}
-		l, err := s.attach(name, ip)
-		if err != nil {
-			closeAll()
-			return err
-		}
-		ls = append(ls, l)
-		ports := []int{ServerPort}
-		if s.cfg.Mode == ModeProxy {
-			ports = append(ports, PXEPort)
-		}
-		for _, port := range ports {
-			// Bound to the interface (SO_BINDTODEVICE), with broadcast on.
-			c, err := server4.NewIPv4UDPConn(name, &net.UDPAddr{Port: port})
-			if err != nil {
-				closeAll()
-				return fmt.Errorf("dhcp: listen on %s port %d: %w", name, port, err)
+			if strict {
+				for _, l := range opened {
+					l.close()
+				}
+				return err
 			}
-			l.conns[port] = c
+			errs = append(errs, err)
+			continue
 		}
-		s.log.Info("dhcp listening", "mode", s.cfg.Mode, "interface", name, "server_ip", ip, "http_url", l.httpURL)
+		opened = append(opened, l)
 	}
-	s.listeners = ls
-	return nil
+	s.listeners = append(keep, opened...)
+	for _, l := range keep {
+		if s.table != nil {
+			if err := s.locate(l); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.serving {
+		for _, l := range opened {
+			s.serveListener(l)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// open makes the listener of interface name and opens its sockets.
+func (s *Server) open(name string) (*listener, error) {
+	ip, err := s.interfaceAddr(name)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.attach(name, ip)
+	if err != nil {
+		return nil, err
+	}
+	ports := []int{ServerPort}
+	if s.cfg.Mode == ModeProxy {
+		ports = append(ports, PXEPort)
+	}
+	for _, port := range ports {
+		// Bound to the interface (SO_BINDTODEVICE), with broadcast on.
+		c, err := server4.NewIPv4UDPConn(name, &net.UDPAddr{Port: port})
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("dhcp: listen on %s port %d: %w", name, port, err)
+		}
+		l.conns[port] = c
+	}
+	s.log.Info("dhcp listening", "mode", s.cfg.Mode, "interface", name, "server_ip", ip, "http_url", l.httpURL)
+	return l, nil
+}
+
+// serveListener serves l's sockets until they are closed.
+func (s *Server) serveListener(l *listener) {
+	for port, c := range l.conns {
+		s.served.Add(1)
+		go func() { defer s.served.Done(); s.serve(l, port, c) }()
+	}
 }
 
 // interfaceAddr is the rack's address on interface name: ServerIP if
@@ -234,15 +303,25 @@ func (s *Server) attach(name string, ip netip.Addr) (*listener, error) {
 		l.httpURL = "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	}
 	if s.table != nil {
-		l.local = s.table.poolOf(ip)
-		if l.local == nil {
-			return nil, fmt.Errorf("dhcp: the rack's address %s on %s is in none of the subnets", ip, name)
+		if err := s.locate(l); err != nil {
+			return nil, err
 		}
-		s.table.mu.Lock()
-		l.local.serverIP = ip
-		s.table.mu.Unlock()
 	}
 	return l, nil
+}
+
+// locate points l at the subnet its address is in.
+func (s *Server) locate(l *listener) error {
+	p := s.table.poolOf(l.ip)
+	if p == nil {
+		l.local.Store(nil)
+		return fmt.Errorf("dhcp: the rack's address %s on %s is in none of the subnets", l.ip, l.iface)
+	}
+	s.table.mu.Lock()
+	p.serverIP = l.ip
+	s.table.mu.Unlock()
+	l.local.Store(p)
+	return nil
 }
 
 // Close releases what New and Listen took (sockets, the lease log) for a
@@ -273,15 +352,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	ls := s.listeners
-	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, l := range ls {
-		for port, c := range l.conns {
-			wg.Add(1)
-			go func() { defer wg.Done(); s.serve(l, port, c) }()
-		}
+	s.serving = true
+	for _, l := range s.listeners {
+		s.serveListener(l)
 	}
+	s.mu.Unlock()
 	t := time.NewTicker(s.cfg.EventInterval)
 	defer t.Stop()
 	s.tick()
@@ -294,10 +369,13 @@ loop:
 			s.tick()
 		}
 	}
-	for _, l := range ls {
+	s.mu.Lock()
+	s.serving = false
+	for _, l := range s.listeners {
 		l.close()
 	}
-	wg.Wait()
+	s.mu.Unlock()
+	s.served.Wait()
 	s.tick()
 	if s.table != nil {
 		if err := s.table.close(); err != nil {

@@ -17,8 +17,9 @@ type configName struct {
 
 // parseConfigName recognises the names boot loaders ask for their config:
 // pxelinux.cfg/01-<mac> and pxelinux.cfg/default (pxelinux),
-// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), and
-// [grub/]grub.cfg, the generic config GRUB network images read first,
+// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), and the
+// generic configs GRUB network images read first, [grub/]grub.cfg (amd64)
+// and the Debian installer's arm64 config path (chains to the per-MAC one),
 // ipxe/<mac>.ipxe and ipxe/boot.ipxe (iPXE). name is normalised.
 func parseConfigName(name string) (configName, bool) {
 	lower := strings.ToLower(name)
@@ -31,7 +32,7 @@ func parseConfigName(name string) (configName, bool) {
 		}
 		return configName{}, false
 	}
-	if strings.TrimPrefix(lower, "grub/") == "grub.cfg" {
+	if strings.TrimPrefix(lower, "grub/") == "grub.cfg" || lower == debianInstallerARM64GRUBCfg {
 		return configName{Kind: bootconfig.KindGRUBChain}, true
 	}
 	if rest, ok := strings.CutPrefix(strings.TrimPrefix(lower, "grub/"), "grub.cfg-"); ok {
@@ -50,6 +51,13 @@ func parseConfigName(name string) (configName, bool) {
 	}
 	return configName{}, false
 }
+
+// debianInstallerARM64GRUBCfg is the config the Debian installer's arm64
+// netboot GRUB (grubaa64.efi of debian-installer-12-netboot-arm64) asks
+// for: grub.cfg under the prefix built into it, /debian-installer/arm64/grub.
+// (Its embedded config first tests for arm64-efi/grub.cfg, a test that
+// sends no request over TFTP.) It gets the chain to the per-MAC config.
+const debianInstallerARM64GRUBCfg = "debian-installer/arm64/grub/grub.cfg"
 
 func macConfig(kind bootconfig.Kind, s string) (configName, bool) {
 	mac, err := events.CanonicalMAC(s)

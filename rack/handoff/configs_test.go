@@ -28,6 +28,7 @@ func TestParseConfigName(t *testing.T) {
 		{"grub/grub.cfg-nope", configName{}, false},
 		{"grub/x86_64-efi/grub.cfg", configName{}, false}, // tested with -e first; not found sends GRUB to grub/grub.cfg
 		{"boot/grub/grub.cfg", configName{}, false},
+		{"debian-installer/arm64/grub/grub.cfg", configName{bootconfig.KindGRUBChain, ""}, true},
 		{"ipxe/52-54-00-12-34-56.ipxe", configName{bootconfig.KindIPXE, mac}, true},
 		{"ipxe/boot.ipxe", configName{bootconfig.KindIPXEChain, ""}, true},
 		{"ipxe/boot", configName{}, false},

@@ -34,6 +34,10 @@ type bootloaderFiles struct {
 	globs    []string          // more files, stored under their base name
 }
 
+// debianInstallerARM64 is where debian-installer-12-netboot-arm64 puts
+// its netboot tree.
+const debianInstallerARM64 = "usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64/"
+
 // systemBootloaders is what the importer looks for. pxelinux.0 needs the
 // ldlinux.c32 of the same syslinux build, so the modules are part of the
 // pxelinux version rather than a version of their own.
@@ -62,6 +66,27 @@ var systemBootloaders = []systemBootloader{
 			files:    map[string]string{"grubx64.efi": "usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi"},
 		},
 	}},
+	// arm64 GRUB comes from the Debian installer's netboot tree, the one
+	// package with arm64 boot loaders that installs on an amd64 rack
+	// (grub-efi-arm64-signed is Architecture: arm64). Its grubaa64.efi is
+	// Debian's signed netboot GRUB with everything it needs built in (its
+	// prefix, /debian-installer/arm64/grub, is where the hand-off renders
+	// the chain to the per-MAC config), and bootnetaa64.efi is the signed
+	// shim, which loads grubaa64.efi from beside itself. The grub/ tree of
+	// the package (modules, d-i's own menu) is not imported: the rack
+	// renders the configs and the image needs no modules.
+	//
+	// Firmware asks for bootloaders by bare name, whatever its arch, so a
+	// stored name must be unique across arches (grubaa64.efi, not a second
+	// grubx64.efi): TestSystemBootloaderNamesAreUniqueAcrossArches.
+	{name: "grub-efi", arch: "arm64", alternatives: []bootloaderFiles{{
+		pkg:      "debian-installer-12-netboot-arm64",
+		required: debianInstallerARM64 + "grubaa64.efi",
+		files: map[string]string{
+			"grubaa64.efi": debianInstallerARM64 + "grubaa64.efi",
+			"bootaa64.efi": debianInstallerARM64 + "bootnetaa64.efi",
+		},
+	}}},
 	{name: "ipxe", arch: "amd64", alternatives: []bootloaderFiles{{
 		pkg:      "ipxe",
 		required: "usr/lib/ipxe/undionly.kpxe",
@@ -100,7 +125,7 @@ func (s *systemSource) manifest(ctx context.Context) (*Manifest, bool, error) {
 		}
 	}
 	if len(m.Versions) == 0 {
-		return nil, false, rackplane.Errorf(rackplane.ENOTFOUND, "no bootloader packages installed under %s (install pxelinux, syslinux-common, grub-efi-amd64-bin or ipxe)", s.root)
+		return nil, false, rackplane.Errorf(rackplane.ENOTFOUND, "no bootloader packages installed under %s (install pxelinux, syslinux-common, grub-efi-amd64-bin, ipxe or debian-installer-12-netboot-arm64)", s.root)
 	}
 	if err := m.check(); err != nil {
 		return nil, false, err

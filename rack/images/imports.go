@@ -30,7 +30,8 @@ type Source struct {
 	Dir string `json:"dir,omitempty"`
 	// SystemBootloaders imports the bootloaders of the machine's own
 	// Debian packages (pxelinux, syslinux-common, grub-efi-amd64-bin,
-	// grub-efi-amd64-signed, ipxe).
+	// grub-efi-amd64-signed, ipxe, and for arm64
+	// debian-installer-12-netboot-arm64).
 	SystemBootloaders bool `json:"system_bootloaders,omitempty"`
 }
 

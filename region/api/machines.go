@@ -52,6 +52,7 @@ type machineRequest struct {
 	MACs       *[]string `json:"macs"`
 	Arch       *string   `json:"arch"`
 	BootRackID *string   `json:"boot_rack_id"`
+	BootFile   *string   `json:"boot_file"`
 }
 
 // meta says who asks, in which request, and at which version (If-Match).
@@ -88,6 +89,9 @@ func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.BootRackID != nil {
 		c.BootRackID = *req.BootRackID
+	}
+	if req.BootFile != nil {
+		c.BootFile = *req.BootFile
 	}
 	md, err := meta(r)
 	if err != nil {
@@ -168,7 +172,7 @@ func (s *Server) updateMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.machines.Update(r.Context(), id, machine.Change{Hostname: req.Hostname, MACs: req.MACs, Arch: req.Arch,
-		BootRackID: req.BootRackID}, md)
+		BootRackID: req.BootRackID, BootFile: req.BootFile}, md)
 	if err != nil {
 		return err
 	}

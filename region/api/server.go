@@ -31,6 +31,7 @@ type Server struct {
 	machines   Machines
 	preseeds   Preseeds
 	volumes    Volumes
+	subnets    Subnets
 	osRegistry OSRegistry
 	rackImages RackImages
 	nc         *nats.Conn
@@ -81,6 +82,7 @@ type Deps struct {
 	Machines Machines
 	Preseeds Preseeds
 	Volumes  Volumes
+	Subnets  Subnets
 	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
 	// rack's image store.
 	OSRegistry OSRegistry
@@ -124,7 +126,7 @@ func New(d Deps) *Server {
 		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
-		machines: d.Machines, volumes: d.Volumes, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+		machines: d.Machines, volumes: d.Volumes, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
@@ -155,6 +157,7 @@ func (s *Server) routes() {
 	s.preseedRoutes()
 	s.imageRoutes()
 	s.volumeRoutes()
+	s.subnetRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 	})

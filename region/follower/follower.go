@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/machine"
@@ -21,6 +23,7 @@ type Follower struct {
 	preseeds ShippedPreseeds
 	log      *slog.Logger
 	cfg      Config
+	delay    prometheus.Histogram
 }
 
 // ShippedPreseeds stores the default preseeds racks ship
@@ -49,6 +52,8 @@ type Config struct {
 	// being woken: a fallback for a missed notification, or the only way
 	// without Wake.
 	Poll time.Duration
+	// Registerer, when set, takes rackplane_region_follower_delay_seconds.
+	Registerer prometheus.Registerer
 }
 
 // New returns a follower.
@@ -56,7 +61,16 @@ func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *sl
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
-	return &Follower{db: db, machines: machines, preseeds: preseeds, log: log, cfg: cfg}
+	f := &Follower{db: db, machines: machines, preseeds: preseeds, log: log, cfg: cfg,
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rackplane_region_follower_delay_seconds",
+			Help:    "Time from an event's append to the follower reacting to it (a boot of an unknown MAC becoming a machine, say).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(f.delay)
+	}
+	return f
 }
 
 // Run follows the log until ctx ends.
@@ -88,6 +102,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		}
 		retry.Reset()
 		for _, e := range batch {
+			f.delay.Observe(time.Since(e.RecordedAt).Seconds())
 			if err := f.handle(ctx, e); err != nil && ctx.Err() == nil {
 				f.log.Warn("follower could not react to an event", "event_id", e.ID, "type", e.Type, "err", err)
 			}

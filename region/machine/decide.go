@@ -164,6 +164,7 @@ type Create struct {
 	MACs         []string
 	Arch         string
 	BootRackID   string
+	BootFile     string
 	Origin       string
 }
 
@@ -175,7 +176,9 @@ type Change struct {
 	MACs       *[]string
 	Arch       *string
 	BootRackID *string
-	Boot       *events.BootDecision
+	// BootFile is the machine's own boot file ("" clears it).
+	BootFile *string
+	Boot     *events.BootDecision
 }
 
 // Delete removes a machine.
@@ -315,6 +318,23 @@ func NormalizeMACs(macs []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckBootFile refuses a boot file a DHCP reply cannot carry: "" (the
+// rack chooses), a file name or path for PXE firmware, or an http(s) URL
+// for HTTP boot and iPXE; at most 127 bytes (the reply's file field), no
+// spaces or control characters.
+func CheckBootFile(f string) error {
+	if f == "" {
+		return nil
+	}
+	if len(f) > 127 || strings.ContainsFunc(f, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return invalid("boot_file %q: want a file name or an http(s) URL of at most 127 bytes, without spaces", f)
+	}
+	if strings.Contains(f, "://") && !strings.HasPrefix(f, "http://") && !strings.HasPrefix(f, "https://") {
+		return invalid("boot_file %q: a URL must be http:// or https://", f)
+	}
+	return nil
 }
 
 // CheckKernelParams refuses kernel parameters that are not one word each.
@@ -535,6 +555,11 @@ func (d *decision) add(typ string, data any) {
 	if d.err != nil {
 		return
 	}
+	if b, ok := data.(events.BootDecision); ok {
+		// Whatever the machine boots, its firmware's quirk stays.
+		b.BootFile = d.m.BootFile
+		data = b
+	}
 	ev, err := events.New(events.RegionSource, typ, events.MachineStreamName(d.m.ID), d.now, data)
 	if err != nil {
 		d.err = err
@@ -583,13 +608,16 @@ func (d *decision) create(c Create) ([]events.Event, error) {
 	if err := CheckArch(c.Arch); err != nil {
 		return nil, err
 	}
+	if err := CheckBootFile(c.BootFile); err != nil {
+		return nil, err
+	}
 	st := events.MachineState{MachineID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch, BootRackID: c.BootRackID,
-		Origin: c.Origin, Status: statusReady}
+		BootFile: c.BootFile, Origin: c.Origin, Status: statusReady}
 	if c.Origin == "discovered" {
 		// Nobody has looked at a machine that just turned up.
 		st.Status = statusNew
 	}
-	d.m = rackplane.Machine{ID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch}
+	d.m = rackplane.Machine{ID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch, BootFile: c.BootFile}
 	d.add(events.TypeMachineCreated, st)
 	d.local(macs)
 	return d.out()
@@ -597,7 +625,7 @@ func (d *decision) create(c Create) ([]events.Event, error) {
 
 // State returns the descriptive fields of m as its events carry them.
 func State(m rackplane.Machine) events.MachineState {
-	st := events.MachineState{MachineID: m.ID, Hostname: m.Hostname, MACs: m.MACs, Arch: m.Arch}
+	st := events.MachineState{MachineID: m.ID, Hostname: m.Hostname, MACs: m.MACs, Arch: m.Arch, BootFile: m.BootFile}
 	if m.BootRackID != nil {
 		st.BootRackID = *m.BootRackID
 	}
@@ -629,6 +657,13 @@ func (d *decision) change(c Change) ([]events.Event, error) {
 	if c.BootRackID != nil {
 		after.BootRackID = *c.BootRackID
 	}
+	if c.BootFile != nil {
+		if err := CheckBootFile(*c.BootFile); err != nil {
+			return nil, err
+		}
+		after.BootFile = *c.BootFile
+	}
+	d.m.BootFile = after.BootFile // the decisions below carry the new one
 	d.add(events.TypeMachineUpdated, after)
 	// MACs that left the machine are forgotten by the racks; new ones
 	// boot as the machine's others do.

@@ -191,6 +191,7 @@ func TestBootDecisions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := at(tt.status)
+			m.BootFile = "quirk/snponly.efi" // the firmware's quirk stays whatever it boots
 			evs, err := machine.Decide(m, tt.cmd, now)
 			if err != nil {
 				t.Fatal(err)
@@ -207,8 +208,8 @@ func TestBootDecisions(t *testing.T) {
 			}
 			for _, mac := range m.MACs {
 				d := ds[mac]
-				if d.Purpose != tt.purpose || d.MachineID != id {
-					t.Errorf("%s: %+v, want purpose %s", mac, d, tt.purpose)
+				if d.Purpose != tt.purpose || d.MachineID != id || d.BootFile != m.BootFile {
+					t.Errorf("%s: %+v, want purpose %s and boot file %s", mac, d, tt.purpose, m.BootFile)
 				}
 				if d.Purpose != events.BootPurposeLocal && (d.Kernel == "" || d.Initrd == "" || !slices.Contains(d.Params, "rackplane.machine="+id)) {
 					t.Errorf("%s: %+v lacks kernel, initrd or the machine parameter", mac, d)
@@ -264,6 +265,10 @@ func TestBadCommandsAreInvalid(t *testing.T) {
 		{"no MAC", rackplane.Machine{}, machine.Create{ID: id, Hostname: "n"}, rackplane.EINVALID, "1 to 16"},
 		{"bad MAC", at("ready"), machine.Change{MACs: &[]string{"x"}}, rackplane.EINVALID, "not a MAC address"},
 		{"bad arch", at("ready"), machine.Change{Arch: ptr("a b")}, rackplane.EINVALID, "architecture"},
+		{"boot file with a space", at("ready"), machine.Change{BootFile: ptr("a b.efi")}, rackplane.EINVALID, "without spaces"},
+		{"boot file too long", at("ready"), machine.Change{BootFile: ptr(strings.Repeat("x", 128))}, rackplane.EINVALID, "127 bytes"},
+		{"boot file URL not http", rackplane.Machine{}, machine.Create{ID: id, Hostname: "n", MACs: []string{"52:54:00:00:00:01"}, BootFile: "tftp://x/y"},
+			rackplane.EINVALID, "http:// or https://"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -134,6 +134,7 @@ type CreateRequest struct {
 	MACs       []string
 	Arch       string
 	BootRackID string
+	BootFile   string
 }
 
 // Create makes a machine as an operator asks.
@@ -142,7 +143,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, meta Meta) (rac
 	if err != nil {
 		return rackplane.Machine{}, err
 	}
-	cmd := Create{ID: uuid.NewString(), Hostname: req.Hostname, MACs: req.MACs, Arch: req.Arch, BootRackID: rackID, Origin: "api"}
+	cmd := Create{ID: uuid.NewString(), Hostname: req.Hostname, MACs: req.MACs, Arch: req.Arch, BootRackID: rackID,
+		BootFile: req.BootFile, Origin: "api"}
 	evs, err := Decide(rackplane.Machine{}, cmd, s.now())
 	if err != nil {
 		return rackplane.Machine{}, err

@@ -2,14 +2,17 @@ package postgres_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/regiontest"
 )
@@ -118,4 +121,115 @@ func BenchmarkConcurrentAppend(b *testing.B) {
 			b.ReportMetric(float64(per*writers)/time.Since(start).Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkEventLogHorizon compares the two ways the log's readers find
+// what they may read, side by side: this database's appenders (the mark
+// InTx takes; what the region uses) and the server-wide snapshot xmin
+// (what the log used before). Eight writers append one event per
+// transaction while a follower reads; it reports appends/s and the
+// follower's lag (append to read) at p50 and p99, alone and with a
+// transaction holding an id open in another database of the same server
+// for as long as the writers run. DESIGN.md's other choice, appends that
+// take turns ("serialized"), is measured too. Run with -bench EventLogHorizon
+// -benchtime 4000x.
+func BenchmarkEventLogHorizon(b *testing.B) {
+	for _, mech := range []string{"appenders", "server_snapshot", "serialized"} {
+		for _, stranger := range []bool{false, true} {
+			name := mech + "/alone"
+			if stranger {
+				name = mech + "/stranger_in_another_database"
+			}
+			b.Run(name, func(b *testing.B) { benchHorizon(b, mech, stranger) })
+		}
+	}
+}
+
+func benchHorizon(b *testing.B, mech string, stranger bool) {
+	ctx := context.Background()
+	db := regiontest.DB(b)
+	switch mech {
+	case "server_snapshot":
+		postgres.UseServerSnapshotHorizon(db)
+	case "serialized":
+		postgres.UseSerializedAppends(db)
+	}
+	var other pgx.Tx
+	if stranger {
+		pool, err := pgxpool.New(ctx, pgtest.NewDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pool.Close()
+		if other, err = pool.Begin(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer other.Rollback(ctx)
+		if _, err := other.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const writers = 8
+	filter := postgres.ReadFilter{Types: []string{events.TypeEventsDropped}}
+	lagc := make(chan []time.Duration, 1)
+	deadline := time.Now().Add(5 * time.Minute)
+	go func() {
+		var cur postgres.Cursor
+		lags := make([]time.Duration, 0, b.N)
+		for len(lags) < b.N && time.Now().Before(deadline) {
+			evs, next, err := db.ReadEvents(ctx, cur, 1000, filter)
+			if err != nil {
+				break
+			}
+			now := time.Now()
+			for _, e := range evs {
+				lags = append(lags, now.Sub(e.RecordedAt))
+			}
+			cur = next
+			if len(evs) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		lagc <- lags
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		n := b.N / writers
+		if w < b.N%writers {
+			n++
+		}
+		wg.Add(1)
+		go func(rack string, n int) {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				e := regiontest.RackEvent(b, rack, events.TypeEventsDropped, events.EventsDropped{Count: 1, Since: time.Now().UTC()})
+				if err := db.InTx(ctx, func(tx pgx.Tx) error { _, err := db.AppendAny(ctx, tx, []events.Event{e}); return err }); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}(uuid.NewString(), n)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errc)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	if other != nil {
+		_ = other.Rollback(ctx) // the stranger's batch job ends with the writers
+	}
+	lags := <-lagc
+	b.StopTimer()
+	if len(lags) != b.N {
+		b.Fatalf("the follower read %d of %d events", len(lags), b.N)
+	}
+	slices.Sort(lags)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "lag_p50_ms")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "lag_p99_ms")
+	b.ReportMetric(0, "ns/op")
 }

@@ -20,12 +20,16 @@ type DB struct {
 	pool        *pgxpool.Pool
 	log         *slog.Logger
 	projections []Projection
+	// horizon is how the log's readers find what they may read; only the
+	// benchmark that compares the mechanisms changes it.
+	horizonMode horizonMode
+	metrics     logMetrics
 }
 
 // New wraps pool. The projections are applied on every append.
 func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
-	db := &DB{pool: pool, log: log}
-	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection}
+	db := &DB{pool: pool, log: log, metrics: newLogMetrics()}
+	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection}
 	return db
 }
 
@@ -48,6 +52,10 @@ func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
 // append, taken before it has a transaction id: readers of the log wait
 // only for transactions that hold it (see horizon). It goes with BEGIN, so
 // it costs no round trip of its own.
+// serializedAppenderTx is the benchmark's other mechanism: one appender
+// at a time.
+var serializedAppenderTx = pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock(%d, %d)", appendLockClass, appendLockObject+1)}
+
 var appenderTx = pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock_shared(%d, %d)", appendLockClass, appendLockObject)}
 
 // InTx runs fn in a transaction and commits it. A serialisation failure, a
@@ -58,7 +66,14 @@ func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	// collide again.
 	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond})
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginTxFunc(ctx, db.pool, appenderTx, fn)
+		opts := appenderTx
+		switch db.horizonMode {
+		case horizonServerSnapshot:
+			opts = pgx.TxOptions{}
+		case horizonSerialized:
+			opts = serializedAppenderTx
+		}
+		err := pgx.BeginTxFunc(ctx, db.pool, opts, fn)
 		if !retryable(err) || attempt == 5 || !retry.Wait(ctx) {
 			return err
 		}

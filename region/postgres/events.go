@@ -337,6 +337,30 @@ const (
 	appendLockObject = 1
 )
 
+// appenderLocks selects, from pg_locks m, the marks of this database's
+// running appenders ($1, $2: appendLockClass, appendLockObject).
+const appenderLocks = `m.locktype = 'advisory' AND m.granted
+	AND m.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND m.classid = $1::oid AND m.objid = $2::oid AND m.objsubid = 2`
+
+// horizonMode is how the log's readers find the transaction id below which
+// they may read.
+type horizonMode int
+
+const (
+	// horizonAppenders: the lowest id of this database's running
+	// appenders (the mark InTx takes). What the region uses.
+	horizonAppenders horizonMode = iota
+	// horizonServerSnapshot: the server-wide snapshot xmin, which any
+	// transaction of any database holds back. What the log used before;
+	// kept so that the benchmark measures the mechanisms side by side.
+	horizonServerSnapshot
+	// horizonSerialized: appends take one exclusive lock, so they commit
+	// in transaction id order and every committed event is readable. The
+	// other mechanism DESIGN.md named; measured, not used.
+	horizonSerialized
+)
+
 // horizon is the transaction id below which no event can still be
 // committed: the lowest transaction id of this database's running
 // appenders, or, with none, the next id to be handed out. Transactions of
@@ -349,14 +373,23 @@ const (
 // (and the read that follows, in a later statement, sees its commit) or
 // gets its id after this statement's snapshot, at or above its xmax.
 func (db *DB) horizon(ctx context.Context) (uint64, error) {
+	switch db.horizonMode {
+	case horizonAppenders: // below
+	case horizonSerialized:
+		var xmax uint64
+		err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&xmax)
+		return xmax, wrap("log horizon", err)
+	case horizonServerSnapshot:
+		var xmin uint64
+		err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin)
+		return xmin, wrap("log horizon", err)
+	}
 	var xmax uint64
 	var running []int64
 	err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
 			coalesce((SELECT array_agg(x.transactionid::text::bigint)
 				FROM pg_locks m JOIN pg_locks x ON x.pid = m.pid
-				WHERE m.locktype = 'advisory' AND m.granted
-					AND m.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-					AND m.classid = $1::oid AND m.objid = $2::oid AND m.objsubid = 2
+				WHERE `+appenderLocks+`
 					AND x.locktype = 'transactionid' AND x.mode = 'ExclusiveLock' AND x.granted), '{}')`,
 		appendLockClass, appendLockObject).Scan(&xmax, &running)
 	if err != nil {
@@ -457,28 +490,59 @@ func (db *DB) ReadLastEvents(ctx context.Context, limit int, f ReadFilter) ([]St
 // when it was called has ended, so that a ReadEvents that follows returns
 // every event committed before the call. An API client that has just
 // caused an event expects to see it in the log; ReadEvents alone may hold
-// it back while another append is still open. It gives up quietly at max:
-// the read is still correct, only less recent.
+// it back while another append is still open. At max it stops waiting
+// (the read that follows is still correct, only less recent), and says
+// so: rackplane_region_event_log_settle_timeouts_total counts it, and a
+// warning names the appender that held the log back.
 func (db *DB) AwaitSettled(ctx context.Context, max time.Duration) error {
 	var target uint64
 	if err := db.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&target); err != nil {
 		return wrap("await settled", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, max)
+	wctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	retry := backoff.New(backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond})
 	for {
-		h, err := db.horizon(ctx)
-		if err == nil && h >= target || ctx.Err() != nil {
+		h, err := db.horizon(wctx)
+		switch {
+		case err == nil && h >= target:
 			return nil
-		}
-		if err != nil {
+		case ctx.Err() != nil: // the caller has gone
+			return nil
+		case wctx.Err() != nil:
+			db.settleTimedOut(ctx, max)
+			return nil
+		case err != nil:
 			return wrap("await settled", err)
 		}
-		if !retry.Wait(ctx) {
+		if !retry.Wait(wctx) {
+			if ctx.Err() == nil {
+				db.settleTimedOut(ctx, max)
+			}
 			return nil
 		}
 	}
+}
+
+// settleTimedOut counts and reports an AwaitSettled that gave up, naming
+// the oldest running appender: an operator finds it in pg_stat_activity.
+func (db *DB) settleTimedOut(ctx context.Context, waited time.Duration) {
+	db.metrics.settleTimeouts.Inc()
+	if !db.metrics.warnSettle.Allow() {
+		return
+	}
+	var pid int32
+	var age float64
+	var app, state string
+	err := db.pool.QueryRow(ctx, `SELECT a.pid, extract(epoch FROM now() - a.xact_start)::float8, a.application_name, coalesce(a.state, '')
+		FROM pg_locks m JOIN pg_stat_activity a ON a.pid = m.pid
+		WHERE `+appenderLocks+` ORDER BY a.xact_start LIMIT 1`, appendLockClass, appendLockObject).Scan(&pid, &age, &app, &state)
+	if err != nil {
+		db.log.Warn("event log readers held back by an append still in flight", "waited", waited, "err", err)
+		return
+	}
+	db.log.Warn("event log readers held back by an append still in flight", "waited", waited,
+		"appender_pid", pid, "appender_age_seconds", age, "appender_application", app, "appender_state", state)
 }
 
 // StreamVersion returns the current version of stream (0 when it has none).

@@ -14,10 +14,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/regiontest"
@@ -430,16 +432,36 @@ func TestOnlyAppendsInFlightHoldTheLogBack(t *testing.T) {
 		t.Fatal("after AwaitSettled the client's own event is missing from the log")
 	}
 
-	appendInFlight()
+	// A stuck append: readers wait for it at most as long as they said,
+	// and that they stopped waiting is counted; how long the log has been
+	// held back is a metric, and 0 again once the append ends.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(db.Collectors()...)
+	if held := metrictest.Value(t, reg, "rackplane_region_event_log_held_back_seconds", nil); held != 0 {
+		t.Fatalf("held back %v s with no append in flight", held)
+	}
+	release = appendInFlight()
 	id = appendOne("behind a stuck append")
-	start := time.Now()
 	if err := db.AwaitSettled(ctx, 150*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if waited := time.Since(start); waited > 5*time.Second {
-		t.Fatalf("AwaitSettled waited %s past its limit", waited)
-	}
 	if logged(id) {
 		t.Fatal("an event behind a still-open append was returned")
+	}
+	if n := metrictest.Value(t, reg, "rackplane_region_event_log_settle_timeouts_total", nil); n != 1 {
+		t.Fatalf("settle timeouts counted: %v, want 1", n)
+	}
+	if held := metrictest.Value(t, reg, "rackplane_region_event_log_held_back_seconds", nil); held < 0.15 {
+		t.Fatalf("held back %v s while an append has been in flight for longer than AwaitSettled waited", held)
+	}
+	release()
+	if err := db.AwaitSettled(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !logged(id) {
+		t.Fatal("after the stuck append ended the event is still missing")
+	}
+	if held := metrictest.Value(t, reg, "rackplane_region_event_log_held_back_seconds", nil); held != 0 {
+		t.Fatalf("held back %v s after the append ended", held)
 	}
 }

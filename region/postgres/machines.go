@@ -34,12 +34,12 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 			rackID = &d.BootRackID
 		}
 		if s.Type == events.TypeMachineCreated {
-			q.Queue(`INSERT INTO machines (id, hostname, macs, arch, boot_rack_id, status, origin, created_at, updated_at, version)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
-				d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, d.Status, d.Origin, s.Time, s.Version)
+			q.Queue(`INSERT INTO machines (id, hostname, macs, arch, boot_rack_id, status, origin, created_at, updated_at, version, boot_file)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)`,
+				d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, d.Status, d.Origin, s.Time, s.Version, d.BootFile)
 		} else {
-			q.Queue(`UPDATE machines SET hostname = $2, macs = $3, arch = $4, boot_rack_id = $5, updated_at = $6, version = $7
-				WHERE id = $1`, d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, s.Time, s.Version)
+			q.Queue(`UPDATE machines SET hostname = $2, macs = $3, arch = $4, boot_rack_id = $5, updated_at = $6, version = $7,
+				boot_file = $8 WHERE id = $1`, d.MachineID, d.Hostname, d.MACs, d.Arch, rackID, s.Time, s.Version, d.BootFile)
 			q.Queue(`DELETE FROM machine_macs WHERE machine_id = $1`, d.MachineID)
 		}
 		q.Queue(`INSERT INTO machine_macs (mac, machine_id) SELECT unnest($2::text[]), $1`, d.MachineID, d.MACs)
@@ -164,13 +164,13 @@ func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected in
 
 const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, status_reason, origin, os, release, subarch,
 	image_version_id, deploy_rack_id::text, preseed_name, preseed_version, deployment_id::text, deploy_started_at,
-	deployed_at, created_at, updated_at, version FROM machines`
+	deployed_at, created_at, updated_at, version, boot_file FROM machines`
 
 func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 	var m rackplane.Machine
 	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
 		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt,
-		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version)
+		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile)
 	return m, err
 }
 

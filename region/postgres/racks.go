@@ -28,15 +28,15 @@ func applyRack(q *pgx.Batch, s Stored) error {
 		}
 		rackID := events.RackIDFromSource(s.Source)
 		q.Queue(`INSERT INTO racks (id, name, version, hostname, addresses, tftp, http,
-				heartbeat_interval_ms, started_at, first_seen, last_seen, online, status_changed_at, boot_url)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, true, $10, $11)
+				heartbeat_interval_ms, started_at, first_seen, last_seen, online, status_changed_at, boot_url, dhcp)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, true, $10, $11, $12)
 			ON CONFLICT (id) DO UPDATE SET name = excluded.name, version = excluded.version,
 				hostname = excluded.hostname, addresses = excluded.addresses, tftp = excluded.tftp,
 				http = excluded.http, heartbeat_interval_ms = excluded.heartbeat_interval_ms,
 				started_at = excluded.started_at, last_seen = greatest(racks.last_seen, excluded.last_seen),
-				boot_url = excluded.boot_url`,
+				boot_url = excluded.boot_url, dhcp = excluded.dhcp`,
 			rackID, d.Name, d.Version, d.Hostname, nz(d.Addresses), nz(d.TFTP), nz(d.HTTP),
-			d.HeartbeatIntervalMS, d.StartedAt, s.Time, d.BootURL)
+			d.HeartbeatIntervalMS, d.StartedAt, s.Time, d.BootURL, d.DHCP)
 		return nil
 	case events.TypeRackOffline, events.TypeRackOnline:
 		var d events.RackLiveness
@@ -70,13 +70,13 @@ func nz(s []string) []string {
 }
 
 const selectRack = `SELECT id::text, name, version, hostname, addresses, tftp, http, heartbeat_interval_ms,
-	started_at, first_seen, last_seen, online, status_changed_at, last_heartbeat, dropped_events, boot_url FROM racks`
+	started_at, first_seen, last_seen, online, status_changed_at, last_heartbeat, dropped_events, boot_url, dhcp FROM racks`
 
 func scanRack(row pgx.CollectableRow) (rackplane.Rack, error) {
 	var r rackplane.Rack
 	err := row.Scan(&r.ID, &r.Name, &r.Version, &r.Hostname, &r.Addresses, &r.TFTP, &r.HTTP,
 		&r.HeartbeatIntervalMS, &r.StartedAt, &r.FirstSeen, &r.LastSeen, &r.Online,
-		&r.StatusChangedAt, &r.LastHeartbeat, &r.DroppedEvents, &r.BootURL)
+		&r.StatusChangedAt, &r.LastHeartbeat, &r.DroppedEvents, &r.BootURL, &r.DHCP)
 	return r, err
 }
 

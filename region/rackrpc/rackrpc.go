@@ -48,7 +48,27 @@ func (s *Server) Register(srv *rpc.Server) error {
 	if err := srv.Handle(events.RegionRPCSubject(events.MethodPreseed), events.RegionQueue, s.checked("rpc.region.preseed.request", s.preseed)); err != nil {
 		return err
 	}
+	if err := srv.Handle(events.RegionRPCSubject(events.MethodSubnets), events.RegionQueue, s.checked("rpc.region.subnets.request", s.subnets)); err != nil {
+		return err
+	}
 	return srv.Handle(events.RegionRPCSubject(events.MethodInstallStatus), events.RegionQueue, s.checked("rpc.region.install_status.request", s.installStatus))
+}
+
+// subnets gives a rack the subnets it serves, and no other rack's.
+func (s *Server) subnets(ctx context.Context, data []byte) (any, error) {
+	var req events.SubnetsRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "subnets: %v", err)
+	}
+	list, err := s.db.ListSubnets(ctx, req.RackID)
+	if err != nil {
+		return nil, err
+	}
+	reply := events.SubnetsReply{Subnets: make([]events.SubnetSet, 0, len(list))}
+	for _, sn := range list {
+		reply.Subnets = append(reply.Subnets, events.SubnetSet{SubnetID: sn.ID, RackID: sn.RackID, Subnet: sn.Subnet})
+	}
+	return reply, nil
 }
 
 func (s *Server) checked(name string, h rpc.HandlerFunc) rpc.HandlerFunc {

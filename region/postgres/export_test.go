@@ -1,0 +1,10 @@
+package postgres
+
+// UseServerSnapshotHorizon makes db find its horizon as the log did before
+// appenders took their mark (the server-wide snapshot xmin), for the
+// benchmark that compares the two.
+func UseServerSnapshotHorizon(db *DB) { db.horizonMode = horizonServerSnapshot }
+
+// UseSerializedAppends makes db's appends take turns, so that every
+// committed event is readable, for the same benchmark.
+func UseSerializedAppends(db *DB) { db.horizonMode = horizonSerialized }

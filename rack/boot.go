@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/httpboot"
@@ -82,11 +83,21 @@ func (v versioned) bootloaderFile(name string) string {
 // openBoot builds the boot services: the decision cache, the resolver and
 // the TFTP, HTTP and offload front-ends.
 func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
+	if err := r.openInstall(dataDir); err != nil {
+		return err
+	}
 	var err error
-	r.decisions, err = bootconfig.NewCache(bootconfig.CacheConfig{RackID: r.id, DataDir: dataDir}, r.nc, js,
-		r.log.With("service", "boot-decisions"), r.registry)
+	r.decisions, err = bootconfig.NewCache(bootconfig.CacheConfig{RackID: r.id, DataDir: dataDir,
+		OnDecision: r.preseeds.Decision,
+		OnCleared:  func(cl events.BootDecisionCleared) { r.preseeds.Cleared(cl.MAC, cl.MachineID) },
+	}, r.nc, js, r.log.With("service", "boot-decisions"), r.registry)
 	if err != nil {
 		return fmt.Errorf("boot decision cache: %w", err)
+	}
+	// Deployments that started while the rack was stopped, or whose
+	// preseed it had not fetched yet: fetch (or refresh) them now.
+	for _, d := range r.decisions.Decisions() {
+		r.preseeds.Decision(d)
 	}
 	httpURL := ""
 	if r.cfg.BootFilesOverHTTP {

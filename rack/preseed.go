@@ -16,12 +16,15 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/preseedcache"
+	"github.com/rackplane/rackplane/rack/reportqueue"
 )
 
 // servePreseed proxies an installer's preseed request to the region, which
 // renders the version the machine's deployment pinned. Machines talk only
-// to their rack; the rack talks to the region over NATS.
+// to their rack; the rack talks to the region over NATS. When the region
+// does not answer, the rack serves the copy it cached when the deployment
+// started, and tells the region it did once it is back.
 func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	id, err := uuid.Parse(req.PathValue("machine"))
 	if err != nil {
@@ -30,20 +33,40 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 	defer cancel()
-	var out struct {
-		Name    string `json:"name"`
-		Version int64  `json:"version"`
-		Content string `json:"content"`
-	}
-	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodPreseed),
-		map[string]string{"rack_id": r.id, "machine_id": id.String(), "remote": req.RemoteAddr}, &out)
-	if err != nil {
+	ask := preseedRequest{RackID: r.id, MachineID: id.String(), Remote: req.RemoteAddr}
+	out, err := r.askPreseed(ctx, ask)
+	source := "region"
+	switch {
+	case err == nil:
+		if err := r.preseeds.Refresh(preseedcache.Preseed{MachineID: id.String(), Name: out.Name, Version: out.Version, Content: out.Content}); err != nil {
+			r.log.Error("preseed not cached", "machine_id", id, "err", err)
+		}
+	case reportqueue.Permanent(err):
+		// The region serves this machine no preseed (any more).
+		r.preseeds.Forget(id.String())
 		r.log.Warn("preseed not served", "machine_id", id, "remote", req.RemoteAddr, "err", err)
 		http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
 		return
+	default:
+		cached, cerr := r.preseedStore.Get(id.String())
+		if cerr != nil {
+			r.log.Warn("preseed not served: region away and none cached", "machine_id", id, "remote", req.RemoteAddr, "err", err, "cache", cerr)
+			http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
+			return
+		}
+		out = preseedReply{Name: cached.Name, Version: cached.Version, Content: cached.Content}
+		source = "cache"
+		// The region records the fetch when it is back, before the
+		// installer's report that follows it in the queue.
+		if qerr := r.reports.Append(events.MethodPreseed, ask); qerr != nil {
+			r.log.Warn("preseed fetch not queued for the region", "machine_id", id, "err", qerr)
+		}
+		r.log.Info("preseed served from the rack's cache: region away", "machine_id", id, "remote", req.RemoteAddr,
+			"preseed", cached.Name, "version", cached.Version, "err", err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Rackplane-Preseed", fmt.Sprintf("%s@%d", out.Name, out.Version))
+	w.Header().Set("X-Rackplane-Preseed-Source", source)
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(out.Content))
 }
@@ -72,24 +95,43 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
-	defer cancel()
-	var out struct {
-		Status  string `json:"status"`
-		Changed bool   `json:"changed"`
-	}
-	err = rpc.Call(ctx, r.nc, events.RegionRPCSubject(events.MethodInstallStatus), map[string]string{
+	call := map[string]string{
 		"rack_id": r.id, "machine_id": id.String(), "token": token,
 		"result": report.Result, "message": report.Message, "remote": req.RemoteAddr,
-	}, &out)
-	if err != nil {
-		r.log.Warn("install report not taken", "machine_id", id, "remote", req.RemoteAddr, "err", err)
+	}
+	// Reports still queued go first: the region must see them in the
+	// order they were made.
+	if r.reports.Pending() == 0 {
+		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+		defer cancel()
+		var out struct {
+			Status  string `json:"status"`
+			Changed bool   `json:"changed"`
+		}
+		err = r.callRegion(ctx, events.MethodInstallStatus, call, &out)
+		if err == nil {
+			r.log.Info("install report taken", "machine_id", id, "result", report.Result, "status", out.Status, "changed", out.Changed)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "machine %s is %s\n", id, out.Status)
+			return
+		}
+		if reportqueue.Permanent(err) {
+			r.log.Warn("install report not taken", "machine_id", id, "remote", req.RemoteAddr, "err", err)
+			http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
+			return
+		}
+	}
+	// The installer is about to power off: once answered, the report must
+	// outlive the region's absence and a restart of the rack.
+	if err := r.reports.Append(events.MethodInstallStatus, call); err != nil {
+		r.log.Error("install report not queued", "machine_id", id, "remote", req.RemoteAddr, "err", err)
 		http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
 		return
 	}
-	r.log.Info("install report taken", "machine_id", id, "result", report.Result, "status", out.Status, "changed", out.Changed)
+	r.log.Info("install report queued: region away", "machine_id", id, "result", report.Result, "pending", r.reports.Pending())
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "machine %s is %s\n", id, out.Status)
+	w.WriteHeader(http.StatusAccepted)
+	fmt.Fprintf(w, "report of machine %s accepted: the region is away; the rack stored it and will deliver it when the region is back\n", id)
 }
 
 // httpStatus maps the region's answer to what an installer's HTTP client

@@ -34,6 +34,8 @@ import (
 	"github.com/rackplane/rackplane/rack/httpboot"
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/offload"
+	"github.com/rackplane/rackplane/rack/preseedcache"
+	"github.com/rackplane/rackplane/rack/reportqueue"
 	"github.com/rackplane/rackplane/rack/storage"
 	"github.com/rackplane/rackplane/rack/subnets"
 	"github.com/rackplane/rackplane/rack/tftp"
@@ -241,6 +243,10 @@ type Rack struct {
 	offloadSocket *offload.SocketServer
 	dhcp          *dhcp.Server
 	regionSubnets *subnets.Cache // managed DHCP only
+
+	preseedStore *preseedcache.Store
+	preseeds     *preseedcache.Prefetcher
+	reports      *reportqueue.Queue
 }
 
 // Option changes what New builds in ways an operator has no say in.
@@ -356,6 +362,9 @@ func (r *Rack) close() {
 	}
 	if r.images != nil {
 		_ = r.images.Close()
+	}
+	if r.reports != nil {
+		_ = r.reports.Close()
 	}
 	if r.ln != nil {
 		_ = r.ln.Close()
@@ -474,6 +483,8 @@ func (r *Rack) Run(ctx context.Context) error {
 	g.Go(func() error { return r.capabilities.Run(ctx) })
 	g.Go(func() error { return r.storage.Run(ctx) })
 	g.Go(func() error { return r.decisions.Run(ctx) })
+	g.Go(func() error { return r.preseeds.Run(ctx) })
+	g.Go(func() error { return r.reports.Run(ctx) })
 	g.Go(func() error { return r.syncReferences(ctx) })
 	g.Go(func() error { return r.offloadStore.Run(ctx) })
 	g.Go(func() error { return r.offload.Completions(ctx, r.nc, r.id) })

@@ -96,6 +96,10 @@ type pxeSite struct {
 	qemu     string
 	bootFile string // what DHCP tells the VM to load
 	rackHTTP string
+
+	ns         *natsserver.Test
+	region     *proc
+	regionArgs []string
 }
 
 func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
@@ -105,8 +109,9 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr)
-	site := &pxeSite{a: api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}, qemu: qemu, bootFile: bootFile}
+	regionArgs := []string{"-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr}
+	site := &pxeSite{a: api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}, qemu: qemu, bootFile: bootFile,
+		ns: ns, region: start(t, "regiond", regionArgs...), regionArgs: regionArgs}
 	rackHTTP, tftpAddr := freeAddr(t), freeUDPAddr(t)
 	site.rackHTTP = rackHTTP
 	_, httpPort, _ := net.SplitHostPort(rackHTTP)

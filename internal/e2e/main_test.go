@@ -110,14 +110,17 @@ func (p *proc) Kill() {
 }
 
 // Stop sends SIGINT and waits for a clean exit.
-func (p *proc) Stop() error {
-	_ = p.cmd.Process.Signal(os.Interrupt)
+func (p *proc) Stop() error { return p.StopWith(os.Interrupt) }
+
+// StopWith sends sig and waits for a clean exit.
+func (p *proc) StopWith(sig os.Signal) error {
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 		return p.err
 	case <-time.After(15 * time.Second):
 		p.Kill()
-		return fmt.Errorf("%s did not stop within 15s of SIGINT", p.name)
+		return fmt.Errorf("%s did not stop within 15s of %v", p.name, sig)
 	}
 }
 

@@ -36,6 +36,12 @@ type CacheConfig struct {
 	// again (default 10s).
 	NegativeTTL time.Duration
 	Now         func() time.Time
+	// OnDecision, when set, is told of every decision the cache takes in
+	// (from an event or an rpc), after it took it; OnCleared of every
+	// decision the region cleared. They must not block: the preseed cache
+	// follows deployments through them.
+	OnDecision func(events.BootDecision)
+	OnCleared  func(events.BootDecisionCleared)
 }
 
 func (c *CacheConfig) validate() error {
@@ -189,6 +195,9 @@ func (c *Cache) Lookup(ctx context.Context, mac string) (d events.BootDecision, 
 			}
 			delete(c.negative, mac)
 			c.mu.Unlock()
+			if c.cfg.OnDecision != nil {
+				c.cfg.OnDecision(d)
+			}
 			c.changed()
 			c.lookups.WithLabelValues("rpc").Inc()
 			return d, true
@@ -241,6 +250,7 @@ func (c *Cache) Len() int {
 // change to the cache file.
 func (c *Cache) Apply(e events.Event, seq uint64) error {
 	var err error
+	var notify func()
 	c.mu.Lock()
 	switch e.Type {
 	case events.TypeBootDecisionSet:
@@ -249,6 +259,9 @@ func (c *Cache) Apply(e events.Event, seq uint64) error {
 			if err = ValidateDecision(&d); err == nil {
 				c.decisions[d.MAC] = d
 				delete(c.negative, d.MAC)
+				if c.cfg.OnDecision != nil {
+					notify = func() { c.cfg.OnDecision(d) }
+				}
 			}
 		}
 	case events.TypeBootDecisionCleared:
@@ -258,6 +271,10 @@ func (c *Cache) Apply(e events.Event, seq uint64) error {
 			if mac, err = events.CanonicalMAC(cl.MAC); err == nil {
 				delete(c.decisions, mac)
 				delete(c.negative, mac)
+				if c.cfg.OnCleared != nil {
+					cl.MAC = mac
+					notify = func() { c.cfg.OnCleared(cl) }
+				}
 			}
 		}
 	}
@@ -265,6 +282,9 @@ func (c *Cache) Apply(e events.Event, seq uint64) error {
 		c.seq = seq
 	}
 	c.mu.Unlock()
+	if notify != nil {
+		notify()
+	}
 	c.applied.Inc()
 	c.changed()
 	return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,7 +90,22 @@ func TestCacheFollowsRegion(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
 	clock := func() time.Time { return now }
-	cache, err := bootconfig.NewCache(bootconfig.CacheConfig{RackID: rackID, DataDir: dir, Now: clock}, nc, js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	// The hooks see every decision taken in, from the stream or an rpc,
+	// and every clear, after the cache has it.
+	var hookMu sync.Mutex
+	var hooked []string
+	hook := func(s string) { hookMu.Lock(); hooked = append(hooked, s); hookMu.Unlock() }
+	hooks := func() string { hookMu.Lock(); defer hookMu.Unlock(); return strings.Join(hooked, ", ") }
+	var cache *bootconfig.Cache
+	cache, err = bootconfig.NewCache(bootconfig.CacheConfig{RackID: rackID, DataDir: dir, Now: clock,
+		OnDecision: func(d events.BootDecision) {
+			if _, ok := cache.Decisions()[d.MAC]; !ok {
+				t.Errorf("hook told of %s before the cache had it", d.MAC)
+			}
+			hook("set " + d.MAC + " " + d.MachineID + " " + d.Purpose)
+		},
+		OnCleared: func(cl events.BootDecisionCleared) { hook("cleared " + cl.MAC) },
+	}, nc, js, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +141,9 @@ func TestCacheFollowsRegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "clear", func() bool { return cache.Len() == 1 })
+	if got, want := hooks(), "set 52:54:00:00:00:01 m-1 install, set 52:54:00:00:00:02 m-2 local, cleared 52:54:00:00:00:01"; got != want {
+		t.Fatalf("hooks saw %q, want %q", got, want)
+	}
 
 	// With the region and NATS gone, a new cache from the same directory
 	// still knows what the old one learnt, and resumes after its sequence.

@@ -100,6 +100,8 @@ type preseedRequest struct {
 	RackID    string `json:"rack_id"`
 	MachineID string `json:"machine_id"`
 	Remote    string `json:"remote"`
+	// Prefetch is a rack filling its cache: no installer fetched it.
+	Prefetch bool `json:"prefetch"`
 }
 
 // PreseedReply is the answer to the preseed rpc.
@@ -155,6 +157,13 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	reply := PreseedReply{Name: v.Name, Version: v.Version, Content: content}
+	if req.Prefetch {
+		// The event says an installer got its preseed; this is only the
+		// rack keeping a copy for when the region is away.
+		s.log.Debug("preseed prefetched", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
+		return reply, nil
+	}
 	served, err := events.New(events.RegionSource, events.TypePreseedServed, events.MachineStreamName(m.ID), s.now(),
 		events.PreseedServed{MachineID: m.ID, Name: v.Name, Version: v.Version, RackID: req.RackID, Remote: req.Remote})
 	if err != nil {
@@ -169,5 +178,5 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 		return nil, err
 	}
 	s.log.Info("preseed served", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
-	return PreseedReply{Name: v.Name, Version: v.Version, Content: content}, nil
+	return reply, nil
 }

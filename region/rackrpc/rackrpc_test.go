@@ -13,6 +13,7 @@ import (
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/machine/machinetest"
+	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackrpc"
 )
@@ -61,9 +62,32 @@ func TestInstallerConversation(t *testing.T) {
 		t.Fatalf("boot decision: %+v %v", bd.Decision, err)
 	}
 
+	served := func() int {
+		t.Helper()
+		evs, _, err := db.ReadLastEvents(ctx, 100, postgres.ReadFilter{Stream: events.MachineStreamName(m.ID), Types: []string{events.TypePreseedServed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	// A rack filling its cache as the deployment starts gets the preseed
+	// the installer will, and no installer fetch is recorded.
+	var pre rackrpc.PreseedReply
+	if err := call("preseed", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "prefetch": true}, &pre); err != nil || pre.Version != res.After.PreseedVersion {
+		t.Fatalf("prefetch: %+v %v", pre, err)
+	}
+	if n := served(); n != 0 {
+		t.Fatalf("a prefetch recorded %d preseed_served", n)
+	}
 	var p rackrpc.PreseedReply
 	if err := call("preseed", asRack, &p); err != nil || p.Name != "default" || p.Version != res.After.PreseedVersion {
 		t.Fatalf("preseed: %+v %v", p, err)
+	}
+	if p.Content != pre.Content {
+		t.Fatalf("the installer got\n%s\nthe rack cached\n%s", p.Content, pre.Content)
+	}
+	if n := served(); n != 1 {
+		t.Fatalf("an installer's fetch recorded %d preseed_served, want 1", n)
 	}
 	tokenRE := regexp.MustCompile(`status: ` + regexp.QuoteMeta(machinetest.BootURL+"/status/"+m.ID+"/") + `(\S+)`)
 	sm := tokenRE.FindStringSubmatch(p.Content)

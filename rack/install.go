@@ -1,0 +1,78 @@
+package rack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/preseedcache"
+	"github.com/rackplane/rackplane/rack/reportqueue"
+)
+
+// openInstall opens what lets installs finish while the region is away:
+// the sealed cache of deploying machines' preseeds, filled as deployments
+// start, and the durable queue of calls (installers' reports) the region
+// could not take.
+func (r *Rack) openInstall(dataDir string) error {
+	store, err := preseedcache.Open(preseedcache.Config{DataDir: dataDir}, r.log.With("service", "preseed-cache"), r.registry)
+	if err != nil {
+		return fmt.Errorf("preseed cache: %w", err)
+	}
+	r.preseeds, err = preseedcache.NewPrefetcher(store, r.prefetchPreseed, r.log.With("service", "preseed-cache"), r.registry)
+	if err != nil {
+		return fmt.Errorf("preseed cache: %w", err)
+	}
+	r.reports, err = reportqueue.Open(reportqueue.Config{DataDir: dataDir}, r.deliverQueued, r.log.With("service", "region-call-queue"), r.registry)
+	if err != nil {
+		return fmt.Errorf("region call queue: %w", err)
+	}
+	r.preseedStore = store
+	return nil
+}
+
+// preseedReply is the region's answer to the preseed rpc.
+type preseedReply struct {
+	Name    string `json:"name"`
+	Version int64  `json:"version"`
+	Content string `json:"content"`
+}
+
+// preseedRequest asks the region for a machine's preseed.
+type preseedRequest struct {
+	RackID    string `json:"rack_id"`
+	MachineID string `json:"machine_id"`
+	Remote    string `json:"remote,omitempty"`
+	Prefetch  bool   `json:"prefetch,omitempty"`
+}
+
+func (r *Rack) askPreseed(ctx context.Context, req preseedRequest) (preseedReply, error) {
+	var out preseedReply
+	err := r.callRegion(ctx, events.MethodPreseed, req, &out)
+	return out, err
+}
+
+// callRegion makes an rpc call on the region, or fails at once while NATS
+// is away. The NATS client would otherwise keep the request in its
+// reconnect buffer and send it on reconnecting, long after the rack gave
+// up on it and served the installer from its cache and queue: the region
+// would take that call and then the queued one.
+func (r *Rack) callRegion(ctx context.Context, method string, req, out any) error {
+	if !r.nc.IsConnected() {
+		return rackplane.Errorf(rackplane.EUNAVAILABLE, "not connected to NATS: the region cannot be asked")
+	}
+	return rpc.Call(ctx, r.nc, events.RegionRPCSubject(method), req, out)
+}
+
+// prefetchPreseed fills the cache: the region records no fetch for it.
+func (r *Rack) prefetchPreseed(ctx context.Context, machineID string) (preseedcache.Preseed, error) {
+	out, err := r.askPreseed(ctx, preseedRequest{RackID: r.id, MachineID: machineID, Prefetch: true})
+	return preseedcache.Preseed{MachineID: machineID, Name: out.Name, Version: out.Version, Content: out.Content}, err
+}
+
+// deliverQueued makes a queued call.
+func (r *Rack) deliverQueued(ctx context.Context, method string, request json.RawMessage) error {
+	return r.callRegion(ctx, method, request, nil)
+}

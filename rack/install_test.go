@@ -1,0 +1,153 @@
+package rack_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/schema"
+)
+
+// fakeRegion answers the preseed and install_status rpcs over NATS, checks
+// the rack's requests against their schemas, and records them in order.
+type fakeRegion struct {
+	srv   *rpc.Server
+	mu    sync.Mutex
+	calls []string
+}
+
+func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
+	t.Helper()
+	set, err := schema.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := rpc.NewServer(ns.Connect(), "region", slog.New(slog.DiscardHandler), 4, 5*time.Second)
+	calls.srv = srv
+	handle := func(method string, answer func(req map[string]any) (any, error)) {
+		if err := srv.Handle(events.RegionRPCSubject(method), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+			if err := set.ValidateJSON("rpc.region."+method+".request", data); err != nil {
+				t.Errorf("the rack's %s request breaks its schema: %v", method, err)
+			}
+			var req map[string]any
+			_ = json.Unmarshal(data, &req)
+			what := method
+			if req["prefetch"] == true {
+				what += " prefetch"
+			}
+			if s, _ := req["result"].(string); s != "" {
+				what += " " + s
+			}
+			calls.mu.Lock()
+			calls.calls = append(calls.calls, what)
+			calls.mu.Unlock()
+			return answer(req)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handle(events.MethodPreseed, func(map[string]any) (any, error) {
+		return map[string]any{"name": "p", "version": 1, "content": "root-password secret\n"}, nil
+	})
+	handle(events.MethodInstallStatus, func(req map[string]any) (any, error) {
+		if req["token"] != "tok" {
+			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "not this deployment's token")
+		}
+		return map[string]any{"machine_id": req["machine_id"], "status": "deployed", "changed": true}, nil
+	})
+}
+
+func (f *fakeRegion) seen() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.calls, ", ")
+}
+
+// TestInstallWhileRegionAway: the rack fetches a machine's preseed when its
+// install decision arrives; with the region gone it serves that copy and
+// takes the installer's report with 202, and makes both calls, in order,
+// once the region is back.
+func TestInstallWhileRegionAway(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	js := ensureStreams(t, nc)
+	region := &fakeRegion{}
+	startRegion(t, ns, region)
+	r, stop := infoRack(t, ns, t.TempDir())
+	defer stop()
+
+	const machineID = "0190f0e0-0000-7000-8000-0000000000aa"
+	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
+		events.BootDecision{MAC: "52:54:00:00:00:aa", MachineID: machineID, Purpose: events.BootPurposeInstall,
+			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eventbus.Message(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the rack prefetched the preseed", func() bool { return region.seen() == "preseed prefetch" })
+	base := "http://" + r.HTTPAddr()
+
+	// A report with a wrong token, the region there: refused at once,
+	// not queued.
+	resp, err := http.Post(base+"/status/"+machineID+"/wrong", "application/x-www-form-urlencoded", strings.NewReader("result=success"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a report with a wrong token: %s", resp.Status)
+	}
+
+	region.srv.Close()
+	resp, err = http.Get(base + "/preseed/" + machineID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "root-password secret\n" || resp.Header.Get("X-Rackplane-Preseed-Source") != "cache" {
+		t.Fatalf("preseed with the region away: %s %q from %q", resp.Status, body, resp.Header.Get("X-Rackplane-Preseed-Source"))
+	}
+	resp, err = http.Post(base+"/status/"+machineID+"/tok", "application/x-www-form-urlencoded", strings.NewReader("result=success"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(string(body), "will deliver it when the region is back") {
+		t.Fatalf("report with the region away: %s %q", resp.Status, body)
+	}
+
+	back := &fakeRegion{}
+	startRegion(t, ns, back)
+	defer back.srv.Close()
+	waitUntil(t, "the queued calls made", func() bool { return back.seen() == "preseed, install_status success" })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 1500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 30s", what)
+}

@@ -100,7 +100,7 @@ func qemuDHCPBoot(t *testing.T, vm vmBoot) {
 	mac := vm.mac
 	firmware := []string{"-device", "virtio-net-pci,netdev=n0,mac=" + mac}
 	if vm.uefi {
-		firmware = pxetest.OVMF(t, mac, false)
+		firmware = pxetest.OVMF(t, mac, pxetest.OVMFOptions{})
 	}
 	seg := netnstest.New(t)
 	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")

@@ -37,13 +37,15 @@ var fleetFirmwares = []fleetFirmware{
 		return []string{"-device", "virtio-net-pci,netdev=n0,mac=" + mac}
 	}, ""},
 	// OVMF's own PXE (no option ROM): TFTP of snponly.efi, then iPXE.
-	{"uefi-pxe-snponly", 384, func(t *testing.T, mac string) []string { return pxetest.OVMF(t, mac, false) }, dhcp.FileSNPOnly},
+	{"uefi-pxe-snponly", 384, func(t *testing.T, mac string) []string { return pxetest.OVMF(t, mac, pxetest.OVMFOptions{}) }, dhcp.FileSNPOnly},
 	// SeaBIOS with QEMU's iPXE ROM of the e1000.
 	{"bios-ipxe-e1000", 256, func(_ *testing.T, mac string) []string {
 		return []string{"-device", "e1000,netdev=n0,mac=" + mac}
 	}, ""},
 	// OVMF with QEMU's iPXE ROM of virtio-net (its EFI half): UEFI iPXE.
-	{"uefi-ipxe-rom", 384, func(t *testing.T, mac string) []string { return pxetest.OVMF(t, mac, true) }, ""},
+	{"uefi-ipxe-rom", 384, func(t *testing.T, mac string) []string {
+		return pxetest.OVMF(t, mac, pxetest.OVMFOptions{IPXEROM: true})
+	}, ""},
 }
 
 // TestFleetBootsAtOnce boots a fleet of VMs of mixed firmware (the kinds

@@ -69,7 +69,7 @@ func uefiPXEThroughLoss(t *testing.T, mac string, loss tftptest.Loss, loaderSize
 
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	vm := startVM(ctx, t, qemu, vmNS, tap, 384, pxetest.OVMF(t, mac, false))
+	vm := startVM(ctx, t, qemu, vmNS, tap, 384, pxetest.OVMF(t, mac, pxetest.OVMFOptions{}))
 	if err := vm.wait(); err != nil {
 		t.Fatalf("the VM did not boot: %v\n%s", err, vm.report())
 	}

@@ -62,12 +62,26 @@ func QEMU(t testing.TB) string {
 
 // OVMF returns QEMU's arguments for a UEFI VM (q35, OVMF with a copy of
 // its variables of the VM's own) with a virtio-net NIC of MAC mac on
-// netdev n0. Without ipxeROM the NIC has no option ROM, so that the
-// firmware's own network stack does the PXE boot; with it, OVMF runs
+// netdev n0 (first in the boot order). Without o.IPXEROM the NIC has no option ROM, so that the
+// firmware's own network stack does the network boot; with it, OVMF runs
 // the EFI iPXE of QEMU's ROM, and the machine boots as UEFI iPXE.
-func OVMF(t testing.TB, mac string, ipxeROM bool) []string {
+func OVMF(t testing.TB, mac string, o OVMFOptions) []string {
 	t.Helper()
 	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	machine := "q35"
+	var extra []string
+	if o.SecureBoot {
+		// Secure Boot needs SMM, so that the OS cannot write the
+		// variable store behind the firmware's back.
+		code, vars = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+		machine = "q35,smm=on"
+		extra = []string{"-global", "driver=cfi.pflash01,property=secure,value=on"}
+	}
+	if o.HTTPBoot {
+		// OVMF tries PXE before HTTP boot; this turns its PXE off.
+		extra = append(extra, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	}
 	b, err := os.ReadFile(vars)
 	if err != nil {
 		t.Fatalf("OVMF missing: install the Debian package ovmf (%v)", err)
@@ -76,12 +90,24 @@ func OVMF(t testing.TB, mac string, ipxeROM bool) []string {
 	if err := os.WriteFile(own, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nic := "virtio-net-pci,netdev=n0,mac=" + mac
-	if !ipxeROM {
+	nic := "virtio-net-pci,netdev=n0,bootindex=1,mac=" + mac
+	if !o.IPXEROM {
 		nic += ",romfile="
 	}
-	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + own, "-device", nic}
+	return append([]string{"-machine", machine, "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + own, "-device", nic}, extra...)
+}
+
+// OVMFOptions choose the UEFI firmware's ways to boot.
+type OVMFOptions struct {
+	// IPXEROM keeps the NIC's option ROM (QEMU's EFI iPXE), which then
+	// does the network boot instead of the firmware's own stack.
+	IPXEROM bool
+	// SecureBoot runs the firmware with Microsoft's keys enrolled and
+	// Secure Boot on.
+	SecureBoot bool
+	// HTTPBoot turns the firmware's PXE off, so it boots over HTTP.
+	HTTPBoot bool
 }
 
 // Initramfs makes a gzip'd newc cpio archive holding the static busybox of

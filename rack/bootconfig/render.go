@@ -3,6 +3,7 @@ package bootconfig
 import (
 	"bytes"
 	"fmt"
+	"net/url"
 	"path"
 	"strings"
 	"text/template"
@@ -28,8 +29,10 @@ const (
 type RenderConfig struct {
 	// HTTPBootURL is where machines reach this rack's HTTP boot server,
 	// such as http://10.0.2.2:5248. When set, iPXE scripts fetch kernel and
-	// initrd over HTTP; when empty, over the protocol that served the
-	// script.
+	// initrd over HTTP, and GRUB configs try HTTP first (GRUB's http module
+	// must be loadable: Debian's signed network image lacks it, and under
+	// Secure Boot GRUB loads no module, so GRUB falls back to TFTP); when
+	// empty, over the protocol that served the config.
 	HTTPBootURL string
 	// PreseedParam is the kernel parameter that carries the preseed URL
 	// (default "url", the Debian installer's alias of preseed/url).
@@ -129,16 +132,26 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 	}
 	data := struct {
 		events.BootDecision
-		CmdLine    string
-		KernelURL  string
-		InitrdURL  string
-		InitrdName string
-		Hyphenated string
+		CmdLine        string
+		GRUBCmdLine    string
+		GRUBKernel     string
+		GRUBInitrd     string
+		GRUBKernelHTTP string
+		GRUBInitrdHTTP string
+		KernelURL      string
+		InitrdURL      string
+		InitrdName     string
+		Hyphenated     string
 	}{
-		BootDecision: d,
-		CmdLine:      r.cmdline(d),
-		KernelURL:    r.url(d.Kernel),
-		InitrdURL:    r.url(d.Initrd),
+		BootDecision:   d,
+		CmdLine:        r.cmdline(d),
+		GRUBCmdLine:    r.grubCmdline(d),
+		GRUBKernel:     grubQuote("/" + strings.TrimLeft(d.Kernel, "/")),
+		GRUBInitrd:     grubQuote("/" + strings.TrimLeft(d.Initrd, "/")),
+		GRUBKernelHTTP: r.grubHTTPFile(d.Kernel),
+		GRUBInitrdHTTP: r.grubHTTPFile(d.Initrd),
+		KernelURL:      r.url(d.Kernel),
+		InitrdURL:      r.url(d.Initrd),
 		// iPXE names a fetched image after its URL's last element; under
 		// UEFI the kernel's EFI stub finds the initrd by initrd=<name> on
 		// its command line (iPXE builds without the LoadFile2 initrd
@@ -154,11 +167,56 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 }
 
 func (r *Renderer) cmdline(d events.BootDecision) string {
+	return strings.Join(r.params(d), " ")
+}
+
+func (r *Renderer) params(d events.BootDecision) []string {
 	parts := append([]string(nil), d.Params...)
 	if d.PreseedURL != "" {
 		parts = append(parts, r.cfg.PreseedParam+"="+d.PreseedURL)
 	}
+	return parts
+}
+
+// grubCmdline quotes every parameter for GRUB's script parser, which
+// would otherwise act on ;, $, |, & and quotes in a value (a parameter
+// must not be able to add GRUB commands). GRUB drops the quotes, so the
+// kernel sees the parameters as they were.
+func (r *Renderer) grubCmdline(d events.BootDecision) string {
+	parts := r.params(d)
+	for i, p := range parts {
+		parts[i] = grubQuote(p)
+	}
 	return strings.Join(parts, " ")
+}
+
+// grubQuote makes s one word of GRUB's script: single-quoted, a single
+// quote written as '\”.
+func grubQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// grubHTTPFile is a store path on the rack's HTTP server as GRUB names
+// it, quoted, or "" without an HTTP server GRUB can reach.
+func (r *Renderer) grubHTTPFile(p string) string {
+	dev := grubHTTP(r.cfg.HTTPBootURL)
+	if dev == "" {
+		return ""
+	}
+	return grubQuote(dev + "/" + strings.TrimLeft(p, "/"))
+}
+
+// grubHTTP is GRUB's device for the rack's HTTP boot server,
+// (http,host:port) followed by the URL's path, or "" when GRUB cannot
+// reach it that way (no URL, https: GRUB has no TLS, a URL with parts
+// GRUB's device syntax cannot carry).
+func grubHTTP(bootURL string) string {
+	u, err := url.Parse(bootURL)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+		strings.ContainsAny(u.Host, "(),") {
+		return ""
+	}
+	return "(http," + u.Host + ")" + strings.TrimRight(u.Path, "/")
 }
 
 // url makes a store path absolute for iPXE: over HTTP when the rack has an
@@ -183,6 +241,9 @@ LABEL {{.Purpose}}
   IPAPPEND 2
 {{- end}}
 `)),
+	// GRUB tries the rack's HTTP server first (kernels over TFTP take
+	// minutes) and falls back to TFTP, the server GRUB was loaded from,
+	// when its http module cannot be loaded or the fetch fails.
 	KindGRUB: template.Must(template.New("grub").Parse(`# {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}
 set default=0
 set timeout=0
@@ -192,8 +253,23 @@ menuentry 'local' {
 }
 {{- else}}
 menuentry '{{.Purpose}}' {
-  linux /{{.Kernel}} {{.CmdLine}}
-  initrd /{{.Initrd}}
+{{- if .GRUBKernelHTTP}}
+  set rackplane_loaded=
+  if insmod http; then
+    if linux {{.GRUBKernelHTTP}} {{.GRUBCmdLine}}; then
+      if initrd {{.GRUBInitrdHTTP}}; then
+        set rackplane_loaded=http
+      fi
+    fi
+  fi
+  if [ -z "$rackplane_loaded" ]; then
+    linux {{.GRUBKernel}} {{.GRUBCmdLine}}
+    initrd {{.GRUBInitrd}}
+  fi
+{{- else}}
+  linux {{.GRUBKernel}} {{.GRUBCmdLine}}
+  initrd {{.GRUBInitrd}}
+{{- end}}
 }
 {{- end}}
 `)),

@@ -47,8 +47,21 @@ func TestRender(t *testing.T) {
 	}{
 		{bootconfig.RenderConfig{}, bootconfig.KindPXELinux, d, []string{"DEFAULT install", "KERNEL images/debian/v1/linux", "INITRD images/debian/v1/initrd", "APPEND console=ttyS0 quiet url=http://r/p", "IPAPPEND 2"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindPXELinux, local, []string{"DEFAULT local", "LOCALBOOT 0"}},
-		{bootconfig.RenderConfig{PreseedParam: "ds"}, bootconfig.KindGRUB, d, []string{"linux /images/debian/v1/linux console=ttyS0 quiet ds=http://r/p", "initrd /images/debian/v1/initrd"}},
+		{bootconfig.RenderConfig{PreseedParam: "ds"}, bootconfig.KindGRUB, d, []string{"linux '/images/debian/v1/linux' 'console=ttyS0' 'quiet' 'ds=http://r/p'\n", "initrd '/images/debian/v1/initrd'\n"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindGRUB, local, []string{"exit"}},
+		// With an HTTP server: kernel and initrd over HTTP, TFTP if GRUB
+		// has no http module (Secure Boot, Debian's signed image).
+		{bootconfig.RenderConfig{HTTPBootURL: "http://10.20.0.2:5248/"}, bootconfig.KindGRUB, d, []string{
+			"if insmod http; then",
+			"linux '(http,10.20.0.2:5248)/images/debian/v1/linux' 'console=ttyS0' 'quiet' 'url=http://r/p'; then",
+			"initrd '(http,10.20.0.2:5248)/images/debian/v1/initrd'; then",
+			"if [ -z \"$rackplane_loaded\" ]; then\n    linux '/images/debian/v1/linux' 'console=ttyS0'",
+			"    initrd '/images/debian/v1/initrd'\n"}},
+		{bootconfig.RenderConfig{HTTPBootURL: "http://rack.example/boot"}, bootconfig.KindGRUB, d, []string{"linux '(http,rack.example)/boot/images/debian/v1/linux'"}},
+		{bootconfig.RenderConfig{HTTPBootURL: "http://10.20.0.2:5248"}, bootconfig.KindGRUB, local, []string{"menuentry 'local' {\n  exit\n}"}},
+		// A parameter cannot add GRUB commands: quoted, quotes escaped.
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUB, withParams(d, "a;reboot", "b='$x'"), []string{`'a;reboot' 'b='\''$x'\'''`}},
+		{bootconfig.RenderConfig{}, bootconfig.KindGRUBChain, local, []string{"if [ -n \"$net_default_mac\" ]; then\n  configfile /grub/grub.cfg-${net_default_mac}\nfi\nexit\n"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, d, []string{"#!ipxe\n", "kernel /images/debian/v1/linux console=ttyS0", " initrd=initrd\n", "initrd /images/debian/v1/initrd", "boot"}},
 		{bootconfig.RenderConfig{HTTPBootURL: "http://10.0.2.2:5248/"}, bootconfig.KindIPXE, d, []string{"kernel http://10.0.2.2:5248/images/debian/v1/linux", "initrd http://10.0.2.2:5248/images/debian/v1/initrd"}},
 		{bootconfig.RenderConfig{}, bootconfig.KindIPXE, local, []string{"exit"}},
@@ -68,6 +81,30 @@ func TestRender(t *testing.T) {
 			if !strings.Contains(string(b), w) {
 				t.Errorf("%s %s lacks %q:\n%s", tt.kind, tt.d.Purpose, w, b)
 			}
+		}
+	}
+}
+
+func withParams(d events.BootDecision, params ...string) events.BootDecision {
+	d.Params = params
+	return d
+}
+
+// TestRenderGRUBWithoutHTTP: GRUB cannot use an https URL (no TLS) or no
+// URL; it loads over TFTP only.
+func TestRenderGRUBWithoutHTTP(t *testing.T) {
+	d := events.BootDecision{MAC: "52:54:00:12:34:56", Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i"}
+	for _, u := range []string{"", "https://10.0.0.1:5248", "http://u:p@10.0.0.1"} {
+		r, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := r.Render(bootconfig.KindGRUB, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "http") || !strings.Contains(string(b), "linux '/k'") {
+			t.Errorf("HTTPBootURL %q:\n%s", u, b)
 		}
 	}
 }

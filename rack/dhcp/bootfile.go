@@ -21,6 +21,7 @@ const (
 const (
 	FileUndionly   = "undionly.kpxe" // ipxe
 	FilePXELinux   = "pxelinux.0"    // pxelinux
+	FileLPXELinux  = "lpxelinux.0"   // pxelinux, with HTTP
 	FileSNPOnly    = "snponly.efi"   // ipxe
 	FileGRUBx64    = "grubx64.efi"   // grub-efi-amd64-signed or -bin
 	FileShimx64    = "bootx64.efi"   // shimx64.efi.signed, from grub-efi-amd64-signed
@@ -94,55 +95,72 @@ func BootRequestOf(m *dhcpv4.DHCPv4) BootRequest {
 // HTTP boot server as clients reach it (no trailing slash). It is a pure
 // function of its arguments.
 //
-// iPXE clients (user class iPXE or option 175) get the rack's iPXE
-// script over HTTP, whatever their firmware, so iPXE is never handed
-// iPXE again (no chain loop). HTTP boot clients (option 60 HTTPClient)
-// get a URL of the loader of their architecture and must be answered
-// with option 60 HTTPClient. PXE clients get a loader file name on the
-// rack's TFTP server. A per-machine override wins where it fits the
-// client: a URL for iPXE and HTTP clients, a file name or URL for PXE.
+// Each firmware family boots the loader configured for it. HTTP boot
+// clients (option 60 HTTPClient) get a URL of that loader and must be
+// answered with option 60 HTTPClient; PXE clients get a loader file name
+// on the rack's TFTP server. An iPXE client (user class iPXE or option
+// 175), such as QEMU's BIOS NIC ROM or the snponly.efi the rack handed
+// out, gets the rack's iPXE script when its family's loader is iPXE, and
+// the configured loader otherwise (pxelinux.0 from an iPXE ROM): iPXE is
+// never handed iPXE again, so there is no chain loop. A per-machine
+// override wins where it fits the client: a URL for iPXE and HTTP
+// clients, a file name for PXE and iPXE clients (for iPXE, unless it
+// names an iPXE image).
 func ChooseBoot(r BootRequest, l Loaders, httpURL string) (Boot, error) {
 	if !NetbootClient(r.VendorClass) {
 		return Boot{}, ErrNotNetboot
 	}
 	isURL := strings.HasPrefix(r.Override, "http://") || strings.HasPrefix(r.Override, "https://")
-	if isIPXE(r) {
-		typ := ClientPXE
-		if strings.HasPrefix(r.VendorClass, ClientHTTP) {
-			typ = ClientHTTP
-		}
-		if isURL {
-			return Boot{File: r.Override, ClientType: typ}, nil
-		}
-		script := "boot.ipxe"
-		if r.MAC != "" {
-			script = strings.ReplaceAll(r.MAC, ":", "-") + ".ipxe"
-		}
-		return Boot{File: httpURL + "/" + IPXEScriptPath + script, ClientType: typ}, nil
-	}
-	arch, ok := r.Arch, r.HasArch
-	if !ok {
-		arch, ok = archOfVendorClass(r.VendorClass)
-	}
-	if !ok {
-		return Boot{}, fmt.Errorf("%w: no option 93 and no Arch in option 60 %q", ErrUnsupportedArch, r.VendorClass)
-	}
 	httpBoot := strings.HasPrefix(r.VendorClass, ClientHTTP)
+	arch, hasArch := r.Arch, r.HasArch
+	if !hasArch {
+		arch, hasArch = archOfVendorClass(r.VendorClass)
+	}
 	switch arch {
 	case iana.EFI_X86_64_HTTP, iana.EFI_ARM64_HTTP:
 		httpBoot = true
+	}
+	typ := ClientPXE
+	if httpBoot {
+		typ = ClientHTTP
+	}
+	if isIPXE(r) {
+		script := Boot{File: httpURL + "/" + IPXEScriptPath + "boot.ipxe", ClientType: typ}
+		if r.MAC != "" {
+			script.File = httpURL + "/" + IPXEScriptPath + strings.ReplaceAll(r.MAC, ":", "-") + ".ipxe"
+		}
+		switch {
+		case isURL:
+			return Boot{File: r.Override, ClientType: typ}, nil
+		case r.Override != "" && !isIPXEFile(r.Override):
+			return Boot{File: r.Override, ClientType: ClientPXE}, nil
+		case r.Override != "":
+			return script, nil
+		}
+		if !hasArch {
+			return script, nil // iPXE always sends option 93; if not, its script is the safe answer
+		}
+		file, err := loaderFile(arch, l)
+		if err != nil || isIPXEFile(file) {
+			return script, nil
+		}
+		if httpBoot {
+			return Boot{File: httpURL + "/" + file, ClientType: ClientHTTP}, nil
+		}
+		return Boot{File: file, ClientType: ClientPXE}, nil
+	}
+	if !hasArch {
+		return Boot{}, fmt.Errorf("%w: no option 93 and no Arch in option 60 %q", ErrUnsupportedArch, r.VendorClass)
 	}
 	if httpBoot {
 		if isURL {
 			return Boot{File: r.Override, ClientType: ClientHTTP}, nil
 		}
-		var file string
-		switch arch {
-		case iana.EFI_X86_64_HTTP, iana.EFI_X86_64, iana.EFI_BC:
-			file = uefiFile(l.UEFI)
-		case iana.EFI_ARM64_HTTP, iana.EFI_ARM64:
-			file = arm64File(l.ARM64)
-		default:
+		if arch == iana.INTEL_X86PC {
+			return Boot{}, fmt.Errorf("%w: HTTP boot of arch %d", ErrUnsupportedArch, arch)
+		}
+		file, err := loaderFile(arch, l)
+		if err != nil {
 			return Boot{}, fmt.Errorf("%w: HTTP boot of arch %d", ErrUnsupportedArch, arch)
 		}
 		return Boot{File: httpURL + "/" + file, ClientType: ClientHTTP}, nil
@@ -150,18 +168,47 @@ func ChooseBoot(r BootRequest, l Loaders, httpURL string) (Boot, error) {
 	if r.Override != "" {
 		return Boot{File: r.Override, ClientType: ClientPXE}, nil
 	}
+	file, err := loaderFile(arch, l)
+	if err != nil {
+		return Boot{}, err
+	}
+	return Boot{File: file, ClientType: ClientPXE}, nil
+}
+
+// loaderFile is the file of the loader configured for arch's firmware
+// family.
+func loaderFile(arch iana.Arch, l Loaders) (string, error) {
 	switch arch {
 	case iana.INTEL_X86PC:
-		if l.BIOS == LoaderPXELinux {
-			return Boot{File: FilePXELinux, ClientType: ClientPXE}, nil
+		switch l.BIOS {
+		case LoaderPXELinux:
+			return FilePXELinux, nil
+		case LoaderLPXELinux:
+			return FileLPXELinux, nil
 		}
-		return Boot{File: FileUndionly, ClientType: ClientPXE}, nil
-	case iana.EFI_X86_64, iana.EFI_BC:
-		return Boot{File: uefiFile(l.UEFI), ClientType: ClientPXE}, nil
-	case iana.EFI_ARM64:
-		return Boot{File: arm64File(l.ARM64), ClientType: ClientPXE}, nil
+		return FileUndionly, nil
+	case iana.EFI_X86_64, iana.EFI_BC, iana.EFI_X86_64_HTTP:
+		return uefiFile(l.UEFI), nil
+	case iana.EFI_ARM64, iana.EFI_ARM64_HTTP:
+		return arm64File(l.ARM64), nil
 	}
-	return Boot{}, fmt.Errorf("%w: arch %d", ErrUnsupportedArch, arch)
+	return "", fmt.Errorf("%w: arch %d", ErrUnsupportedArch, arch)
+}
+
+// isIPXEFile reports whether a boot file name is an iPXE image (as the
+// ipxe package names them), which an iPXE client must not be handed.
+func isIPXEFile(name string) bool {
+	base := strings.ToLower(name[strings.LastIndexByte(name, '/')+1:])
+	switch base {
+	case FileSNPOnly, FileIPXEArm64, "ipxe.efi", "snp.efi":
+		return true
+	}
+	for _, ext := range []string{".kpxe", ".kkpxe", ".kkkpxe", ".pxe", ".lkrn"} {
+		if strings.HasSuffix(base, ext) {
+			return true
+		}
+	}
+	return false
 }
 
 func isIPXE(r BootRequest) bool {

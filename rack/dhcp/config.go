@@ -33,8 +33,12 @@ const (
 const (
 	LoaderIPXE     = "ipxe"
 	LoaderPXELinux = "pxelinux"
-	LoaderGRUB     = "grub"
-	LoaderShim     = "shim"
+	// LoaderLPXELinux is pxelinux's lpxelinux.0, given the rack's HTTP
+	// server as its path prefix (option 210): ldlinux.c32, its config,
+	// kernel and initrd come over HTTP.
+	LoaderLPXELinux = "lpxelinux"
+	LoaderGRUB      = "grub"
+	LoaderShim      = "shim"
 )
 
 // Config is the operator's configuration of the rack's DHCP server. Zero
@@ -56,8 +60,8 @@ type Config struct {
 	// http://<ServerIP>:<the rack's HTTP port>.
 	HTTPURL string `json:"http_url,omitempty"`
 
-	// Boot loaders per firmware: BIOS ipxe (undionly.kpxe) or pxelinux
-	// (pxelinux.0); x64 UEFI ipxe (snponly.efi), grub (grubx64.efi) or
+	// Boot loaders per firmware: BIOS ipxe (undionly.kpxe), pxelinux
+	// (pxelinux.0) or lpxelinux (lpxelinux.0, over HTTP); x64 UEFI ipxe (snponly.efi), grub (grubx64.efi) or
 	// shim (bootx64.efi, the signed shim, which loads grubx64.efi); arm64
 	// UEFI grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or
 	// ipxe (ipxe-arm64.efi).
@@ -178,8 +182,8 @@ func (c Config) Validate() error {
 	if len(c.HTTPURL) > 80 {
 		bad("-dhcp-http-url %q: longer than 80 characters, it would not fit the boot file field with a path", c.HTTPURL)
 	}
-	if c.BIOSLoader != LoaderIPXE && c.BIOSLoader != LoaderPXELinux {
-		bad("-dhcp-bios-loader %q: want ipxe or pxelinux", c.BIOSLoader)
+	if c.BIOSLoader != LoaderIPXE && c.BIOSLoader != LoaderPXELinux && c.BIOSLoader != LoaderLPXELinux {
+		bad("-dhcp-bios-loader %q: want ipxe, pxelinux or lpxelinux", c.BIOSLoader)
 	}
 	if c.UEFILoader != LoaderIPXE && c.UEFILoader != LoaderGRUB && c.UEFILoader != LoaderShim {
 		bad("-dhcp-uefi-loader %q: want ipxe, grub or shim", c.UEFILoader)
@@ -276,7 +280,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		return err
 	})
 	fs.StringVar(&c.HTTPURL, "dhcp-http-url", c.HTTPURL, "URL DHCP clients reach the rack's HTTP boot server at (default http://<server ip>:<http port>)")
-	fs.StringVar(&c.BIOSLoader, "dhcp-bios-loader", c.BIOSLoader, "boot loader of BIOS PXE clients: ipxe (undionly.kpxe) or pxelinux (pxelinux.0)")
+	fs.StringVar(&c.BIOSLoader, "dhcp-bios-loader", c.BIOSLoader, "boot loader of BIOS PXE clients: ipxe (undionly.kpxe), pxelinux (pxelinux.0) or lpxelinux (lpxelinux.0, files over HTTP)")
 	fs.StringVar(&c.UEFILoader, "dhcp-uefi-loader", c.UEFILoader, "boot loader of x64 UEFI clients: ipxe (snponly.efi), grub (grubx64.efi) or shim (bootx64.efi, then grubx64.efi)")
 	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or ipxe (ipxe-arm64.efi)")
 	fs.Func("dhcp-proxy-peers", "comma-separated names of every rack answering proxyDHCP on this segment, this one included; each PXE client is then answered by one of them", func(v string) error {

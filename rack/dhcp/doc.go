@@ -17,8 +17,11 @@
 //
 // The boot file follows the client (ChooseBoot, a pure function): its
 // architecture (option 93), user class (option 77, "iPXE") and vendor
-// class (option 60), and a per-machine override. iPXE clients get the
-// rack's iPXE script over HTTP, so iPXE never loads iPXE again.
+// class (option 60), and a per-machine override. Each firmware family
+// boots its configured loader; an iPXE client (a NIC's iPXE ROM, or the
+// snponly.efi the rack handed out) gets the rack's iPXE script over HTTP
+// when its family's loader is iPXE and that loader otherwise (pxelinux.0
+// from QEMU's iPXE BIOS ROM), so iPXE never loads iPXE again.
 //
 // Leases live in an append-only log under the rack's data directory
 // (dhcp-leases.log): a line per change, each with its CRC-32C, fsync'd

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"path"
 	"sync"
 	"time"
 
@@ -113,6 +114,12 @@ func netboot(reply, req *dhcpv4.DHCPv4, b Boot, l *listener) {
 		// Sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: boot the file in the
 		// reply at once.
 		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+	if path.Base(b.File) == FileLPXELinux && b.ClientType == ClientPXE {
+		// lpxelinux.0 takes the rack's HTTP server as its path prefix
+		// (option 210, RFC 5071): everything it loads next comes over
+		// HTTP, not TFTP.
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionPXELinuxPathPrefix, []byte(l.httpURL+"/")))
 	}
 	if guid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); guid != nil {
 		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))

@@ -284,6 +284,29 @@ func TestManagedBootInfo(t *testing.T) {
 	}
 }
 
+// TestPathPrefixOption: lpxelinux.0 is told to load everything else from
+// the rack's HTTP server (option 210); pxelinux.0 and iPXE are not.
+func TestPathPrefixOption(t *testing.T) {
+	tests := []struct {
+		loader, file, prefix string
+	}{
+		{LoaderLPXELinux, FileLPXELinux, "http://" + serverIP.String() + ":5248/"},
+		{LoaderPXELinux, FilePXELinux, ""},
+		{LoaderIPXE, FileUndionly, ""},
+	}
+	for _, tt := range tests {
+		cfg := managedConfig()
+		cfg.BIOSLoader = tt.loader
+		h := newHarness(t, cfg, t.TempDir())
+		offer := h.discover(macN(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+		got := string(offer.GetOneOption(dhcpv4.OptionPXELinuxPathPrefix))
+		if offer.BootFileName != tt.file || got != tt.prefix {
+			t.Errorf("loader %s: file %q, option 210 %q; want %q, %q", tt.loader, offer.BootFileName, got, tt.file, tt.prefix)
+		}
+	}
+}
+
 // TestOffersBounded: a flood of DISCOVERs from new MACs never holds more
 // than MaxOffers offers.
 func TestOffersBounded(t *testing.T) {

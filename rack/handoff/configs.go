@@ -8,7 +8,8 @@ import (
 )
 
 // configName is a request for a config rendered per machine. MAC is ""
-// for the generic configs (pxelinux.cfg/default, the iPXE chain script).
+// for the generic configs (pxelinux.cfg/default, the iPXE chain script,
+// the GRUB chain config).
 type configName struct {
 	Kind bootconfig.Kind
 	MAC  string
@@ -16,8 +17,9 @@ type configName struct {
 
 // parseConfigName recognises the names boot loaders ask for their config:
 // pxelinux.cfg/01-<mac> and pxelinux.cfg/default (pxelinux),
-// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), the config
-// path of the Debian installer's arm64 GRUB (a chain to the per-MAC one),
+// [grub/]grub.cfg-<mac> and [grub/]grub.cfg-01-<mac> (GRUB), and the
+// generic configs GRUB network images read first, [grub/]grub.cfg (amd64)
+// and the Debian installer's arm64 config path (chains to the per-MAC one),
 // ipxe/<mac>.ipxe and ipxe/boot.ipxe (iPXE). name is normalised.
 func parseConfigName(name string) (configName, bool) {
 	lower := strings.ToLower(name)
@@ -30,7 +32,7 @@ func parseConfigName(name string) (configName, bool) {
 		}
 		return configName{}, false
 	}
-	if lower == debianInstallerARM64GRUBCfg {
+	if strings.TrimPrefix(lower, "grub/") == "grub.cfg" || lower == debianInstallerARM64GRUBCfg {
 		return configName{Kind: bootconfig.KindGRUBChain}, true
 	}
 	if rest, ok := strings.CutPrefix(strings.TrimPrefix(lower, "grub/"), "grub.cfg-"); ok {

@@ -31,6 +31,11 @@ type versioned struct{ store *images.Store }
 
 func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, string, error) {
 	name = strings.TrimPrefix(name, "images/")
+	if mod, ok := strings.CutPrefix(name, "grub/x86_64-efi/"); ok && strings.HasSuffix(mod, ".mod") {
+		// GRUB loads modules from $prefix/x86_64-efi/; the GRUB version
+		// that has the module holds it by its bare name.
+		name = mod
+	}
 	if !strings.Contains(name, "/") {
 		// Firmware asks for bootloaders by bare name (DHCP's "pxelinux.0"),
 		// and pxelinux then loads ldlinux.c32 and its modules from the same

@@ -61,7 +61,7 @@ func TestPXEBootTFTPThroughLoss(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				var firmware []string // pxeBoot's default: BIOS iPXE
 				if uefi {
-					firmware = pxetest.OVMF(t, mac, true)
+					firmware = pxetest.OVMF(t, mac, pxetest.OVMFOptions{IPXEROM: true})
 				}
 				pxeBoot(t, mac, false, &l.Loss, firmware...)
 			})

@@ -58,6 +58,11 @@ var systemBootloaders = []systemBootloader{
 			files: map[string]string{
 				"grubx64.efi": "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
 				"bootx64.efi": "usr/lib/shim/shimx64.efi.signed",
+				// The signed network image has no http module; GRUB loads
+				// this one (grub-efi-amd64-bin, built from the same grub2
+				// source) to fetch kernel and initrd over HTTP. Under
+				// Secure Boot it loads no module and stays on TFTP.
+				"http.mod": "usr/lib/grub/x86_64-efi/http.mod",
 			},
 		},
 		{

@@ -112,6 +112,7 @@ func TestSystemBootloadersInstalled(t *testing.T) {
 	for _, want := range []struct{ bootloader, arch, file string }{
 		{"pxelinux", "amd64", "pxelinux.0"}, {"pxelinux", "amd64", "ldlinux.c32"}, {"pxelinux", "amd64", "lpxelinux.0"},
 		{"ipxe", "amd64", "undionly.kpxe"}, {"ipxe", "amd64", "ipxe.efi"}, {"grub-efi", "amd64", "grubx64.efi"},
+		{"grub-efi", "amd64", "bootx64.efi"}, {"grub-efi", "amd64", "http.mod"},
 		{"grub-efi", "arm64", "grubaa64.efi"}, {"grub-efi", "arm64", "bootaa64.efi"},
 	} {
 		vs := c.Bootloaders[want.bootloader][want.arch]

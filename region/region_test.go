@@ -99,13 +99,18 @@ func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 			}
 			h.token, h.client = tok, &http.Client{Transport: bearer{tok}}
 		}
+		// Ready means heartbeats sent from now on are heard: tests that
+		// publish some right away rely on it, as an operator's load
+		// balancer would.
 		resp, err := http.Get(h.api + "/readyz")
 		if err != nil {
 			return err
 		}
+		var ready struct{ Checks map[string]string }
+		json.NewDecoder(resp.Body).Decode(&ready)
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
+		if resp.StatusCode != 200 || ready.Checks["heartbeats"] != "listening" {
+			return fmt.Errorf("readyz %d %v", resp.StatusCode, ready.Checks)
 		}
 		_, err = h.js.Stream(context.Background(), events.RackStream)
 		return err

@@ -207,7 +207,7 @@ func TestPublisherRecoversFromUnansweredPublishes(t *testing.T) {
 	}
 	rack := uuid.NewString()
 	pub := eventbus.NewPublisher(js, eventbus.PublisherConfig{
-		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), Buffer: 10000, Batch: 500, AckTimeout: 20 * time.Millisecond,
+		Source: events.RackSource(rack), Subject: events.RackStreamName(rack), Buffer: 10000, Batch: 500, AckTimeout: 250 * time.Millisecond,
 	})
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()

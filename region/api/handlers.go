@@ -31,6 +31,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		checks["nats"] = st.String()
 		ready = false
 	}
+	if s.heartbeats != nil {
+		checks["heartbeats"] = "listening"
+		if !s.heartbeats.Listening() {
+			checks["heartbeats"] = "starting"
+			ready = false
+		}
+	}
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable

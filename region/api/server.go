@@ -56,6 +56,9 @@ type EventWatch interface {
 // transitions, so the live figure comes from the liveness monitor.
 type Heartbeats interface {
 	LastHeartbeat(rackID string) (time.Time, bool)
+	// Listening reports whether heartbeats sent now are heard; the
+	// region is not ready before.
+	Listening() bool
 }
 
 func (s *Server) withHeartbeat(r *rackplane.Rack) {

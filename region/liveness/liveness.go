@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -59,6 +61,9 @@ type Monitor struct {
 	// more are started.
 	recording sync.WaitGroup
 	stopped   bool
+	// listening is true while the server has the monitor's subscription:
+	// heartbeats sent from then on are heard (readiness).
+	listening atomic.Bool
 
 	heartbeats  prometheus.Counter
 	badBeats    prometheus.Counter
@@ -105,6 +110,10 @@ func New(nc *nats.Conn, store Store, v *events.Validator, cfg Config) *Monitor {
 }
 
 // Run receives heartbeats and checks racks until ctx ends.
+// Listening reports whether the NATS server has the monitor's
+// subscription, so that a heartbeat sent now is heard.
+func (m *Monitor) Listening() bool { return m.listening.Load() }
+
 func (m *Monitor) Run(ctx context.Context) error {
 	m.started = m.cfg.Now()
 	m.mu.Lock()
@@ -114,7 +123,31 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Heartbeats are plain messages: one sent before the server has the
+	// subscription is not heard. Readiness waits for the server to have it.
+	lctx, stopListening := context.WithCancel(ctx)
+	var flushed sync.WaitGroup
+	flushed.Add(1)
+	go func() {
+		defer flushed.Done()
+		retry := backoff.New(backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second})
+		for {
+			fctx, cancel := context.WithTimeout(lctx, 5*time.Second)
+			err := m.nc.FlushWithContext(fctx)
+			cancel()
+			if err == nil {
+				m.listening.Store(true)
+				return
+			}
+			if !retry.Wait(lctx) {
+				return
+			}
+		}
+	}()
 	defer func() {
+		stopListening()
+		flushed.Wait()
+		m.listening.Store(false)
 		_ = sub.Unsubscribe()
 		m.mu.Lock()
 		m.stopped = true

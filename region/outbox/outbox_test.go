@@ -104,9 +104,9 @@ func (s *site) relayed(n int) []string {
 	}
 	v := regiontest.Validator(s.t)
 	var ids []string
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for len(ids) < n {
-		m, err := cons.Next(jetstream.FetchMaxWait(time.Until(deadline)))
+		m, err := cons.Next(jetstream.FetchMaxWait(max(time.Until(deadline), time.Millisecond)))
 		if err != nil {
 			s.t.Fatalf("%d region events on the stream, want %d: %v", len(ids), n, err)
 		}
@@ -298,7 +298,10 @@ func TestRelayRecoversFromUnansweredPublishes(t *testing.T) {
 		want = append(want, s.emit(500, false)...)
 	}
 	r := outbox.New(s.db, s.js, outbox.Config{
-		Batch: 500, Poll: time.Minute, AckTimeout: 20 * time.Millisecond, Logger: regiontest.Logger(), Registerer: s.reg,
+		// Short enough to run 4500 publishes into the void quickly, long
+		// enough for JetStream to answer on a loaded machine once the
+		// stream is back.
+		Batch: 500, Poll: time.Minute, AckTimeout: 250 * time.Millisecond, Logger: regiontest.Logger(), Registerer: s.reg,
 	})
 	regiontest.Run(t, r.Run)
 	regiontest.Eventually(t, time.Minute, "more publishes unanswered than nats.go keeps pending", func() error {

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -79,10 +78,7 @@ type listener struct {
 	iface   string
 	ip      netip.Addr // the rack's address there: next-server, server id
 	httpURL string
-	// local is, in managed mode, the subnet the interface is on; it
-	// changes with the subnets (SetRegionSubnets).
-	local atomic.Pointer[pool]
-	conns map[int]net.PacketConn
+	conns   map[int]net.PacketConn
 }
 
 // New checks cfg and builds a server (in managed mode, reading and
@@ -310,17 +306,14 @@ func (s *Server) attach(name string, ip netip.Addr) (*listener, error) {
 	return l, nil
 }
 
-// locate points l at the subnet its address is in.
+// locate checks that l's address is in one of the subnets (the one its
+// packets are served from, looked up per packet) and keeps the address
+// out of every pool.
 func (s *Server) locate(l *listener) error {
-	p := s.table.poolOf(l.ip)
-	if p == nil {
-		l.local.Store(nil)
+	s.table.addServerIP(l.ip)
+	if s.table.poolOf(l.ip) == nil {
 		return fmt.Errorf("dhcp: the rack's address %s on %s is in none of the subnets", l.ip, l.iface)
 	}
-	s.table.mu.Lock()
-	p.serverIP = l.ip
-	s.table.mu.Unlock()
-	l.local.Store(p)
 	return nil
 }
 

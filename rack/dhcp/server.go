@@ -71,7 +71,16 @@ type Server struct {
 	listeners []*listener
 	serving   bool
 	served    sync.WaitGroup
+	// stopped is set once Run stops serving or Close is called: from
+	// then on nothing opens a socket or changes the table (whose lease
+	// log is closed), as nobody would serve or close it.
+	stopped bool
 }
+
+// ErrStopped is returned by the methods that would open sockets or
+// change the leases once the server has stopped (Run returned, or Close
+// was called).
+var ErrStopped = errors.New("dhcp: the server has stopped")
 
 // listener is the server on one interface.
 type listener struct {
@@ -132,6 +141,9 @@ func New(cfg Config, env Env) (*Server, error) {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrStopped
+	}
 	if s.listening {
 		return nil
 	}
@@ -321,6 +333,7 @@ func (s *Server) locate(l *listener) error {
 // server that will not Run; Run releases them itself.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	s.stopped = true
 	for _, l := range s.listeners {
 		l.close()
 	}
@@ -363,7 +376,7 @@ loop:
 		}
 	}
 	s.mu.Lock()
-	s.serving = false
+	s.serving, s.stopped = false, true
 	for _, l := range s.listeners {
 		l.close()
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/atomicfile"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/schema"
@@ -281,22 +282,15 @@ func (c *Cache) snapshotLocked() persisted {
 	return persisted{StreamSeq: c.seq, Subnets: m}
 }
 
-// persist writes p atomically: a crash leaves the old file or the new
-// one, never half of one.
+// persist writes p atomically and durably (atomicfile: fsync of the
+// file before the rename, of the directory after): a crash or a power
+// cut leaves the old file or the new one, never half of one.
 func (c *Cache) persist(p persisted) error {
 	raw, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(c.cfg.DataDir, File)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o640); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, File), raw, 0o640)
 }
 
 // Schemas of the subnets rpc documents (files under schema/).

@@ -300,11 +300,28 @@ const (
 )
 
 // Sync asks the region for this rack's subnets as they are now and makes
-// them the cache's. Following the stream afterwards replays only events
-// the answer already has, so the cache ends where the region is.
+// them the cache's. With JetStream, it first reads the region stream's
+// last sequence and, with the answer, takes it as the last one applied:
+// the answer already holds every event up to there, so following the
+// stream afterwards starts after them and never serves an older state
+// again (a reservation changed since, a subnet deleted since). Events
+// published while the region answers are read again; they leave the
+// subnets as the answer has them.
 func (c *Cache) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 	defer cancel()
+	var streamSeq uint64
+	if c.cfg.JetStream != nil {
+		st, err := c.cfg.JetStream.Stream(ctx, events.RegionStream)
+		if err != nil {
+			return fmt.Errorf("region stream: %w", err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("region stream's last sequence: %w", err)
+		}
+		streamSeq = info.State.LastSeq
+	}
 	var raw json.RawMessage
 	if err := rpc.Call(ctx, c.cfg.NATS, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: c.cfg.RackID}, &raw); err != nil {
 		return err
@@ -335,10 +352,21 @@ func (c *Cache) Sync(ctx context.Context) error {
 		return string(x) == string(y)
 	})
 	c.subnets = got
+	moved := c.cfg.JetStream != nil && c.seq != streamSeq
+	if c.cfg.JetStream != nil {
+		// Exactly the stream's: one that was purged or made again
+		// starts lower than what the cache had read.
+		c.seq = streamSeq
+	}
 	list := c.listLocked()
 	p := c.snapshotLocked()
 	c.mu.Unlock()
 	if !changed {
+		if moved {
+			if err := c.persist(p); err != nil {
+				c.log.Error("region subnets not written", "err", err)
+			}
+		}
 		return nil
 	}
 	if err := c.persist(p); err != nil {

@@ -17,8 +17,6 @@ type pool struct {
 	subnet    Subnet
 	prefix    netip.Prefix
 	leaseTime time.Duration
-	// serverIP is the rack's address in the subnet, if it has one there.
-	serverIP netip.Addr
 	// reserved maps a canonical MAC to its reservation, reservedIP an
 	// address to its MAC.
 	reserved   map[string]Reservation
@@ -51,7 +49,13 @@ type offer struct {
 type table struct {
 	mu sync.Mutex
 	// pools are the subnets served now (see poolList).
-	pools       atomic.Pointer[[]*pool]
+	pools atomic.Pointer[[]*pool]
+	// serverIPs are the rack's addresses on the interfaces it serves,
+	// never handed out whatever the subnets say. They belong to the
+	// table, not to a pool, so a subnet that changes is never without
+	// them; an address kept after its listener closed only withholds
+	// that one address.
+	serverIPs   map[netip.Addr]bool
 	leaseTime   time.Duration         // of subnets that give none
 	records     map[netip.Addr]Record // every address with a state
 	offers      map[string]offer      // by MAC
@@ -67,11 +71,12 @@ var (
 	errNoAddress  = errors.New("no free address")
 	errOfferLimit = errors.New("too many outstanding offers")
 	errWrongAddr  = errors.New("address not available to this client")
+	errNoSubnet   = errors.New("no subnet served there any more")
 )
 
 func newTable(cfg Config, path string) (*table, int, error) {
 	t := &table{
-		offers: map[string]offer{}, offeredIP: map[netip.Addr]string{},
+		offers: map[string]offer{}, offeredIP: map[netip.Addr]string{}, serverIPs: map[netip.Addr]bool{},
 		maxOffers: cfg.MaxOffers, offerHold: cfg.OfferHold, declineHold: cfg.DeclineHold,
 		leaseTime: cfg.LeaseTime,
 	}
@@ -110,11 +115,6 @@ func (t *table) setPoolsLocked(subnets []Subnet) {
 			p.reserved[mac] = r
 			p.reservedIP[r.IP] = mac
 		}
-		// The rack's own address in the subnet carries over; the
-		// listeners set it for new subnets.
-		if old := t.poolOf(s.CIDR.Addr()); old != nil && old.prefix == s.CIDR {
-			p.serverIP = old.serverIP
-		}
 		pools = append(pools, p)
 	}
 	t.pools.Store(&pools)
@@ -136,6 +136,25 @@ func (t *table) setPoolsLocked(subnets []Subnet) {
 }
 
 func (t *table) close() error { return t.log.close() }
+
+// addServerIP keeps ip, the rack's own address, out of every pool.
+func (t *table) addServerIP(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.serverIPs[ip] = true
+}
+
+// lockedPoolOf is the pool at is in, looked up with t.mu held: the
+// lease operations find their pool this way, not from a pool the caller
+// saw earlier, because the subnets may have changed in between and a
+// lease made in a replaced pool is missing from its successor's byMAC
+// (the client would get another address next time).
+func (t *table) lockedPoolOf(at netip.Addr) (*pool, error) {
+	if p := t.poolOf(at); p != nil {
+		return p, nil
+	}
+	return nil, errNoSubnet
+}
 
 // poolList is the current pools; it is replaced whole, never changed,
 // so a reader needs no lock.
@@ -159,7 +178,7 @@ func (t *table) poolOf(ip netip.Addr) *pool {
 // available reports whether ip may be handed to mac now.
 func (t *table) available(p *pool, ip netip.Addr, mac string, now time.Time) bool {
 	if !p.prefix.Contains(ip) || ip == p.prefix.Addr() || ip == lastAddr(p.prefix) ||
-		ip == p.serverIP || ip == p.subnet.Router {
+		t.serverIPs[ip] || ip == p.subnet.Router {
 		return false
 	}
 	if owner, ok := p.reservedIP[ip]; ok {
@@ -204,12 +223,17 @@ func (t *table) freeRank(ip netip.Addr) (int, time.Time) {
 	return 3, r.Until
 }
 
-// offer picks an address for mac in p and holds it for offerHold: its
-// reservation, its outstanding offer, the address it last held, the
-// address it asks for, or the best free one.
-func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) (netip.Addr, error) {
+// offer picks an address for mac in the pool at is in and holds it for
+// offerHold: its reservation, its outstanding offer, the address it last
+// held, the address it asks for, or the best free one. It returns the
+// pool too.
+func (t *table) offer(at netip.Addr, mac string, requested netip.Addr, now time.Time) (netip.Addr, *pool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	p, err := t.lockedPoolOf(at)
+	if err != nil {
+		return netip.Addr{}, nil, err
+	}
 	// The limit comes first: a flood of new clients is refused before
 	// the pool is searched for them.
 	if _, renewing := t.offers[mac]; !renewing && len(t.offers) >= t.maxOffers {
@@ -219,12 +243,12 @@ func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) 
 			}
 		}
 		if len(t.offers) >= t.maxOffers {
-			return netip.Addr{}, errOfferLimit
+			return netip.Addr{}, nil, errOfferLimit
 		}
 	}
 	ip, err := t.pick(p, mac, requested, now)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, nil, err
 	}
 	t.dropOffer(mac)
 	if other, ok := t.offeredIP[ip]; ok {
@@ -232,7 +256,7 @@ func (t *table) offer(p *pool, mac string, requested netip.Addr, now time.Time) 
 	}
 	t.offers[mac] = offer{ip: ip, pool: p, until: now.Add(t.offerHold)}
 	t.offeredIP[ip] = mac
-	return ip, nil
+	return ip, p, nil
 }
 
 func (t *table) pick(p *pool, mac string, requested netip.Addr, now time.Time) (netip.Addr, error) {
@@ -276,14 +300,18 @@ func (t *table) pick(p *pool, mac string, requested netip.Addr, now time.Time) (
 	return best, nil
 }
 
-// bind gives ip to mac for the pool's lease time and writes it to disk
-// before returning: a REQUEST is only acknowledged once the lease
-// survives a restart.
-func (t *table) bind(p *pool, mac string, ip netip.Addr, hostname string, now time.Time) (Record, error) {
+// bind gives ip to mac for the lease time of the pool at is in and
+// writes it to disk before returning: a REQUEST is only acknowledged
+// once the lease survives a restart. It returns the pool too.
+func (t *table) bind(at netip.Addr, mac string, ip netip.Addr, hostname string, now time.Time) (Record, *pool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	p, err := t.lockedPoolOf(at)
+	if err != nil {
+		return Record{}, nil, err
+	}
 	if !t.available(p, ip, mac, now) {
-		return Record{}, errWrongAddr
+		return Record{}, nil, errWrongAddr
 	}
 	if r, ok := p.reserved[mac]; ok && r.Hostname != "" {
 		hostname = r.Hostname
@@ -293,19 +321,19 @@ func (t *table) bind(p *pool, mac string, ip netip.Addr, hostname string, now ti
 		if r := t.records[old]; r.State == StateBound && r.MAC == mac {
 			r.State, r.Until = StateReleased, now.UTC()
 			if err := t.write(r); err != nil {
-				return Record{}, err
+				return Record{}, nil, err
 			}
 		}
 	}
 	if err := t.write(rec); err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	p.byMAC[mac] = ip
 	t.dropOffer(mac)
 	if other, ok := t.offeredIP[ip]; ok {
 		t.dropOffer(other) // an expired offer of the address to another client
 	}
-	return rec, nil
+	return rec, p, nil
 }
 
 // write persists r and then applies it.
@@ -339,26 +367,30 @@ func (t *table) dropOffer(mac string) {
 	}
 }
 
-// release frees ip when mac holds it. It reports whether anything changed.
-func (t *table) release(p *pool, mac string, ip netip.Addr, now time.Time) (Record, bool, error) {
+// release frees ip, in the pool at is in, when mac holds it. It reports
+// whether anything changed.
+func (t *table) release(at netip.Addr, mac string, ip netip.Addr, now time.Time) (Record, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	p := t.poolOf(at)
 	r, ok := t.records[ip]
-	if !ok || r.State != StateBound || r.MAC != mac || !p.prefix.Contains(ip) {
+	if p == nil || !ok || r.State != StateBound || r.MAC != mac || !p.prefix.Contains(ip) {
 		return Record{}, false, nil
 	}
 	r.State, r.Until = StateReleased, now.UTC()
 	return r, true, t.write(r)
 }
 
-// decline marks ip bad for declineHold when mac was offered or given it:
-// a client that found it in use says so, and nobody gets it meanwhile.
-func (t *table) decline(p *pool, mac string, ip netip.Addr, now time.Time) (Record, bool, error) {
+// decline marks ip, in the pool at is in, bad for declineHold when mac
+// was offered or given it: a client that found it in use says so, and
+// nobody gets it meanwhile.
+func (t *table) decline(at netip.Addr, mac string, ip netip.Addr, now time.Time) (Record, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	p := t.poolOf(at)
 	r, bound := t.records[ip]
 	offered := t.offeredIP[ip] == mac
-	if !p.prefix.Contains(ip) || !(offered || bound && r.State == StateBound && r.MAC == mac) {
+	if p == nil || !p.prefix.Contains(ip) || !(offered || bound && r.State == StateBound && r.MAC == mac) {
 		return Record{}, false, nil
 	}
 	if offered {

@@ -14,11 +14,17 @@ import (
 // managed answers m as the DHCP server of the subnets (RFC 2131): offers
 // and leases addresses, and gives PXE and HTTP boot clients their boot
 // information in the same replies.
+//
+// The subnet is looked up per packet from the current subnets, by the
+// address it is known by (the rack's on the interface, or the relay's):
+// the table's operations look it up again under their lock and return
+// the pool they used, as the subnets may change in between.
 func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UDPAddr, string) {
-	p := l.local.Load()
+	at := l.ip
 	if gi := addrOf(m.GatewayIPAddr); gi.IsValid() {
-		p = s.table.poolOf(gi) // relayed: the relay's subnet
+		at = gi // relayed: the relay's subnet
 	}
+	p := s.table.poolOf(at)
 	if p == nil {
 		return nil, nil, ReasonNoSubnet
 	}
@@ -27,14 +33,18 @@ func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UD
 	log := s.log.With("mac", mac, "xid", m.TransactionID.String(), "interface", l.iface, "subnet", p.prefix.String())
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		ip, err := s.table.offer(p, mac, addrOf(m.RequestedIPAddress()), now)
+		ip, op, err := s.table.offer(at, mac, addrOf(m.RequestedIPAddress()), now)
 		if err != nil {
 			log.Debug("no address offered", "err", err) // counted; tick warns once per interval
-			if errors.Is(err, errOfferLimit) {
+			switch {
+			case errors.Is(err, errOfferLimit):
 				return nil, nil, ReasonOfferLimit
+			case errors.Is(err, errNoSubnet):
+				return nil, nil, ReasonNoSubnet
 			}
 			return nil, nil, ReasonNoAddress
 		}
+		p = op
 		reply, err := s.leaseReply(l, p, m, dhcpv4.MessageTypeOffer, ip, s.reservedName(p, mac))
 		if err != nil {
 			return nil, nil, ReasonError
@@ -57,15 +67,18 @@ func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UD
 		if !ip.IsValid() {
 			return nil, nil, ReasonMessageType
 		}
-		rec, err := s.table.bind(p, mac, ip, hostnameOf(m), now)
-		if errors.Is(err, errWrongAddr) {
+		rec, bp, err := s.table.bind(at, mac, ip, hostnameOf(m), now)
+		switch {
+		case errors.Is(err, errWrongAddr):
 			log.Info("request refused", "ip", ip)
 			return s.nak(l, p, m, mac, ip, now)
-		}
-		if err != nil {
+		case errors.Is(err, errNoSubnet):
+			return nil, nil, ReasonNoSubnet
+		case err != nil:
 			log.Error("lease not written: request not answered", "ip", ip, "err", err)
 			return nil, nil, ReasonError
 		}
+		p = bp
 		reply, err := s.leaseReply(l, p, m, dhcpv4.MessageTypeAck, ip, rec.Hostname)
 		if err != nil {
 			return nil, nil, ReasonError
@@ -81,7 +94,7 @@ func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UD
 			return nil, nil, ReasonOtherServer
 		}
 		ip := addrOf(m.RequestedIPAddress())
-		rec, changed, err := s.table.decline(p, mac, ip, now)
+		rec, changed, err := s.table.decline(at, mac, ip, now)
 		if err != nil {
 			log.Error("decline not written", "ip", ip, "err", err)
 			return nil, nil, ReasonError
@@ -96,7 +109,7 @@ func (s *Server) managed(l *listener, m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, *net.UD
 
 	case dhcpv4.MessageTypeRelease:
 		ip := addrOf(m.ClientIPAddr)
-		_, changed, err := s.table.release(p, mac, ip, now)
+		_, changed, err := s.table.release(at, mac, ip, now)
 		if err != nil {
 			log.Error("release not written", "ip", ip, "err", err)
 			return nil, nil, ReasonError

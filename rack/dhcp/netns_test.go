@@ -9,6 +9,7 @@ package dhcp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -438,5 +439,46 @@ func TestNetnsTwoProxyRacks(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 1500*time.Millisecond {
 		t.Fatalf("rack-a answered rack-b's client after %v, before the 2s takeover", waited)
+	}
+}
+
+// TestNetnsNoSocketAfterRun: region subnets that arrive once Run has
+// returned are refused and open no socket: port 67 is free again on the
+// rack, on the new subnet's interface too.
+func TestNetnsNoSocketAfterRun(t *testing.T) {
+	seg := netnstest.New(t)
+	rackNS := seg.Host("rack", "02:00:00:00:00:02", "10.20.0.2/24")
+	// A second interface, for a subnet of the region: one end of a veth
+	// pair whose other end stays in the namespace too.
+	seg.IP("-n", rackNS, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1peer")
+	seg.IP("-n", rackNS, "addr", "add", "10.40.0.2/24", "dev", "eth1")
+	seg.IP("-n", rackNS, "link", "set", "eth1", "up")
+	seg.IP("-n", rackNS, "link", "set", "eth1peer", "up")
+	cfg := Config{Mode: ModeManaged, Interface: "eth0", Subnets: []Subnet{testSubnet()}}
+	srv := startServer(t, rackNS, cfg, "rack-a", t.TempDir())
+	srv.stop()
+
+	region := Subnet{CIDR: netip.MustParsePrefix("10.40.0.0/24"), Interface: "eth1",
+		Ranges: []Range{{Start: netip.MustParseAddr("10.40.0.100"), End: netip.MustParseAddr("10.40.0.110")}}}
+	var setErr error
+	if err := netnstest.InNS(rackNS, func() error {
+		setErr = srv.s.SetRegionSubnets([]Subnet{region})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(setErr, ErrStopped) {
+		t.Fatalf("SetRegionSubnets after Run returned: %v, want ErrStopped", setErr)
+	}
+	// A socket without SO_REUSEADDR on port 67 of every interface binds
+	// only when no socket of the server is left open on it.
+	if err := netnstest.InNS(rackNS, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: ServerPort})
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatalf("port %d still taken after Run returned: %v", ServerPort, err)
 	}
 }

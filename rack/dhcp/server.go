@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -72,17 +71,23 @@ type Server struct {
 	listeners []*listener
 	serving   bool
 	served    sync.WaitGroup
+	// stopped is set once Run stops serving or Close is called: from
+	// then on nothing opens a socket or changes the table (whose lease
+	// log is closed), as nobody would serve or close it.
+	stopped bool
 }
+
+// ErrStopped is returned by the methods that would open sockets or
+// change the leases once the server has stopped (Run returned, or Close
+// was called).
+var ErrStopped = errors.New("dhcp: the server has stopped")
 
 // listener is the server on one interface.
 type listener struct {
 	iface   string
 	ip      netip.Addr // the rack's address there: next-server, server id
 	httpURL string
-	// local is, in managed mode, the subnet the interface is on; it
-	// changes with the subnets (SetRegionSubnets).
-	local atomic.Pointer[pool]
-	conns map[int]net.PacketConn
+	conns   map[int]net.PacketConn
 }
 
 // New checks cfg and builds a server (in managed mode, reading and
@@ -136,6 +141,9 @@ func New(cfg Config, env Env) (*Server, error) {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrStopped
+	}
 	if s.listening {
 		return nil
 	}
@@ -310,17 +318,14 @@ func (s *Server) attach(name string, ip netip.Addr) (*listener, error) {
 	return l, nil
 }
 
-// locate points l at the subnet its address is in.
+// locate checks that l's address is in one of the subnets (the one its
+// packets are served from, looked up per packet) and keeps the address
+// out of every pool.
 func (s *Server) locate(l *listener) error {
-	p := s.table.poolOf(l.ip)
-	if p == nil {
-		l.local.Store(nil)
+	s.table.addServerIP(l.ip)
+	if s.table.poolOf(l.ip) == nil {
 		return fmt.Errorf("dhcp: the rack's address %s on %s is in none of the subnets", l.ip, l.iface)
 	}
-	s.table.mu.Lock()
-	p.serverIP = l.ip
-	s.table.mu.Unlock()
-	l.local.Store(p)
 	return nil
 }
 
@@ -328,6 +333,7 @@ func (s *Server) locate(l *listener) error {
 // server that will not Run; Run releases them itself.
 func (s *Server) Close() error {
 	s.mu.Lock()
+	s.stopped = true
 	for _, l := range s.listeners {
 		l.close()
 	}
@@ -370,7 +376,7 @@ loop:
 		}
 	}
 	s.mu.Lock()
-	s.serving = false
+	s.serving, s.stopped = false, true
 	for _, l := range s.listeners {
 		l.close()
 	}

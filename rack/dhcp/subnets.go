@@ -14,7 +14,8 @@ import (
 // precedence: a region subnet that overlaps one of them is not served,
 // nor one that is invalid, has no interface (its own or -dhcp-interface)
 // or overlaps an earlier one. Each of those is counted, logged and named
-// in the error; the others are served all the same.
+// in the error; the others are served all the same. Once the server has
+// stopped it changes nothing and returns ErrStopped.
 func (s *Server) SetRegionSubnets(subnets []Subnet) error {
 	if s.table == nil {
 		if len(subnets) > 0 {
@@ -52,6 +53,9 @@ func (s *Server) SetRegionSubnets(subnets []Subnet) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return fmt.Errorf("dhcp: %d region subnet(s) not applied: %w", len(subnets), ErrStopped)
+	}
 	s.table.setPools(effective)
 	if s.listening {
 		if err := s.relistenLocked(false); err != nil {

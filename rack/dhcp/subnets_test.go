@@ -126,3 +126,91 @@ func TestRegionSubnetsChangeWhileServing(t *testing.T) {
 	<-done
 	t.Logf("%d of 200 relayed DISCOVERs answered while the subnets changed", answered)
 }
+
+// TestRegionSubnetResizedWhileLeasing: the region subnet the rack's own
+// address is in changes its prefix while clients lease through it, on
+// the interface and through a relay (run with -race). Every client is
+// answered throughout, the rack's own address is never offered, and
+// each client keeps the address it was first given.
+func TestRegionSubnetResizedWhileLeasing(t *testing.T) {
+	h := newHarness(t, managedConfig(), t.TempDir())
+	rackIP := netip.MustParseAddr("10.40.0.2")
+	narrow := Subnet{CIDR: netip.MustParsePrefix("10.40.0.0/24"), Interface: "test1",
+		Ranges: []Range{{Start: rackIP, End: netip.MustParseAddr("10.40.0.250")}}}
+	wide := narrow
+	wide.CIDR = netip.MustParsePrefix("10.40.0.0/23")
+	if err := h.s.SetRegionSubnets([]Subnet{narrow}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := h.s.attach("test1", rackIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As Listen leaves the server, without sockets: each change
+	// relocates both listeners.
+	h.s.mu.Lock()
+	h.s.listeners, h.s.listening = []*listener{h.l, l}, true
+	h.s.mu.Unlock()
+
+	stop, done := make(chan struct{}), make(chan struct{})
+	changes := 0
+	go func() {
+		defer close(done)
+		for ; ; changes++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			set := narrow
+			if changes%2 == 0 {
+				set = wide
+			}
+			if err := h.s.SetRegionSubnets([]Subnet{set}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done; t.Logf("%d subnet changes", changes) }()
+
+	peer := &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ClientPort}
+	exchange := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		r, _ := h.s.handle(l, ServerPort, m.ToBytes(), peer)
+		return r
+	}
+	first := map[string]string{}
+	// Each client leases twice in a row: a lease made just as the
+	// subnets change must be found by the very next request.
+	for i := range 1200 {
+		mac := macN(i / 2 % 200)
+		var mods []dhcpv4.Modifier
+		if i/2%3 == 0 {
+			mods = append(mods, dhcpv4.WithGatewayIP(net.ParseIP("10.40.0.1")))
+		}
+		d, err := dhcpv4.NewDiscovery(mac, mods...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offer := exchange(d)
+		if offer == nil {
+			t.Fatalf("DISCOVER %d of %s not answered", i, mac)
+		}
+		if got := offer.YourIPAddr.String(); got == rackIP.String() {
+			t.Fatalf("DISCOVER %d of %s offered the rack's own address %s", i, mac, got)
+		}
+		req, err := dhcpv4.NewRequestFromOffer(offer, mods...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack := exchange(req)
+		if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("REQUEST %d of %s for %s: %v", i, mac, offer.YourIPAddr, ack)
+		}
+		got := ack.YourIPAddr.String()
+		if want, ok := first[mac.String()]; ok && got != want {
+			t.Fatalf("lease %d: %s got %s, it held %s", i, mac, got, want)
+		}
+		first[mac.String()] = got
+	}
+}

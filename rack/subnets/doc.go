@@ -11,8 +11,12 @@
 //
 // The cache lives in memory and in region-subnets.json under the rack's
 // data directory, written atomically, with the last region stream
-// sequence applied; following resumes after it. Every change goes to
-// OnChange at once (the DHCP server applies it without a restart).
+// sequence applied; following resumes after it. At start the rack asks
+// the region for its subnets as they are now (Cache.Sync) and resumes
+// after the stream's last sequence instead, read before it asked: the
+// history the answer already holds is never served again. Every change
+// goes to OnChange at once (the DHCP server applies it without a
+// restart).
 //
 // The rack's own subnets file (rackd -dhcp-subnets) stays the rack's
 // override and bootstrap: the DHCP server serves its subnets first, and

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/atomicfile"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/schema"
@@ -281,22 +282,15 @@ func (c *Cache) snapshotLocked() persisted {
 	return persisted{StreamSeq: c.seq, Subnets: m}
 }
 
-// persist writes p atomically: a crash leaves the old file or the new
-// one, never half of one.
+// persist writes p atomically and durably (atomicfile: fsync of the
+// file before the rename, of the directory after): a crash or a power
+// cut leaves the old file or the new one, never half of one.
 func (c *Cache) persist(p persisted) error {
 	raw, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(c.cfg.DataDir, File)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o640); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(c.cfg.DataDir, File), raw, 0o640)
 }
 
 // Schemas of the subnets rpc documents (files under schema/).
@@ -306,11 +300,28 @@ const (
 )
 
 // Sync asks the region for this rack's subnets as they are now and makes
-// them the cache's. Following the stream afterwards replays only events
-// the answer already has, so the cache ends where the region is.
+// them the cache's. With JetStream, it first reads the region stream's
+// last sequence and, with the answer, takes it as the last one applied:
+// the answer already holds every event up to there, so following the
+// stream afterwards starts after them and never serves an older state
+// again (a reservation changed since, a subnet deleted since). Events
+// published while the region answers are read again; they leave the
+// subnets as the answer has them.
 func (c *Cache) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RPCTimeout)
 	defer cancel()
+	var streamSeq uint64
+	if c.cfg.JetStream != nil {
+		st, err := c.cfg.JetStream.Stream(ctx, events.RegionStream)
+		if err != nil {
+			return fmt.Errorf("region stream: %w", err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("region stream's last sequence: %w", err)
+		}
+		streamSeq = info.State.LastSeq
+	}
 	var raw json.RawMessage
 	if err := rpc.Call(ctx, c.cfg.NATS, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: c.cfg.RackID}, &raw); err != nil {
 		return err
@@ -341,10 +352,21 @@ func (c *Cache) Sync(ctx context.Context) error {
 		return string(x) == string(y)
 	})
 	c.subnets = got
+	moved := c.cfg.JetStream != nil && c.seq != streamSeq
+	if c.cfg.JetStream != nil {
+		// Exactly the stream's: one that was purged or made again
+		// starts lower than what the cache had read.
+		c.seq = streamSeq
+	}
 	list := c.listLocked()
 	p := c.snapshotLocked()
 	c.mu.Unlock()
 	if !changed {
+		if moved {
+			if err := c.persist(p); err != nil {
+				c.log.Error("region subnets not written", "err", err)
+			}
+		}
 		return nil
 	}
 	if err := c.persist(p); err != nil {

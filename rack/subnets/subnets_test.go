@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -78,32 +80,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestFollowsRegionAndSurvivesRestart: subnets for this rack arrive from
-// the region stream and reach OnChange; another rack's are ignored; a
-// subnet that moves away or is deleted goes; a restart without NATS has
-// what was cached; a restart with NATS resumes after the last sequence.
-func TestFollowsRegionAndSurvivesRestart(t *testing.T) {
-	ns := natsserver.StartTest(t)
-	nc := ns.Connect()
+// regionBus starts an embedded NATS server with the event streams, and
+// returns a connection, its JetStream, and a publisher of region events
+// that returns each one's stream sequence.
+func regionBus(ctx context.Context, t *testing.T) (*nats.Conn, jetstream.JetStream, func(events.Event) uint64) {
+	t.Helper()
+	nc := natsserver.StartTest(t).Connect()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	if err := eventbus.EnsureStreams(ctx, js, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(e events.Event) {
+	return nc, js, func(e events.Event) uint64 {
 		t.Helper()
 		m, err := eventbus.Message(e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.PublishMsg(ctx, m); err != nil {
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return ack.Sequence
 	}
+}
+
+// TestFollowsRegionAndSurvivesRestart: subnets for this rack arrive from
+// the region stream and reach OnChange; another rack's are ignored; a
+// subnet that moves away or is deleted goes; a restart without NATS has
+// what was cached; a restart with NATS resumes after the last sequence.
+func TestFollowsRegionAndSurvivesRestart(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, js, publish := regionBus(ctx, t)
 	dir := t.TempDir()
 	var got changes
 	reg := prometheus.NewRegistry()
@@ -260,5 +271,87 @@ func TestSyncAtStart(t *testing.T) {
 	}
 	if ss := again.Subnets(); len(ss) != 1 || ss[0].CIDR.String() != "10.50.0.0/24" {
 		t.Fatalf("cached after the sync: %+v", ss)
+	}
+}
+
+// TestSyncSkipsHistory: a rack that restarts with a cache far behind the
+// region stream serves the region's subnets as they are now, and nothing
+// in between: the history the answer at start already has (a
+// reservation changed since, a subnet created and deleted since) is not
+// served again. A subnet created once the rack runs is served.
+func TestSyncSkipsHistory(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc, js, publish := regionBus(ctx, t)
+	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	setA1 := regionEvent(t, events.TypeSubnetSet, a, events.SubnetSet{SubnetID: a, RackID: rackID, Subnet: subnet("10.20.0.0/24", "10.20.0.10")})
+	a2 := events.SubnetSet{SubnetID: a, RackID: rackID, Subnet: subnet("10.20.0.0/24", "10.20.0.20")}
+	first := publish(setA1)
+	publish(regionEvent(t, events.TypeSubnetSet, b, events.SubnetSet{SubnetID: b, RackID: rackID, Subnet: subnet("10.21.0.0/24", "")}))
+	publish(regionEvent(t, events.TypeSubnetSet, a, a2))
+	publish(regionEvent(t, events.TypeSubnetDeleted, b, events.SubnetDeleted{SubnetID: b, RackID: rackID}))
+
+	// The region answers with what it has now: a as changed, no b.
+	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, time.Second)
+	defer srv.Close()
+	if err := srv.Handle(events.RegionRPCSubject(events.MethodSubnets), events.RegionQueue, func(context.Context, []byte) (any, error) {
+		return events.SubnetsReply{Subnets: []events.SubnetSet{a2}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The cache of a rack that stopped after the first event.
+	dir := t.TempDir()
+	old, err := subnets.New(subnets.Config{RackID: rackID, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Apply(setA1, first); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every set of subnets served, as "cidr@reserved ...".
+	var mu sync.Mutex
+	var served []string
+	record := func(list []events.Subnet) {
+		var parts []string
+		for _, s := range list {
+			p := s.CIDR.String()
+			if len(s.Reservations) > 0 {
+				p += "@" + s.Reservations[0].IP.String()
+			}
+			parts = append(parts, p)
+		}
+		slices.Sort(parts)
+		mu.Lock()
+		served = append(served, strings.Join(parts, " "))
+		mu.Unlock()
+	}
+	cache, err := subnets.New(subnets.Config{RackID: rackID, DataDir: dir, JetStream: js, NATS: nc, OnChange: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(ctx) }()
+	const cached, now, withC = "10.20.0.0/24@10.20.0.10", "10.20.0.0/24@10.20.0.20", "10.20.0.0/24@10.20.0.20 10.22.0.0/24"
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(served) == 0 {
+			return ""
+		}
+		return served[len(served)-1]
+	}
+	waitFor(t, "the region's subnets of now", func() bool { return last() == now })
+	// A subnet created now is served; the stream is read in order, so
+	// once it is, everything before it has been read too.
+	publish(regionEvent(t, events.TypeSubnetSet, c, events.SubnetSet{SubnetID: c, RackID: rackID, Subnet: subnet("10.22.0.0/24", "")}))
+	waitFor(t, "the subnet created once the rack runs", func() bool { return last() == withC })
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{cached, now, withC}; !slices.Equal(served, want) {
+		t.Fatalf("served, in order:\n%s\nwant:\n%s", strings.Join(served, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -205,6 +205,24 @@ func (db *DB) MachineByMAC(ctx context.Context, mac string) (rackplane.Machine, 
 	return m, wrap("machine by mac", err)
 }
 
+// HostnamesByMAC returns, by MAC, the hostname of the machine that has
+// each of macs (canonical), in one query; a MAC no machine has is not in
+// the map.
+func (db *DB) HostnamesByMAC(ctx context.Context, macs []string) (map[string]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT mm.mac, m.hostname FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id
+		WHERE mm.mac = ANY($1::text[])`, macs)
+	if err != nil {
+		return nil, wrap("hostnames by mac", err)
+	}
+	out := map[string]string{}
+	var mac, hostname string
+	_, err = pgx.ForEachRow(rows, []any{&mac, &hostname}, func() error {
+		out[mac] = hostname
+		return nil
+	})
+	return out, wrap("hostnames by mac", err)
+}
+
 // ListMachines returns machines by hostname, after the cursor.
 func (db *DB) ListMachines(ctx context.Context, f machine.Filter) ([]rackplane.Machine, error) {
 	if f.Limit <= 0 || f.Limit > 1000 {

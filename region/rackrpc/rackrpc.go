@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
@@ -54,13 +55,27 @@ func (s *Server) Register(srv *rpc.Server) error {
 	return srv.Handle(events.RegionRPCSubject(events.MethodInstallStatus), events.RegionQueue, s.checked("rpc.region.install_status.request", s.installStatus))
 }
 
-// subnets gives a rack the subnets it serves, and no other rack's.
+// subnets gives the rack the request names the subnets it serves. The
+// rack_id is the request's word: it is not checked against the NATS
+// identity of the caller, so any client allowed on the region's rpc
+// subjects (every rack) can read any rack's subnets. A subnet holds no
+// secret, but binding the answer to the caller's identity is still to
+// be done.
+//
+// The id is parsed and used in canonical form, as Service.List does: an
+// empty or malformed one is refused, never read as "every rack" or
+// answered with an empty list (the rack would drop its subnets). The
+// request schema refuses those already; this does not rely on it.
 func (s *Server) subnets(ctx context.Context, data []byte) (any, error) {
 	var req events.SubnetsRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "subnets: %v", err)
 	}
-	list, err := s.db.ListSubnets(ctx, req.RackID)
+	rack, err := uuid.Parse(req.RackID)
+	if err != nil {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "subnets: rack_id %q is not a UUID", req.RackID)
+	}
+	list, err := s.db.ListSubnets(ctx, rack.String())
 	if err != nil {
 		return nil, err
 	}

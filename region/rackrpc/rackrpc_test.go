@@ -2,10 +2,16 @@ package rackrpc_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"net/netip"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -16,6 +22,7 @@ import (
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/subnet"
 )
 
 // What a rack asks the region while a machine installs, over a real NATS
@@ -127,5 +134,91 @@ func TestInstallerConversation(t *testing.T) {
 	}
 	if got, _ := machines.Get(ctx, m.ID); got.Status != events.MachineDeploying {
 		t.Fatalf("after a refused report the machine is %s", got.Status)
+	}
+}
+
+// TestSubnetsOfRack: a rack asking for its subnets gets them and no
+// other rack's; a request whose rack_id is not a UUID is refused as
+// invalid, never answered with an empty list (the rack would drop every
+// subnet it serves) nor with every rack's; the handler reads a UUID in
+// any case as the same rack, and refuses what is none even without the
+// request schema in front of it.
+func TestSubnetsOfRack(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	rack, cidr := machinetest.RackID, netip.MustParsePrefix("10.40.0.0/24")
+	sn, err := subnet.NewService(db, nil, log).Create(ctx, subnet.Fields{RackID: &rack, CIDR: &cidr}, subnet.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another rack's subnet, which no answer to the first rack has.
+	other := "0190f0e0-0000-7000-8000-0000000000bb"
+	reg, _ := events.New(events.RackSource(other), events.TypeRackRegistered, events.RackStreamName(other), time.Now(),
+		events.RackRegistered{Name: "r2", Version: "test", StartedAt: time.Now()})
+	if err := db.InTx(ctx, func(tx pgx.Tx) error { _, err := db.AppendAny(ctx, tx, []events.Event{reg}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := subnet.NewService(db, nil, log).Create(ctx, subnet.Fields{RackID: &other, CIDR: &cidr}, subnet.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	ns := natsserver.StartTest(t)
+	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
+	t.Cleanup(srv.Close)
+	server := rackrpc.New(db, machine.NewService(db, nil, log), log)
+	if err := server.Register(srv); err != nil {
+		t.Fatal(err)
+	}
+	nc := ns.Connect()
+	// Over NATS, the request schema comes first; the handler alone must
+	// refuse the same.
+	overRPC := func(req map[string]string) (any, error) {
+		var reply events.SubnetsReply
+		err := rpc.Call(ctx, nc, events.RegionRPCSubject(events.MethodSubnets), req, &reply)
+		return reply, err
+	}
+	direct := func(req map[string]string) (any, error) {
+		raw, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return server.SubnetsHandler()(ctx, raw)
+	}
+	ways := map[string]func(map[string]string) (any, error){"rpc": overRPC, "handler": direct}
+	for _, tt := range []struct {
+		name, rackID string
+		way          string // "rpc" or "handler"; "" for both
+		code         string // error code; "" for an answer
+		subnets      []string
+	}{
+		{"its own", rack, "", "", []string{sn.ID}},
+		{"a rack with none", "0190f0e0-0000-7000-8000-0000000000cc", "", "", nil},
+		// The schema takes UUIDs in canonical form only; the handler
+		// reads any form as the same rack.
+		{"upper case", strings.ToUpper(rack), "rpc", rackplane.EINVALID, nil},
+		{"upper case", strings.ToUpper(rack), "handler", "", []string{sn.ID}},
+		{"empty", "", "", rackplane.EINVALID, nil},
+		{"not a UUID", "rack-a", "", rackplane.EINVALID, nil},
+	} {
+		for way, ask := range ways {
+			if tt.way != "" && tt.way != way {
+				continue
+			}
+			t.Run(tt.name+" "+way, func(t *testing.T) {
+				out, err := ask(map[string]string{"rack_id": tt.rackID})
+				if rackplane.ErrorCode(err) != tt.code || tt.code != "" && err == nil {
+					t.Fatalf("error %v, want code %q", err, tt.code)
+				}
+				var got []string
+				if reply, ok := out.(events.SubnetsReply); ok {
+					for _, s := range reply.Subnets {
+						got = append(got, s.SubnetID)
+					}
+				}
+				if !slices.Equal(got, tt.subnets) {
+					t.Fatalf("subnets %v, want %v", got, tt.subnets)
+				}
+			})
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,7 +25,9 @@ type Store interface {
 	// SaveSubnet appends ev at version expected, refusing a rack that
 	// does not exist and a subnet that overlaps another of its rack.
 	SaveSubnet(ctx context.Context, expected int64, ev events.Event) error
-	MachineByMAC(ctx context.Context, mac string) (rackplane.Machine, error)
+	// HostnamesByMAC returns the hostnames of the machines that have
+	// any of macs, by MAC: one query for all of a subnet's reservations.
+	HostnamesByMAC(ctx context.Context, macs []string) (map[string]string, error)
 }
 
 // Meta says who asks, in which request, and at which version (If-Match).
@@ -201,18 +204,27 @@ func (s *Service) check(ctx context.Context, sn postgres.Subnet) (events.SubnetS
 		return events.SubnetSet{}, rackplane.Errorf(rackplane.EINVALID, "subnet %s: %s", sn.CIDR, strings.Join(problems, "; "))
 	}
 	d := events.SubnetSet{SubnetID: sn.ID, RackID: rack.String(), Subnet: sn.Subnet}
+	// A copy: the reservations are the caller's (Fields), whose slice
+	// must not change under it.
+	d.Reservations = slices.Clone(d.Reservations)
+	var unnamed []string
 	for i, r := range d.Reservations {
 		mac, _ := events.CanonicalMAC(r.MAC) // validated above
 		d.Reservations[i].MAC = mac
-		if r.Hostname != "" {
-			continue
+		if r.Hostname == "" {
+			unnamed = append(unnamed, mac)
 		}
-		m, err := s.store.MachineByMAC(ctx, mac)
-		switch {
-		case err == nil && events.ValidHostLabel(m.Hostname):
-			d.Reservations[i].Hostname = m.Hostname
-		case err != nil && rackplane.ErrorCode(err) != rackplane.ENOTFOUND:
-			return d, err
+	}
+	if len(unnamed) == 0 {
+		return d, nil
+	}
+	names, err := s.store.HostnamesByMAC(ctx, unnamed)
+	if err != nil {
+		return d, err
+	}
+	for i, r := range d.Reservations {
+		if h := names[r.MAC]; r.Hostname == "" && events.ValidHostLabel(h) {
+			d.Reservations[i].Hostname = h
 		}
 	}
 	return d, nil

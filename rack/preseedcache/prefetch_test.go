@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,5 +156,41 @@ func gone(s *preseedcache.Store, id string) func() error {
 			return fmt.Errorf("still cached: %+v %v", p, err)
 		}
 		return nil
+	}
+}
+
+// TestDecisionTouchesNoDisk: Decision is a hook of the boot config cache,
+// which must not block. Machine A's cache file is a FIFO here, which
+// blocks whoever reads it: Decision returns all the same (had it read the
+// store, the test would hang until its timeout), and Run replaces the file
+// with the fetched preseed.
+func TestDecisionTouchesNoDisk(t *testing.T) {
+	dir := t.TempDir()
+	store := open(t, dir, preseedcache.Config{})
+	if err := syscall.Mkfifo(sealedFile(dir, machineA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	region := &regionPreseeds{fetches: map[string]int{}, errs: map[string][]error{}}
+	p, err := preseedcache.NewPrefetcher(store, region.fetch, quiet(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Decision(install("52:54:00:00:00:a1", machineA))
+	if p.Current(machineA) == "" {
+		t.Fatal("machine A's install decision not taken")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// Read only once Run has put the fetched preseed in the FIFO's place.
+	waitFor(t, "machine A fetched", func() error {
+		if len(p.Pending()) > 0 || store.Len() == 0 {
+			return fmt.Errorf("pending %v, %d cached", p.Pending(), store.Len())
+		}
+		return nil
+	})
+	if err := cachedContent(store, machineA, "fetch 1")(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -25,31 +27,26 @@ func (r *Rack) openInstall(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("preseed cache: %w", err)
 	}
-	r.reports, err = reportqueue.Open(reportqueue.Config{DataDir: dataDir}, r.deliverQueued, r.log.With("service", "region-call-queue"), r.registry)
+	// Installers' reports carry their status tokens: sealed at rest
+	// as the preseeds are, with the same key.
+	r.reports, err = reportqueue.Open(reportqueue.Config{DataDir: dataDir, Sealer: store}, r.deliverQueued, r.log.With("service", "region-call-queue"), r.registry)
 	if err != nil {
 		return fmt.Errorf("region call queue: %w", err)
 	}
+	r.reportsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rackplane_install_reports_refused_total",
+		Help: "Installers' reports the rack would not keep for the region while it was away, by reason: wrong_token (not the token of the machine's deployment), not_deploying (no cached preseed of a deployment on this rack: answered 503).",
+	}, []string{"reason"})
+	if err := r.registry.Register(r.reportsRefused); err != nil {
+		return fmt.Errorf("install metrics: %w", err)
+	}
 	r.preseedStore = store
+	r.fetchesQueued = map[string]string{}
 	return nil
 }
 
-// preseedReply is the region's answer to the preseed rpc.
-type preseedReply struct {
-	Name    string `json:"name"`
-	Version int64  `json:"version"`
-	Content string `json:"content"`
-}
-
-// preseedRequest asks the region for a machine's preseed.
-type preseedRequest struct {
-	RackID    string `json:"rack_id"`
-	MachineID string `json:"machine_id"`
-	Remote    string `json:"remote,omitempty"`
-	Prefetch  bool   `json:"prefetch,omitempty"`
-}
-
-func (r *Rack) askPreseed(ctx context.Context, req preseedRequest) (preseedReply, error) {
-	var out preseedReply
+func (r *Rack) askPreseed(ctx context.Context, req events.PreseedRequest) (events.PreseedReply, error) {
+	var out events.PreseedReply
 	err := r.callRegion(ctx, events.MethodPreseed, req, &out)
 	return out, err
 }
@@ -68,8 +65,13 @@ func (r *Rack) callRegion(ctx context.Context, method string, req, out any) erro
 
 // prefetchPreseed fills the cache: the region records no fetch for it.
 func (r *Rack) prefetchPreseed(ctx context.Context, machineID string) (preseedcache.Preseed, error) {
-	out, err := r.askPreseed(ctx, preseedRequest{RackID: r.id, MachineID: machineID, Prefetch: true})
-	return preseedcache.Preseed{MachineID: machineID, Name: out.Name, Version: out.Version, Content: out.Content}, err
+	out, err := r.askPreseed(ctx, events.PreseedRequest{RackID: r.id, MachineID: machineID, Prefetch: true})
+	return cachedPreseed(machineID, out), err
+}
+
+func cachedPreseed(machineID string, out events.PreseedReply) preseedcache.Preseed {
+	return preseedcache.Preseed{MachineID: machineID, Name: out.Name, Version: out.Version, Content: out.Content,
+		StatusTokenSHA256: out.StatusTokenSHA256}
 }
 
 // deliverQueued makes a queued call.

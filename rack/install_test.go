@@ -2,6 +2,8 @@ package rack_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -58,7 +60,8 @@ func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
 		}
 	}
 	handle(events.MethodPreseed, func(map[string]any) (any, error) {
-		return map[string]any{"name": "p", "version": 1, "content": "root-password secret\n"}, nil
+		sum := sha256.Sum256([]byte("tok"))
+		return events.PreseedReply{Name: "p", Version: 1, Content: "root-password secret\n", StatusTokenSHA256: hex.EncodeToString(sum[:])}, nil
 	})
 	handle(events.MethodInstallStatus, func(req map[string]any) (any, error) {
 		if req["token"] != "tok" {
@@ -116,20 +119,43 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	}
 
 	region.srv.Close()
-	resp, err = http.Get(base + "/preseed/" + machineID)
-	if err != nil {
-		t.Fatal(err)
+	// Fetched again and again (an installer retrying, or anyone on the
+	// boot network): the region is told of one fetch.
+	for range 3 {
+		resp, err = http.Get(base + "/preseed/" + machineID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "root-password secret\n" || resp.Header.Get("X-Rackplane-Preseed-Source") != "cache" {
+			t.Fatalf("preseed with the region away: %s %q from %q", resp.Status, body, resp.Header.Get("X-Rackplane-Preseed-Source"))
+		}
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != "root-password secret\n" || resp.Header.Get("X-Rackplane-Preseed-Source") != "cache" {
-		t.Fatalf("preseed with the region away: %s %q from %q", resp.Status, body, resp.Header.Get("X-Rackplane-Preseed-Source"))
+	// With the region away the rack checks the token itself, and keeps
+	// only reports of machines deploying from it.
+	for _, tt := range []struct {
+		name, path string
+		want       int
+	}{
+		{"wrong token", "/status/" + machineID + "/wrong", http.StatusForbidden},
+		{"the token's hash as token", "/status/" + machineID + "/" + hex.EncodeToString(func() []byte { s := sha256.Sum256([]byte("tok")); return s[:] }()), http.StatusForbidden},
+		{"a machine not deploying here", "/status/0190f0e0-0000-7000-8000-0000000000bb/tok", http.StatusServiceUnavailable},
+	} {
+		resp, err := http.Post(base+tt.path, "application/x-www-form-urlencoded", strings.NewReader("result=success"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Fatalf("%s with the region away: %s, want %d", tt.name, resp.Status, tt.want)
+		}
 	}
 	resp, err = http.Post(base+"/status/"+machineID+"/tok", "application/x-www-form-urlencoded", strings.NewReader("result=success"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ = io.ReadAll(resp.Body)
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted || !strings.Contains(string(body), "will deliver it when the region is back") {
 		t.Fatalf("report with the region away: %s %q", resp.Status, body)

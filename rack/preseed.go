@@ -33,12 +33,12 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 	defer cancel()
-	ask := preseedRequest{RackID: r.id, MachineID: id.String(), Remote: req.RemoteAddr}
+	ask := events.PreseedRequest{RackID: r.id, MachineID: id.String(), Remote: req.RemoteAddr}
 	out, err := r.askPreseed(ctx, ask)
 	source := "region"
 	switch {
 	case err == nil:
-		if err := r.preseeds.Refresh(preseedcache.Preseed{MachineID: id.String(), Name: out.Name, Version: out.Version, Content: out.Content}); err != nil {
+		if err := r.preseeds.Refresh(cachedPreseed(id.String(), out)); err != nil {
 			r.log.Error("preseed not cached", "machine_id", id, "err", err)
 		}
 	case reportqueue.Permanent(err):
@@ -48,18 +48,22 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
 		return
 	default:
-		cached, cerr := r.preseedStore.Get(id.String())
+		cached, cerr := r.deploying(id.String())
 		if cerr != nil {
 			r.log.Warn("preseed not served: region away and none cached", "machine_id", id, "remote", req.RemoteAddr, "err", err, "cache", cerr)
 			http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
 			return
 		}
-		out = preseedReply{Name: cached.Name, Version: cached.Version, Content: cached.Content}
+		out = events.PreseedReply{Name: cached.Name, Version: cached.Version, Content: cached.Content}
 		source = "cache"
 		// The region records the fetch when it is back, before the
-		// installer's report that follows it in the queue.
-		if qerr := r.reports.Append(events.MethodPreseed, ask); qerr != nil {
-			r.log.Warn("preseed fetch not queued for the region", "machine_id", id, "err", qerr)
+		// installer's report that follows it in the queue: once per
+		// deployment, however often it is fetched (by whomever).
+		if r.firstCachedFetch(id.String(), cached.Decision) {
+			if qerr := r.reports.Append(events.MethodPreseed, id.String(), ask); qerr != nil {
+				r.log.Warn("preseed fetch not queued for the region", "machine_id", id, "err", qerr)
+				r.forgetCachedFetch(id.String())
+			}
 		}
 		r.log.Info("preseed served from the rack's cache: region away", "machine_id", id, "remote", req.RemoteAddr,
 			"preseed", cached.Name, "version", cached.Version, "err", err)
@@ -95,19 +99,14 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	call := map[string]string{
-		"rack_id": r.id, "machine_id": id.String(), "token": token,
-		"result": report.Result, "message": report.Message, "remote": req.RemoteAddr,
-	}
+	call := events.InstallStatusRequest{RackID: r.id, MachineID: id.String(), Token: token,
+		Result: report.Result, Message: report.Message, Remote: req.RemoteAddr}
 	// Reports still queued go first: the region must see them in the
 	// order they were made.
 	if r.reports.Pending() == 0 {
 		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 		defer cancel()
-		var out struct {
-			Status  string `json:"status"`
-			Changed bool   `json:"changed"`
-		}
+		var out events.InstallStatusReply
 		err = r.callRegion(ctx, events.MethodInstallStatus, call, &out)
 		if err == nil {
 			r.log.Info("install report taken", "machine_id", id, "result", report.Result, "status", out.Status, "changed", out.Changed)
@@ -121,9 +120,26 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
+	// Anyone on the boot network can post here, and the region cannot
+	// check the token now: keep only reports of machines deploying from
+	// this rack, with their deployment's token, lest the queue fill with
+	// junk and real installers be turned away.
+	cached, err := r.deploying(id.String())
+	if err != nil {
+		r.reportsRefused.WithLabelValues("not_deploying").Inc()
+		r.log.Warn("install report not queued: region away and no deployment of the machine known here", "machine_id", id, "remote", req.RemoteAddr, "err", err)
+		http.Error(w, "the region is away and this rack knows no deployment of this machine; try again later", http.StatusServiceUnavailable)
+		return
+	}
+	if !cached.TokenMatches(token) {
+		r.reportsRefused.WithLabelValues("wrong_token").Inc()
+		r.log.Warn("install report refused: wrong token", "machine_id", id, "remote", req.RemoteAddr)
+		http.Error(w, "this token is not the one of the machine's current deployment", http.StatusForbidden)
+		return
+	}
 	// The installer is about to power off: once answered, the report must
 	// outlive the region's absence and a restart of the rack.
-	if err := r.reports.Append(events.MethodInstallStatus, call); err != nil {
+	if err := r.reports.Append(events.MethodInstallStatus, id.String(), call); err != nil {
 		r.log.Error("install report not queued", "machine_id", id, "remote", req.RemoteAddr, "err", err)
 		http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
 		return
@@ -132,6 +148,42 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusAccepted)
 	fmt.Fprintf(w, "report of machine %s accepted: the region is away; the rack stored it and will deliver it when the region is back\n", id)
+}
+
+// deploying returns the cached preseed of machineID's current deployment
+// on this rack: an entry fetched under another (an earlier deployment's)
+// is not it.
+func (r *Rack) deploying(machineID string) (preseedcache.Preseed, error) {
+	key := r.preseeds.Current(machineID)
+	if key == "" {
+		return preseedcache.Preseed{}, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s is not deploying from this rack", machineID)
+	}
+	cached, err := r.preseedStore.Get(machineID)
+	if err != nil {
+		return cached, err
+	}
+	if cached.Decision != key {
+		return preseedcache.Preseed{}, rackplane.Errorf(rackplane.ENOTFOUND, "the cached preseed of machine %s is of an earlier deployment", machineID)
+	}
+	return cached, nil
+}
+
+// firstCachedFetch reports whether the cached preseed of machineID's
+// deployment key is served for the first time, and notes it.
+func (r *Rack) firstCachedFetch(machineID, key string) bool {
+	r.fetchesMu.Lock()
+	defer r.fetchesMu.Unlock()
+	if r.fetchesQueued[machineID] == key {
+		return false
+	}
+	r.fetchesQueued[machineID] = key
+	return true
+}
+
+func (r *Rack) forgetCachedFetch(machineID string) {
+	r.fetchesMu.Lock()
+	defer r.fetchesMu.Unlock()
+	delete(r.fetchesQueued, machineID)
 }
 
 // httpStatus maps the region's answer to what an installer's HTTP client

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -244,9 +245,13 @@ type Rack struct {
 	dhcp          *dhcp.Server
 	regionSubnets *subnets.Cache // managed DHCP only
 
-	preseedStore *preseedcache.Store
-	preseeds     *preseedcache.Prefetcher
-	reports      *reportqueue.Queue
+	preseedStore   *preseedcache.Store
+	preseeds       *preseedcache.Prefetcher
+	reports        *reportqueue.Queue
+	reportsRefused *prometheus.CounterVec
+
+	fetchesMu     sync.Mutex
+	fetchesQueued map[string]string // machine id → decision key of the cached fetch queued for the region
 }
 
 // Option changes what New builds in ways an operator has no say in.

@@ -185,7 +185,13 @@ func (r *Region) Run(ctx context.Context) error {
 	}
 	rpcs := rpc.NewServer(r.nc, "region", r.log, 64, 10*time.Second)
 	defer rpcs.Close()
-	if err := rackrpc.New(r.db, r.machines, r.log).Register(rpcs); err != nil {
+	racks := rackrpc.New(r.db, r.machines, r.log)
+	for _, c := range racks.Collectors() {
+		if err := r.registry.Register(c); err != nil {
+			return fmt.Errorf("rack rpc metrics: %w", err)
+		}
+	}
+	if err := racks.Register(rpcs); err != nil {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)

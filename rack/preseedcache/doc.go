@@ -4,7 +4,10 @@
 //
 // The rack fetches a machine's preseed as soon as it learns of the
 // machine's install boot decision (Prefetcher), not when the installer
-// first asks: a region outage right after a deploy is then covered too.
+// first asks: a region outage right after a deploy is then covered too. A
+// deployment is known by its machine, preseed URL and image version
+// (DecisionKey); a decision re-emitted with another hostname or kernel
+// parameters keeps the cached copy (and fetches it again).
 // The rack's HTTP server asks the region first on every fetch and serves
 // the cached copy only when the region does not answer; every answer of the
 // region refreshes the copy. A changed install decision (a new deployment),
@@ -22,4 +25,12 @@
 // refused rather than served. It does not protect against root on the
 // rack, or anyone who can read the key file: they can decrypt every entry,
 // as the rack itself must be able to.
+//
+// With each preseed the region gives the SHA-256 of the install status
+// token in it: while the region is away the rack keeps an installer's
+// report only when its token matches (Preseed.TokenMatches). Other rack
+// data holding secrets is sealed with the same key (Store.Seal).
+//
+// The Prefetcher's hooks run on the path serving boot configs: they touch
+// no disk, and its Run loop does the store's writes and deletions.
 package preseedcache

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,21 +111,86 @@ func TestPrefetcherFollowsDeployments(t *testing.T) {
 		t.Fatalf("machine A fetched %d times, want once", n)
 	}
 
-	// A new deployment of A (other kernel parameters): the old preseed,
-	// with the old deployment's token, is never served again.
-	p.Decision(install("52:54:00:00:00:a1", machineA, "quiet"))
-	waitFor(t, "machine A's new deployment cached", cachedContent(store, machineA, "fetch 2"))
+	// The same deployment re-emitted with another hostname and kernel
+	// parameters: the cached preseed stays (and is under the current
+	// key), and is fetched again in case the region renders it
+	// differently now.
+	before := p.Current(machineA)
+	renamed := install("52:54:00:00:00:a1", machineA, "quiet")
+	renamed.Hostname = "renamed"
+	p.Decision(renamed)
+	if got := p.Current(machineA); got != before || got == "" {
+		t.Fatalf("a re-emitted decision changed the deployment's key from %q to %q", before, got)
+	}
+	waitFor(t, "machine A's preseed refreshed", cachedContent(store, machineA, "fetch 2"))
+	if pre, err := store.Get(machineA); err != nil || pre.Decision != p.Current(machineA) {
+		t.Fatalf("machine A's entry %+v %v, want it under key %s", pre, err, p.Current(machineA))
+	}
+
+	// A new deployment of A (another image): the old preseed, with the
+	// old deployment's token, is never served again.
+	redeploy := install("52:54:00:00:00:a1", machineA)
+	redeploy.ImageVer = "v2"
+	p.Decision(redeploy)
+	if p.Current(machineA) == before {
+		t.Fatal("another image is the same deployment")
+	}
+	waitFor(t, "machine A's new deployment cached", cachedContent(store, machineA, "fetch 3"))
 
 	// Installed (local boot) and deleted (cleared): dropped.
 	p.Decision(events.BootDecision{MAC: "52:54:00:00:00:a1", MachineID: machineA, Purpose: events.BootPurposeLocal})
-	if _, err := store.Get(machineA); rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
-		t.Fatalf("machine A's preseed kept after its local boot decision: %v", err)
+	if p.Current(machineA) != "" {
+		t.Fatal("machine A still installing after its local boot decision")
 	}
+	waitFor(t, "machine A's preseed dropped after its local boot decision", gone(store, machineA))
 	p.Cleared("52:54:00:00:00:b1", "")
-	if _, err := store.Get(machineB); rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
-		t.Fatalf("machine B's preseed kept after its decision was cleared: %v", err)
-	}
+	waitFor(t, "machine B's preseed dropped after its decision was cleared", gone(store, machineB))
 	if n := store.Len(); n != 0 {
 		t.Fatalf("%d entries left", n)
+	}
+}
+
+func gone(s *preseedcache.Store, id string) func() error {
+	return func() error {
+		if p, err := s.Get(id); rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
+			return fmt.Errorf("still cached: %+v %v", p, err)
+		}
+		return nil
+	}
+}
+
+// TestDecisionTouchesNoDisk: Decision is a hook of the boot config cache,
+// which must not block. Machine A's cache file is a FIFO here, which
+// blocks whoever reads it: Decision returns all the same (had it read the
+// store, the test would hang until its timeout), and Run replaces the file
+// with the fetched preseed.
+func TestDecisionTouchesNoDisk(t *testing.T) {
+	dir := t.TempDir()
+	store := open(t, dir, preseedcache.Config{})
+	if err := syscall.Mkfifo(sealedFile(dir, machineA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	region := &regionPreseeds{fetches: map[string]int{}, errs: map[string][]error{}}
+	p, err := preseedcache.NewPrefetcher(store, region.fetch, quiet(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Decision(install("52:54:00:00:00:a1", machineA))
+	if p.Current(machineA) == "" {
+		t.Fatal("machine A's install decision not taken")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	// Read only once Run has put the fetched preseed in the FIFO's place.
+	waitFor(t, "machine A fetched", func() error {
+		if len(p.Pending()) > 0 || store.Len() == 0 {
+			return fmt.Errorf("pending %v, %d cached", p.Pending(), store.Len())
+		}
+		return nil
+	})
+	if err := cachedContent(store, machineA, "fetch 1")(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,7 +79,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("MaxBytes %d: want 0 (default) or more", c.MaxBytes))
 	}
 	if len(errs) > 0 {
-		return rackplane.WrapError(rackplane.EINVALID, errors.Join(errs...), "preseedcache: %v", errors.Join(errs...))
+		return rackplane.WrapError(rackplane.EINVALID, errors.Join(errs...), "preseedcache: bad config")
 	}
 	return nil
 }
@@ -89,8 +92,23 @@ type Preseed struct {
 	Content   string `json:"content"`
 	// Decision identifies the install decision the preseed was fetched
 	// under (DecisionKey): another one means another deployment.
-	Decision  string    `json:"decision,omitempty"`
-	FetchedAt time.Time `json:"fetched_at"`
+	Decision string `json:"decision,omitempty"`
+	// StatusTokenSHA256 is the region's hex SHA-256 of the install
+	// status token in Content: see TokenMatches.
+	StatusTokenSHA256 string    `json:"status_token_sha256,omitempty"`
+	FetchedAt         time.Time `json:"fetched_at"`
+}
+
+// TokenMatches reports, in constant time, whether token is the install
+// status token of p's deployment. An entry without the token's hash
+// matches none.
+func (p Preseed) TokenMatches(token string) bool {
+	want, err := hex.DecodeString(p.StatusTokenSHA256)
+	if err != nil || len(want) != sha256.Size {
+		return false
+	}
+	got := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(got[:], want) == 1
 }
 
 type entry struct {
@@ -155,13 +173,6 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, erro
 	s.bytesGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rackplane_preseed_cache_bytes", Help: "Size of the sealed preseeds the rack holds.",
 	}, func() float64 { s.mu.Lock(); defer s.mu.Unlock(); return float64(s.bytes) })
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.entriesGauge, s.bytesGauge, s.refused, s.evicted} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("preseedcache: register metrics: %w", err)
-			}
-		}
-	}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("preseedcache: %w", err)
 	}
@@ -188,7 +199,29 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, erro
 	s.mu.Lock()
 	s.evictLocked("")
 	s.mu.Unlock()
+	// Registered last: a failed Open leaves the registry as it was, so
+	// that it can be tried again with it.
+	if err := registerAll(reg, s.entriesGauge, s.bytesGauge, s.refused, s.evicted); err != nil {
+		return nil, fmt.Errorf("preseedcache: register metrics: %w", err)
+	}
 	return s, nil
+}
+
+// registerAll registers cs with reg (none when reg is nil), unregistering
+// those it did when one fails.
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // loadOrCreateKey reads the key file, or creates it (0600, never
@@ -345,6 +378,16 @@ func (s *Store) evictLocked(keep string) {
 }
 
 func (s *Store) additional(machineID string) []byte { return []byte(magic + "\x00" + machineID) }
+
+// Seal seals plain with the store's key for what: other data of the rack
+// that holds secrets (queued install reports with their status tokens)
+// is sealed as the preseeds are. what (a machine id for a preseed) is
+// authenticated with it: Unseal under another what refuses it. Callers
+// choose whats that cannot be machine ids.
+func (s *Store) Seal(what string, plain []byte) []byte { return s.seal(what, plain) }
+
+// Unseal opens what Seal sealed for what.
+func (s *Store) Unseal(what string, sealed []byte) ([]byte, error) { return s.open(what, sealed) }
 
 func (s *Store) seal(machineID string, plain []byte) []byte {
 	nonce := make([]byte, s.aead.NonceSize())

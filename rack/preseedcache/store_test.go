@@ -1,6 +1,9 @@
 package preseedcache_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -8,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/rack/preseedcache"
@@ -131,5 +136,55 @@ func TestBounded(t *testing.T) {
 	big := open(t, t.TempDir(), preseedcache.Config{MaxBytes: 1000})
 	if err := big.Put(preseedcache.Preseed{MachineID: machineA, Name: "p", Version: 1, Content: strings.Repeat("x", 2000)}); rackplane.ErrorCode(err) != rackplane.EINVALID {
 		t.Fatalf("a preseed beyond MaxBytes: %v", err)
+	}
+}
+
+// TestOpenAgain: an Open that fails (here: the cache directory cannot be
+// made) can be tried again with the same registry, and a bad config is
+// told once, every bad setting named.
+func TestOpenAgain(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, preseedcache.Dir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := preseedcache.Open(preseedcache.Config{DataDir: dir}, quiet(), reg); err == nil {
+		t.Fatal("opened with a file where the cache directory goes")
+	}
+	if err := os.Remove(filepath.Join(dir, preseedcache.Dir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := preseedcache.Open(preseedcache.Config{DataDir: dir}, quiet(), reg); err != nil {
+		t.Fatalf("open again with the same registry: %v", err)
+	}
+
+	err := preseedcache.Config{MaxEntries: -1}.Validate()
+	for _, want := range []string{"DataDir is required", "MaxEntries -1"} {
+		if n := strings.Count(fmt.Sprint(err), want); n != 1 {
+			t.Errorf("%q told %d times in %q", want, n, err)
+		}
+	}
+}
+
+func TestTokenMatches(t *testing.T) {
+	sum := sha256.Sum256([]byte("the-token"))
+	hash := hex.EncodeToString(sum[:])
+	for _, tt := range []struct {
+		name, hash, token string
+		want              bool
+	}{
+		{"its token", hash, "the-token", true},
+		{"another token", hash, "the-token2", false},
+		{"empty token", hash, "", false},
+		{"no hash cached", "", "the-token", false},
+		{"hash of another length", hash[:62], "the-token", false},
+		{"not hex", "zz" + hash[2:], "the-token", false},
+		{"the hash as token", hash, hash, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := (preseedcache.Preseed{StatusTokenSHA256: tt.hash}).TokenMatches(tt.token); got != tt.want {
+				t.Fatalf("TokenMatches = %t, want %t", got, tt.want)
+			}
+		})
 	}
 }

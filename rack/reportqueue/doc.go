@@ -11,10 +11,22 @@
 // never acknowledged, so nothing acknowledged is lost).
 //
 // A background loop makes the calls oldest first, with backoff while the
-// region stays away, and removes each one the region answered. The region's
+// region stays away. Each call the region answered is marked made in a
+// small head file (HeadFile: the sequence number of the last one), so that
+// making n calls costs n small writes rather than n rewrites of the queue;
+// the queue file is compacted, the pending records copied without holding
+// up appends, once the calls made fill more than half of it. The region's
 // calls are idempotent for a repeated identical report, so a call made
 // twice (a crash between the answer and the removal) is harmless. A call
 // the region refuses as wrong (an error of the 4xx kind: invalid, not
 // found, forbidden, conflict) is dropped with a log line and a count: it
 // would be refused again forever.
+//
+// A failed append is cut off the file before anything else is appended;
+// when even that fails the queue refuses appends (installers get 503 and
+// retry) until the rack restarts, rather than acknowledging calls the next
+// start would cut off with the partial record. Request bodies (an
+// installer's report carries its status token) are sealed at rest with
+// Config.Sealer, the rack's preseed cache key; Config.MaxPerKey bounds the
+// calls one machine may have waiting.
 package reportqueue

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,8 +20,20 @@ import (
 	"github.com/rackplane/rackplane/internal/backoff"
 )
 
-// File is the queue's file under the rack's data directory.
-const File = "region-calls.queue"
+// Files under the rack's data directory.
+const (
+	// File holds the calls, appended one record each.
+	File = "region-calls.queue"
+	// HeadFile holds the sequence number of the last call made: the
+	// calls up to it in File are done, until a compaction cuts them off.
+	HeadFile = "region-calls.head"
+)
+
+// Sealer seals queued request bodies at rest (see preseedcache.Store).
+type Sealer interface {
+	Seal(what string, plain []byte) []byte
+	Unseal(what string, sealed []byte) ([]byte, error)
+}
 
 // Config configures a Queue. Zero values take DefaultConfig's.
 type Config struct {
@@ -28,6 +42,15 @@ type Config struct {
 	// MaxPending bounds the calls kept; beyond it Append refuses, and the
 	// installer, answered 503, retries.
 	MaxPending int
+	// MaxPerKey bounds the calls kept for one key (one machine), so that
+	// one machine cannot take the room of all.
+	MaxPerKey int
+	// CompactAfter is how many bytes of calls made File may hold before
+	// it is rewritten without them (and only once they are more than
+	// half of it): each call made costs a small write, not a rewrite.
+	CompactAfter int64
+	// Sealer, when set, seals request bodies on disk.
+	Sealer Sealer
 	// CallTimeout bounds each delivery attempt.
 	CallTimeout time.Duration
 	// Backoff paces attempts while the region stays away.
@@ -37,7 +60,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{MaxPending: 10000, CallTimeout: 10 * time.Second,
+	return Config{MaxPending: 10000, MaxPerKey: 16, CompactAfter: 1 << 20, CallTimeout: 10 * time.Second,
 		Backoff: backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second}, Now: time.Now}
 }
 
@@ -45,6 +68,12 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.MaxPending <= 0 {
 		c.MaxPending = d.MaxPending
+	}
+	if c.MaxPerKey <= 0 {
+		c.MaxPerKey = d.MaxPerKey
+	}
+	if c.CompactAfter <= 0 {
+		c.CompactAfter = d.CompactAfter
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = d.CallTimeout
@@ -67,11 +96,17 @@ func (c Config) Validate() error {
 	if c.MaxPending < 0 {
 		errs = append(errs, fmt.Errorf("MaxPending %d: want 0 (default) or more", c.MaxPending))
 	}
+	if c.MaxPerKey < 0 {
+		errs = append(errs, fmt.Errorf("MaxPerKey %d: want 0 (default) or more", c.MaxPerKey))
+	}
+	if c.CompactAfter < 0 {
+		errs = append(errs, fmt.Errorf("CompactAfter %d: want 0 (default) or more", c.CompactAfter))
+	}
 	if c.CallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CallTimeout %s: want 0 (default) or more", c.CallTimeout))
 	}
 	if len(errs) > 0 {
-		return rackplane.WrapError(rackplane.EINVALID, errors.Join(errs...), "reportqueue: %v", errors.Join(errs...))
+		return rackplane.WrapError(rackplane.EINVALID, errors.Join(errs...), "reportqueue: bad config")
 	}
 	return nil
 }
@@ -79,18 +114,37 @@ func (c Config) Validate() error {
 // DeliverFunc makes one call on the region.
 type DeliverFunc func(ctx context.Context, method string, request json.RawMessage) error
 
+// file is what the queue does with its file (an *os.File).
+type file interface {
+	io.WriterAt
+	io.ReaderAt
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
 // Queue is the durable queue of calls.
 type Queue struct {
-	cfg     Config
-	path    string
-	deliver DeliverFunc
-	log     *slog.Logger
+	cfg      Config
+	path     string
+	headPath string
+	deliver  DeliverFunc
+	log      *slog.Logger
 
-	mu    sync.Mutex
-	f     *os.File // open for appending
-	calls []Call
-	seq   uint64
-	wake  chan struct{}
+	mu sync.Mutex
+	// f is nil once closed, or once a failed append could not be undone:
+	// Append then refuses until the queue is opened again.
+	f      file
+	end    int64    // where the next record goes: the end of the last committed one
+	done   int64    // where the first pending record starts: the calls before it were made
+	calls  []record // pending, oldest first
+	perKey map[string]int
+	seq    uint64
+	wake   chan struct{}
+
+	// compactMu is held by a compaction from its start to its end, so
+	// that the bulk of it, copying, runs without mu.
+	compactMu sync.Mutex
 
 	pending   prometheus.GaugeFunc
 	delivered *prometheus.CounterVec
@@ -98,21 +152,22 @@ type Queue struct {
 	torn      prometheus.Counter
 }
 
-// Open opens the queue's file under cfg.DataDir, creating it, and cuts off
-// a torn tail left by a crash.
+// Open opens the queue's file under cfg.DataDir, creating it, cuts off a
+// torn tail left by a crash and skips the calls made before.
 func Open(cfg Config, deliver DeliverFunc, log *slog.Logger, reg prometheus.Registerer) (*Queue, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	q := &Queue{cfg: cfg, path: filepath.Join(cfg.DataDir, File), deliver: deliver, log: log, wake: make(chan struct{}, 1),
+	q := &Queue{cfg: cfg, path: filepath.Join(cfg.DataDir, File), headPath: filepath.Join(cfg.DataDir, HeadFile),
+		deliver: deliver, log: log, wake: make(chan struct{}, 1), perKey: map[string]int{},
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_queued_region_calls_delivered_total",
 			Help: "Calls (installers' status reports, preseed fetches served from the cache) made on the region after it was away, by method.",
 		}, []string{"method"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_queued_region_calls_dropped_total",
-			Help: "Queued calls the region refused as wrong (invalid, not found, forbidden, conflict) and that were dropped rather than retried, by method.",
+			Help: "Queued calls dropped rather than made, by method: refused by the region as wrong (invalid, not found, forbidden, conflict), or kept sealed under a key the rack no longer has.",
 		}, []string{"method"}),
 		torn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_queued_region_calls_torn_total",
@@ -123,58 +178,124 @@ func Open(cfg Config, deliver DeliverFunc, log *slog.Logger, reg prometheus.Regi
 		Name: "rackplane_queued_region_calls_pending",
 		Help: "Calls waiting for the region, oldest first.",
 	}, func() float64 { return float64(q.Pending()) })
-	if reg != nil {
-		for _, c := range []prometheus.Collector{q.pending, q.delivered, q.dropped, q.torn} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("reportqueue: register metrics: %w", err)
-			}
-		}
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("reportqueue: %w", err)
+	}
+	// Left by a crash in the middle of a compaction; the file it would
+	// have replaced is whole.
+	if tmps, err := filepath.Glob(filepath.Join(cfg.DataDir, atomicfile.TempPrefix+File+".*")); err == nil {
+		for _, t := range tmps {
+			_ = os.Remove(t)
+		}
+	}
+	madeSeq, err := q.readHead()
+	if err != nil {
+		return nil, err
 	}
 	f, err := os.OpenFile(q.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("reportqueue: %w", err)
 	}
-	calls, good, rerr := ReadRecords(f)
-	if rerr != nil {
-		if !errors.Is(rerr, ErrTorn) {
-			f.Close()
-			return nil, fmt.Errorf("reportqueue: read %s: %w", q.path, rerr)
-		}
-		// Never acknowledged to anyone: the write was cut by a crash.
-		q.torn.Inc()
-		log.Warn("queued region calls: torn tail cut off", "path", q.path, "kept", len(calls), "at", good, "err", rerr)
-		if err := f.Truncate(good); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("reportqueue: truncate %s: %w", q.path, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("reportqueue: %w", err)
-		}
-	}
-	if _, err := f.Seek(good, 0); err != nil {
+	if err := q.load(f, madeSeq); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("reportqueue: %w", err)
-	}
-	q.f, q.calls = f, calls
-	for _, c := range calls {
-		q.seq = max(q.seq, c.Seq)
+		return nil, err
 	}
 	if err := atomicfile.SyncDir(cfg.DataDir); err != nil {
 		f.Close()
 		return nil, err
 	}
-	if len(calls) > 0 {
-		log.Info("queued region calls waiting from before", "pending", len(calls))
+	// Registered last: a failed Open leaves the registry as it was, so
+	// that it can be tried again with it.
+	if reg != nil {
+		cs := []prometheus.Collector{q.pending, q.delivered, q.dropped, q.torn}
+		for i, c := range cs {
+			if err := reg.Register(c); err != nil {
+				for _, done := range cs[:i] {
+					reg.Unregister(done)
+				}
+				f.Close()
+				return nil, fmt.Errorf("reportqueue: register metrics: %w", err)
+			}
+		}
+	}
+	if len(q.calls) > 0 {
+		log.Info("queued region calls waiting from before", "pending", len(q.calls))
 	}
 	return q, nil
 }
 
+// readHead returns the sequence number of the last call made.
+func (q *Queue) readHead() (uint64, error) {
+	b, err := os.ReadFile(q.headPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reportqueue: %w", err)
+	}
+	seq, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		// Written atomically, so never torn; made again rather than
+		// lost: the region takes a repeated call.
+		q.log.Error("queued region calls: head mark unreadable; making every call in the file again", "path", q.headPath, "err", err)
+		return 0, nil
+	}
+	return seq, nil
+}
+
+// load reads f's records, cutting off a torn tail, and keeps those after
+// madeSeq.
+func (q *Queue) load(f *os.File, madeSeq uint64) error {
+	recs, good, rerr := readRecords(f)
+	if rerr != nil {
+		if !errors.Is(rerr, ErrTorn) {
+			return fmt.Errorf("reportqueue: read %s: %w", q.path, rerr)
+		}
+		// Never acknowledged to anyone: the write was cut by a crash.
+		q.torn.Inc()
+		q.log.Warn("queued region calls: torn tail cut off", "path", q.path, "kept", len(recs), "at", good, "err", rerr)
+		if err := f.Truncate(good); err != nil {
+			return fmt.Errorf("reportqueue: truncate %s: %w", q.path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("reportqueue: %w", err)
+		}
+	}
+	q.f, q.end, q.seq = f, good, madeSeq
+	for _, rec := range recs {
+		q.seq = max(q.seq, rec.Seq)
+		if rec.Seq <= madeSeq {
+			q.done = rec.end
+			continue
+		}
+		if rec.Sealed != nil {
+			if q.cfg.Sealer == nil {
+				q.dropped.WithLabelValues(rec.Method).Inc()
+				q.log.Error("queued region call dropped: sealed, and no key to open it", "method", rec.Method, "seq", rec.Seq)
+				continue
+			}
+			plain, err := q.cfg.Sealer.Unseal(sealedFor(rec.Seq), rec.Sealed)
+			if err != nil {
+				q.dropped.WithLabelValues(rec.Method).Inc()
+				q.log.Error("queued region call dropped: it does not open with the rack's key", "method", rec.Method, "seq", rec.Seq, "err", err)
+				continue
+			}
+			rec.Request, rec.Sealed = plain, nil
+		}
+		q.calls = append(q.calls, rec)
+		q.perKey[rec.Key]++
+	}
+	return nil
+}
+
+// sealedFor is what a call's sealed body is authenticated for: its place
+// in the queue, so that a record copied into another place is refused.
+func sealedFor(seq uint64) string { return "region-call\x00" + strconv.FormatUint(seq, 10) }
+
 // Close closes the file; Run must have returned.
 func (q *Queue) Close() error {
+	q.compactMu.Lock()
+	defer q.compactMu.Unlock()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.f == nil {
@@ -192,8 +313,9 @@ func (q *Queue) Pending() int {
 	return len(q.calls)
 }
 
-// Append queues a call and returns once it is on disk.
-func (q *Queue) Append(method string, request any) error {
+// Append queues a call for key (whom it is about: a machine id) and
+// returns once it is on disk.
+func (q *Queue) Append(method, key string, request any) error {
 	body, err := json.Marshal(request)
 	if err != nil {
 		return fmt.Errorf("reportqueue: %w", err)
@@ -201,26 +323,38 @@ func (q *Queue) Append(method string, request any) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.f == nil {
-		return rackplane.Errorf(rackplane.EUNAVAILABLE, "the rack is stopping; try again")
+		return rackplane.Errorf(rackplane.EUNAVAILABLE, "the rack cannot keep calls for the region now (stopping, or its queue file failed); try again")
 	}
 	if len(q.calls) >= q.cfg.MaxPending {
 		return rackplane.Errorf(rackplane.EUNAVAILABLE, "%d calls already wait for the region; try again later", len(q.calls))
 	}
-	c := Call{Seq: q.seq + 1, Method: method, Request: body, QueuedAt: q.cfg.Now().UTC()}
-	rec, err := encodeRecord(c)
+	if q.perKey[key] >= q.cfg.MaxPerKey {
+		return rackplane.Errorf(rackplane.EUNAVAILABLE, "%d calls of %s already wait for the region; try again later", q.perKey[key], key)
+	}
+	c := Call{Seq: q.seq + 1, Method: method, Key: key, QueuedAt: q.cfg.Now().UTC()}
+	onDisk := c
+	if q.cfg.Sealer != nil {
+		onDisk.Sealed = q.cfg.Sealer.Seal(sealedFor(c.Seq), body)
+	} else {
+		onDisk.Request = body
+	}
+	rec, err := encodeRecord(onDisk)
 	if err != nil {
 		return rackplane.WrapError(rackplane.EINVALID, err, "reportqueue: %v", err)
 	}
-	if _, err := q.f.Write(rec); err != nil {
-		q.repairLocked()
+	if _, err := q.f.WriteAt(rec, q.end); err != nil {
+		q.undoLocked(err)
 		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "reportqueue: write")
 	}
 	if err := q.f.Sync(); err != nil {
-		q.repairLocked()
+		q.undoLocked(err)
 		return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "reportqueue: sync")
 	}
+	c.Request = body
 	q.seq = c.Seq
-	q.calls = append(q.calls, c)
+	q.end += int64(len(rec))
+	q.calls = append(q.calls, record{Call: c, end: q.end})
+	q.perKey[key]++
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -228,53 +362,114 @@ func (q *Queue) Append(method string, request any) error {
 	return nil
 }
 
-// repairLocked rewrites the file from memory after a failed append, so
-// that a partial record is not followed by good ones.
-func (q *Queue) repairLocked() {
-	if err := q.rewriteLocked(q.calls); err != nil {
-		q.log.Error("queued region calls: file not repaired", "path", q.path, "err", err)
+// undoLocked cuts what a failed append may have written, so that no
+// partial record is followed by good ones (the next Open would cut those
+// off with it). When even that fails the file is closed: Append refuses
+// (installers retry) until the queue is opened again.
+func (q *Queue) undoLocked(cause error) {
+	err := q.f.Truncate(q.end)
+	if err == nil {
+		return
 	}
+	q.log.Error("queued region calls: failed append not undone; refusing calls until the rack restarts", "path", q.path, "cause", cause, "err", err)
+	_ = q.f.Close()
+	q.f = nil
 }
 
-// rewriteLocked replaces the file with calls, atomically and durably, and
-// appends after them from then on.
-func (q *Queue) rewriteLocked(calls []Call) error {
-	var b []byte
-	for _, c := range calls {
-		rec, err := encodeRecord(c)
-		if err != nil {
-			return fmt.Errorf("reportqueue: %w", err)
+// remove marks the call seq at the head of the queue made, and compacts
+// the file when the calls made fill most of it.
+func (q *Queue) remove(seq uint64) error {
+	q.mu.Lock()
+	ok := len(q.calls) > 0 && q.calls[0].Seq == seq
+	q.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	// A small file of its own rather than a rewrite of the queue: making
+	// n calls costs n small writes, not n rewrites of what is left.
+	if err := atomicfile.WriteFile(q.headPath, []byte(strconv.FormatUint(seq, 10)), 0o600); err != nil {
+		return fmt.Errorf("reportqueue: %w", err)
+	}
+	q.mu.Lock()
+	c := q.calls[0]
+	q.calls = q.calls[1:]
+	q.done = c.end
+	if q.perKey[c.Key]--; q.perKey[c.Key] <= 0 {
+		delete(q.perKey, c.Key)
+	}
+	compact := q.f != nil && q.done >= q.cfg.CompactAfter && q.done > q.end/2
+	q.mu.Unlock()
+	if compact {
+		if err := q.compact(); err != nil {
+			q.log.Error("queued region calls: file not compacted", "path", q.path, "err", err)
 		}
-		b = append(b, rec...)
 	}
-	if err := atomicfile.WriteFile(q.path, b, 0o600); err != nil {
-		return fmt.Errorf("reportqueue: %w", err)
-	}
-	f, err := os.OpenFile(q.path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("reportqueue: %w", err)
-	}
-	if q.f != nil {
-		q.f.Close()
-	}
-	q.f = f
 	return nil
 }
 
-// remove takes the call seq off the head of the queue and off disk.
-func (q *Queue) remove(seq uint64) error {
+// compact rewrites the file without the calls made. It copies the pending
+// records without holding mu, so Append does not wait for it; only the
+// records appended meanwhile are copied under mu, and the new file put in
+// place. Only Run removes calls, so the start of what is kept does not
+// move meanwhile.
+func (q *Queue) compact() error {
+	q.compactMu.Lock()
+	defer q.compactMu.Unlock()
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.calls) == 0 || q.calls[0].Seq != seq {
+	src, from, to := q.f, q.done, q.end
+	q.mu.Unlock()
+	if src == nil {
 		return nil
 	}
-	if q.f == nil {
-		return rackplane.Errorf(rackplane.EUNAVAILABLE, "the queue is closed")
+	tmp, err := os.CreateTemp(q.cfg.DataDir, atomicfile.TempPrefix+File+".")
+	if err != nil {
+		return fmt.Errorf("reportqueue: %w", err)
 	}
-	if err := q.rewriteLocked(q.calls[1:]); err != nil {
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := copyRange(tmp, src, from, to); err != nil {
 		return err
 	}
-	q.calls = q.calls[1:]
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("reportqueue: %w", err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.f != src {
+		return nil // closed meanwhile
+	}
+	if err := copyRange(tmp, src, to, q.end); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("reportqueue: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), q.path); err != nil {
+		return fmt.Errorf("reportqueue: %w", err)
+	}
+	ok = true
+	// From here the new file is the queue's, durable or not yet: the old
+	// one is gone from its name.
+	_ = src.Close()
+	q.f = tmp
+	q.end -= from
+	q.done = 0
+	for i := range q.calls {
+		q.calls[i].end -= from
+	}
+	return atomicfile.SyncDir(q.cfg.DataDir)
+}
+
+// copyRange appends src's bytes [from, to) to dst.
+func copyRange(dst io.Writer, src io.ReaderAt, from, to int64) error {
+	if _, err := io.Copy(dst, io.NewSectionReader(src, from, to-from)); err != nil {
+		return fmt.Errorf("reportqueue: compact: %w", err)
+	}
 	return nil
 }
 
@@ -284,14 +479,18 @@ func (q *Queue) head() (Call, bool) {
 	if len(q.calls) == 0 {
 		return Call{}, false
 	}
-	return q.calls[0], true
+	return q.calls[0].Call, true
 }
 
 // Calls returns the calls waiting, oldest first.
 func (q *Queue) Calls() []Call {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return append([]Call(nil), q.calls...)
+	out := make([]Call, len(q.calls))
+	for i, rec := range q.calls {
+		out[i] = rec.Call
+	}
+	return out
 }
 
 // Permanent reports whether err is the region refusing a call as wrong,

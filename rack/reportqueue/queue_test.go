@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/internal/backoff"
+	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
 )
 
@@ -71,7 +73,7 @@ func openQueue(t *testing.T, dir string, r *region, reg prometheus.Registerer) *
 func appendN(t *testing.T, q *reportqueue.Queue, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		if err := q.Append("install_status", map[string]string{"id": id}); err != nil {
+		if err := q.Append("install_status", id, map[string]string{"id": id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +240,7 @@ func FuzzReadRecords(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, id := range []string{"1", "2"} {
-		if err := q.Append("install_status", map[string]string{"id": id, "token": "t"}); err != nil {
+		if err := q.Append("install_status", id, map[string]string{"id": id, "token": "t"}); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -273,4 +275,169 @@ func FuzzReadRecords(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCompaction: calls made are marked in the head file, not cut out of
+// the queue file one by one; once they fill more than half of it the file
+// is rewritten with only the pending ones, and a restart at any point
+// makes each call once, in order.
+func TestCompaction(t *testing.T) {
+	dir := t.TempDir()
+	away := rackplane.Errorf(rackplane.EUNAVAILABLE, "nobody answers")
+	r := &region{fail: map[string][]error{"7": make([]error, 1000)}}
+	for i := range r.fail["7"] {
+		r.fail["7"][i] = away
+	}
+	cfg := reportqueue.Config{DataDir: dir, CompactAfter: 1, Backoff: backoff.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}}
+	q, err := reportqueue.Open(cfg, r.deliver, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, q, "1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
+	records := func() []string {
+		t.Helper()
+		f, err := os.Open(filepath.Join(dir, reportqueue.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		calls, _, err := reportqueue.ReadRecords(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range calls {
+			ids = append(ids, c.Key)
+		}
+		return ids
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.Run(ctx); close(done) }()
+	for i := 0; i < 3000 && q.Pending() > 4; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := q.Pending(); n != 4 {
+		t.Fatalf("%d pending, want 4", n)
+	}
+	if got, want := fmt.Sprint(records()), "[7 8 9 10]"; got != want {
+		t.Fatalf("the queue file holds %s after 6 of 10 calls were made, want %s", got, want)
+	}
+	// Appends after the compaction go to the new file.
+	appendN(t, q, "11")
+	q.Close()
+
+	r.fail = nil
+	q2 := openQueue(t, dir, r, nil)
+	drain(t, q2)
+	if got, want := fmt.Sprint(r.got()), "[install_status:1 install_status:2 install_status:3 install_status:4 install_status:5 install_status:6 install_status:7 install_status:8 install_status:9 install_status:10 install_status:11]"; got != want {
+		t.Fatalf("delivered %s, want %s", got, want)
+	}
+	if q3 := openQueue(t, dir, r, nil); q3.Pending() != 0 {
+		t.Fatalf("%d calls made again after a restart", q3.Pending())
+	}
+}
+
+func TestMaxPerKey(t *testing.T) {
+	q, err := reportqueue.Open(reportqueue.Config{DataDir: t.TempDir(), MaxPerKey: 2}, (&region{}).deliver, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for _, tt := range []struct {
+		key  string
+		want string
+	}{
+		{"a", ""}, {"a", ""}, {"a", rackplane.EUNAVAILABLE}, {"b", ""},
+	} {
+		if err := q.Append("install_status", tt.key, map[string]string{"id": tt.key}); rackplane.ErrorCode(err) != tt.want {
+			t.Fatalf("append for %s: %v, want code %q", tt.key, err, tt.want)
+		}
+	}
+	drain(t, q)
+	if err := q.Append("install_status", "a", map[string]string{"id": "a"}); err != nil {
+		t.Fatalf("append for a once its calls were made: %v", err)
+	}
+}
+
+// TestSealedAtRest: a queued report's token is not in the file in clear;
+// a call that does not open with the rack's key is dropped and counted.
+func TestSealedAtRest(t *testing.T) {
+	dir := t.TempDir()
+	store, err := preseedcache.Open(preseedcache.Config{DataDir: dir}, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &region{}
+	open := func(s reportqueue.Sealer, reg prometheus.Registerer) *reportqueue.Queue {
+		q, err := reportqueue.Open(reportqueue.Config{DataDir: dir, Sealer: s}, r.deliver, quiet, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		return q
+	}
+	q := open(store, nil)
+	if err := q.Append("install_status", "m", map[string]string{"id": "1", "token": "secret-token-1"}); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	raw, err := os.ReadFile(filepath.Join(dir, reportqueue.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("secret-token")) {
+		t.Fatalf("the queue file holds the token in clear: %q", raw)
+	}
+	drain(t, open(store, nil))
+	if got := fmt.Sprint(r.got()); got != "[install_status:1]" {
+		t.Fatalf("delivered %s", got)
+	}
+
+	q = open(store, nil)
+	if err := q.Append("install_status", "m", map[string]string{"id": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	other, err := preseedcache.Open(preseedcache.Config{DataDir: t.TempDir()}, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if q := open(other, reg); q.Pending() != 0 {
+		t.Fatalf("a call sealed under another key is pending")
+	}
+	if d := testutil.ToFloat64(mustCounter(t, reg, "rackplane_queued_region_calls_dropped_total")); d != 1 {
+		t.Fatalf("dropped counter %g, want 1", d)
+	}
+}
+
+// TestOpenAgain: an Open that fails can be tried again with the same
+// registry, and a bad config is told once, every bad setting named.
+func TestOpenAgain(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := reportqueue.Open(reportqueue.Config{DataDir: dir}, nil, quiet, reg); err == nil {
+		t.Fatal("opened with a file as the data directory")
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	q, err := reportqueue.Open(reportqueue.Config{DataDir: dir}, nil, quiet, reg)
+	if err != nil {
+		t.Fatalf("open again with the same registry: %v", err)
+	}
+	q.Close()
+
+	err = reportqueue.Config{MaxPending: -1}.Validate()
+	for _, want := range []string{"DataDir is required", "MaxPending -1"} {
+		if n := strings.Count(fmt.Sprint(err), want); n != 1 {
+			t.Errorf("%q told %d times in %q", want, n, err)
+		}
+	}
 }

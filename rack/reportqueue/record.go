@@ -13,9 +13,15 @@ import (
 
 // Call is one queued region rpc call.
 type Call struct {
-	Seq      uint64          `json:"seq"`
-	Method   string          `json:"method"`
-	Request  json.RawMessage `json:"request"`
+	Seq    uint64 `json:"seq"`
+	Method string `json:"method"`
+	// Key is whom the call is for (a machine id): Config.MaxPerKey bounds
+	// the calls of one key.
+	Key string `json:"key,omitempty"`
+	// Request is the call's body. On disk it is in Sealed instead when
+	// the queue has a Sealer: an installer's report carries its token.
+	Request  json.RawMessage `json:"request,omitempty"`
+	Sealed   []byte          `json:"sealed,omitempty"`
 	QueuedAt time.Time       `json:"queued_at"`
 }
 
@@ -54,8 +60,24 @@ var ErrTorn = errors.New("torn or corrupt record")
 // error) and says where and why. Nothing after the first bad record is
 // trusted: its length may be garbage, so the next record cannot be found.
 func ReadRecords(r io.Reader) ([]Call, int64, error) {
+	recs, good, err := readRecords(r)
+	calls := make([]Call, len(recs))
+	for i, rec := range recs {
+		calls[i] = rec.Call
+	}
+	return calls, good, err
+}
+
+// record is a call read from or written to the file, with where its record
+// ends there.
+type record struct {
+	Call
+	end int64
+}
+
+func readRecords(r io.Reader) ([]record, int64, error) {
 	br := bufio.NewReader(r)
-	var calls []Call
+	var calls []record
 	var good int64
 	var hdr [headerSize]byte
 	for {
@@ -87,7 +109,7 @@ func ReadRecords(r io.Reader) ([]Call, int64, error) {
 		if err := json.Unmarshal(payload, &c); err != nil || c.Method == "" {
 			return calls, good, fmt.Errorf("%w at offset %d: not a call: %v", ErrTorn, good, err)
 		}
-		calls = append(calls, c)
 		good += headerSize + int64(size)
+		calls = append(calls, record{Call: c, end: good})
 	}
 }

@@ -2,6 +2,8 @@ package rackrpc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"sync"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -31,6 +34,7 @@ type Server struct {
 	machines Machines
 	log      *slog.Logger
 	now      func() time.Time
+	refused  *prometheus.CounterVec
 
 	mu     sync.Mutex
 	secret []byte // of install status tokens, loaded on first use
@@ -38,7 +42,26 @@ type Server struct {
 
 // New returns a server.
 func New(db *postgres.DB, machines Machines, log *slog.Logger) *Server {
-	return &Server{db: db, machines: machines, log: log, now: time.Now}
+	return &Server{db: db, machines: machines, log: log, now: time.Now,
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_rack_rpc_refused_total",
+			Help: "Rack rpc calls refused as not the asking rack's business, by method and reason.",
+		}, []string{"method", "reason"}),
+	}
+}
+
+// Collectors returns the server's metrics, for the region's registry.
+func (s *Server) Collectors() []prometheus.Collector { return []prometheus.Collector{s.refused} }
+
+// deployRack returns the rack machine m deploys from: the one holding its
+// image, which is its boot rack when it has one ("" when neither is known).
+func deployRack(m rackplane.Machine) string {
+	for _, id := range []*string{m.DeployRackID, m.BootRackID} {
+		if id != nil && *id != "" {
+			return *id
+		}
+	}
+	return ""
 }
 
 // Register subscribes the handlers on srv.
@@ -111,27 +134,12 @@ func (s *Server) bootDecision(ctx context.Context, data []byte) (any, error) {
 	return events.BootDecisionReply{Decision: d}, nil
 }
 
-type preseedRequest struct {
-	RackID    string `json:"rack_id"`
-	MachineID string `json:"machine_id"`
-	Remote    string `json:"remote"`
-	// Prefetch is a rack filling its cache: no installer fetched it.
-	Prefetch bool `json:"prefetch"`
-}
-
-// PreseedReply is the answer to the preseed rpc.
-type PreseedReply struct {
-	Name    string `json:"name"`
-	Version int64  `json:"version"`
-	Content string `json:"content"`
-}
-
 // preseed renders the version the machine's deployment pinned — never a
 // newer one — and records that it was served. The machine stays deploying
 // until its installer reports on {{.URLs.Status}} (or the deployment
 // watch gives up on it).
 func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
-	var req preseedRequest
+	var req events.PreseedRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "preseed: %v", err)
 	}
@@ -142,10 +150,20 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if !machine.ServesPreseed(m) {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s is not being deployed with a preseed", m.Hostname)
 	}
+	if req.Prefetch {
+		// A prefetch is the whole rendered preseed, secrets and all, for
+		// no installer: only the rack the machine deploys from needs it.
+		if want := deployRack(m); want != "" && want != req.RackID {
+			s.refused.WithLabelValues(events.MethodPreseed, "not_the_machines_rack").Inc()
+			s.log.Warn("preseed prefetch refused: not the machine's rack", "machine_id", m.ID, "rack_id", req.RackID, "machine_rack_id", want)
+			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "machine %s deploys from another rack than %s", m.Hostname, req.RackID)
+		}
+	}
 	v, err := s.db.GetPreseedVersion(ctx, m.PreseedName, m.PreseedVersion)
 	if err != nil {
 		return nil, err
 	}
+	var tokenSum string
 	vars := preseed.Vars{}
 	vars.Machine.ID, vars.Machine.Hostname, vars.Machine.Arch, vars.Machine.MACs = m.ID, m.Hostname, m.Arch, m.MACs
 	if len(m.MACs) > 0 {
@@ -162,6 +180,8 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 				return nil, err
 			}
 			vars.URLs.Status = rk.BootURL + "/status/" + m.ID + "/" + token
+			sum := sha256.Sum256([]byte(token))
+			tokenSum = hex.EncodeToString(sum[:])
 		}
 	}
 	vars.Preseed.Name, vars.Preseed.Version = v.Name, v.Version
@@ -172,11 +192,12 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	reply := PreseedReply{Name: v.Name, Version: v.Version, Content: content}
+	reply := events.PreseedReply{Name: v.Name, Version: v.Version, Content: content, StatusTokenSHA256: tokenSum}
 	if req.Prefetch {
 		// The event says an installer got its preseed; this is only the
-		// rack keeping a copy for when the region is away.
-		s.log.Debug("preseed prefetched", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
+		// rack keeping a copy for when the region is away. It is logged
+		// all the same: secrets left the region.
+		s.log.Info("preseed prefetched", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
 		return reply, nil
 	}
 	served, err := events.New(events.RegionSource, events.TypePreseedServed, events.MachineStreamName(m.ID), s.now(),

@@ -2,6 +2,8 @@ package rackrpc_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net/netip"
@@ -79,14 +81,19 @@ func TestInstallerConversation(t *testing.T) {
 	}
 	// A rack filling its cache as the deployment starts gets the preseed
 	// the installer will, and no installer fetch is recorded.
-	var pre rackrpc.PreseedReply
+	var pre events.PreseedReply
 	if err := call("preseed", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "prefetch": true}, &pre); err != nil || pre.Version != res.After.PreseedVersion {
 		t.Fatalf("prefetch: %+v %v", pre, err)
 	}
 	if n := served(); n != 0 {
 		t.Fatalf("a prefetch recorded %d preseed_served", n)
 	}
-	var p rackrpc.PreseedReply
+	// Another rack gets no copy of the machine's secrets.
+	const otherRack = "0190f0e0-0000-7000-8000-0000000000bb"
+	if err := call("preseed", map[string]any{"rack_id": otherRack, "machine_id": m.ID, "prefetch": true}, nil); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+		t.Fatalf("a prefetch by a rack the machine does not deploy from: %v", err)
+	}
+	var p events.PreseedReply
 	if err := call("preseed", asRack, &p); err != nil || p.Name != "default" || p.Version != res.After.PreseedVersion {
 		t.Fatalf("preseed: %+v %v", p, err)
 	}
@@ -102,9 +109,14 @@ func TestInstallerConversation(t *testing.T) {
 		t.Fatalf("the preseed has no status URL of this machine:\n%s", p.Content)
 	}
 	token := sm[1]
+	// The rack checks reports it keeps while the region is away against
+	// the token's hash.
+	if sum := sha256.Sum256([]byte(token)); pre.StatusTokenSHA256 != hex.EncodeToString(sum[:]) || p.StatusTokenSHA256 != pre.StatusTokenSHA256 {
+		t.Fatalf("status token hash %q (prefetch) %q (fetch), want the SHA-256 of %q", pre.StatusTokenSHA256, p.StatusTokenSHA256, token)
+	}
 
-	report := func(tok, result string) (rackrpc.InstallStatusReply, error) {
-		var r rackrpc.InstallStatusReply
+	report := func(tok, result string) (events.InstallStatusReply, error) {
+		var r events.InstallStatusReply
 		err := call("install_status", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "token": tok, "result": result}, &r)
 		return r, err
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/machine"
 )
 
@@ -35,28 +36,12 @@ func (s *Server) statusToken(ctx context.Context, deploymentID string) (string, 
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
-type installStatusRequest struct {
-	RackID    string `json:"rack_id"`
-	MachineID string `json:"machine_id"`
-	Token     string `json:"token"`
-	Result    string `json:"result"`
-	Message   string `json:"message"`
-	Remote    string `json:"remote"`
-}
-
-// InstallStatusReply is the answer to the install_status rpc.
-type InstallStatusReply struct {
-	MachineID string `json:"machine_id"`
-	Status    string `json:"status"`
-	Changed   bool   `json:"changed"`
-}
-
 // installStatus takes an installer's report, authenticated by the token
 // of the machine's current deployment; the lifecycle decides what it does.
 // Installers retry, so a report that was already taken is answered again,
 // not refused.
 func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
-	var req installStatusRequest
+	var req events.InstallStatusRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "install_status: %v", err)
 	}
@@ -82,5 +67,5 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 	if res.Changed {
 		s.log.Info("installer reported", "machine_id", m.ID, "result", req.Result, "rack_id", req.RackID, "message", req.Message)
 	}
-	return InstallStatusReply{MachineID: m.ID, Status: res.After.Status, Changed: res.Changed}, nil
+	return events.InstallStatusReply{MachineID: m.ID, Status: res.After.Status, Changed: res.Changed}, nil
 }

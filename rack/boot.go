@@ -31,17 +31,20 @@ type versioned struct{ store *images.Store }
 
 func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, string, error) {
 	name = strings.TrimPrefix(name, "images/")
-	if mod, ok := strings.CutPrefix(name, "grub/x86_64-efi/"); ok && strings.HasSuffix(mod, ".mod") {
-		// GRUB loads modules from $prefix/x86_64-efi/; the GRUB version
-		// that has the module holds it by its bare name.
-		name = mod
-	}
-	if !strings.Contains(name, "/") {
+	if mod, ok := strings.CutPrefix(name, "grub/x86_64-efi/"); ok && strings.HasSuffix(mod, ".mod") && !strings.Contains(mod, "/") {
+		// GRUB loads modules from $prefix/x86_64-efi/, which is amd64
+		// GRUB's: only an amd64 grub-efi version's module will do (one of
+		// another build or arch would not load, or worse).
+		name = v.bootloaderFile(mod, func(bl, arch string) bool { return bl == images.GRUBEFI && arch == "amd64" })
+		if name == "" {
+			return nil, "", fmt.Errorf("grub/x86_64-efi/%s: %w", mod, fs.ErrNotExist)
+		}
+	} else if !strings.Contains(name, "/") {
 		// Firmware asks for bootloaders by bare name (DHCP's "pxelinux.0"),
 		// and pxelinux then loads ldlinux.c32 and its modules from the same
 		// directory: serve them from the newest usable bootloader version
 		// that has such a file.
-		if path := v.bootloaderFile(name); path != "" {
+		if path := v.bootloaderFile(name, nil); path != "" {
 			name = path
 		}
 	}
@@ -57,9 +60,10 @@ func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, st
 }
 
 // bootloaderFile returns the versioned path of the file called name in the
-// newest bootloader version that has one, or "". Bootloaders are looked
-// at in name order, so the choice is stable.
-func (v versioned) bootloaderFile(name string) string {
+// newest bootloader version that has one, or "", looking only at the
+// bootloaders and arches that only accepts (every one when nil).
+// Bootloaders are looked at in name order, so the choice is stable.
+func (v versioned) bootloaderFile(name string, only func(bootloader, arch string) bool) string {
 	bls := v.store.Capabilities().Bootloaders
 	names := make([]string, 0, len(bls))
 	for bl := range bls {
@@ -69,7 +73,9 @@ func (v versioned) bootloaderFile(name string) string {
 	for _, bl := range names {
 		arches := make([]string, 0, len(bls[bl]))
 		for a := range bls[bl] {
-			arches = append(arches, a)
+			if only == nil || only(bl, a) {
+				arches = append(arches, a)
+			}
 		}
 		sort.Strings(arches)
 		for _, a := range arches {

@@ -145,7 +145,9 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
-	r.follower = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg})
+	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg}); err != nil {
+		return nil, err
+	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
 		Appended:   r.appended,
 		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),

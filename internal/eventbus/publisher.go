@@ -197,7 +197,8 @@ func (p *Publisher) AwaitingJournal() int {
 }
 
 // settledLocked is true when nothing waits, is in flight or is left to
-// report; p.mu is held.
+// report; p.mu is held. The journal's Pending takes no lock, so p.mu,
+// which Publish takes, never waits on the journal's disk.
 func (p *Publisher) settledLocked() bool {
 	if len(p.queue) > 0 || len(p.retry) > 0 || p.inflight > 0 || p.writing > 0 || p.report != nil {
 		return false

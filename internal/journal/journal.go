@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,17 +70,21 @@ func (c Config) withDefaults() Config {
 
 // Validate reports every bad setting of c (after defaults) at once.
 func (c Config) Validate() error {
+	// The default segment size follows from the cap, and is good whenever
+	// the cap is: only one given is checked, so a bad cap is named once.
+	segmentGiven := c.SegmentBytes != 0
+	c = c.withDefaults() // a copy: the caller's c is left as it is
 	var errs []error
 	if c.Dir == "" {
 		errs = append(errs, errors.New("journal directory is empty"))
 	}
-	if c.MaxBytes != 0 && c.MaxBytes < MinMaxBytes {
+	if c.MaxBytes < MinMaxBytes {
 		errs = append(errs, fmt.Errorf("journal size cap %d: want at least %d (four segments of the largest record)", c.MaxBytes, MinMaxBytes))
 	}
-	if c.SegmentBytes < 0 || (c.SegmentBytes > 0 && c.MaxBytes > 0 && c.SegmentBytes > c.MaxBytes/4) {
-		errs = append(errs, fmt.Errorf("journal segment size %d: want at most a quarter of the cap", c.SegmentBytes))
+	if segmentGiven && c.SegmentBytes > c.MaxBytes/4 {
+		errs = append(errs, fmt.Errorf("journal segment size %d: want at most a quarter of the cap %d", c.SegmentBytes, c.MaxBytes))
 	}
-	if c.SegmentBytes > 0 && c.SegmentBytes < minSegmentBytes {
+	if segmentGiven && c.SegmentBytes < minSegmentBytes {
 		errs = append(errs, fmt.Errorf("journal segment size %d: want room for a record of %d bytes", c.SegmentBytes, MaxRecord))
 	}
 	if len(errs) > 0 {
@@ -112,7 +117,15 @@ type Journal struct {
 	log *slog.Logger
 
 	appendMu sync.Mutex // one Append at a time
+	// readMu makes Read and Ack, the reader's side, one at a time: they
+	// open and delete segment files without mu, which they hold only to
+	// look at or change the state below. Only Ack deletes segments, so
+	// those a Read looked at stay while it reads them.
+	readMu sync.Mutex
 
+	// mu guards the state below and is never held across file I/O but
+	// for the rare cut of a damaged record: Pending and Bytes, which
+	// Publish's callers reach, must not wait on the disk.
 	mu        sync.Mutex
 	appending bool      // an Append is writing: the active segment stays
 	segs      []segment // oldest first; the last is the one appended to
@@ -123,8 +136,17 @@ type Journal struct {
 	next      uint64    // sequence of the next record appended
 	closed    bool
 
+	// pending and bytes are pendingLocked and bytesLocked as of the last
+	// change, read without mu.
+	pending atomic.Int64
+	bytes   atomic.Int64
+
 	corrupt  prometheus.Counter
 	appended prometheus.Counter
+
+	// beforeCommit, when set (by tests), is called by Append between its
+	// fsync and its commit: while it is appending.
+	beforeCommit func()
 }
 
 // Open opens the journal in cfg.Dir, creating it if needed. A segment that
@@ -162,15 +184,33 @@ func Open(cfg Config) (*Journal, error) {
 		return nil, err
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(j.corrupt, j.appended,
+		err := register(cfg.Registerer, j.corrupt, j.appended,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rackplane_journal_bytes", Help: "Bytes of the journal's segment files."},
 				func() float64 { return float64(j.Bytes()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rackplane_journal_records_pending", Help: "Journal records not yet acknowledged."},
 				func() float64 { return float64(j.Pending()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rackplane_journal_oldest_pending_age_seconds", Help: "Age of the oldest unacknowledged journal record (0 when none)."},
 				func() float64 { return j.OldestAge().Seconds() }))
+		if err != nil {
+			j.Close()
+			return nil, err
+		}
 	}
 	return j, nil
+}
+
+// register registers cs, all or none: a second journal on one registry
+// is an error to return, not a panic.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return rackplane.WrapError(rackplane.ECONFLICT, err, "journal metrics")
+		}
+	}
+	return nil
 }
 
 func (j *Journal) path(s segment) string { return filepath.Join(j.cfg.Dir, s.name()) }
@@ -211,6 +251,7 @@ func (j *Journal) load() error {
 	}
 	j.segs = kept
 	j.next, j.head, j.headOff = acked, acked, int64(len(magic))
+	defer j.countLocked()
 	if len(j.segs) == 0 {
 		return nil
 	}
@@ -289,8 +330,8 @@ func (j *Journal) readAcked() uint64 {
 
 // writeAcked records the mark without fsync: a mark lost in a crash only
 // means records sent again, which consumers drop by id.
-func (j *Journal) writeAcked() error {
-	b := binary.LittleEndian.AppendUint64(nil, j.head)
+func (j *Journal) writeAcked(head uint64) error {
+	b := binary.LittleEndian.AppendUint64(nil, head)
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	tmp := filepath.Join(j.cfg.Dir, ackedFile+".tmp")
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
@@ -424,6 +465,9 @@ func (j *Journal) append(records [][]byte, maxBytes int64) (n int, err error) {
 		}
 	}
 
+	if j.beforeCommit != nil {
+		j.beforeCommit()
+	}
 	// Commit, under mu. Ack may have deleted acknowledged segments
 	// meanwhile, never the one appended to.
 	j.mu.Lock()
@@ -442,6 +486,7 @@ func (j *Journal) append(records [][]byte, maxBytes int64) (n int, err error) {
 		}
 	}
 	j.next = seq
+	j.countLocked()
 	j.appended.Add(float64(n))
 	return n, nil
 }
@@ -451,25 +496,29 @@ func (j *Journal) append(records [][]byte, maxBytes int64) (n int, err error) {
 // records until Ack. A record found damaged since Open cuts off the rest
 // of its segment, as Open does; Read then goes on with the next.
 func (j *Journal) Read(limit int) ([]Record, error) {
+	j.readMu.Lock()
+	defer j.readMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.closed {
+		j.mu.Unlock()
 		return nil, ErrClosed
 	}
+	// The records committed until now; those appended meanwhile are for
+	// the next Read.
+	segs := slices.Clone(j.segs)
+	head, off := j.head, j.headOff
+	j.mu.Unlock()
+
 	var out []Record
-	off := j.headOff
-	for i := 0; i < len(j.segs) && len(out) < limit; i++ {
-		s := j.segs[i]
+	for i := 0; i < len(segs) && len(out) < limit; i++ {
+		s := segs[i]
+		seq := head
 		if i > 0 {
-			off = int64(len(magic))
+			seq, off = s.base, int64(len(magic))
 		}
 		f, err := os.Open(j.path(s))
 		if err != nil {
 			return out, fmt.Errorf("journal: %w", err)
-		}
-		seq := s.base
-		if i == 0 {
-			seq = j.head
 		}
 		for len(out) < limit {
 			at, data, next, err := readRecord(f, off, s.size)
@@ -477,22 +526,10 @@ func (j *Journal) Read(limit int) ([]Record, error) {
 				break
 			}
 			if errors.Is(err, errTorn) {
-				last := i == len(j.segs)-1
-				if last && j.appending {
-					// Cut once the Append in progress is done.
+				err = j.cut(i, off, seq-s.base, err)
+				if err != nil {
 					f.Close()
-					return out, fmt.Errorf("journal: damaged record at %s offset %d: %w", s.name(), off, err)
-				}
-				j.corrupt.Inc()
-				j.log.Error("journal record damaged since it was written; the rest of its segment is cut off",
-					"segment", s.name(), "offset", off, "bytes_cut", s.size-off, "err", err)
-				j.segs[i].size, j.segs[i].count = off, seq-s.base
-				if !last {
-					_ = os.Truncate(j.path(s), off)
-				} else {
-					// The segment appended to: new records follow the cut.
-					_ = j.active.Truncate(off)
-					j.next = s.base + j.segs[i].count
+					return out, err
 				}
 				break
 			}
@@ -509,19 +546,55 @@ func (j *Journal) Read(limit int) ([]Record, error) {
 	return out, nil
 }
 
+// cut cuts segment i off at off, before a record found damaged (torn),
+// keeping its first count records. readMu is held: segment i is still
+// j.segs[i].
+func (j *Journal) cut(i int, off int64, count uint64, torn error) error {
+	j.mu.Lock()
+	s := j.segs[i]
+	last := i == len(j.segs)-1
+	if last && j.appending {
+		j.mu.Unlock()
+		// Cut once the Append in progress is done.
+		return fmt.Errorf("journal: damaged record at %s offset %d: %w", s.name(), off, torn)
+	}
+	j.corrupt.Inc()
+	j.log.Error("journal record damaged since it was written; the rest of its segment is cut off",
+		"segment", s.name(), "offset", off, "bytes_cut", s.size-off, "err", torn)
+	j.segs[i].size, j.segs[i].count = off, count
+	if last {
+		// The segment appended to: new records follow the cut. Under mu,
+		// so that no Append plans to write there before the cut is made.
+		_ = j.active.Truncate(off)
+		j.next = s.base + count
+	}
+	j.countLocked()
+	j.mu.Unlock()
+	if !last {
+		// No Append writes there, and only Read (readMu is held) reads it.
+		_ = os.Truncate(j.path(s), off)
+	}
+	return nil
+}
+
 // Ack acknowledges every record up to and including r, which Read
 // returned. Segments whose every record is acknowledged are deleted; when
 // all are, the journal is empty on disk.
 func (j *Journal) Ack(r Record) error {
+	j.readMu.Lock()
+	defer j.readMu.Unlock()
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.closed {
+		j.mu.Unlock()
 		return ErrClosed
 	}
 	if r.Seq < j.head {
+		j.mu.Unlock()
 		return nil // already
 	}
 	j.head = r.Seq + 1
+	var gone []segment
+	var inactive *os.File
 	for len(j.segs) > 0 {
 		s := j.segs[0]
 		done := s.base+s.count <= j.head
@@ -532,12 +605,12 @@ func (j *Journal) Ack(r Record) error {
 			if j.appending {
 				break // deleted by a later Ack
 			}
-			j.active.Close()
-			j.active = nil
+			// The next Append starts a segment of another name (its
+			// base is past this one's records), so this one can go
+			// once mu is let go.
+			inactive, j.active = j.active, nil
 		}
-		if err := os.Remove(j.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("journal: %w", err)
-		}
+		gone = append(gone, s)
 		j.segs = j.segs[1:]
 	}
 	j.headOff = int64(len(magic))
@@ -548,17 +621,38 @@ func (j *Journal) Ack(r Record) error {
 		// A gap left by a damaged segment: go on at the next record there is.
 		j.head, j.headOff = j.segs[0].base, int64(len(magic))
 	}
-	if err := j.writeAcked(); err != nil {
-		return fmt.Errorf("journal: %w", err)
+	j.countLocked()
+	head := j.head
+	j.mu.Unlock()
+
+	// The files, without mu. A segment left behind by a failed delete is
+	// wholly acknowledged: the next Open deletes it.
+	if inactive != nil {
+		inactive.Close()
+	}
+	var errs []error
+	for _, s := range gone {
+		if err := os.Remove(j.path(s)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := j.writeAcked(head); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("journal: %w", errors.Join(errs...))
 	}
 	return nil
 }
 
-// Pending returns how many records are not yet acknowledged.
-func (j *Journal) Pending() int {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return int(j.pendingLocked())
+// Pending returns how many records are not yet acknowledged. It takes no
+// lock: it answers while Append, Read or Ack wait on the disk.
+func (j *Journal) Pending() int { return int(j.pending.Load()) }
+
+// countLocked brings pending and bytes up to date; mu is held.
+func (j *Journal) countLocked() {
+	j.pending.Store(int64(j.pendingLocked()))
+	j.bytes.Store(j.bytesLocked())
 }
 
 func (j *Journal) pendingLocked() uint64 {
@@ -572,12 +666,9 @@ func (j *Journal) pendingLocked() uint64 {
 	return n
 }
 
-// Bytes returns the size of the segment files.
-func (j *Journal) Bytes() int64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.bytesLocked()
-}
+// Bytes returns the size of the segment files. Like Pending, it takes no
+// lock.
+func (j *Journal) Bytes() int64 { return j.bytes.Load() }
 
 func (j *Journal) bytesLocked() int64 {
 	var n int64
@@ -588,23 +679,51 @@ func (j *Journal) bytesLocked() int64 {
 }
 
 // OldestAge returns how long the oldest unacknowledged record has waited;
-// 0 when there is none.
+// 0 when there is none. It reads that record's time without a lock; a
+// segment acknowledged and deleted meanwhile sends it to look again.
 func (j *Journal) OldestAge() time.Duration {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.closed || j.pendingLocked() == 0 {
-		return 0
+	for range 3 {
+		j.mu.Lock()
+		s, off, ok := j.oldestLocked()
+		j.mu.Unlock()
+		if !ok {
+			return 0
+		}
+		f, err := os.Open(j.path(s))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0
+		}
+		at, _, _, err := readRecord(f, off, s.size)
+		f.Close()
+		if err != nil {
+			return 0
+		}
+		return max(0, j.cfg.Now().Sub(at))
 	}
-	f, err := os.Open(j.path(j.segs[0]))
-	if err != nil {
-		return 0
+	return 0
+}
+
+// oldestLocked returns the segment and offset of the oldest
+// unacknowledged record. It need not be in the first segment: one wholly
+// acknowledged while an Append wrote stays until a later Ack. mu is held.
+func (j *Journal) oldestLocked() (segment, int64, bool) {
+	if j.closed {
+		return segment{}, 0, false
 	}
-	defer f.Close()
-	at, _, _, err := readRecord(f, j.headOff, j.segs[0].size)
-	if err != nil {
-		return 0
+	for i, s := range j.segs {
+		if s.base+s.count <= j.head {
+			continue
+		}
+		if i == 0 {
+			return s, j.headOff, true
+		}
+		// Only the first segment has acknowledged records at its start.
+		return s, int64(len(magic)), true
 	}
-	return max(0, j.cfg.Now().Sub(at))
+	return segment{}, 0, false
 }
 
 // Dir returns the journal's directory.
@@ -614,6 +733,8 @@ func (j *Journal) Dir() string { return j.cfg.Dir }
 func (j *Journal) Close() error {
 	j.appendMu.Lock()
 	defer j.appendMu.Unlock()
+	j.readMu.Lock()
+	defer j.readMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.closed = true

@@ -289,3 +289,74 @@ func TestJournalIsOneProcessAtATime(t *testing.T) {
 		t.Fatalf("after the refused Open, %d records, want 1", len(got))
 	}
 }
+
+// TestConfigValidate: Validate judges the settings as Open uses them,
+// defaults included, names each bad one once, and leaves c as it is.
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		cfg  journal.Config
+		want []string // each in the message exactly once; none: valid
+	}{
+		{"defaults", journal.Config{Dir: dir}, nil},
+		{"segment of the default cap", journal.Config{Dir: dir, SegmentBytes: journal.DefaultMaxBytes / 4}, nil},
+		{"no directory", journal.Config{}, []string{"journal directory is empty"}},
+		{"segment over a quarter of the default cap", journal.Config{Dir: dir, SegmentBytes: journal.DefaultMaxBytes/4 + 1}, []string{"at most a quarter of the cap"}},
+		{"segment over a quarter of the cap", journal.Config{Dir: dir, MaxBytes: 64 << 20, SegmentBytes: 32 << 20}, []string{"at most a quarter of the cap"}},
+		{"segment below a record", journal.Config{Dir: dir, SegmentBytes: 1 << 10}, []string{"room for a record"}},
+		{"negative segment", journal.Config{Dir: dir, SegmentBytes: -1}, []string{"room for a record"}},
+		{"cap below four segments", journal.Config{Dir: dir, MaxBytes: 1 << 20}, []string{"size cap"}},
+		{"negative cap", journal.Config{Dir: dir, MaxBytes: -1}, []string{"size cap"}},
+		{"all at once", journal.Config{MaxBytes: 1 << 20, SegmentBytes: 1 << 20}, []string{"directory", "size cap", "quarter of the cap"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.cfg
+			err := tt.cfg.Validate()
+			if tt.cfg.MaxBytes != before.MaxBytes || tt.cfg.SegmentBytes != before.SegmentBytes {
+				t.Errorf("Validate changed the config: %+v, was %+v", tt.cfg, before)
+			}
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate accepted %+v", tt.cfg)
+			}
+			for _, w := range tt.want {
+				if n := strings.Count(err.Error(), w); n != 1 {
+					t.Errorf("%q %d times in %q, want once", w, n, err)
+				}
+			}
+			if _, err := journal.Open(tt.cfg); err == nil {
+				t.Errorf("Open accepted what Validate refused")
+			}
+		})
+	}
+}
+
+// TestJournalMetricsTwiceOnARegistry: a second journal on the same
+// registry is an error from Open, not a panic, and leaves the first
+// journal's metrics registered.
+func TestJournalMetricsTwiceOnARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	j, err := journal.Open(journal.Config{Dir: t.TempDir(), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if _, err := j.Append(records(0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := journal.Open(journal.Config{Dir: t.TempDir(), Registerer: reg})
+	if err == nil {
+		j2.Close()
+		t.Fatal("second journal registered on the same registry")
+	}
+	if got := metrictest.Value(t, reg, "rackplane_journal_records_pending", nil); got != 2 {
+		t.Errorf("rackplane_journal_records_pending = %v after the refused Open, want 2", got)
+	}
+}

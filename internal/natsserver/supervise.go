@@ -34,12 +34,16 @@ type Supervised struct {
 	mu       sync.Mutex
 	s        *server.Server
 	restarts int
+	// stopped is set by Shutdown: a restart in progress then starts no
+	// server, or stops the one it just started, which Shutdown missed.
+	stopped bool
+	stop    chan struct{} // closed by Shutdown: Run returns
 }
 
 // StartSupervised starts a server whose log goes to log (warnings and
 // errors; notices at debug level). Run watches it.
 func StartSupervised(cfg Config, log *slog.Logger) (*Supervised, error) {
-	sv := &Supervised{cfg: cfg, log: log, critical: make(chan string, 1)}
+	sv := &Supervised{cfg: cfg, log: log, critical: make(chan string, 1), stop: make(chan struct{})}
 	s, err := sv.start()
 	if err != nil {
 		return nil, err
@@ -71,8 +75,19 @@ func (sv *Supervised) Restarts() int {
 // Run starts the server again, on the same address and store, each time
 // its JetStream store reports a critical write error, once the store's
 // directory can be written to again; clients reconnect on their own. It
-// returns when ctx ends, leaving the server running (Shutdown stops it).
+// returns when ctx ends, leaving the server running (Shutdown stops it),
+// or after Shutdown.
 func (sv *Supervised) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		// A restart waiting for the store gives up at Shutdown.
+		select {
+		case <-sv.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		var why string
 		select {
@@ -113,29 +128,43 @@ func (sv *Supervised) restart(ctx context.Context) error {
 	case <-sv.critical:
 	default:
 	}
+	started := false
 	err = backoff.Retry(ctx, backoff.Policy{Max: 5 * time.Second}, func(context.Context) error {
 		s, err := sv.start()
 		if err != nil {
 			return err
 		}
 		sv.mu.Lock()
-		sv.s = s
+		if sv.stopped {
+			// Shutdown came while this one started: it stopped the old one.
+			sv.mu.Unlock()
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil
+		}
+		sv.s, started = s, true
 		sv.restarts++
 		sv.mu.Unlock()
 		return nil
 	}, func(err error, wait time.Duration) {
 		sv.log.Error("embedded NATS: start again", "err", err, "retry_in", wait)
 	})
-	if err != nil {
-		return nil // ctx ended
+	if err != nil || !started {
+		return nil // ctx ended, or Shutdown
 	}
 	sv.log.Info("embedded NATS: started again", "url", sv.Server().ClientURL())
 	return nil
 }
 
-// Shutdown stops the server.
+// Shutdown stops the server, and a restart in progress; Run returns.
 func (sv *Supervised) Shutdown() {
-	s := sv.Server()
+	sv.mu.Lock()
+	if !sv.stopped {
+		sv.stopped = true
+		close(sv.stop)
+	}
+	s := sv.s
+	sv.mu.Unlock()
 	s.Shutdown()
 	s.WaitForShutdown()
 }

@@ -38,6 +38,10 @@ type bootloaderFiles struct {
 // its netboot tree.
 const debianInstallerARM64 = "usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64/"
 
+// GRUBEFI is the bootloader name of GRUB for UEFI; its amd64 versions
+// hold the x86_64-efi modules GRUB loads at run time.
+const GRUBEFI = "grub-efi"
+
 // systemBootloaders is what the importer looks for. pxelinux.0 needs the
 // ldlinux.c32 of the same syslinux build, so the modules are part of the
 // pxelinux version rather than a version of their own.
@@ -51,7 +55,7 @@ var systemBootloaders = []systemBootloader{
 		},
 		globs: []string{"usr/lib/syslinux/modules/bios/*.c32"},
 	}}},
-	{name: "grub-efi", arch: "amd64", alternatives: []bootloaderFiles{
+	{name: GRUBEFI, arch: "amd64", alternatives: []bootloaderFiles{
 		{
 			pkg:      "grub-efi-amd64-signed",
 			required: "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
@@ -84,7 +88,7 @@ var systemBootloaders = []systemBootloader{
 	// Firmware asks for bootloaders by bare name, whatever its arch, so a
 	// stored name must be unique across arches (grubaa64.efi, not a second
 	// grubx64.efi): TestSystemBootloaderNamesAreUniqueAcrossArches.
-	{name: "grub-efi", arch: "arm64", alternatives: []bootloaderFiles{{
+	{name: GRUBEFI, arch: "arm64", alternatives: []bootloaderFiles{{
 		pkg:      "debian-installer-12-netboot-arm64",
 		required: debianInstallerARM64 + "grubaa64.efi",
 		files: map[string]string{

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/region/machine"
@@ -56,8 +57,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// New returns a follower.
-func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *slog.Logger, cfg Config) *Follower {
+// New returns a follower. It fails when cfg.Registerer holds a
+// follower's metric already.
+func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *slog.Logger, cfg Config) (*Follower, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
@@ -68,9 +70,11 @@ func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *sl
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		})}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(f.delay)
+		if err := cfg.Registerer.Register(f.delay); err != nil {
+			return nil, rackplane.WrapError(rackplane.ECONFLICT, err, "follower metrics")
+		}
 	}
-	return f
+	return f, nil
 }
 
 // Run follows the log until ctx ends.

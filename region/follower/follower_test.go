@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/region/follower"
@@ -26,7 +27,10 @@ func TestFollowerReactsToRackEvents(t *testing.T) {
 	machines := machine.NewService(db, nil, log)
 	preseeds := preseed.NewService(db, nil, log)
 	wake := db.NewEventWatch()
-	f := follower.New(db, machines, preseeds, log, follower.Config{Wake: wake, Poll: 300 * time.Millisecond})
+	f, err := follower.New(db, machines, preseeds, log, follower.Config{Wake: wake, Poll: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 2)
 	go func() { done <- wake.Run(ctx) }()
 	go func() { done <- f.Run(ctx) }()
@@ -86,5 +90,17 @@ func TestFollowerReactsToRackEvents(t *testing.T) {
 	vs, _ := preseeds.Versions(ctx, "rack-default")
 	if len(ms) != 1 || len(vs) != 1 {
 		t.Fatalf("after the repeats: %d machines, %d versions", len(ms), len(vs))
+	}
+}
+
+// A second follower on one registry is an error from New, not a panic.
+func TestFollowerMetricsTwiceOnARegistry(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+	if _, err := follower.New(nil, nil, nil, log, follower.Config{Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follower.New(nil, nil, nil, log, follower.Config{Registerer: reg}); err == nil {
+		t.Fatal("second follower registered its metrics on the same registry")
 	}
 }

@@ -106,6 +106,15 @@ func (s *Server) Handle(subject, queue string, h HandlerFunc) error {
 	s.mu.Lock()
 	s.subs = append(s.subs, sub)
 	s.mu.Unlock()
+	// A request sent once Handle has returned must find the handler: the
+	// server learns of a subscription asynchronously, so wait for it to
+	// have this one (when connected; otherwise the subscription is sent
+	// on connecting, before any request can be).
+	if s.nc.IsConnected() {
+		if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+			s.log.Warn("rpc: the server may not have the subscription yet", "subject", subject, "err", err)
+		}
+	}
 	return nil
 }
 

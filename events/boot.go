@@ -46,6 +46,10 @@ type BootDecision struct {
 	// file name for PXE clients, an http(s) URL for HTTP boot and iPXE
 	// clients. Empty: the rack chooses by the client's architecture.
 	BootFile string `json:"boot_file,omitempty"`
+	// RackID is the rack the decision is for (the machine's deploy or
+	// boot rack): it goes on that rack's subject alone. Empty when the
+	// machine has no rack yet; then no rack hears it until one asks.
+	RackID string `json:"rack_id,omitempty"`
 }
 
 // BootDecisionCleared is the data of TypeBootDecisionCleared: the region no
@@ -54,6 +58,8 @@ type BootDecisionCleared struct {
 	MAC       string `json:"mac"`
 	MachineID string `json:"machine_id,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+	// RackID is the rack that is to forget the MAC, as BootDecision's.
+	RackID string `json:"rack_id,omitempty"`
 }
 
 // BootDecisionRequest asks the region, over

@@ -2,9 +2,9 @@ package events
 
 import "strings"
 
-// Methods a rack answers under RackRPCSubject(rackID, method). Info and
-// capabilities are also asked of every rack at once, under
-// RacksRPCSubject(method). docs/wire.md gives their bodies.
+// Methods a rack answers under RackRPCSubject(rackID, method): only rack
+// rackID may subscribe there, so the answer is that rack's. docs/wire.md
+// gives their bodies.
 const (
 	MethodInfo               = "info"
 	MethodCapabilities       = "capabilities"
@@ -24,8 +24,9 @@ const (
 	MethodImagesScrub   = "images.scrub"
 )
 
-// Methods the region answers under RegionRPCSubject(method), in queue
-// group RegionQueue.
+// Methods the region answers under RegionRPCSubject(rackID, method), in
+// queue group RegionQueue. The region answers each about the asking
+// rack's business only: the rack id of the subject, never of the body.
 const (
 	MethodBootDecision  = "boot_decision"
 	MethodPreseed       = "preseed"
@@ -33,7 +34,46 @@ const (
 	// MethodSubnets gives a rack the managed DHCP subnets it serves, as
 	// they are now (see SubnetsRequest).
 	MethodSubnets = "subnets"
+	// MethodFollow has the region (re)create the consumer through which
+	// the rack reads the region events of one purpose, starting after a
+	// stream sequence (FollowRequest).
+	MethodFollow = "follow"
 )
+
+// What a rack follows of the region stream, each through a consumer of its
+// own (RackConsumerName) that the region positions (MethodFollow).
+const (
+	FollowBoot    = "boot"    // boot_decision_set and boot_decision_cleared
+	FollowSubnets = "subnets" // subnet_set and subnet_deleted
+)
+
+// FollowTypes returns the event types a rack follows for purpose, or nil
+// for an unknown purpose.
+func FollowTypes(purpose string) []string {
+	switch purpose {
+	case FollowBoot:
+		return []string{TypeBootDecisionSet, TypeBootDecisionCleared}
+	case FollowSubnets:
+		return []string{TypeSubnetSet, TypeSubnetDeleted}
+	}
+	return nil
+}
+
+// FollowRequest asks the region, over RegionRPCSubject(rackID,
+// MethodFollow), to start the asking rack's consumer for Purpose after
+// stream sequence After (0: from the start of the stream). The region
+// deletes and creates it, so it delivers from there whatever it delivered
+// before: the rack asks whenever it starts following, with the sequence
+// it has applied.
+type FollowRequest struct {
+	Purpose string `json:"purpose"`
+	After   uint64 `json:"after"`
+}
+
+// FollowReply answers a FollowRequest with the consumer's name.
+type FollowReply struct {
+	Consumer string `json:"consumer"`
+}
 
 // Parts of an rpc exchange, each with its own schema file.
 const (

@@ -20,35 +20,35 @@ type Permissions struct {
 }
 
 // RackPermissions is everything rack rackID needs and nothing more: it
-// publishes only its own events and heartbeats and asks the region; it
-// listens only on its own subjects, the broadcast rpc subjects and its
-// inbox; of JetStream it may only read the region's events with an
-// ephemeral consumer. Replies to the requests it answers go out under
-// allow_responses, so it needs no publish rights on other clients' inboxes.
-// Another rack's rpc, events or replies are out of its reach, and it
-// cannot forge region events or alter a stream.
+// publishes only its own events and heartbeats, asks the region only under
+// its own id, and listens only on its own subjects and inbox. Of JetStream
+// it may read the streams' state and its own consumers of the region
+// stream, which the region creates for it (MethodFollow) on its own
+// subjects: it cannot create or delete a consumer or a stream, or read
+// another rack's boot decisions. Replies to the requests it answers go out
+// under allow_responses, so it needs no publish rights on other clients'
+// inboxes. Another rack's rpc, events or replies are out of its reach, and
+// it cannot forge region events.
 func RackPermissions(rackID string) Permissions {
 	own := "rackplane.rack." + rackID + ".>"
 	js := "$JS.API."
-	return Permissions{
+	p := Permissions{
 		Publish: []string{
 			own,
-			"rackplane.region.rpc.>",
-			js + "INFO",
+			"rackplane.region.rpc." + rackID + ".>",
 			js + "STREAM.INFO." + RegionStream,
 			js + "STREAM.INFO." + RackStream,
-			js + "CONSUMER.CREATE." + RegionStream,
-			js + "CONSUMER.CREATE." + RegionStream + ".>",
-			js + "CONSUMER.INFO." + RegionStream + ".>",
-			js + "CONSUMER.DELETE." + RegionStream + ".>",
-			js + "CONSUMER.MSG.NEXT." + RegionStream + ".>",
 		},
 		Subscribe: []string{
 			own,
-			"rackplane.racks.rpc.>",
 			RackInboxPrefix(rackID) + ".>",
 		},
 	}
+	for _, purpose := range []string{FollowBoot, FollowSubnets} {
+		c := RegionStream + "." + RackConsumerName(rackID, purpose)
+		p.Publish = append(p.Publish, js+"CONSUMER.INFO."+c, js+"CONSUMER.MSG.NEXT."+c)
+	}
+	return p
 }
 
 // NATSConfig renders p as a permissions block of a NATS server

@@ -1,6 +1,9 @@
 package events
 
-import "errors"
+import (
+	"encoding/json"
+	"errors"
+)
 
 // JetStream stream names. The region owns the streams and creates them at
 // start (internal/eventbus.EnsureStreams); a rack that starts first keeps
@@ -48,10 +51,49 @@ func TokenStreamName(id string) string { return TokenStreamPrefix + id }
 // source and type.
 func SubjectFor(e Event) (string, error) {
 	if e.Source == RegionSource {
+		if rack := RackOfRegionEvent(e); rack != "" {
+			return RegionRackEventSubject(rack, e.Type), nil
+		}
 		return RegionEventSubject(e.Type), nil
 	}
 	if id := RackIDFromSource(e.Source); id != "" {
 		return RackEventSubject(id, e.Type), nil
 	}
 	return "", errors.New("event source is neither region nor rack")
+}
+
+// forRack are the region event types meant for one rack, named by their
+// data's rack_id: they go on that rack's subject alone, since they hold
+// what only it may know (its machines' boot decisions, its subnets).
+var forRack = map[string]bool{
+	TypeBootDecisionSet: true, TypeBootDecisionCleared: true,
+	TypeSubnetSet: true, TypeSubnetDeleted: true,
+}
+
+// RackOfRegionEvent returns the rack a region event is meant for, or ""
+// when it is for the region alone.
+func RackOfRegionEvent(e Event) string {
+	if !forRack[e.Type] {
+		return ""
+	}
+	var d struct {
+		RackID string `json:"rack_id"`
+	}
+	if json.Unmarshal(e.Data, &d) != nil || !isToken(d.RackID) {
+		return ""
+	}
+	return d.RackID
+}
+
+// isToken reports whether s can stand as one token of a NATS subject.
+func isToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if c <= ' ' || c == '.' || c == '*' || c == '>' || c > '~' {
+			return false
+		}
+	}
+	return true
 }

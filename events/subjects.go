@@ -3,8 +3,11 @@ package events
 import "strings"
 
 // The subject scheme confines each rack to its own subjects: rack X may
-// publish only rackplane.rack.X.> and rackplane.region.rpc.>, so the region
-// can trust the rack id in a subject (and checks it against the source).
+// publish only rackplane.rack.X.> and rackplane.region.rpc.X.>, and read
+// only rackplane.rack.X.> and the region events meant for it, so the region
+// knows who is talking by the subject alone (NATS permissions, which the
+// region grants by the rack's credentials, enforce it), never by a field
+// of the payload.
 const (
 	Prefix = "rackplane"
 
@@ -38,15 +41,46 @@ func RackRPCSubject(rackID, method string) string {
 	return "rackplane.rack." + rackID + ".rpc." + method
 }
 
-// RacksRPCSubject addresses method on every rack at once (scatter-gather).
-func RacksRPCSubject(method string) string {
-	return "rackplane.racks.rpc." + method
+// RegionRPCSubject is where rack rackID asks the region method; region
+// instances answer it in queue group RegionQueue so exactly one of them
+// does. The rack id in the subject is who asks: a rack may publish only
+// under its own, so the region answers only about that rack's business.
+func RegionRPCSubject(rackID, method string) string {
+	return "rackplane.region.rpc." + rackID + "." + method
 }
 
-// RegionRPCSubject addresses method on the region; region instances answer
-// it in queue group RegionQueue so exactly one of them does.
-func RegionRPCSubject(method string) string {
-	return "rackplane.region.rpc." + method
+// RegionRPCWildcard matches method asked by any rack.
+func RegionRPCWildcard(method string) string {
+	return "rackplane.region.rpc.*." + method
+}
+
+// RackIDFromRegionRPCSubject returns the asking rack of a
+// RegionRPCSubject, or "" when subject is not one.
+func RackIDFromRegionRPCSubject(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 5 || parts[0] != Prefix || parts[1] != "region" || parts[2] != "rpc" {
+		return ""
+	}
+	return parts[3]
+}
+
+// RegionRackEventSubject is where the region publishes an event of type
+// typ meant for rack rackID alone (its boot decisions, its subnets). A
+// rack can read only its own: the region creates the consumers racks read
+// them with (RackConsumerName).
+func RegionRackEventSubject(rackID, typ string) string {
+	return "rackplane.region.rack." + rackID + ".event." + Name(typ)
+}
+
+// RegionRackEventsWildcard matches region events meant for any rack.
+const RegionRackEventsWildcard = "rackplane.region.rack.*.event.>"
+
+// RackConsumerName is the region stream consumer through which rack rackID
+// reads the region events it follows for purpose (FollowBoot,
+// FollowSubnets). The region creates and positions it (MethodFollow):
+// racks may not create or delete consumers, only read their own.
+func RackConsumerName(rackID, purpose string) string {
+	return "rack_" + rackID + "_" + purpose
 }
 
 // RegionQueue is the queue group region instances share for rpc.

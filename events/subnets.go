@@ -30,11 +30,15 @@ type SubnetSet struct {
 	Subnet
 }
 
-// SubnetDeleted is the data of TypeSubnetDeleted.
+// SubnetDeleted is the data of TypeSubnetDeleted: rack RackID no longer
+// serves the subnet. When MovedToRackID is set the subnet lives on, served
+// by that rack (a subnet_set for it follows): the event goes to the rack
+// that loses it, since each rack hears only of its own subnets.
 type SubnetDeleted struct {
-	SubnetID string `json:"subnet_id"`
-	RackID   string `json:"rack_id"`
-	CIDR     string `json:"cidr,omitempty"`
+	SubnetID      string `json:"subnet_id"`
+	RackID        string `json:"rack_id"`
+	CIDR          string `json:"cidr,omitempty"`
+	MovedToRackID string `json:"moved_to_rack_id,omitempty"`
 }
 
 // SubnetsRequest asks the region, over RegionRPCSubject(MethodSubnets),

@@ -60,7 +60,7 @@ func (r *Rack) callRegion(ctx context.Context, method string, req, out any) erro
 	if !r.nc.IsConnected() {
 		return rackplane.Errorf(rackplane.EUNAVAILABLE, "not connected to NATS: the region cannot be asked")
 	}
-	return rpc.Call(ctx, r.nc, events.RegionRPCSubject(method), req, out)
+	return rpc.Call(ctx, r.nc, events.RegionRPCSubject(r.id, method), req, out)
 }
 
 // prefetchPreseed fills the cache: the region records no fetch for it.

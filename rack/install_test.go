@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
@@ -35,10 +36,18 @@ func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(ns.Connect(), "region", slog.New(slog.DiscardHandler), 4, 5*time.Second)
+	nc := ns.Connect()
+	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, 5*time.Second)
 	calls.srv = srv
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.ServeFollow(srv, js); err != nil {
+		t.Fatal(err)
+	}
 	handle := func(method string, answer func(req map[string]any) (any, error)) {
-		if err := srv.Handle(events.RegionRPCSubject(method), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+		if err := srv.Handle(events.RegionRPCWildcard(method), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
 			if err := set.ValidateJSON("rpc.region."+method+".request", data); err != nil {
 				t.Errorf("the rack's %s request breaks its schema: %v", method, err)
 			}
@@ -93,7 +102,7 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	const machineID = "0190f0e0-0000-7000-8000-0000000000aa"
 	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
 		events.BootDecision{MAC: "52:54:00:00:00:aa", MachineID: machineID, Purpose: events.BootPurposeInstall,
-			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID})
+			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -461,9 +461,6 @@ func (r *Rack) Run(ctx context.Context) error {
 	if err := r.rpc.Handle(events.RackRPCSubject(r.id, events.MethodInfo), "", infoHandler); err != nil {
 		return err
 	}
-	if err := r.rpc.Handle(events.RacksRPCSubject(events.MethodInfo), "", infoHandler); err != nil {
-		return err
-	}
 	defer r.rpc.Close()
 	if err := r.images.RegisterRPC(r.rpc, r.id); err != nil {
 		return err

@@ -131,12 +131,6 @@ func TestIdentityAndInfo(t *testing.T) {
 	if err != nil || info.ID != r.ID() || info.Name != "info-rack" {
 		t.Fatalf("info: %+v %v", info, err)
 	}
-	gctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	g, err := rpc.Gather(gctx, nc, events.RacksRPCSubject("info"), struct{}{}, []string{r.ID()})
-	if err != nil || !g.Complete {
-		t.Fatalf("every-rack info: %+v %v", g, err)
-	}
 	first := r.ID()
 	stop()
 	r2, stop2 := infoRack(t, ns, dir)

@@ -79,8 +79,9 @@ func (h *harness) newMachine(hostname, mac string) machineOut {
 
 func (h *harness) deploy(m machineOut) {
 	h.t.Helper()
-	if code := h.do("POST", "/api/v1/machines/"+m.ID+"/deploy", map[string]any{"os": "ubuntu", "release": "noble"}, nil); code != 200 {
-		h.t.Fatalf("deploy %s: %d", m.Hostname, code)
+	code, body, _ := h.raw("POST", h.api+"/api/v1/machines/"+m.ID+"/deploy", nil, `{"os": "ubuntu", "release": "noble"}`)
+	if code != 200 {
+		h.t.Fatalf("deploy %s: %d %s", m.Hostname, code, body)
 	}
 }
 

@@ -187,7 +187,7 @@ func (r *Region) Run(ctx context.Context) error {
 	}
 	rpcs := rpc.NewServer(r.nc, "region", r.log, 64, 10*time.Second)
 	defer rpcs.Close()
-	racks := rackrpc.New(r.db, r.machines, r.log)
+	racks := rackrpc.New(r.db, r.machines, r.js, r.log)
 	for _, c := range racks.Collectors() {
 		if err := r.registry.Register(c); err != nil {
 			return fmt.Errorf("rack rpc metrics: %w", err)

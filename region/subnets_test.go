@@ -150,7 +150,7 @@ func TestSubnets(t *testing.T) {
 	// A rack that asks for its subnets gets its own, valid against the
 	// reply's schema, and no other rack's.
 	var raw json.RawMessage
-	if err := rpc.Call(t.Context(), h.nc, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: rackA.ID()}, &raw); err != nil {
+	if err := rpc.Call(t.Context(), h.nc, events.RegionRPCSubject(rackA.ID(), events.MethodSubnets), events.SubnetsRequest{RackID: rackA.ID()}, &raw); err != nil {
 		t.Fatal(err)
 	}
 	schemas, err := schema.Default()

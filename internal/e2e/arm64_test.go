@@ -100,7 +100,7 @@ func arm64Boot(t *testing.T, mac, loader string) {
 	preseedAsked := make(chan map[string]string, 4)
 	region := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, 5*time.Second)
 	t.Cleanup(region.Close)
-	if err := region.Handle(events.RegionRPCSubject(events.MethodPreseed), "", func(_ context.Context, data []byte) (any, error) {
+	if err := region.Handle(events.RegionRPCWildcard(events.MethodPreseed), "", func(_ context.Context, data []byte) (any, error) {
 		var req map[string]string
 		if err := json.Unmarshal(data, &req); err != nil {
 			return nil, err

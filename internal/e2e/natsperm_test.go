@@ -223,6 +223,23 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 			_, err := nc.Subscribe("_INBOX.>", func(*nats.Msg) {})
 			return err
 		}},
+		{"ask the region as rack-b", events.RegionRPCSubject(idB, events.MethodPreseed), func() error {
+			return nc.PublishRequest(events.RegionRPCSubject(idB, events.MethodPreseed), events.RackInboxPrefix(idA)+".x",
+				[]byte(`{"rack_id":"`+idB+`","machine_id":"`+m.ID+`"}`))
+		}},
+		{"read rack-b's boot decisions", events.RegionRackEventSubject(idB, events.TypeBootDecisionSet), func() error {
+			_, err := nc.Subscribe(events.RegionRackEventSubject(idB, events.TypeBootDecisionSet), func(*nats.Msg) {})
+			return err
+		}},
+		{"create a consumer of its own", "$JS.API.CONSUMER.CREATE." + events.RegionStream, func() error {
+			return nc.PublishRequest("$JS.API.CONSUMER.CREATE."+events.RegionStream+".mine", events.RackInboxPrefix(idA)+".y", []byte(`{}`))
+		}},
+		{"delete the region's consumer", "$JS.API.CONSUMER.DELETE." + events.RegionStream, func() error {
+			return nc.PublishRequest("$JS.API.CONSUMER.DELETE."+events.RegionStream+"."+events.RackConsumerName(idA, events.FollowBoot), events.RackInboxPrefix(idA)+".z", nil)
+		}},
+		{"read rack-b's consumer", "$JS.API.CONSUMER.MSG.NEXT." + events.RegionStream + "." + events.RackConsumerName(idB, events.FollowBoot), func() error {
+			return nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+events.RegionStream+"."+events.RackConsumerName(idB, events.FollowBoot), events.RackInboxPrefix(idA)+".w", []byte(`{"batch":1}`))
+		}},
 	}
 	for _, at := range attempts {
 		if err := at.do(); err != nil {
@@ -248,6 +265,17 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 		}
 		return nil
 	})
+	// Asking as itself about a machine of another rack gets nothing: the
+	// machine deploys from rack-a, so as rack-b's credentials would, and
+	// a body naming the right rack does not help.
+	var reply struct {
+		Error *struct{ Code string }
+	}
+	if msg, err := nc.Request(events.RegionRPCSubject(idA, events.MethodSubnets), []byte(`{"rack_id":"`+idB+`"}`), 5*time.Second); err != nil {
+		t.Fatalf("rack-a asking for rack-b's subnets: %v", err)
+	} else if json.Unmarshal(msg.Data, &reply); reply.Error == nil || reply.Error.Code != "forbidden" {
+		t.Fatalf("rack-a asking for rack-b's subnets: %s", msg.Data)
+	}
 	// Nor can it ask rack-b anything, or read the rack events stream.
 	if _, err := nc.Request(events.RackRPCSubject(idB, "info"), []byte(`{}`), time.Second); err == nil {
 		t.Fatal("rack-a's credentials got an answer from rack-b's rpc")

@@ -167,13 +167,13 @@ func TestRackWrittenFromTheWireContract(t *testing.T) {
 	}
 
 	// rpc as the contract says: the reply envelope, from the rack, on its
-	// own subject and on the broadcast one.
+	// own subject.
 	nc, err := nats.Connect(withUser("region", "region-pw"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	for _, subject := range []string{"rackplane.rack." + id + ".rpc.info", "rackplane.racks.rpc.info", "rackplane.rack." + id + ".rpc.capabilities"} {
+	for _, subject := range []string{"rackplane.rack." + id + ".rpc.info", "rackplane.rack." + id + ".rpc.capabilities"} {
 		msg, err := nc.Request(subject, []byte(`{}`), 5*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", subject, err)

@@ -52,7 +52,7 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 		{
 			Name:        events.RegionStream,
 			Description: "events published by the region",
-			Subjects:    []string{events.RegionEventsWildcard},
+			Subjects:    []string{events.RegionEventsWildcard, events.RegionRackEventsWildcard},
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      o.MaxAge,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,8 +119,19 @@ func (s *Server) Handle(subject, queue string, h HandlerFunc) error {
 	return nil
 }
 
+// subjectKey carries the subject a request came on in a handler's context.
+type subjectKey struct{}
+
+// Subject returns the subject the request being handled came on. Under
+// subject permissions it says who asked (a rack may publish only under its
+// own id), which the body cannot: handlers authorise by it.
+func Subject(ctx context.Context) string {
+	s, _ := ctx.Value(subjectKey{}).(string)
+	return s
+}
+
 func (s *Server) serve(m *nats.Msg, h HandlerFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), subjectKey{}, m.Subject), s.timeout)
 	defer cancel()
 	reply := Reply{From: s.from}
 	res, err := safeCall(ctx, h, m.Data)
@@ -221,34 +233,39 @@ type Gathered struct {
 	Dropped  int           // malformed or duplicate replies ignored
 }
 
-// Gather publishes req on subject and collects replies until every name in
-// expect has answered (when expect is not empty) or ctx ends — it never
-// waits past ctx's deadline, and replies after it are dropped with the
-// inbox. Replies from responders not in expect are kept too.
-func Gather(ctx context.Context, nc *nats.Conn, subject string, req any, expect []string) (Gathered, error) {
+// Gather sends req to each responder on its own subject (subjects maps a
+// responder's name to it) and collects replies until every one has
+// answered or ctx ends — it never waits past ctx's deadline, and replies
+// after it are dropped with the inbox. Each request has its own reply
+// subject, and a reply counts as its responder's by that subject alone,
+// whatever its body says: under subject permissions only the responder
+// received that request, so no one else can answer in its place.
+func Gather(ctx context.Context, nc *nats.Conn, subjects map[string]string, req any) (Gathered, error) {
 	start := time.Now()
 	body, err := json.Marshal(req)
 	if err != nil {
 		return Gathered{}, fmt.Errorf("encode request: %w", err)
 	}
-	inbox := nc.NewRespInbox()
+	inbox := nc.NewInbox()
 	ch := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	sub, err := nc.ChanSubscribe(inbox+".*", ch)
 	if err != nil {
 		return Gathered{}, rackplane.WrapError(rackplane.EUNAVAILABLE, err, "subscribe reply inbox")
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subject, inbox, body); err != nil {
-		return Gathered{}, rackplane.WrapError(rackplane.EUNAVAILABLE, err, "publish %s", subject)
+	byReply := make(map[string]string, len(subjects))
+	n := 0
+	for name, subject := range subjects {
+		reply := inbox + "." + strconv.Itoa(n)
+		n++
+		byReply[reply] = name
+		if err := nc.PublishRequest(subject, reply, body); err != nil {
+			return Gathered{}, rackplane.WrapError(rackplane.EUNAVAILABLE, err, "publish %s", subject)
+		}
 	}
-	waiting := make(map[string]bool, len(expect))
-	for _, e := range expect {
-		waiting[e] = true
-	}
-	seen := map[string]bool{}
 	var g Gathered
 	for {
-		if len(expect) > 0 && len(waiting) == 0 {
+		if len(byReply) == 0 {
 			g.Complete = true
 			g.Elapsed = time.Since(start)
 			return g, nil
@@ -256,16 +273,16 @@ func Gather(ctx context.Context, nc *nats.Conn, subject string, req any, expect 
 		select {
 		case <-ctx.Done():
 			g.Elapsed = time.Since(start)
-			g.Complete = len(expect) > 0 && len(waiting) == 0
 			return g, nil
 		case m := <-ch:
+			name, ok := byReply[m.Subject]
 			var r Reply
-			if err := json.Unmarshal(m.Data, &r); err != nil || r.From == "" || seen[r.From] {
+			if !ok || json.Unmarshal(m.Data, &r) != nil {
 				g.Dropped++
 				continue
 			}
-			seen[r.From] = true
-			delete(waiting, r.From)
+			delete(byReply, m.Subject)
+			r.From = name
 			g.Replies = append(g.Replies, r)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -34,9 +36,6 @@ func TestCallAndGather(t *testing.T) {
 			return map[string]string{"name": name}, nil
 		}
 		if err := srv.Handle("test.one."+name, "", h); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Handle("test.all", "", h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,7 +83,8 @@ func TestCallAndGather(t *testing.T) {
 	gctx, gcancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer gcancel()
 	start := time.Now()
-	g, err := rpc.Gather(gctx, nc, "test.all", "x", []string{"a", "b", "slow"})
+	each := map[string]string{"a": "test.one.a", "b": "test.one.b", "slow": "test.one.slow"}
+	g, err := rpc.Gather(gctx, nc, each, "x")
 	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +94,23 @@ func TestCallAndGather(t *testing.T) {
 	}
 	// Without the slow one, it returns as soon as both answered.
 	start = time.Now()
-	g, _ = rpc.Gather(ctx, nc, "test.all", "x", []string{"a", "b"})
+	g, _ = rpc.Gather(ctx, nc, map[string]string{"a": "test.one.a", "b": "test.one.b"}, "x")
 	if !g.Complete || time.Since(start) > 150*time.Millisecond {
 		t.Fatalf("gather of the fast ones: complete=%v after %s", g.Complete, time.Since(start))
+	}
+
+	// A reply is its responder's by the request it answers, not by the
+	// name in its body: "liar" answers what was sent to it claiming to be
+	// "a", and is still counted as "liar".
+	liar := ns.Connect()
+	if _, err := liar.Subscribe("test.one.liar", func(m *nats.Msg) { _ = m.Respond([]byte(`{"from":"a","result":{"name":"a"}}`)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := liar.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	g, _ = rpc.Gather(ctx, nc, map[string]string{"liar": "test.one.liar"}, "x")
+	if !g.Complete || len(g.Replies) != 1 || g.Replies[0].From != "liar" {
+		t.Fatalf("gather: a reply counted by its body's name: %+v", g.Replies)
 	}
 }

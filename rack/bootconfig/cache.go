@@ -220,7 +220,7 @@ func (c *Cache) Lookup(ctx context.Context, mac string) (d events.BootDecision, 
 func (c *Cache) ask(ctx context.Context, mac string) (events.BootDecisionReply, error) {
 	var raw json.RawMessage
 	var reply events.BootDecisionReply
-	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject(events.MethodBootDecision), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
+	if err := rpc.Call(ctx, c.nc, events.RegionRPCSubject(c.cfg.RackID, events.MethodBootDecision), events.BootDecisionRequest{RackID: c.cfg.RackID, MAC: mac}, &raw); err != nil {
 		return reply, err
 	}
 	if err := c.schemas.ValidateJSON(BootDecisionReplySchema, raw); err != nil {
@@ -363,7 +363,8 @@ func (c *Cache) Run(ctx context.Context) error {
 		defer c.mu.RUnlock()
 		return c.seq
 	}
-	eventbus.Follow(ctx, c.js, []string{events.TypeBootDecisionSet, events.TypeBootDecisionCleared}, after, c.receive, c.log)
+	eventbus.Follow(ctx, eventbus.FollowConfig{NATS: c.nc, JetStream: c.js, RackID: c.cfg.RackID,
+		Purpose: events.FollowBoot, After: after, Handle: c.receive, Log: c.log})
 	return nil
 }
 

@@ -25,8 +25,23 @@ import (
 
 const rackID = "0190b6a4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"
 
+// regionEvent is a region event as the region publishes it: a boot
+// decision that names no rack is this rack's (the region names the rack
+// each decision is for, and it travels on that rack's subject alone).
 func regionEvent(t *testing.T, typ string, data any) *nats.Msg {
 	t.Helper()
+	switch d := data.(type) {
+	case events.BootDecision:
+		if d.RackID == "" {
+			d.RackID = rackID
+		}
+		data = d
+	case events.BootDecisionCleared:
+		if d.RackID == "" {
+			d.RackID = rackID
+		}
+		data = d
+	}
 	e, err := events.New(events.RegionSource, typ, "machine/m", time.Now(), data)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +84,7 @@ func TestCacheFollowsRegion(t *testing.T) {
 	var rpcCalls atomic.Int64
 	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, time.Second)
 	onRPC := events.BootDecision{MAC: "52:54:00:00:00:02", MachineID: "m-2", Purpose: events.BootPurposeLocal}
-	if err := srv.Handle(events.RegionRPCSubject("boot_decision"), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+	if err := srv.Handle(events.RegionRPCWildcard("boot_decision"), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
 		if err := schemas.ValidateJSON(bootconfig.BootDecisionRequestSchema, data); err != nil {
 			t.Errorf("rack's request breaks its schema: %v", err)
 		}
@@ -86,6 +101,9 @@ func TestCacheFollowsRegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	if err := eventbus.ServeFollow(srv, js); err != nil {
+		t.Fatal(err)
+	}
 
 	dir := t.TempDir()
 	now := time.Now()
@@ -112,11 +130,20 @@ func TestCacheFollowsRegion(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cache.Run(ctx) }()
 
+	// Another rack's decision never reaches this one: it is on that
+	// rack's subject, which this rack's consumer does not read.
+	other := events.BootDecision{MAC: "52:54:00:00:00:0a", MachineID: "m-10", Purpose: events.BootPurposeInstall, RackID: "0190b6a4-1c2d-7e3f-8a9b-0c1d2e3f4aff"}
+	if _, err := js.PublishMsg(ctx, regionEvent(t, events.TypeBootDecisionSet, other)); err != nil {
+		t.Fatal(err)
+	}
 	d1 := events.BootDecision{MAC: "52:54:00:00:00:01", MachineID: "m-1", Purpose: events.BootPurposeInstall, Kernel: "k", Initrd: "i", Params: []string{"a=1"}}
 	if _, err := js.PublishMsg(ctx, regionEvent(t, events.TypeBootDecisionSet, d1)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "decision from the stream", func() bool { return cache.Len() == 1 })
+	if _, ok := cache.Cached(other.MAC); ok {
+		t.Fatal("the rack cached another rack's boot decision")
+	}
 	got, ok := cache.Lookup(ctx, "52:54:00:00:00:01")
 	if !ok || got.MachineID != "m-1" || got.MAC != "52:54:00:00:00:01" {
 		t.Fatalf("lookup m-1: %+v %v", got, ok)

@@ -70,11 +70,15 @@ func BenchmarkScatterGather100Racks(b *testing.B) {
 		}
 	}
 	nc := ns.Connect()
+	ask := make(map[string]string, len(ids))
+	for _, id := range ids {
+		ask[id] = events.RackRPCSubject(id, events.MethodCapabilities)
+	}
 	var times []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		g, err := rpc.Gather(ctx, nc, events.RacksRPCSubject("capabilities"), struct{}{}, ids)
+		g, err := rpc.Gather(ctx, nc, ask, struct{}{})
 		cancel()
 		if err != nil || !g.Complete {
 			b.Fatalf("gather: complete=%v replies=%d err=%v", g.Complete, len(g.Replies), err)

@@ -316,14 +316,11 @@ func (r *Reporter) ValidateLicenceKey(req LicenceKeyRequest) (LicenceKeyResult, 
 	return LicenceKeyResult{Valid: true}, nil
 }
 
-// RegisterRPC answers capabilities (on the rack's subject and the
-// every-rack subject) and validate_licence_key.
+// RegisterRPC answers capabilities and validate_licence_key on the rack's
+// own subjects.
 func (r *Reporter) RegisterRPC(srv *rpc.Server, rackID string) error {
 	snapshot := func(context.Context, []byte) (any, error) { return r.snapshotJSON() }
 	if err := srv.Handle(events.RackRPCSubject(rackID, events.MethodCapabilities), "", snapshot); err != nil {
-		return err
-	}
-	if err := srv.Handle(events.RacksRPCSubject(events.MethodCapabilities), "", snapshot); err != nil {
 		return err
 	}
 	return srv.Handle(events.RackRPCSubject(rackID, events.MethodValidateLicenceKey), "", func(_ context.Context, data []byte) (any, error) {

@@ -323,7 +323,7 @@ func (c *Cache) Sync(ctx context.Context) error {
 		streamSeq = info.State.LastSeq
 	}
 	var raw json.RawMessage
-	if err := rpc.Call(ctx, c.cfg.NATS, events.RegionRPCSubject(events.MethodSubnets), events.SubnetsRequest{RackID: c.cfg.RackID}, &raw); err != nil {
+	if err := rpc.Call(ctx, c.cfg.NATS, events.RegionRPCSubject(c.cfg.RackID, events.MethodSubnets), events.SubnetsRequest{RackID: c.cfg.RackID}, &raw); err != nil {
 		return err
 	}
 	if err := c.schemas.ValidateJSON(ReplySchema, raw); err != nil {
@@ -405,8 +405,8 @@ func (c *Cache) Run(ctx context.Context) error {
 		defer c.mu.Unlock()
 		return c.seq
 	}
-	eventbus.Follow(ctx, js, []string{events.TypeSubnetSet, events.TypeSubnetDeleted}, after,
-		func(raw []byte, seq uint64) { _ = c.Receive(raw, seq) }, c.log)
+	eventbus.Follow(ctx, eventbus.FollowConfig{NATS: c.cfg.NATS, JetStream: js, RackID: c.cfg.RackID,
+		Purpose: events.FollowSubnets, After: after, Handle: func(raw []byte, seq uint64) { _ = c.Receive(raw, seq) }, Log: c.log})
 	// The sequence of events of other racks is kept for the next start.
 	c.mu.Lock()
 	p := c.snapshotLocked()

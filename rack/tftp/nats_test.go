@@ -69,7 +69,7 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 	go pub.Run(ctx)
 
 	// The region: decision A on the stream, decision B only over rpc.
-	decA := events.BootDecision{MAC: "52:54:00:aa:00:01", MachineID: "m-a", Purpose: events.BootPurposeInstall, Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"token=a-525400aa0001"}}
+	decA := events.BootDecision{MAC: "52:54:00:aa:00:01", MachineID: "m-a", Purpose: events.BootPurposeInstall, Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"token=a-525400aa0001"}, RackID: handofftest.RackID}
 	decB := events.BootDecision{MAC: "52:54:00:bb:00:02", MachineID: "m-b", Purpose: events.BootPurposeInstall, Kernel: "images/debian/v1/linux", Initrd: "images/debian/v1/initrd", Params: []string{"token=b-525400bb0002"}}
 	ev, _ := events.New(events.RegionSource, events.TypeBootDecisionSet, "machine/m-a", time.Now(), decA)
 	msg, _ := eventbus.Message(ev)
@@ -78,7 +78,7 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 	}
 	region := rpc.NewServer(nc, "region", log, 4, time.Second)
 	defer region.Close()
-	if err := region.Handle(events.RegionRPCSubject("boot_decision"), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
+	if err := region.Handle(events.RegionRPCWildcard("boot_decision"), events.RegionQueue, func(_ context.Context, data []byte) (any, error) {
 		var req events.BootDecisionRequest
 		json.Unmarshal(data, &req)
 		if req.MAC == decB.MAC {
@@ -86,6 +86,9 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 		}
 		return events.BootDecisionReply{}, nil
 	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventbus.ServeFollow(region, js); err != nil {
 		t.Fatal(err)
 	}
 
@@ -154,7 +157,7 @@ func TestBootingSurvivesNATSOutage(t *testing.T) {
 	}
 	// The cache follows the region again: a machine that was unknown
 	// during the outage gets its own config once the region decides.
-	decC := events.BootDecision{MAC: "52:54:00:cc:00:03", MachineID: "m-c", Purpose: events.BootPurposeLocal}
+	decC := events.BootDecision{MAC: "52:54:00:cc:00:03", MachineID: "m-c", Purpose: events.BootPurposeLocal, RackID: handofftest.RackID}
 	ev, _ = events.New(events.RegionSource, events.TypeBootDecisionSet, "machine/m-c", time.Now(), decC)
 	msg, _ = eventbus.Message(ev)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {

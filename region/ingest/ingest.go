@@ -48,6 +48,7 @@ type Ingester struct {
 	duplicates prometheus.Counter
 	rejected   *prometheus.CounterVec
 	batchTime  prometheus.Histogram
+	restarts   prometheus.Counter
 }
 
 // New returns an ingester.
@@ -76,15 +77,41 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 			Name: "rackplane_region_ingest_batch_seconds", Help: "Time to validate, append and acknowledge one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_ingest_consumer_restarts_total",
+			Help: "Times the rack event consumer failed (deleted or reset from outside, NATS lost it) and was made again.",
+		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(in.ingested, in.duplicates, in.rejected, in.batchTime)
+		cfg.Registerer.MustRegister(in.ingested, in.duplicates, in.rejected, in.batchTime, in.restarts)
 	}
 	return in
 }
 
-// Run consumes until ctx ends. It retries while NATS or Postgres is away.
+// Run consumes until ctx ends. It retries while NATS or Postgres is away,
+// and makes its consumer again when it fails (deleted or reset from
+// outside, its stream recreated): whoever touches the consumer, the region
+// keeps ingesting. A consumer made again delivers the stream from its
+// start; what was ingested already is recognised by event id and counted
+// as a duplicate, so the log still has each event once.
 func (in *Ingester) Run(ctx context.Context) error {
+	retry := backoff.New(backoff.Policy{Max: 5 * time.Second})
+	for ctx.Err() == nil {
+		err := in.consume(ctx)
+		if ctx.Err() != nil || err == nil {
+			return nil
+		}
+		in.restarts.Inc()
+		wait := retry.Next()
+		in.log.Error("rack event consumer failed; making it again", "err", err, "retry_in", wait)
+		backoff.Sleep(ctx, wait)
+	}
+	return nil
+}
+
+// consume reads the rack event stream through the region's consumer until
+// ctx ends (nil) or the consumer fails.
+func (in *Ingester) consume(ctx context.Context) error {
 	var cons jetstream.Consumer
 	err := backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) (err error) {
 		cons, err = in.js.CreateOrUpdateConsumer(ctx, events.RackStream, jetstream.ConsumerConfig{

@@ -321,3 +321,44 @@ func TestBatches(t *testing.T) {
 		t.Fatalf("one transaction per event: %v", sizes)
 	}
 }
+
+// TestConsumerDeletedFromOutside: a client deleting the region's consumer
+// (as anyone with rights on the stream could) does not stop ingest: the
+// region makes it again, counts the restart, and the log still has every
+// event once, those published before and after the deletion.
+func TestConsumerDeletedFromOutside(t *testing.T) {
+	s := newSite(t)
+	rack := uuid.NewString()
+	var sent []events.Event
+	publish := func(n int) {
+		for range n {
+			e := dropped(t, rack, int64(len(sent)+1))
+			sent = append(sent, e)
+			s.publishEvent(e)
+		}
+	}
+	publish(10)
+	s.start(5)
+	s.settled()
+	for i := range 3 {
+		if err := s.js.DeleteConsumer(context.Background(), events.RackStream, ingest.ConsumerName); err != nil {
+			t.Fatalf("delete %d: %v", i, err)
+		}
+		publish(10)
+		regiontest.Eventually(t, 15*time.Second, "every event in the log after the deletion", func() error {
+			if n := len(s.logged()); n != len(sent) {
+				return fmt.Errorf("%d of %d events in the log", n, len(sent))
+			}
+			return nil
+		})
+	}
+	s.settled()
+	for id, n := range s.logged() {
+		if n != 1 {
+			t.Fatalf("event %s is in the log %d times", id, n)
+		}
+	}
+	if got := s.metric("rackplane_region_ingest_consumer_restarts_total", nil); got < 3 {
+		t.Fatalf("consumer restarts %v, want at least 3", got)
+	}
+}

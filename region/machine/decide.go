@@ -539,6 +539,18 @@ var changes = map[string]bool{
 	events.TypeBootDecisionSet: true, events.TypeBootDecisionCleared: true,
 }
 
+// BootRack is the rack that serves m's boot decisions: the one it deploys
+// from while it has one, else its boot rack; "" when neither is known (its
+// decisions then reach no rack until one asks for them, MethodBootDecision).
+func BootRack(m rackplane.Machine) string {
+	for _, id := range []*string{m.DeployRackID, m.BootRackID} {
+		if id != nil && *id != "" {
+			return *id
+		}
+	}
+	return ""
+}
+
 // IsChange reports whether a region event of type typ on a machine's
 // stream changes the machine.
 func IsChange(typ string) bool { return changes[typ] }
@@ -555,9 +567,18 @@ func (d *decision) add(typ string, data any) {
 	if d.err != nil {
 		return
 	}
-	if b, ok := data.(events.BootDecision); ok {
+	switch b := data.(type) {
+	case events.BootDecision:
 		// Whatever the machine boots, its firmware's quirk stays.
 		b.BootFile = d.m.BootFile
+		if b.RackID == "" {
+			b.RackID = BootRack(d.m)
+		}
+		data = b
+	case events.BootDecisionCleared:
+		if b.RackID == "" {
+			b.RackID = BootRack(d.m)
+		}
 		data = b
 	}
 	ev, err := events.New(events.RegionSource, typ, events.MachineStreamName(d.m.ID), d.now, data)
@@ -618,6 +639,9 @@ func (d *decision) create(c Create) ([]events.Event, error) {
 		st.Status = statusNew
 	}
 	d.m = rackplane.Machine{ID: c.ID, Hostname: c.Hostname, MACs: macs, Arch: c.Arch, BootFile: c.BootFile}
+	if c.BootRackID != "" {
+		d.m.BootRackID = &c.BootRackID
+	}
 	d.add(events.TypeMachineCreated, st)
 	d.local(macs)
 	return d.out()
@@ -665,6 +689,18 @@ func (d *decision) change(c Change) ([]events.Event, error) {
 	}
 	d.m.BootFile = after.BootFile // the decisions below carry the new one
 	d.add(events.TypeMachineUpdated, after)
+	if after.BootRackID != before.BootRackID {
+		// The rack the machine leaves forgets it; the decisions below go
+		// to the one it joins.
+		old := BootRack(d.m)
+		d.m.BootRackID = &after.BootRackID
+		if now := BootRack(d.m); old != "" && old != now {
+			for _, mac := range before.MACs {
+				d.add(events.TypeBootDecisionCleared, events.BootDecisionCleared{MAC: mac, MachineID: d.m.ID,
+					Reason: "machine moved to another rack", RackID: old})
+			}
+		}
+	}
 	// MACs that left the machine are forgotten by the racks; new ones
 	// boot as the machine's others do.
 	var gone []string
@@ -702,7 +738,7 @@ func (d *decision) deploy(c Deploy) ([]events.Event, error) {
 	for _, mac := range m.MACs {
 		b := events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname, Purpose: events.BootPurposeInstall,
 			Arch: img.Arch, Kernel: img.VersionID + "/" + kernel, Initrd: img.VersionID + "/" + initrd,
-			ImageVer: img.VersionID, Params: params}
+			ImageVer: img.VersionID, Params: params, RackID: img.RackID}
 		if c.Preseed.Name != "" {
 			b.PreseedURL = strings.TrimRight(img.BootURL, "/") + "/preseed/" + m.ID
 		}

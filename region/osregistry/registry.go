@@ -93,15 +93,20 @@ func (s *Service) liveOS(ctx context.Context, timeout time.Duration) (Listing, [
 	}
 	names := map[string]string{}
 	var expect []string
+	ask := map[string]string{}
 	for _, rk := range racks {
 		names[rk.ID] = rk.Name
 		if rk.Online {
 			expect = append(expect, rk.ID)
+			ask[rk.ID] = events.RackRPCSubject(rk.ID, events.MethodCapabilities)
 		}
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	g, err := rpc.Gather(gctx, s.nc, events.RacksRPCSubject("capabilities"), struct{}{}, expect)
+	// Each rack is asked on its own subject, which only it can read, and
+	// its answer is known by the request it answers: a rack cannot answer
+	// for another.
+	g, err := rpc.Gather(gctx, s.nc, ask, struct{}{})
 	if err != nil {
 		return Listing{}, nil, err
 	}

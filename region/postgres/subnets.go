@@ -41,7 +41,9 @@ func applySubnet(q *pgx.Batch, s Stored) error {
 		if err := s.DecodeData(&d); err != nil {
 			return err
 		}
-		q.Queue(`DELETE FROM subnets WHERE id = $1`, d.SubnetID)
+		if d.MovedToRackID == "" { // a move is a subnet_set next
+			q.Queue(`DELETE FROM subnets WHERE id = $1`, d.SubnetID)
+		}
 	}
 	return nil
 }
@@ -102,8 +104,10 @@ const subnetLockObject = 2
 
 // SaveSubnet emits ev, a subnet_set or subnet_deleted, on the subnet's
 // stream at version expected (ExpectNoStream: a new subnet), when the rack
-// it names exists and no other subnet of that rack overlaps it. A stream
-// at another version is an ECONFLICT wrapping *ConflictError.
+// it names exists and no other subnet of that rack overlaps it. A
+// subnet_set that moves the subnet to another rack is preceded by a
+// subnet_deleted for the rack it leaves, which hears of nothing else. A
+// stream at another version is an ECONFLICT wrapping *ConflictError.
 func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) error {
 	return db.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, appendLockClass, subnetLockObject); err != nil {
@@ -135,7 +139,28 @@ func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) e
 					d.CIDR, strings.Join(clash, ", "))
 			}
 		}
-		_, err := db.Emit(ctx, tx, ev.Subject, expected, ev)
+		evs := []events.Event{ev}
+		if ev.Type == events.TypeSubnetSet {
+			var d events.SubnetSet
+			if err := ev.DecodeData(&d); err != nil {
+				return err
+			}
+			var was, cidr string
+			err := tx.QueryRow(ctx, `SELECT rack_id::text, cidr::text FROM subnets WHERE id::text = $1`, d.SubnetID).Scan(&was, &cidr)
+			if err != nil && err != pgx.ErrNoRows {
+				return wrap("save subnet: its rack", err)
+			}
+			if err == nil && was != d.RackID {
+				moved, err := events.New(events.RegionSource, events.TypeSubnetDeleted, ev.Subject, ev.Time,
+					events.SubnetDeleted{SubnetID: d.SubnetID, RackID: was, CIDR: cidr, MovedToRackID: d.RackID})
+				if err != nil {
+					return err
+				}
+				moved.Actor, moved.CorrelationID = ev.Actor, ev.CorrelationID
+				evs = []events.Event{moved, ev.CausedBy(moved)}
+			}
+		}
+		_, err := db.Emit(ctx, tx, ev.Subject, expected, evs...)
 		return err
 	})
 }

@@ -191,8 +191,11 @@ func (s *Service) save(ctx context.Context, d events.PreseedVersionCreated, expe
 
 // StoreShipped stores a default preseed a rack ships as a version whose
 // origin is the rack, when that content from that rack is not stored yet.
-// It becomes the current version only when the current one came from a
-// rack too: an operator's edit is never silently overwritten. A version
+// It becomes the current version only when the current one came from the
+// same rack: an operator's edit is never silently overwritten, and one
+// rack cannot replace what another shipped (a rack broken into would
+// otherwise choose what every machine installs with); an operator makes
+// another rack's version current by choice. A version
 // saved by someone else meanwhile makes it give up: the rack's next
 // snapshot tries again.
 func (s *Service) StoreShipped(ctx context.Context, rackID string, p events.ShippedPreseed, cause *events.Event) error {
@@ -228,7 +231,7 @@ func (s *Service) StoreShipped(ctx context.Context, rackID string, p events.Ship
 			return err
 		}
 		d.Version, d.BasedOn, d.Scope = cur.LatestVersion+1, cur.LatestVersion, cur.Scope
-		d.Current = strings.HasPrefix(current.Origin, "rack:")
+		d.Current = current.Origin == origin
 		expected = cur.LatestVersion
 	case rackplane.ErrorCode(err) != rackplane.ENOTFOUND:
 		return err

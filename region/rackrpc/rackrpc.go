@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"
@@ -30,6 +31,7 @@ type Machines interface {
 
 // Server answers rack requests.
 type Server struct {
+	js       jetstream.JetStream // creates racks' consumers (follow)
 	db       *postgres.DB
 	machines Machines
 	log      *slog.Logger
@@ -40,9 +42,10 @@ type Server struct {
 	secret []byte // of install status tokens, loaded on first use
 }
 
-// New returns a server.
-func New(db *postgres.DB, machines Machines, log *slog.Logger) *Server {
-	return &Server{db: db, machines: machines, log: log, now: time.Now,
+// New returns a server; js (nil: no follow rpc) creates the consumers racks
+// read the region's events through.
+func New(db *postgres.DB, machines Machines, js jetstream.JetStream, log *slog.Logger) *Server {
+	return &Server{db: db, machines: machines, js: js, log: log, now: time.Now,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_rack_rpc_refused_total",
 			Help: "Rack rpc calls refused as not the asking rack's business, by method and reason.",
@@ -55,50 +58,73 @@ func (s *Server) Collectors() []prometheus.Collector { return []prometheus.Colle
 
 // deployRack returns the rack machine m deploys from: the one holding its
 // image, which is its boot rack when it has one ("" when neither is known).
-func deployRack(m rackplane.Machine) string {
-	for _, id := range []*string{m.DeployRackID, m.BootRackID} {
-		if id != nil && *id != "" {
-			return *id
+func deployRack(m rackplane.Machine) string { return machine.BootRack(m) }
+
+// Register subscribes the handlers on srv, each on its method's subject of
+// every rack: the rack id in the subject a request came on is who asks.
+func (s *Server) Register(srv *rpc.Server) error {
+	handlers := []struct {
+		method string
+		h      rackHandler
+	}{
+		{events.MethodBootDecision, s.bootDecision},
+		{events.MethodPreseed, s.preseed},
+		{events.MethodSubnets, s.subnets},
+		{events.MethodInstallStatus, s.installStatus},
+		{events.MethodFollow, s.follow},
+	}
+	for _, h := range handlers {
+		if err := srv.Handle(events.RegionRPCWildcard(h.method), events.RegionQueue, s.asRack(h.method, h.h)); err != nil {
+			return err
 		}
 	}
-	return ""
+	return nil
 }
 
-// Register subscribes the handlers on srv.
-func (s *Server) Register(srv *rpc.Server) error {
-	if err := srv.Handle(events.RegionRPCSubject(events.MethodBootDecision), events.RegionQueue, s.checked("rpc.region.boot_decision.request", s.bootDecision)); err != nil {
-		return err
+// rackHandler answers rack rack's request.
+type rackHandler func(ctx context.Context, rack string, data []byte) (any, error)
+
+// asRack checks a request against its schema and hands it to h with the
+// asking rack: the rack id of the subject, which NATS lets only that rack
+// publish under. A body that names another rack is refused: a rack asks
+// about its own business only.
+func (s *Server) asRack(method string, h rackHandler) rpc.HandlerFunc {
+	name := "rpc.region." + method + ".request"
+	return func(ctx context.Context, data []byte) (any, error) {
+		set, err := schema.Default()
+		if err != nil {
+			return nil, err
+		}
+		if err := set.ValidateJSON(name, data); err != nil {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "%s: %v", name, err)
+		}
+		rack, err := uuid.Parse(events.RackIDFromRegionRPCSubject(rpc.Subject(ctx)))
+		if err != nil {
+			s.refused.WithLabelValues(method, "no_rack_in_subject").Inc()
+			return nil, rackplane.Errorf(rackplane.EINVALID, "%s: ask on rackplane.region.rpc.<your rack id>.%s", method, method)
+		}
+		var body struct {
+			RackID *string `json:"rack_id"`
+		}
+		if json.Unmarshal(data, &body) == nil && body.RackID != nil && *body.RackID != rack.String() {
+			s.refused.WithLabelValues(method, "rack_id_not_the_callers").Inc()
+			s.log.Warn("rack rpc refused: body names another rack", "method", method, "rack_id", rack.String(), "body_rack_id", *body.RackID)
+			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "%s: rack %s may ask about itself only, not rack %s", method, rack, *body.RackID)
+		}
+		return h(ctx, rack.String(), data)
 	}
-	if err := srv.Handle(events.RegionRPCSubject(events.MethodPreseed), events.RegionQueue, s.checked("rpc.region.preseed.request", s.preseed)); err != nil {
-		return err
-	}
-	if err := srv.Handle(events.RegionRPCSubject(events.MethodSubnets), events.RegionQueue, s.checked("rpc.region.subnets.request", s.subnets)); err != nil {
-		return err
-	}
-	return srv.Handle(events.RegionRPCSubject(events.MethodInstallStatus), events.RegionQueue, s.checked("rpc.region.install_status.request", s.installStatus))
 }
 
-// subnets gives the rack the request names the subnets it serves. The
-// rack_id is the request's word: it is not checked against the NATS
-// identity of the caller, so any client allowed on the region's rpc
-// subjects (every rack) can read any rack's subnets. A subnet holds no
-// secret, but binding the answer to the caller's identity is still to
-// be done.
-//
-// The id is parsed and used in canonical form, as Service.List does: an
-// empty or malformed one is refused, never read as "every rack" or
-// answered with an empty list (the rack would drop its subnets). The
-// request schema refuses those already; this does not rely on it.
-func (s *Server) subnets(ctx context.Context, data []byte) (any, error) {
-	var req events.SubnetsRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		return nil, rackplane.Errorf(rackplane.EINVALID, "subnets: %v", err)
-	}
-	rack, err := uuid.Parse(req.RackID)
-	if err != nil {
-		return nil, rackplane.Errorf(rackplane.EINVALID, "subnets: rack_id %q is not a UUID", req.RackID)
-	}
-	list, err := s.db.ListSubnets(ctx, rack.String())
+// refuse counts and logs a request about another rack's business.
+func (s *Server) refuse(method, reason, rack, machineID string, msg string, args ...any) error {
+	s.refused.WithLabelValues(method, reason).Inc()
+	s.log.Warn("rack rpc refused", "method", method, "reason", reason, "rack_id", rack, "machine_id", machineID)
+	return rackplane.Errorf(rackplane.EFORBIDDEN, msg, args...)
+}
+
+// subnets gives the asking rack the subnets it serves.
+func (s *Server) subnets(ctx context.Context, rack string, _ []byte) (any, error) {
+	list, err := s.db.ListSubnets(ctx, rack)
 	if err != nil {
 		return nil, err
 	}
@@ -109,27 +135,30 @@ func (s *Server) subnets(ctx context.Context, data []byte) (any, error) {
 	return reply, nil
 }
 
-func (s *Server) checked(name string, h rpc.HandlerFunc) rpc.HandlerFunc {
-	return func(ctx context.Context, data []byte) (any, error) {
-		set, err := schema.Default()
-		if err != nil {
-			return nil, err
-		}
-		if err := set.ValidateJSON(name, data); err != nil {
-			return nil, rackplane.Errorf(rackplane.EINVALID, "%s: %v", name, err)
-		}
-		return h(ctx, data)
-	}
-}
-
-func (s *Server) bootDecision(ctx context.Context, data []byte) (any, error) {
+// bootDecision answers a rack that sees a MAC boot it has no decision
+// for. A machine that has a rack is that rack's alone: another rack is
+// told nothing about it (its kernel parameters and preseed URL are its
+// deployment's), and boots it as unknown until an operator moves the
+// machine (boot_rack_id).
+func (s *Server) bootDecision(ctx context.Context, rack string, data []byte) (any, error) {
 	var req events.BootDecisionRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "boot_decision: %v", err)
 	}
 	d, err := s.db.BootDecision(ctx, req.MAC)
-	if err != nil {
-		return nil, err
+	if err != nil || d == nil {
+		return events.BootDecisionReply{Decision: d}, err
+	}
+	owner := d.RackID
+	if owner == "" && d.MachineID != "" {
+		// A decision made before decisions named their rack.
+		if m, err := s.machines.Get(ctx, d.MachineID); err == nil {
+			owner = machine.BootRack(m)
+		}
+	}
+	if owner != "" && owner != rack {
+		return nil, s.refuse(events.MethodBootDecision, "not_the_machines_rack", rack, d.MachineID,
+			"MAC %s belongs to a machine of another rack; move the machine (boot_rack_id) for this rack to boot it", req.MAC)
 	}
 	return events.BootDecisionReply{Decision: d}, nil
 }
@@ -138,7 +167,7 @@ func (s *Server) bootDecision(ctx context.Context, data []byte) (any, error) {
 // newer one — and records that it was served. The machine stays deploying
 // until its installer reports on {{.URLs.Status}} (or the deployment
 // watch gives up on it).
-func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
+func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, error) {
 	var req events.PreseedRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "preseed: %v", err)
@@ -150,14 +179,12 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if !machine.ServesPreseed(m) {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s is not being deployed with a preseed", m.Hostname)
 	}
-	if req.Prefetch {
-		// A prefetch is the whole rendered preseed, secrets and all, for
-		// no installer: only the rack the machine deploys from needs it.
-		if want := deployRack(m); want != "" && want != req.RackID {
-			s.refused.WithLabelValues(events.MethodPreseed, "not_the_machines_rack").Inc()
-			s.log.Warn("preseed prefetch refused: not the machine's rack", "machine_id", m.ID, "rack_id", req.RackID, "machine_rack_id", want)
-			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "machine %s deploys from another rack than %s", m.Hostname, req.RackID)
-		}
+	// The rendered preseed holds the deployment's secrets (its status
+	// token, licence key, passwords): only the rack the machine deploys
+	// from serves its installer, so only it gets it.
+	if want := deployRack(m); want != rack {
+		return nil, s.refuse(events.MethodPreseed, "not_the_machines_rack", rack, m.ID,
+			"machine %s deploys from another rack", m.Hostname)
 	}
 	v, err := s.db.GetPreseedVersion(ctx, m.PreseedName, m.PreseedVersion)
 	if err != nil {
@@ -170,7 +197,7 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 		vars.Machine.MAC = m.MACs[0]
 	}
 	vars.OS.Name, vars.OS.Release, vars.OS.Arch, vars.OS.Subarch, vars.OS.ImageVersion = m.OS, m.Release, m.Arch, m.Subarch, m.ImageVersionID
-	if rk, err := s.db.GetRack(ctx, req.RackID); err == nil {
+	if rk, err := s.db.GetRack(ctx, rack); err == nil {
 		vars.Rack.ID, vars.Rack.Name, vars.Rack.BootURL = rk.ID, rk.Name, rk.BootURL
 		vars.URLs.Boot = rk.BootURL
 		vars.URLs.Preseed = rk.BootURL + "/preseed/" + m.ID
@@ -197,11 +224,11 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 		// The event says an installer got its preseed; this is only the
 		// rack keeping a copy for when the region is away. It is logged
 		// all the same: secrets left the region.
-		s.log.Info("preseed prefetched", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
+		s.log.Info("preseed prefetched", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", rack)
 		return reply, nil
 	}
 	served, err := events.New(events.RegionSource, events.TypePreseedServed, events.MachineStreamName(m.ID), s.now(),
-		events.PreseedServed{MachineID: m.ID, Name: v.Name, Version: v.Version, RackID: req.RackID, Remote: req.Remote})
+		events.PreseedServed{MachineID: m.ID, Name: v.Name, Version: v.Version, RackID: rack, Remote: req.Remote})
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +240,6 @@ func (s *Server) preseed(ctx context.Context, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("preseed served", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", req.RackID)
+	s.log.Info("preseed served", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", rack)
 	return reply, nil
 }

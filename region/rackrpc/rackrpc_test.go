@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -39,12 +38,15 @@ func TestInstallerConversation(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	if err := rackrpc.New(db, machines, log).Register(srv); err != nil {
+	if err := rackrpc.New(db, machines, nil, log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()
-	call := func(method string, req, out any) error {
-		return rpc.Call(ctx, nc, events.RegionRPCSubject(method), req, out)
+	// A rack asks as itself: under its id in the subject, which NATS
+	// permissions let only it publish under.
+	call := func(method string, req map[string]any, out any) error {
+		rack, _ := req["rack_id"].(string)
+		return rpc.Call(ctx, nc, events.RegionRPCSubject(rack, method), req, out)
 	}
 
 	if err := preseeds.Create(ctx, "default", "#cloud-config\nhostname: {{.Machine.Hostname}}\nstatus: {{.URLs.Status}}\n", nil, "", preseed.Meta{Actor: "tester"}); err != nil {
@@ -88,10 +90,28 @@ func TestInstallerConversation(t *testing.T) {
 	if n := served(); n != 0 {
 		t.Fatalf("a prefetch recorded %d preseed_served", n)
 	}
-	// Another rack gets no copy of the machine's secrets.
+	// Another rack gets no copy of the machine's secrets, nor its boot
+	// decision, whether it asks as itself or names the machine's rack in
+	// the body.
 	const otherRack = "0190f0e0-0000-7000-8000-0000000000bb"
-	if err := call("preseed", map[string]any{"rack_id": otherRack, "machine_id": m.ID, "prefetch": true}, nil); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
-		t.Fatalf("a prefetch by a rack the machine does not deploy from: %v", err)
+	for _, tt := range []struct {
+		name, method string
+		req          map[string]any
+	}{
+		{"prefetch", "preseed", map[string]any{"rack_id": otherRack, "machine_id": m.ID, "prefetch": true}},
+		{"fetch", "preseed", map[string]any{"rack_id": otherRack, "machine_id": m.ID}},
+		{"boot decision", "boot_decision", map[string]any{"rack_id": otherRack, "mac": "52:54:00:00:05:01"}},
+		{"report", "install_status", map[string]any{"rack_id": otherRack, "machine_id": m.ID, "token": "x", "result": "failure"}},
+	} {
+		if err := call(tt.method, tt.req, nil); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+			t.Fatalf("%s by a rack the machine does not deploy from: %v", tt.name, err)
+		}
+		if err := rpc.Call(ctx, nc, events.RegionRPCSubject(otherRack, tt.method), withRack(tt.req, machinetest.RackID), nil); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+			t.Fatalf("%s by another rack naming the machine's in the body: %v", tt.name, err)
+		}
+	}
+	if n := served(); n != 0 {
+		t.Fatalf("refused fetches recorded %d preseed_served", n)
 	}
 	var p events.PreseedReply
 	if err := call("preseed", asRack, &p); err != nil || p.Name != "default" || p.Version != res.After.PreseedVersion {
@@ -150,11 +170,9 @@ func TestInstallerConversation(t *testing.T) {
 }
 
 // TestSubnetsOfRack: a rack asking for its subnets gets them and no
-// other rack's; a request whose rack_id is not a UUID is refused as
-// invalid, never answered with an empty list (the rack would drop every
-// subnet it serves) nor with every rack's; the handler reads a UUID in
-// any case as the same rack, and refuses what is none even without the
-// request schema in front of it.
+// other rack's, whatever rack its body names; a request whose rack_id is
+// not a UUID is refused as invalid, never answered with an empty list (the
+// rack would drop every subnet it serves) nor with every rack's.
 func TestSubnetsOfRack(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
@@ -177,60 +195,47 @@ func TestSubnetsOfRack(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	server := rackrpc.New(db, machine.NewService(db, nil, log), log)
-	if err := server.Register(srv); err != nil {
+	if err := rackrpc.New(db, machine.NewService(db, nil, log), nil, log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()
-	// Over NATS, the request schema comes first; the handler alone must
-	// refuse the same.
-	overRPC := func(req map[string]string) (any, error) {
-		var reply events.SubnetsReply
-		err := rpc.Call(ctx, nc, events.RegionRPCSubject(events.MethodSubnets), req, &reply)
-		return reply, err
-	}
-	direct := func(req map[string]string) (any, error) {
-		raw, err := json.Marshal(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return server.SubnetsHandler()(ctx, raw)
-	}
-	ways := map[string]func(map[string]string) (any, error){"rpc": overRPC, "handler": direct}
 	for _, tt := range []struct {
-		name, rackID string
-		way          string // "rpc" or "handler"; "" for both
-		code         string // error code; "" for an answer
-		subnets      []string
+		name, asker, rackID string
+		code                string // error code; "" for an answer
+		subnets             []string
 	}{
-		{"its own", rack, "", "", []string{sn.ID}},
-		{"a rack with none", "0190f0e0-0000-7000-8000-0000000000cc", "", "", nil},
-		// The schema takes UUIDs in canonical form only; the handler
-		// reads any form as the same rack.
-		{"upper case", strings.ToUpper(rack), "rpc", rackplane.EINVALID, nil},
-		{"upper case", strings.ToUpper(rack), "handler", "", []string{sn.ID}},
-		{"empty", "", "", rackplane.EINVALID, nil},
-		{"not a UUID", "rack-a", "", rackplane.EINVALID, nil},
+		{"its own", rack, rack, "", []string{sn.ID}},
+		{"a rack with none", "0190f0e0-0000-7000-8000-0000000000cc", "0190f0e0-0000-7000-8000-0000000000cc", "", nil},
+		{"another rack's", other, rack, rackplane.EFORBIDDEN, nil},
+		// The schema takes UUIDs in canonical form only.
+		{"upper case", rack, strings.ToUpper(rack), rackplane.EINVALID, nil},
+		{"empty", rack, "", rackplane.EINVALID, nil},
+		{"not a UUID", rack, "rack-a", rackplane.EINVALID, nil},
+		{"no rack in the subject", "rack-a", "rack-a", rackplane.EINVALID, nil},
 	} {
-		for way, ask := range ways {
-			if tt.way != "" && tt.way != way {
-				continue
+		t.Run(tt.name, func(t *testing.T) {
+			var reply events.SubnetsReply
+			err := rpc.Call(ctx, nc, events.RegionRPCSubject(tt.asker, events.MethodSubnets), map[string]string{"rack_id": tt.rackID}, &reply)
+			if rackplane.ErrorCode(err) != tt.code || tt.code != "" && err == nil {
+				t.Fatalf("error %v, want code %q", err, tt.code)
 			}
-			t.Run(tt.name+" "+way, func(t *testing.T) {
-				out, err := ask(map[string]string{"rack_id": tt.rackID})
-				if rackplane.ErrorCode(err) != tt.code || tt.code != "" && err == nil {
-					t.Fatalf("error %v, want code %q", err, tt.code)
-				}
-				var got []string
-				if reply, ok := out.(events.SubnetsReply); ok {
-					for _, s := range reply.Subnets {
-						got = append(got, s.SubnetID)
-					}
-				}
-				if !slices.Equal(got, tt.subnets) {
-					t.Fatalf("subnets %v, want %v", got, tt.subnets)
-				}
-			})
-		}
+			var got []string
+			for _, s := range reply.Subnets {
+				got = append(got, s.SubnetID)
+			}
+			if !slices.Equal(got, tt.subnets) {
+				t.Fatalf("subnets %v, want %v", got, tt.subnets)
+			}
+		})
 	}
+}
+
+// withRack returns a copy of req naming rack as the asker.
+func withRack(req map[string]any, rack string) map[string]any {
+	out := make(map[string]any, len(req))
+	for k, v := range req {
+		out[k] = v
+	}
+	out["rack_id"] = rack
+	return out
 }

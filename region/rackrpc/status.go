@@ -40,7 +40,7 @@ func (s *Server) statusToken(ctx context.Context, deploymentID string) (string, 
 // of the machine's current deployment; the lifecycle decides what it does.
 // Installers retry, so a report that was already taken is answered again,
 // not refused.
-func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
+func (s *Server) installStatus(ctx context.Context, rack string, data []byte) (any, error) {
 	var req events.InstallStatusRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "install_status: %v", err)
@@ -48,6 +48,10 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 	m, err := s.machines.Get(ctx, req.MachineID)
 	if err != nil {
 		return nil, err
+	}
+	if want := machine.BootRack(m); want != rack {
+		return nil, s.refuse(events.MethodInstallStatus, "not_the_machines_rack", rack, m.ID,
+			"machine %s deploys from another rack", m.Hostname)
 	}
 	if m.DeploymentID == nil {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no deployment to report on", m.Hostname)
@@ -57,7 +61,7 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 		return nil, err
 	}
 	if !hmac.Equal([]byte(token), []byte(req.Token)) {
-		s.log.Warn("install report refused: wrong token", "machine_id", m.ID, "rack_id", req.RackID, "remote", req.Remote)
+		s.log.Warn("install report refused: wrong token", "machine_id", m.ID, "rack_id", rack, "remote", req.Remote)
 		return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "this token is not the one of machine %s's current deployment", m.Hostname)
 	}
 	res, err := s.machines.InstallReported(ctx, m.ID, *m.DeploymentID, req.Result != "failure", req.Message, machine.Meta{})
@@ -65,7 +69,7 @@ func (s *Server) installStatus(ctx context.Context, data []byte) (any, error) {
 		return nil, err
 	}
 	if res.Changed {
-		s.log.Info("installer reported", "machine_id", m.ID, "result", req.Result, "rack_id", req.RackID, "message", req.Message)
+		s.log.Info("installer reported", "machine_id", m.ID, "result", req.Result, "rack_id", rack, "message", req.Message)
 	}
 	return events.InstallStatusReply{MachineID: m.ID, Status: res.After.Status, Changed: res.Changed}, nil
 }

@@ -385,9 +385,7 @@ async function main() {
   log("connected to", nc.getServer());
 
   const own = `rackplane.rack.${id}.rpc.`;
-  const all = "rackplane.racks.rpc.";
   serve(nc.subscribe(own + ">"), own, false);
-  serve(nc.subscribe(all + ">"), all, true);
 
   (async () => {
     for await (const s of nc.status()) {

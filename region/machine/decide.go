@@ -715,6 +715,7 @@ func (d *decision) change(c Change) ([]events.Event, error) {
 		if c.Boot != nil {
 			b = *c.Boot
 			b.MAC = mac
+			b.RackID = "" // the rack the machine has now (add)
 		}
 		b.Hostname, b.Arch = after.Hostname, after.Arch
 		d.add(events.TypeBootDecisionSet, b)

@@ -86,8 +86,6 @@ var noops = map[string][]string{
 	"timed out":      {"new", "commissioning", "ready", "deployed", "releasing", "failed", "broken", "rescue"},
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func TestEveryTransition(t *testing.T) {
 	v, err := events.NewValidator()
 	if err != nil {
@@ -403,3 +401,72 @@ func TestChooseImage(t *testing.T) {
 		})
 	}
 }
+
+// TestDecisionsGoToTheMachinesRack: every boot decision and clear names
+// the rack it is for, which is the subject it travels on: the deploy rack
+// while the machine deploys, else its boot rack, none when it has neither;
+// a machine moved to another rack has its decisions cleared on the old one
+// and set on the new one.
+func TestDecisionsGoToTheMachinesRack(t *testing.T) {
+	const rackA, rackB = "0190f0e0-0000-7000-8000-0000000000a1", "0190f0e0-0000-7000-8000-0000000000b1"
+	withRack := func(m rackplane.Machine, boot, deploy string) rackplane.Machine {
+		if boot != "" {
+			m.BootRackID = &boot
+		}
+		if deploy != "" {
+			m.DeployRackID = &deploy
+		}
+		return m
+	}
+	type routed struct{ typ, mac, rack string }
+	for _, tt := range []struct {
+		name string
+		m    rackplane.Machine
+		cmd  machine.Command
+		want []routed
+	}{
+		{"no rack", at("ready"), machine.Change{Hostname: ptr("n2")}, []routed{
+			{"set", "52:54:00:00:00:01", ""}, {"set", "52:54:00:00:00:02", ""}}},
+		{"boot rack", withRack(at("ready"), rackA, ""), machine.Change{Hostname: ptr("n2")}, []routed{
+			{"set", "52:54:00:00:00:01", rackA}, {"set", "52:54:00:00:00:02", rackA}}},
+		{"deploy goes to the image's rack", at("ready"), machine.Deploy{Image: image}, []routed{
+			{"set", "52:54:00:00:00:01", image.RackID}, {"set", "52:54:00:00:00:02", image.RackID}}},
+		{"moved", withRack(at("ready"), rackA, ""), machine.Change{BootRackID: ptr(rackB)}, []routed{
+			{"cleared", "52:54:00:00:00:01", rackA}, {"cleared", "52:54:00:00:00:02", rackA},
+			{"set", "52:54:00:00:00:01", rackB}, {"set", "52:54:00:00:00:02", rackB}}},
+		{"adopted", at("ready"), machine.Change{BootRackID: ptr(rackB)}, []routed{
+			{"set", "52:54:00:00:00:01", rackB}, {"set", "52:54:00:00:00:02", rackB}}},
+		{"moved while deploying stays with the deploy rack", withRack(at("deploying"), rackA, rackA), machine.Change{BootRackID: ptr(rackB)}, []routed{
+			{"set", "52:54:00:00:00:01", rackA}, {"set", "52:54:00:00:00:02", rackA}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			evs, err := machine.Decide(tt.m, tt.cmd, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []routed
+			for _, e := range evs {
+				switch e.Type {
+				case events.TypeBootDecisionSet:
+					var d events.BootDecision
+					_ = e.DecodeData(&d)
+					got = append(got, routed{"set", d.MAC, d.RackID})
+				case events.TypeBootDecisionCleared:
+					var d events.BootDecisionCleared
+					_ = e.DecodeData(&d)
+					got = append(got, routed{"cleared", d.MAC, d.RackID})
+				default:
+					continue
+				}
+				if want := events.RackOfRegionEvent(e); want != got[len(got)-1].rack {
+					t.Errorf("%s travels to rack %q, names %q", e.Type, want, got[len(got)-1].rack)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("decisions %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

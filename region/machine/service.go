@@ -196,6 +196,24 @@ func (s *Service) Discover(ctx context.Context, mac, rackID string, meta Meta) (
 	return true, nil
 }
 
+// AdoptBootRack makes rack rackID the boot rack of machine id if it has
+// none yet: that rack asked for the machine's boot decision, so the machine
+// boots on its network. From then on the machine's decisions go to that
+// rack alone (racks hear only their own machines' decisions); an operator
+// moves it with Update. A machine with a rack already keeps it.
+func (s *Service) AdoptBootRack(ctx context.Context, id, rackID string) (rackplane.Machine, error) {
+	m, err := s.Get(ctx, id)
+	if err != nil || BootRack(m) != "" {
+		return m, err
+	}
+	res, err := s.Update(ctx, id, Change{BootRackID: &rackID}, Meta{Actor: "rack:" + rackID})
+	if err != nil {
+		return m, err
+	}
+	s.log.Info("machine adopted by the rack it boots on", "machine_id", id, "rack_id", rackID)
+	return res.After, nil
+}
+
 // Update changes a machine's descriptive fields.
 func (s *Service) Update(ctx context.Context, id string, c Change, meta Meta) (Result, error) {
 	return s.execute(ctx, id, ActionUpdate, meta, func(m rackplane.Machine) (Command, error) {

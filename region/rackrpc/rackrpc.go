@@ -26,6 +26,7 @@ import (
 // Machines is the machine lifecycle as rack requests use it.
 type Machines interface {
 	Get(ctx context.Context, id string) (rackplane.Machine, error)
+	AdoptBootRack(ctx context.Context, id, rackID string) (rackplane.Machine, error)
 	InstallReported(ctx context.Context, id, deploymentID string, success bool, message string, meta machine.Meta) (machine.Result, error)
 }
 
@@ -139,7 +140,8 @@ func (s *Server) subnets(ctx context.Context, rack string, _ []byte) (any, error
 // for. A machine that has a rack is that rack's alone: another rack is
 // told nothing about it (its kernel parameters and preseed URL are its
 // deployment's), and boots it as unknown until an operator moves the
-// machine (boot_rack_id).
+// machine (boot_rack_id). A machine without one is adopted by the rack
+// that asks.
 func (s *Server) bootDecision(ctx context.Context, rack string, data []byte) (any, error) {
 	var req events.BootDecisionRequest
 	if err := json.Unmarshal(data, &req); err != nil {
@@ -151,9 +153,17 @@ func (s *Server) bootDecision(ctx context.Context, rack string, data []byte) (an
 	}
 	owner := d.RackID
 	if owner == "" && d.MachineID != "" {
-		// A decision made before decisions named their rack.
-		if m, err := s.machines.Get(ctx, d.MachineID); err == nil {
-			owner = machine.BootRack(m)
+		// A machine without a rack (or a decision made before decisions
+		// named their rack): the rack that sees it boot becomes its rack,
+		// so that the decisions to come reach it.
+		m, err := s.machines.AdoptBootRack(ctx, d.MachineID, rack)
+		if err != nil {
+			return nil, err
+		}
+		if owner = machine.BootRack(m); owner == rack {
+			if d, err = s.db.BootDecision(ctx, req.MAC); err != nil || d == nil {
+				return events.BootDecisionReply{Decision: d}, err
+			}
 		}
 	}
 	if owner != "" && owner != rack {

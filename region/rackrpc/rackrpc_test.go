@@ -239,3 +239,42 @@ func withRack(req map[string]any, rack string) map[string]any {
 	out["rack_id"] = rack
 	return out
 }
+
+// TestFirstRackToAskAdoptsTheMachine: a machine made without a rack is
+// adopted by the rack that first asks for its boot decision (it boots on
+// that rack's network), whose decisions then name that rack; another rack
+// asking after is refused.
+func TestFirstRackToAskAdoptsTheMachine(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	machines := machine.NewService(db, nil, log)
+	ns := natsserver.StartTest(t)
+	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
+	t.Cleanup(srv.Close)
+	if err := rackrpc.New(db, machines, nil, log).Register(srv); err != nil {
+		t.Fatal(err)
+	}
+	nc := ns.Connect()
+	const mac = "52:54:00:00:07:01"
+	m, err := machines.Create(ctx, machine.CreateRequest{Hostname: "roamer", MACs: []string{mac}}, machine.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(rack string) (events.BootDecisionReply, error) {
+		var r events.BootDecisionReply
+		err := rpc.Call(ctx, nc, events.RegionRPCSubject(rack, events.MethodBootDecision), map[string]any{"rack_id": rack, "mac": mac}, &r)
+		return r, err
+	}
+	r, err := ask(machinetest.RackID)
+	if err != nil || r.Decision == nil || r.Decision.RackID != machinetest.RackID {
+		t.Fatalf("first ask: %+v %v", r.Decision, err)
+	}
+	got, err := machines.Get(ctx, m.ID)
+	if err != nil || got.BootRackID == nil || *got.BootRackID != machinetest.RackID {
+		t.Fatalf("machine after the first ask: %+v %v", got.BootRackID, err)
+	}
+	if _, err := ask("0190f0e0-0000-7000-8000-0000000000bb"); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+		t.Fatalf("another rack asking after: %v", err)
+	}
+}

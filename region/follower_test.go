@@ -17,6 +17,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/follower"
+	"github.com/rackplane/rackplane/region/ingest"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -248,4 +249,49 @@ func (h *harness) metric(name string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestStreamsAndConsumersDeletedFromOutside: a NATS client with rights on
+// JetStream deletes the region's ingest consumer and both event streams.
+// The region does not stop: it makes them again, and a machine booting
+// afterwards is discovered as before.
+func TestStreamsAndConsumersDeletedFromOutside(t *testing.T) {
+	h := startRegion(t)
+	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
+	h.eventually(5*time.Second, "rack online", func() error {
+		if got, _ := h.rack(r.ID()); !got.Online {
+			return fmt.Errorf("offline")
+		}
+		return nil
+	})
+	ctx := context.Background()
+	if err := h.js.DeleteConsumer(ctx, events.RackStream, ingest.ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{events.RackStream, events.RegionStream} {
+		if err := h.js.DeleteStream(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.eventually(20*time.Second, "both streams made again", func() error {
+		for _, s := range []string{events.RackStream, events.RegionStream} {
+			if _, err := h.js.Stream(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	})
+	var list struct{ Machines []struct{ ID string } }
+	h.eventually(30*time.Second, "a machine booting after the deletions discovered", func() error {
+		resp, err := http.Get("http://" + r.HTTPAddr() + "/pxelinux.cfg/01-52-54-00-bb-00-31")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		h.getJSON("/api/v1/machines?mac=52:54:00:bb:00:31", &list)
+		if len(list.Machines) != 1 {
+			return fmt.Errorf("machines %+v", list)
+		}
+		return nil
+	})
 }

@@ -139,7 +139,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	db := postgres.New(pool, log)
 	reg.MustRegister(db.Collectors()...)
 	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg}
-	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg})
+	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg, Streams: r.ensureStreams})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.appended = db.NewEventWatch()

@@ -22,9 +22,14 @@ const ConsumerName = "rackplane-region-ingest"
 
 // Config configures an Ingester.
 type Config struct {
-	Batch      int           // messages per fetch and per transaction
-	MaxWait    time.Duration // how long a fetch waits to fill a batch
-	AckWait    time.Duration // redelivery after this long without an ack
+	Batch   int           // messages per fetch and per transaction
+	MaxWait time.Duration // how long a fetch waits to fill a batch
+	AckWait time.Duration // redelivery after this long without an ack
+	// Streams, when set, makes the event streams again (or checks they
+	// are there) before the consumer is made again after a failure: a
+	// stream deleted from outside comes back rather than leaving the
+	// region waiting for it.
+	Streams    func(context.Context) error
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -105,6 +110,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 		wait := retry.Next()
 		in.log.Error("rack event consumer failed; making it again", "err", err, "retry_in", wait)
 		backoff.Sleep(ctx, wait)
+		if in.cfg.Streams != nil {
+			if err := in.cfg.Streams(ctx); err != nil && ctx.Err() == nil {
+				in.log.Error("event streams not made again", "err", err)
+			}
+		}
 	}
 	return nil
 }

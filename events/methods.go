@@ -5,6 +5,8 @@ import "strings"
 // Methods a rack answers under RackRPCSubject(rackID, method). Info and
 // capabilities are also asked of every rack at once, under
 // RacksRPCSubject(method). docs/wire.md gives their bodies.
+// validate_licence_key carries a secret: it is only ever asked on one
+// rack's own subject, never on a broadcast one.
 const (
 	MethodInfo               = "info"
 	MethodCapabilities       = "capabilities"

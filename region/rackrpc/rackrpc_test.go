@@ -24,6 +24,7 @@ import (
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/regiontest"
 	"github.com/rackplane/rackplane/region/subnet"
 )
 
@@ -39,7 +40,7 @@ func TestInstallerConversation(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	if err := rackrpc.New(db, machines, log).Register(srv); err != nil {
+	if err := rackrpc.New(db, machines, regiontest.Keys(t), log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()
@@ -177,7 +178,7 @@ func TestSubnetsOfRack(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	server := rackrpc.New(db, machine.NewService(db, nil, log), log)
+	server := rackrpc.New(db, machine.NewService(db, nil, log), regiontest.Keys(t), log)
 	if err := server.Register(srv); err != nil {
 		t.Fatal(err)
 	}

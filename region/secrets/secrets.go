@@ -213,3 +213,19 @@ func Kind(name string) string {
 	kind, _, _ := strings.Cut(name, "/")
 	return kind
 }
+
+// Secret is a secret ready to be stored: sealed under its name, with the
+// id of the key that sealed it and its keyed fingerprint.
+type Secret struct {
+	Name        string
+	Sealed      []byte
+	KeyID       string
+	Fingerprint string
+}
+
+// SealSecret seals plaintext under name with the current key, and
+// fingerprints it as a secret of name's Kind.
+func (kr *Keyring) SealSecret(name string, plaintext []byte) Secret {
+	return Secret{Name: name, Sealed: kr.Seal(name, plaintext), KeyID: kr.current.ID(),
+		Fingerprint: kr.Fingerprint(Kind(name), plaintext)}
+}

@@ -22,6 +22,9 @@ import (
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/rack"
 	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 // recorder keeps every API response body.
@@ -241,4 +244,56 @@ func sum(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// TestRegionSealsSecretsAtStart: a region starting on a database with a
+// licence key left in clear by the migration, and one under a key it was
+// not given, seals the first before it serves and counts the second.
+func TestRegionSealsSecretsAtStart(t *testing.T) {
+	keyFile := regiontest.KeyFile(t)
+	h := startRegionWith(t, func(c *region.Config) { c.Secrets.KeyFile = keyFile })
+	ctx := context.Background()
+	stranger := regiontest.Keys(t).SealSecret(postgres.LicenceKeyName("esxi", "8.0"), []byte("AAAAA-BBBBB-CCCCC-DDDDD-EEEEE"))
+	if _, err := h.pool.Exec(ctx, `INSERT INTO sealed_secrets (name, sealed, key_id, fingerprint, updated_at) VALUES ($1, $2, $3, $4, now())`, stranger.Name, stranger.Sealed, stranger.KeyID, stranger.Fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, `INSERT INTO sealed_secrets (name, unsealed, fingerprint, updated_at) VALUES ('licence_key/windows/win2022', 'QWERT-12345-ZXCVB-67890-POIUY', 'bare', now())`); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second region on the same database starts.
+	cfg := region.DefaultConfig()
+	cfg.HTTPAddr, cfg.Secrets.KeyFile = "127.0.0.1:0", keyFile
+	r, err := region.New(cfg, h.pool, h.ns.Connect(), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	second := &harness{t: t, api: "http://" + r.Addr()}
+	second.eventually(10*time.Second, "the second region serving", func() error {
+		resp, err := http.Get(second.api + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	if n := second.metric("rackplane_region_secrets_unreadable"); n != 1 {
+		t.Errorf("rackplane_region_secrets_unreadable %v, want 1 (the value under a stranger key)", n)
+	}
+	key, err := secrets.LoadKeyFile(keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyID, fingerprint string
+	var unsealed *string
+	if err := h.pool.QueryRow(ctx, `SELECT key_id, unsealed, fingerprint FROM sealed_secrets WHERE name = 'licence_key/windows/win2022'`).Scan(&keyID, &unsealed, &fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	if keyID != key.ID() || unsealed != nil || fingerprint == "bare" {
+		t.Errorf("the clear key after the start: key %s (want %s), unsealed %v, fingerprint %s", keyID, key.ID(), unsealed, fingerprint)
+	}
 }

@@ -17,7 +17,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 RUN useradd --system --home /var/lib/rackplane rackplane \
- && mkdir -p /var/lib/rackplane/rack && chown -R rackplane /var/lib/rackplane
+ && mkdir -p /var/lib/rackplane/rack /var/lib/rackplane/secrets \
+ && chown -R rackplane /var/lib/rackplane && chmod 700 /var/lib/rackplane/secrets
 USER rackplane
 EXPOSE 5240 5248 69/udp
 ENTRYPOINT []

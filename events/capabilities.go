@@ -77,7 +77,11 @@ type CapabilitiesDiverged struct {
 }
 
 // LicenceKeySet is the data of TypeLicenceKeySet. The key itself is never
-// in the log: only a masked form and a fingerprint.
+// in the log: only a masked form and a fingerprint keyed by the region's
+// secrets key (HMAC-SHA256), which tells whether two keys are the same
+// but lets nobody without the key test guesses against it. Events from
+// before keyed fingerprints carry the key's bare SHA-256; a fingerprint
+// made under one secrets key differs from the same key's under the next.
 type LicenceKeySet struct {
 	OS          string `json:"os"`
 	Release     string `json:"release"`

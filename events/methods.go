@@ -4,7 +4,8 @@ import "strings"
 
 // Methods a rack answers under RackRPCSubject(rackID, method): only rack
 // rackID may subscribe there, so the answer is that rack's. docs/wire.md
-// gives their bodies.
+// gives their bodies. validate_licence_key carries a secret: it is asked
+// only of a rack that provides the release.
 const (
 	MethodInfo               = "info"
 	MethodCapabilities       = "capabilities"

@@ -22,6 +22,13 @@ const lockKey = 0x7261636b706c616e // "rackplan"
 
 // Apply brings the database up to date and returns how many files it applied.
 func Apply(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (int, error) {
+	return ApplyBefore(ctx, pool, log, "")
+}
+
+// ApplyBefore applies the files whose names sort before stop (all of them
+// when stop is ""): a database as an earlier version left it, for tests
+// of what a migration does to the data it finds.
+func ApplyBefore(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, stop string) (int, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("migrate: acquire connection: %w", err)
@@ -61,6 +68,9 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (int, erro
 	sort.Strings(names)
 	n := 0
 	for _, name := range names {
+		if stop != "" && name >= stop {
+			break
+		}
 		body, err := files.ReadFile(name)
 		if err != nil {
 			return n, fmt.Errorf("migrate: read %s: %w", name, err)

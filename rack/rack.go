@@ -25,6 +25,7 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/internal/journal"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -118,18 +119,6 @@ func DefaultConfig() Config {
 	}
 }
 
-func listFlag(dst *[]string) func(string) error {
-	return func(v string) error {
-		*dst = nil
-		for _, d := range strings.Split(v, ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				*dst = append(*dst, d)
-			}
-		}
-		return nil
-	}
-}
-
 // RegisterFlags binds c's fields to flags of fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the rack id, images and caches")
@@ -143,8 +132,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.ScrubAtStart, "scrub-at-start", c.ScrubAtStart, "verify every stored image file against its sha256 at start")
 	fs.IntVar(&c.KeepImageVersions, "keep-image-versions", c.KeepImageVersions, "newest versions of each image that garbage collection always keeps")
 	fs.DurationVar(&c.InFlightWindow, "in-flight-window", c.InFlightWindow, "how long after a file was handed out its image version counts as being booted from")
-	fs.Func("storage-search-path", "comma-separated directories holding storage provider directories (default "+strings.Join(c.StorageSearchPath, ",")+")", listFlag(&c.StorageSearchPath))
-	fs.Func("tftp-addr", "comma-separated addresses of the TFTP server; empty turns it off (default "+strings.Join(c.TFTPAddrs, ",")+")", listFlag(&c.TFTPAddrs))
+	fs.Func("storage-search-path", "comma-separated directories holding storage provider directories (default "+strings.Join(c.StorageSearchPath, ",")+")", flagenv.List(&c.StorageSearchPath))
+	fs.Func("tftp-addr", "comma-separated addresses of the TFTP server; empty turns it off (default "+strings.Join(c.TFTPAddrs, ",")+")", flagenv.List(&c.TFTPAddrs))
 	fs.IntVar(&c.TFTPWindow, "tftp-window", c.TFTPWindow, "most TFTP blocks in flight: the windowsize granted to clients that ask (RFC 7440), and blocks sent ahead to those that do not while they keep up (1: strict lock-step)")
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach this rack's HTTP server at, put in boot configs (default: http://<first non-loopback address>:<http port>)")
 	fs.StringVar(&c.BootRoot, "boot-root", c.BootRoot, "fallback directory for boot files (default <data-dir>/boot-root)")

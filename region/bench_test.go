@@ -15,6 +15,7 @@ import (
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // BenchmarkIngest measures rack publish → committed in Postgres: racks
@@ -27,6 +28,7 @@ func BenchmarkIngest(b *testing.B) {
 			ns := natsserver.StartTest(b)
 			pool := pgtest.NewPool(b)
 			cfg := region.DefaultConfig()
+			cfg.Secrets.KeyFile = regiontest.KeyFile(b)
 			cfg.HTTPAddr = "127.0.0.1:0"
 			r, err := region.New(cfg, pool, ns.Connect(), testLogger())
 			if err != nil {

@@ -57,15 +57,21 @@ func startNobleRack(t *testing.T, h *harness) *rack.Rack {
 	t.Helper()
 	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
 	importInto(t, r, imageSource(t, "ubuntu/noble/amd64/generic"))
-	h.eventually(10*time.Second, "rack's image in the registry", func() error {
+	h.waitForRegistry("ubuntu/noble/amd64/generic:rack-a")
+	return r
+}
+
+// waitForRegistry waits until the OS registry's summary is want.
+func (h *harness) waitForRegistry(want string) {
+	h.t.Helper()
+	h.eventually(10*time.Second, "the OS registry to list "+want, func() error {
 		var l osList
 		h.getJSON("/api/v1/os", &l)
-		if summary(l) != "ubuntu/noble/amd64/generic:rack-a" {
-			return fmt.Errorf("%s", summary(l))
+		if got := summary(l); got != want {
+			return fmt.Errorf("%s", got)
 		}
 		return nil
 	})
-	return r
 }
 
 func (h *harness) newMachine(hostname, mac string) machineOut {

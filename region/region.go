@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/secrets"
 	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
 	"github.com/rackplane/rackplane/region/webui"
@@ -51,6 +52,9 @@ type Config struct {
 	StreamReplicas int
 	IngestBatch    int
 	DeployTimeout  time.Duration
+	// Secrets is where the keys secrets are sealed with are: the region
+	// does not start without one.
+	Secrets secrets.Config
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +66,7 @@ func DefaultConfig() Config {
 		StreamReplicas:  1,
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
+		Secrets:         secrets.DefaultConfig(),
 	}
 }
 
@@ -73,6 +78,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
+	c.Secrets.RegisterFlags(fs)
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -96,7 +102,7 @@ func (c Config) Validate() error {
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.Secrets.Validate())...)
 }
 
 // Region is a running region controller.
@@ -116,7 +122,10 @@ type Region struct {
 	machines *machine.Service
 	preseeds *preseed.Service
 	follower *follower.Follower
-	ln       net.Listener
+	keys     *secrets.Keyring
+	// unreadable counts the secrets under a key this region lacks.
+	unreadable prometheus.Gauge
+	ln         net.Listener
 }
 
 // New builds a region on an open pool and NATS connection. It listens on
@@ -129,6 +138,10 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	keys, err := cfg.Secrets.Load(log)
+	if err != nil {
+		return nil, err
+	}
 	v, err := events.NewValidator()
 	if err != nil {
 		return nil, err
@@ -138,7 +151,12 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	natsmetrics.Register(reg, nc)
 	db := postgres.New(pool, log)
 	reg.MustRegister(db.Collectors()...)
-	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg}
+	r := &Region{cfg: cfg, db: db, nc: nc, js: js, log: log, registry: reg, keys: keys,
+		unreadable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rackplane_region_secrets_unreadable",
+			Help: "Secrets stored under a key this region was not given (or that do not open), as counted at start: give the key in -secrets-old-key-files, or set them again.",
+		})}
+	reg.MustRegister(r.unreadable)
 	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg, Streams: r.ensureStreams})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
@@ -150,7 +168,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
 		Appended:   r.appended,
-		OSRegistry: osregistry.New(db, nc, nil, log.With("component", "osregistry")),
+		OSRegistry: osregistry.New(db, nc, keys, nil, log.With("component", "osregistry")),
 		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
 		Volumes:    volume.New(db, nc, nil, log.With("component", "volume")),
 		Subnets:    subnet.NewService(db, nil, log.With("component", "subnet")),
@@ -182,12 +200,15 @@ func (r *Region) Run(ctx context.Context) error {
 	if err := r.db.Migrate(ctx); err != nil {
 		return err
 	}
+	if err := r.reseal(ctx); err != nil {
+		return err
+	}
 	if err := r.ensureStreams(ctx); err != nil {
 		return err
 	}
 	rpcs := rpc.NewServer(r.nc, "region", r.log, 64, 10*time.Second)
 	defer rpcs.Close()
-	racks := rackrpc.New(r.db, r.machines, r.js, r.log)
+	racks := rackrpc.New(r.db, r.machines, r.keys, r.js, r.log)
 	for _, c := range racks.Collectors() {
 		if err := r.registry.Register(c); err != nil {
 			return fmt.Errorf("rack rpc metrics: %w", err)
@@ -206,6 +227,25 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.follower.Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()
+}
+
+// reseal brings every stored secret under the current secrets key before
+// anything is served: values the migration from clear storage left, and
+// values under an old key. Secrets this region cannot open are left
+// alone, counted and logged: its start does not depend on them.
+func (r *Region) reseal(ctx context.Context) error {
+	rep, err := r.db.ResealSecrets(ctx, r.keys, time.Now())
+	if err != nil {
+		return err
+	}
+	r.unreadable.Set(float64(rep.Unreadable))
+	r.log.Info("secrets key", "key_id", r.keys.CurrentID(), "old_key_ids", r.keys.IDs()[1:],
+		"secrets_current", rep.Current, "secrets_resealed", rep.Resealed, "secrets_sealed_from_clear", rep.Sealed)
+	if rep.Unreadable > 0 {
+		r.log.Error("secrets sealed under a key this region was not given: give that key's file in -secrets-old-key-files, or set them again",
+			"secrets_unreadable", rep.Unreadable, "key_ids", rep.UnreadableKeys)
+	}
+	return nil
 }
 
 // ensureStreams retries while NATS is not there yet, or its cluster too

@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/rack"
 	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 type harness struct {
@@ -64,6 +65,12 @@ func startRegion(t *testing.T) *harness {
 // startRegionWith starts a region whose configuration set may change.
 func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 	t.Helper()
+	return startRegionLogged(t, set, testLogger())
+}
+
+// startRegionLogged starts a region that logs to log.
+func startRegionLogged(t *testing.T, set func(*region.Config), log *slog.Logger) *harness {
+	t.Helper()
 	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: pgtest.NewDatabase(t)}
 	var err error
 	if h.pool, err = pgxpool.New(context.Background(), h.dbURL); err != nil {
@@ -75,9 +82,10 @@ func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 		t.Fatal(err)
 	}
 	cfg := region.DefaultConfig()
+	cfg.Secrets.KeyFile = regiontest.KeyFile(t)
 	cfg.HTTPAddr = "127.0.0.1:0"
 	set(&cfg)
-	r, err := region.New(cfg, h.pool, h.ns.Connect(), testLogger())
+	r, err := region.New(cfg, h.pool, h.ns.Connect(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

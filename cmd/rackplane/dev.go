@@ -29,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/rack/dhcp"
 	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 type devConfig struct {
@@ -179,12 +180,16 @@ func (c devConfig) rack(dataDir string) rack.Config {
 }
 
 // region is the region's configuration: regiond's defaults with dev's
-// address.
-func (c devConfig) region() region.Config {
+// address, and the secrets key kept in dataDir.
+func (c devConfig) region(dataDir string) region.Config {
 	rcfg := region.DefaultConfig()
 	rcfg.HTTPAddr = c.HTTPAddr
+	rcfg.Secrets.KeyFile = devKeyFile(dataDir)
 	return rcfg
 }
+
+// devKeyFile is where rackplane dev keeps the region's secrets key.
+func devKeyFile(dataDir string) string { return filepath.Join(dataDir, "secrets.key") }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := defaultDevConfig()
@@ -224,6 +229,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The key licence keys are sealed with in PostgreSQL: made on the
+	// first start, mode 0600. It goes with the database: a new data
+	// directory on an old database cannot open what the old key sealed.
+	key, made, err := secrets.EnsureKeyFile(devKeyFile(dataDir), log)
+	if err != nil {
+		return err
+	}
+	if made {
+		log.Info("made a secrets key", "path", devKeyFile(dataDir), "key_id", key.ID())
+	}
 
 	host, portStr, _ := net.SplitHostPort(cfg.NATSAddr)
 	port, err := strconv.Atoi(portStr)
@@ -245,7 +260,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// embedded server.
 	natsCfg := dial.DefaultNATSConfig()
 	natsCfg.URL = natsURL
-	reg, err := regiond.New(cfg.region(), natsCfg, pool, log.With("component", "region"))
+	reg, err := regiond.New(cfg.region(dataDir), natsCfg, pool, log.With("component", "region"))
 	if err != nil {
 		return err
 	}
@@ -264,7 +279,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   web UI         http://%s/#token=%s  (signs this browser tab in)
   metrics        http://%s/metrics  (rack: http://%s/metrics)
   NATS           %s  (JetStream data in %s)
-  PostgreSQL     %s
+  PostgreSQL     %s  (secrets sealed with the key in %s)
   rack           %s  id %s, data in %s
   TFTP           %s  (boot files: curl tftp://%s/<file>)
   boot URL       %s  (what machines are told)
@@ -275,7 +290,7 @@ Join a second rack:
 
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
-`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL),
+`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL), devKeyFile(dataDir),
 		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP), natsURL, filepath.Join(dataDir, "token"), reg.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)

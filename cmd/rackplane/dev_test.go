@@ -40,6 +40,9 @@ func TestDevOnABootNetwork(t *testing.T) {
 			}
 			got := cfg.onBootNetwork(ip)
 			k := got.rack("/tmp/dev")
+			if key := got.region("/tmp/dev").Secrets.KeyFile; key != "/tmp/dev/secrets.key" {
+				t.Errorf("secrets key file %q, want the data directory's secrets.key", key)
+			}
 			if got.TFTPAddr != c.tftp || got.RackHTTPAddr != c.http || k.BootURL != c.boot || k.DHCP.Interface != c.dif || k.DHCP.Mode != c.mode {
 				t.Errorf("tftp %s http %s boot url %s dhcp %s on %q; want %s %s %s %s on %q",
 					got.TFTPAddr, got.RackHTTPAddr, k.BootURL, k.DHCP.Mode, k.DHCP.Interface, c.tftp, c.http, c.boot, c.mode, c.dif)

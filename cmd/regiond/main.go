@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 func main() {
@@ -29,7 +31,9 @@ func run(ctx context.Context, args []string) error {
 	cfg := regiond.DefaultConfig()
 	fs := flag.NewFlagSet("regiond", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
-	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)")
+	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)\n"+
+		"       regiond secrets generate FILE             (writes a new secrets key, mode 0600, unless FILE exists; prints its id)\n"+
+		"       regiond [flags] secrets reseal            (seals every stored secret with -secrets-key-file, opening with it and -secrets-old-key-files)")
 	if err := flagenv.Parse(fs, args, nil); err != nil {
 		return err
 	}
@@ -37,6 +41,9 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := cfg.Log.Logger()
+	if rest := fs.Args(); len(rest) == 3 && rest[0] == "secrets" && rest[1] == "generate" {
+		return generateKey(rest[2], log)
+	}
 
 	pool, err := dial.Postgres(ctx, cfg.Postgres.ConnString())
 	if err != nil {
@@ -69,7 +76,10 @@ func run(ctx context.Context, args []string) error {
 			fmt.Printf("rebuilt projections from %d events\n", n)
 			return nil
 		}
-		return fmt.Errorf("unknown command %q (want: projections rebuild, or token create NAME ACTOR)", rest)
+		if len(rest) == 2 && rest[0] == "secrets" && rest[1] == "reseal" {
+			return reseal(ctx, postgres.New(pool, log), cfg.Region.Secrets, log)
+		}
+		return fmt.Errorf("unknown command %q (want: projections rebuild, token create NAME ACTOR, secrets generate FILE or secrets reseal)", rest)
 	}
 
 	r, err := regiond.New(cfg.Region, cfg.NATS, pool, log)
@@ -78,4 +88,41 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer r.Close()
 	return r.Run(ctx)
+}
+
+// generateKey writes a new secrets key to path unless there is a file
+// there, and prints the id of the key in it.
+func generateKey(path string, log *slog.Logger) error {
+	k, made, err := secrets.EnsureKeyFile(path, log)
+	if err != nil {
+		return err
+	}
+	if made {
+		fmt.Printf("wrote a new secrets key to %s (id %s)\n", path, k.ID())
+	} else {
+		fmt.Printf("%s already holds a key (id %s); left as it is\n", path, k.ID())
+	}
+	return nil
+}
+
+// reseal seals every stored secret with the current key: after a
+// rotation, once it reports nothing unreadable, the old key can go.
+func reseal(ctx context.Context, db *postgres.DB, cfg secrets.Config, log *slog.Logger) error {
+	keys, err := cfg.Load(log)
+	if err != nil {
+		return err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	rep, err := db.ResealSecrets(ctx, keys, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("key %s: %d secrets were under it already, %d re-sealed from an old key, %d sealed from clear\n",
+		keys.CurrentID(), rep.Current, rep.Resealed, rep.Sealed)
+	if rep.Unreadable > 0 {
+		return fmt.Errorf("%d secrets are under keys %v, which were not given (-secrets-old-key-files): they stay as they are", rep.Unreadable, rep.UnreadableKeys)
+	}
+	return nil
 }

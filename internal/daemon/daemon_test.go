@@ -38,16 +38,19 @@ func TestFlags(t *testing.T) {
 	}{
 		{"regiond", region.RegisterFlags,
 			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
-				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level"},
+				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level",
+				"secrets-key-file", "secrets-old-key-files"},
 			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
-				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3"},
+				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3",
+				"RACKPLANE_SECRETS_KEY_FILE": "/etc/rackplane/secrets.key", "RACKPLANE_SECRETS_OLD_KEY_FILES": "/a.key, /b.key"},
 			func() bool {
 				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
 					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
 					region.NATS.CertFile == "c.pem" && region.NATS.KeyFile == "k.pem" && region.Log.Level == "debug" &&
-					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3
+					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3 &&
+					region.Region.Secrets.KeyFile == "/etc/rackplane/secrets.key" && slices.Equal(region.Region.Secrets.OldKeyFiles, []string{"/a.key", "/b.key"})
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",

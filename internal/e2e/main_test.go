@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 var binDir string
@@ -40,6 +41,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// Every regiond of the run seals with this key, so two on one
+	// database read each other's secrets.
+	if err := os.WriteFile(filepath.Join(dir, "secrets.key"), secrets.GenerateKey(), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -82,7 +89,7 @@ func (p *proc) Output() string {
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
-	cmd.Env = append(os.Environ(), "RACKPLANE_LOG_LEVEL=debug")
+	cmd.Env = append(os.Environ(), "RACKPLANE_LOG_LEVEL=debug", "RACKPLANE_SECRETS_KEY_FILE="+filepath.Join(binDir, "secrets.key"))
 	return startCmd(t, name, cmd)
 }
 

@@ -51,3 +51,17 @@ func Usage(fs *flag.FlagSet, synopsis string) {
 		})
 	}
 }
+
+// List returns the Set function of a flag holding a comma-separated list
+// (for flag.FlagSet.Func): dst becomes the non-empty items, trimmed.
+func List(dst *[]string) func(string) error {
+	return func(v string) error {
+		*dst = nil
+		for _, d := range strings.Split(v, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				*dst = append(*dst, d)
+			}
+		}
+		return nil
+	}
+}

@@ -3,6 +3,7 @@ package flagenv
 import (
 	"flag"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +33,22 @@ func TestParse(t *testing.T) {
 	fs.Int("n", 1, "")
 	if err := Parse(fs, nil, func(string) (string, bool) { return "abc", true }); err == nil {
 		t.Fatal("a bad value in the environment was accepted")
+	}
+}
+
+func TestList(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"a", []string{"a"}},
+		{" a , b,,c ", []string{"a", "b", "c"}},
+		{",", nil},
+	} {
+		got := []string{"before"}
+		if err := List(&got)(tt.in); err != nil || strings.Join(got, "|") != strings.Join(tt.want, "|") || (tt.want == nil) != (got == nil) {
+			t.Errorf("List(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/flagenv"
 )
 
 // Mode is what the rack's DHCP server does.
@@ -283,15 +284,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BIOSLoader, "dhcp-bios-loader", c.BIOSLoader, "boot loader of BIOS PXE clients: ipxe (undionly.kpxe), pxelinux (pxelinux.0) or lpxelinux (lpxelinux.0, files over HTTP)")
 	fs.StringVar(&c.UEFILoader, "dhcp-uefi-loader", c.UEFILoader, "boot loader of x64 UEFI clients: ipxe (snponly.efi), grub (grubx64.efi) or shim (bootx64.efi, then grubx64.efi)")
 	fs.StringVar(&c.ARM64Loader, "dhcp-arm64-loader", c.ARM64Loader, "boot loader of arm64 UEFI clients: grub (grubaa64.efi), shim (bootaa64.efi, then grubaa64.efi) or ipxe (ipxe-arm64.efi)")
-	fs.Func("dhcp-proxy-peers", "comma-separated names of every rack answering proxyDHCP on this segment, this one included; each PXE client is then answered by one of them", func(v string) error {
-		c.ProxyPeers = nil
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				c.ProxyPeers = append(c.ProxyPeers, p)
-			}
-		}
-		return nil
-	})
+	fs.Func("dhcp-proxy-peers", "comma-separated names of every rack answering proxyDHCP on this segment, this one included; each PXE client is then answered by one of them", flagenv.List(&c.ProxyPeers))
 	fs.DurationVar(&c.ProxyTakeover, "dhcp-proxy-takeover", c.ProxyTakeover, "with -dhcp-proxy-peers: how long a PXE client tries before every rack answers it")
 	fs.DurationVar(&c.EventInterval, "dhcp-event-interval", c.EventInterval, "how often DHCP lease changes go out as one event")
 	fs.Func("dhcp-subnets", "JSON file holding the array of the rack's own subnets of managed mode, which take precedence over the region's (see rack/dhcp's doc)", func(path string) error {

@@ -7,9 +7,11 @@
 //
 // The Manager keeps the list of providers in step with the disk, runs only
 // the fixed set of actions (an optional one only on a provider that has
-// its script) with a clean environment (VOL_*, EXTP_*), a timeout that
-// kills the script's whole process group, one bounded log per volume, and
-// a small state record per volume written before and after every action.
+// its script) with a clean environment (VOL_*, EXTP_*, and RunMarker), a
+// timeout that kills everything the script started (its process group,
+// children that left it with setsid, orphans still carrying the run's
+// RunMarker), one bounded log per volume, and a small state record per
+// volume written before and after every action. A script dies with rackd.
 // Every result, success or failure with the tail of the script's output,
 // becomes a volume_action_completed event.
 //

@@ -49,6 +49,7 @@ func TestScriptEnvironment(t *testing.T) {
 		{"setinfo", Request{VolumeID: id, Machine: "m-8"}, nil},
 		{"verify", Request{VolumeID: id}, nil},
 	}
+	markers := map[string]bool{}
 	for _, s := range steps {
 		if _, err := m.Do(ctx, s.action, s.req); err != nil {
 			t.Fatalf("%s: %v", s.action, err)
@@ -70,7 +71,23 @@ func TestScriptEnvironment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.Split(strings.TrimSpace(string(b)), "\n"); !slices.Equal(got, want) {
+		// Every run has a marker of its own (RunMarker).
+		got := strings.Split(strings.TrimSpace(string(b)), "\n")
+		n := len(markers)
+		got = slices.DeleteFunc(got, func(l string) bool {
+			v, ok := strings.CutPrefix(l, RunMarker+"=")
+			if ok && (len(v) != 16 || markers[v]) {
+				t.Errorf("%s: marker %q: want 16 hex digits, new at each run", s.action, l)
+			}
+			if ok {
+				markers[v] = true
+			}
+			return ok
+		})
+		if len(markers) != n+1 {
+			t.Errorf("%s: no %s in the environment", s.action, RunMarker)
+		}
+		if !slices.Equal(got, want) {
 			t.Errorf("%s environment:\n%s\nwant:\n%s", s.action, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		wd, _ := os.ReadFile(filepath.Join(out, s.action+".pwd"))

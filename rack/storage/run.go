@@ -3,14 +3,17 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -42,23 +45,35 @@ type run struct {
 	duration  time.Duration
 }
 
-// runScript runs dir/script with exactly env, in dir, with no stdin. Its
-// stdout and stderr both go to log; stdout is also kept (up to
-// stdoutLimit) for attach. On timeout or when ctx ends the whole process
-// group is killed, so a script's children cannot outlive it.
+// RunMarker is the variable every script gets beside env, with a value of
+// its own run: the processes it starts inherit it, so those that leave
+// its process group and lose their parent can still be found and killed.
+const RunMarker = "RACKPLANE_STORAGE_RUN"
+
+// runScript runs dir/script with exactly env (and RunMarker), in dir,
+// with no stdin. Its stdout and stderr both go to log; stdout is also kept
+// (up to stdoutLimit) for attach. On timeout or when ctx ends everything
+// the script started is killed (killTree): its process group, and the
+// children that left it with setsid, so none outlives it.
 func runScript(ctx context.Context, dir, script string, env []string, timeout time.Duration, log io.Writer, stdoutLimit int, now func() time.Time) run {
 	r := run{started: now()}
 	tail := &tailBuffer{max: 16 << 10}
 	out := &limitedBuffer{max: stdoutLimit}
 	combined := &syncWriter{w: io.MultiWriter(log, tail)}
 
+	id := make([]byte, 8)
+	_, _ = rand.Read(id) // crypto/rand.Read never fails
+	marker := RunMarker + "=" + hex.EncodeToString(id)
 	cmd := exec.Command(filepath.Join(dir, script))
 	cmd.Dir = dir
-	cmd.Env = env
+	cmd.Env = append(slices.Clip(env), marker)
 	cmd.Stdout = io.MultiWriter(out, combined)
 	cmd.Stderr = combined
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = scriptAttr()
 	cmd.WaitDelay = waitDelay
+	// The script's death signal (scriptAttr) is tied to this thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		r.err = fmt.Errorf("start %s: %w", script, err)
@@ -74,11 +89,11 @@ func runScript(ctx context.Context, dir, script string, env []string, timeout ti
 	case err = <-done:
 	case <-timer.C:
 		r.timedOut = true
-		killGroup(cmd)
+		killTree(cmd.Process.Pid, marker)
 		err = <-done
 	case <-ctx.Done():
 		r.cancelled = true
-		killGroup(cmd)
+		killTree(cmd.Process.Pid, marker)
 		err = <-done
 	}
 	r.duration = time.Since(start)
@@ -97,11 +112,6 @@ func runScript(ctx context.Context, dir, script string, env []string, timeout ti
 		r.err = fmt.Errorf("%s failed: %w", script, err)
 	}
 	return r
-}
-
-func killGroup(cmd *exec.Cmd) {
-	// The negative pid addresses the process group Setpgid created.
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
 // syncWriter serialises writes from the stdout and stderr copiers.

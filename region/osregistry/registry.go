@@ -2,8 +2,6 @@ package osregistry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/secrets"
 	"github.com/rackplane/rackplane/schema"
 )
 
@@ -29,7 +28,7 @@ type Store interface {
 	CapabilityDigests(ctx context.Context) (map[string]string, error)
 	RecordDivergence(ctx context.Context, ev events.Event) error
 	LicenceKeys(ctx context.Context) (map[[2]string]postgres.LicenceKey, error)
-	SetLicenceKey(ctx context.Context, key string, ev events.Event) error
+	SetLicenceKey(ctx context.Context, sealed secrets.Secret, ev events.Event) error
 }
 
 // Service answers the registry's questions from the Store, or live from
@@ -37,20 +36,21 @@ type Store interface {
 type Service struct {
 	store Store
 	nc    *nats.Conn
+	keys  *secrets.Keyring
 	now   func() time.Time
 	log   *slog.Logger
 }
 
-// New returns a registry on store that asks racks over nc. now may be nil
-// (time.Now).
-func New(store Store, nc *nats.Conn, now func() time.Time, log *slog.Logger) *Service {
+// New returns a registry on store that asks racks over nc and seals
+// licence keys with keys. now may be nil (time.Now).
+func New(store Store, nc *nats.Conn, keys *secrets.Keyring, now func() time.Time, log *slog.Logger) *Service {
 	if now == nil {
 		now = time.Now
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{store: store, nc: nc, now: now, log: log}
+	return &Service{store: store, nc: nc, keys: keys, now: now, log: log}
 }
 
 // Query asks for the OS list, narrowed by Filter. Live asks the racks,
@@ -219,7 +219,10 @@ func (s *Service) LicenceKey(ctx context.Context, osName, release string) (postg
 
 // SetLicenceKey stores key for os/release once a rack providing it has
 // validated it; actor goes on the licence_key_set event. The key is not
-// stored when no rack can validate it now.
+// stored when no rack can validate it now. It is stored sealed, and
+// events, the answer and logs carry only its masked form and keyed
+// fingerprint. Only the racks providing the release see the key, on
+// their own rpc subject, until one of them answers.
 func (s *Service) SetLicenceKey(ctx context.Context, osName, release, key, actor string) (postgres.LicenceKey, error) {
 	key = strings.TrimSpace(key)
 	if key == "" || len(key) > 256 {
@@ -243,14 +246,14 @@ func (s *Service) SetLicenceKey(ctx context.Context, osName, release, key, actor
 	if err != nil {
 		return postgres.LicenceKey{}, err
 	}
-	sum := sha256.Sum256([]byte(key))
-	data := events.LicenceKeySet{OS: osName, Release: release, Masked: Mask(key), Fingerprint: hex.EncodeToString(sum[:]), ValidatedBy: validatedBy}
+	sealed := s.keys.SealSecret(postgres.LicenceKeyName(osName, release), []byte(key))
+	data := events.LicenceKeySet{OS: osName, Release: release, Masked: Mask(key), Fingerprint: sealed.Fingerprint, ValidatedBy: validatedBy}
 	ev, err := events.New(events.RegionSource, events.TypeLicenceKeySet, "os/"+osName+"/"+release, s.now(), data)
 	if err != nil {
 		return postgres.LicenceKey{}, err
 	}
 	ev.Actor = actor
-	if err := s.store.SetLicenceKey(ctx, key, ev); err != nil {
+	if err := s.store.SetLicenceKey(ctx, sealed, ev); err != nil {
 		return postgres.LicenceKey{}, err
 	}
 	return postgres.LicenceKey{OS: osName, Release: release, Masked: data.Masked,
@@ -266,7 +269,7 @@ func (s *Service) validateKey(ctx context.Context, racks []string, osName, relea
 			Valid  bool   `json:"valid"`
 			Reason string `json:"reason"`
 		}
-		err := rpc.Call(cctx, s.nc, events.RackRPCSubject(rackID, "validate_licence_key"),
+		err := rpc.Call(cctx, s.nc, events.RackRPCSubject(rackID, events.MethodValidateLicenceKey),
 			map[string]string{"os": osName, "release": release, "key": key}, &res)
 		cancel()
 		if err != nil {
@@ -274,7 +277,10 @@ func (s *Service) validateKey(ctx context.Context, racks []string, osName, relea
 			continue
 		}
 		if !res.Valid {
-			return "", rackplane.Errorf(rackplane.EINVALID, "rack %s refused the key: %s", rackID, res.Reason)
+			// The reason goes to the API answer and the audit log: a
+			// rack echoing the key must not put it there.
+			reason := strings.ReplaceAll(res.Reason, key, Mask(key))
+			return "", rackplane.Errorf(rackplane.EINVALID, "rack %s refused the key: %s", rackID, reason)
 		}
 		return rackID, nil
 	}

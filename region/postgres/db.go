@@ -23,12 +23,12 @@ type DB struct {
 	// horizon is how the log's readers find what they may read; only the
 	// benchmark that compares the mechanisms changes it.
 	horizonMode horizonMode
-	metrics     logMetrics
+	metrics     *dbMetrics
 }
 
 // New wraps pool. The projections are applied on every append.
 func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
-	db := &DB{pool: pool, log: log, metrics: newLogMetrics()}
+	db := &DB{pool: pool, log: log, metrics: newDBMetrics()}
 	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection}
 	return db
 }

@@ -8,3 +8,6 @@ func UseServerSnapshotHorizon(db *DB) { db.horizonMode = horizonServerSnapshot }
 // UseSerializedAppends makes db's appends take turns, so that every
 // committed event is readable, for the same benchmark.
 func UseSerializedAppends(db *DB) { db.horizonMode = horizonSerialized }
+
+// HashCompares is how many secret hash comparisons db has made.
+func HashCompares(db *DB) int64 { return db.metrics.hashCompares.Load() }

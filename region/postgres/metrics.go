@@ -3,27 +3,42 @@ package postgres
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// logMetrics is what an operator watches of the event log's readers: how
+// dbMetrics is what an operator watches of the event log's readers (how
 // long an append in flight has been holding them back, and how often an
-// API read stopped waiting for one.
-type logMetrics struct {
+// API read stopped waiting for one) and of API token checks.
+type dbMetrics struct {
 	settleTimeouts prometheus.Counter
 	warnSettle     *every
+	// tokenChecks counts API token checks by outcome: a climbing
+	// unknown_token or wrong_secret is someone guessing.
+	tokenChecks *prometheus.CounterVec
+	// hashCompares counts secret hash comparisons, for the test that
+	// checks every path through Authenticate makes one.
+	hashCompares atomic.Int64
 }
 
-func newLogMetrics() logMetrics {
-	return logMetrics{
+func newDBMetrics() *dbMetrics {
+	m := &dbMetrics{
 		settleTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_event_log_settle_timeouts_total",
 			Help: "Reads of the event log that stopped waiting for appends in flight and returned without their events.",
 		}),
 		warnSettle: &every{interval: time.Minute},
+		tokenChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_region_api_token_checks_total",
+			Help: "API bearer tokens checked, by outcome: accepted, malformed, unknown_token, wrong_secret, revoked.",
+		}, []string{"outcome"}),
 	}
+	for _, o := range []string{tokenAccepted, tokenMalformed, tokenUnknown, tokenWrongSecret, tokenRevoked} {
+		m.tokenChecks.WithLabelValues(o)
+	}
+	return m
 }
 
 // Collectors returns the event log's metrics, for the region's registry.
@@ -46,7 +61,7 @@ func (db *DB) Collectors() []prometheus.Collector {
 		}
 		return max(age, 0)
 	})
-	return []prometheus.Collector{db.metrics.settleTimeouts, heldBack}
+	return []prometheus.Collector{db.metrics.settleTimeouts, db.metrics.tokenChecks, heldBack}
 }
 
 // every allows one event per interval: warnings that could repeat for

@@ -3,12 +3,14 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 var osRegistryProjection = Projection{
@@ -180,7 +182,7 @@ func (db *DB) CapabilityDigests(ctx context.Context) (map[string]string, error) 
 	return out, wrap("capability digests", err)
 }
 
-// LicenceKey is a stored key, masked.
+// LicenceKey is a stored key, masked, with its keyed fingerprint.
 type LicenceKey struct {
 	OS          string    `json:"os"`
 	Release     string    `json:"release"`
@@ -190,21 +192,31 @@ type LicenceKey struct {
 	SetAt       time.Time `json:"set_at"`
 }
 
-// SetLicenceKey stores key and emits licence_key_set (masked) in one
-// transaction.
-func (db *DB) SetLicenceKey(ctx context.Context, key string, ev events.Event) error {
+// LicenceKeyName is the name the licence key of os/release is sealed
+// under (sealed_secrets).
+func LicenceKeyName(os, release string) string { return "licence_key/" + os + "/" + release }
+
+// SetLicenceKey stores the sealed key and emits licence_key_set (masked,
+// with the fingerprint of sealed) in one transaction.
+func (db *DB) SetLicenceKey(ctx context.Context, sealed secrets.Secret, ev events.Event) error {
 	var d events.LicenceKeySet
 	if err := ev.DecodeData(&d); err != nil {
 		return err
 	}
+	if sealed.Name != LicenceKeyName(d.OS, d.Release) || sealed.Fingerprint != d.Fingerprint {
+		return fmt.Errorf("licence key of %s/%s: sealed as %q with another fingerprint than the event's", d.OS, d.Release, sealed.Name)
+	}
 	return db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO licence_keys (os, release, key, masked, fingerprint, validated_by, set_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
-			ON CONFLICT (os, release) DO UPDATE SET key = excluded.key, masked = excluded.masked,
-				fingerprint = excluded.fingerprint, validated_by = excluded.validated_by, set_at = excluded.set_at`,
-			d.OS, d.Release, key, d.Masked, d.Fingerprint, d.ValidatedBy, ev.Time)
+		_, err := tx.Exec(ctx, `INSERT INTO licence_keys (os, release, masked, validated_by, set_at)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (os, release) DO UPDATE SET masked = excluded.masked,
+				validated_by = excluded.validated_by, set_at = excluded.set_at`,
+			d.OS, d.Release, d.Masked, d.ValidatedBy, ev.Time)
 		if err != nil {
 			return wrap("store licence key", err)
+		}
+		if err := putSecret(ctx, tx, sealed, ev.Time); err != nil {
+			return err
 		}
 		_, err = db.Emit(ctx, tx, ev.Subject, ExpectAny, ev)
 		return err
@@ -213,7 +225,8 @@ func (db *DB) SetLicenceKey(ctx context.Context, key string, ev events.Event) er
 
 // LicenceKeys returns the stored keys, masked, by os and release.
 func (db *DB) LicenceKeys(ctx context.Context) (map[[2]string]LicenceKey, error) {
-	rows, err := db.pool.Query(ctx, `SELECT os, release, masked, fingerprint, validated_by::text, set_at FROM licence_keys`)
+	rows, err := db.pool.Query(ctx, `SELECT l.os, l.release, l.masked, coalesce(s.fingerprint, ''), l.validated_by::text, l.set_at
+		FROM licence_keys l LEFT JOIN sealed_secrets s ON s.name = 'licence_key/' || l.os || '/' || l.release`)
 	if err != nil {
 		return nil, wrap("licence keys", err)
 	}
@@ -226,14 +239,15 @@ func (db *DB) LicenceKeys(ctx context.Context) (map[[2]string]LicenceKey, error)
 	return out, wrap("licence keys", err)
 }
 
-// LicenceKeyFor returns the key itself, for rendering an install config.
-func (db *DB) LicenceKeyFor(ctx context.Context, os, release string) (string, error) {
-	var key string
-	err := db.pool.QueryRow(ctx, `SELECT key FROM licence_keys WHERE os = $1 AND release = $2`, os, release).Scan(&key)
-	if err == pgx.ErrNoRows {
+// LicenceKeyFor returns the key itself, for rendering an install config:
+// ENOTFOUND when none is set, EUNAVAILABLE when it is sealed under a key
+// kr lacks.
+func (db *DB) LicenceKeyFor(ctx context.Context, kr *secrets.Keyring, os, release string) (string, error) {
+	b, err := db.OpenSecret(ctx, kr, LicenceKeyName(os, release))
+	if rackplane.ErrorCode(err) == rackplane.ENOTFOUND {
 		return "", rackplane.Errorf(rackplane.ENOTFOUND, "no licence key for %s/%s", os, release)
 	}
-	return key, wrap("licence key", err)
+	return string(b), err
 }
 
 // RecordDivergence emits capabilities_diverged for a rack.

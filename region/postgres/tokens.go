@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"time"
 
@@ -62,36 +63,80 @@ func (db *DB) CreateToken(ctx context.Context, name, actor, createdBy string, no
 	return t, plain, err
 }
 
+// Outcomes of a token check (rackplane_region_api_token_checks_total).
+const (
+	tokenAccepted    = "accepted"
+	tokenMalformed   = "malformed"
+	tokenUnknown     = "unknown_token"
+	tokenWrongSecret = "wrong_secret"
+	tokenRevoked     = "revoked"
+)
+
+// dummySecretHash stands in for the hash of a token id that does not
+// exist, so that an unknown id costs the same hash and comparison as a
+// wrong secret.
+var dummySecretHash = sha256.Sum256([]byte("rackplane: no such token"))
+
 // Authenticate returns the token a bearer secret belongs to; EUNAUTHORIZED
-// when it is unknown, malformed or revoked.
+// when it is unknown, malformed or revoked. Only the right secret of a
+// live token changes anything (its last_used_at). Whether the id exists
+// does not change the work done: an unknown id is compared with a dummy
+// hash, in constant time like a known one, so ids cannot be found by
+// timing the answers.
 func (db *DB) Authenticate(ctx context.Context, plain string, now time.Time) (Token, error) {
 	bad := rackplane.Errorf(rackplane.EUNAUTHORIZED, "invalid or revoked token")
 	rest, ok := strings.CutPrefix(plain, tokenPrefix)
 	idHex, secretHex, ok2 := strings.Cut(rest, "_")
-	if !ok || !ok2 || len(idHex) != 32 {
-		return Token{}, bad
-	}
 	id, err := uuid.Parse(idHex)
 	secret, err2 := hex.DecodeString(secretHex)
-	if err != nil || err2 != nil {
+	if !ok || !ok2 || len(idHex) != 32 || err != nil || err2 != nil {
+		// The form is public: refusing it early tells nothing.
+		db.metrics.tokenChecks.WithLabelValues(tokenMalformed).Inc()
 		return Token{}, bad
 	}
 	var t Token
 	var hash []byte
-	err = db.pool.QueryRow(ctx, `UPDATE api_tokens SET last_used_at = $2 WHERE id = $1
-		RETURNING id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash`, id, now).
+	err = db.pool.QueryRow(ctx, `SELECT id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash
+		FROM api_tokens WHERE id = $1`, id).
 		Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt, &hash)
-	if err == pgx.ErrNoRows {
+	found := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return Token{}, wrap("authenticate", err)
+	}
+	if !found {
+		hash = dummySecretHash[:]
+	}
+	match := db.secretMatches(secret, hash)
+	switch {
+	case !found:
+		db.metrics.tokenChecks.WithLabelValues(tokenUnknown).Inc()
+		return Token{}, bad
+	case !match:
+		db.metrics.tokenChecks.WithLabelValues(tokenWrongSecret).Inc()
+		return Token{}, bad
+	case t.RevokedAt != nil:
+		db.metrics.tokenChecks.WithLabelValues(tokenRevoked).Inc()
+		return Token{}, bad
+	}
+	// Revoked meanwhile: refused like a revoked token.
+	err = db.pool.QueryRow(ctx, `UPDATE api_tokens SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL
+		RETURNING last_used_at`, id, now).Scan(&t.LastUsedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		db.metrics.tokenChecks.WithLabelValues(tokenRevoked).Inc()
 		return Token{}, bad
 	}
 	if err != nil {
 		return Token{}, wrap("authenticate", err)
 	}
-	sum := sha256.Sum256(secret)
-	if subtle.ConstantTimeCompare(sum[:], hash) != 1 || t.RevokedAt != nil {
-		return Token{}, bad
-	}
+	db.metrics.tokenChecks.WithLabelValues(tokenAccepted).Inc()
 	return t, nil
+}
+
+// secretMatches compares the hash of secret with hash in constant time.
+func (db *DB) secretMatches(secret, hash []byte) bool {
+	db.metrics.hashCompares.Add(1)
+	sum := sha256.Sum256(secret)
+	return subtle.ConstantTimeCompare(sum[:], hash) == 1
 }
 
 // ListTokens returns every token, newest first.

@@ -20,6 +20,7 @@ import (
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
+	"github.com/rackplane/rackplane/region/secrets"
 	"github.com/rackplane/rackplane/schema"
 )
 
@@ -35,6 +36,7 @@ type Server struct {
 	js       jetstream.JetStream // creates racks' consumers (follow)
 	db       *postgres.DB
 	machines Machines
+	keys     *secrets.Keyring
 	log      *slog.Logger
 	now      func() time.Time
 	refused  *prometheus.CounterVec
@@ -43,10 +45,11 @@ type Server struct {
 	secret []byte // of install status tokens, loaded on first use
 }
 
-// New returns a server; js (nil: no follow rpc) creates the consumers racks
-// read the region's events through.
-func New(db *postgres.DB, machines Machines, js jetstream.JetStream, log *slog.Logger) *Server {
-	return &Server{db: db, machines: machines, js: js, log: log, now: time.Now,
+// New returns a server; keys opens the secrets a preseed is rendered
+// with; js (nil: no follow rpc) creates the consumers racks read the
+// region's events through.
+func New(db *postgres.DB, machines Machines, keys *secrets.Keyring, js jetstream.JetStream, log *slog.Logger) *Server {
+	return &Server{db: db, machines: machines, keys: keys, js: js, log: log, now: time.Now,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_rack_rpc_refused_total",
 			Help: "Rack rpc calls refused as not the asking rack's business, by method and reason.",
@@ -222,8 +225,13 @@ func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, er
 		}
 	}
 	vars.Preseed.Name, vars.Preseed.Version = v.Name, v.Version
-	if key, err := s.db.LicenceKeyFor(ctx, m.OS, m.Release); err == nil {
+	// The key goes only into this reply, to the asking rack's own
+	// inbox; a release that takes none has none.
+	switch key, err := s.db.LicenceKeyFor(ctx, s.keys, m.OS, m.Release); {
+	case err == nil:
 		vars.LicenceKey = key
+	case rackplane.ErrorCode(err) != rackplane.ENOTFOUND:
+		return nil, err
 	}
 	content, err := preseed.Render(v.Name, v.Content, vars)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/regiontest"
 	"github.com/rackplane/rackplane/region/subnet"
 )
 
@@ -38,7 +39,7 @@ func TestInstallerConversation(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	if err := rackrpc.New(db, machines, nil, log).Register(srv); err != nil {
+	if err := rackrpc.New(db, machines, regiontest.Keys(t), nil, log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()
@@ -195,7 +196,7 @@ func TestSubnetsOfRack(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	if err := rackrpc.New(db, machine.NewService(db, nil, log), nil, log).Register(srv); err != nil {
+	if err := rackrpc.New(db, machine.NewService(db, nil, log), regiontest.Keys(t), nil, log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()
@@ -252,7 +253,7 @@ func TestFirstRackToAskAdoptsTheMachine(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	srv := rpc.NewServer(ns.Connect(), "region", log, 4, 5*time.Second)
 	t.Cleanup(srv.Close)
-	if err := rackrpc.New(db, machines, nil, log).Register(srv); err != nil {
+	if err := rackrpc.New(db, machines, regiontest.Keys(t), nil, log).Register(srv); err != nil {
 		t.Fatal(err)
 	}
 	nc := ns.Connect()

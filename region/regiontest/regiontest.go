@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/secrets"
 )
 
 // Logger discards what it is given, unless RACKPLANE_TEST_LOG is set: then
@@ -39,6 +41,27 @@ func DB(t testing.TB) *postgres.DB {
 		t.Fatalf("migrate: %v", err)
 	}
 	return db
+}
+
+// KeyFile writes a new secrets key into t's temporary directory and
+// returns its path, for a region's -secrets-key-file.
+func KeyFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(path, secrets.GenerateKey(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Keys returns a keyring on a new key.
+func Keys(t testing.TB) *secrets.Keyring {
+	t.Helper()
+	k, err := secrets.ParseKey(secrets.GenerateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secrets.NewKeyring(k)
 }
 
 // NATS starts an embedded NATS server for t with the event streams, and

@@ -160,6 +160,17 @@ func vet(cfg NATSConfig, c *nats.Conn, log *slog.Logger) {
 	}
 }
 
+// URLHasCredentials tells whether a URL of urls carries a user, password
+// or token, which nats.go sends instead of any other credentials.
+func URLHasCredentials(urls string) bool {
+	for _, p := range strings.Split(urls, ",") {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // redact hides the secrets of a comma-separated NATS URL list: a
 // password, or a user alone, which NATS takes as a token.
 func redact(urls string) string {
@@ -208,8 +219,13 @@ func (e *errorLog) report(sub *nats.Subscription, err error) {
 		e.log.Error("NATS error", "subject", sub.Subject, "err", err)
 		return
 	}
-	if e.authHint != "" && errors.Is(err, nats.ErrAuthorization) {
+	switch {
+	case e.authHint != "" && errors.Is(err, nats.ErrAuthorization):
 		e.log.Error("NATS error", "err", err, "hint", e.authHint)
+		return
+	case errors.Is(err, nats.ErrNkeysNotSupported):
+		e.log.Error("NATS error", "err", err, "hint", "the NATS server asks for no authentication: it takes any client. "+
+			"Secure it for the region's auth callout (rackplane nats-init), or connect to it as it is with -insecure-nats")
 		return
 	}
 	e.log.Error("NATS error", "err", err)

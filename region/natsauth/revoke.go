@@ -10,30 +10,58 @@ import (
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
+// Revocation is what revoking a rack did.
+type Revocation struct {
+	postgres.RackCredential
+	// Disconnected is how many of the rack's connections were closed.
+	Disconnected int `json:"disconnected"`
+	// Warning says what could not be done; the revocation holds anyway.
+	Warning string `json:"warning,omitempty"`
+}
+
 // RevokeRack revokes rack rackID's credential (by is who asked) and
-// disconnects the connections it has; it returns the credential and how
-// many connections were closed. The revocation holds even when the
-// disconnection fails (the error says so): the callout refuses the rack
+// disconnects the connections it has. The revocation holds even when the
+// disconnection fails (Warning says so): the callout refuses the rack
 // from now on, on every reconnect.
-func (s *Service) RevokeRack(ctx context.Context, rackID, by string) (postgres.RackCredential, int, error) {
+func (s *Service) RevokeRack(ctx context.Context, rackID, by string) (Revocation, error) {
 	c, err := s.store.RevokeRack(ctx, rackID, by, s.cfg.Now())
 	if err != nil {
-		return c, 0, err
+		return Revocation{}, err
 	}
 	s.log.Warn("rack revoked: refusing its connections", "rack_id", rackID, "nkey", c.NKey, "by", by)
-	n, err := s.disconnect(ctx, rackID)
+	rv := Revocation{RackCredential: c}
+	rv.Disconnected, err = s.disconnect(ctx, rackID)
 	select {
 	case s.resweep <- rackID:
 	default:
 		s.log.Warn("revoked rack: too many revocations at once; not searched for its connections a second time", "rack_id", rackID)
 	}
 	if err != nil {
-		return c, n, fmt.Errorf("rack %s is revoked, but its connections could not be closed (they will be refused when they reconnect): %w", rackID, err)
+		s.log.Error("revoked rack: its connections could not be closed; they are refused when they reconnect", "rack_id", rackID, "err", err)
+		rv.Warning = "the rack is revoked, but its connections could not be closed (they are refused when they reconnect): " + err.Error()
+	} else if rv.Disconnected > 0 {
+		s.log.Warn("revoked rack disconnected", "rack_id", rackID, "connections", rv.Disconnected)
 	}
-	if n > 0 {
-		s.log.Warn("revoked rack disconnected", "rack_id", rackID, "connections", n)
+	return rv, nil
+}
+
+// RecordOnly revokes racks in the database alone: for a region running
+// without the callout (-no-nats-callout), where nothing on NATS would act
+// on a revocation.
+type RecordOnly struct {
+	Store interface {
+		RevokeRack(ctx context.Context, rackID, by string, now time.Time) (postgres.RackCredential, error)
 	}
-	return c, n, nil
+}
+
+// RevokeRack records the revocation and says it keeps nothing out.
+func (r RecordOnly) RevokeRack(ctx context.Context, rackID, by string) (Revocation, error) {
+	c, err := r.Store.RevokeRack(ctx, rackID, by, time.Now())
+	if err != nil {
+		return Revocation{}, err
+	}
+	return Revocation{RackCredential: c, Warning: "the region runs without its NATS auth callout (-no-nats-callout): " +
+		"the revocation is recorded, but the region keeps nothing off NATS (remove the rack's user from the NATS server's configuration)"}, nil
 }
 
 // The system account's services used here, as nats-server names them.

@@ -77,8 +77,8 @@ func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 	cfg := region.DefaultConfig()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	// The tests here act as racks by publishing on h.nc: the server is
-	// open and the region runs without its callout, which
-	// TestSecureRegion and region/natsauth test.
+	// open and the region runs without its callout, which region/natsauth
+	// and cmd/rackplane (TestDevSecureByDefault, TestNATSInit) test.
 	cfg.NoNATSCallout = true
 	set(&cfg)
 	r, err := region.New(cfg, h.pool, h.ns.Connect(), nil, testLogger())

@@ -55,27 +55,35 @@ const MaxJoinTokenTTL = 366 * 24 * time.Hour
 // secret form, "rpj_<id>_<secret>", which is shown this once and stored
 // only as a keyed hash.
 func (db *DB) CreateJoinToken(ctx context.Context, ttl time.Duration, createdBy string, now time.Time) (JoinToken, string, error) {
+	key, err := db.joinTokenKey(ctx, ttl, createdBy)
+	if err != nil {
+		return JoinToken{}, "", err
+	}
 	var t JoinToken
 	var plain string
-	err := db.InTx(ctx, func(tx pgx.Tx) error {
+	err = db.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		t, plain, err = db.createJoinToken(ctx, tx, ttl, createdBy, now)
+		t, plain, err = db.createJoinToken(ctx, tx, key, ttl, createdBy, now)
 		return err
 	})
 	return t, plain, err
 }
 
-func (db *DB) createJoinToken(ctx context.Context, tx pgx.Tx, ttl time.Duration, createdBy string, now time.Time) (JoinToken, string, error) {
+// joinTokenKey checks a new token's settings and returns the key its
+// secret is hashed under. It is read before the transaction that uses
+// it: RegionSecret takes a connection of its own, and transactions that
+// each held one while waiting for another could take the whole pool.
+func (db *DB) joinTokenKey(ctx context.Context, ttl time.Duration, createdBy string) ([]byte, error) {
 	if ttl < time.Minute || ttl > MaxJoinTokenTTL {
-		return JoinToken{}, "", rackplane.Errorf(rackplane.EINVALID, "a join token lives 1m to %s, not %s", MaxJoinTokenTTL, ttl)
+		return nil, rackplane.Errorf(rackplane.EINVALID, "a join token lives 1m to %s, not %s", MaxJoinTokenTTL, ttl)
 	}
 	if createdBy == "" || len(createdBy) > 128 {
-		return JoinToken{}, "", rackplane.Errorf(rackplane.EINVALID, "who creates a join token must be 1 to 128 characters")
+		return nil, rackplane.Errorf(rackplane.EINVALID, "who creates a join token must be 1 to 128 characters")
 	}
-	key, err := db.RegionSecret(ctx, joinTokenKey)
-	if err != nil {
-		return JoinToken{}, "", err
-	}
+	return db.RegionSecret(ctx, joinTokenKey)
+}
+
+func (db *DB) createJoinToken(ctx context.Context, tx pgx.Tx, key []byte, ttl time.Duration, createdBy string, now time.Time) (JoinToken, string, error) {
 	id := uuid.New()
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
@@ -106,6 +114,10 @@ func (db *DB) createJoinToken(ctx context.Context, tx pgx.Tx, ttl time.Duration,
 // existed: expired and revoked tokens count, so the region hands out a
 // first token only once). Regions starting together make one between them.
 func (db *DB) CreateFirstJoinToken(ctx context.Context, ttl time.Duration, createdBy string, now time.Time) (t JoinToken, plain string, created bool, err error) {
+	key, err := db.joinTokenKey(ctx, ttl, createdBy)
+	if err != nil {
+		return JoinToken{}, "", false, err
+	}
 	err = db.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `LOCK TABLE join_tokens IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 			return wrap("first join token: lock", err)
@@ -117,7 +129,7 @@ func (db *DB) CreateFirstJoinToken(ctx context.Context, ttl time.Duration, creat
 		if exists {
 			return nil
 		}
-		t, plain, err = db.createJoinToken(ctx, tx, ttl, createdBy, now)
+		t, plain, err = db.createJoinToken(ctx, tx, key, ttl, createdBy, now)
 		created = err == nil
 		return err
 	})
@@ -182,7 +194,11 @@ func (db *DB) RevokeJoinToken(ctx context.Context, id, by string, now time.Time)
 // with now (for a caller keeping one in a file, which makes a new one when
 // it no longer works). It records nothing.
 func (db *DB) JoinTokenValid(ctx context.Context, plain string, now time.Time) (bool, error) {
-	_, err := db.checkJoinToken(ctx, db.pool, plain, now)
+	key, err := db.RegionSecret(ctx, joinTokenKey)
+	if err != nil {
+		return false, err
+	}
+	_, err = checkJoinToken(ctx, db.pool, key, plain, now)
 	var refused *RackRefused
 	if errors.As(err, &refused) {
 		return false, nil
@@ -214,6 +230,14 @@ func (e *RackRefused) Error() string { return "rack refused: " + e.Reason }
 // then on (rack_joined). Anything else is a *RackRefused saying why.
 // joined reports a new binding.
 func (db *DB) AdmitRack(ctx context.Context, rackID, nkey, joinToken string, now time.Time) (joined bool, err error) {
+	// Read before the transaction (see joinTokenKey); bound racks, which
+	// send no token, need none.
+	var key []byte
+	if joinToken != "" {
+		if key, err = db.RegionSecret(ctx, joinTokenKey); err != nil {
+			return false, err
+		}
+	}
 	err = db.InTx(ctx, func(tx pgx.Tx) error {
 		joined = false
 		if done, err := checkBound(ctx, tx, rackID, nkey); done || err != nil {
@@ -222,7 +246,7 @@ func (db *DB) AdmitRack(ctx context.Context, rackID, nkey, joinToken string, now
 		if joinToken == "" {
 			return &RackRefused{Reason: RefusedNoJoinToken}
 		}
-		tokenID, err := db.checkJoinToken(ctx, tx, joinToken, now)
+		tokenID, err := checkJoinToken(ctx, tx, key, joinToken, now)
 		if err != nil {
 			return err
 		}
@@ -280,7 +304,7 @@ type querier interface {
 // with it now; a *RackRefused otherwise. An unknown id costs the same
 // hash and comparison as a wrong secret, so ids cannot be told apart by
 // timing.
-func (db *DB) checkJoinToken(ctx context.Context, q querier, plain string, now time.Time) (string, error) {
+func checkJoinToken(ctx context.Context, q querier, key []byte, plain string, now time.Time) (string, error) {
 	bad := &RackRefused{Reason: RefusedBadJoinToken}
 	rest, ok := strings.CutPrefix(plain, joinTokenPrefix)
 	idHex, secretHex, ok2 := strings.Cut(rest, "_")
@@ -291,10 +315,6 @@ func (db *DB) checkJoinToken(ctx context.Context, q querier, plain string, now t
 	secret, err2 := hex.DecodeString(secretHex)
 	if err != nil || err2 != nil {
 		return "", bad
-	}
-	key, err := db.RegionSecret(ctx, joinTokenKey)
-	if err != nil {
-		return "", err
 	}
 	var hash []byte
 	var expires time.Time

@@ -3,8 +3,10 @@ package region_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -118,4 +123,55 @@ func freshJoinToken(t *testing.T, db *postgres.DB) string {
 		t.Fatal(err)
 	}
 	return plain
+}
+
+// lockedLog is a log two goroutines may write and read.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWithoutCalloutSaysSo: a region told to run without its NATS auth
+// callout warns in its log as it starts; one given neither the callout's
+// keys nor that, or both, does not start.
+func TestWithoutCalloutSaysSo(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	pool := pgtest.NewPool(t)
+	cfg := region.DefaultConfig()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if _, err := region.New(cfg, pool, ns.Connect(), nil, testLogger()); err == nil || !strings.Contains(err.Error(), "-no-nats-callout") {
+		t.Errorf("no callout keys and no -no-nats-callout: %v", err)
+	}
+	cfg.NoNATSCallout = true
+	if _, err := region.New(cfg, pool, ns.Connect(), &region.NATSAuth{}, testLogger()); err == nil {
+		t.Error("-no-nats-callout with the callout's keys: started")
+	}
+	log := &lockedLog{}
+	r, err := region.New(cfg, pool, ns.Connect(), nil, slog.New(slog.NewTextHandler(log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), `level=WARN msg="the region runs WITHOUT its NATS auth callout`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning within 10s; the log:\n%s", log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

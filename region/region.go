@@ -230,6 +230,10 @@ func (r *Region) DB() *postgres.DB { return r.db }
 // Run migrates, then runs every part until ctx ends or one fails.
 func (r *Region) Run(ctx context.Context) error {
 	defer r.ln.Close()
+	if r.callout == nil {
+		r.log.Warn("the region runs WITHOUT its NATS auth callout (-no-nats-callout): racks are authorised only by the NATS server's own configuration; " +
+			"on a server open to any client, anyone reaching NATS can publish as any rack or as the region, read every rack's traffic and change the event streams")
+	}
 	if err := r.db.Migrate(ctx); err != nil {
 		return err
 	}
@@ -246,10 +250,6 @@ func (r *Region) Run(ctx context.Context) error {
 	}
 	if err := racks.Register(rpcs); err != nil {
 		return err
-	}
-	if r.callout == nil {
-		r.log.Warn("the region runs WITHOUT its NATS auth callout (-no-nats-callout): racks are authorised only by the NATS server's own configuration; " +
-			"on a server open to any client, anyone reaching NATS can publish as any rack or as the region, read every rack's traffic and change the event streams")
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	if r.callout != nil {

@@ -28,7 +28,8 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
-		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted}
+		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
+		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)
@@ -116,6 +117,7 @@ func TestSubjects(t *testing.T) {
 		{events.ImageStreamName(rack, "store"), "image/" + rack + "/store"},
 		{events.PreseedStreamName("p1"), "preseed/p1"},
 		{events.TokenStreamName("t1"), "token/t1"},
+		{events.JoinTokenStreamName("j1"), "join-token/j1"},
 		{events.ImagesRPCSchema(events.MethodImagesGC, events.PartRequest), "images_rpc_gc.request.v1"},
 	}
 	for _, tt := range tests {

@@ -24,6 +24,9 @@ const (
 	ImageStreamPrefix   = "image/"
 	PreseedStreamPrefix = "preseed/"
 	TokenStreamPrefix   = "token/"
+	// JoinTokenStreamPrefix names the streams of join tokens (racks'
+	// admission to NATS; see region/natsauth).
+	JoinTokenStreamPrefix = "join-token/"
 )
 
 // RackStreamName is the event-store stream of a rack.
@@ -46,6 +49,9 @@ func PreseedStreamName(name string) string { return PreseedStreamPrefix + name }
 
 // TokenStreamName is the event-store stream of an API token.
 func TokenStreamName(id string) string { return TokenStreamPrefix + id }
+
+// JoinTokenStreamName is the event-store stream of a join token.
+func JoinTokenStreamName(id string) string { return JoinTokenStreamPrefix + id }
 
 // SubjectFor returns the subject an event is published on, derived from its
 // source and type.

@@ -263,8 +263,8 @@ func TestRegionSealsSecretsAtStart(t *testing.T) {
 
 	// A second region on the same database starts.
 	cfg := region.DefaultConfig()
-	cfg.HTTPAddr, cfg.Secrets.KeyFile = "127.0.0.1:0", keyFile
-	r, err := region.New(cfg, h.pool, h.ns.Connect(), testLogger())
+	cfg.HTTPAddr, cfg.Secrets.KeyFile, cfg.NoNATSCallout = "127.0.0.1:0", keyFile, true
+	r, err := region.New(cfg, h.pool, h.ns.Connect(), nil, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -28,6 +29,7 @@ import (
 	"github.com/rackplane/rackplane/region/ingest"
 	"github.com/rackplane/rackplane/region/liveness"
 	"github.com/rackplane/rackplane/region/machine"
+	"github.com/rackplane/rackplane/region/natsauth"
 	"github.com/rackplane/rackplane/region/osregistry"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
@@ -55,6 +57,12 @@ type Config struct {
 	// Secrets is where the keys secrets are sealed with are: the region
 	// does not start without one.
 	Secrets secrets.Config
+	// NoNATSCallout runs the region without its NATS auth callout: the
+	// NATS server must then authorise clients by itself (static users as
+	// `rackplane nats-permissions` prints them), or any client can act as
+	// any rack or as the region. New refuses to run without the callout
+	// unless this says so.
+	NoNATSCallout bool
 }
 
 // DefaultConfig returns the defaults.
@@ -79,6 +87,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
 	c.Secrets.RegisterFlags(fs)
+	fs.BoolVar(&c.NoNATSCallout, "no-nats-callout", c.NoNATSCallout, "run without the NATS auth callout: the NATS server must authorise racks by itself (static users), or anyone reaching NATS can act as any rack or as the region")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -125,14 +134,37 @@ type Region struct {
 	keys     *secrets.Keyring
 	// unreadable counts the secrets under a key this region lacks.
 	unreadable prometheus.Gauge
+	callout    *natsauth.Service // nil with NoNATSCallout
 	ln         net.Listener
+}
+
+// NATSAuth is what the region needs to be its NATS server's auth callout
+// (region/natsauth): the key the server trusts the callout's answers
+// from, and a connection of the region's user in the server's system
+// account, with which it disconnects revoked racks.
+type NATSAuth struct {
+	Issuer nkeys.KeyPair
+	System *nats.Conn
+	// Account is where racks are placed (default natsauth.DefaultAccount).
+	Account string
+	// FirstJoinTokenFile is where the first join token goes when the
+	// region makes it (empty: the log).
+	FirstJoinTokenFile string
 }
 
 // New builds a region on an open pool and NATS connection. It listens on
 // cfg.HTTPAddr right away, so the address is known (and taken) on return.
-func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Region, error) {
+// auth makes it the NATS server's auth callout; nil is refused unless
+// cfg.NoNATSCallout says to run without one.
+func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slog.Logger) (*Region, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if (auth == nil) != cfg.NoNATSCallout {
+		if auth == nil {
+			return nil, errors.New("the region needs the NATS auth callout's keys, or -no-nats-callout to run without it")
+		}
+		return nil, errors.New("-no-nats-callout and the NATS auth callout's keys do not go together: choose one")
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -157,6 +189,20 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 			Help: "Secrets stored under a key this region was not given (or that do not open), as counted at start: give the key in -secrets-old-key-files, or set them again.",
 		})}
 	reg.MustRegister(r.unreadable)
+	var revoker api.RackRevoker = natsauth.RecordOnly{Store: db}
+	calloutOn := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "rackplane_region_nats_auth_callout",
+		Help: "1 while the region is its NATS server's auth callout; 0 with -no-nats-callout, when only the server's own configuration keeps clients out.",
+	})
+	reg.MustRegister(calloutOn)
+	if auth != nil {
+		if r.callout, err = natsauth.New(nc, db, natsauth.Config{Account: auth.Account, Issuer: auth.Issuer, System: auth.System,
+			FirstJoinTokenFile: auth.FirstJoinTokenFile, Logger: log.With("component", "natsauth"), Registerer: reg}); err != nil {
+			return nil, err
+		}
+		revoker = r.callout
+		calloutOn.Set(1)
+	}
 	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg, Streams: r.ensureStreams})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
@@ -167,12 +213,13 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 		return nil, err
 	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
-		Appended:   r.appended,
-		OSRegistry: osregistry.New(db, nc, keys, nil, log.With("component", "osregistry")),
-		RackImages: rackimages.New(db, nc, log.With("component", "rackimages")),
-		Volumes:    volume.New(db, nc, nil, log.With("component", "volume")),
-		Subnets:    subnet.NewService(db, nil, log.With("component", "subnet")),
-		Logger:     log, Registerer: reg, Gatherer: reg})
+		Appended:    r.appended,
+		OSRegistry:  osregistry.New(db, nc, keys, nil, log.With("component", "osregistry")),
+		RackImages:  rackimages.New(db, nc, log.With("component", "rackimages")),
+		Volumes:     volume.New(db, nc, nil, log.With("component", "volume")),
+		Subnets:     subnet.NewService(db, nil, log.With("component", "subnet")),
+		RackRevoker: revoker, NATSAuth: calloutState{r.callout},
+		Logger: log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {
 		return nil, err
@@ -191,12 +238,20 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 // Addr is where the API listens.
 func (r *Region) Addr() string { return r.ln.Addr().String() }
 
+// NATSAuthReady reports whether racks can connect to NATS as far as the
+// region is concerned: its auth callout is listening (or there is none).
+func (r *Region) NATSAuthReady() bool { return r.callout == nil || r.callout.Listening() }
+
 // DB returns the region's database.
 func (r *Region) DB() *postgres.DB { return r.db }
 
 // Run migrates, then runs every part until ctx ends or one fails.
 func (r *Region) Run(ctx context.Context) error {
 	defer r.ln.Close()
+	if r.callout == nil {
+		r.log.Warn("the region runs WITHOUT its NATS auth callout (-no-nats-callout): racks are authorised only by the NATS server's own configuration; " +
+			"on a server open to any client, anyone reaching NATS can publish as any rack or as the region, read every rack's traffic and change the event streams")
+	}
 	if err := r.db.Migrate(ctx); err != nil {
 		return err
 	}
@@ -218,6 +273,9 @@ func (r *Region) Run(ctx context.Context) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	if r.callout != nil {
+		g.Go(func() error { return r.callout.Run(ctx) })
+	}
 	g.Go(func() error { return r.api.ListenAndServe(ctx, r.ln) })
 	g.Go(func() error { return r.ingest.Run(ctx) })
 	g.Go(func() error { return r.monitor.Run(ctx) })
@@ -247,6 +305,12 @@ func (r *Region) reseal(ctx context.Context) error {
 	}
 	return nil
 }
+
+// calloutState is the callout's state for /readyz.
+type calloutState struct{ s *natsauth.Service }
+
+func (c calloutState) Callout() bool   { return c.s != nil }
+func (c calloutState) Listening() bool { return c.s != nil && c.s.Listening() }
 
 // ensureStreams retries while NATS is not there yet, or its cluster too
 // small for the replicas (it may be forming); a server too old or not

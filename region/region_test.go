@@ -84,8 +84,12 @@ func startRegionLogged(t *testing.T, set func(*region.Config), log *slog.Logger)
 	cfg := region.DefaultConfig()
 	cfg.Secrets.KeyFile = regiontest.KeyFile(t)
 	cfg.HTTPAddr = "127.0.0.1:0"
+	// The tests here act as racks by publishing on h.nc: the server is
+	// open and the region runs without its callout, which region/natsauth
+	// and cmd/rackplane (TestDevSecureByDefault, TestNATSInit) test.
+	cfg.NoNATSCallout = true
 	set(&cfg)
-	r, err := region.New(cfg, h.pool, h.ns.Connect(), log)
+	r, err := region.New(cfg, h.pool, h.ns.Connect(), nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

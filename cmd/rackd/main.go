@@ -28,7 +28,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rackd", flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	var printID bool
-	fs.BoolVar(&printID, "print-id", false, "print the rack id (creating it in -data-dir on first use) and exit: NATS permissions for the rack name it")
+	fs.BoolVar(&printID, "print-id", false, "print the rack id (creating it in -data-dir on first use) and exit: the rack connects to NATS under it")
 	flagenv.Usage(fs, "usage: rackd [flags]")
 	if err := flagenv.Parse(fs, args, nil); err != nil {
 		return err
@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(id)
 		return nil
 	}
-	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.Log.Logger())
+	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.NATSAuth, cfg.Log.Logger())
 	if err != nil {
 		return err
 	}

@@ -125,6 +125,9 @@ func runRacks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func runRack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "revoke" {
+		return runRackRevoke(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("rack", flag.ContinueOnError)
 	c := clientFlags(fs)
 	if err := parse(fs, args, stderr); err != nil {

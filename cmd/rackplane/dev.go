@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
@@ -28,6 +27,7 @@ import (
 	"github.com/rackplane/rackplane/rack"
 	"github.com/rackplane/rackplane/rack/dhcp"
 	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/natsauth"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/secrets"
 )
@@ -48,6 +48,9 @@ type devConfig struct {
 	// BootURL is where machines reach the rack's HTTP server (default:
 	// from -boot-interface, else from -rack-http-addr).
 	BootURL string
+	// InsecureNATS runs the embedded NATS open to any client, and the
+	// region without its auth callout.
+	InsecureNATS bool
 	// DHCP is the rack's DHCP server, with rackd's -dhcp-* flags. With
 	// -boot-interface and no -dhcp-mode it answers in proxy mode.
 	DHCP dhcp.Config
@@ -80,6 +83,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RackName, "rack-name", c.RackName, "name of the built-in rack")
 	fs.StringVar(&c.BootInterface, "boot-interface", c.BootInterface, "network interface machines boot from: the rack's TFTP (:"+devBootTFTPPort+"), HTTP (:"+devBootHTTPPort+") and DHCP (proxy unless -dhcp-mode says otherwise) serve its address; flags given explicitly win")
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach the rack's HTTP server at, put in boot configs (default: from -boot-interface, else -rack-http-addr)")
+	fs.BoolVar(&c.InsecureNATS, "insecure-nats", c.InsecureNATS, "run the embedded NATS open to any client, without the region's auth callout: anyone reaching -nats-addr can act as any rack or as the region")
 	c.DHCP.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 }
@@ -185,6 +189,7 @@ func (c devConfig) region(dataDir string) region.Config {
 	rcfg := region.DefaultConfig()
 	rcfg.HTTPAddr = c.HTTPAddr
 	rcfg.Secrets.KeyFile = devKeyFile(dataDir)
+	rcfg.NoNATSCallout = c.InsecureNATS
 	return rcfg
 }
 
@@ -225,7 +230,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer pool.Close()
-	token, err := devToken(ctx, pool, filepath.Join(dataDir, "token"), log)
+	db := postgres.New(pool, log)
+	token, err := devToken(ctx, db, filepath.Join(dataDir, "token"))
 	if err != nil {
 		return err
 	}
@@ -245,29 +251,68 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("-nats-addr port %q: %w", portStr, err)
 	}
+	natsServer := natsserver.Config{Host: host, Port: port, StoreDir: filepath.Join(dataDir, "nats"), Name: "rackplane-dev"}
+	// Region and rack are built as regiond and rackd build them, on the
+	// embedded server: secured for the region's auth callout, where the
+	// built-in rack joins with a join token like any other.
+	regionNATS, rackNATS := dial.DefaultNATSConfig(), dial.DefaultNATSConfig()
+	regionAuth := regiond.NATSAuthConfig{Account: natsauth.DefaultAccount}
+	rackAuth := rackd.NATSAuthConfig{Insecure: cfg.InsecureNATS}
+	joinTokenPath := filepath.Join(dataDir, "join-token")
+	var joinToken string
+	if cfg.InsecureNATS {
+		log.Warn("-insecure-nats: the embedded NATS takes ANY client, without the region's auth callout: anyone reaching " + cfg.NATSAddr +
+			" can publish as any rack or as the region and read every rack's traffic")
+	} else {
+		keysDir := filepath.Join(dataDir, "nats-auth")
+		keys, err := natsserver.LoadOrCreateKeys(keysDir)
+		if err != nil {
+			return err
+		}
+		auth, err := keys.Auth(regionAuth.Account)
+		if err != nil {
+			return err
+		}
+		natsServer.Auth = &auth
+		regionNATS.NKeySeedFile = filepath.Join(keysDir, natsserver.RegionSeedFile)
+		regionAuth.IssuerSeedFile = filepath.Join(keysDir, natsserver.IssuerSeedFile)
+		regionAuth.SystemNKeyFile = filepath.Join(keysDir, natsserver.SystemSeedFile)
+		if joinToken, err = joinTokenFile(ctx, db, joinTokenPath, devJoinTokenTTL, "rackplane-dev"); err != nil {
+			return err
+		}
+		rackAuth.JoinToken = joinToken
+	}
 	// Supervised: its log joins ours, and it is started again when a
 	// JetStream store fails for good (as running out of file descriptors
 	// makes it), which would otherwise stop every event until a restart.
-	ns, err := natsserver.StartSupervised(natsserver.Config{Host: host, Port: port, StoreDir: filepath.Join(dataDir, "nats"), Name: "rackplane-dev"},
-		log.With("component", "nats"))
+	ns, err := natsserver.StartSupervised(natsServer, log.With("component", "nats"))
 	if err != nil {
 		return err
 	}
 	defer ns.Shutdown()
 	natsURL := ns.Server().ClientURL()
+	regionNATS.URL, rackNATS.URL = natsURL, natsURL
 
-	// Region and rack are built as regiond and rackd build them, on the
-	// embedded server.
-	natsCfg := dial.DefaultNATSConfig()
-	natsCfg.URL = natsURL
-	reg, err := regiond.New(cfg.region(dataDir), natsCfg, pool, log.With("component", "region"))
+	reg, err := regiond.New(cfg.region(dataDir), regionNATS, regionAuth, pool, log.With("component", "region"))
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return reg.Run(gctx) })
+	g.Go(func() error { return ns.Run(gctx) })
+	// The built-in rack connects once the region's callout answers: the
+	// server would hold it until then, and it would log a timeout.
+	for deadline := time.Now().Add(30 * time.Second); !reg.NATSAuthReady() && time.Now().Before(deadline) && gctx.Err() == nil; {
+		time.Sleep(20 * time.Millisecond)
+	}
 	kcfg := cfg.rack(dataDir)
-	rk, err := rackd.New(ctx, kcfg, natsCfg, log.With("component", "rack"))
+	rk, err := rackd.New(gctx, kcfg, rackNATS, rackAuth, log.With("component", "rack"))
 	if err != nil {
+		stop()
+		_ = g.Wait()
 		return err
 	}
 	defer rk.Close()
@@ -279,6 +324,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   web UI         http://%s/#token=%s  (signs this browser tab in)
   metrics        http://%s/metrics  (rack: http://%s/metrics)
   NATS           %s  (JetStream data in %s)
+                 %s
   PostgreSQL     %s  (secrets sealed with the key in %s)
   rack           %s  id %s, data in %s
   TFTP           %s  (boot files: curl tftp://%s/<file>)
@@ -286,17 +332,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   DHCP           %s
 
 Join a second rack:
-  rackd -nats-url %s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
+  rackd -nats-url %s%s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
 
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
-`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"), describeURL(dbURL), devKeyFile(dataDir),
-		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP), natsURL, filepath.Join(dataDir, "token"), reg.Addr())
+`, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"),
+		describeNATSAuth(cfg.InsecureNATS, joinToken, joinTokenPath), describeURL(dbURL), devKeyFile(dataDir),
+		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP),
+		natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return rk.Run(gctx) })
-	g.Go(func() error { return ns.Run(gctx) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -305,31 +350,79 @@ Join a second rack:
 	return err
 }
 
+// describeNATSAuth says how NATS is secured, for the banner.
+func describeNATSAuth(insecure bool, joinToken, joinTokenFile string) string {
+	if insecure {
+		return "OPEN (-insecure-nats): any client may act as any rack or as the region"
+	}
+	return "racks join with the join token " + joinToken + " (also in " + joinTokenFile + ")"
+}
+
+// joinFlag is what a second rack needs to join, for the banner.
+func joinFlag(insecure bool, joinTokenFile string) string {
+	if insecure {
+		return ""
+	}
+	return " -join-token-file " + joinTokenFile
+}
+
 // devToken returns the bootstrap API token kept in path, making a new one
 // when there is none or it no longer works (tokens are stored hashed, so
-// the file is the only copy).
-func devToken(ctx context.Context, pool *pgxpool.Pool, path string, log *slog.Logger) (string, error) {
-	db := postgres.New(pool, log)
+// the file is the only copy). It migrates the database first.
+func devToken(ctx context.Context, db *postgres.DB, path string) (string, error) {
 	if err := db.Migrate(ctx); err != nil {
 		return "", err
 	}
+	return keptSecret(path, func(tok string) (bool, error) {
+		_, err := db.Authenticate(ctx, tok, time.Now())
+		return err == nil, nil
+	}, func() (string, error) {
+		_, tok, err := db.CreateToken(ctx, "dev-bootstrap", "admin", "rackplane-dev", time.Now())
+		return tok, err
+	})
+}
+
+// devJoinTokenTTL is how long the join token `rackplane dev` makes lasts:
+// a week of restarts; after that dev makes another.
+const devJoinTokenTTL = 7 * 24 * time.Hour
+
+// joinTokenFile returns the join token kept in path, making a new one
+// valid for ttl when there is none or it would not admit racks for the
+// next hour.
+func joinTokenFile(ctx context.Context, db *postgres.DB, path string, ttl time.Duration, by string) (string, error) {
+	return keptSecret(path, func(tok string) (bool, error) {
+		return db.JoinTokenValid(ctx, tok, time.Now().Add(time.Hour))
+	}, func() (string, error) {
+		_, tok, err := db.CreateJoinToken(ctx, ttl, by, time.Now())
+		return tok, err
+	})
+}
+
+// keptSecret returns the secret kept in path when valid says it still
+// works, else makes one with create and keeps it there (0600): the
+// database keeps only hashes, so the file is the only copy.
+func keptSecret(path string, valid func(string) (bool, error), create func() (string, error)) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
-		tok := strings.TrimSpace(string(b))
-		if _, err := db.Authenticate(ctx, tok, time.Now()); err == nil {
-			return tok, nil
+		s := strings.TrimSpace(string(b))
+		ok, err := valid(s)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return s, nil
 		}
 	}
-	_, tok, err := db.CreateToken(ctx, "dev-bootstrap", "admin", "rackplane-dev", time.Now())
+	s, err := create()
 	if err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("keep the dev token: %w", err)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keep %s: %w", path, err)
 	}
-	return tok, nil
+	return s, nil
 }
 
 // devDatabase returns the URL of the dev database, creating it when it is

@@ -19,6 +19,7 @@ Run the system:
 Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   racks               list racks
   rack ID             show one rack
+  rack revoke ID      revoke a rack's NATS credential: it is refused and disconnected
   os                  what can be booted, on which racks (-live asks them now)
   images import RACK SOURCE   import boot images into a rack from a directory or URL
   machines            list machines (-status, -os)
@@ -34,11 +35,14 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   events              print the event log (-f follows it)
   rejected            list messages the region refused, with why
   token               create, list or revoke API tokens
+  join-token          create [-ttl 24h], list or revoke the tokens new racks join NATS with
   audit               print the audit log (-f follows it)
   version             print the version
 
 Secure NATS:
-  nats-permissions RACK_ID   the NATS user entry that confines a rack to its own subjects
+  nats-init           make the keys, TLS certificate, server configuration and join token of a NATS
+                      server secured for the region's auth callout (the compose stack runs it)
+  nats-permissions RACK_ID   the static NATS user entry that confines a rack to its own subjects
 
 Run "rackplane <command> -h" for a command's flags.
 `
@@ -89,8 +93,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDeploy(ctx, cmd, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdout, stderr)
+	case "join-token":
+		return runJoinToken(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "nats-init":
+		return runNATSInit(ctx, rest, stdout, stderr)
 	case "nats-permissions":
 		return runNATSPermissions(ctx, rest, stdout, stderr)
 	case "version":

@@ -70,23 +70,33 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tNAME\tACTOR\tCREATED\tREVOKED")
 		for _, t := range out.Tokens {
-			rev := "-"
-			if t.RevokedAt != nil {
-				rev = t.RevokedAt.Local().Format(time.DateTime)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Actor, t.CreatedAt.Local().Format(time.DateTime), rev)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Actor, t.CreatedAt.Local().Format(time.DateTime), orDash(t.RevokedAt))
 		}
 		return tw.Flush()
 	case "revoke":
-		if err := parse(fs, args[1:], stderr); err != nil {
-			return err
-		}
-		if fs.NArg() != 1 {
-			return fmt.Errorf("usage: rackplane token revoke [flags] ID")
-		}
-		return c.send(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(fs.Arg(0)), nil, nil)
+		return deleteByID(ctx, c, fs, args[1:], stderr, "token revoke", "/api/v1/tokens/")
 	}
 	return fmt.Errorf("unknown token command %q (want create, list or revoke)", args[0])
+}
+
+// orDash is t in local time, or "-" when there is none.
+func orDash(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format(time.DateTime)
+}
+
+// deleteByID parses args (flags, then one ID) into fs and sends DELETE
+// prefix+ID; cmd names the command in the usage message.
+func deleteByID(ctx context.Context, c *client, fs *flag.FlagSet, args []string, stderr io.Writer, cmd, prefix string) error {
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: rackplane %s [flags] ID", cmd)
+	}
+	return c.send(ctx, "DELETE", prefix+url.PathEscape(fs.Arg(0)), nil, nil)
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {

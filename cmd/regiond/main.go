@@ -37,7 +37,13 @@ func run(ctx context.Context, args []string) error {
 	if err := flagenv.Parse(fs, args, nil); err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
+	tool := len(fs.Args()) > 0
+	validate := cfg.Validate
+	if tool {
+		// The tools reach PostgreSQL alone.
+		validate = cfg.ValidateTools
+	}
+	if err := validate(); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := cfg.Log.Logger()
@@ -51,7 +57,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer pool.Close()
 
-	if rest := fs.Args(); len(rest) > 0 {
+	if rest := fs.Args(); tool {
 		if len(rest) == 4 && rest[0] == "token" && rest[1] == "create" {
 			db := postgres.New(pool, log)
 			if err := db.Migrate(ctx); err != nil {
@@ -82,7 +88,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unknown command %q (want: projections rebuild, token create NAME ACTOR, secrets generate FILE or secrets reseal)", rest)
 	}
 
-	r, err := regiond.New(cfg.Region, cfg.NATS, pool, log)
+	r, err := regiond.New(cfg.Region, cfg.NATS, cfg.NATSAuth, pool, log)
 	if err != nil {
 		return err
 	}

@@ -39,18 +39,22 @@ func TestFlags(t *testing.T) {
 		{"regiond", region.RegisterFlags,
 			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
 				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level",
-				"secrets-key-file", "secrets-old-key-files"},
-			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem"},
+				"secrets-key-file", "secrets-old-key-files",
+				"nats-issuer-seed", "nats-system-nkey", "nats-account", "first-join-token-file", "no-nats-callout"},
+			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem", "-nats-system-nkey", "sys.nk"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
 				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3",
-				"RACKPLANE_SECRETS_KEY_FILE": "/etc/rackplane/secrets.key", "RACKPLANE_SECRETS_OLD_KEY_FILES": "/a.key, /b.key"},
+				"RACKPLANE_SECRETS_KEY_FILE": "/etc/rackplane/secrets.key", "RACKPLANE_SECRETS_OLD_KEY_FILES": "/a.key, /b.key",
+				"RACKPLANE_NATS_ISSUER_SEED": "issuer.nk", "RACKPLANE_FIRST_JOIN_TOKEN_FILE": "jt"},
 			func() bool {
 				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
 					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
 					region.NATS.CertFile == "c.pem" && region.NATS.KeyFile == "k.pem" && region.Log.Level == "debug" &&
 					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3 &&
-					region.Region.Secrets.KeyFile == "/etc/rackplane/secrets.key" && slices.Equal(region.Region.Secrets.OldKeyFiles, []string{"/a.key", "/b.key"})
+					region.Region.Secrets.KeyFile == "/etc/rackplane/secrets.key" && slices.Equal(region.Region.Secrets.OldKeyFiles, []string{"/a.key", "/b.key"}) &&
+					region.NATSAuth.IssuerSeedFile == "issuer.nk" && region.NATSAuth.SystemNKeyFile == "sys.nk" &&
+					region.NATSAuth.FirstJoinTokenFile == "jt" && region.NATSAuth.Account == "RACKPLANE" && !region.Region.NoNATSCallout
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
@@ -58,13 +62,16 @@ func TestFlags(t *testing.T) {
 				"keep-image-versions", "in-flight-window", "storage-search-path", "tftp-addr", "tftp-window", "boot-url",
 				"boot-root", "preseed-dir", "boot-files-over-http", "offload-socket", "storage-timeout",
 				"dhcp-mode", "dhcp-interface", "dhcp-server-ip", "dhcp-http-url", "dhcp-bios-loader", "dhcp-uefi-loader",
-				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets"},
+				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets",
+				"join-token", "join-token-file", "insecure-nats"},
 			[]string{"-name", "r1", "-nats-key", "k.pem"},
 			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
-				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this"},
+				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this",
+				"RACKPLANE_JOIN_TOKEN_FILE": "/run/join-token"},
 			func() bool {
 				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
-					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second
+					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second &&
+					rack.NATSAuth.JoinTokenFile == "/run/join-token" && !rack.NATSAuth.Insecure
 			}},
 	}
 	for _, tt := range tests {
@@ -87,15 +94,29 @@ func TestFlags(t *testing.T) {
 }
 
 // TestValidateNamesEveryBadSetting: one Validate names every bad setting,
-// of the component, of NATS, of PostgreSQL and of logging, and the
-// defaults pass.
+// of the component, of NATS, of PostgreSQL and of logging; rackd's
+// defaults pass, and regiond's ask for the NATS auth callout's keys
+// (secure by default) or -no-nats-callout, which its tools do not need.
 func TestValidateNamesEveryBadSetting(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
-	if err := regiond.DefaultConfig().Validate(); err != nil {
-		t.Errorf("regiond's defaults: %v", err)
-	}
 	if err := rackd.DefaultConfig().Validate(); err != nil {
 		t.Errorf("rackd's defaults: %v", err)
+	}
+	dflt := regiond.DefaultConfig()
+	if err := dflt.Validate(); err == nil || !strings.Contains(err.Error(), "-nats-issuer-seed is empty") ||
+		!strings.Contains(err.Error(), "-nats-system-nkey is empty") || strings.Count(err.Error(), "\n") != 1 {
+		t.Errorf("regiond's defaults: %v; want the callout's two keys asked for", err)
+	}
+	if err := dflt.ValidateTools(); err != nil {
+		t.Errorf("regiond's defaults for its tools: %v", err)
+	}
+	dflt.Region.NoNATSCallout = true
+	if err := dflt.Validate(); err != nil {
+		t.Errorf("regiond's defaults with -no-nats-callout: %v", err)
+	}
+	dflt.NATSAuth.IssuerSeedFile = "issuer.nk"
+	if err := dflt.Validate(); err == nil || !strings.Contains(err.Error(), "-no-nats-callout runs without") {
+		t.Errorf("-no-nats-callout with -nats-issuer-seed: %v", err)
 	}
 
 	region := regiond.DefaultConfig()
@@ -104,19 +125,21 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	region.NATS.URL, region.NATS.CertFile = "", "c.pem"
 	region.Postgres.URL = "postgres://db:notaport/x"
 	region.Log.Level = "loud"
+	region.NATSAuth.IssuerSeedFile, region.NATSAuth.SystemNKeyFile, region.NATSAuth.Account = "i.nk", "s.nk", ""
 	rack := rackd.DefaultConfig()
 	rack.Rack.Name, rack.Rack.DataDir, rack.Rack.TFTPWindow = "", "", 0
 	rack.NATS.KeyFile = "k.pem"
 	rack.Log.Level = "quiet"
+	rack.NATSAuth = rackd.NATSAuthConfig{JoinToken: "rpj_x", JoinTokenFile: "f", Insecure: true}
 	tests := []struct {
 		name string
 		err  error
 		want []string
 	}{
 		{"regiond", region.Validate(), []string{`-http-addr "no-port"`, "-heartbeat-misses 0", "-ingest-batch 0", "-nats-stream-replicas 6",
-			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`}},
+			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`, "-nats-account is empty"}},
 		{"rackd", rack.Validate(), []string{"-name is empty", "-data-dir is empty", "-tftp-window 0",
-			"-nats-cert and -nats-key", `-log-level "quiet"`}},
+			"-nats-cert and -nats-key", `-log-level "quiet"`, "-join-token and -join-token-file", "-insecure-nats connects without credentials"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -52,3 +52,22 @@ func TestConnString(t *testing.T) {
 		t.Errorf("URL given: %q, want it", got)
 	}
 }
+
+// TestURLHasCredentials: credentials in any URL of a list count, since
+// nats.go then sends them instead of an nkey.
+func TestURLHasCredentials(t *testing.T) {
+	for _, tt := range []struct {
+		urls string
+		want bool
+	}{
+		{"nats://127.0.0.1:4222", false},
+		{"tls://n1:4222,tls://n2:4222", false},
+		{"nats://user:pw@n:4222", true},
+		{"nats://token@n:4222", true},
+		{"nats://n1:4222, nats://u:p@n2:4222", true},
+	} {
+		if got := URLHasCredentials(tt.urls); got != tt.want {
+			t.Errorf("URLHasCredentials(%q) = %v, want %v", tt.urls, got, tt.want)
+		}
+	}
+}

@@ -18,10 +18,19 @@ import (
 // file, so the secret stays out of process listings.
 //
 // URL, NKeySeedFile and the TLS files are the operator's (RegisterFlags);
-// Name and InboxPrefix are the binary's, set in code.
+// Name, InboxPrefix, User, Token and AuthHint are the binary's, set in
+// code.
 type NATSConfig struct {
 	URL  string
 	Name string
+	// User and Token go in the connection's user and auth_token fields,
+	// beside the nkey's signature: a rack sends its id and its join
+	// token, which the region's auth callout reads (region/natsauth).
+	// Credentials in URL replace all three, as nats.go sends only those.
+	User, Token string
+	// AuthHint is logged with a refused authorisation: what this binary's
+	// operator can do about it.
+	AuthHint string
 	// NKeySeedFile authenticates with the nkey whose seed the file holds.
 	NKeySeedFile string
 	// CAFile verifies the server's certificate (and turns TLS on);
@@ -69,7 +78,7 @@ func (c NATSConfig) Validate() error {
 // is not up yet: racks and regions outlive NATS restarts. A refused
 // authorisation is logged each time, since retrying cannot fix it.
 func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
-	errs := &errorLog{log: log}
+	errs := &errorLog{log: log, authHint: cfg.AuthHint}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.RetryOnFailedConnect(true),
@@ -121,6 +130,12 @@ func NATS(cfg NATSConfig, log *slog.Logger) (*nats.Conn, error) {
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, ""))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats %s: %w", redact(cfg.URL), err)
@@ -143,6 +158,17 @@ func vet(cfg NATSConfig, c *nats.Conn, log *slog.Logger) {
 	if err := cfg.ServerCheck(c); err != nil {
 		log.Error("NATS server refused", "err", err)
 	}
+}
+
+// URLHasCredentials tells whether a URL of urls carries a user, password
+// or token, which nats.go sends instead of any other credentials.
+func URLHasCredentials(urls string) bool {
+	for _, p := range strings.Split(urls, ",") {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // redact hides the secrets of a comma-separated NATS URL list: a
@@ -168,9 +194,10 @@ func redact(urls string) string {
 // connection is up again: a refused password is retried every few hundred
 // milliseconds, and one line says as much as a thousand.
 type errorLog struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	seen map[string]bool
+	log      *slog.Logger
+	authHint string
+	mu       sync.Mutex
+	seen     map[string]bool
 }
 
 func (e *errorLog) report(sub *nats.Subscription, err error) {
@@ -190,6 +217,15 @@ func (e *errorLog) report(sub *nats.Subscription, err error) {
 	}
 	if sub != nil {
 		e.log.Error("NATS error", "subject", sub.Subject, "err", err)
+		return
+	}
+	switch {
+	case e.authHint != "" && errors.Is(err, nats.ErrAuthorization):
+		e.log.Error("NATS error", "err", err, "hint", e.authHint)
+		return
+	case errors.Is(err, nats.ErrNkeysNotSupported):
+		e.log.Error("NATS error", "err", err, "hint", "the NATS server asks for no authentication: it takes any client. "+
+			"Secure it for the region's auth callout (rackplane nats-init), or connect to it as it is with -insecure-nats")
 		return
 	}
 	e.log.Error("NATS error", "err", err)

@@ -133,7 +133,7 @@ func arm64Boot(t *testing.T, mac, loader string) {
 	}
 
 	rackd := startCmd(t, "rackd", exec.Command("ip", "netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
-		"-name", "arm64-rack", "-data-dir", dataDir, "-nats-url", "nats://127.0.0.1:4222",
+		"-name", "arm64-rack", "-data-dir", dataDir, "-insecure-nats", "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", bootRoot,
 		"-dhcp-interface", "eth0", "-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t), "-dhcp-arm64-loader", loader,
 		"-import-system-bootloaders", "-log-level", "debug"))

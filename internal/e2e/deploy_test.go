@@ -109,14 +109,14 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	regionArgs := []string{"-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr}
+	regionArgs := []string{"-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr}
 	site := &pxeSite{a: api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}, qemu: qemu, bootFile: bootFile,
 		ns: ns, region: start(t, "regiond", regionArgs...), regionArgs: regionArgs}
 	rackHTTP, tftpAddr := freeAddr(t), freeUDPAddr(t)
 	site.rackHTTP = rackHTTP
 	_, httpPort, _ := net.SplitHostPort(rackHTTP)
 	_, site.tftpPort, _ = net.SplitHostPort(tftpAddr)
-	start(t, "rackd", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "pxe-rack",
+	start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "pxe-rack",
 		"-http-addr", rackHTTP, "-tftp-addr", tftpAddr, "-boot-url", "http://10.0.2.2:"+httpPort,
 		fmt.Sprintf("-boot-files-over-http=%v", filesOverHTTP),
 		fmt.Sprintf("-import-system-bootloaders=%v", bootFile != "ipxe/boot.ipxe"), "-heartbeat-interval", "1s")

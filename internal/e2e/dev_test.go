@@ -173,7 +173,7 @@ func TestDevSystem(t *testing.T) {
 
 	const interval = 500 * time.Millisecond
 	rackArgs := func(name string) []string {
-		return []string{"-nats-url", "nats://" + natsAddr, "-data-dir", filepath.Join(t.TempDir(), name),
+		return []string{"-nats-url", "nats://" + natsAddr, "-join-token-file", filepath.Join(dataDir, "join-token"), "-data-dir", filepath.Join(t.TempDir(), name),
 			"-name", name, "-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-heartbeat-interval", interval.String()}
 	}
 	r2args, r3args := rackArgs("rack2"), rackArgs("rack3")

@@ -44,7 +44,7 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 	sub := natsForRack(t, rackNS)
 	bin := filepath.Join(binDir, "rackd")
 	rackd := startCmd(t, "rackd", exec.Command("ip", "netns", "exec", rackNS, bin,
-		"-name", "dhcp-rack", "-data-dir", t.TempDir(), "-nats-url", "nats://127.0.0.1:4222",
+		"-name", "dhcp-rack", "-data-dir", t.TempDir(), "-insecure-nats", "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-tftp-addr", ":69",
 		"-dhcp-mode", "proxy", "-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"))
 

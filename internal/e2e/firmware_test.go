@@ -195,7 +195,7 @@ func firmwareBoot(t *testing.T, fw firmwarePath) {
 		}
 	}
 	rackd := startCmd(t, "rackd", exec.Command("ip", append([]string{"netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
-		"-name", "fw-rack", "-data-dir", dataDir, "-nats-url", "nats://127.0.0.1:4222",
+		"-name", "fw-rack", "-data-dir", dataDir, "-insecure-nats", "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", bootRoot,
 		"-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug",
 		"-dhcp-mode", "managed", "-dhcp-subnets", subnetsFile(t), "-import-system-bootloaders=true"}, fw.flags...)...))

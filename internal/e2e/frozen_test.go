@@ -24,11 +24,11 @@ func TestLiveQueryWithAFrozenRack(t *testing.T) {
 	httpAddr := freeAddr(t)
 	api := "http://" + httpAddr
 	dbURL := pgtest.NewDatabase(t)
-	start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", httpAddr)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", httpAddr)
 	tok := token(t, dbURL)
 	procs := map[string]*proc{}
 	for _, name := range []string{"r1", "r2", "r3"} {
-		procs[name] = start(t, "rackd", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
+		procs[name] = start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
 			"-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-heartbeat-interval", "1s")
 	}
 	eventually(t, 15*time.Second, "three racks online", func() error {

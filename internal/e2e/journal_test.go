@@ -61,7 +61,7 @@ func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			httpAddr := freeAddr(t)
-			rackArgs := []string{"-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "journal-rack",
+			rackArgs := []string{"-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "journal-rack",
 				"-http-addr", httpAddr, "-tftp-addr", "", "-import-system-bootloaders=false", "-event-flush-timeout", "2s"}
 			rack := start(t, "rackd", rackArgs...)
 			base := "http://" + httpAddr
@@ -97,7 +97,7 @@ func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 
 			ns.Restart()
 			dbURL := pgtest.NewDatabase(t)
-			start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", freeAddr(t))
+			start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", freeAddr(t))
 			start(t, "rackd", rackArgs...)
 
 			eventually(t, 60*time.Second, "every event in the stream", func() error {

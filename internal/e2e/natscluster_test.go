@@ -149,7 +149,7 @@ func TestNATSNodeKilledWhileRacksPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	start(t, "regiond", "-nats-url", natsURL, "-nats-stream-replicas", "3", "-database-url", dbURL, "-http-addr", freeAddr(t))
+	start(t, "regiond", "-no-nats-callout", "-nats-url", natsURL, "-nats-stream-replicas", "3", "-database-url", dbURL, "-http-addr", freeAddr(t))
 
 	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1))
 	if err != nil {
@@ -200,7 +200,7 @@ func TestNATSNodeKilledWhileRacksPublish(t *testing.T) {
 		addr := freeAddr(t)
 		rackHTTP = append(rackHTTP, addr)
 		name := fmt.Sprintf("r%d", i)
-		start(t, "rackd", "-nats-url", natsURL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
+		start(t, "rackd", "-insecure-nats", "-nats-url", natsURL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
 			"-http-addr", addr, "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false")
 	}
 	count := func(q string, args ...any) int {
@@ -334,6 +334,6 @@ func TestNATSNodeKilledWhileRacksPublish(t *testing.T) {
 func TestStreamReplicasNeedACluster(t *testing.T) {
 	endToEnd(t)
 	ns := natsserver.StartTest(t)
-	p := start(t, "regiond", "-nats-url", ns.URL, "-nats-stream-replicas", "3", "-database-url", pgtest.NewDatabase(t), "-http-addr", freeAddr(t))
+	p := start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-nats-stream-replicas", "3", "-database-url", pgtest.NewDatabase(t), "-http-addr", freeAddr(t))
 	exitsSaying(t, p, "-nats-stream-replicas 3: stream replicas 3: the NATS server")
 }

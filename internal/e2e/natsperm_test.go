@@ -98,7 +98,7 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	region := start(t, "regiond", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
+	region := start(t, "regiond", "-no-nats-callout", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
 	rackHTTP := freeAddr(t)
 	rackA := start(t, "rackd", "-nats-url", withUser("rack-a", "rack-a-pw"), "-data-dir", dirA, "-name", "rack-a",
@@ -322,7 +322,7 @@ func TestRackWaitsForItsNATSCredentials(t *testing.T) {
 	withUser := func(user, password string) string { return userURL(ns, user, password) }
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
 	rack := start(t, "rackd", "-nats-url", withUser("late", "late-pw"), "-data-dir", dir, "-name", "late",
 		"-http-addr", freeAddr(t), "-tftp-addr", freeUDPAddr(t), "-import-system-bootloaders=false", "-heartbeat-interval", "1s")

@@ -101,10 +101,10 @@ func TestRegionAndRackOverMutualTLS(t *testing.T) {
 
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", tlsURL, "-nats-ca", caFile, "-nats-cert", regionCert, "-nats-key", regionKey,
+	start(t, "regiond", "-no-nats-callout", "-nats-url", tlsURL, "-nats-ca", caFile, "-nats-cert", regionCert, "-nats-key", regionKey,
 		"-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
-	start(t, "rackd", "-nats-url", tlsURL, "-nats-ca", caFile, "-nats-cert", rackCert, "-nats-key", rackKey,
+	start(t, "rackd", "-insecure-nats", "-nats-url", tlsURL, "-nats-ca", caFile, "-nats-cert", rackCert, "-nats-key", rackKey,
 		"-data-dir", t.TempDir(), "-name", "tls-rack", "-http-addr", freeAddr(t), "-tftp-addr", freeUDPAddr(t),
 		"-import-system-bootloaders=false", "-heartbeat-interval", "1s")
 	eventually(t, 15*time.Second, "the rack online over TLS", func() error {

@@ -44,8 +44,8 @@ func TestOldNATSServerIsRefused(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"regiond", []string{"-nats-url", url, "-database-url", pgtest.NewDatabase(t), "-http-addr", freeAddr(t)}},
-		{"rackd", []string{"-nats-url", url, "-data-dir", filepath.Join(t.TempDir(), "r1"), "-name", "r1",
+		{"regiond", []string{"-no-nats-callout", "-nats-url", url, "-database-url", pgtest.NewDatabase(t), "-http-addr", freeAddr(t)}},
+		{"rackd", []string{"-insecure-nats", "-nats-url", url, "-data-dir", filepath.Join(t.TempDir(), "r1"), "-name", "r1",
 			"-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false"}},
 	}
 	for _, tt := range tests {

@@ -105,7 +105,7 @@ func TestRackWrittenFromTheWireContract(t *testing.T) {
 	rack := startNode(t, node, dir, env...)
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", withUser("region", "region-pw"), "-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
 	online := func(want bool) func() error {
 		return func() error {

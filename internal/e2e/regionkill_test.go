@@ -30,7 +30,7 @@ func TestRegionKilledWhileRacksPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	regionArgs := []string{"-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", freeAddr(t), "-ingest-batch", "200"}
+	regionArgs := []string{"-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", freeAddr(t), "-ingest-batch", "200"}
 	region := start(t, "regiond", regionArgs...)
 
 	const racks, perRack = 4, 3000

@@ -39,13 +39,13 @@ func TestRegionSubnetReservedMAC(t *testing.T) {
 	netnstest.Forward(t, rackNS, "127.0.0.1:4222", ns.Server.Addr().String())
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
 
 	dataDir := t.TempDir()
 	rackd := func(natsURL string) *proc {
 		return startCmd(t, "rackd", exec.Command("ip", "netns", "exec", rackNS, filepath.Join(binDir, "rackd"),
-			"-name", "dhcp-rack", "-data-dir", dataDir, "-nats-url", natsURL, "-http-addr", ":5248", "-tftp-addr", ":69",
+			"-name", "dhcp-rack", "-data-dir", dataDir, "-insecure-nats", "-nats-url", natsURL, "-http-addr", ":5248", "-tftp-addr", ":69",
 			"-import-system-bootloaders=false", "-dhcp-mode", "managed", "-dhcp-interface", "eth0", "-log-level", "debug"))
 	}
 	rack := rackd("nats://127.0.0.1:4222")

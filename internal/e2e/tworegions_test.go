@@ -23,8 +23,8 @@ func TestTwoRegionsShareTheWork(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
 	addrA, addrB := freeAddr(t), freeAddr(t)
-	regionA := start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", addrA)
-	start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", addrB)
+	regionA := start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", addrA)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", addrB)
 	tok := token(t, dbURL)
 	a := api{t: t, base: "http://" + addrA, token: tok}
 	b := api{t: t, base: "http://" + addrB, token: tok}
@@ -35,7 +35,7 @@ func TestTwoRegionsShareTheWork(t *testing.T) {
 		if dirs[name] == "" {
 			dirs[name] = filepath.Join(t.TempDir(), name)
 		}
-		rackProcs[name] = start(t, "rackd", "-nats-url", ns.URL, "-data-dir", dirs[name], "-name", name,
+		rackProcs[name] = start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", dirs[name], "-name", name,
 			"-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false", "-heartbeat-interval", "1s")
 	}
 	startRack("r1")

@@ -75,7 +75,7 @@ func bootDecision(mac, id string, params ...string) events.BootDecision {
 func (r *bootRack) start(t *testing.T, ns string, flags ...string) *proc {
 	t.Helper()
 	rackd := startCmd(t, "rackd", exec.Command("ip", append([]string{"netns", "exec", ns, filepath.Join(binDir, "rackd"),
-		"-name", "dhcp-rack", "-data-dir", r.dataDir, "-nats-url", "nats://127.0.0.1:4222",
+		"-name", "dhcp-rack", "-data-dir", r.dataDir, "-insecure-nats", "-nats-url", "nats://127.0.0.1:4222",
 		"-http-addr", ":5248", "-boot-url", "http://10.20.0.2:5248", "-tftp-addr", ":69", "-boot-root", r.bootRoot,
 		"-dhcp-interface", "eth0", "-dhcp-event-interval", "200ms", "-log-level", "debug"},
 		flags...)...))

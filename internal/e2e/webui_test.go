@@ -220,9 +220,9 @@ func TestWebUI(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	dbURL := pgtest.NewDatabase(t)
 	regionAddr := freeAddr(t)
-	start(t, "regiond", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr)
+	start(t, "regiond", "-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr)
 	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
-	start(t, "rackd", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "ui-rack",
+	start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "ui-rack",
 		"-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false", "-heartbeat-interval", "500ms")
 	eventually(t, 15*time.Second, "rack online", func() error {
 		rs, err := racks(context.Background(), a.base, a.token)

@@ -17,6 +17,10 @@ type Config struct {
 	// ConfigFile is a NATS server configuration (authorization, accounts,
 	// ...) the fields above are laid over.
 	ConfigFile string
+	// Auth, when set, secures the server for the region's auth callout
+	// (instead of ConfigFile). Without it and ConfigFile the server is
+	// open: any client may publish and subscribe to anything.
+	Auth *Auth
 	// SyncInterval is how often JetStream syncs its stores to disk (0:
 	// nats-server's default, 2 minutes).
 	SyncInterval time.Duration
@@ -67,7 +71,17 @@ func options(cfg Config) (*server.Options, error) {
 		cfg.Host = "127.0.0.1"
 	}
 	opts := &server.Options{}
-	if cfg.ConfigFile != "" {
+	switch {
+	case cfg.Auth != nil && cfg.ConfigFile != "":
+		return nil, fmt.Errorf("embedded nats: a configuration file and Auth do not go together")
+	case cfg.Auth != nil:
+		if err := cfg.Auth.Validate(); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		if err := opts.ProcessConfigString(cfg.Auth.ServerConfig()); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+	case cfg.ConfigFile != "":
 		var err error
 		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Test is an embedded server owned by one test, which can stop it and start
@@ -30,7 +31,20 @@ func StartTest(t testing.TB) *Test {
 // one with an authorization section.
 func StartTestConfig(t testing.TB, configFile string) *Test {
 	t.Helper()
-	ts := &Test{t: t, cfg: Config{Port: -1, StoreDir: t.TempDir(), ConfigFile: configFile}}
+	return startTest(t, Config{Port: -1, StoreDir: t.TempDir(), ConfigFile: configFile})
+}
+
+// StartTestAuth is StartTest with the server secured for the region's
+// auth callout by auth (see Auth): only the region's users get in without
+// the callout.
+func StartTestAuth(t testing.TB, auth Auth) *Test {
+	t.Helper()
+	return startTest(t, Config{Port: -1, StoreDir: t.TempDir(), Auth: &auth})
+}
+
+func startTest(t testing.TB, cfg Config) *Test {
+	t.Helper()
+	ts := &Test{t: t, cfg: cfg}
 	ts.start()
 	// Pin the port so Restart comes back where clients reconnect.
 	ts.cfg.Port = ts.Server.Addr().(*net.TCPAddr).Port
@@ -67,6 +81,22 @@ func (ts *Test) Connect() *nats.Conn {
 	nc, err := nats.Connect(ts.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		ts.t.Fatalf("connect nats: %v", err)
+	}
+	ts.t.Cleanup(nc.Close)
+	return nc
+}
+
+// ConnectNKey is Connect as the nkey user kp, as the region connects to
+// a secured server.
+func (ts *Test) ConnectNKey(kp nkeys.KeyPair) *nats.Conn {
+	ts.t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	nc, err := nats.Connect(ts.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.Nkey(pub, kp.Sign))
+	if err != nil {
+		ts.t.Fatalf("connect nats as %s: %v", pub, err)
 	}
 	ts.t.Cleanup(nc.Close)
 	return nc

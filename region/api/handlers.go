@@ -31,6 +31,19 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		checks["nats"] = st.String()
 		ready = false
 	}
+	if s.natsAuth != nil {
+		switch {
+		case !s.natsAuth.Callout():
+			// Ready, but say it on every probe: on an open server
+			// anyone can act as any rack or as the region.
+			checks["nats_auth"] = "off: -no-nats-callout, NATS authorises racks by its own configuration, if at all"
+		case s.natsAuth.Listening():
+			checks["nats_auth"] = "callout"
+		default:
+			checks["nats_auth"] = "starting"
+			ready = false
+		}
+	}
 	if s.heartbeats != nil {
 		checks["heartbeats"] = "listening"
 		if !s.heartbeats.Listening() {

@@ -44,6 +44,20 @@ type Server struct {
 
 	heartbeats Heartbeats
 	appended   EventWatch
+
+	joinTokens  JoinTokens
+	rackRevoker RackRevoker
+	natsAuth    NATSAuth
+}
+
+// NATSAuth tells how racks are authorised on NATS, for /readyz.
+type NATSAuth interface {
+	// Callout is false when the region runs without its auth callout
+	// (-no-nats-callout).
+	Callout() bool
+	// Listening reports whether the server has the callout's
+	// subscription (no rack can connect until it has).
+	Listening() bool
 }
 
 // EventWatch wakes readers waiting at the end of the event log.
@@ -96,7 +110,13 @@ type Deps struct {
 	// Appended lets GET /api/v1/events?wait= return as soon as events are
 	// appended; without it a waiting reader looks again every second.
 	Appended EventWatch
-	Logger   *slog.Logger
+	// JoinTokens is filled from DB when not set; RackRevoker revokes
+	// racks (DELETE /api/v1/racks/{id}/credential answers 503 without
+	// it); NATSAuth puts the state of the NATS auth callout in /readyz.
+	JoinTokens  JoinTokens
+	RackRevoker RackRevoker
+	NATSAuth    NATSAuth
+	Logger      *slog.Logger
 	// The API's metrics go to Registerer; /metrics serves Gatherer.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
@@ -127,10 +147,14 @@ func New(d Deps) *Server {
 		if d.Pinger == nil {
 			d.Pinger = d.DB
 		}
+		if d.JoinTokens == nil {
+			d.JoinTokens = d.DB
+		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
 		machines: d.Machines, volumes: d.Volumes, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
+		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),
@@ -156,6 +180,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/rejected-events", s.listRejected)
 	s.osRoutes()
 	s.tokenRoutes()
+	s.joinTokenRoutes()
 	s.machineRoutes()
 	s.preseedRoutes()
 	s.imageRoutes()

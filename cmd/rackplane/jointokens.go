@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"text/tabwriter"
+	"time"
+)
+
+// runJoinToken manages the join tokens new racks join NATS with.
+func runJoinToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: rackplane join-token create [-ttl 24h] | list | revoke ID")
+	}
+	fs := flag.NewFlagSet("join-token "+args[0], flag.ContinueOnError)
+	c := clientFlags(fs)
+	switch args[0] {
+	case "create":
+		ttl := fs.Duration("ttl", 24*time.Hour, "how long racks may join with it")
+		if err := parse(fs, args[1:], stderr); err != nil {
+			return err
+		}
+		var out struct {
+			Token, ID string
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		if err := c.send(ctx, "POST", "/api/v1/join-tokens", map[string]string{"ttl": ttl.String()}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "join token %s, valid until %s (shown this once; racks take it with -join-token-file or RACKPLANE_JOIN_TOKEN):\n",
+			out.ID, out.ExpiresAt.Local().Format(time.DateTime))
+		fmt.Fprintln(stdout, out.Token)
+		return nil
+	case "list":
+		if err := parse(fs, args[1:], stderr); err != nil {
+			return err
+		}
+		var out struct {
+			JoinTokens []struct {
+				ID        string
+				CreatedBy string     `json:"created_by"`
+				CreatedAt time.Time  `json:"created_at"`
+				ExpiresAt time.Time  `json:"expires_at"`
+				RevokedAt *time.Time `json:"revoked_at"`
+				Racks     int
+			} `json:"join_tokens"`
+		}
+		if err := c.get(ctx, "/api/v1/join-tokens", nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCREATED BY\tCREATED\tEXPIRES\tREVOKED\tRACKS")
+		for _, t := range out.JoinTokens {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", t.ID, t.CreatedBy, t.CreatedAt.Local().Format(time.DateTime),
+				t.ExpiresAt.Local().Format(time.DateTime), orDash(t.RevokedAt), t.Racks)
+		}
+		return tw.Flush()
+	case "revoke":
+		return deleteByID(ctx, c, fs, args[1:], stderr, "join-token revoke", "/api/v1/join-tokens/")
+	}
+	return fmt.Errorf("unknown join-token command %q (want create, list or revoke)", args[0])
+}
+
+// runRackRevoke revokes a rack's NATS credential: the region refuses the
+// rack from now on and disconnects it.
+func runRackRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rack revoke", flag.ContinueOnError)
+	c := clientFlags(fs)
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: rackplane rack revoke [flags] ID")
+	}
+	var out struct {
+		NKey         string `json:"nkey"`
+		Disconnected int    `json:"disconnected"`
+		Warning      string `json:"warning"`
+	}
+	if err := c.send(ctx, "DELETE", "/api/v1/racks/"+url.PathEscape(fs.Arg(0))+"/credential", nil, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rack %s revoked (nkey %s); %d connections closed\n", fs.Arg(0), out.NKey, out.Disconnected)
+	if out.Warning != "" {
+		fmt.Fprintln(stderr, "warning:", out.Warning)
+	}
+	return nil
+}

@@ -77,6 +77,7 @@ func TestNATSInit(t *testing.T) {
 	t.Cleanup(pool.Close)
 	rcfg := region.DefaultConfig()
 	rcfg.HTTPAddr = "127.0.0.1:0"
+	rcfg.Secrets.KeyFile = regiontest.KeyFile(t) // compose's secrets-key service makes it
 	regionNATS := dial.DefaultNATSConfig()
 	regionNATS.URL, regionNATS.CAFile, regionNATS.NKeySeedFile = tlsURL, filepath.Join(regionDir, "ca.pem"), filepath.Join(regionDir, natsserver.RegionSeedFile)
 	reg, err := regiond.New(rcfg, regionNATS, regiond.NATSAuthConfig{Account: natsauth.DefaultAccount,

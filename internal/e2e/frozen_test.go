@@ -75,8 +75,12 @@ func TestLiveQueryWithAFrozenRack(t *testing.T) {
 			t.Fatalf("live query: %d %v", resp.StatusCode, err)
 		}
 		t.Logf("live query with deadline %s returned after %s: answered %v, not answered %v", deadline, took.Round(time.Millisecond), out.Answered, out.NotAnswered)
-		if took > deadline+200*time.Millisecond {
-			t.Errorf("took %s, want at most the deadline %s plus 200ms", took, deadline)
+		// r2 is stopped for good: a query that waited for it would never
+		// return. The bound only tells that from a loaded machine's
+		// scheduling delay; how fast racks answer is a benchmark's figure
+		// (BenchmarkScatterGather100Racks), not an assertion.
+		if took > deadline+5*time.Second {
+			t.Errorf("took %s with a deadline of %s: it waited for the frozen rack", took, deadline)
 		}
 		if len(out.NotAnswered) != 1 || out.NotAnswered[0].ID != frozen.ID {
 			t.Errorf("not answered %v, want just r2 (%s)", out.NotAnswered, frozen.ID)

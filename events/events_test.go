@@ -23,7 +23,7 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeTokenCreated, events.TypeTokenRevoked, events.TypeMachineCreated, events.TypeMachineUpdated,
 		events.TypeMachineDeleted, events.TypeMachineDeploying, events.TypeMachineDeployed, events.TypeMachineReleased,
 		events.TypeMachineFailed, events.TypePreseedVersionCreated, events.TypePreseedServed, events.TypeBootDecisionSet,
-		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected,
+		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected, events.TypeBootRequestsSummarized,
 		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,

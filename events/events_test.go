@@ -28,7 +28,7 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
-		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted}
+		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted, events.TypeDiscoveryRefused}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

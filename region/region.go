@@ -51,6 +51,11 @@ type Config struct {
 	StreamReplicas int
 	IngestBatch    int
 	DeployTimeout  time.Duration
+	// DiscoveryPerRackPerMinute and DiscoveryMaxNew cap the machines made
+	// of boots of unknown MACs: on one rack in any minute, and still new
+	// across racks (0: no cap).
+	DiscoveryPerRackPerMinute int
+	DiscoveryMaxNew           int
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +67,9 @@ func DefaultConfig() Config {
 		StreamReplicas:  1,
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
+
+		DiscoveryPerRackPerMinute: 60,
+		DiscoveryMaxNew:           1000,
 	}
 }
 
@@ -73,6 +81,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
+	fs.IntVar(&c.DiscoveryPerRackPerMinute, "discovery-per-rack-per-minute", c.DiscoveryPerRackPerMinute, "machines made of boots of unknown MACs on one rack in any minute; more are refused and summed up in a discovery_refused event (0: no cap)")
+	fs.IntVar(&c.DiscoveryMaxNew, "discovery-max-new", c.DiscoveryMaxNew, "discovered machines that may be new (not yet commissioned, deployed or deleted) at once, across racks; beyond, boots of unknown MACs make no machine (0: no cap)")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -95,6 +105,12 @@ func (c Config) Validate() error {
 	}
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
+	}
+	if c.DiscoveryPerRackPerMinute < 0 {
+		errs = append(errs, fmt.Errorf("-discovery-per-rack-per-minute %d: want 0 (no cap) or more", c.DiscoveryPerRackPerMinute))
+	}
+	if c.DiscoveryMaxNew < 0 {
+		errs = append(errs, fmt.Errorf("-discovery-max-new %d: want 0 (no cap) or more", c.DiscoveryMaxNew))
 	}
 	return errors.Join(errs...)
 }
@@ -145,7 +161,8 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
-	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg}); err != nil {
+	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg,
+		Discovery: machine.DiscoveryLimits{PerRackPerMinute: cfg.DiscoveryPerRackPerMinute, MaxNew: cfg.DiscoveryMaxNew}}); err != nil {
 		return nil, err
 	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,

@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/retention"
 	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
 	"github.com/rackplane/rackplane/region/webui"
@@ -56,6 +57,13 @@ type Config struct {
 	// across racks (0: no cap).
 	DiscoveryPerRackPerMinute int
 	DiscoveryMaxNew           int
+	// TelemetryMaxAge and TelemetryKeepPerRack bound the boot telemetry
+	// the event log keeps (postgres.TelemetryTypes): none older, and no
+	// more of one rack's than the newest so many (0: no bound of that
+	// kind); a pass prunes every TelemetryPruneInterval.
+	TelemetryMaxAge        time.Duration
+	TelemetryKeepPerRack   int
+	TelemetryPruneInterval time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -70,6 +78,10 @@ func DefaultConfig() Config {
 
 		DiscoveryPerRackPerMinute: 60,
 		DiscoveryMaxNew:           1000,
+
+		TelemetryMaxAge:        7 * 24 * time.Hour,
+		TelemetryKeepPerRack:   100_000,
+		TelemetryPruneInterval: 5 * time.Minute,
 	}
 }
 
@@ -83,6 +95,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
 	fs.IntVar(&c.DiscoveryPerRackPerMinute, "discovery-per-rack-per-minute", c.DiscoveryPerRackPerMinute, "machines made of boots of unknown MACs on one rack in any minute; more are refused and summed up in a discovery_refused event (0: no cap)")
 	fs.IntVar(&c.DiscoveryMaxNew, "discovery-max-new", c.DiscoveryMaxNew, "discovered machines that may be new (not yet commissioned, deployed or deleted) at once, across racks; beyond, boots of unknown MACs make no machine (0: no cap)")
+	fs.DurationVar(&c.TelemetryMaxAge, "telemetry-max-age", c.TelemetryMaxAge, "boot telemetry (hand-offs, transfers, refused requests, DHCP activity and their summaries) older than this is pruned from the event log; state changes never are (0: no age limit)")
+	fs.IntVar(&c.TelemetryKeepPerRack, "telemetry-keep-per-rack", c.TelemetryKeepPerRack, "newest boot telemetry events of each rack the event log keeps; older ones are pruned (0: no count limit)")
+	fs.DurationVar(&c.TelemetryPruneInterval, "telemetry-prune-interval", c.TelemetryPruneInterval, "how often boot telemetry is pruned from the event log")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -112,6 +127,15 @@ func (c Config) Validate() error {
 	if c.DiscoveryMaxNew < 0 {
 		errs = append(errs, fmt.Errorf("-discovery-max-new %d: want 0 (no cap) or more", c.DiscoveryMaxNew))
 	}
+	if c.TelemetryMaxAge < 0 || c.TelemetryMaxAge > 0 && c.TelemetryMaxAge < time.Minute {
+		errs = append(errs, fmt.Errorf("-telemetry-max-age %s: want 0 (no age limit) or at least 1m, such as 168h", c.TelemetryMaxAge))
+	}
+	if c.TelemetryKeepPerRack < 0 {
+		errs = append(errs, fmt.Errorf("-telemetry-keep-per-rack %d: want 0 (no count limit) or more", c.TelemetryKeepPerRack))
+	}
+	if c.TelemetryPruneInterval < time.Second || c.TelemetryPruneInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("-telemetry-prune-interval %s: want 1s to 24h", c.TelemetryPruneInterval))
+	}
 	return errors.Join(errs...)
 }
 
@@ -132,6 +156,7 @@ type Region struct {
 	machines *machine.Service
 	preseeds *preseed.Service
 	follower *follower.Follower
+	pruner   *retention.Pruner
 	ln       net.Listener
 }
 
@@ -163,6 +188,11 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
 	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg,
 		Discovery: machine.DiscoveryLimits{PerRackPerMinute: cfg.DiscoveryPerRackPerMinute, MaxNew: cfg.DiscoveryMaxNew}}); err != nil {
+		return nil, err
+	}
+	if r.pruner, err = retention.New(db, retention.Config{Interval: cfg.TelemetryPruneInterval,
+		Policy: postgres.RetentionPolicy{MaxAge: cfg.TelemetryMaxAge, KeepPerSource: cfg.TelemetryKeepPerRack},
+		Logger: log.With("component", "retention"), Registerer: reg}); err != nil {
 		return nil, err
 	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
@@ -221,6 +251,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.watch.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
 	g.Go(func() error { return r.follower.Run(ctx) })
+	g.Go(func() error { return r.pruner.Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()
 }

@@ -3,17 +3,21 @@ package events
 import "time"
 
 // Event types of booting. The region decides what each machine boots
-// (boot_decision_set/cleared); racks report every hand-off decision, every
-// transfer outcome, every request refused before a hand-off, and every
-// ephemeral hand-off file they delete.
+// (boot_decision_set/cleared); racks report hand-off decisions, transfer
+// outcomes, requests refused before a hand-off, and the ephemeral hand-off
+// files they delete. Boot requests are unauthenticated, so a rack reports
+// them one by one only within a rate per source and in all
+// (rack/handoff), and the rest in one boot_requests_summarized event per
+// interval: packets never become one event each.
 const (
 	TypeBootDecisionSet     = "rackplane.region.boot_decision_set.v1"
 	TypeBootDecisionCleared = "rackplane.region.boot_decision_cleared.v1"
 
-	TypeBootHandoff         = "rackplane.rack.boot_handoff.v1"
-	TypeBootTransfer        = "rackplane.rack.boot_transfer.v1"
-	TypeBootRequestRejected = "rackplane.rack.boot_request_rejected.v1"
-	TypeHandoffFileDeleted  = "rackplane.rack.handoff_file_deleted.v1"
+	TypeBootHandoff            = "rackplane.rack.boot_handoff.v1"
+	TypeBootTransfer           = "rackplane.rack.boot_transfer.v1"
+	TypeBootRequestRejected    = "rackplane.rack.boot_request_rejected.v1"
+	TypeBootRequestsSummarized = "rackplane.rack.boot_requests_summarized.v1"
+	TypeHandoffFileDeleted     = "rackplane.rack.handoff_file_deleted.v1"
 )
 
 // Boot purposes of a boot decision.
@@ -129,6 +133,44 @@ type BootRequestRejected struct {
 	Remote   string `json:"remote,omitempty"`
 	Reason   string `json:"reason"`
 	Detail   string `json:"detail,omitempty"`
+}
+
+// BootRequestsSummarized is the data of TypeBootRequestsSummarized: the
+// boot requests of one interval whose events the rack did not send one by
+// one (their boot_handoff or boot_request_rejected, boot_transfer and
+// handoff_file_deleted), because their source, or all sources together,
+// were past their rate.
+type BootRequestsSummarized struct {
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	// Requests is how many requests were summarised; Transfers how many
+	// transfers of such requests ended in the interval, TransferErrors
+	// how many of those failed.
+	Requests       int64 `json:"requests"`
+	Transfers      int64 `json:"transfers,omitempty"`
+	TransferErrors int64 `json:"transfer_errors,omitempty"`
+	// Sources is how many source addresses sent them (an IPv6 /64
+	// counting as one), counted up to a bound: SourcesCapped says there
+	// were more.
+	Sources       int64 `json:"sources"`
+	SourcesCapped bool  `json:"sources_capped,omitempty"`
+	// ByProtocol counts the requests by front-end (tftp, http, ...),
+	// ByOutcome by hand-off route (config, versioned, root, not_found,
+	// denied, unavailable) or rejection reason (malformed,
+	// write_request, method, protocol), ByLimit by the limit that held
+	// them back (source, total).
+	ByProtocol map[string]int64 `json:"by_protocol,omitempty"`
+	ByOutcome  map[string]int64 `json:"by_outcome,omitempty"`
+	ByLimit    map[string]int64 `json:"by_limit,omitempty"`
+	// TopSources are the sources that sent the most, most first.
+	TopSources []SourceCount `json:"top_sources,omitempty"`
+}
+
+// SourceCount is how many requests came from one source: an IPv4
+// address, an IPv6 /64 prefix, or "unknown".
+type SourceCount struct {
+	Source   string `json:"source"`
+	Requests int64  `json:"requests"`
 }
 
 // Reasons a hand-off file is deleted.

@@ -23,13 +23,13 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeTokenCreated, events.TypeTokenRevoked, events.TypeMachineCreated, events.TypeMachineUpdated,
 		events.TypeMachineDeleted, events.TypeMachineDeploying, events.TypeMachineDeployed, events.TypeMachineReleased,
 		events.TypeMachineFailed, events.TypePreseedVersionCreated, events.TypePreseedServed, events.TypeBootDecisionSet,
-		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected,
+		events.TypeBootDecisionCleared, events.TypeBootHandoff, events.TypeBootTransfer, events.TypeBootRequestRejected, events.TypeBootRequestsSummarized,
 		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
 		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
-		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked}
+		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // Machine, deployment and preseed event types, all emitted by the region.
 const (
 	TypeMachineCreated   = "rackplane.region.machine_created.v1"
@@ -23,7 +25,27 @@ const (
 
 	TypePreseedVersionCreated = "rackplane.region.preseed_version_created.v1"
 	TypePreseedServed         = "rackplane.region.preseed_served.v1"
+
+	// TypeDiscoveryRefused sums up the boots of unknown MACs on one rack
+	// that made no machine in an interval, a discovery cap reached.
+	TypeDiscoveryRefused = "rackplane.region.discovery_refused.v1"
 )
+
+// DiscoveryRefused is the data of TypeDiscoveryRefused: at most one per
+// rack and interval, on the rack's stream.
+type DiscoveryRefused struct {
+	RackID string    `json:"rack_id"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until"`
+	// Refused counts boots refused (a MAC that boots twice, twice), by
+	// the cap that refused them (rack_rate, new); MACs are the first few.
+	Refused int64            `json:"refused"`
+	ByLimit map[string]int64 `json:"by_limit"`
+	MACs    []string         `json:"macs,omitempty"`
+	// The caps in force.
+	PerRackPerMinute int `json:"per_rack_per_minute"`
+	MaxNew           int `json:"max_new"`
+}
 
 // Machine statuses. Package region/machine decides which command moves a
 // machine from one to another.

@@ -125,7 +125,7 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("boot root: %w", err)
 	}
-	r.resolver, err = handoff.NewResolver(handoff.Config{RackID: r.id, Root: root}, r.decisions, versioned{r.images},
+	r.resolver, err = handoff.NewResolver(handoff.Config{RackID: r.id, Root: root, Telemetry: r.cfg.BootEvents}, r.decisions, versioned{r.images},
 		renderer, r.publisher, r.log.With("service", "handoff"), r.registry)
 	if err != nil {
 		return err

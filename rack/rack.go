@@ -88,6 +88,11 @@ type Config struct {
 	// rack's HTTP server (BootURL) rather than over TFTP.
 	BootFilesOverHTTP bool
 
+	// BootEvents bounds the events of boot requests (-boot-events-*):
+	// beyond them, requests are counted in one summary event per
+	// interval rather than reported one by one.
+	BootEvents handoff.TelemetryLimits
+
 	// DHCP is the rack's DHCP server (-dhcp-* flags; off by default).
 	DHCP dhcp.Config
 }
@@ -115,6 +120,7 @@ func DefaultConfig() Config {
 		TFTPWindow:              8,
 		PreseedDir:              "/etc/rackplane/preseeds",
 		BootFilesOverHTTP:       true,
+		BootEvents:              handoff.DefaultTelemetryLimits(),
 		DHCP:                    dhcp.DefaultConfig(),
 	}
 }
@@ -141,6 +147,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.BootFilesOverHTTP, "boot-files-over-http", c.BootFilesOverHTTP, "iPXE fetches kernel and initrd over HTTP from -boot-url (false: over TFTP)")
 	fs.StringVar(&c.OffloadSocket, "offload-socket", c.OffloadSocket, "Unix socket for an external TFTP front-end (MAAS offload protocol); empty turns it off")
 	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
+	c.BootEvents.RegisterFlags(fs)
 	c.DHCP.RegisterFlags(fs)
 }
 
@@ -196,6 +203,9 @@ func (c Config) Validate() error {
 	}
 	if c.EventFlushTimeout < 0 || c.EventFlushTimeout > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("-event-flush-timeout %s: want 0 to 10m", c.EventFlushTimeout))
+	}
+	if err := c.BootEvents.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.DHCP.Validate(); err != nil {
 		errs = append(errs, err)
@@ -478,6 +488,7 @@ func (r *Rack) Run(ctx context.Context) error {
 	g.Go(func() error { return r.reports.Run(ctx) })
 	g.Go(func() error { return r.syncReferences(ctx) })
 	g.Go(func() error { return r.offloadStore.Run(ctx) })
+	g.Go(func() error { return r.resolver.Run(ctx) })
 	g.Go(func() error { return r.offload.Completions(ctx, r.nc, r.id) })
 	if r.tftp != nil {
 		g.Go(func() error { return r.tftp.Run(ctx) })

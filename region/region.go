@@ -36,6 +36,7 @@ import (
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
+	"github.com/rackplane/rackplane/region/retention"
 	"github.com/rackplane/rackplane/region/secrets"
 	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
@@ -63,6 +64,18 @@ type Config struct {
 	// any rack or as the region. New refuses to run without the callout
 	// unless this says so.
 	NoNATSCallout bool
+	// DiscoveryPerRackPerMinute and DiscoveryMaxNew cap the machines made
+	// of boots of unknown MACs: on one rack in any minute, and still new
+	// across racks (0: no cap).
+	DiscoveryPerRackPerMinute int
+	DiscoveryMaxNew           int
+	// TelemetryMaxAge and TelemetryKeepPerRack bound the boot telemetry
+	// the event log keeps (postgres.TelemetryTypes): none older, and no
+	// more of one rack's than the newest so many (0: no bound of that
+	// kind); a pass prunes every TelemetryPruneInterval.
+	TelemetryMaxAge        time.Duration
+	TelemetryKeepPerRack   int
+	TelemetryPruneInterval time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -75,6 +88,13 @@ func DefaultConfig() Config {
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
 		Secrets:         secrets.DefaultConfig(),
+
+		DiscoveryPerRackPerMinute: 60,
+		DiscoveryMaxNew:           1000,
+
+		TelemetryMaxAge:        7 * 24 * time.Hour,
+		TelemetryKeepPerRack:   100_000,
+		TelemetryPruneInterval: 5 * time.Minute,
 	}
 }
 
@@ -88,6 +108,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
 	c.Secrets.RegisterFlags(fs)
 	fs.BoolVar(&c.NoNATSCallout, "no-nats-callout", c.NoNATSCallout, "run without the NATS auth callout: the NATS server must authorise racks by itself (static users), or anyone reaching NATS can act as any rack or as the region")
+	fs.IntVar(&c.DiscoveryPerRackPerMinute, "discovery-per-rack-per-minute", c.DiscoveryPerRackPerMinute, "machines made of boots of unknown MACs on one rack in any minute; more are refused and summed up in a discovery_refused event (0: no cap)")
+	fs.IntVar(&c.DiscoveryMaxNew, "discovery-max-new", c.DiscoveryMaxNew, "discovered machines that may be new (not yet commissioned, deployed or deleted) at once, across racks; beyond, boots of unknown MACs make no machine (0: no cap)")
+	fs.DurationVar(&c.TelemetryMaxAge, "telemetry-max-age", c.TelemetryMaxAge, "boot telemetry (hand-offs, transfers, refused requests, DHCP activity and their summaries) older than this is pruned from the event log; state changes never are (0: no age limit)")
+	fs.IntVar(&c.TelemetryKeepPerRack, "telemetry-keep-per-rack", c.TelemetryKeepPerRack, "newest boot telemetry events of each rack the event log keeps; older ones are pruned (0: no count limit)")
+	fs.DurationVar(&c.TelemetryPruneInterval, "telemetry-prune-interval", c.TelemetryPruneInterval, "how often boot telemetry is pruned from the event log")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -110,6 +135,21 @@ func (c Config) Validate() error {
 	}
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
+	}
+	if c.DiscoveryPerRackPerMinute < 0 {
+		errs = append(errs, fmt.Errorf("-discovery-per-rack-per-minute %d: want 0 (no cap) or more", c.DiscoveryPerRackPerMinute))
+	}
+	if c.DiscoveryMaxNew < 0 {
+		errs = append(errs, fmt.Errorf("-discovery-max-new %d: want 0 (no cap) or more", c.DiscoveryMaxNew))
+	}
+	if c.TelemetryMaxAge < 0 || c.TelemetryMaxAge > 0 && c.TelemetryMaxAge < time.Minute {
+		errs = append(errs, fmt.Errorf("-telemetry-max-age %s: want 0 (no age limit) or at least 1m, such as 168h", c.TelemetryMaxAge))
+	}
+	if c.TelemetryKeepPerRack < 0 {
+		errs = append(errs, fmt.Errorf("-telemetry-keep-per-rack %d: want 0 (no count limit) or more", c.TelemetryKeepPerRack))
+	}
+	if c.TelemetryPruneInterval < time.Second || c.TelemetryPruneInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("-telemetry-prune-interval %s: want 1s to 24h", c.TelemetryPruneInterval))
 	}
 	return errors.Join(append(errs, c.Secrets.Validate())...)
 }
@@ -135,6 +175,7 @@ type Region struct {
 	// unreadable counts the secrets under a key this region lacks.
 	unreadable prometheus.Gauge
 	callout    *natsauth.Service // nil with NoNATSCallout
+	pruner     *retention.Pruner
 	ln         net.Listener
 }
 
@@ -209,7 +250,13 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
-	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg}); err != nil {
+	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg,
+		Discovery: machine.DiscoveryLimits{PerRackPerMinute: cfg.DiscoveryPerRackPerMinute, MaxNew: cfg.DiscoveryMaxNew}}); err != nil {
+		return nil, err
+	}
+	if r.pruner, err = retention.New(db, retention.Config{Interval: cfg.TelemetryPruneInterval,
+		Policy: postgres.RetentionPolicy{MaxAge: cfg.TelemetryMaxAge, KeepPerSource: cfg.TelemetryKeepPerRack},
+		Logger: log.With("component", "retention"), Registerer: reg}); err != nil {
 		return nil, err
 	}
 	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
@@ -283,6 +330,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.watch.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
 	g.Go(func() error { return r.follower.Run(ctx) })
+	g.Go(func() error { return r.pruner.Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())
 	return g.Wait()
 }

@@ -22,7 +22,8 @@ import (
 )
 
 // TestRackEventsSurviveAnOutageAndAStop: with NATS away, a rack serves
-// 10,000 HTTP boot requests (each one a boot.handoff event) and is stopped,
+// 10,000 HTTP boot requests (each one a boot.handoff event, its
+// -boot-events-* limits raised for it) and is stopped,
 // with SIGTERM or with SIGKILL. NATS comes back, rackd and regiond start:
 // all 10,000 events are in the stream exactly once, and in the region's
 // event log.
@@ -62,7 +63,11 @@ func TestRackEventsSurviveAnOutageAndAStop(t *testing.T) {
 			}
 			httpAddr := freeAddr(t)
 			rackArgs := []string{"-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "journal-rack",
-				"-http-addr", httpAddr, "-tftp-addr", "", "-import-system-bootloaders=false", "-event-flush-timeout", "2s"}
+				"-http-addr", httpAddr, "-tftp-addr", "", "-import-system-bootloaders=false", "-event-flush-timeout", "2s",
+				// Every request reported one by one, whatever its rate:
+				// the journal is what is tested.
+				"-boot-events-rate", "1000000", "-boot-events-burst", "1000000",
+				"-boot-events-per-source-rate", "1000000", "-boot-events-per-source-burst", "1000000"}
 			rack := start(t, "rackd", rackArgs...)
 			base := "http://" + httpAddr
 			eventually(t, 15*time.Second, "rackd serving", func() error {

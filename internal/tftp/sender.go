@@ -75,6 +75,28 @@ type sender struct {
 	// oackResent tells the data phase that the client may acknowledge
 	// the OACK more than once.
 	oackResent bool
+	// heard is set once the client has sent a packet from the address
+	// and port of its request: until then the request may have come with
+	// a forged source address, so the sender sends one packet at a time
+	// (the OACK, or the first block, never a window), sends it again at
+	// most unheardRetries times (when more than 0 and fewer than
+	// retries), and sends no ERROR when it gives up.
+	heard          bool
+	unheardRetries int
+}
+
+// maxErrorMessage bounds the message of an ERROR the sender sends: a
+// client needs the gist, and a long message is a larger reply to a
+// request that may have been forged.
+const maxErrorMessage = 64
+
+// retriesNow is how many times the sender sends a packet again before it
+// gives up: fewer while the client has not been heard from.
+func (s *sender) retriesNow() int {
+	if !s.heard && s.unheardRetries > 0 && s.unheardRetries < s.retries {
+		return s.unheardRetries
+	}
+	return s.retries
 }
 
 func (s *sender) RemoteAddr() net.UDPAddr { return *s.addr }
@@ -198,7 +220,7 @@ func (s *sender) sendWithRetry(l int) (*net.UDPAddr, error) {
 	s.retry.reset()
 	for {
 		addr, err := s.sendDatagram(l)
-		if _, ok := err.(net.Error); ok && s.retry.count() < s.retries {
+		if _, ok := err.(net.Error); ok && s.retry.count() < s.retriesNow() {
 			s.retry.backoff()
 			continue
 		}
@@ -230,6 +252,7 @@ func (s *sender) sendDatagram(l int) (*net.UDPAddr, error) {
 			continue
 		}
 		s.tid = addr.Port
+		s.heard = true
 		switch p := p.(type) {
 		case pACK:
 			if p.block() == s.block {
@@ -289,7 +312,14 @@ func (s *sender) abort(err error) error {
 	if s.hook != nil {
 		s.hook.OnFailure(s.buildTransferStats(), err)
 	}
-	n := packERROR(s.send, 1, err.Error())
+	if ne, ok := err.(net.Error); ok && ne.Timeout() && !s.heard {
+		return nil // nobody who asked may be there to tell
+	}
+	msg := err.Error()
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
+	}
+	n := packERROR(s.send, 1, msg)
 	err = s.conn.sendTo(s.send[:n], s.addr)
 	if err != nil {
 		return err

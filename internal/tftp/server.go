@@ -65,6 +65,9 @@ type Server struct {
 	sendAEnable  bool /* senderAnticipate enable by server */
 	sendAWinSz   uint
 	maxWindow    uint // largest windowsize granted (RFC 7440)
+	// unheardRetries bounds the retransmissions of a read transfer's
+	// first packet while the client has sent nothing back (0: retries).
+	unheardRetries int
 	// Single port fields
 	singlePort        bool
 	handlers          map[string]chan []byte
@@ -205,6 +208,21 @@ func (s *Server) SetRetries(count int) {
 	} else {
 		s.retries = count
 	}
+}
+
+// SetUnheardRetries sets how often a read transfer sends its first
+// packet (the OACK, or the first DATA block) again while the client has
+// sent nothing back; 0 (the default) is the number of SetRetries. Until
+// the client answers from the address the request came from, that
+// address may be forged, and every packet sent to it is a packet the
+// server was made to send to someone who never asked: the fewer, the
+// less the server amplifies such a request. Such a transfer also gets
+// no ERROR when it gives up. Once the client has answered, SetRetries
+// applies.
+func (s *Server) SetUnheardRetries(count int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unheardRetries = max(count, 0)
 }
 
 // SetBackoff sets a user provided function that is called to provide a
@@ -485,6 +503,8 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			startTime:   time.Now(),
 			anticipate:  s.sendAWinSz,
 			maxWindow:   s.maxWindow,
+
+			unheardRetries: s.unheardRetries,
 		}
 		if s.singlePort {
 			rf.conn = &chanConnection{

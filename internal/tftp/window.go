@@ -49,10 +49,13 @@ const maxBackoff = 8
 // then it is no answer to a copy but the client's own timer, and the
 // copy it asks for again may have been lost as well.
 //
-// A client that did not ask for a window may not be able to take one (a
+// Until the client has sent anything back, the sender sends the first
+// block alone, never a window, and gives up after fewer timeouts (see
+// sender.heard): the request may have come from a forged address. A
+// client that did not ask for a window may not be able to take one (a
 // boot ROM with room for one packet): if a timeout comes before it has
-// acknowledged its first window, sent in one go, the rest of its transfer
-// is lock-step, as RFC 1350 has it. Once it has, it can take a window,
+// acknowledged its first window, sent in one go once it was heard from,
+// the rest of its transfer is lock-step, as RFC 1350 has it. Once it has, it can take a window,
 // and a timeout is a loss like any other: iPXE, which keeps blocks that
 // come out of order, boots through 5% loss several times faster keeping
 // its window than lock-step. Going back on a timeout sends again every
@@ -80,7 +83,9 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		window = int64(max(s.anticipate, 1))
 	}
 	window = min(window, MaxWindow)
-	firstWindow := window // a client that acknowledges it all can take a window
+	// The last block of the first window, sent once the client has been
+	// heard from: a client that acknowledges it all can take a window.
+	var firstWindow int64
 	// Blocks held for sending again, by block number modulo the window.
 	held := make([][]byte, window)
 
@@ -108,7 +113,14 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		deadline = time.Now().Add(s.timeout)
 	}
 	for {
-		for (next < base+window || next <= again) && (last == 0 || next <= last) {
+		inFlight := window
+		switch {
+		case !s.heard:
+			inFlight = 1 // the client may not be there: see sender.heard
+		case firstWindow == 0:
+			firstWindow = base - 1 + window
+		}
+		for (next < base+inFlight || next <= again) && (last == 0 || next <= last) {
 			slot := next % int64(len(held))
 			if next > loaded {
 				if held[slot] == nil {
@@ -145,14 +157,14 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		c, addr, err := s.conn.readFrom(s.receive)
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			timeouts++
-			if timeouts > s.retries {
+			if timeouts > s.retriesNow() {
 				// A net.Error that times out, as upstream returns.
 				err = &connectionError{error: fmt.Errorf("sending block %d: no acknowledgement after %d timeouts (the first %s): %w",
 					uint16(base), timeouts, s.timeout, ne), timeout: true}
 				s.abort(err)
 				return n, err
 			}
-			if everyBlockAcked && base <= firstWindow {
+			if everyBlockAcked && firstWindow != 0 && base <= firstWindow {
 				window = 1
 			}
 			if s.retry.handler != nil {
@@ -177,6 +189,7 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 			continue
 		}
 		s.tid = addr.Port
+		s.heard = true
 		switch p := p.(type) {
 		case pACK:
 			acked, ok := unwrapBlock(p.block(), base-1, sent)

@@ -82,15 +82,17 @@ type Cache struct {
 	validator *events.Validator
 	schemas   *schema.Set
 
-	mu        sync.RWMutex
-	decisions map[string]events.BootDecision
-	negative  map[string]time.Time // MAC → until
-	seq       uint64
-	persistMu sync.Mutex
-	dirty     chan struct{} // a change waits to be written
+	mu            sync.RWMutex
+	decisions     map[string]events.BootDecision
+	negative      map[string]time.Time // MAC → until, at most maxNegative
+	negativeSwept time.Time
+	seq           uint64
+	persistMu     sync.Mutex
+	dirty         chan struct{} // a change waits to be written
 
 	lookups *prometheus.CounterVec
 	applied prometheus.Counter
+	unknown prometheus.GaugeFunc
 }
 
 // NewCache loads the persisted cache from cfg.DataDir. nc and js may be
@@ -122,12 +124,19 @@ func NewCache(cfg CacheConfig, nc *nats.Conn, js jetstream.JetStream, log *slog.
 			Help: "Region boot decision events applied to the rack's cache.",
 		}),
 	}
+	c.unknown = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackplane_boot_decision_unknown_macs",
+		Help: "MACs remembered as unknown to the region, so that their next boot requests do not ask it again (at most 4096).",
+	}, func() float64 {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return float64(len(c.negative))
+	})
 	if reg != nil {
-		if err := reg.Register(c.lookups); err != nil {
-			return nil, fmt.Errorf("bootconfig: register metrics: %w", err)
-		}
-		if err := reg.Register(c.applied); err != nil {
-			return nil, fmt.Errorf("bootconfig: register metrics: %w", err)
+		for _, m := range []prometheus.Collector{c.lookups, c.applied, c.unknown} {
+			if err := reg.Register(m); err != nil {
+				return nil, fmt.Errorf("bootconfig: register metrics: %w", err)
+			}
 		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -210,9 +219,37 @@ func (c *Cache) Lookup(ctx context.Context, mac string) (d events.BootDecision, 
 	}
 	c.lookups.WithLabelValues(outcome).Inc()
 	c.mu.Lock()
-	c.negative[mac] = now.Add(c.cfg.NegativeTTL)
+	c.rememberUnknown(mac, now)
 	c.mu.Unlock()
 	return events.BootDecision{}, false
+}
+
+// maxNegative bounds the MACs remembered as unknown: boot requests name
+// any MAC their sender likes, and the cache must not grow with them.
+const maxNegative = 4096
+
+// rememberUnknown remembers mac as unknown until NegativeTTL from now.
+// When the table is full it forgets the expired entries (looking for them
+// at most once a second), and if that is not enough, one entry more: that
+// MAC is then asked about again.
+func (c *Cache) rememberUnknown(mac string, now time.Time) {
+	if len(c.negative) >= maxNegative {
+		if now.Sub(c.negativeSwept) >= time.Second {
+			c.negativeSwept = now
+			for m, until := range c.negative {
+				if !now.Before(until) {
+					delete(c.negative, m)
+				}
+			}
+		}
+		for m := range c.negative {
+			if len(c.negative) < maxNegative {
+				break
+			}
+			delete(c.negative, m)
+		}
+	}
+	c.negative[mac] = now.Add(c.cfg.NegativeTTL)
 }
 
 // ask calls the region's boot_decision rpc and checks the answer against

@@ -3,6 +3,7 @@ package bootconfig_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/rack/bootconfig"
@@ -193,5 +195,41 @@ func TestCacheFollowsRegion(t *testing.T) {
 	}
 	if _, ok := restarted.Lookup(context.Background(), "52:54:00:00:00:01"); ok {
 		t.Fatal("cleared decision came back after restart")
+	}
+}
+
+// TestUnknownMACsBounded: boot requests for 5,000 MACs the region does not
+// know leave at most 4,096 remembered as unknown, the newest among them.
+func TestUnknownMACsBounded(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	var calls atomic.Int64
+	srv := rpc.NewServer(nc, "region", slog.New(slog.DiscardHandler), 4, time.Second)
+	if err := srv.Handle(events.RegionRPCWildcard(events.MethodBootDecision), events.RegionQueue, func(context.Context, []byte) (any, error) {
+		calls.Add(1)
+		return events.BootDecisionReply{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	reg := prometheus.NewRegistry()
+	cache, err := bootconfig.NewCache(bootconfig.CacheConfig{RackID: rackID, DataDir: t.TempDir()}, nc, nil, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	mac := func(i int) string { return fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16&255, i>>8&255, i&255) }
+	for i := range 5000 {
+		if _, ok := cache.Lookup(ctx, mac(i)); ok {
+			t.Fatalf("%s found", mac(i))
+		}
+	}
+	if got := metrictest.Value(t, reg, "rackplane_boot_decision_unknown_macs", nil); got > 4096 || got < 1 {
+		t.Fatalf("%g MACs remembered as unknown after 5000, want 1 to 4096", got)
+	}
+	before := calls.Load()
+	cache.Lookup(ctx, mac(4999))
+	if calls.Load() != before {
+		t.Fatal("the newest unknown MAC was asked about again")
 	}
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// means no fallback.
 	Root string
 	Now  func() time.Time
+	// Telemetry bounds the events of boot requests (zero fields:
+	// DefaultTelemetryLimits).
+	Telemetry TelemetryLimits
 }
 
 // Resolver is the hand-off. Safe for concurrent use.
@@ -67,9 +70,13 @@ type Resolver struct {
 	render    *bootconfig.Renderer
 	pub       Publisher
 	log       *slog.Logger
+	gate      *gate
 
-	latency  *prometheus.HistogramVec
-	outcomes *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	outcomes   *prometheus.CounterVec
+	summarized *prometheus.CounterVec
+	summaries  prometheus.Counter
+	sources    prometheus.GaugeFunc
 }
 
 // NewResolver returns a resolver. versions may be nil (no image store).
@@ -83,8 +90,13 @@ func NewResolver(cfg Config, decisions Decisions, versions Versions, render *boo
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Telemetry = cfg.Telemetry.withDefaults()
+	if err := cfg.Telemetry.Validate(); err != nil {
+		return nil, rackplane.WrapError(rackplane.EINVALID, err, "handoff: %v", err)
+	}
 	r := &Resolver{
 		cfg: cfg, decisions: decisions, versions: versions, render: render, pub: pub, log: log,
+		gate: newGate(cfg.Telemetry, cfg.Now()),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rackplane_boot_handoff_seconds",
 			Help:    "Time to decide what a boot request gets, by route.",
@@ -94,7 +106,19 @@ func NewResolver(cfg Config, decisions Decisions, versions Versions, render *boo
 			Name: "rackplane_boot_transfers_total",
 			Help: "Boot transfers finished, by protocol and result (ok or error).",
 		}, []string{"protocol", "result"}),
+		summarized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_boot_events_summarized_total",
+			Help: "Boot requests not reported one by one (their source, or all sources together, past the rate) but counted in a boot_requests_summarized event, by protocol and limit (source or total).",
+		}, []string{"protocol", "limit"}),
+		summaries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_boot_events_summaries_total",
+			Help: "boot_requests_summarized events sent.",
+		}),
 	}
+	r.sources = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rackplane_boot_events_sources",
+		Help: "Source addresses the per-source rate of boot events keeps track of (at most -boot-events-sources).",
+	}, func() float64 { return float64(r.gate.tracked()) })
 	if cfg.Root != "" {
 		root, err := os.OpenRoot(cfg.Root)
 		if err != nil {
@@ -103,7 +127,7 @@ func NewResolver(cfg Config, decisions Decisions, versions Versions, render *boo
 		r.root = root
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.latency, r.outcomes} {
+		for _, c := range []prometheus.Collector{r.latency, r.outcomes, r.summarized, r.summaries, r.sources} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("handoff: register metrics: %w", err)
 			}
@@ -144,6 +168,11 @@ type Result struct {
 	ModTime   time.Time
 	File      *os.File
 	Content   []byte
+	// Summarized says the request's events are not sent one by one but
+	// counted in the next boot_requests_summarized event (TelemetryLimits):
+	// a front-end that reports more of it (offload's deleted files) does
+	// the same.
+	Summarized bool
 }
 
 // Reader returns the content as a ReadSeeker, so front-ends can size it.
@@ -176,9 +205,15 @@ func (r *Resolver) Resolve(ctx context.Context, req Request) (*Result, error) {
 	}
 	if err != nil {
 		ev.Reason = Printable(reasonOf(err), 512)
-		r.log.Info("boot hand-off refused", "protocol", req.Protocol, "remote", req.Remote, "file_name", ev.FileName, "route", res.Route, "reason", ev.Reason)
 	}
-	r.Emit(events.TypeBootHandoff, res.MachineID, ev)
+	if r.admit(req.Protocol, req.Remote, res.Route) {
+		if err != nil {
+			r.log.Info("boot hand-off refused", "protocol", req.Protocol, "remote", ev.Remote, "file_name", ev.FileName, "route", res.Route, "reason", ev.Reason)
+		}
+		r.Emit(events.TypeBootHandoff, res.MachineID, ev)
+	} else {
+		res.Summarized = true
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -276,12 +311,21 @@ type Outcome struct {
 	Err       error
 }
 
-// Finish releases res and reports the transfer's outcome as an event.
+// Finish releases res and reports the transfer's outcome as an event, or
+// counts it in the next summary when res is Summarized.
 func (r *Resolver) Finish(res *Result, o Outcome) {
 	if res.File != nil {
 		res.File.Close()
 	}
 	result := "ok"
+	if o.Err != nil {
+		result = "error"
+	}
+	r.outcomes.WithLabelValues(res.Request.Protocol, result).Inc()
+	if res.Summarized {
+		r.gate.transferEnded(o.Err != nil)
+		return
+	}
 	ev := events.BootTransfer{
 		Protocol: res.Request.Protocol, Local: Printable(res.Request.Local, 300), Remote: Printable(res.Request.Remote, 300),
 		FileName: Printable(res.Request.Name, 1024), Route: res.Route, Path: Printable(res.Path, 4096),
@@ -292,10 +336,8 @@ func (r *Resolver) Finish(res *Result, o Outcome) {
 		ev.BlockSize = o.BlockSize
 	}
 	if o.Err != nil {
-		result = "error"
 		ev.Error = Printable(o.Err.Error(), 1024)
 	}
-	r.outcomes.WithLabelValues(res.Request.Protocol, result).Inc()
 	r.Emit(events.TypeBootTransfer, res.MachineID, ev)
 }
 
@@ -307,11 +349,59 @@ func (r *Resolver) Release(res *Result) {
 	}
 }
 
-// Reject reports a request a front-end refused before any hand-off.
+// Reject reports a request a front-end refused before any hand-off, or
+// counts it in the next summary.
 func (r *Resolver) Reject(rej events.BootRequestRejected) {
+	if !r.admit(rej.Protocol, rej.Remote, rej.Reason) {
+		return
+	}
 	rej.Detail = Printable(rej.Detail, 1024)
 	rej.Local, rej.Remote = Printable(rej.Local, 300), Printable(rej.Remote, 300)
 	r.Emit(events.TypeBootRequestRejected, "", rej)
+}
+
+// admit says whether a request from remote is reported one by one, and
+// counts it for the next summary when it is not. outcome is its route or
+// rejection reason.
+func (r *Resolver) admit(protocol, remote, outcome string) bool {
+	src := SourceOf(remote)
+	limit := r.gate.admit(r.cfg.Now(), src)
+	if limit == "" {
+		return true
+	}
+	r.gate.held(src, protocol, outcome, limit)
+	r.summarized.WithLabelValues(protocol, limit).Inc()
+	return false
+}
+
+// Run sends a boot_requests_summarized event every summary interval in
+// which requests were held back, until ctx ends, and one last for the
+// interval it ends in.
+func (r *Resolver) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Telemetry.SummaryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.Summarize()
+			return nil
+		case <-t.C:
+			r.Summarize()
+		}
+	}
+}
+
+// Summarize sends the summary of the requests held back since the last
+// one, if there were any.
+func (r *Resolver) Summarize() {
+	sum := r.gate.flush(r.cfg.Now())
+	if sum == nil {
+		return
+	}
+	r.summaries.Inc()
+	r.log.Warn("boot requests past the rate of boot events: counted in one event, not reported one by one",
+		"requests", sum.Requests, "sources", sum.Sources, "transfers", sum.Transfers, "by_limit", sum.ByLimit, "by_outcome", sum.ByOutcome)
+	r.Emit(events.TypeBootRequestsSummarized, "", sum)
 }
 
 // Emit publishes an event of this rack about machineID (or the rack).

@@ -52,7 +52,7 @@ func (o *Offload) Handoff(ctx context.Context, req handoff.Request) (Answer, err
 	if res.File != nil {
 		a.Path, err = openedPath(res.File)
 	} else {
-		a.Path, err = o.store.Put(res.ID, res.Content)
+		a.Path, err = o.store.put(res.ID, res.Content, res.Summarized)
 		a.Ephemeral = true
 	}
 	if err != nil {

@@ -34,6 +34,7 @@ type StoreConfig struct {
 type entry struct {
 	path    string
 	created time.Time
+	quiet   bool // its hand-off was summarised: so is its deletion
 }
 
 // Store keeps the ephemeral files of hand-offs, by hand-off id.
@@ -94,6 +95,12 @@ func (s *Store) sweep() error {
 // Put writes content as the ephemeral file of hand-off id and returns its
 // absolute path.
 func (s *Store) Put(id string, content []byte) (string, error) {
+	return s.put(id, content, false)
+}
+
+// put is Put; the deletion of a quiet file is not reported (its hand-off
+// was counted in a summary, not reported one by one).
+func (s *Store) put(id string, content []byte, quiet bool) (string, error) {
 	if id == "" || filepath.Base(id) != id || id == "." || id == ".." {
 		return "", fmt.Errorf("offload: bad hand-off id %q", id)
 	}
@@ -111,7 +118,7 @@ func (s *Store) Put(id string, content []byte) (string, error) {
 		return "", fmt.Errorf("offload: write ephemeral file: %w", err)
 	}
 	s.mu.Lock()
-	s.entries[id] = entry{path: p, created: s.cfg.Now()}
+	s.entries[id] = entry{path: p, created: s.cfg.Now(), quiet: quiet}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -166,7 +173,9 @@ func (s *Store) Expire() (next time.Time) {
 	}
 	s.mu.Unlock()
 	for _, id := range gone {
-		s.report(id, ents[id].path, events.HandoffDeletedGone, ents[id].created, now)
+		if !ents[id].quiet {
+			s.report(id, ents[id].path, events.HandoffDeletedGone, ents[id].created, now)
+		}
 	}
 	for _, id := range expired {
 		s.remove(id, ents[id], events.HandoffDeletedTTL)
@@ -187,7 +196,9 @@ func (s *Store) remove(id string, e entry, reason string) {
 		s.log.Error("delete ephemeral file", "path", e.path, "err", err)
 		return
 	}
-	s.report(id, e.path, reason, e.created, s.cfg.Now())
+	if !e.quiet {
+		s.report(id, e.path, reason, e.created, s.cfg.Now())
+	}
 }
 
 func (s *Store) report(id, path, reason string, created, now time.Time) {

@@ -34,6 +34,15 @@ type Config struct {
 	// 8 times Timeout, until the final block is sent.
 	Timeout time.Duration
 	Retries int
+	// UnheardRetries is how often the first packet of a transfer (the
+	// option acknowledgement, or the first block) is sent again while
+	// the client has sent nothing back (default 3). Until it answers,
+	// the request may have come with a forged source address: the
+	// server sends such a client one packet at a time, never a window,
+	// and no error when it gives up, so that a forged request draws no
+	// more from the server than from tftpd-hpa
+	// (TestAmplificationNoWorseThanTFTPDHPA).
+	UnheardRetries int
 	// MaxBlockSize caps the negotiated blksize (default 0: the interface
 	// MTU less headers, as pin/tftp computes it).
 	MaxBlockSize int
@@ -66,6 +75,9 @@ func (c *Config) validate() error {
 	}
 	if c.Retries <= 0 {
 		c.Retries = 5
+	}
+	if c.UnheardRetries <= 0 {
+		c.UnheardRetries = 3
 	}
 	if c.MaxBlockSize != 0 && (c.MaxBlockSize < 512 || c.MaxBlockSize > 65464) {
 		return rackplane.Errorf(rackplane.EINVALID, "tftp: MaxBlockSize %d must be between 512 and 65464", c.MaxBlockSize)
@@ -206,6 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 		srv := tftp.NewServer(s.readHandler(ctx, c.LocalAddr().String()), s.writeHandler(c.LocalAddr().String()))
 		srv.SetTimeout(s.cfg.Timeout)
 		srv.SetRetries(s.cfg.Retries)
+		srv.SetUnheardRetries(s.cfg.UnheardRetries)
 		if s.cfg.MaxBlockSize > 0 {
 			srv.SetBlockSize(s.cfg.MaxBlockSize)
 		}
@@ -250,7 +263,7 @@ func (s *Server) readHandler(ctx context.Context, listen string) func(string, io
 				Protocol: events.BootProtocolTFTP, Local: listen, Remote: remoteOf(rf),
 				Reason: "malformed", Detail: "transfer mode " + handoff.Printable(mode, 256) + " for " + handoff.Printable(name, 600),
 			})
-			return errors.New("illegal TFTP operation: unknown transfer mode")
+			return errors.New("unknown mode")
 		}
 		remote := remoteOf(rf)
 		local := listen
@@ -304,7 +317,7 @@ func (s *Server) writeHandler(listen string) func(string, io.WriterTo) error {
 			Protocol: events.BootProtocolTFTP, Local: listen, Remote: remote,
 			Reason: "write_request", Detail: "write request for " + handoff.Printable(name, 900),
 		})
-		return errors.New("access violation: server is read-only")
+		return errors.New("access denied")
 	}
 }
 

@@ -2,9 +2,11 @@ package follower
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane"
@@ -25,6 +27,13 @@ type Follower struct {
 	log      *slog.Logger
 	cfg      Config
 	delay    prometheus.Histogram
+
+	discovered prometheus.Counter
+	refused    *prometheus.CounterVec
+	// Refused discoveries since the last discovery_refused events, by
+	// rack, and when those went out.
+	refusals map[string]*events.DiscoveryRefused
+	flushed  time.Time
 }
 
 // ShippedPreseeds stores the default preseeds racks ship
@@ -33,10 +42,10 @@ type ShippedPreseeds interface {
 	StoreShipped(ctx context.Context, rackID string, p events.ShippedPreseed, cause *events.Event) error
 }
 
-// Discoverer makes a machine of a MAC nobody knows; the machine lifecycle
-// (machine.Service) decides how.
+// Discoverer makes a machine of a MAC nobody knows, within limits; the
+// machine lifecycle (machine.Service) decides how.
 type Discoverer interface {
-	Discover(ctx context.Context, mac, rackID string, meta machine.Meta) (bool, error)
+	Discover(ctx context.Context, mac, rackID string, lim machine.DiscoveryLimits, meta machine.Meta) (bool, error)
 }
 
 // Wake wakes a reader waiting at the end of the log.
@@ -53,8 +62,14 @@ type Config struct {
 	// being woken: a fallback for a missed notification, or the only way
 	// without Wake.
 	Poll time.Duration
-	// Registerer, when set, takes rackplane_region_follower_delay_seconds.
+	// Registerer, when set, takes the follower's metrics.
 	Registerer prometheus.Registerer
+	// Discovery caps the machines made of boots of unknown MACs (zero:
+	// no caps). A boot refused by a cap makes no machine; the refusals
+	// of each rack are summed up in one discovery_refused event per
+	// SummaryInterval (default 1m).
+	Discovery       machine.DiscoveryLimits
+	SummaryInterval time.Duration
 }
 
 // New returns a follower. It fails when cfg.Registerer holds a
@@ -63,15 +78,31 @@ func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *sl
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
+	if cfg.SummaryInterval <= 0 {
+		cfg.SummaryInterval = time.Minute
+	}
 	f := &Follower{db: db, machines: machines, preseeds: preseeds, log: log, cfg: cfg,
 		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "rackplane_region_follower_delay_seconds",
 			Help:    "Time from an event's append to the follower reacting to it (a boot of an unknown MAC becoming a machine, say).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
-		})}
+		}),
+		discovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_machines_discovered_total",
+			Help: "Machines made of boots of unknown MACs.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rackplane_region_discoveries_refused_total",
+			Help: "Boots of unknown MACs that made no machine, a discovery cap reached, by cap (rack_rate: -discovery-per-rack-per-minute, new: -discovery-max-new).",
+		}, []string{"limit"}),
+		refusals: map[string]*events.DiscoveryRefused{},
+		flushed:  time.Now(),
+	}
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(f.delay); err != nil {
-			return nil, rackplane.WrapError(rackplane.ECONFLICT, err, "follower metrics")
+		for _, c := range []prometheus.Collector{f.delay, f.discovered, f.refused} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, rackplane.WrapError(rackplane.ECONFLICT, err, "follower metrics")
+			}
 		}
 	}
 	return f, nil
@@ -87,6 +118,12 @@ func (f *Follower) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx ended
 	}
+	defer func() {
+		// The refusals of the interval it stops in still go out.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		f.summarize(fctx)
+	}()
 	retry := backoff.New(backoff.Policy{})
 	filter := postgres.ReadFilter{Types: []string{events.TypeBootHandoff, events.TypeCapabilitiesReported}}
 	for ctx.Err() == nil {
@@ -117,6 +154,9 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 			cur = next
 		}
+		if time.Since(f.flushed) >= f.cfg.SummaryInterval {
+			f.summarize(ctx)
+		}
 		if len(batch) == 0 {
 			sleep(ctx, woken, f.cfg.Poll)
 		}
@@ -144,8 +184,62 @@ func (f *Follower) discover(ctx context.Context, e postgres.Stored) error {
 	if h.MAC == "" || h.MachineID != "" {
 		return nil
 	}
-	_, err := f.machines.Discover(ctx, h.MAC, events.RackIDFromSource(e.Source), machine.Meta{Actor: "system:discovery", Cause: &e.Event})
+	rackID := events.RackIDFromSource(e.Source)
+	made, err := f.machines.Discover(ctx, h.MAC, rackID, f.cfg.Discovery, machine.Meta{Actor: "system:discovery", Cause: &e.Event})
+	var capped *machine.DiscoveryCapped
+	switch {
+	case errors.As(err, &capped):
+		f.refuse(rackID, h.MAC, capped.Limit)
+		return nil
+	case made:
+		f.discovered.Inc()
+	}
 	return err
+}
+
+// refuse counts a boot of an unknown MAC on rack rackID that a cap kept
+// from making a machine.
+func (f *Follower) refuse(rackID, mac, limit string) {
+	f.refused.WithLabelValues(limit).Inc()
+	r := f.refusals[rackID]
+	if r == nil {
+		r = &events.DiscoveryRefused{RackID: rackID, Since: time.Now().UTC(), ByLimit: map[string]int64{},
+			PerRackPerMinute: f.cfg.Discovery.PerRackPerMinute, MaxNew: f.cfg.Discovery.MaxNew}
+		f.refusals[rackID] = r
+	}
+	r.Refused++
+	r.ByLimit[limit]++
+	if len(r.MACs) < maxRefusedMACs {
+		r.MACs = append(r.MACs, mac)
+	}
+}
+
+// maxRefusedMACs is how many MACs a discovery_refused event names.
+const maxRefusedMACs = 10
+
+// summarize sends one discovery_refused event for each rack with
+// discoveries refused since the last ones. A rack whose event could not
+// be appended keeps its count for the next time.
+func (f *Follower) summarize(ctx context.Context) {
+	f.flushed = time.Now()
+	for rackID, r := range f.refusals {
+		r.Until = time.Now().UTC()
+		stream := events.RackStreamName(rackID)
+		ev, err := events.New(events.RegionSource, events.TypeDiscoveryRefused, stream, r.Until, r)
+		if err == nil {
+			err = f.db.InTx(ctx, func(tx pgx.Tx) error {
+				_, err := f.db.Emit(ctx, tx, stream, postgres.ExpectAny, ev)
+				return err
+			})
+		}
+		if err != nil {
+			f.log.Warn("discovery_refused event not appended, kept for the next one", "rack_id", rackID, "err", err)
+			continue
+		}
+		f.log.Warn("boots of unknown MACs made no machine: a discovery cap was reached", "rack_id", rackID,
+			"refused", r.Refused, "by_limit", r.ByLimit, "per_rack_per_minute", r.PerRackPerMinute, "max_new", r.MaxNew)
+		delete(f.refusals, rackID)
+	}
 }
 
 // shippedPreseeds has each default preseed of a rack's snapshot stored as

@@ -2,6 +2,7 @@ package follower_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -11,10 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/region/follower"
 	"github.com/rackplane/rackplane/region/machine"
 	"github.com/rackplane/rackplane/region/machine/machinetest"
+	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/preseed"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // The follower reacts to a rack's events as they are appended, woken by
@@ -102,5 +106,78 @@ func TestFollowerMetricsTwiceOnARegistry(t *testing.T) {
 	}
 	if _, err := follower.New(nil, nil, nil, log, follower.Config{Registerer: reg}); err == nil {
 		t.Fatal("second follower registered its metrics on the same registry")
+	}
+}
+
+// TestFollowerCapsDiscovery: twenty unknown MACs boot on one rack at
+// once with a cap of five a minute: five machines are made, and the
+// fifteen others are counted and summed up in discovery_refused events
+// of the rack's stream.
+func TestFollowerCapsDiscovery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	machines := machine.NewService(db, nil, log)
+	reg := prometheus.NewRegistry()
+	f, err := follower.New(db, machines, preseed.NewService(db, nil, log), log, follower.Config{Poll: 20 * time.Millisecond,
+		Registerer: reg, Discovery: machine.DiscoveryLimits{PerRackPerMinute: 5}, SummaryInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	src := events.RackSource(machinetest.RackID)
+	var boots []events.Event
+	for i := range 20 {
+		mac := fmt.Sprintf("52:54:00:00:07:%02x", i)
+		e, _ := events.New(src, events.TypeBootHandoff, events.RackStreamName(machinetest.RackID), time.Now(),
+			events.BootHandoff{Protocol: "tftp", FileName: "pxelinux.cfg/01-" + mac, Route: "config", MAC: mac})
+		boots = append(boots, e)
+	}
+	if err := db.InTx(ctx, func(tx pgx.Tx) error { _, err := db.AppendAny(ctx, tx, boots); return err }); err != nil {
+		t.Fatal(err)
+	}
+	validator := regiontest.Validator(t)
+	var refused int64
+	byLimit := map[string]int64{}
+	deadline := time.Now().Add(10 * time.Second)
+	for refused < 15 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %d refusals summed up, want 15", refused)
+		}
+		time.Sleep(20 * time.Millisecond)
+		refused, byLimit = 0, map[string]int64{}
+		evs, _, err := db.ReadLastEvents(ctx, 100, postgres.ReadFilter{Types: []string{events.TypeDiscoveryRefused}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if err := validator.Validate(e.Event); err != nil || e.Subject != events.RackStreamName(machinetest.RackID) {
+				t.Fatalf("discovery_refused on %s: %v", e.Subject, err)
+			}
+			var d events.DiscoveryRefused
+			if err := e.DecodeData(&d); err != nil || d.RackID != machinetest.RackID || d.PerRackPerMinute != 5 || len(d.MACs) == 0 {
+				t.Fatalf("discovery_refused %+v (%v)", d, err)
+			}
+			refused += d.Refused
+			for k, v := range d.ByLimit {
+				byLimit[k] += v
+			}
+		}
+	}
+	ms, err := machines.List(ctx, machine.Filter{})
+	if err != nil || len(ms) != 5 || refused != 15 || byLimit[machine.LimitRackRate] != 15 {
+		t.Fatalf("%d machines (%v), %d refused %v; want 5 and 15 by rack_rate", len(ms), err, refused, byLimit)
+	}
+	for name, want := range map[string]float64{"rackplane_region_machines_discovered_total": 5, "rackplane_region_discoveries_refused_total": 15} {
+		if got := metrictest.Value(t, reg, name, nil); got != want {
+			t.Errorf("%s %g, want %g", name, got, want)
+		}
 	}
 }

@@ -42,6 +42,47 @@ type Store interface {
 	// transaction if the machine is at version expected (NoMachine:
 	// creates it), else returns an error wrapping ErrChanged.
 	AppendMachine(ctx context.Context, id string, expected int64, evs []events.Event) error
+	// AppendDiscovered creates machine id, discovered on rack rackID,
+	// with evs as AppendMachine does, unless lim refuses it: with
+	// PerRackPerMinute machines or more discovered on that rack since
+	// since, or MaxNew discovered machines still new, it appends nothing
+	// and returns a *DiscoveryCapped. The count and the append are one
+	// transaction, serialised with every other discovery, so the caps
+	// hold with several region instances.
+	AppendDiscovered(ctx context.Context, id, rackID string, since time.Time, lim DiscoveryLimits, evs []events.Event) error
+}
+
+// DiscoveryLimits cap the machines the region makes of boots of MACs
+// nobody knows. A boot request is unauthenticated: without a cap, packets
+// with random MACs make as many machines.
+type DiscoveryLimits struct {
+	// PerRackPerMinute caps the machines discovered on one rack in any
+	// minute (0: no cap).
+	PerRackPerMinute int
+	// MaxNew caps the discovered machines still new (never commissioned,
+	// deployed or deleted), across racks (0: no cap): an operator accepts
+	// or deletes them before more are made.
+	MaxNew int
+}
+
+// Limits of discovery, in DiscoveryCapped.Limit.
+const (
+	LimitRackRate = "rack_rate" // PerRackPerMinute
+	LimitNew      = "new"       // MaxNew
+)
+
+// DiscoveryCapped is Discover's refusal: a cap of DiscoveryLimits was
+// reached, and no machine was made.
+type DiscoveryCapped struct {
+	Limit string // LimitRackRate or LimitNew
+	Cap   int
+}
+
+func (e *DiscoveryCapped) Error() string {
+	if e.Limit == LimitRackRate {
+		return fmt.Sprintf("discovery capped: %d machines discovered on this rack in the last minute", e.Cap)
+	}
+	return fmt.Sprintf("discovery capped: %d discovered machines are still new", e.Cap)
 }
 
 // NoMachine is the expected version of a machine that does not exist yet.
@@ -167,9 +208,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, meta Meta) (rac
 var discoveredNamespace = uuid.MustParse("6b0f7e9c-1d2a-4c3b-9e8f-7a6b5c4d3e2f")
 
 // Discover makes a machine, status new, for a MAC that asked rack rackID
-// for its boot config and that no machine has. It reports whether it made
-// one.
-func (s *Service) Discover(ctx context.Context, mac, rackID string, meta Meta) (bool, error) {
+// for its boot config and that no machine has, unless lim refuses it (an
+// error that is a *DiscoveryCapped). It reports whether it made one.
+func (s *Service) Discover(ctx context.Context, mac, rackID string, lim DiscoveryLimits, meta Meta) (bool, error) {
 	mac, err := NormalizeMAC(mac)
 	if err != nil {
 		return false, err
@@ -185,7 +226,7 @@ func (s *Service) Discover(ctx context.Context, mac, rackID string, meta Meta) (
 	if err != nil {
 		return false, err
 	}
-	err = s.store.AppendMachine(ctx, id, NoMachine, stamp(evs, meta))
+	err = s.store.AppendDiscovered(ctx, id, rackID, s.now().Add(-time.Minute), lim, stamp(evs, meta))
 	switch {
 	case errors.Is(err, ErrChanged), rackplane.ErrorCode(err) == rackplane.ECONFLICT:
 		return false, nil // discovered already, by another region or an earlier event

@@ -2,6 +2,8 @@ package machine_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -185,6 +187,59 @@ func TestServiceSerialisesChanges(t *testing.T) {
 	}
 }
 
+// TestServiceDiscoveryCapped: boots of unknown MACs make at most
+// PerRackPerMinute machines on a rack in any minute, and no more while
+// MaxNew discovered machines are new; a refusal is a *DiscoveryCapped
+// and makes nothing, and deleting a new machine makes room.
+func TestServiceDiscoveryCapped(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	lim := machine.DiscoveryLimits{PerRackPerMinute: 3, MaxNew: 5}
+	mac := func(i int) string { return fmt.Sprintf("52:54:00:00:05:%02x", i) }
+	discover := func(i int) (bool, string) {
+		t.Helper()
+		made, err := w.svc.Discover(ctx, mac(i), machinetest.RackID, lim, machine.Meta{Actor: "system:discovery"})
+		var capped *machine.DiscoveryCapped
+		switch {
+		case errors.As(err, &capped):
+			return made, capped.Limit
+		case err != nil:
+			t.Fatalf("discover %s: %v", mac(i), err)
+		}
+		return made, ""
+	}
+	steps := []struct {
+		advance time.Duration
+		mac     int
+		made    bool
+		limit   string
+	}{
+		{0, 1, true, ""}, {0, 2, true, ""}, {0, 3, true, ""},
+		{0, 4, false, machine.LimitRackRate},
+		{0, 1, false, ""}, // known already: no machine, no refusal
+		{59 * time.Second, 4, false, machine.LimitRackRate},
+		{2 * time.Second, 4, true, ""}, // a minute after the first three
+		{0, 5, true, ""},
+		{time.Minute, 6, false, machine.LimitNew}, // five new discovered machines
+	}
+	for i, st := range steps {
+		w.advance(st.advance)
+		if made, limit := discover(st.mac); made != st.made || limit != st.limit {
+			t.Fatalf("step %d, %s: made %v, refused by %q; want %v, %q", i, mac(st.mac), made, limit, st.made, st.limit)
+		}
+	}
+	ms, err := w.svc.List(ctx, machine.Filter{Status: events.MachineNew})
+	if err != nil || len(ms) != 5 {
+		t.Fatalf("%d new machines (%v), want 5", len(ms), err)
+	}
+	if _, err := w.svc.Delete(ctx, ms[0].ID, machine.Meta{Actor: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	if made, limit := discover(6); !made {
+		t.Fatalf("after deleting a new machine: refused by %q", limit)
+	}
+}
+
 func TestServiceDiscoversOnce(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
@@ -195,7 +250,7 @@ func TestServiceDiscoversOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			made[i], err = w.svc.Discover(ctx, "52-54-00-00-04-01", "0190f0e0-0000-7000-8000-0000000000aa", machine.Meta{Actor: "system:discovery"})
+			made[i], err = w.svc.Discover(ctx, "52-54-00-00-04-01", machinetest.RackID, machine.DiscoveryLimits{}, machine.Meta{Actor: "system:discovery"})
 			if err != nil {
 				t.Error(err)
 			}

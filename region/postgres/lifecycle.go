@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -27,6 +28,12 @@ func (db *DB) AppendMachine(ctx context.Context, id string, expected int64, evs 
 		_, err := db.EmitMachine(ctx, tx, id, expected, evs...)
 		return err
 	})
+	return machineAppendError(err)
+}
+
+// machineAppendError says what an append to a machine's stream that
+// failed means to the lifecycle.
+func machineAppendError(err error) error {
 	var ce *ConflictError
 	switch {
 	case errors.As(err, &ce):
@@ -35,6 +42,37 @@ func (db *DB) AppendMachine(ctx context.Context, id string, expected int64, evs 
 		return rackplane.WrapError(rackplane.ECONFLICT, err, "hostname or MAC already taken by another machine")
 	}
 	return err
+}
+
+// discoveryLockObject is, with appendLockClass, the advisory lock that
+// serialises discoveries: the caps they check then hold across region
+// instances.
+const discoveryLockObject = 2
+
+// AppendDiscovered creates machine id, discovered on rack rackID, unless a
+// cap of lim is reached (machine.Store).
+func (db *DB) AppendDiscovered(ctx context.Context, id, rackID string, since time.Time, lim machine.DiscoveryLimits, evs []events.Event) error {
+	err := db.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, $2::int)`, appendLockClass, discoveryLockObject); err != nil {
+			return wrap("discover: lock", err)
+		}
+		var perRack, fresh int
+		err := tx.QueryRow(ctx, `SELECT
+				(SELECT count(*) FROM machines WHERE origin = 'discovered' AND boot_rack_id = $1::uuid AND created_at >= $2),
+				(SELECT count(*) FROM machines WHERE origin = 'discovered' AND status = 'new')`, rackID, since).Scan(&perRack, &fresh)
+		if err != nil {
+			return wrap("discover: count", err)
+		}
+		switch {
+		case lim.PerRackPerMinute > 0 && perRack >= lim.PerRackPerMinute:
+			return &machine.DiscoveryCapped{Limit: machine.LimitRackRate, Cap: lim.PerRackPerMinute}
+		case lim.MaxNew > 0 && fresh >= lim.MaxNew:
+			return &machine.DiscoveryCapped{Limit: machine.LimitNew, Cap: lim.MaxNew}
+		}
+		_, err = db.EmitMachine(ctx, tx, id, ExpectNoStream, evs...)
+		return err
+	})
+	return machineAppendError(err)
 }
 
 // RackExists reports whether a rack of that id ever joined.

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -96,6 +97,10 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 	}
 	report, err := parseReport(req.Header.Get("Content-Type"), http.MaxBytesReader(w, req.Body, maxStatusBody))
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			http.Error(w, "report not received within the read timeout", http.StatusRequestTimeout)
+			return
+		}
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
@@ -51,6 +52,8 @@ type Config struct {
 	StreamReplicas int
 	IngestBatch    int
 	DeployTimeout  time.Duration
+	// HTTP bounds the API's server: timeouts, sizes, connections.
+	HTTP httpserver.Config
 }
 
 // DefaultConfig returns the defaults.
@@ -62,6 +65,7 @@ func DefaultConfig() Config {
 		StreamReplicas:  1,
 		IngestBatch:     500,
 		DeployTimeout:   30 * time.Minute,
+		HTTP:            httpserver.DefaultConfig(),
 	}
 }
 
@@ -73,6 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
+	c.HTTP.RegisterFlags(fs, "http-", "the web API")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -96,6 +101,9 @@ func (c Config) Validate() error {
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
 	}
+	if err := c.HTTP.Validate("http-"); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -108,6 +116,7 @@ type Region struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	api      *api.Server
+	http     *httpserver.Server
 	ingest   *ingest.Ingester
 	monitor  *liveness.Monitor
 	relay    *outbox.Relay
@@ -160,6 +169,9 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger) (*Regi
 		return nil, err
 	}
 	ui.Register(r.api)
+	if r.http, err = httpserver.New(cfg.HTTP, "api", r.api, log, reg); err != nil {
+		return nil, err
+	}
 	if r.watch, err = deploywatch.New(r.machines, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}
@@ -197,7 +209,7 @@ func (r *Region) Run(ctx context.Context) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.api.ListenAndServe(ctx, r.ln) })
+	g.Go(func() error { return r.http.Serve(ctx, r.ln) })
 	g.Go(func() error { return r.ingest.Run(ctx) })
 	g.Go(func() error { return r.monitor.Run(ctx) })
 	g.Go(func() error { return r.relay.Run(ctx) })

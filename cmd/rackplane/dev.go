@@ -23,6 +23,7 @@ import (
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/rack"
@@ -51,6 +52,9 @@ type devConfig struct {
 	// -boot-interface and no -dhcp-mode it answers in proxy mode.
 	DHCP dhcp.Config
 	Log  logging.Config
+	// HTTP and RackHTTP bound the region's and the rack's HTTP servers
+	// (-http-* and -rack-http-* flags).
+	HTTP, RackHTTP httpserver.Config
 
 	// set holds the flags given on the command line, so that
 	// -boot-interface fills in only what was not.
@@ -66,7 +70,8 @@ const (
 func defaultDevConfig() devConfig {
 	return devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
 		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack",
-		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig()}
+		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig(),
+		HTTP: httpserver.DefaultConfig(), RackHTTP: httpserver.DefaultConfig()}
 }
 
 func (c *devConfig) registerFlags(fs *flag.FlagSet) {
@@ -81,6 +86,8 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach the rack's HTTP server at, put in boot configs (default: from -boot-interface, else -rack-http-addr)")
 	c.DHCP.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs, "http-", "the web API")
+	c.RackHTTP.RegisterFlags(fs, "rack-http-", "the rack's HTTP server")
 }
 
 func (c devConfig) validate() error {
@@ -101,7 +108,7 @@ func (c devConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
 		}
 	}
-	return errors.Join(append(errs, c.Log.Validate())...)
+	return errors.Join(append(errs, c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"))...)
 }
 
 // onBootNetwork returns c with the rack's addresses on its boot
@@ -175,6 +182,7 @@ func (c devConfig) rack(dataDir string) rack.Config {
 	kcfg.TFTPAddrs = []string{c.TFTPAddr}
 	kcfg.BootURL = c.bootURL()
 	kcfg.DHCP = c.DHCP
+	kcfg.HTTP = c.RackHTTP
 	return kcfg
 }
 
@@ -183,6 +191,7 @@ func (c devConfig) rack(dataDir string) rack.Config {
 func (c devConfig) region() region.Config {
 	rcfg := region.DefaultConfig()
 	rcfg.HTTPAddr = c.HTTPAddr
+	rcfg.HTTP = c.HTTP
 	return rcfg
 }
 

@@ -38,16 +38,19 @@ func TestFlags(t *testing.T) {
 	}{
 		{"regiond", region.RegisterFlags,
 			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
-				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level"},
+				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level",
+				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
+				"http-max-body-bytes", "http-max-conns"},
 			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
-				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3"},
+				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3",
+				"RACKPLANE_HTTP_MAX_CONNS": "100"},
 			func() bool {
 				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
 					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
 					region.NATS.CertFile == "c.pem" && region.NATS.KeyFile == "k.pem" && region.Log.Level == "debug" &&
-					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3
+					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3 && region.Region.HTTP.MaxConns == 100
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
@@ -55,13 +58,16 @@ func TestFlags(t *testing.T) {
 				"keep-image-versions", "in-flight-window", "storage-search-path", "tftp-addr", "tftp-window", "boot-url",
 				"boot-root", "preseed-dir", "boot-files-over-http", "offload-socket", "storage-timeout",
 				"dhcp-mode", "dhcp-interface", "dhcp-server-ip", "dhcp-http-url", "dhcp-bios-loader", "dhcp-uefi-loader",
-				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets"},
-			[]string{"-name", "r1", "-nats-key", "k.pem"},
+				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets",
+				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
+				"http-max-body-bytes", "http-max-conns"},
+			[]string{"-name", "r1", "-nats-key", "k.pem", "-http-write-timeout", "1m"},
 			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
 				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this"},
 			func() bool {
 				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
-					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second
+					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second &&
+					rack.Rack.HTTP.WriteTimeout == time.Minute
 			}},
 	}
 	for _, tt := range tests {

@@ -213,6 +213,30 @@ func TestBadBytesAre400(t *testing.T) {
 			}
 		}
 	}
+	// JSON bodies carry a NUL as \u0000, which decodes fine and which
+	// PostgreSQL refuses; bytes that are not UTF-8 decode as U+FFFD.
+	var m struct{ ID string }
+	if code := h.do("POST", "/api/v1/machines", map[string]any{"hostname": "body-test", "macs": []string{"52:54:00:00:10:01"}}, &m); code != 201 {
+		t.Fatalf("create machine: %d", code)
+	}
+	for _, b := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/machines", `{"hostname":"a\u0000b","macs":["52:54:00:00:10:02"]}`},
+		{"PATCH", "/api/v1/machines/" + m.ID, `{"hostname":"a\u0000b"}`},
+		{"POST", "/api/v1/machines/" + m.ID + "/mark-broken", `{"reason":"a\u0000b"}`},
+		{"POST", "/api/v1/preseeds", `{"name":"p0","content":"a\u0000b"}`},
+		{"POST", "/api/v1/preseeds", `{"name":"p\u0000","content":"x"}`},
+		{"POST", "/api/v1/tokens", `{"name":"a\u0000b"}`},
+		{"POST", "/api/v1/subnets", `{"cidr":"10.9.0.0/24","name":"a\u0000b"}`},
+		{"POST", "/api/v1/machines/" + m.ID + "/volumes", `{"provider":"a\u0000b","size_mib":1}`},
+	} {
+		status, _, body := rawRequest(t, strings.TrimPrefix(h.api, "http://"), b.method, b.path, auth, b.body)
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal([]byte(body), &e) != nil || status != 400 || e.Error.Code != rackplane.EINVALID {
+			failed = append(failed, fmt.Sprintf("api %s %s with %s: %d %q", b.method, b.path, b.body, status, clip(body)))
+		}
+	}
 	if len(failed) > 0 {
 		t.Errorf("%d requests not answered 400 with a JSON error:\n%s", len(failed), strings.Join(failed, "\n"))
 	}

@@ -64,9 +64,17 @@ func startRegion(t *testing.T) *harness {
 // startRegionWith starts a region whose configuration set may change.
 func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: pgtest.NewDatabase(t)}
+	dbURL := pgtest.NewDatabase(t)
+	return startRegionOn(t, dbURL, dbURL, set)
+}
+
+// startRegionOn starts a region on database dbURL, which it reaches at
+// poolURL (the same, or a way there the test controls).
+func startRegionOn(t *testing.T, dbURL, poolURL string, set func(*region.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: dbURL}
 	var err error
-	if h.pool, err = pgxpool.New(context.Background(), h.dbURL); err != nil {
+	if h.pool, err = pgxpool.New(context.Background(), poolURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.pool.Close)

@@ -206,10 +206,11 @@ func floodChild(specJSON string) int {
 		wg    sync.WaitGroup
 	)
 	jobs := make(chan struct{})
-	for range 64 {
+	for w := range 64 {
+		d := dialer(spec.Addr, w)
 		wg.Go(func() {
 			for range jobs {
-				c, answered, err := openIdle(spec.Addr, spec.Request)
+				c, answered, err := openIdle(d, spec.Addr, spec.Request)
 				mu.Lock()
 				if err != nil {
 					res.Failed++
@@ -243,11 +244,26 @@ func floodChild(specJSON string) int {
 	return 0
 }
 
+// dialer is flooding worker w's. To a loopback address, each worker
+// connects from a loopback address of its own (127.1.w.1): Linux picks a
+// free ephemeral port for each source address apart, and with tens of
+// thousands of connections from one address, connect(2) spends
+// milliseconds looking for one.
+func dialer(addr string, w int) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+			d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 1, byte(w), 1)}
+		}
+	}
+	return d
+}
+
 // openIdle connects to addr and, when request is given, sends it and
 // reads the answer. A connection the server closed before answering is
 // still opened (it held a descriptor of the server's for a while).
-func openIdle(addr, request string) (net.Conn, bool, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+func openIdle(d *net.Dialer, addr, request string) (net.Conn, bool, error) {
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
@@ -285,8 +301,8 @@ type Trickle struct {
 }
 
 // Slow opens n connections to addr, each sending head (a request line and
-// headers ending in a blank line, with a Content-Length) and then one
-// byte of body every interval, until the server answers or closes the
+// headers ending in a blank line, with a Content-Length, and perhaps the
+// start of the body) and then one byte of body ('x') every interval, until the server answers or closes the
 // connection, or Stop. It returns once all are open.
 func Slow(t testing.TB, addr string, n int, head string, interval time.Duration) *Trickle {
 	t.Helper()

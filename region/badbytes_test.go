@@ -142,7 +142,7 @@ type spoiltRequest struct {
 
 // rawRequest sends a request line as given, which no HTTP client would
 // clean up first, and returns the status and body of the answer.
-func rawRequest(t *testing.T, addr, method, target string, header map[string]string, body string) (int, http.Header, string) {
+func rawRequest(t testing.TB, addr, method, target string, header map[string]string, body string) (int, http.Header, string) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -29,7 +29,7 @@ import (
 )
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	ns     *natsserver.Test
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -56,13 +56,13 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startRegion(t *testing.T) *harness {
+func startRegion(t testing.TB) *harness {
 	t.Helper()
 	return startRegionWith(t, func(*region.Config) {})
 }
 
 // startRegionWith starts a region whose configuration set may change.
-func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
+func startRegionWith(t testing.TB, set func(*region.Config)) *harness {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t)
 	return startRegionOn(t, dbURL, dbURL, set)
@@ -70,7 +70,7 @@ func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
 
 // startRegionOn starts a region on database dbURL, which it reaches at
 // poolURL (the same, or a way there the test controls).
-func startRegionOn(t *testing.T, dbURL, poolURL string, set func(*region.Config)) *harness {
+func startRegionOn(t testing.TB, dbURL, poolURL string, set func(*region.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: dbURL}
 	var err error
@@ -158,7 +158,7 @@ func (h *harness) rack(id string) (rackplane.Rack, int) {
 	return r, code
 }
 
-func startRack(t *testing.T, h *harness, dataDir string, interval time.Duration) (*rack.Rack, context.CancelFunc) {
+func startRack(t testing.TB, h *harness, dataDir string, interval time.Duration) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	return startRackConfig(t, h, rackConfig(h, dataDir, interval))
 }
@@ -170,7 +170,7 @@ func rackConfig(h *harness, dataDir string, interval time.Duration) rack.Config 
 	return cfg
 }
 
-func startRackConfig(t *testing.T, h *harness, cfg rack.Config, opts ...rack.Option) (*rack.Rack, context.CancelFunc) {
+func startRackConfig(t testing.TB, h *harness, cfg rack.Config, opts ...rack.Option) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	nc, err := nats.Connect(h.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {

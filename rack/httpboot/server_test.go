@@ -21,7 +21,7 @@ import (
 	"github.com/rackplane/rackplane/rack/httpboot"
 )
 
-func start(t *testing.T, resolver *handoff.Resolver) string {
+func start(t testing.TB, resolver *handoff.Resolver) string {
 	t.Helper()
 	srv, err := httpboot.NewServer(httpboot.Config{Addresses: []string{"127.0.0.1:0"}}, resolver, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {

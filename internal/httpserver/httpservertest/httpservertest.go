@@ -443,3 +443,71 @@ func Get(url string, header map[string]string) (int, string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
 }
+
+// Raw sends one request as given, on a connection of its own: its target
+// is not cleaned up the way an HTTP client would. With body not nil it
+// sends a Content-Length. It returns the answer and its body; a server
+// that closes without answering is an error. The connection ends with a
+// reset, so that thousands of requests (a fuzz run) leave no TIME_WAIT
+// behind to run out of ephemeral ports.
+func Raw(addr, method, target string, header map[string]string, body []byte) (*http.Response, []byte, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, target, addr)
+	for k, v := range header {
+		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+	}
+	if body != nil {
+		fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	if _, err := c.Write(b.Bytes()); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(resp.Body)
+	return resp, rb, err
+}
+
+// Target makes s fit a request line, as a fuzz input may not: it
+// percent-encodes controls, spaces, '#' and bytes past ASCII, and leaves
+// the rest ('/', '?', '&', '=' and '%' too) as they are, so that the
+// server sees both the structure and the escapes s spells.
+func Target(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '#' || c >= 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// HeaderValue makes s fit a header value: controls other than tab
+// dropped.
+func HeaderValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\t' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+}

@@ -369,6 +369,23 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
+// TestHeaderLimit: headers over MaxHeaderBytes are refused (431) before
+// any handler runs.
+func TestHeaderLimit(t *testing.T) {
+	addr, _ := start(t, httpserver.DefaultConfig(), testHandler)
+	resp, _, err := httpservertest.Raw(addr, "GET", "/", map[string]string{"X-Big": strings.Repeat("x", 128<<10)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("128 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+	resp, _, err = httpservertest.Raw(addr, "GET", "/", map[string]string{"X-Big": strings.Repeat("x", 32<<10)}, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("32 KiB of headers: %v %v, want 200", resp, err)
+	}
+}
+
 func TestCheckText(t *testing.T) {
 	tests := []struct {
 		target string

@@ -15,6 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/httpserver"
+	"github.com/rackplane/rackplane/internal/httpserver/httpservertest"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
@@ -147,5 +150,35 @@ func TestHostilePaths(t *testing.T) {
 	}
 	if n := len(tr.Recorder.Events(events.TypeBootHandoff)); n != handedOff {
 		t.Errorf("%d hand-off events for %d requests with a path that may name a file", n, handedOff)
+	}
+}
+
+// TestRunIsBounded: a boot HTTP server of its own (Run) keeps its
+// connection limit, shedding the connections idle longest, and serves a
+// boot file whole to a new client under a flood of idle ones.
+func TestRunIsBounded(t *testing.T) {
+	tr := handofftest.Build(t, handofftest.Decisions{}, bootconfig.RenderConfig{})
+	kernel := tr.WriteFile(t, "vmlinuz", 3<<20)
+	cfg := httpboot.Config{Addresses: []string{"127.0.0.1:0"}, HTTP: httpserver.DefaultConfig()}
+	cfg.HTTP.MaxConns = 64
+	reg := prometheus.NewRegistry()
+	srv, err := httpboot.NewServer(cfg, tr.Resolver, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	addr := srv.Addrs()[0].String()
+	flood := httpservertest.Idle(t, addr, 2000, "")
+	defer flood.Stop()
+	status, body, err := httpservertest.Get("http://"+addr+"/vmlinuz", nil)
+	if status != 200 || !bytes.Equal([]byte(body), kernel) {
+		t.Fatalf("boot file under a flood: %d, %d bytes, %v", status, len(body), err)
+	}
+	labels := map[string]string{"server": "httpboot"}
+	if open := metrictest.Value(t, reg, "rackplane_http_connections_open", labels); open > 64 {
+		t.Errorf("%v connections open, limit 64", open)
+	}
+	if shed := metrictest.Value(t, reg, "rackplane_http_connections_shed_total", labels); shed < 2000-64 {
+		t.Errorf("%v connections shed of 2,000", shed)
 	}
 }

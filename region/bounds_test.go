@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,44 +147,54 @@ func TestIdleFloodKeepsServersAnswering(t *testing.T) {
 }
 
 // TestSlowBodiesCannotHoldServers trickles 1,000 request bodies a byte
-// every 200 ms into the API (a machine to create) and into the rack's
-// installer status endpoint: each is cut at the read timeout (3 s here)
-// and answered 408, and other clients are answered meanwhile.
+// every 200 ms into the API (a machine to create, with a token and
+// without) and into the rack's installer status endpoint: each is cut at
+// the read timeout (3 s here) and answered (408, or 401 for the requests
+// without a token, whose bodies net/http reads to reuse the connection),
+// and the servers answer other clients meanwhile.
 func TestSlowBodiesCannotHoldServers(t *testing.T) {
 	h := startRegionWith(t, func(c *region.Config) { c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout = 3*time.Second, 3*time.Second })
 	cfg := rackConfig(h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
 	cfg.HTTP.ReadHeaderTimeout, cfg.HTTP.ReadTimeout = 3*time.Second, 3*time.Second
 	r, _ := startRackConfig(t, h, cfg)
+	auth := map[string]string{"Authorization": "Bearer " + h.token}
+	const createMachine = "POST /api/v1/machines HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n"
 	tests := []struct {
-		name, addr, head string
-		fresh            func() (int, string, error)
+		name, base, head string
+		answer           int
+		after            string // asked, with a token, once the bodies are cut
 	}{
-		{"api", strings.TrimPrefix(h.api, "http://"),
-			// A JSON string the decoder waits the end of.
-			"POST /api/v1/machines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + h.token + "\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n" +
-				`{"hostname":"`,
-			func() (int, string, error) {
-				return httpservertest.Get(h.api+"/api/v1/machines", map[string]string{"Authorization": "Bearer " + h.token})
-			}},
-		{"rack", r.HTTPAddr(),
+		// A JSON string the decoder waits the end of.
+		{"api", h.api, createMachine + "Authorization: Bearer " + h.token + "\r\n\r\n" + `{"hostname":"`, 408, "/api/v1/machines"},
+		{"api without a token", h.api, createMachine + "\r\n" + `{"hostname":"`, 401, "/api/v1/machines"},
+		{"rack", "http://" + r.HTTPAddr(),
 			"POST /status/" + uuid.NewString() + "/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\n",
-			func() (int, string, error) { return httpservertest.Get("http://"+r.HTTPAddr()+"/healthz", nil) }},
+			408, "/healthz"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			slow := httpservertest.Slow(t, tt.addr, 1000, tt.head, 200*time.Millisecond)
-			if status, body, err := tt.fresh(); status != 200 {
+			before := scrape(t, tt.base, "rackplane_http_requests_refused_total", `reason="body_timeout"`)
+			slow := httpservertest.Slow(t, strings.TrimPrefix(tt.base, "http://"), 1000, tt.head, 200*time.Millisecond)
+			status, body, err := httpservertest.Get(tt.base+"/healthz", nil)
+			held := slow.Held()
+			if status != 200 {
 				t.Errorf("fresh client among 1,000 slow bodies: %d %q %v", status, body, err)
 			}
 			// Cut at 3 s; the bound leaves room for a loaded machine.
-			if held := slow.WaitReleased(30 * time.Second); held > 0 {
+			if left := slow.WaitReleased(30 * time.Second); left > 0 {
 				t.Fatalf("slow bodies still held after 30 s: %s", slow.Summary())
 			}
-			t.Logf("1,000 slow bodies: %s", slow.Summary())
-			if !strings.Contains(slow.Summary(), "1000 answered 408") {
-				t.Errorf("slow bodies: %s, want all answered 408", slow.Summary())
+			t.Logf("1,000 slow bodies: %s; a fresh client was answered while %d were held", slow.Summary(), held)
+			if !strings.Contains(slow.Summary(), fmt.Sprintf("1000 answered %d", tt.answer)) {
+				t.Errorf("slow bodies: %s, want all answered %d", slow.Summary(), tt.answer)
 			}
-			if n := scrape(t, "http://"+tt.addr, "rackplane_http_requests_refused_total", `reason="body_timeout"`); n < 1000 {
+			if status, body, err := httpservertest.Get(tt.base+tt.after, auth); status != 200 {
+				t.Errorf("after the slow bodies: %d %q %v", status, body, err)
+			}
+			if tt.answer != 408 {
+				return
+			}
+			if n := scrape(t, tt.base, "rackplane_http_requests_refused_total", `reason="body_timeout"`) - before; n != 1000 {
 				t.Errorf("%v body timeouts counted, want 1000", n)
 			}
 		})

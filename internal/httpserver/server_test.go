@@ -267,7 +267,7 @@ func TestDescriptorLimit(t *testing.T) {
 
 // TestWrites: a client that stops reading is cut off at the write
 // timeout; a download that keeps moving is not, however long it takes;
-// files go out whole.
+// files go out whole, through http.ServeContent (sendfile) or one Write.
 func TestWrites(t *testing.T) {
 	dir := t.TempDir()
 	big := make([]byte, 16<<20)
@@ -278,46 +278,54 @@ func TestWrites(t *testing.T) {
 	if err := os.WriteFile(path, big, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cut := make(chan error, 4)
+	cut := map[string]chan error{}
+	for _, p := range []string{"/file/stalled", "/file/slow", "/write/stalled", "/write/slow"} {
+		cut[p] = make(chan error, 1)
+	}
 	cfg := httpserver.DefaultConfig()
-	cfg.WriteTimeout = 2 * time.Second
+	cfg.WriteTimeout = 5 * time.Second
 	addr, _ := start(t, cfg, func(prometheus.Gatherer) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			f, err := os.Open(path)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer f.Close()
-			if r.URL.Path == "/write" {
+			var err error
+			if strings.HasPrefix(r.URL.Path, "/write/") {
 				_, err = w.Write(big)
 			} else {
-				_, err = io.Copy(w, f)
+				f, oerr := os.Open(path)
+				if oerr != nil {
+					t.Error(oerr)
+					return
+				}
+				defer f.Close()
+				cw := &errWriter{ResponseWriter: w}
+				http.ServeContent(cw, r, "", time.Time{}, f)
+				err = cw.err
 			}
-			cut <- err
+			cut[r.URL.Path] <- err
 		})
 	})
 	for _, p := range []string{"/file", "/write"} {
 		t.Run("stalled"+p, func(t *testing.T) {
+			t.Parallel()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", p)
+			fmt.Fprintf(c, "GET %s/stalled HTTP/1.1\r\nHost: x\r\n\r\n", p)
 			select {
-			case err := <-cut:
+			case err := <-cut[p+"/stalled"]:
 				if !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Fatalf("write to a client not reading: %v, want a deadline exceeded", err)
 				}
-			case <-time.After(30 * time.Second):
+			case <-time.After(60 * time.Second):
 				t.Fatal("a client not reading holds the handler")
 			}
 		})
 		t.Run("slow"+p, func(t *testing.T) {
-			// 16 MiB read 256 KiB every 100 ms: over 6 s, three write
-			// timeouts.
-			resp, err := http.Get("http://" + addr + p)
+			t.Parallel()
+			// 16 MiB read 256 KiB every 100 ms: 6.4 s, past the write
+			// timeout, and never 5 s without reading.
+			resp, err := http.Get("http://" + addr + p + "/slow")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,7 +340,7 @@ func TestWrites(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			if err := <-cut; err != nil {
+			if err := <-cut[p+"/slow"]; err != nil {
 				t.Fatalf("download that kept moving: %v", err)
 			}
 			if len(got) != len(big) || string(got) != string(big) {
@@ -340,6 +348,30 @@ func TestWrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// errWriter keeps the first write error, which http.ServeContent drops;
+// it passes ReadFrom on, as httpboot's writer does, so the file still
+// goes out with sendfile.
+type errWriter struct {
+	http.ResponseWriter
+	err error
+}
+
+func (w *errWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	if w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+func (w *errWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := w.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	if w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // TestBodyLimit: a body over MaxBodyBytes is refused, declared or not.

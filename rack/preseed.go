@@ -239,7 +239,9 @@ func parseReport(contentType string, body io.Reader) (installReport, error) {
 	if rep.Result != "success" && rep.Result != "failure" {
 		return rep, errors.New("result must be success or failure")
 	}
-	rep.Message = strings.ToValidUTF8(rep.Message, "\uFFFD")
+	// Text the region can keep: UTF-8, and no NUL (PostgreSQL refuses it
+	// in JSON, and a report it refuses would be queued for ever).
+	rep.Message = strings.ReplaceAll(strings.ToValidUTF8(rep.Message, "\uFFFD"), "\x00", "\uFFFD")
 	if len(rep.Message) > 1024 {
 		rep.Message = strings.ToValidUTF8(rep.Message[:1024], "")
 	}

@@ -1,11 +1,8 @@
 package region_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/httpserver/httpservertest"
 )
 
 // route is one endpoint and what it reads from the request: the path
@@ -141,37 +139,25 @@ type spoiltRequest struct {
 }
 
 // rawRequest sends a request line as given, which no HTTP client would
-// clean up first, and returns the status and body of the answer.
+// clean up first, and returns the status and body of the answer. A body
+// goes as JSON, or as a form when it is not an object.
 func rawRequest(t testing.TB, addr, method, target string, header map[string]string, body string) (int, http.Header, string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, target, addr)
-	for k, v := range header {
-		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
-	}
+	var b []byte
 	if body != "" {
-		ct := "application/json"
-		if !strings.HasPrefix(body, "{") {
-			ct = "application/x-www-form-urlencoded"
+		h := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
+		if strings.HasPrefix(body, "{") {
+			h["Content-Type"] = "application/json"
 		}
-		fmt.Fprintf(&b, "Content-Type: %s\r\nContent-Length: %d\r\n", ct, len(body))
+		for k, v := range header {
+			h[k] = v
+		}
+		header, b = h, []byte(body)
 	}
-	b.WriteString("\r\n" + body)
-	if _, err := io.WriteString(c, b.String()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	resp, rb, err := httpservertest.Raw(addr, method, target, header, b)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, target, err)
 	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(rb)
 }
 

@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"bufio"
 	"container/list"
 	"errors"
 	"fmt"
@@ -163,29 +164,35 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// refuse answers c 503 and closes it. A close with the request unread
-// would reset the connection, and the client might lose the answer: up to
-// maxClosers at a time, the request is read (for at most a second) first.
+// refuse answers c 503 and closes it. The answer follows the request's
+// headers (an answer before the request confuses clients: Go's reports an
+// unsolicited response and fails), and the close follows the client's
+// reading it (a close with the request unread would reset the
+// connection, and the client might lose the answer). That takes a
+// goroutine and up to a second: maxClosers at a time, the others are
+// closed at once, unanswered.
 func (cs *conns) refuse(c net.Conn) {
-	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if _, err := c.Write(busy); err != nil {
+	select {
+	case cs.closers <- struct{}{}:
+	default:
 		_ = c.Close()
 		return
 	}
-	select {
-	case cs.closers <- struct{}{}:
-		go func() {
-			defer func() { <-cs.closers }()
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-			}
-			_ = c.SetReadDeadline(time.Now().Add(time.Second))
-			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-			_ = c.Close()
-		}()
-	default:
-		_ = c.Close()
-	}
+	go func() {
+		defer func() { <-cs.closers }()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := http.ReadRequest(bufio.NewReader(io.LimitReader(c, 64<<10))); err != nil {
+			return
+		}
+		if _, err := c.Write(busy); err != nil {
+			return
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}()
 }
 
 // warnFDs logs running out of descriptors with nothing idle to shed, at

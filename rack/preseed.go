@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -96,6 +97,10 @@ func (r *Rack) serveStatus(w http.ResponseWriter, req *http.Request) {
 	}
 	report, err := parseReport(req.Header.Get("Content-Type"), http.MaxBytesReader(w, req.Body, maxStatusBody))
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			http.Error(w, "report not received within the read timeout", http.StatusRequestTimeout)
+			return
+		}
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -234,7 +239,9 @@ func parseReport(contentType string, body io.Reader) (installReport, error) {
 	if rep.Result != "success" && rep.Result != "failure" {
 		return rep, errors.New("result must be success or failure")
 	}
-	rep.Message = strings.ToValidUTF8(rep.Message, "\uFFFD")
+	// Text the region can keep: UTF-8, and no NUL (PostgreSQL refuses it
+	// in JSON, and a report it refuses would be queued for ever).
+	rep.Message = strings.ReplaceAll(strings.ToValidUTF8(rep.Message, "\uFFFD"), "\x00", "\uFFFD")
 	if len(rep.Message) > 1024 {
 		rep.Message = strings.ToValidUTF8(rep.Message[:1024], "")
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/flagenv"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/internal/journal"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
@@ -95,6 +96,10 @@ type Config struct {
 
 	// DHCP is the rack's DHCP server (-dhcp-* flags; off by default).
 	DHCP dhcp.Config
+
+	// HTTP bounds the rack's HTTP server (-http-* flags): timeouts,
+	// sizes, connections. Boot files are never cut off while they move.
+	HTTP httpserver.Config
 }
 
 // DefaultConfig returns the defaults. The name is the host name (empty
@@ -122,6 +127,7 @@ func DefaultConfig() Config {
 		BootFilesOverHTTP:       true,
 		BootEvents:              handoff.DefaultTelemetryLimits(),
 		DHCP:                    dhcp.DefaultConfig(),
+		HTTP:                    httpserver.DefaultConfig(),
 	}
 }
 
@@ -149,6 +155,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
 	c.BootEvents.RegisterFlags(fs)
 	c.DHCP.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs, "http-", "the rack's HTTP server")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -210,6 +217,9 @@ func (c Config) Validate() error {
 	if err := c.DHCP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.HTTP.Validate("http-"); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -227,6 +237,7 @@ type Rack struct {
 	rpc       *rpc.Server
 	mux       *http.ServeMux
 	ln        net.Listener
+	http      *httpserver.Server
 	started   time.Time
 	seq       atomic.Int64
 
@@ -335,6 +346,9 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, "{\"status\":\"ok\",\"rack_id\":%q}\n", id)
 	})
+	if r.http, err = httpserver.New(cfg.HTTP, "rack", r.mux, log, reg); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -508,22 +522,9 @@ func (r *Rack) Run(ctx context.Context) error {
 		}
 	}
 	g.Go(func() error { return r.presence(ctx) })
-	hs := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
-	g.Go(func() error {
-		if err := hs.Serve(r.ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("rack http: %w", err)
-		}
-		return nil
-	})
-	// In the group, not beside it: Serve returns as soon as Shutdown
-	// starts, and Run must wait for the requests Shutdown waits for.
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
-		return nil
-	})
+	// In the group: Serve returns once the requests in progress are done
+	// (or a few seconds have passed), and Run must wait for them.
+	g.Go(func() error { return r.http.Serve(ctx, r.ln) })
 	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())
 	err := g.Wait()
 	// Publish what can go within the flush timeout. Stopping the publisher

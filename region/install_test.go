@@ -40,7 +40,7 @@ const form = "application/x-www-form-urlencoded"
 
 // deployedSite is a region, a rack with ubuntu/noble, and a preseed whose
 // installer reports to {{.URLs.Status}}.
-func deployedSite(t *testing.T, set func(*region.Config)) (*harness, string) {
+func deployedSite(t testing.TB, set func(*region.Config)) (*harness, string) {
 	t.Helper()
 	h := startRegionWith(t, set)
 	r := startNobleRack(t, h)
@@ -53,7 +53,7 @@ func deployedSite(t *testing.T, set func(*region.Config)) (*harness, string) {
 
 // startNobleRack starts rack-a with an ubuntu/noble amd64 image and waits
 // until the region's OS registry lists it.
-func startNobleRack(t *testing.T, h *harness) *rack.Rack {
+func startNobleRack(t testing.TB, h *harness) *rack.Rack {
 	t.Helper()
 	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
 	importInto(t, r, imageSource(t, "ubuntu/noble/amd64/generic"))

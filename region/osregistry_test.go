@@ -23,7 +23,7 @@ import (
 
 // imageSource writes a local image source directory offering one version
 // of each os/release/arch/subarch given as "os/release/arch/subarch".
-func imageSource(t *testing.T, specs ...string) string {
+func imageSource(t testing.TB, specs ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	var versions []map[string]any
@@ -49,7 +49,7 @@ func imageSource(t *testing.T, specs ...string) string {
 	return dir
 }
 
-func importInto(t *testing.T, r *rack.Rack, dir string) {
+func importInto(t testing.TB, r *rack.Rack, dir string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -21,6 +21,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/backoff"
 	"github.com/rackplane/rackplane/internal/eventbus"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
 	"github.com/rackplane/rackplane/region/api"
@@ -76,6 +77,8 @@ type Config struct {
 	TelemetryMaxAge        time.Duration
 	TelemetryKeepPerRack   int
 	TelemetryPruneInterval time.Duration
+	// HTTP bounds the API's server: timeouts, sizes, connections.
+	HTTP httpserver.Config
 }
 
 // DefaultConfig returns the defaults.
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		TelemetryMaxAge:        7 * 24 * time.Hour,
 		TelemetryKeepPerRack:   100_000,
 		TelemetryPruneInterval: 5 * time.Minute,
+		HTTP:                   httpserver.DefaultConfig(),
 	}
 }
 
@@ -113,6 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TelemetryMaxAge, "telemetry-max-age", c.TelemetryMaxAge, "boot telemetry (hand-offs, transfers, refused requests, DHCP activity and their summaries) older than this is pruned from the event log; state changes never are (0: no age limit)")
 	fs.IntVar(&c.TelemetryKeepPerRack, "telemetry-keep-per-rack", c.TelemetryKeepPerRack, "newest boot telemetry events of each rack the event log keeps; older ones are pruned (0: no count limit)")
 	fs.DurationVar(&c.TelemetryPruneInterval, "telemetry-prune-interval", c.TelemetryPruneInterval, "how often boot telemetry is pruned from the event log")
+	c.HTTP.RegisterFlags(fs, "http-", "the web API")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -151,6 +156,9 @@ func (c Config) Validate() error {
 	if c.TelemetryPruneInterval < time.Second || c.TelemetryPruneInterval > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("-telemetry-prune-interval %s: want 1s to 24h", c.TelemetryPruneInterval))
 	}
+	if err := c.HTTP.Validate("http-"); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(append(errs, c.Secrets.Validate())...)
 }
 
@@ -163,6 +171,7 @@ type Region struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	api      *api.Server
+	http     *httpserver.Server
 	ingest   *ingest.Ingester
 	monitor  *liveness.Monitor
 	relay    *outbox.Relay
@@ -272,6 +281,9 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 		return nil, err
 	}
 	ui.Register(r.api)
+	if r.http, err = httpserver.New(cfg.HTTP, "api", r.api, log, reg); err != nil {
+		return nil, err
+	}
 	if r.watch, err = deploywatch.New(r.machines, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}
@@ -323,7 +335,7 @@ func (r *Region) Run(ctx context.Context) error {
 	if r.callout != nil {
 		g.Go(func() error { return r.callout.Run(ctx) })
 	}
-	g.Go(func() error { return r.api.ListenAndServe(ctx, r.ln) })
+	g.Go(func() error { return r.http.Serve(ctx, r.ln) })
 	g.Go(func() error { return r.ingest.Run(ctx) })
 	g.Go(func() error { return r.monitor.Run(ctx) })
 	g.Go(func() error { return r.relay.Run(ctx) })

@@ -30,7 +30,7 @@ import (
 )
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	ns     *natsserver.Test
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -57,23 +57,31 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startRegion(t *testing.T) *harness {
+func startRegion(t testing.TB) *harness {
 	t.Helper()
 	return startRegionWith(t, func(*region.Config) {})
 }
 
 // startRegionWith starts a region whose configuration set may change.
-func startRegionWith(t *testing.T, set func(*region.Config)) *harness {
+func startRegionWith(t testing.TB, set func(*region.Config)) *harness {
 	t.Helper()
 	return startRegionLogged(t, set, testLogger())
 }
 
 // startRegionLogged starts a region that logs to log.
-func startRegionLogged(t *testing.T, set func(*region.Config), log *slog.Logger) *harness {
+func startRegionLogged(t testing.TB, set func(*region.Config), log *slog.Logger) *harness {
 	t.Helper()
-	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: pgtest.NewDatabase(t)}
+	dbURL := pgtest.NewDatabase(t)
+	return startRegionOn(t, dbURL, dbURL, set, log)
+}
+
+// startRegionOn starts a region on database dbURL, which it reaches at
+// poolURL (the same, or a way there the test controls), logging to log.
+func startRegionOn(t testing.TB, dbURL, poolURL string, set func(*region.Config), log *slog.Logger) *harness {
+	t.Helper()
+	h := &harness{t: t, ns: natsserver.StartTest(t), dbURL: dbURL}
 	var err error
-	if h.pool, err = pgxpool.New(context.Background(), h.dbURL); err != nil {
+	if h.pool, err = pgxpool.New(context.Background(), poolURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.pool.Close)
@@ -162,7 +170,7 @@ func (h *harness) rack(id string) (rackplane.Rack, int) {
 	return r, code
 }
 
-func startRack(t *testing.T, h *harness, dataDir string, interval time.Duration) (*rack.Rack, context.CancelFunc) {
+func startRack(t testing.TB, h *harness, dataDir string, interval time.Duration) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	return startRackConfig(t, h, rackConfig(h, dataDir, interval))
 }
@@ -174,7 +182,7 @@ func rackConfig(h *harness, dataDir string, interval time.Duration) rack.Config 
 	return cfg
 }
 
-func startRackConfig(t *testing.T, h *harness, cfg rack.Config, opts ...rack.Option) (*rack.Rack, context.CancelFunc) {
+func startRackConfig(t testing.TB, h *harness, cfg rack.Config, opts ...rack.Option) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	nc, err := nats.Connect(h.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {

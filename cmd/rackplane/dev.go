@@ -22,6 +22,7 @@ import (
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/rack"
@@ -55,6 +56,9 @@ type devConfig struct {
 	// -boot-interface and no -dhcp-mode it answers in proxy mode.
 	DHCP dhcp.Config
 	Log  logging.Config
+	// HTTP and RackHTTP bound the region's and the rack's HTTP servers
+	// (-http-* and -rack-http-* flags).
+	HTTP, RackHTTP httpserver.Config
 
 	// set holds the flags given on the command line, so that
 	// -boot-interface fills in only what was not.
@@ -70,7 +74,8 @@ const (
 func defaultDevConfig() devConfig {
 	return devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
 		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack",
-		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig()}
+		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig(),
+		HTTP: httpserver.DefaultConfig(), RackHTTP: httpserver.DefaultConfig()}
 }
 
 func (c *devConfig) registerFlags(fs *flag.FlagSet) {
@@ -86,6 +91,8 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.InsecureNATS, "insecure-nats", c.InsecureNATS, "run the embedded NATS open to any client, without the region's auth callout: anyone reaching -nats-addr can act as any rack or as the region")
 	c.DHCP.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs, "http-", "the web API")
+	c.RackHTTP.RegisterFlags(fs, "rack-http-", "the rack's HTTP server")
 }
 
 func (c devConfig) validate() error {
@@ -106,7 +113,7 @@ func (c devConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
 		}
 	}
-	return errors.Join(append(errs, c.Log.Validate())...)
+	return errors.Join(append(errs, c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"))...)
 }
 
 // onBootNetwork returns c with the rack's addresses on its boot
@@ -180,6 +187,7 @@ func (c devConfig) rack(dataDir string) rack.Config {
 	kcfg.TFTPAddrs = []string{c.TFTPAddr}
 	kcfg.BootURL = c.bootURL()
 	kcfg.DHCP = c.DHCP
+	kcfg.HTTP = c.RackHTTP
 	return kcfg
 }
 
@@ -190,6 +198,7 @@ func (c devConfig) region(dataDir string) region.Config {
 	rcfg.HTTPAddr = c.HTTPAddr
 	rcfg.Secrets.KeyFile = devKeyFile(dataDir)
 	rcfg.NoNATSCallout = c.InsecureNATS
+	rcfg.HTTP = c.HTTP
 	return rcfg
 }
 

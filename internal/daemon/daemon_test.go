@@ -41,13 +41,15 @@ func TestFlags(t *testing.T) {
 				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level",
 				"secrets-key-file", "secrets-old-key-files",
 				"nats-issuer-seed", "nats-system-nkey", "nats-account", "first-join-token-file", "no-nats-callout",
-				"discovery-per-rack-per-minute", "discovery-max-new", "telemetry-max-age", "telemetry-keep-per-rack", "telemetry-prune-interval"},
+				"discovery-per-rack-per-minute", "discovery-max-new", "telemetry-max-age", "telemetry-keep-per-rack", "telemetry-prune-interval",
+				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
+				"http-max-body-bytes", "http-max-conns"},
 			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem", "-nats-system-nkey", "sys.nk"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
 				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3",
 				"RACKPLANE_SECRETS_KEY_FILE": "/etc/rackplane/secrets.key", "RACKPLANE_SECRETS_OLD_KEY_FILES": "/a.key, /b.key",
-				"RACKPLANE_NATS_ISSUER_SEED": "issuer.nk", "RACKPLANE_FIRST_JOIN_TOKEN_FILE": "jt"},
+				"RACKPLANE_NATS_ISSUER_SEED": "issuer.nk", "RACKPLANE_FIRST_JOIN_TOKEN_FILE": "jt", "RACKPLANE_HTTP_MAX_CONNS": "100"},
 			func() bool {
 				return region.Region.HTTPAddr == "127.0.0.1:1" && region.Postgres.URL == "postgres://db/x" &&
 					region.NATS.URL == "nats://n:1" && region.NATS.NKeySeedFile == "seed" && region.NATS.CAFile == "ca.pem" &&
@@ -55,7 +57,8 @@ func TestFlags(t *testing.T) {
 					region.Region.IngestBatch == 7 && region.Region.StreamReplicas == 3 &&
 					region.Region.Secrets.KeyFile == "/etc/rackplane/secrets.key" && slices.Equal(region.Region.Secrets.OldKeyFiles, []string{"/a.key", "/b.key"}) &&
 					region.NATSAuth.IssuerSeedFile == "issuer.nk" && region.NATSAuth.SystemNKeyFile == "sys.nk" &&
-					region.NATSAuth.FirstJoinTokenFile == "jt" && region.NATSAuth.Account == "RACKPLANE" && !region.Region.NoNATSCallout
+					region.NATSAuth.FirstJoinTokenFile == "jt" && region.NATSAuth.Account == "RACKPLANE" && !region.Region.NoNATSCallout &&
+					region.Region.HTTP.MaxConns == 100
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
@@ -66,15 +69,18 @@ func TestFlags(t *testing.T) {
 				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets",
 				"join-token", "join-token-file", "insecure-nats",
 				"boot-events-rate", "boot-events-burst", "boot-events-per-source-rate", "boot-events-per-source-burst",
-				"boot-events-sources", "boot-events-summary-interval"},
-			[]string{"-name", "r1", "-nats-key", "k.pem"},
+				"boot-events-sources", "boot-events-summary-interval",
+				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
+				"http-max-body-bytes", "http-max-conns"},
+			[]string{"-name", "r1", "-nats-key", "k.pem", "-http-write-timeout", "1m"},
 			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
 				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this",
 				"RACKPLANE_JOIN_TOKEN_FILE": "/run/join-token"},
 			func() bool {
 				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
 					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second &&
-					rack.NATSAuth.JoinTokenFile == "/run/join-token" && !rack.NATSAuth.Insecure
+					rack.NATSAuth.JoinTokenFile == "/run/join-token" && !rack.NATSAuth.Insecure &&
+					rack.Rack.HTTP.WriteTimeout == time.Minute
 			}},
 	}
 	for _, tt := range tests {

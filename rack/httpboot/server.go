@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/rack/handoff"
 )
 
@@ -25,9 +25,10 @@ import (
 type Config struct {
 	// Addresses to listen on (default ":5248").
 	Addresses []string
-	// ReadHeaderTimeout bounds a request's headers (default 10s); there is
-	// no write timeout, as a kernel over a slow link takes its time.
-	ReadHeaderTimeout time.Duration
+	// HTTP bounds the server Run runs (default httpserver.DefaultConfig);
+	// its write timeout bounds a stall, not a download, as a kernel over
+	// a slow link takes its time.
+	HTTP httpserver.Config
 	// HandoffTimeout bounds one hand-off decision (default 3s).
 	HandoffTimeout time.Duration
 }
@@ -41,8 +42,11 @@ func (c *Config) validate() error {
 			return rackplane.Errorf(rackplane.EINVALID, "httpboot: address %q is not host:port (%v)", a, err)
 		}
 	}
-	if c.ReadHeaderTimeout <= 0 {
-		c.ReadHeaderTimeout = 10 * time.Second
+	if c.HTTP == (httpserver.Config{}) {
+		c.HTTP = httpserver.DefaultConfig()
+	}
+	if err := c.HTTP.Validate("http-"); err != nil {
+		return rackplane.WrapError(rackplane.EINVALID, err, "httpboot: %v", err)
 	}
 	if c.HandoffTimeout <= 0 {
 		c.HandoffTimeout = 3 * time.Second
@@ -58,6 +62,7 @@ type Server struct {
 
 	mu  sync.Mutex
 	lns []net.Listener
+	reg prometheus.Registerer
 
 	inflight prometheus.Gauge
 	bytes    prometheus.Counter
@@ -78,7 +83,7 @@ func NewServer(cfg Config, resolver *handoff.Resolver, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, fmt.Errorf("httpboot: %w", err)
 	}
-	s := &Server{cfg: cfg, resolver: resolver, log: log, inflight: m.InFlight, bytes: m.Bytes, errs: m.Errors}
+	s := &Server{cfg: cfg, resolver: resolver, log: log, reg: reg, inflight: m.InFlight, bytes: m.Bytes, errs: m.Errors}
 	return s, nil
 }
 
@@ -114,32 +119,22 @@ func (s *Server) Addrs() []net.Addr {
 	return out
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends, within the bounds of Config.HTTP; its
+// connection metrics are labelled server="httpboot". (A rack serves
+// Handler on its own bounded server instead.)
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv, err := httpserver.New(s.cfg.HTTP, "httpboot", s.Handler(), s.log, s.reg)
+	if err != nil {
+		return fmt.Errorf("httpboot: %w", err)
+	}
 	s.mu.Lock()
 	lns := s.lns
 	s.mu.Unlock()
-	errc := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { errc <- srv.Serve(ln) }()
-	}
 	s.log.Info("http boot serving", "addresses", s.cfg.Addresses)
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("httpboot: serve: %w", err)
-	}
-	return nil
+	return srv.Serve(ctx, lns...)
 }
 
 // Handler serves boot files at every path.

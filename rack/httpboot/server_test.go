@@ -15,13 +15,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/httpserver"
+	"github.com/rackplane/rackplane/internal/httpserver/httpservertest"
+	"github.com/rackplane/rackplane/internal/metrictest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
 	"github.com/rackplane/rackplane/rack/httpboot"
 )
 
-func start(t *testing.T, resolver *handoff.Resolver) string {
+func start(t testing.TB, resolver *handoff.Resolver) string {
 	t.Helper()
 	srv, err := httpboot.NewServer(httpboot.Config{Addresses: []string{"127.0.0.1:0"}}, resolver, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
@@ -116,7 +119,8 @@ func TestHostilePaths(t *testing.T) {
 		{"/..%5c..%5csecret", 403},
 		{"/escape", 403},
 		{"/sub/escape-rel", 403},
-		{"/pxelinux.0%00.txt", 403},
+		{"/pxelinux.0%00.txt", 400}, // refused before the hand-off: no file name has a NUL
+		{"/pxelinux.0%FF", 400},
 		{"/" + strings.Repeat("a", 2000), 403},
 		{"/fifo", 404},
 		{"/etc/passwd", 404},
@@ -138,7 +142,43 @@ func TestHostilePaths(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d", tt.path, resp.StatusCode, b, tt.status)
 		}
 	}
-	if n := len(tr.Recorder.Events(events.TypeBootHandoff)); n != len(tests) {
-		t.Errorf("%d hand-off events for %d requests", n, len(tests))
+	handedOff := 0
+	for _, tt := range tests {
+		if tt.status != 400 {
+			handedOff++
+		}
+	}
+	if n := len(tr.Recorder.Events(events.TypeBootHandoff)); n != handedOff {
+		t.Errorf("%d hand-off events for %d requests with a path that may name a file", n, handedOff)
+	}
+}
+
+// TestRunIsBounded: a boot HTTP server of its own (Run) keeps its
+// connection limit, shedding the connections idle longest, and serves a
+// boot file whole to a new client under a flood of idle ones.
+func TestRunIsBounded(t *testing.T) {
+	tr := handofftest.Build(t, handofftest.Decisions{}, bootconfig.RenderConfig{})
+	kernel := tr.WriteFile(t, "vmlinuz", 3<<20)
+	cfg := httpboot.Config{Addresses: []string{"127.0.0.1:0"}, HTTP: httpserver.DefaultConfig()}
+	cfg.HTTP.MaxConns = 64
+	reg := prometheus.NewRegistry()
+	srv, err := httpboot.NewServer(cfg, tr.Resolver, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	addr := srv.Addrs()[0].String()
+	flood := httpservertest.Idle(t, addr, 2000, "")
+	defer flood.Stop()
+	status, body, err := httpservertest.Get("http://"+addr+"/vmlinuz", nil)
+	if status != 200 || !bytes.Equal([]byte(body), kernel) {
+		t.Fatalf("boot file under a flood: %d, %d bytes, %v", status, len(body), err)
+	}
+	labels := map[string]string{"server": "httpboot"}
+	if open := metrictest.Value(t, reg, "rackplane_http_connections_open", labels); open > 64 {
+		t.Errorf("%v connections open, limit 64", open)
+	}
+	if shed := metrictest.Value(t, reg, "rackplane_http_connections_shed_total", labels); shed < 2000-64 {
+		t.Errorf("%v connections shed of 2,000", shed)
 	}
 }

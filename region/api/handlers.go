@@ -54,6 +54,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	return writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
 }

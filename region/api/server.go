@@ -7,8 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -252,7 +252,7 @@ var publicRoutes = map[string]bool{"GET /healthz": true, "GET /readyz": true}
 // ServeHTTP adds a request id and logs the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("X-Request-Id")
-	if id == "" || len(id) > 128 {
+	if !goodRequestID(id) {
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
 		id = hex.EncodeToString(b)
@@ -264,6 +264,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(sw, r)
 	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
 		"duration_ms", time.Since(start).Milliseconds(), "request_id", id)
+}
+
+// goodRequestID reports whether a client's request id may be kept: it
+// goes into logs and the audit log, so it is short printable ASCII.
+func goodRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 type requestIDKey struct{}
@@ -286,22 +300,6 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// ListenAndServe serves on addr until ctx ends, then shuts down gracefully.
-func (s *Server) ListenAndServe(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
-		return nil
-	}
-}
-
 var statusOf = map[string]int{
 	rackplane.EINVALID:      http.StatusBadRequest,
 	rackplane.ENOTFOUND:     http.StatusNotFound,
@@ -323,13 +321,26 @@ type ErrorBody struct {
 	} `json:"error"`
 }
 
+// retryAfter is what a 503 tells clients to wait, in seconds: a database
+// or rack away is usually back within a few.
+const retryAfter = "5"
+
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	// PostgreSQL's errors are classified here, at the edge, once for every
+	// handler: the database away is 503, text it cannot store is 400.
+	err = postgres.Classify(err)
 	code := rackplane.ErrorCode(err)
 	if code == rackplane.EINTERNAL {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
 	}
-	if code == rackplane.EUNAUTHORIZED {
+	switch code {
+	case rackplane.EUNAUTHORIZED:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rackplane"`)
+	case rackplane.EUNAVAILABLE:
+		w.Header().Set("Retry-After", retryAfter)
+		if errors.Is(err, postgres.ErrUnavailable) {
+			s.log.Warn("api request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
+		}
 	}
 	var body ErrorBody
 	body.Error.Code = code
@@ -338,6 +349,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, ok := statusOf[code]
 	if !ok {
 		status = http.StatusInternalServerError
+	}
+	if code == rackplane.EINVALID && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The body did not come within the read timeout.
+		status = http.StatusRequestTimeout
 	}
 	writeJSON(w, status, body)
 }
@@ -360,8 +375,11 @@ func DecodeJSON(r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return rackplane.Errorf(rackplane.EINVALID, "request body over %d bytes", mbe.Limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return rackplane.WrapError(rackplane.EINVALID, err, "request body not received in time")
 		}
 		return rackplane.Errorf(rackplane.EINVALID, "request body: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // TestJoinTokensAPI: join tokens are made, listed (never with their
@@ -150,7 +151,7 @@ func TestWithoutCalloutSaysSo(t *testing.T) {
 	ns := natsserver.StartTest(t)
 	pool := pgtest.NewPool(t)
 	cfg := region.DefaultConfig()
-	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.Secrets.KeyFile = "127.0.0.1:0", regiontest.KeyFile(t)
 	if _, err := region.New(cfg, pool, ns.Connect(), nil, testLogger()); err == nil || !strings.Contains(err.Error(), "-no-nats-callout") {
 		t.Errorf("no callout keys and no -no-nats-callout: %v", err)
 	}

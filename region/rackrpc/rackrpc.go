@@ -115,7 +115,10 @@ func (s *Server) asRack(method string, h rackHandler) rpc.HandlerFunc {
 			s.log.Warn("rack rpc refused: body names another rack", "method", method, "rack_id", rack.String(), "body_rack_id", *body.RackID)
 			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "%s: rack %s may ask about itself only, not rack %s", method, rack, *body.RackID)
 		}
-		return h(ctx, rack.String(), data)
+		res, err := h(ctx, rack.String(), data)
+		// PostgreSQL away is "unavailable" to the rack (it keeps the
+		// call and tries again), not an internal error.
+		return res, postgres.Classify(err)
 	}
 }
 

@@ -200,8 +200,8 @@ func TestNATSNodeKilledWhileRacksPublish(t *testing.T) {
 		addr := freeAddr(t)
 		rackHTTP = append(rackHTTP, addr)
 		name := fmt.Sprintf("r%d", i)
-		start(t, "rackd", "-insecure-nats", "-nats-url", natsURL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
-			"-http-addr", addr, "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false")
+		start(t, "rackd", append([]string{"-insecure-nats", "-nats-url", natsURL, "-data-dir", filepath.Join(t.TempDir(), name), "-name", name,
+			"-http-addr", addr, "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false"}, everyBootEvent...)...)
 	}
 	count := func(q string, args ...any) int {
 		var n int

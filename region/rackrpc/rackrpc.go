@@ -60,10 +60,6 @@ func New(db *postgres.DB, machines Machines, keys *secrets.Keyring, js jetstream
 // Collectors returns the server's metrics, for the region's registry.
 func (s *Server) Collectors() []prometheus.Collector { return []prometheus.Collector{s.refused} }
 
-// deployRack returns the rack machine m deploys from: the one holding its
-// image, which is its boot rack when it has one ("" when neither is known).
-func deployRack(m rackplane.Machine) string { return machine.BootRack(m) }
-
 // Register subscribes the handlers on srv, each on its method's subject of
 // every rack: the rack id in the subject a request came on is who asks.
 func (s *Server) Register(srv *rpc.Server) error {
@@ -198,7 +194,7 @@ func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, er
 	// The rendered preseed holds the deployment's secrets (its status
 	// token, licence key, passwords): only the rack the machine deploys
 	// from serves its installer, so only it gets it.
-	if want := deployRack(m); want != rack {
+	if want := machine.BootRack(m); want != rack {
 		return nil, s.refuse(events.MethodPreseed, "not_the_machines_rack", rack, m.ID,
 			"machine %s deploys from another rack", m.Hostname)
 	}

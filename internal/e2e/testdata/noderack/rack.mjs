@@ -284,12 +284,8 @@ const methods = {
   capabilities: () => capabilities,
 };
 
-function answer(msg, method, broadcast) {
+function answer(msg, method) {
   const f = methods[method];
-  // A scatter-gather counts every reply as an answer: keep quiet on
-  // broadcast methods this rack does not have, as rackd does by not
-  // subscribing to them. Asked directly, say so.
-  if (!f && broadcast) return;
   let reply;
   try {
     if (msg.data.length > 0) JSON.parse(sc.decode(msg.data)); // a JSON body, as the contract says
@@ -302,9 +298,9 @@ function answer(msg, method, broadcast) {
   if (msg.reply) msg.respond(sc.encode(JSON.stringify(reply)));
 }
 
-async function serve(sub, prefix, broadcast) {
+async function serve(sub, prefix) {
   for await (const msg of sub) {
-    answer(msg, msg.subject.slice(prefix.length), broadcast);
+    answer(msg, msg.subject.slice(prefix.length));
   }
 }
 
@@ -385,7 +381,7 @@ async function main() {
   log("connected to", nc.getServer());
 
   const own = `rackplane.rack.${id}.rpc.`;
-  serve(nc.subscribe(own + ">"), own, false);
+  serve(nc.subscribe(own + ">"), own);
 
   (async () => {
     for await (const s of nc.status()) {

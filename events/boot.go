@@ -46,6 +46,12 @@ type BootDecision struct {
 	ImageVer   string   `json:"image_version,omitempty"`
 	Params     []string `json:"kernel_params,omitempty"`
 	PreseedURL string   `json:"preseed_url,omitempty"`
+	// DeploymentID names the deployment an install decision belongs to
+	// (its machine_deploying event). The rack derives the machine's
+	// credential from it, with a secret of its own, and adds it to the
+	// preseed URL on the kernel command line: only that boot of that
+	// machine can fetch the preseed. Not a secret itself.
+	DeploymentID string `json:"deployment_id,omitempty"`
 	// BootFile is the machine's own boot file (a firmware quirk): a
 	// file name for PXE clients, an http(s) URL for HTTP boot and iPXE
 	// clients. Empty: the rack chooses by the client's architecture.

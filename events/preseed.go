@@ -11,6 +11,10 @@ type PreseedRequest struct {
 	// Prefetch is a rack filling its cache: no installer fetched it, and
 	// the region records no preseed_served.
 	Prefetch bool `json:"prefetch,omitempty"`
+	// DeploymentID is the deployment whose credential the installer
+	// presented to the rack: the region serves only the machine's current
+	// deployment, so a credential from an earlier one is good for nothing.
+	DeploymentID string `json:"deployment_id,omitempty"`
 }
 
 // PreseedReply answers a PreseedRequest: the version the machine's

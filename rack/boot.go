@@ -114,7 +114,7 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 	if r.cfg.BootFilesOverHTTP {
 		httpURL = r.cfg.BootURL
 	}
-	renderer, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: httpURL})
+	renderer, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: httpURL, Credential: r.creds.For})
 	if err != nil {
 		return err
 	}

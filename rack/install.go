@@ -10,6 +10,7 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/machinecred"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
 )
@@ -40,6 +41,16 @@ func (r *Rack) openInstall(dataDir string) error {
 	if err := r.registry.Register(r.reportsRefused); err != nil {
 		return fmt.Errorf("install metrics: %w", err)
 	}
+	r.machineRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rackplane_machine_requests_refused_total",
+		Help: "Requests to the machine-facing endpoints (preseed) the rack refused, by endpoint and reason: no_credential (a URL without the deployment's credential), wrong_credential (not the credential of the machine's deployment in progress), not_deploying (no deployment of the machine in progress on this rack).",
+	}, []string{"endpoint", "reason"})
+	if err := r.registry.Register(r.machineRefused); err != nil {
+		return fmt.Errorf("install metrics: %w", err)
+	}
+	if r.creds, err = machinecred.Open(dataDir); err != nil {
+		return err
+	}
 	r.preseedStore = store
 	r.fetchesQueued = map[string]string{}
 	return nil
@@ -65,7 +76,8 @@ func (r *Rack) callRegion(ctx context.Context, method string, req, out any) erro
 
 // prefetchPreseed fills the cache: the region records no fetch for it.
 func (r *Rack) prefetchPreseed(ctx context.Context, machineID string) (preseedcache.Preseed, error) {
-	out, err := r.askPreseed(ctx, events.PreseedRequest{RackID: r.id, MachineID: machineID, Prefetch: true})
+	deployment, _ := r.decisions.Deployment(machineID)
+	out, err := r.askPreseed(ctx, events.PreseedRequest{RackID: r.id, MachineID: machineID, DeploymentID: deployment, Prefetch: true})
 	return cachedPreseed(machineID, out), err
 }
 

@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -100,9 +103,11 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	defer stop()
 
 	const machineID = "0190f0e0-0000-7000-8000-0000000000aa"
+	const deploymentID = "0190f0e0-0000-7000-8000-0000000000da"
 	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
 		events.BootDecision{MAC: "52:54:00:00:00:aa", MachineID: machineID, Purpose: events.BootPurposeInstall,
-			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID()})
+			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
+			DeploymentID: deploymentID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +120,36 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	}
 	waitUntil(t, "the rack prefetched the preseed", func() bool { return region.seen() == "preseed prefetch" })
 	base := "http://" + r.HTTPAddr()
+
+	// The installer's preseed URL is the one on its kernel command line,
+	// with the deployment's credential as its last element.
+	preseedPath := preseedPathOf(t, base, "52-54-00-00-00-aa", machineID)
+	// Without it, or with another, the preseed is refused before the
+	// region is asked, and counted.
+	for _, tt := range []struct {
+		name, path, reason string
+		want               int
+	}{
+		{"no credential", "/preseed/" + machineID, "no_credential", http.StatusForbidden},
+		{"a wrong credential", "/preseed/" + machineID + "/" + strings.Repeat("A", 43), "wrong_credential", http.StatusForbidden},
+		{"the credential of another machine's path", "/preseed/0190f0e0-0000-7000-8000-0000000000bb/" + path.Base(preseedPath), "not_deploying", http.StatusNotFound},
+	} {
+		resp, err := http.Get(base + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want || strings.Contains(string(body), "secret") {
+			t.Fatalf("preseed with %s: %s %q, want %d", tt.name, resp.Status, body, tt.want)
+		}
+		if n := scrape(t, base, `rackplane_machine_requests_refused_total{endpoint="preseed",reason="`+tt.reason+`"}`); n < 1 {
+			t.Fatalf("preseed with %s: refused_total{reason=%q} = %v", tt.name, tt.reason, n)
+		}
+	}
+	if got := region.seen(); got != "preseed prefetch" {
+		t.Fatalf("refused fetches reached the region: %s", got)
+	}
 
 	// A report with a wrong token, the region there: refused at once,
 	// not queued.
@@ -131,7 +166,7 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	// Fetched again and again (an installer retrying, or anyone on the
 	// boot network): the region is told of one fetch.
 	for range 3 {
-		resp, err = http.Get(base + "/preseed/" + machineID)
+		resp, err = http.Get(base + preseedPath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,4 +220,43 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: not within 30s", what)
+}
+
+// preseedPathOf reads the preseed URL off the kernel command line of the
+// iPXE config the rack serves for a MAC (hyphenated), and returns its path.
+func preseedPathOf(t *testing.T, base, mac, machineID string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/ipxe/" + mac + ".ipxe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(` url=http://rack(/preseed/` + regexp.QuoteMeta(machineID) + `/[A-Za-z0-9_-]{43})\s`).FindSubmatch(cfg)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("iPXE config of %s: %s\n%s\nwant a preseed URL with a credential", mac, resp.Status, cfg)
+	}
+	return string(m[1])
+}
+
+// scrape reads one sample off the rack's /metrics, as Prometheus would;
+// an absent series is 0.
+func scrape(t *testing.T, base, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
 }

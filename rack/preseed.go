@@ -26,15 +26,36 @@ import (
 // to their rack; the rack talks to the region over NATS. When the region
 // does not answer, the rack serves the copy it cached when the deployment
 // started, and tells the region it did once it is back.
+//
+// The preseed holds the deployment's secrets, so it goes only to a request
+// carrying the credential the rack put on the machine's kernel command
+// line for the deployment in progress (package machinecred); anything else
+// is refused before the region is asked.
 func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	id, err := uuid.Parse(req.PathValue("machine"))
 	if err != nil {
 		http.Error(w, "not a machine id", http.StatusNotFound)
 		return
 	}
+	deployment, ok := r.decisions.Deployment(id.String())
+	credential := req.PathValue("credential")
+	switch {
+	case credential == "":
+		r.refuseMachine(w, req, "preseed", "no_credential", id.String(), http.StatusForbidden,
+			"a preseed is served only with its deployment's credential: fetch the preseed URL on the machine's kernel command line")
+		return
+	case !ok:
+		r.refuseMachine(w, req, "preseed", "not_deploying", id.String(), http.StatusNotFound,
+			"no deployment of this machine is in progress on this rack")
+		return
+	case !r.creds.Check(id.String(), deployment, credential):
+		r.refuseMachine(w, req, "preseed", "wrong_credential", id.String(), http.StatusForbidden,
+			"this credential is not the one of the machine's deployment in progress")
+		return
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 	defer cancel()
-	ask := events.PreseedRequest{RackID: r.id, MachineID: id.String(), Remote: req.RemoteAddr}
+	ask := events.PreseedRequest{RackID: r.id, MachineID: id.String(), DeploymentID: deployment, Remote: req.RemoteAddr}
 	out, err := r.askPreseed(ctx, ask)
 	source := "region"
 	switch {
@@ -74,6 +95,14 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("X-Rackplane-Preseed-Source", source)
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(out.Content))
+}
+
+// refuseMachine answers a machine-facing request the rack will not serve,
+// counts it and logs who asked; the credential itself is never logged.
+func (r *Rack) refuseMachine(w http.ResponseWriter, req *http.Request, endpoint, reason, machineID string, status int, msg string) {
+	r.machineRefused.WithLabelValues(endpoint, reason).Inc()
+	r.log.Warn("machine request refused", "endpoint", endpoint, "reason", reason, "machine_id", machineID, "remote", req.RemoteAddr)
+	http.Error(w, msg, status)
 }
 
 // maxStatusBody bounds an installer's report; its message is cut to what

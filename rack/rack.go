@@ -36,6 +36,7 @@ import (
 	"github.com/rackplane/rackplane/rack/handoff"
 	"github.com/rackplane/rackplane/rack/httpboot"
 	"github.com/rackplane/rackplane/rack/images"
+	"github.com/rackplane/rackplane/rack/machinecred"
 	"github.com/rackplane/rackplane/rack/offload"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
@@ -256,6 +257,8 @@ type Rack struct {
 	regionSubnets *subnets.Cache // managed DHCP only
 
 	preseedStore   *preseedcache.Store
+	creds          *machinecred.Keyring
+	machineRefused *prometheus.CounterVec
 	preseeds       *preseedcache.Prefetcher
 	reports        *reportqueue.Queue
 	reportsRefused *prometheus.CounterVec
@@ -340,6 +343,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 	}
 	r.mux.Handle("/", r.httpboot.Handler())
 	r.mux.HandleFunc("GET /preseed/{machine}", r.servePreseed)
+	r.mux.HandleFunc("GET /preseed/{machine}/{credential}", r.servePreseed)
 	r.mux.HandleFunc("POST /status/{machine}/{token}", r.serveStatus)
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

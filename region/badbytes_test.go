@@ -88,6 +88,7 @@ var rackRoutes = []route{
 	{"GET", "/healthz", nil, ""},
 	{"GET", "/metrics", nil, ""},
 	{"GET", "/preseed/{machine}", nil, ""},
+	{"GET", "/preseed/{machine}/{credential}", nil, ""},
 	{"POST", "/status/{machine}/{statustoken}", nil, "result=success"},
 	{"GET", "/{file}", nil, ""},
 	{"HEAD", "/{file}", nil, ""},
@@ -171,7 +172,7 @@ func TestBadBytesAre400(t *testing.T) {
 	values := map[string]string{
 		"id": r.ID(), "machine": uuid.NewString(), "vol": uuid.NewString(), "subnet": uuid.NewString(), "token": uuid.NewString(),
 		"os": "ubuntu", "release": "noble", "name": "default", "version": "1", "imageversion": "images/x/1", "import": "imp-1",
-		"file": "pxelinux.0", "ipxe": "52-54-00-12-34-56.ipxe", "nothing": "nothing", "statustoken": "tok",
+		"file": "pxelinux.0", "ipxe": "52-54-00-12-34-56.ipxe", "nothing": "nothing", "statustoken": "tok", "credential": "cred",
 	}
 	auth := map[string]string{"Authorization": "Bearer " + h.token}
 	servers := []struct {

@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"testing"
@@ -21,6 +22,8 @@ type fuzzSite struct {
 	api     string // host:port of the API
 	machine string
 	token   string
+	// credential is the one on the machine's kernel command line.
+	credential string
 }
 
 func startFuzzSite(f *testing.F) *fuzzSite {
@@ -28,7 +31,8 @@ func startFuzzSite(f *testing.F) *fuzzSite {
 	m := h.newMachine("fuzz", "52:54:00:fa:00:01")
 	h.deploy(m)
 	u := h.statusURL(rackHTTP, m)
-	return &fuzzSite{h: h, rack: rackHTTP, api: strings.TrimPrefix(h.api, "http://"), machine: m.ID, token: path.Base(u)}
+	return &fuzzSite{h: h, rack: rackHTTP, api: strings.TrimPrefix(h.api, "http://"), machine: m.ID, token: path.Base(u),
+		credential: path.Base(h.preseedPath(rackHTTP, m))}
 }
 
 // answered fails t when a request got a 5xx that is not the word of a
@@ -45,24 +49,34 @@ func answered(t *testing.T, resp *http.Response, body []byte, err error, what st
 }
 
 // FuzzRackPreseed asks the rack for a preseed as an installer does, by
-// any machine id and query.
+// any machine id, credential and query. Only the deployment's own
+// credential of the deploying machine gets it; nothing gets a 500.
 func FuzzRackPreseed(f *testing.F) {
 	s := startFuzzSite(f)
-	for _, seed := range [][2]string{
-		{s.machine, ""}, {s.machine, "x=1"}, {uuid.NewString(), ""}, {strings.ToUpper(s.machine), ""},
-		{strings.ReplaceAll(s.machine, "-", ""), ""}, {"{" + s.machine + "}", ""}, {"urn:uuid:" + s.machine, ""},
-		{"", ""}, {"..", ""}, {"../status", ""}, {s.machine + "%00", ""}, {"%FF", ""}, {s.machine, "a=%00"},
-		{s.machine + "/extra", ""}, {strings.Repeat("a", 5000), ""},
+	c := s.credential
+	for _, seed := range [][3]string{
+		{s.machine, c, ""}, {s.machine, c, "x=1"}, {s.machine, "", ""}, {uuid.NewString(), c, ""}, {strings.ToUpper(s.machine), c, ""},
+		{strings.ReplaceAll(s.machine, "-", ""), c, ""}, {"{" + s.machine + "}", c, ""}, {"urn:uuid:" + s.machine, c, ""},
+		{"", "", ""}, {"..", c, ""}, {"../status", "", ""}, {s.machine + "%00", c, ""}, {"%FF", "", ""}, {s.machine, c, "a=%00"},
+		{s.machine, c + "/extra", ""}, {s.machine, strings.ToLower(c), ""}, {s.machine, c[:20], ""}, {s.machine, c + "=", ""},
+		{s.machine, "%00", ""}, {strings.Repeat("a", 5000), strings.Repeat("b", 5000), ""},
 	} {
-		f.Add(seed[0], seed[1])
+		f.Add(seed[0], seed[1], seed[2])
 	}
-	f.Fuzz(func(t *testing.T, machine, query string) {
+	f.Fuzz(func(t *testing.T, machine, credential, query string) {
 		target := "/preseed/" + httpservertest.Target(machine)
+		if credential != "" {
+			target += "/" + httpservertest.Target(credential)
+		}
 		if query != "" {
 			target += "?" + httpservertest.Target(query)
 		}
 		resp, body, err := httpservertest.Raw(s.rack, "GET", target, nil, nil)
 		answered(t, resp, body, err, "GET "+target)
+		// (The machine id may be written in any form uuid.Parse takes.)
+		if u, err := url.Parse(target); resp.StatusCode == http.StatusOK && (err != nil || !strings.HasSuffix(u.Path, "/"+s.credential)) {
+			t.Fatalf("GET %s: the preseed went to a request without the deployment's credential:\n%s", target, body)
+		}
 	})
 }
 

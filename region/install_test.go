@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,11 +92,32 @@ func (h *harness) deploy(m machineOut) {
 	}
 }
 
+// preseedPath waits for the rack's boot config of the machine's first MAC
+// to install it, and returns the path of the preseed URL on its kernel
+// command line: /preseed/<machine>/<the deployment's credential>. A path
+// in earlier (an earlier deployment's) is waited past.
+func (h *harness) preseedPath(rackHTTP string, m machineOut, earlier ...string) string {
+	h.t.Helper()
+	re := regexp.MustCompile(` url=http://[^/\s]+(/preseed/` + regexp.QuoteMeta(m.ID) + `/[A-Za-z0-9_-]{43})\s`)
+	var p string
+	h.eventually(10*time.Second, "the rack's boot config of "+m.Hostname+" to carry its preseed URL", func() error {
+		_, cfg, _ := h.raw("GET", "http://"+rackHTTP+"/pxelinux.cfg/01-"+strings.ReplaceAll(m.MACs[0], ":", "-"), nil, "")
+		sm := re.FindStringSubmatch(cfg)
+		if sm == nil || slices.Contains(earlier, sm[1]) {
+			return fmt.Errorf("config %q", cfg)
+		}
+		p = sm[1]
+		return nil
+	})
+	return p
+}
+
 // statusURL fetches the machine's preseed from the rack as its installer
-// would and returns the report URL rendered into it.
+// would, at the URL on its kernel command line, and returns the report URL
+// rendered into it.
 func (h *harness) statusURL(rackHTTP string, m machineOut) string {
 	h.t.Helper()
-	code, body, _ := h.raw("GET", "http://"+rackHTTP+"/preseed/"+m.ID, nil, "")
+	code, body, _ := h.raw("GET", "http://"+rackHTTP+h.preseedPath(rackHTTP, m), nil, "")
 	u := statusURLRE.FindString(body)
 	if code != 200 || u == "" {
 		h.t.Fatalf("preseed of %s: %d %q", m.Hostname, code, body)
@@ -129,6 +151,7 @@ func TestInstallerReportsItsOutcome(t *testing.T) {
 	node2 := h.newMachine("node2", "52:54:00:bb:00:02")
 	h.deploy(node1)
 	h.deploy(node2)
+	p1 := h.preseedPath(rackHTTP, node1)
 	u1, u2 := h.statusURL(rackHTTP, node1), h.statusURL(rackHTTP, node2)
 	if !strings.Contains(u1, "/status/"+node1.ID+"/") || u1 == u2 {
 		t.Fatalf("report URLs %s and %s", u1, u2)
@@ -180,6 +203,11 @@ func TestInstallerReportsItsOutcome(t *testing.T) {
 		}
 		return nil
 	})
+	// The deployment is over: its preseed, with the status token and
+	// whatever secrets it holds, goes to nobody, credential or not.
+	if code, body, _ := h.raw("GET", "http://"+rackHTTP+p1, nil, ""); code != 404 || strings.Contains(body, "/status/") {
+		t.Fatalf("preseed of deployed node1 with its credential: %d %q, want 404", code, body)
+	}
 	// An installer that retries gets the same answer; nothing is logged twice.
 	if code, _ := post(t, at(node1.ID, token1), form, "result=success"); code != 200 {
 		t.Fatalf("repeated success: %d", code)

@@ -127,8 +127,9 @@ func TestLicenceKeyStaysSecret(t *testing.T) {
 	}
 	// The installer's fetch: the one place the key is meant to reach.
 	var preseed string
+	preseedPath := h.preseedPath(r.HTTPAddr(), m)
 	h.eventually(10*time.Second, "the installer's preseed", func() error {
-		resp, err := http.Get("http://" + r.HTTPAddr() + "/preseed/" + m.ID)
+		resp, err := http.Get("http://" + r.HTTPAddr() + preseedPath)
 		if err != nil {
 			return err
 		}

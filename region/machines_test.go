@@ -154,7 +154,8 @@ func TestMachinesDeployAndPreseeds(t *testing.T) {
 	})
 
 	// The installer fetches its preseed from the rack: the pinned version.
-	code, body, hdr := h.raw("GET", "http://"+r.HTTPAddr()+"/preseed/"+m.ID, nil, "")
+	first := h.preseedPath(r.HTTPAddr(), m)
+	code, body, hdr := h.raw("GET", "http://"+r.HTTPAddr()+first, nil, "")
 	if code != 200 || !strings.Contains(body, "hostname: node1") || hdr.Get("X-Rackplane-Preseed") != "default@2" {
 		t.Fatalf("preseed: %d %q %v", code, body, hdr)
 	}
@@ -167,15 +168,21 @@ func TestMachinesDeployAndPreseeds(t *testing.T) {
 	if code, _, _ := h.raw("PUT", h.api+"/api/v1/preseeds/default", map[string]string{"If-Match": `"2"`}, `{"content": "#cloud-config\nhostname: {{.Machine.Hostname}}\n# v3\n"}`); code != 200 {
 		t.Fatalf("edit to v3: %d", code)
 	}
-	if _, body, _ := h.raw("GET", "http://"+r.HTTPAddr()+"/preseed/"+m.ID, nil, ""); strings.Contains(body, "v3") {
-		t.Fatalf("a deployed machine got a newer preseed than it pinned: %q", body)
+	if code, body, _ := h.raw("GET", "http://"+r.HTTPAddr()+first, nil, ""); code != 200 || strings.Contains(body, "v3") {
+		t.Fatalf("a deploying machine got a newer preseed than it pinned: %d %q", code, body)
 	}
 	h.do("POST", "/api/v1/machines/"+m.ID+"/release", nil, &m)
 	if m.Status != "ready" {
 		t.Fatalf("release: %+v", m)
 	}
 	h.do("POST", "/api/v1/machines/"+m.ID+"/deploy", map[string]any{"os": "ubuntu", "release": "noble"}, &m)
-	if _, body, hdr := h.raw("GET", "http://"+r.HTTPAddr()+"/preseed/"+m.ID, nil, ""); !strings.Contains(body, "# v3") || hdr.Get("X-Rackplane-Preseed") != "default@3" {
+	// The new deployment has a credential of its own; the first one's
+	// opens nothing now.
+	second := h.preseedPath(r.HTTPAddr(), m, first)
+	if code, body, _ := h.raw("GET", "http://"+r.HTTPAddr()+first, nil, ""); code == 200 {
+		t.Fatalf("the first deployment's credential still gets a preseed: %q", body)
+	}
+	if _, body, hdr := h.raw("GET", "http://"+r.HTTPAddr()+second, nil, ""); !strings.Contains(body, "# v3") || hdr.Get("X-Rackplane-Preseed") != "default@3" {
 		t.Fatalf("redeploy got %q (%s)", body, hdr.Get("X-Rackplane-Preseed"))
 	}
 	_, diff, _ := h.raw("GET", h.api+"/api/v1/preseeds/default/diff?from=2&to=3", nil, "")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -117,9 +118,10 @@ func arm64Boot(t *testing.T, mac, loader string) {
 	// The rack has the machine's boot decision cached (as from the region),
 	// and the installer's kernel and initramfs in its fallback boot root.
 	preseedURL := "http://10.20.0.2:5248/preseed/" + machineID
+	const deploymentID = "0190f0e0-0000-7000-8000-0000000000d4"
 	dataDir, bootRoot := t.TempDir(), t.TempDir()
 	d := events.BootDecision{MAC: mac, MachineID: machineID, Purpose: events.BootPurposeInstall, Arch: "arm64",
-		Kernel: "pxe/arm64/linux", Initrd: "pxe/arm64/initrd.gz", PreseedURL: preseedURL,
+		Kernel: "pxe/arm64/linux", Initrd: "pxe/arm64/initrd.gz", PreseedURL: preseedURL, DeploymentID: deploymentID,
 		Params: []string{"console=ttyAMA0", "panic=-1", "rackplane.dhcp=ok"}}
 	writeJSON(t, filepath.Join(dataDir, bootconfig.CacheFile), map[string]any{"stream_seq": 0, "decisions": map[string]any{mac: d}})
 	for name, b := range map[string][]byte{d.Kernel: kernel, d.Initrd: initrd} {
@@ -174,10 +176,15 @@ func arm64Boot(t *testing.T, mac, loader string) {
 			cmdline = c
 		}
 	}
-	for _, p := range append(d.Params, "url="+preseedURL) {
+	for _, p := range d.Params {
 		if !strings.Contains(" "+cmdline+" ", " "+p+" ") {
 			t.Errorf("kernel command line %q lacks %q", cmdline, p)
 		}
+	}
+	// The preseed URL carries the deployment's credential, which the
+	// rack derived: the installer fetched it with that.
+	if !regexp.MustCompile(` url=` + regexp.QuoteMeta(preseedURL) + `/[A-Za-z0-9_-]{43} `).MatchString(" " + cmdline + " ") {
+		t.Errorf("kernel command line %q lacks the preseed URL %s/<credential>", cmdline, preseedURL)
 	}
 
 	// rackd reported each step as a boot_handoff event.
@@ -207,7 +214,7 @@ func arm64Boot(t *testing.T, mac, loader string) {
 	}...))
 	select {
 	case req := <-preseedAsked:
-		if req["machine_id"] != machineID || !strings.HasPrefix(req["remote"], "10.20.0.1") {
+		if req["machine_id"] != machineID || req["deployment_id"] != deploymentID || !strings.HasPrefix(req["remote"], "10.20.0.1") {
 			t.Fatalf("the rack asked for the preseed of %q for %q; want %s for the VM", req["machine_id"], req["remote"], machineID)
 		}
 	default:

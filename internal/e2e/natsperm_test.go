@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -171,13 +172,17 @@ func TestRacksConfinedByNATSPermissions(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	var preseedPath string
 	eventually(t, 15*time.Second, "rack-a boots the machine into the installer", func() error {
-		if code, body := get("/ipxe/" + strings.ReplaceAll(mac, ":", "-") + ".ipxe"); code != 200 || !strings.Contains(body, "kernel") {
+		code, body := get("/ipxe/" + strings.ReplaceAll(mac, ":", "-") + ".ipxe")
+		sm := regexp.MustCompile(` url=http://[^/\s]+(/preseed/` + m.ID + `/\S+)`).FindStringSubmatch(body)
+		if code != 200 || sm == nil {
 			return fmt.Errorf("iPXE script: %d %q", code, body)
 		}
+		preseedPath = sm[1]
 		return nil
 	})
-	if code, body := get("/preseed/" + m.ID); code != 200 || body != "preseed of confined\n" {
+	if code, body := get(preseedPath); code != 200 || body != "preseed of confined\n" {
 		t.Fatalf("preseed through rack-a: %d %q", code, body)
 	}
 

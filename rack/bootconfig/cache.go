@@ -427,6 +427,24 @@ func (c *Cache) Cached(mac string) (events.BootDecision, bool) {
 	return d, ok
 }
 
+// Deployment returns the deployment in progress of machineID on this
+// rack, from its cached install decisions: what the credential an
+// installer presents must be of. A scan of the cache, once per preseed
+// fetch: cheaper than keeping a second index in step with every change.
+func (c *Cache) Deployment(machineID string) (string, bool) {
+	if machineID == "" {
+		return "", false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, d := range c.decisions {
+		if d.MachineID == machineID && d.Purpose == events.BootPurposeInstall && d.DeploymentID != "" {
+			return d.DeploymentID, true
+		}
+	}
+	return "", false
+}
+
 // Decisions returns a copy of every cached decision, by MAC.
 func (c *Cache) Decisions() map[string]events.BootDecision {
 	c.mu.RLock()

@@ -37,6 +37,11 @@ type RenderConfig struct {
 	// PreseedParam is the kernel parameter that carries the preseed URL
 	// (default "url", the Debian installer's alias of preseed/url).
 	PreseedParam string
+	// Credential makes the per-deployment credential of a machine (see
+	// package machinecred): appended as a last path element to an
+	// install decision's preseed URL, it is what the installer shows the
+	// rack to get its preseed. Nil leaves the URL as the region made it.
+	Credential func(machineID, deploymentID string) string
 	// Enlist is what a machine the region does not know boots; its MAC is
 	// filled in per request. Nil means unknown machines boot locally.
 	Enlist *events.BootDecision
@@ -102,7 +107,7 @@ func ValidateDecision(d *events.BootDecision) error {
 	default:
 		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission or rescue", mac, d.Purpose)
 	}
-	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile} {
+	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile, "deployment_id": d.DeploymentID} {
 		if strings.ContainsFunc(v, isSpaceOrControl) {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a space or control character", mac, name)
 		}
@@ -173,7 +178,11 @@ func (r *Renderer) cmdline(d events.BootDecision) string {
 func (r *Renderer) params(d events.BootDecision) []string {
 	parts := append([]string(nil), d.Params...)
 	if d.PreseedURL != "" {
-		parts = append(parts, r.cfg.PreseedParam+"="+d.PreseedURL)
+		u := d.PreseedURL
+		if r.cfg.Credential != nil && d.MachineID != "" && d.DeploymentID != "" {
+			u = strings.TrimRight(u, "/") + "/" + r.cfg.Credential(d.MachineID, d.DeploymentID)
+		}
+		parts = append(parts, r.cfg.PreseedParam+"="+u)
 	}
 	return parts
 }

@@ -21,11 +21,12 @@ import (
 type FetchFunc func(ctx context.Context, machineID string) (Preseed, error)
 
 // DecisionKey identifies the deployment an install decision is for: the
-// machine, where its installer fetches the preseed and the image it
-// installs. A decision re-emitted with another hostname, boot file or
-// kernel parameters is the same deployment and keeps its cached preseed.
+// machine, its deployment, where its installer fetches the preseed and the
+// image it installs. A decision re-emitted with another hostname, boot
+// file or kernel parameters is the same deployment and keeps its cached
+// preseed.
 func DecisionKey(d events.BootDecision) string {
-	sum := sha256.Sum256([]byte(d.MachineID + "\x00" + d.PreseedURL + "\x00" + d.ImageVer))
+	sum := sha256.Sum256([]byte(d.MachineID + "\x00" + d.PreseedURL + "\x00" + d.ImageVer + "\x00" + d.DeploymentID))
 	return hex.EncodeToString(sum[:12])
 }
 

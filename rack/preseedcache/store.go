@@ -24,6 +24,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/internal/atomicfile"
+	"github.com/rackplane/rackplane/internal/keyfile"
 )
 
 // Files under the rack's data directory.
@@ -145,9 +146,10 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, erro
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, KeyFile))
+	key, err := keyfile.LoadOrCreate(filepath.Join(cfg.DataDir, KeyFile), 32)
 	if err != nil {
-		return nil, err
+		// A new key cannot open what the old one sealed.
+		return nil, fmt.Errorf("preseedcache (with a new key, remove %s too): %w", Dir, err)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -222,44 +224,6 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
-}
-
-// loadOrCreateKey reads the key file, or creates it (0600, never
-// replacing one that appeared meanwhile) with a random key.
-func loadOrCreateKey(path string) ([]byte, error) {
-	key, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if len(key) != 32 {
-			return nil, rackplane.Errorf(rackplane.EINVALID, "preseedcache: key file %s holds %d bytes, want 32; remove it (and %s) to start with a new key", path, len(key), Dir)
-		}
-		return key, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("preseedcache: read key: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("preseedcache: %w", err)
-	}
-	key = make([]byte, 32)
-	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		return nil, fmt.Errorf("preseedcache: random key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return loadOrCreateKey(path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("preseedcache: create key: %w", err)
-	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("preseedcache: write key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("preseedcache: write key: %w", err)
-	}
-	return key, f.Close()
 }
 
 func (s *Store) path(machineID string) string { return filepath.Join(s.dir, machineID+".sealed") }

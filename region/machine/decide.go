@@ -372,9 +372,12 @@ func KernelAndInitrd(img BootImage) (kernel, initrd string, err error) {
 }
 
 // ServesPreseed reports whether the machine's installer may fetch its
-// pinned preseed now.
+// pinned preseed now: only while the deployment that pinned it is in
+// progress. Once the installer has reported (or the deployment failed or
+// was released) the preseed, with the secrets it holds, is served to
+// nobody.
 func ServesPreseed(m rackplane.Machine) bool {
-	return m.PreseedName != "" && (m.Status == statusDeploying || m.Status == statusDeployed)
+	return m.PreseedName != "" && m.Status == statusDeploying && m.DeploymentID != nil
 }
 
 // Decide returns the events that carry cmd out on m (the zero Machine for
@@ -735,11 +738,18 @@ func (d *decision) deploy(c Deploy) ([]events.Event, error) {
 	d.add(events.TypeMachineDeploying, events.Deployment{MachineID: m.ID, OS: img.OS, Release: img.Release, Arch: img.Arch,
 		Subarch: img.Subarch, ImageVersionID: img.VersionID, RackID: img.RackID,
 		PreseedName: c.Preseed.Name, PreseedVersion: c.Preseed.Version})
+	if d.err != nil {
+		return nil, d.err
+	}
+	// The deploying event's id names the deployment (the projection keeps
+	// it as deployment_id): the rack derives the machine's credential
+	// from it.
+	deployment := d.evs[len(d.evs)-1].ID
 	params := append([]string{"rackplane.machine=" + m.ID, "rackplane.hostname=" + m.Hostname}, c.KernelParams...)
 	for _, mac := range m.MACs {
 		b := events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname, Purpose: events.BootPurposeInstall,
 			Arch: img.Arch, Kernel: img.VersionID + "/" + kernel, Initrd: img.VersionID + "/" + initrd,
-			ImageVer: img.VersionID, Params: params, RackID: img.RackID}
+			ImageVer: img.VersionID, Params: params, RackID: img.RackID, DeploymentID: deployment}
 		if c.Preseed.Name != "" {
 			b.PreseedURL = strings.TrimRight(img.BootURL, "/") + "/preseed/" + m.ID
 		}

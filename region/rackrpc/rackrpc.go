@@ -52,7 +52,7 @@ func New(db *postgres.DB, machines Machines, keys *secrets.Keyring, js jetstream
 	return &Server{db: db, machines: machines, keys: keys, js: js, log: log, now: time.Now,
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_rack_rpc_refused_total",
-			Help: "Rack rpc calls refused as not the asking rack's business, by method and reason.",
+			Help: "Rack rpc calls refused, by method and reason: not_the_machines_rack (about a machine of another rack), not_the_current_deployment (a preseed for a deployment no longer in progress), wrong_token (an installer report without its deployment's status token), and the rest named in the log.",
 		}, []string{"method", "reason"}),
 	}
 }
@@ -197,6 +197,13 @@ func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, er
 	if want := machine.BootRack(m); want != rack {
 		return nil, s.refuse(events.MethodPreseed, "not_the_machines_rack", rack, m.ID,
 			"machine %s deploys from another rack", m.Hostname)
+	}
+	// The rack checked the credential of deployment req.DeploymentID; it
+	// is good only for the deployment in progress, whatever the rack
+	// still has cached.
+	if req.DeploymentID != *m.DeploymentID {
+		return nil, s.refuse(events.MethodPreseed, "not_the_current_deployment", rack, m.ID,
+			"the credential is of another deployment than machine %s's current one", m.Hostname)
 	}
 	v, err := s.db.GetPreseedVersion(ctx, m.PreseedName, m.PreseedVersion)
 	if err != nil {

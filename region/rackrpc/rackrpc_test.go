@@ -70,8 +70,22 @@ func TestInstallerConversation(t *testing.T) {
 
 	var bd events.BootDecisionReply
 	if err := call("boot_decision", map[string]any{"rack_id": machinetest.RackID, "mac": "52:54:00:00:05:01"}, &bd); err != nil ||
-		bd.Decision == nil || bd.Decision.Purpose != events.BootPurposeInstall || bd.Decision.PreseedURL != machinetest.BootURL+"/preseed/"+m.ID {
-		t.Fatalf("boot decision: %+v %v", bd.Decision, err)
+		bd.Decision == nil || bd.Decision.Purpose != events.BootPurposeInstall || bd.Decision.PreseedURL != machinetest.BootURL+"/preseed/"+m.ID ||
+		res.After.DeploymentID == nil || bd.Decision.DeploymentID != *res.After.DeploymentID {
+		t.Fatalf("boot decision: %+v %v, want install naming deployment %v", bd.Decision, err, res.After.DeploymentID)
+	}
+	// The rack asks for the deployment whose credential the installer
+	// showed it; only the one in progress is served.
+	asRack["deployment_id"] = bd.Decision.DeploymentID
+	const otherDeployment = "0190f0e0-0000-7000-8000-0000000000dd"
+	for _, req := range []map[string]any{
+		{"rack_id": machinetest.RackID, "machine_id": m.ID, "deployment_id": otherDeployment},
+		{"rack_id": machinetest.RackID, "machine_id": m.ID, "deployment_id": otherDeployment, "prefetch": true},
+		{"rack_id": machinetest.RackID, "machine_id": m.ID},
+	} {
+		if err := call("preseed", req, nil); rackplane.ErrorCode(err) != rackplane.EFORBIDDEN {
+			t.Fatalf("preseed %v: %v, want refused", req, err)
+		}
 	}
 
 	served := func() int {
@@ -85,7 +99,7 @@ func TestInstallerConversation(t *testing.T) {
 	// A rack filling its cache as the deployment starts gets the preseed
 	// the installer will, and no installer fetch is recorded.
 	var pre events.PreseedReply
-	if err := call("preseed", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "prefetch": true}, &pre); err != nil || pre.Version != res.After.PreseedVersion {
+	if err := call("preseed", map[string]any{"rack_id": machinetest.RackID, "machine_id": m.ID, "deployment_id": bd.Decision.DeploymentID, "prefetch": true}, &pre); err != nil || pre.Version != res.After.PreseedVersion {
 		t.Fatalf("prefetch: %+v %v", pre, err)
 	}
 	if n := served(); n != 0 {
@@ -152,6 +166,15 @@ func TestInstallerConversation(t *testing.T) {
 	}
 	if r, err := report(token, "success"); err != nil || r.Changed || r.Status != events.MachineDeployed {
 		t.Fatalf("the report again: %+v %v", r, err)
+	}
+	// The token was spent: a report saying otherwise changes nothing.
+	if _, err := report(token, "failure"); rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+		t.Fatalf("another report with the spent token: %v", err)
+	}
+	// The deployment is over: its preseed, secrets and all, goes to
+	// nobody, credential or not.
+	if err := call("preseed", asRack, nil); rackplane.ErrorCode(err) != rackplane.ENOTFOUND {
+		t.Fatalf("preseed of a deployed machine: %v", err)
 	}
 
 	// The token was the deployment's: after a release and a new

@@ -61,8 +61,8 @@ func (s *Server) installStatus(ctx context.Context, rack string, data []byte) (a
 		return nil, err
 	}
 	if !hmac.Equal([]byte(token), []byte(req.Token)) {
-		s.log.Warn("install report refused: wrong token", "machine_id", m.ID, "rack_id", rack, "remote", req.Remote)
-		return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "this token is not the one of machine %s's current deployment", m.Hostname)
+		return nil, s.refuse(events.MethodInstallStatus, "wrong_token", rack, m.ID,
+			"this token is not the one of machine %s's current deployment", m.Hostname)
 	}
 	res, err := s.machines.InstallReported(ctx, m.ID, *m.DeploymentID, req.Result != "failure", req.Message, machine.Meta{})
 	if err != nil {

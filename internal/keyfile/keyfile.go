@@ -1,0 +1,53 @@
+package keyfile
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/rackplane/rackplane"
+)
+
+// LoadOrCreate returns the size-byte key in path, creating the file with
+// a random key when there is none. A file of another size is refused
+// rather than replaced: what was sealed or derived with it would be lost
+// without anyone deciding so.
+func LoadOrCreate(path string, size int) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if len(key) != size {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "key file %s holds %d bytes, want %d; remove it to start with a new key", path, len(key), size)
+		}
+		return key, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("key directory: %w", err)
+	}
+	key = make([]byte, size)
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		return nil, fmt.Errorf("random key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		// Another process made it first: use that one.
+		return LoadOrCreate(path, size)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	return key, f.Close()
+}

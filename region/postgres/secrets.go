@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"time"
 
@@ -14,7 +15,11 @@ import (
 
 // RegionSecret returns the region's secret called name, making it on first
 // use. Every region instance sharing the database gets the same bytes, so a
-// token one instance derives another can check.
+// token one instance derives another can check. It is kept in clear: use
+// it only for a pepper whose bytes alone let nobody act, such as the key
+// join tokens are hashed under (the tokens are 32 random bytes: knowing
+// the key and a hash does not give a token). A secret that does let its
+// reader act is a SealedRegionSecret.
 func (db *DB) RegionSecret(ctx context.Context, name string) ([]byte, error) {
 	fresh := make([]byte, 32)
 	if _, err := rand.Read(fresh); err != nil {
@@ -26,6 +31,53 @@ func (db *DB) RegionSecret(ctx context.Context, name string) ([]byte, error) {
 	var secret []byte
 	err := db.pool.QueryRow(ctx, `SELECT secret FROM region_secrets WHERE name = $1`, name).Scan(&secret)
 	return secret, wrap("region secret", err)
+}
+
+// SealedRegionSecret returns the region's secret called name (32 random
+// bytes, made on first use), kept sealed under kr in sealed_secrets as
+// "region/<name>", so that a dump of the database does not hold it. Use it
+// for a secret whose bytes would let a reader act, such as the one install
+// status tokens derive from. One left in clear in region_secrets by an
+// earlier version moves there (and keeps its bytes, so what was derived
+// from it stays good). Every region sharing the database gets the same
+// bytes; reseal and key rotation treat it as any sealed secret.
+func (db *DB) SealedRegionSecret(ctx context.Context, kr *secrets.Keyring, name string) ([]byte, error) {
+	full := "region/" + name
+	for attempt := 0; ; attempt++ {
+		plain, err := db.OpenSecret(ctx, kr, full)
+		if err == nil {
+			secret, derr := base64.StdEncoding.DecodeString(string(plain))
+			if derr != nil {
+				return nil, rackplane.WrapError(rackplane.EUNAVAILABLE, derr, "secret %s is damaged", full)
+			}
+			return secret, nil
+		}
+		if rackplane.ErrorCode(err) != rackplane.ENOTFOUND || attempt > 0 {
+			return nil, err
+		}
+		err = db.InTx(ctx, func(tx pgx.Tx) error {
+			var secret []byte
+			err := tx.QueryRow(ctx, `DELETE FROM region_secrets WHERE name = $1 RETURNING secret`, name).Scan(&secret)
+			if errors.Is(err, pgx.ErrNoRows) {
+				secret = make([]byte, 32)
+				if _, err := rand.Read(secret); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return wrap("region secret", err)
+			}
+			// Another region may have made it meanwhile: theirs stands,
+			// and the next read returns it.
+			sealed := kr.SealSecret(full, []byte(base64.StdEncoding.EncodeToString(secret)))
+			_, err = tx.Exec(ctx, `INSERT INTO sealed_secrets (name, sealed, key_id, unsealed, fingerprint, updated_at)
+				VALUES ($1, $2, $3, NULL, $4, now()) ON CONFLICT (name) DO NOTHING`,
+				sealed.Name, sealed.Sealed, sealed.KeyID, sealed.Fingerprint)
+			return wrap("region secret", err)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // putSecret stores s (sealed_secrets), replacing what was under its name.

@@ -204,3 +204,60 @@ func TestSecretsKeyRotation(t *testing.T) {
 		t.Errorf("no key: %v, want not found", err)
 	}
 }
+
+// TestInstallStatusSecretSealed: the secret install status tokens derive
+// from is sealed at rest; one an earlier version left in clear moves under
+// the key with its bytes (tokens already in preseeds stay good), and a key
+// rotation keeps them.
+func TestInstallStatusSecretSealed(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	db := postgres.New(pool, regiontest.Logger())
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	legacy := []byte("0123456789abcdef0123456789abcdef")
+	if _, err := pool.Exec(ctx, `INSERT INTO region_secrets (name, secret) VALUES ('install-status', $1)`, legacy); err != nil {
+		t.Fatal(err)
+	}
+	k1 := newKey(t)
+	got, err := db.SealedRegionSecret(ctx, keyring(t, k1), "install-status")
+	if err != nil || string(got) != string(legacy) {
+		t.Fatalf("secret after the upgrade: %q %v, want the clear one's bytes", got, err)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM region_secrets WHERE name = 'install-status'`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d clear copies left (%v)", left, err)
+	}
+	dump := dumpSecrets(t, pool)
+	notIn(t, "sealed_secrets", dump, string(legacy))
+	notIn(t, "sealed_secrets", dump, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=") // its base64
+	if !strings.Contains(dump, "region/install-status") {
+		t.Fatalf("no sealed install-status secret:\n%s", dump)
+	}
+
+	// Another key does not open it; after a rotation the bytes are the same.
+	if _, err := db.SealedRegionSecret(ctx, keyring(t, newKey(t)), "install-status"); rackplane.ErrorCode(err) != rackplane.EUNAVAILABLE {
+		t.Fatalf("with a key it is not under: %v, want unavailable", err)
+	}
+	k2 := newKey(t)
+	if rep, err := db.ResealSecrets(ctx, keyring(t, k2, k1), time.Now()); err != nil || rep.Resealed != 1 {
+		t.Fatalf("reseal: %+v %v", rep, err)
+	}
+	if got, err := db.SealedRegionSecret(ctx, keyring(t, k2), "install-status"); err != nil || string(got) != string(legacy) {
+		t.Fatalf("after rotation: %q %v", got, err)
+	}
+
+	// A fresh database makes one, the same for every caller.
+	fresh := postgres.New(pgtest.NewPool(t), regiontest.Logger())
+	if err := fresh.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, err := fresh.SealedRegionSecret(ctx, keyring(t, k1), "install-status")
+	if err != nil || len(a) != 32 {
+		t.Fatalf("new secret: %x %v", a, err)
+	}
+	if b, err := fresh.SealedRegionSecret(ctx, keyring(t, k1), "install-status"); err != nil || string(a) != string(b) {
+		t.Fatalf("second read %x %v, want %x", b, err, a)
+	}
+}

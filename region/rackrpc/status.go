@@ -25,7 +25,7 @@ func (s *Server) statusToken(ctx context.Context, deploymentID string) (string, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.secret == nil {
-		secret, err := s.db.RegionSecret(ctx, statusSecretName)
+		secret, err := s.db.SealedRegionSecret(ctx, s.keys, statusSecretName)
 		if err != nil {
 			return "", err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -80,8 +81,8 @@ func floodSize() int {
 // TestIdleFloodKeepsServersAnswering opens 20,000 idle connections, half
 // of them silent and half after one keep-alive request, to the API and
 // then to the rack's HTTP server, in a process that may open 8,192 files:
-// the API, /readyz, the rack's /healthz and a boot file keep answering a
-// new client, because each server keeps at most -http-max-conns (4,096)
+// the API, /readyz, the rack's /healthz and a boot file over HTTP and over
+// TFTP keep answering a new client, because each server keeps at most -http-max-conns (4,096)
 // and closes the ones idle longest for new ones.
 func TestIdleFloodKeepsServersAnswering(t *testing.T) {
 	limitDescriptors(t, 8192)
@@ -118,6 +119,13 @@ func TestIdleFloodKeepsServersAnswering(t *testing.T) {
 			if status != 200 || !c.want(body) {
 				t.Errorf("GET %s: %d, %d bytes, %v", c.url, status, len(body), err)
 			}
+		}
+		// TFTP shares the process's descriptors: a transfer takes a
+		// socket of its own, which a flood that exhausted them would deny.
+		tftpURL := "tftp://" + r.TFTPAddrs()[0] + "/vmlinuz"
+		out, err := exec.Command("curl", "-sS", "--max-time", "60", "--tftp-blksize", "1428", tftpURL).Output()
+		if err != nil || !bytes.Equal(out, kernel) {
+			t.Errorf("curl %s: %v, %d of %d bytes", tftpURL, err, len(out), len(kernel))
 		}
 	}
 	n := floodSize()

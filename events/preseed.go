@@ -15,6 +15,10 @@ type PreseedRequest struct {
 	// presented to the rack: the region serves only the machine's current
 	// deployment, so a credential from an earlier one is good for nothing.
 	DeploymentID string `json:"deployment_id,omitempty"`
+	// URL is where the installer fetches this preseed, credential and all,
+	// as the rack wrote it on the kernel command line: the region renders
+	// it as {{.URLs.Preseed}} (only the rack can make the credential).
+	URL string `json:"url,omitempty"`
 }
 
 // PreseedReply answers a PreseedRequest: the version the machine's

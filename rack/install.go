@@ -10,6 +10,7 @@ import (
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/machinecred"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
@@ -43,7 +44,7 @@ func (r *Rack) openInstall(dataDir string) error {
 	}
 	r.machineRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rackplane_machine_requests_refused_total",
-		Help: "Requests to the machine-facing endpoints (preseed) the rack refused, by endpoint and reason: no_credential (a URL without the deployment's credential), wrong_credential (not the credential of the machine's deployment in progress), not_deploying (no deployment of the machine in progress on this rack).",
+		Help: "Requests to the machine-facing endpoints (preseed) the rack refused, by endpoint and reason: no_credential (a URL without the deployment's credential), wrong_credential (not the credential of the machine's deployment in progress), not_deploying (no deployment of the machine in progress on this rack), bad_path (more path than the endpoint takes). All are answered 403 alike, so that nobody learns which machines deploy.",
 	}, []string{"endpoint", "reason"})
 	if err := r.registry.Register(r.machineRefused); err != nil {
 		return fmt.Errorf("install metrics: %w", err)
@@ -76,8 +77,12 @@ func (r *Rack) callRegion(ctx context.Context, method string, req, out any) erro
 
 // prefetchPreseed fills the cache: the region records no fetch for it.
 func (r *Rack) prefetchPreseed(ctx context.Context, machineID string) (preseedcache.Preseed, error) {
-	deployment, _ := r.decisions.Deployment(machineID)
-	out, err := r.askPreseed(ctx, events.PreseedRequest{RackID: r.id, MachineID: machineID, DeploymentID: deployment, Prefetch: true})
+	// The deployment in progress now: should it have changed since the
+	// decision that asked for this fetch, the region serves the newer one
+	// (and refuses one no longer in progress).
+	d, _ := r.decisions.Deployment(machineID)
+	out, err := r.askPreseed(ctx, events.PreseedRequest{RackID: r.id, MachineID: machineID, DeploymentID: d.DeploymentID,
+		URL: bootconfig.PreseedURL(d, r.creds.For), Prefetch: true})
 	return cachedPreseed(machineID, out), err
 }
 

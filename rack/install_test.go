@@ -132,7 +132,11 @@ func TestInstallWhileRegionAway(t *testing.T) {
 	}{
 		{"no credential", "/preseed/" + machineID, "no_credential", http.StatusForbidden},
 		{"a wrong credential", "/preseed/" + machineID + "/" + strings.Repeat("A", 43), "wrong_credential", http.StatusForbidden},
-		{"the credential of another machine's path", "/preseed/0190f0e0-0000-7000-8000-0000000000bb/" + path.Base(preseedPath), "not_deploying", http.StatusNotFound},
+		{"the credential of another machine's path", "/preseed/0190f0e0-0000-7000-8000-0000000000bb/" + path.Base(preseedPath), "not_deploying", http.StatusForbidden},
+		// More path after the credential: refused without reaching the
+		// boot file server, whose events would record the credential.
+		{"more path after the credential", preseedPath + "/extra", "bad_path", http.StatusNotFound},
+		{"more path after a status token", "/status/" + machineID + "/tok/extra", "bad_path", http.StatusNotFound},
 	} {
 		resp, err := http.Get(base + tt.path)
 		if err != nil {
@@ -143,7 +147,8 @@ func TestInstallWhileRegionAway(t *testing.T) {
 		if resp.StatusCode != tt.want || strings.Contains(string(body), "secret") {
 			t.Fatalf("preseed with %s: %s %q, want %d", tt.name, resp.Status, body, tt.want)
 		}
-		if n := scrape(t, base, `rackplane_machine_requests_refused_total{endpoint="preseed",reason="`+tt.reason+`"}`); n < 1 {
+		endpoint, _, _ := strings.Cut(strings.TrimPrefix(tt.path, "/"), "/")
+		if n := scrape(t, base, `rackplane_machine_requests_refused_total{endpoint="`+endpoint+`",reason="`+tt.reason+`"}`); n < 1 {
 			t.Fatalf("preseed with %s: refused_total{reason=%q} = %v", tt.name, tt.reason, n)
 		}
 	}

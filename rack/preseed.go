@@ -17,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
 )
@@ -37,25 +38,27 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "not a machine id", http.StatusNotFound)
 		return
 	}
-	deployment, ok := r.decisions.Deployment(id.String())
+	d, ok := r.decisions.Deployment(id.String())
 	credential := req.PathValue("credential")
+	// One answer for every refusal: which machines deploy here is
+	// nobody's business on the boot network. The metric and the log say
+	// which it was.
+	const refused = "a preseed is served only to its machine's installer during the deployment, at the URL on its kernel command line"
 	switch {
 	case credential == "":
-		r.refuseMachine(w, req, "preseed", "no_credential", id.String(), http.StatusForbidden,
-			"a preseed is served only with its deployment's credential: fetch the preseed URL on the machine's kernel command line")
+		r.refuseMachine(w, req, "preseed", "no_credential", id.String(), http.StatusForbidden, refused)
 		return
 	case !ok:
-		r.refuseMachine(w, req, "preseed", "not_deploying", id.String(), http.StatusNotFound,
-			"no deployment of this machine is in progress on this rack")
+		r.refuseMachine(w, req, "preseed", "not_deploying", id.String(), http.StatusForbidden, refused)
 		return
-	case !r.creds.Check(id.String(), deployment, credential):
-		r.refuseMachine(w, req, "preseed", "wrong_credential", id.String(), http.StatusForbidden,
-			"this credential is not the one of the machine's deployment in progress")
+	case !r.creds.Check(id.String(), d.DeploymentID, credential):
+		r.refuseMachine(w, req, "preseed", "wrong_credential", id.String(), http.StatusForbidden, refused)
 		return
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 	defer cancel()
-	ask := events.PreseedRequest{RackID: r.id, MachineID: id.String(), DeploymentID: deployment, Remote: req.RemoteAddr}
+	ask := events.PreseedRequest{RackID: r.id, MachineID: id.String(), DeploymentID: d.DeploymentID,
+		URL: bootconfig.PreseedURL(d, r.creds.For), Remote: req.RemoteAddr}
 	out, err := r.askPreseed(ctx, ask)
 	source := "region"
 	switch {
@@ -95,6 +98,18 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("X-Rackplane-Preseed-Source", source)
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(out.Content))
+}
+
+// refuseMachinePath answers a path under an installer's endpoint that no
+// installer asks, such as more elements after a credential or a token.
+// It must not fall through to the boot file server, whose telemetry
+// records the path: the credential or token in it would reach the event
+// log.
+func (r *Rack) refuseMachinePath(w http.ResponseWriter, req *http.Request) {
+	endpoint, _, _ := strings.Cut(strings.TrimPrefix(req.URL.Path, "/"), "/")
+	r.machineRefused.WithLabelValues(endpoint, "bad_path").Inc()
+	r.log.Warn("machine request refused", "endpoint", endpoint, "reason", "bad_path", "remote", req.RemoteAddr)
+	http.Error(w, "no such path", http.StatusNotFound)
 }
 
 // refuseMachine answers a machine-facing request the rack will not serve,

@@ -345,6 +345,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 	r.mux.HandleFunc("GET /preseed/{machine}", r.servePreseed)
 	r.mux.HandleFunc("GET /preseed/{machine}/{credential}", r.servePreseed)
 	r.mux.HandleFunc("POST /status/{machine}/{token}", r.serveStatus)
+	r.mux.HandleFunc("/preseed/", r.refuseMachinePath)
+	r.mux.HandleFunc("/status/", r.refuseMachinePath)
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

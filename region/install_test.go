@@ -45,7 +45,7 @@ func deployedSite(t testing.TB, set func(*region.Config)) (*harness, string) {
 	t.Helper()
 	h := startRegionWith(t, set)
 	r := startNobleRack(t, h)
-	tmpl := "#cloud-config\nhostname: {{.Machine.Hostname}}\nruncmd:\n  - curl -fsS --data result=success {{.URLs.Status}}\n"
+	tmpl := "#cloud-config\n# from {{.URLs.Preseed}}\nhostname: {{.Machine.Hostname}}\nruncmd:\n  - curl -fsS --data result=success {{.URLs.Status}}\n"
 	if code := h.do("POST", "/api/v1/preseeds", map[string]any{"name": "default", "content": tmpl}, nil); code != 201 {
 		t.Fatalf("create preseed: %d", code)
 	}
@@ -117,7 +117,12 @@ func (h *harness) preseedPath(rackHTTP string, m machineOut, earlier ...string) 
 // rendered into it.
 func (h *harness) statusURL(rackHTTP string, m machineOut) string {
 	h.t.Helper()
-	code, body, _ := h.raw("GET", "http://"+rackHTTP+h.preseedPath(rackHTTP, m), nil, "")
+	p := h.preseedPath(rackHTTP, m)
+	code, body, _ := h.raw("GET", "http://"+rackHTTP+p, nil, "")
+	// {{.URLs.Preseed}} is the URL the installer fetched, credential and all.
+	if !regexp.MustCompile(`# from http://\S+` + regexp.QuoteMeta(p) + "\n").MatchString(body) {
+		h.t.Fatalf("preseed of %s fetched at %s renders {{.URLs.Preseed}} otherwise:\n%s", m.Hostname, p, body)
+	}
 	u := statusURLRE.FindString(body)
 	if code != 200 || u == "" {
 		h.t.Fatalf("preseed of %s: %d %q", m.Hostname, code, body)
@@ -205,8 +210,8 @@ func TestInstallerReportsItsOutcome(t *testing.T) {
 	})
 	// The deployment is over: its preseed, with the status token and
 	// whatever secrets it holds, goes to nobody, credential or not.
-	if code, body, _ := h.raw("GET", "http://"+rackHTTP+p1, nil, ""); code != 404 || strings.Contains(body, "/status/") {
-		t.Fatalf("preseed of deployed node1 with its credential: %d %q, want 404", code, body)
+	if code, body, _ := h.raw("GET", "http://"+rackHTTP+p1, nil, ""); code != 403 || strings.Contains(body, "/status/") {
+		t.Fatalf("preseed of deployed node1 with its credential: %d %q, want 403", code, body)
 	}
 	// An installer that retries gets the same answer; nothing is logged twice.
 	if code, _ := post(t, at(node1.ID, token1), form, "result=success"); code != 200 {

@@ -296,8 +296,10 @@ func TestHostileRackAndClient(t *testing.T) {
 	}{
 		{"no credential", rackBHTTP, "/preseed/" + onB.id, 403},
 		{"a guessed credential", rackBHTTP, "/preseed/" + onB.id + "/" + strings.Repeat("A", 43), 403},
-		{"good-b's credential at another rack", devRackHTTP, "/preseed/" + onB.id + "/" + credB, 404},
-		{"good-b's credential at the hostile rack", evilHTTP, "/preseed/" + onB.id + "/" + credB, 404},
+		{"good-b's credential at another rack", devRackHTTP, "/preseed/" + onB.id + "/" + credB, 403},
+		{"good-b's credential at the hostile rack", evilHTTP, "/preseed/" + onB.id + "/" + credB, 403},
+		{"on-b's credential for on-dev, both deploying", devRackHTTP, "/preseed/" + deploys[0].id + "/" + credB, 403},
+		{"on-b's credential with more path", rackBHTTP, "/preseed/" + onB.id + "/" + credB + "/x", 404},
 	} {
 		if got := get(c.rack, c.path); got != c.want {
 			t.Errorf("preseed with %s: %d, want %d", c.name, got, c.want)
@@ -334,8 +336,11 @@ func TestHostileRackAndClient(t *testing.T) {
 				return fmt.Errorf("good-b's %s is %v", s, rackSamples[s])
 			}
 		}
-		if s := samples(t, "http://"+devRackHTTP)[`rackplane_machine_requests_refused_total{endpoint="preseed",reason="not_deploying"}`]; s < 1 {
-			return fmt.Errorf("dev-rack's not_deploying refusals %v", s)
+		devSamples := samples(t, "http://"+devRackHTTP)
+		for _, reason := range []string{"not_deploying", "wrong_credential"} {
+			if s := devSamples[`rackplane_machine_requests_refused_total{endpoint="preseed",reason="`+reason+`"}`]; s < 1 {
+				return fmt.Errorf("dev-rack's %s refusals %v", reason, s)
+			}
 		}
 		return nil
 	})
@@ -401,8 +406,8 @@ func TestHostileRackAndClient(t *testing.T) {
 		if a.call("GET", "/api/v1/machines/"+d.id, nil, nil, &m); m.Status != "deployed" {
 			t.Fatalf("%s is %s after its installer's report", d.hostname, m.Status)
 		}
-		if code := get(d.rackHTTP, p); code != 404 {
-			t.Errorf("%s's preseed after the deployment: %d, want 404", d.hostname, code)
+		if code := get(d.rackHTTP, p); code != 403 {
+			t.Errorf("%s's preseed after the deployment: %d, want 403", d.hostname, code)
 		}
 	}
 }

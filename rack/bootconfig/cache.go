@@ -427,22 +427,23 @@ func (c *Cache) Cached(mac string) (events.BootDecision, bool) {
 	return d, ok
 }
 
-// Deployment returns the deployment in progress of machineID on this
-// rack, from its cached install decisions: what the credential an
-// installer presents must be of. A scan of the cache, once per preseed
-// fetch: cheaper than keeping a second index in step with every change.
-func (c *Cache) Deployment(machineID string) (string, bool) {
+// Deployment returns an install decision of machineID's deployment in
+// progress on this rack: what the credential an installer presents must
+// be of. The region sets every MAC of a machine in one append, so any of
+// them will do. A scan of the cache, once per preseed fetch: cheaper than
+// keeping a second index in step with every change.
+func (c *Cache) Deployment(machineID string) (events.BootDecision, bool) {
 	if machineID == "" {
-		return "", false
+		return events.BootDecision{}, false
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	for _, d := range c.decisions {
 		if d.MachineID == machineID && d.Purpose == events.BootPurposeInstall && d.DeploymentID != "" {
-			return d.DeploymentID, true
+			return d, true
 		}
 	}
-	return "", false
+	return events.BootDecision{}, false
 }
 
 // Decisions returns a copy of every cached decision, by MAC.

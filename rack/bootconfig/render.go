@@ -178,13 +178,19 @@ func (r *Renderer) cmdline(d events.BootDecision) string {
 func (r *Renderer) params(d events.BootDecision) []string {
 	parts := append([]string(nil), d.Params...)
 	if d.PreseedURL != "" {
-		u := d.PreseedURL
-		if r.cfg.Credential != nil && d.MachineID != "" && d.DeploymentID != "" {
-			u = strings.TrimRight(u, "/") + "/" + r.cfg.Credential(d.MachineID, d.DeploymentID)
-		}
-		parts = append(parts, r.cfg.PreseedParam+"="+u)
+		parts = append(parts, r.cfg.PreseedParam+"="+PreseedURL(d, r.cfg.Credential))
 	}
 	return parts
+}
+
+// PreseedURL is the preseed URL of decision d as it goes on the kernel
+// command line: the region's, with the machine's credential for the
+// deployment (made by credential, nil for none) as its last element.
+func PreseedURL(d events.BootDecision, credential func(machineID, deploymentID string) string) string {
+	if d.PreseedURL == "" || credential == nil || d.MachineID == "" || d.DeploymentID == "" {
+		return d.PreseedURL
+	}
+	return strings.TrimRight(d.PreseedURL, "/") + "/" + credential(d.MachineID, d.DeploymentID)
 }
 
 // grubCmdline quotes every parameter for GRUB's script parser, which

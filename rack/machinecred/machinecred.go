@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 
@@ -57,8 +58,13 @@ func (k *Keyring) Check(machineID, deploymentID, credential string) bool {
 
 func (k *Keyring) sum(machineID, deploymentID string) []byte {
 	m := hmac.New(sha256.New, k.key)
-	// Domain-separated and NUL-joined: no (machine, deployment) pair can
-	// be made to read as another.
-	m.Write([]byte("rackplane machine credential v1\x00" + machineID + "\x00" + deploymentID))
+	// Domain-separated, and each field prefixed with its length: no
+	// (machine, deployment) pair can be made to read as another, whatever
+	// bytes they hold.
+	m.Write([]byte("rackplane machine credential v1"))
+	for _, f := range []string{machineID, deploymentID} {
+		m.Write(binary.BigEndian.AppendUint64(nil, uint64(len(f))))
+		m.Write([]byte(f))
+	}
 	return m.Sum(nil)
 }

@@ -43,7 +43,8 @@ func TestCredentialOpensOnlyItsDeployment(t *testing.T) {
 		{"cut short", k, machine, deployment, cred[:42], false},
 		{"one character changed", k, machine, deployment, flip(cred), false},
 		{"not base64", k, machine, deployment, "!!!!", false},
-		{"the fields moved across the separator", k, machine + "\x00" + deployment, "", k.For(machine, deployment), false},
+		// "m\x00d" + "e" must not read as "m" + "d\x00e".
+		{"the fields moved across the separator", k, machine + "\x00x", "y", k.For(machine, "x\x00y"), false},
 	} {
 		if got := tc.k.Check(tc.machine, tc.deploy, tc.given); got != tc.want {
 			t.Errorf("%s: Check = %v, want %v", tc.name, got, tc.want)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,7 +220,13 @@ func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, er
 	if rk, err := s.db.GetRack(ctx, rack); err == nil {
 		vars.Rack.ID, vars.Rack.Name, vars.Rack.BootURL = rk.ID, rk.Name, rk.BootURL
 		vars.URLs.Boot = rk.BootURL
+		// The URL the installer fetched, with its credential, as the rack
+		// says (only it can make one); a URL of another machine's is not
+		// taken.
 		vars.URLs.Preseed = rk.BootURL + "/preseed/" + m.ID
+		if strings.HasPrefix(req.URL, vars.URLs.Preseed+"/") {
+			vars.URLs.Preseed = req.URL
+		}
 		if m.DeploymentID != nil {
 			token, err := s.statusToken(ctx, *m.DeploymentID)
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 )
 
 // summary renders a provider list as "name:valid" or "name:reason".
@@ -107,7 +108,7 @@ func TestRunPollsSearchPath(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	eventually(t, "the start-up provider list", func() bool { return len(pub.of(events.TypeStorageProvidersChanged)) == 1 })
+	scriptruntest.Eventually(t, "the start-up provider list", func() bool { return len(pub.of(events.TypeStorageProvidersChanged)) == 1 })
 	writeProvider(t, filepath.Join(dir, "fresh"), "", nil)
 	// A poll may catch the directory half-written; the list settles on
 	// the finished provider at a later poll.

@@ -55,8 +55,11 @@ var PowerActions = []PowerAction{PowerOn, PowerOff, PowerCycle, PowerSoftOff, Po
 
 // ParsePowerAction maps a name to a known action; anything else is
 // refused.
-func ParsePowerAction(name string) (PowerAction, bool) {
-	for _, a := range PowerActions {
+func ParsePowerAction(name string) (PowerAction, bool) { return oneOf(name, PowerActions) }
+
+// oneOf returns the member of set named name.
+func oneOf[T ~string](name string, set []T) (T, bool) {
+	for _, a := range set {
 		if string(a) == name {
 			return a, true
 		}

@@ -87,7 +87,8 @@ type Result struct {
 }
 
 // Run runs s.Path with s.Args, exactly s.Env (and the marker), in s.Dir,
-// with no stdin. On timeout or when ctx ends everything the script
+// with no stdin. On timeout (s.Timeout, or a deadline of ctx) or when
+// ctx is cancelled everything the script
 // started is killed (killTree): its process group, and the children that
 // left it with setsid, so none outlives it. Run never panics on a
 // script's behaviour; a Spec without Marker or Timeout is a caller's bug
@@ -146,7 +147,9 @@ func Run(ctx context.Context, s Spec) Result {
 		killTree(cmd.Process.Pid, marker)
 		err = <-done
 	case <-ctx.Done():
-		r.Cancelled = true
+		// A deadline of ctx is a timeout too; anything else a cancel.
+		r.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+		r.Cancelled = !r.TimedOut
 		killTree(cmd.Process.Pid, marker)
 		err = <-done
 	}
@@ -158,6 +161,8 @@ func Run(ctx context.Context, s Spec) Result {
 		r.ExitCode = &code
 	}
 	switch {
+	case r.TimedOut && ctx.Err() != nil:
+		r.Err = fmt.Errorf("%s did not finish in time and was killed", name)
 	case r.TimedOut:
 		r.Err = fmt.Errorf("%s did not finish within %s and was killed", name, s.Timeout)
 	case r.Cancelled:

@@ -191,3 +191,15 @@ func tailOfThirty() []string {
 	}
 	return all[len(all)-TailLines:]
 }
+
+// TestRunDeadline: a deadline of ctx is a timeout, not a cancel.
+func TestRunDeadline(t *testing.T) {
+	dir := t.TempDir()
+	writeScript(t, filepath.Join(dir, "hang"), "exec sleep 600")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	r := Run(ctx, Spec{Dir: dir, Path: "hang", Env: []string{"PATH=" + SafePath}, Marker: testMarker, Timeout: time.Hour})
+	if !r.TimedOut || r.Cancelled || r.Err == nil || r.Err.Error() != "hang did not finish in time and was killed" {
+		t.Errorf("run %+v", r)
+	}
+}

@@ -159,7 +159,7 @@ func TestInterruptedActionIsRecorded(t *testing.T) {
 	}
 	// And a damaged record of another volume must not stop the start.
 	broken := newVolumeID(t)
-	writeFile(t, m.records.path(broken), "{not json", 0o640)
+	scriptruntest.WriteFile(t, m.records.path(broken), "{not json", 0o640)
 	m2, _ := newManager(t, Config{SearchPath: []string{search}, DataDir: data})
 	if _, err := m2.Do(context.Background(), "verify", Request{VolumeID: broken, Machine: "m", Provider: "p"}); rackplane.ErrorCode(err) != rackplane.EINTERNAL ||
 		!strings.Contains(rackplane.ErrorMessage(err), "unreadable") {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 	"github.com/rackplane/rackplane/schema"
 )
 
@@ -162,24 +163,14 @@ func writeProvider(t testing.TB, dir string, params string, scripts map[string]s
 		if body == "" {
 			continue
 		}
-		writeFile(t, filepath.Join(dir, string(a)), "#!/bin/sh\n"+body+"\n", 0o755)
+		scriptruntest.WriteFile(t, filepath.Join(dir, string(a)), "#!/bin/sh\n"+body+"\n", 0o755)
 	}
 	for name, body := range scripts {
 		if !slices.Contains(RequiredActions, Action(name)) && body != "" {
-			writeFile(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", 0o755)
+			scriptruntest.WriteFile(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", 0o755)
 		}
 	}
-	writeFile(t, filepath.Join(dir, parametersFile), params, 0o644)
-}
-
-func writeFile(t testing.TB, path, body string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(body), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
+	scriptruntest.WriteFile(t, filepath.Join(dir, parametersFile), params, 0o644)
 }
 
 // detachLoops detaches every loop device backed by a file under dir, so

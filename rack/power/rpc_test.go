@@ -24,7 +24,7 @@ import (
 
 // rpcRack serves m's power rpc on an embedded NATS server, as a rack
 // does, and returns a client connection of the region.
-func rpcRack(t *testing.T, m testManager) *nats.Conn {
+func rpcRack(t testing.TB, m testManager) *nats.Conn {
 	t.Helper()
 	ns := natsserver.StartTest(t)
 	// The manager's logger: one handler, so one lock, over the buffer.

@@ -44,7 +44,7 @@ func BenchmarkStatusPolling(b *testing.B) {
 	for _, via := range []string{"manager", "rpc"} {
 		for _, conc := range []int{8, 32, 64} {
 			b.Run(fmt.Sprintf("%s/concurrency=%d", via, conc), func(b *testing.B) {
-				m := newManager(b, Config{SearchPath: []string{search}, Concurrency: conc, Timeout: time.Minute})
+				m := newManager(b, Config{Settings: Settings{SearchPath: []string{search}, Concurrency: conc, Timeout: time.Minute}})
 				poll := func(r Request) Reply { return m.Do(context.Background(), r) }
 				if via == "rpc" {
 					nc := rpcRack(b, m)

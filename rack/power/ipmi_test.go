@@ -155,7 +155,7 @@ func freeUDPPort(t *testing.T) int {
 // driver reports.
 func TestIPMIAgainstIPMISim(t *testing.T) {
 	s := startIPMISim(t)
-	m := newManager(t, Config{Timeout: 20 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Timeout: 20 * time.Second}})
 	params := func(change func(p *events.PowerParameters)) events.PowerParameters {
 		p := events.PowerParameters{Address: "127.0.0.1", Port: s.port, Username: simUser, Password: simPassword,
 			Extra: map[string]string{"retries": "1", "retry_interval": "1"}}
@@ -231,7 +231,7 @@ func TestIPMIAgainstIPMISim(t *testing.T) {
 // ps, lacks the password, and its environment has it.
 func TestIPMIPasswordNotOnTheCommandLine(t *testing.T) {
 	needTool(t, "ipmitool", "ipmitool")
-	m := newManager(t, Config{Timeout: 20 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Timeout: 20 * time.Second}})
 	port := freeUDPPort(t)
 	var wg sync.WaitGroup
 	wg.Add(1)

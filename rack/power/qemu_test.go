@@ -33,7 +33,7 @@ func startQEMU(t *testing.T) string {
 
 func TestQEMUDriver(t *testing.T) {
 	sock := startQEMU(t)
-	m := newManager(t, Config{Timeout: 5 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Timeout: 5 * time.Second}})
 	// A socket that is not QMP: it says something else and hangs up.
 	notQMP := filepath.Join(t.TempDir(), "other.sock")
 	ln, err := net.Listen("unix", notQMP)

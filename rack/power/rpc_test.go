@@ -138,7 +138,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // message but the requests themselves, in every event and in the log.
 func TestSecretsNeverLeak(t *testing.T) {
 	const secret = "Leak-Me-If-U-Can-881" // IPMI 2.0 takes 20 bytes at most
-	m := newManager(t, Config{Timeout: 3 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Timeout: 3 * time.Second}})
 	nc := rpcRack(t, m)
 	var mu sync.Mutex
 	var leaks []string

@@ -129,7 +129,7 @@ func TestScriptEnvironment(t *testing.T) {
 		scriptruntest.WriteFile(t, filepath.Join(dir, s), dump, 0o755)
 	}
 	scriptruntest.WriteFile(t, filepath.Join(dir, "power-status"), "#!/bin/sh\necho on\n", 0o755)
-	m := newManager(t, Config{SearchPath: []string{search}})
+	m := newManager(t, Config{Settings: Settings{SearchPath: []string{search}}})
 	p := events.PowerParameters{Address: out, Port: 623, Username: "admin", Password: "pa ss $(rm -rf /)",
 		Extra: map[string]string{"outlet": "7", "pdu_host": "pdu-3.example"}}
 	for _, tc := range []struct {
@@ -172,7 +172,7 @@ func TestScriptEnvironment(t *testing.T) {
 // is left.
 func TestHangingBMCHoldsUpNoOther(t *testing.T) {
 	const n, timeout = 50, 3 * time.Second
-	m := newManager(t, Config{Concurrency: 8, Timeout: timeout})
+	m := newManager(t, Config{Settings: Settings{Concurrency: 8, Timeout: timeout}})
 	dir := t.TempDir()
 	type result struct {
 		r   Reply
@@ -230,7 +230,7 @@ func TestHangingBMCHoldsUpNoOther(t *testing.T) {
 // TestOneActionAtATimePerMachine: actions on one machine run one after
 // the other, in the order they came; on two machines, side by side.
 func TestOneActionAtATimePerMachine(t *testing.T) {
-	m := newManager(t, Config{Concurrency: 4})
+	m := newManager(t, Config{Settings: Settings{Concurrency: 4}})
 	dir := t.TempDir()
 	a, b := bmcFile(t, dir, "a", "off"), bmcFile(t, dir, "b", "off")
 	slow := events.PowerParameters{Extra: map[string]string{"delay": "0.3"}}
@@ -262,7 +262,7 @@ func TestOneActionAtATimePerMachine(t *testing.T) {
 // TestBusy: with every slot taken by a hanging BMC, an action whose
 // caller gives up first never runs and says busy.
 func TestBusy(t *testing.T) {
-	m := newManager(t, Config{Concurrency: 1, Timeout: 2 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Concurrency: 1, Timeout: 2 * time.Second}})
 	dir := t.TempDir()
 	hang, ok := bmcFile(t, dir, "hang", "hang"), bmcFile(t, dir, "ok", "off")
 	go m.Do(context.Background(), Request{MachineID: "m-hang", Driver: "filebmc", Action: events.PowerStatus,
@@ -288,8 +288,7 @@ func TestDriversDescribed(t *testing.T) {
 		t.Fatal(err)
 	}
 	changes := 0
-	m := newManager(t, Config{SearchPath: []string{search, "/nonexistent/power"}, IPMITool: "/nonexistent/ipmitool",
-		OnChange: func([]events.PowerDriver) { changes++ }})
+	m := newManager(t, Config{Settings: Settings{SearchPath: []string{search, "/nonexistent/power"}}, IPMITool: "/nonexistent/ipmitool", OnChange: func([]events.PowerDriver) { changes++ }})
 	got := map[string]events.PowerDriver{}
 	var names []string
 	for _, d := range m.Drivers() {
@@ -353,8 +352,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"rack id", func(c *Config) { c.RackID = "rack-1" }, "RackID"},
 		{"relative search path", func(c *Config) { c.SearchPath = []string{"power"} }, `"power" is not an absolute path`},
-		{"timeout", func(c *Config) { c.Timeout = time.Millisecond }, "timeout 1ms"},
-		{"concurrency", func(c *Config) { c.Concurrency = 0 }, "concurrency 0"},
+		{"timeout", func(c *Config) { c.Timeout = time.Millisecond }, "-power-timeout 1ms"},
+		{"concurrency", func(c *Config) { c.Concurrency = 0 }, "-power-concurrency 0"},
 		{"poll", func(c *Config) { c.PollInterval = 0 }, "poll interval"},
 		{"ipmitool", func(c *Config) { c.IPMITool = "ipmitool" }, "ipmitool"},
 		{"events", func(c *Config) { c.Events = nil }, "Events"},

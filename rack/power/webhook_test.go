@@ -106,7 +106,7 @@ func (p *pdu) outlet(n string) string {
 func TestWebhookDriver(t *testing.T) {
 	const user, password = "ops", "pdu-secret-77"
 	p, srv := newPDU(t, user, password)
-	m := newManager(t, Config{Timeout: 2 * time.Second})
+	m := newManager(t, Config{Settings: Settings{Timeout: 2 * time.Second}})
 	base := srv.URL
 	// The outlet is the address; one URL template serves on, off and
 	// cycle, status and set_boot have their own.

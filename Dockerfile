@@ -11,9 +11,10 @@ RUN CGO_ENABLED=0 go build -trimpath \
       -o /out/ ./cmd/regiond ./cmd/rackd ./cmd/rackplane
 
 FROM debian:bookworm-slim
-# Bootloaders a rack imports from the system packages at start.
+# Bootloaders a rack imports from the system packages at start; ipmitool
+# for the rack's ipmi power driver.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates pxelinux syslinux-common ipxe grub-efi-amd64-bin \
+ && apt-get install -y --no-install-recommends ca-certificates pxelinux syslinux-common ipxe grub-efi-amd64-bin ipmitool \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 RUN useradd --system --home /var/lib/rackplane rackplane \

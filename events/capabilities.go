@@ -16,6 +16,10 @@ type Capabilities struct {
 	OSes             []OS              `json:"oses"`
 	Bootloaders      []Bootloader      `json:"bootloaders"`
 	StorageProviders []StorageProvider `json:"storage_providers"`
+	// PowerDrivers are the power drivers of the rack, usable or not
+	// (absent from racks that have none, and from those built before
+	// power drivers).
+	PowerDrivers []PowerDriver `json:"power_drivers,omitempty"`
 	// Preseeds are the rack's default install configs, stored by the
 	// region as versions whose origin is the rack.
 	Preseeds []ShippedPreseed `json:"preseeds,omitempty"`

@@ -29,7 +29,8 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
 		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
-		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused}
+		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused,
+		events.TypePowerActionCompleted}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)
@@ -69,6 +70,7 @@ func TestEveryRPCMethodHasSchemas(t *testing.T) {
 	for _, m := range methods {
 		names = append(names, events.StorageRPCSchema(m, events.PartRequest), events.StorageRPCSchema(m, events.PartReply))
 	}
+	names = append(names, events.PowerRPCSchema(events.PartRequest), events.PowerRPCSchema(events.PartReply))
 	for _, n := range names {
 		if !set.Has(n) {
 			t.Errorf("no schema file %s.json", n)

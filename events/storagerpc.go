@@ -49,14 +49,7 @@ var StorageActions = slices.Concat(StorageRequiredActions, StorageOptionalAction
 
 // ParseStorageAction maps a name to a known action; anything else is
 // refused.
-func ParseStorageAction(name string) (StorageAction, bool) {
-	for _, a := range StorageActions {
-		if string(a) == name {
-			return a, true
-		}
-	}
-	return "", false
-}
+func ParseStorageAction(name string) (StorageAction, bool) { return oneOf(name, StorageActions) }
 
 // MethodStorageProviders is the rack rpc method that lists the rack's
 // storage providers, valid or not: {} → [StorageProvider].

@@ -38,6 +38,7 @@ import (
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/machinecred"
 	"github.com/rackplane/rackplane/rack/offload"
+	"github.com/rackplane/rackplane/rack/power"
 	"github.com/rackplane/rackplane/rack/preseedcache"
 	"github.com/rackplane/rackplane/rack/reportqueue"
 	"github.com/rackplane/rackplane/rack/storage"
@@ -75,6 +76,14 @@ type Config struct {
 	// providers added, changed or removed; 0 is the storage package's
 	// default (10s). Tests shorten it.
 	StoragePollInterval time.Duration
+
+	// Power drivers (-power-* flags): the script drivers' search path,
+	// the timeout of an action and how many run at once.
+	Power power.Settings
+	// PowerPollInterval is how often the power search path is looked at
+	// for script drivers added, changed or removed; 0 is the power
+	// package's default (10s). Tests shorten it.
+	PowerPollInterval time.Duration
 
 	// Booting.
 	TFTPAddrs     []string
@@ -122,6 +131,7 @@ func DefaultConfig() Config {
 		InFlightWindow:          time.Hour,
 		StorageSearchPath:       []string{"/usr/share/rackplane/storage", "/etc/rackplane/storage"},
 		StorageTimeout:          5 * time.Minute,
+		Power:                   power.DefaultSettings(),
 		TFTPAddrs:               []string{":69"},
 		TFTPWindow:              8,
 		PreseedDir:              "/etc/rackplane/preseeds",
@@ -154,6 +164,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.BootFilesOverHTTP, "boot-files-over-http", c.BootFilesOverHTTP, "iPXE fetches kernel and initrd over HTTP from -boot-url (false: over TFTP)")
 	fs.StringVar(&c.OffloadSocket, "offload-socket", c.OffloadSocket, "Unix socket for an external TFTP front-end (MAAS offload protocol); empty turns it off")
 	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
+	c.Power.RegisterFlags(fs)
 	c.BootEvents.RegisterFlags(fs)
 	c.DHCP.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, "http-", "the rack's HTTP server")
@@ -212,6 +223,9 @@ func (c Config) Validate() error {
 	if c.EventFlushTimeout < 0 || c.EventFlushTimeout > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("-event-flush-timeout %s: want 0 to 10m", c.EventFlushTimeout))
 	}
+	if err := c.Power.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.BootEvents.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -236,14 +250,18 @@ type Rack struct {
 	journal   *journal.Journal
 	publisher *eventbus.Publisher
 	rpc       *rpc.Server
-	mux       *http.ServeMux
-	ln        net.Listener
-	http      *httpserver.Server
-	started   time.Time
-	seq       atomic.Int64
+	// powerRPC answers power alone: a flood of power requests waits
+	// there, not in the slots of the rest of the rack's rpc.
+	powerRPC *rpc.Server
+	mux      *http.ServeMux
+	ln       net.Listener
+	http     *httpserver.Server
+	started  time.Time
+	seq      atomic.Int64
 
 	images       *images.Store
 	storage      *storage.Manager
+	power        *power.Manager
 	capabilities *capabilities.Reporter
 
 	decisions     *bootconfig.Cache
@@ -311,7 +329,10 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 		// Handlers get as long as the longest action a rack runs (a storage
 		// script); each bounds its own work more tightly.
 		rpc: rpc.NewServer(nc, id, log, 64, max(30*time.Second, cfg.StorageTimeout+10*time.Second)),
-		mux: http.NewServeMux(),
+		// Room for the actions running and as many again waiting for a
+		// slot; each may wait a timeout for it, then run one.
+		powerRPC: rpc.NewServer(nc, id, log, 2*cfg.Power.Concurrency, 2*cfg.Power.Timeout+10*time.Second),
+		mux:      http.NewServeMux(),
 	}
 	defer func() {
 		if err != nil {
@@ -427,7 +448,17 @@ func (r *Rack) openServices(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return fmt.Errorf("storage providers: %w", err)
 	}
-	r.capabilities.Describe(r.images, r.storage.Providers)
+	pcfg := power.DefaultConfig()
+	pcfg.Settings, pcfg.RackID, pcfg.Events = r.cfg.Power, r.id, r.publisher
+	if r.cfg.PowerPollInterval > 0 {
+		pcfg.PollInterval = r.cfg.PowerPollInterval
+	}
+	pcfg.Logger, pcfg.Registerer = r.log.With("service", "power"), r.registry
+	pcfg.OnChange = func([]events.PowerDriver) { r.capabilities.Changed() }
+	if r.power, err = power.New(pcfg); err != nil {
+		return fmt.Errorf("power drivers: %w", err)
+	}
+	r.capabilities.Describe(r.images, r.storage.Providers, r.power.Drivers)
 	return r.openBoot(js, dataDir)
 }
 
@@ -487,6 +518,10 @@ func (r *Rack) Run(ctx context.Context) error {
 	if err := r.storage.RegisterRPC(r.rpc, r.id); err != nil {
 		return err
 	}
+	defer r.powerRPC.Close()
+	if err := r.power.RegisterRPC(r.powerRPC, r.id); err != nil {
+		return err
+	}
 	if err := r.capabilities.RegisterRPC(r.rpc, r.id); err != nil {
 		return err
 	}
@@ -503,6 +538,7 @@ func (r *Rack) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.capabilities.Run(ctx) })
 	g.Go(func() error { return r.storage.Run(ctx) })
+	g.Go(func() error { return r.power.Run(ctx) })
 	g.Go(func() error { return r.decisions.Run(ctx) })
 	g.Go(func() error { return r.preseeds.Run(ctx) })
 	g.Go(func() error { return r.reports.Run(ctx) })

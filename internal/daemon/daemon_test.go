@@ -65,6 +65,7 @@ func TestFlags(t *testing.T) {
 				"heartbeat-interval", "event-buffer", "event-journal-max-bytes", "event-flush-timeout", "log-level", "import-system-bootloaders", "scrub-at-start",
 				"keep-image-versions", "in-flight-window", "storage-search-path", "tftp-addr", "tftp-window", "boot-url",
 				"boot-root", "preseed-dir", "boot-files-over-http", "offload-socket", "storage-timeout",
+				"power-search-path", "power-timeout", "power-concurrency",
 				"dhcp-mode", "dhcp-interface", "dhcp-server-ip", "dhcp-http-url", "dhcp-bios-loader", "dhcp-uefi-loader",
 				"dhcp-arm64-loader", "dhcp-proxy-peers", "dhcp-proxy-takeover", "dhcp-event-interval", "dhcp-subnets",
 				"join-token", "join-token-file", "insecure-nats",
@@ -72,15 +73,17 @@ func TestFlags(t *testing.T) {
 				"boot-events-sources", "boot-events-summary-interval",
 				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
 				"http-max-body-bytes", "http-max-conns"},
-			[]string{"-name", "r1", "-nats-key", "k.pem", "-http-write-timeout", "1m"},
+			[]string{"-name", "r1", "-nats-key", "k.pem", "-http-write-timeout", "1m", "-power-timeout", "45s"},
 			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
 				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this",
-				"RACKPLANE_JOIN_TOKEN_FILE": "/run/join-token"},
+				"RACKPLANE_JOIN_TOKEN_FILE": "/run/join-token", "RACKPLANE_POWER_SEARCH_PATH": "/opt/power, /etc/power",
+				"RACKPLANE_POWER_CONCURRENCY": "7"},
 			func() bool {
 				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
 					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second &&
 					rack.NATSAuth.JoinTokenFile == "/run/join-token" && !rack.NATSAuth.Insecure &&
-					rack.Rack.HTTP.WriteTimeout == time.Minute
+					rack.Rack.HTTP.WriteTimeout == time.Minute && rack.Rack.Power.Timeout == 45*time.Second &&
+					rack.Rack.Power.Concurrency == 7 && slices.Equal(rack.Rack.Power.SearchPath, []string{"/opt/power", "/etc/power"})
 			}},
 	}
 	for _, tt := range tests {
@@ -137,6 +140,7 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	region.NATSAuth.IssuerSeedFile, region.NATSAuth.SystemNKeyFile, region.NATSAuth.Account = "i.nk", "s.nk", ""
 	rack := rackd.DefaultConfig()
 	rack.Rack.Name, rack.Rack.DataDir, rack.Rack.TFTPWindow = "", "", 0
+	rack.Rack.Power.Concurrency = 0
 	rack.NATS.KeyFile = "k.pem"
 	rack.Log.Level = "quiet"
 	rack.NATSAuth = rackd.NATSAuthConfig{JoinToken: "rpj_x", JoinTokenFile: "f", Insecure: true}
@@ -148,7 +152,8 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 		{"regiond", region.Validate(), []string{`-http-addr "no-port"`, "-heartbeat-misses 0", "-ingest-batch 0", "-nats-stream-replicas 6",
 			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`, "-nats-account is empty"}},
 		{"rackd", rack.Validate(), []string{"-name is empty", "-data-dir is empty", "-tftp-window 0",
-			"-nats-cert and -nats-key", `-log-level "quiet"`, "-join-token and -join-token-file", "-insecure-nats connects without credentials"}},
+			"-nats-cert and -nats-key", `-log-level "quiet"`, "-join-token and -join-token-file", "-insecure-nats connects without credentials",
+			"-power-concurrency 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

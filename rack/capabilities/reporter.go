@@ -35,6 +35,7 @@ type Config struct {
 	Catalog Catalog
 	Images  Images                          // nil: no images
 	Storage func() []events.StorageProvider // nil: no providers
+	Power   func() []events.PowerDriver     // nil: no power drivers
 	// PreseedDir holds the default preseeds the rack ships (*.preseed).
 	PreseedDir string
 	Publisher  Publisher
@@ -93,10 +94,10 @@ func (r *Reporter) Changed() {
 
 // Describe sets the services the snapshot describes, for when they are
 // opened after the reporter (they need its Changed as their hook).
-func (r *Reporter) Describe(images Images, storage func() []events.StorageProvider) {
+func (r *Reporter) Describe(images Images, storage func() []events.StorageProvider, power func() []events.PowerDriver) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg.Images, r.cfg.Storage = images, storage
+	r.cfg.Images, r.cfg.Storage, r.cfg.Power = images, storage, power
 	r.cached = nil
 }
 
@@ -122,7 +123,7 @@ func (r *Reporter) snapshotJSON() (json.RawMessage, error) {
 // Snapshot computes the current capabilities.
 func (r *Reporter) Snapshot() events.Capabilities {
 	r.mu.Lock()
-	imgs, stor := r.cfg.Images, r.cfg.Storage
+	imgs, stor, power := r.cfg.Images, r.cfg.Storage, r.cfg.Power
 	r.mu.Unlock()
 	c := events.Capabilities{OSes: []events.OS{}, Bootloaders: []events.Bootloader{}, StorageProviders: []events.StorageProvider{}}
 	if imgs != nil {
@@ -134,6 +135,9 @@ func (r *Reporter) Snapshot() events.Capabilities {
 		if ps := stor(); ps != nil {
 			c.StorageProviders = ps
 		}
+	}
+	if power != nil {
+		c.PowerDrivers = power()
 	}
 	ps, errs := ReadPreseeds(r.cfg.PreseedDir)
 	for _, err := range errs {
@@ -269,7 +273,7 @@ func (r *Reporter) publish(always bool) {
 	}
 	r.cfg.Publisher.Publish(ev)
 	r.log.Info("capabilities reported", "digest", snap.Digest, "oses", len(snap.OSes), "bootloaders", len(snap.Bootloaders),
-		"storage_providers", len(snap.StorageProviders))
+		"storage_providers", len(snap.StorageProviders), "power_drivers", len(snap.PowerDrivers))
 }
 
 // LicenceKeyRequest is the body of the validate_licence_key rpc.

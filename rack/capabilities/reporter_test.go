@@ -43,6 +43,13 @@ func TestSnapshotPublishedOnStartAndOnChangeOnly(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Storage: func() []events.StorageProvider {
 			return []events.StorageProvider{{Name: "nfs", Valid: true, Parameters: []events.StorageParameter{{Name: "server", Description: "host"}}}}
+		},
+		Power: func() []events.PowerDriver {
+			return []events.PowerDriver{
+				{Name: "ipmi", Kind: events.PowerDriverBuiltin, Available: true, Detail: "ipmitool version 1.8.19", Actions: events.PowerActions},
+				{Name: "apc-pdu", Kind: events.PowerDriverScript, Detail: "/etc/rackplane/power/apc-pdu: power-status is missing",
+					Actions: []events.PowerAction{events.PowerOn, events.PowerCycle}},
+			}
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -70,7 +77,7 @@ func TestSnapshotPublishedOnStartAndOnChangeOnly(t *testing.T) {
 		}
 		var c events.Capabilities
 		_ = e.DecodeData(&c)
-		if c.Digest != capabilities.Digest(c) || len(c.StorageProviders) != 1 || len(c.OSes) != 1 || len(c.OSes[0].Releases) != 3 {
+		if c.Digest != capabilities.Digest(c) || len(c.StorageProviders) != 1 || len(c.PowerDrivers) != 2 || len(c.OSes) != 1 || len(c.OSes[0].Releases) != 3 {
 			t.Fatalf("snapshot content: %+v", c)
 		}
 		digests = append(digests, c.Digest)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun"
 )
 
 // Do runs action on the volume of req and returns the volume's record
@@ -106,32 +107,32 @@ func (m *Manager) do(ctx context.Context, a Action, req Request) (Record, error)
 
 // act checks the action against the provider and the record, then runs the
 // script with the record marked pending. It updates rec's state on success.
-func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, start time.Time) (run, error) {
+func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, start time.Time) (scriptrun.Result, error) {
 	p, err := m.provider(rec.Provider)
 	if err != nil {
-		return run{}, err
+		return scriptrun.Result{}, err
 	}
 	if !offers(p, a) {
-		return run{}, rackplane.Errorf(rackplane.EPRECONDITION, "storage provider %s has no %s script: %s is optional in the ExtStorage interface and this provider does not offer it", p.Name, a, a)
+		return scriptrun.Result{}, rackplane.Errorf(rackplane.EPRECONDITION, "storage provider %s has no %s script: %s is optional in the ExtStorage interface and this provider does not offer it", p.Name, a, a)
 	}
 	for k := range rec.Parameters {
 		if !declares(p, k) {
-			return run{}, rackplane.Errorf(rackplane.EINVALID, "storage provider %s has no parameter %q", p.Name, k)
+			return scriptrun.Result{}, rackplane.Errorf(rackplane.EINVALID, "storage provider %s has no parameter %q", p.Name, k)
 		}
 	}
 	newSize, err := m.precheck(a, rec, req)
 	if err != nil {
-		return run{}, err
+		return scriptrun.Result{}, err
 	}
 	rec.Pending = string(a)
 	rec.UpdatedAt = m.cfg.Now().UTC()
 	if err := m.records.save(*rec); err != nil {
 		// Without a record nothing runs: that is the promise.
-		return run{}, rackplane.WrapError(rackplane.EINTERNAL, err, "volume record unwritable; %s not run", a)
+		return scriptrun.Result{}, rackplane.WrapError(rackplane.EINTERNAL, err, "volume record unwritable; %s not run", a)
 	}
 	lg, err := openVolumeLog(filepath.Join(m.logDir, rec.VolumeID+".log"), m.cfg.LogMaxBytes)
 	if err != nil {
-		return run{}, rackplane.WrapError(rackplane.EINTERNAL, err, "volume log unwritable; %s not run", a)
+		return scriptrun.Result{}, rackplane.WrapError(rackplane.EINTERNAL, err, "volume log unwritable; %s not run", a)
 	}
 	fmt.Fprintf(lg, "=== %s %s provider=%s name=%s\n", m.cfg.Now().UTC().Format(time.RFC3339Nano), a, p.Name, rec.Name)
 	env := environment(a, *rec, req, p, newSize)
@@ -139,23 +140,24 @@ func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, s
 	if a == ActionAttach {
 		stdoutLimit = maxAttachOutput
 	}
-	r := runScript(ctx, p.Path, script(a), env, m.timeout(a), lg, stdoutLimit, m.cfg.Now)
+	r := scriptrun.Run(ctx, scriptrun.Spec{Dir: p.Path, Path: script(a), Env: env, Marker: RunMarker,
+		Timeout: m.timeout(a), Log: lg, StdoutLimit: stdoutLimit, Now: m.cfg.Now})
 	fmt.Fprintf(lg, "=== %s %s", m.cfg.Now().UTC().Format(time.RFC3339Nano), a)
 	switch {
-	case r.err != nil:
-		fmt.Fprintf(lg, " failed after %s: %v\n", r.duration.Round(time.Millisecond), r.err)
+	case r.Err != nil:
+		fmt.Fprintf(lg, " failed after %s: %v\n", r.Duration.Round(time.Millisecond), r.Err)
 	default:
-		fmt.Fprintf(lg, " ok after %s\n", r.duration.Round(time.Millisecond))
+		fmt.Fprintf(lg, " ok after %s\n", r.Duration.Round(time.Millisecond))
 	}
 	if err := lg.Close(); err != nil {
 		m.log.Warn("volume log", "volume_id", rec.VolumeID, "err", err)
 	}
-	if r.err != nil {
+	if r.Err != nil {
 		code := rackplane.EUNAVAILABLE
-		if r.timedOut {
+		if r.TimedOut {
 			code = rackplane.ETIMEOUT
 		}
-		return r, rackplane.Errorf(code, "storage provider %s: %v%s", p.Name, r.err, tailText(r.tail))
+		return r, rackplane.Errorf(code, "storage provider %s: %v%s", p.Name, r.Err, scriptrun.TailText(r.Tail))
 	}
 	switch a {
 	case ActionCreate:
@@ -164,7 +166,7 @@ func (m *Manager) act(ctx context.Context, a Action, rec *Record, req Request, s
 	case ActionAttach:
 		att, err := attachment(r)
 		if err != nil {
-			return r, rackplane.Errorf(rackplane.EUNAVAILABLE, "storage provider %s: %v%s", p.Name, err, tailText(r.tail))
+			return r, rackplane.Errorf(rackplane.EUNAVAILABLE, "storage provider %s: %v%s", p.Name, err, scriptrun.TailText(r.Tail))
 		}
 		rec.State, rec.VolumeAttachment = events.VolumeStateAttached, att
 	case ActionDetach:
@@ -251,11 +253,11 @@ func (m *Manager) precheck(a Action, rec *Record, req Request) (int64, error) {
 }
 
 // attachment reads attach's stdout and checks the device is a block device.
-func attachment(r run) (Attachment, error) {
-	if r.overflow {
+func attachment(r scriptrun.Result) (Attachment, error) {
+	if r.Overflow {
 		return Attachment{}, fmt.Errorf("attach printed more than %d bytes", maxAttachOutput)
 	}
-	att, err := ParseAttachOutput(r.stdout)
+	att, err := ParseAttachOutput(r.Stdout)
 	if err != nil {
 		return Attachment{}, err
 	}
@@ -267,23 +269,16 @@ func attachment(r run) (Attachment, error) {
 	return att, nil
 }
 
-func tailText(tail []string) string {
-	if len(tail) == 0 {
-		return " (no output)"
-	}
-	return "; last output:\n" + strings.Join(tail, "\n")
-}
-
 // finish writes the outcome to the record, the metrics, the log and an
 // event. On failure the state is left as it was, except that a create or
 // grow that ran and failed may have done part of its work.
-func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start time.Time, r run, err error) {
+func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start time.Time, r scriptrun.Result, err error) {
 	rec.Pending = ""
 	rec.LastAction = string(a)
 	rec.LastOK = err == nil
 	rec.LastError, rec.LastOutputTail = "", nil
 	if err != nil {
-		ran := !r.started.IsZero()
+		ran := !r.Started.IsZero()
 		state, att, size := prev.State, prev.VolumeAttachment, prev.SizeMiB
 		if ran && (a == ActionCreate || a == ActionRemove) {
 			state = events.VolumeStateUnknown
@@ -295,7 +290,7 @@ func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start 
 			rec.Machine, rec.Parameters = prev.Machine, prev.Parameters
 		}
 		rec.LastError = rackplane.ErrorMessage(err)
-		rec.LastOutputTail = r.tail
+		rec.LastOutputTail = r.Tail
 	}
 	rec.UpdatedAt = m.cfg.Now().UTC()
 	if serr := m.records.save(*rec); serr != nil {
@@ -309,14 +304,14 @@ func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start 
 		m.log.Info("storage action done", "volume_id", rec.VolumeID, "action", a, "provider", rec.Provider, "state", rec.State)
 	}
 	m.actions.WithLabelValues(string(a), result).Inc()
-	if !r.started.IsZero() {
-		m.duration.WithLabelValues(string(a)).Observe(r.duration.Seconds())
+	if !r.Started.IsZero() {
+		m.duration.WithLabelValues(string(a)).Observe(r.Duration.Seconds())
 	}
 	data := events.VolumeActionCompleted{
 		Action: string(a), VolumeID: rec.VolumeID, VolumeName: rec.Name, Machine: rec.Machine,
 		Provider: rec.Provider, OK: err == nil, State: rec.State, SizeMiB: rec.SizeMiB,
 		Device: rec.Device, URIs: rec.URIs, StartedAt: start.UTC(),
-		DurationMS: m.cfg.Now().Sub(start).Milliseconds(), ExitCode: r.exitCode,
+		DurationMS: m.cfg.Now().Sub(start).Milliseconds(), ExitCode: r.ExitCode,
 		Open: rec.Open, OpenExclusive: rec.OpenExclusive,
 	}
 	if a == ActionSnapshot {
@@ -328,7 +323,7 @@ func (m *Manager) finish(a Action, req Request, prev Record, rec *Record, start 
 	if err != nil {
 		data.ErrorCode = rackplane.ErrorCode(err)
 		data.Error = truncate(rackplane.ErrorMessage(err), 65536)
-		data.OutputTail = r.tail
+		data.OutputTail = r.Tail
 	}
 	m.publish(events.TypeVolumeActionCompleted, events.VolumeStreamName(rec.VolumeID), data)
 }

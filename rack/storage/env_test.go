@@ -12,6 +12,8 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 )
 
 func TestScriptEnvironment(t *testing.T) {
@@ -61,7 +63,7 @@ func TestScriptEnvironment(t *testing.T) {
 		want := append([]string{
 			"EXTP_FROMSNAP=snap 1; $(rm -rf /)",
 			"EXTP_OUT=" + out,
-			"PATH=" + safePath,
+			"PATH=" + scriptrun.SafePath,
 			"VOL_METADATA=rackplane-machine=" + owner,
 			"VOL_NAME=" + name, // fixed at create, whoever owns it now
 			"VOL_UUID=" + id,
@@ -157,7 +159,7 @@ func TestInterruptedActionIsRecorded(t *testing.T) {
 	}
 	// And a damaged record of another volume must not stop the start.
 	broken := newVolumeID(t)
-	writeFile(t, m.records.path(broken), "{not json", 0o640)
+	scriptruntest.WriteFile(t, m.records.path(broken), "{not json", 0o640)
 	m2, _ := newManager(t, Config{SearchPath: []string{search}, DataDir: data})
 	if _, err := m2.Do(context.Background(), "verify", Request{VolumeID: broken, Machine: "m", Provider: "p"}); rackplane.ErrorCode(err) != rackplane.EINTERNAL ||
 		!strings.Contains(rackplane.ErrorMessage(err), "unreadable") {
@@ -194,7 +196,7 @@ func TestCallerGivesUpScriptFinishes(t *testing.T) {
 	if rec.Pending != "create" {
 		t.Errorf("record while create runs: %+v", rec)
 	}
-	eventually(t, "the create's outcome", func() bool { return len(pub.of(events.TypeVolumeActionCompleted)) == 1 })
+	scriptruntest.Eventually(t, "the create's outcome", func() bool { return len(pub.of(events.TypeVolumeActionCompleted)) == 1 })
 	d := pub.actions(t)[0]
 	if !d.OK || d.State != events.VolumeStateCreated {
 		t.Errorf("outcome %+v", d)

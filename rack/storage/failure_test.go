@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,18 +11,9 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 )
-
-// processGone reports whether pid has exited (a zombie nobody reaps counts
-// as gone: it runs nothing).
-func processGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return strings.HasPrefix(rest, "Z")
-}
 
 func TestProviderFailures(t *testing.T) {
 	thirty := `exec 2>&1; i=1; while [ $i -le 30 ]; do echo "line $i"; [ $((i % 3)) -eq 0 ] && echo "err $i" >&2; i=$((i+1)); done; exit 3`
@@ -119,7 +109,7 @@ func TestProviderFailures(t *testing.T) {
 			}
 			for _, w := range tc.notWant {
 				if strings.Contains(msg, w) {
-					t.Errorf("error has %q (more than %d lines):\n%s", w, tailLines, msg)
+					t.Errorf("error has %q (more than %d lines):\n%s", w, scriptrun.TailLines, msg)
 				}
 			}
 
@@ -148,7 +138,7 @@ func TestProviderFailures(t *testing.T) {
 					t.Fatal(err)
 				}
 				pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-				eventually(t, "the script's child to be killed", func() bool { return processGone(pid) })
+				scriptruntest.Eventually(t, "the script's child to be killed", func() bool { return scriptruntest.ProcessGone(pid) })
 				if rec.State != events.VolumeStateUnknown {
 					t.Errorf("state %s after a create cut short, want unknown", rec.State)
 				}
@@ -161,25 +151,4 @@ func TestProviderFailures(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestRunScriptCancelKillsGroup(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "hang"), "#!/bin/sh\nsleep 600 &\necho $! > child\necho waiting\nwait\n", 0o755)
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(200*time.Millisecond, cancel)
-	var log strings.Builder
-	r := runScript(ctx, dir, "hang", []string{"PATH=" + safePath}, time.Minute, &syncWriter{w: &log}, 0, time.Now)
-	if !r.cancelled || r.err == nil || !strings.Contains(r.err.Error(), "context canceled") {
-		t.Fatalf("run %+v", r)
-	}
-	if len(r.tail) != 1 || r.tail[0] != "waiting" || log.String() != "waiting\n" {
-		t.Errorf("tail %q log %q", r.tail, log.String())
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "child"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	eventually(t, "the child to be killed", func() bool { return processGone(pid) })
 }

@@ -11,11 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 	"github.com/rackplane/rackplane/schema"
 )
 
@@ -163,24 +163,14 @@ func writeProvider(t testing.TB, dir string, params string, scripts map[string]s
 		if body == "" {
 			continue
 		}
-		writeFile(t, filepath.Join(dir, string(a)), "#!/bin/sh\n"+body+"\n", 0o755)
+		scriptruntest.WriteFile(t, filepath.Join(dir, string(a)), "#!/bin/sh\n"+body+"\n", 0o755)
 	}
 	for name, body := range scripts {
 		if !slices.Contains(RequiredActions, Action(name)) && body != "" {
-			writeFile(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", 0o755)
+			scriptruntest.WriteFile(t, filepath.Join(dir, name), "#!/bin/sh\n"+body+"\n", 0o755)
 		}
 	}
-	writeFile(t, filepath.Join(dir, parametersFile), params, 0o644)
-}
-
-func writeFile(t testing.TB, path, body string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(body), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
+	scriptruntest.WriteFile(t, filepath.Join(dir, parametersFile), params, 0o644)
 }
 
 // detachLoops detaches every loop device backed by a file under dir, so
@@ -202,16 +192,4 @@ func detachLoops(t testing.TB, dir string) {
 			}
 		}
 	})
-}
-
-// eventually polls cond until it holds or 5 seconds pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

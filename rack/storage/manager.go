@@ -17,6 +17,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun"
 )
 
 // Publisher takes events for JetStream without blocking
@@ -105,6 +106,11 @@ func (c *Config) validate() error {
 	}
 	return nil
 }
+
+// RunMarker is the variable every provider script gets beside its
+// environment, with a value of its own run (scriptrun.Spec.Marker): what
+// a script starts can be found and killed by it.
+const RunMarker = "RACKPLANE_STORAGE_RUN"
 
 // Manager runs a rack's storage providers.
 type Manager struct {
@@ -342,7 +348,7 @@ func (m *Manager) unlock(volumeID string) {
 // environment builds a script's whole environment.
 func environment(a Action, rec Record, req Request, p Provider, newSize int64) []string {
 	env := []string{
-		"PATH=" + safePath,
+		"PATH=" + scriptrun.SafePath,
 		"VOL_NAME=" + rec.Name,
 		"VOL_UUID=" + rec.VolumeID,
 		"VOL_METADATA=" + metadata(rec.Machine),

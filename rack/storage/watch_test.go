@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 )
 
 // summary renders a provider list as "name:valid" or "name:reason".
@@ -43,12 +44,12 @@ func TestProviderListFollowsDisk(t *testing.T) {
 		{"nothing changed", func() {}, ""},
 		{"add a provider", func() { writeProvider(t, filepath.Join(b, "nas"), "ip NAS address\npool Pool\n", nil) },
 			"loop:ok | nas:ok"},
-		{"a file that is not a directory is ignored", func() { writeFile(t, filepath.Join(b, "README"), "x", 0o644) }, ""},
+		{"a file that is not a directory is ignored", func() { scriptruntest.WriteFile(t, filepath.Join(b, "README"), "x", 0o644) }, ""},
 		{"break a script", func() { os.Chmod(filepath.Join(a, "loop", "attach"), 0o644) },
 			"loop:script attach is not executable | nas:ok"},
 		{"repair it", func() { os.Chmod(filepath.Join(a, "loop", "attach"), 0o755) },
 			"loop:ok | nas:ok"},
-		{"break parameters.list", func() { writeFile(t, filepath.Join(b, "nas", parametersFile), "ip x\nIP again\n", 0o644) },
+		{"break parameters.list", func() { scriptruntest.WriteFile(t, filepath.Join(b, "nas", parametersFile), "ip x\nIP again\n", 0o644) },
 			`loop:ok | nas:parameters.list: line 2: parameter "IP" repeats line 1 (EXTP_IP)`},
 		{"shadowed provider", func() { copyProvider(t, "testdata/providers/loop", filepath.Join(b, "loop")) },
 			"loop:ok | loop:shadowed by " + filepath.Join(a, "loop") + ", earlier in the search path | nas:parameters.list: line 2: parameter \"IP\" repeats line 1 (EXTP_IP)"},
@@ -56,7 +57,7 @@ func TestProviderListFollowsDisk(t *testing.T) {
 			"loop:ok | nas:parameters.list: line 2: parameter \"IP\" repeats line 1 (EXTP_IP)"},
 		{"bad directory name", func() { writeProvider(t, filepath.Join(b, "has space"), "", nil) },
 			"has space:directory name \"has space\" is not a valid provider name (letters, digits, '_', '.', '-'; at most 64) | loop:ok | nas:parameters.list: line 2: parameter \"IP\" repeats line 1 (EXTP_IP)"},
-		{"optional script not executable", func() { writeFile(t, filepath.Join(b, "loop", "snapshot"), "#!/bin/sh\n", 0o644) },
+		{"optional script not executable", func() { scriptruntest.WriteFile(t, filepath.Join(b, "loop", "snapshot"), "#!/bin/sh\n", 0o644) },
 			"has space:directory name \"has space\" is not a valid provider name (letters, digits, '_', '.', '-'; at most 64) | loop:script snapshot is not executable | nas:parameters.list: line 2: parameter \"IP\" repeats line 1 (EXTP_IP)"},
 	}
 	if got := summary(m.Providers()); got != "loop:ok" {
@@ -107,7 +108,7 @@ func TestRunPollsSearchPath(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	eventually(t, "the start-up provider list", func() bool { return len(pub.of(events.TypeStorageProvidersChanged)) == 1 })
+	scriptruntest.Eventually(t, "the start-up provider list", func() bool { return len(pub.of(events.TypeStorageProvidersChanged)) == 1 })
 	writeProvider(t, filepath.Join(dir, "fresh"), "", nil)
 	// A poll may catch the directory half-written; the list settles on
 	// the finished provider at a later poll.

@@ -1,4 +1,4 @@
-package storage
+package scriptrun
 
 import (
 	"context"
@@ -6,13 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/scriptrun/scriptruntest"
 )
 
 // escapingScript starts, in dir, children every way a script can: one in
@@ -62,7 +63,7 @@ func leftAlive(t *testing.T, work, tag string) {
 		if err != nil {
 			t.Fatalf("%s: %q", name, b)
 		}
-		eventually(t, "the "+name+" child ("+strconv.Itoa(pid)+") to be killed", func() bool { return processGone(pid) })
+		scriptruntest.Eventually(t, "the "+name+" child ("+strconv.Itoa(pid)+") to be killed", func() bool { return scriptruntest.ProcessGone(pid) })
 	}
 	left := tagged(tag)
 	for pid, cmd := range left {
@@ -92,30 +93,27 @@ func killTagged(tag string) {
 	}
 }
 
-// TestTimeoutKillsWhatTheScriptStarted: after a provider script's timeout
-// no process it started is left, whichever way it started it.
+// TestTimeoutKillsWhatTheScriptStarted: after a script's timeout no
+// process it started is left, whichever way it started it.
 func TestTimeoutKillsWhatTheScriptStarted(t *testing.T) {
 	needTools(t)
-	search, work, tag := t.TempDir(), t.TempDir(), sleepTag()
-	writeProvider(t, filepath.Join(search, "p"), "dir where to write\n", map[string]string{
-		"create": `WORK="$EXTP_DIR"` + "\n" + escapingScript(tag)})
+	dir, tag := t.TempDir(), sleepTag()
+	writeScript(t, filepath.Join(dir, "hang"), "WORK=.\n"+escapingScript(tag))
 	// Long enough for a loaded machine to start four processes; the
 	// test then checks that it did.
-	m, _ := newManager(t, Config{SearchPath: []string{search}, ActionTimeout: 5 * time.Second})
-	_, err := m.Do(context.Background(), "create", Request{VolumeID: newVolumeID(t), Machine: "m1", Provider: "p", SizeMiB: 1,
-		Parameters: map[string]string{"dir": work}})
-	if rackplane.ErrorCode(err) != rackplane.ETIMEOUT || !strings.Contains(rackplane.ErrorMessage(err), "started") {
-		t.Fatalf("create: %v; want a timeout after the script said started", err)
+	r := Run(context.Background(), Spec{Dir: dir, Path: "hang", Env: []string{"PATH=" + SafePath}, Marker: testMarker, Timeout: 5 * time.Second})
+	if !r.TimedOut || r.Err == nil || !strings.Contains(r.Err.Error(), "did not finish within 5s") || !slices.Contains(r.Tail, "started") {
+		t.Fatalf("run %+v; want a timeout after the script said started", r)
 	}
-	leftAlive(t, work, tag)
+	leftAlive(t, dir, tag)
 }
 
-// TestCancelKillsWhatTheScriptStarted: the same when the action is
-// cancelled (rackd stopping), once the script has started everything.
+// TestCancelKillsWhatTheScriptStarted: the same when the run is cancelled
+// (rackd stopping), once the script has started everything.
 func TestCancelKillsWhatTheScriptStarted(t *testing.T) {
 	needTools(t)
 	dir, tag := t.TempDir(), sleepTag()
-	writeFile(t, filepath.Join(dir, "hang"), "#!/bin/sh\nWORK=.\n"+escapingScript(tag)+"\n", 0o755)
+	writeScript(t, filepath.Join(dir, "hang"), "WORK=.\n"+escapingScript(tag))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -128,9 +126,8 @@ func TestCancelKillsWhatTheScriptStarted(t *testing.T) {
 		}
 		cancel()
 	}()
-	var log strings.Builder
-	r := runScript(ctx, dir, "hang", []string{"PATH=" + safePath}, time.Hour, &syncWriter{w: &log}, 0, time.Now)
-	if !r.cancelled {
+	r := Run(ctx, Spec{Dir: dir, Path: "hang", Env: []string{"PATH=" + SafePath}, Marker: testMarker, Timeout: time.Hour})
+	if !r.Cancelled {
 		t.Fatalf("run %+v", r)
 	}
 	leftAlive(t, dir, tag)

@@ -1,4 +1,4 @@
-package storage
+package scriptrun
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 // scriptAttr starts a script in a process group of its own, and has the
 // kernel kill it should rackd die (a script left running could race the
 // action retried after the restart). Pdeathsig follows the thread that
-// started the script, so runScript keeps that thread until the script is
+// started the script, so Run keeps that thread until the script is
 // reaped.
 func scriptAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

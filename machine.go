@@ -32,8 +32,17 @@ type Machine struct {
 	// stays while the machine is broken or in rescue, so it can go back to
 	// deployed, and goes with a release.
 	DeployedAt *time.Time `json:"deployed_at,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
+	// PowerState is the machine's power (on, off, unknown) as the last
+	// power action a rack ran on it left it, at PowerCheckedAt (nil:
+	// never); PowerOutcome and PowerError are that action's outcome and,
+	// when it failed, why. Power events are not changes of the machine:
+	// they move neither Version nor UpdatedAt.
+	PowerState     string     `json:"power_state"`
+	PowerCheckedAt *time.Time `json:"power_checked_at,omitempty"`
+	PowerOutcome   string     `json:"power_outcome,omitempty"`
+	PowerError     string     `json:"power_error,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
 	// Version counts the changes of the machine; it is the API's ETag.
 	Version int64 `json:"version"`
 	// Actions are the commands the machine's status allows now, so that

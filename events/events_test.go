@@ -30,7 +30,7 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
 		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
 		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused,
-		events.TypePowerActionCompleted}
+		events.TypePowerActionCompleted, events.TypePowerParametersSet, events.TypePowerParametersCleared, events.TypePowerActionRequested}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

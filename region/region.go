@@ -34,6 +34,7 @@ import (
 	"github.com/rackplane/rackplane/region/osregistry"
 	"github.com/rackplane/rackplane/region/outbox"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/region/power"
 	"github.com/rackplane/rackplane/region/preseed"
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
@@ -273,6 +274,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 		OSRegistry:  osregistry.New(db, nc, keys, nil, log.With("component", "osregistry")),
 		RackImages:  rackimages.New(db, nc, log.With("component", "rackimages")),
 		Volumes:     volume.New(db, nc, nil, log.With("component", "volume")),
+		Power:       power.New(db, nc, keys, nil, log.With("component", "power")),
 		Subnets:     subnet.NewService(db, nil, log.With("component", "subnet")),
 		RackRevoker: revoker, NATSAuth: calloutState{r.callout},
 		Logger: log, Registerer: reg, Gatherer: reg})

@@ -31,6 +31,7 @@ type Server struct {
 	machines   Machines
 	preseeds   Preseeds
 	volumes    Volumes
+	power      Power
 	subnets    Subnets
 	osRegistry OSRegistry
 	rackImages RackImages
@@ -100,6 +101,9 @@ type Deps struct {
 	Preseeds Preseeds
 	Volumes  Volumes
 	Subnets  Subnets
+	// Power keeps power parameters and runs power actions; without it
+	// the power routes answer 503.
+	Power Power
 	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
 	// rack's image store.
 	OSRegistry OSRegistry
@@ -152,7 +156,7 @@ func New(d Deps) *Server {
 		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
-		machines: d.Machines, volumes: d.Volumes, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+		machines: d.Machines, volumes: d.Volumes, power: d.Power, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -185,6 +189,7 @@ func (s *Server) routes() {
 	s.preseedRoutes()
 	s.imageRoutes()
 	s.volumeRoutes()
+	s.powerRoutes()
 	s.subnetRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))

@@ -164,13 +164,13 @@ func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected in
 
 const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, status_reason, origin, os, release, subarch,
 	image_version_id, deploy_rack_id::text, preseed_name, preseed_version, deployment_id::text, deploy_started_at,
-	deployed_at, created_at, updated_at, version, boot_file FROM machines`
+	deployed_at, created_at, updated_at, version, boot_file, power_state, power_checked_at, power_outcome, power_error FROM machines`
 
 func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 	var m rackplane.Machine
 	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
 		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt,
-		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile)
+		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile, &m.PowerState, &m.PowerCheckedAt, &m.PowerOutcome, &m.PowerError)
 	return m, err
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/rack"
 	"github.com/rackplane/rackplane/rack/dhcp"
+	"github.com/rackplane/rackplane/rack/power"
 	"github.com/rackplane/rackplane/region"
 	"github.com/rackplane/rackplane/region/natsauth"
 	"github.com/rackplane/rackplane/region/postgres"
@@ -55,7 +56,10 @@ type devConfig struct {
 	// DHCP is the rack's DHCP server, with rackd's -dhcp-* flags. With
 	// -boot-interface and no -dhcp-mode it answers in proxy mode.
 	DHCP dhcp.Config
-	Log  logging.Config
+	// Power is the rack's power drivers' settings (rackd's -power-*
+	// flags): script drivers in the search path drive dev's machines.
+	Power power.Settings
+	Log   logging.Config
 	// HTTP and RackHTTP bound the region's and the rack's HTTP servers
 	// (-http-* and -rack-http-* flags).
 	HTTP, RackHTTP httpserver.Config
@@ -74,7 +78,7 @@ const (
 func defaultDevConfig() devConfig {
 	return devConfig{DataDir: ".rackplane", NATSAddr: "127.0.0.1:4250", HTTPAddr: "127.0.0.1:5240",
 		RackHTTPAddr: "127.0.0.1:5248", TFTPAddr: "127.0.0.1:6969", RackName: "dev-rack",
-		DHCP: dhcp.DefaultConfig(), Log: logging.DefaultConfig(),
+		DHCP: dhcp.DefaultConfig(), Power: power.DefaultSettings(), Log: logging.DefaultConfig(),
 		HTTP: httpserver.DefaultConfig(), RackHTTP: httpserver.DefaultConfig()}
 }
 
@@ -90,6 +94,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach the rack's HTTP server at, put in boot configs (default: from -boot-interface, else -rack-http-addr)")
 	fs.BoolVar(&c.InsecureNATS, "insecure-nats", c.InsecureNATS, "run the embedded NATS open to any client, without the region's auth callout: anyone reaching -nats-addr can act as any rack or as the region")
 	c.DHCP.RegisterFlags(fs)
+	c.Power.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, "http-", "the web API")
 	c.RackHTTP.RegisterFlags(fs, "rack-http-", "the rack's HTTP server")
@@ -113,7 +118,7 @@ func (c devConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
 		}
 	}
-	return errors.Join(append(errs, c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"))...)
+	return errors.Join(append(errs, c.Power.Validate(), c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"))...)
 }
 
 // onBootNetwork returns c with the rack's addresses on its boot
@@ -187,6 +192,7 @@ func (c devConfig) rack(dataDir string) rack.Config {
 	kcfg.TFTPAddrs = []string{c.TFTPAddr}
 	kcfg.BootURL = c.bootURL()
 	kcfg.DHCP = c.DHCP
+	kcfg.Power = c.Power
 	kcfg.HTTP = c.RackHTTP
 	return kcfg
 }

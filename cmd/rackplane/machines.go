@@ -90,7 +90,11 @@ func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // runMachine creates or changes one machine.
 func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: rackplane machine create -hostname NAME -mac MAC[,MAC...] [-arch ARCH] [-boot-file FILE]\n" +
-		"       rackplane machine update ID [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]"
+		"       rackplane machine update ID [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]\n" +
+		"       rackplane machine power set|show|on|off|cycle|status [flags] MACHINE"
+	if len(args) > 0 && args[0] == "power" {
+		return runPower(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "create" && args[0] != "update" {
 		return errors.New(usage)
 	}

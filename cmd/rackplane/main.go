@@ -25,6 +25,9 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   machines            list machines (-status, -os)
   machine create      enrol a machine (-hostname, -mac, -boot-file)
   machine update ID   change a machine (-hostname, -arch, -boot-file; "" clears the boot file)
+  machine power set|show|on|off|cycle|status MACHINE
+                      a machine's power parameters (-driver, -address, -username, -password-file, -extra,
+                      -rack) and power actions through the rack that drives it
   subnets             list the subnets of managed DHCP (-rack)
   subnet create|update|show|delete
                       a subnet of managed DHCP: its rack, CIDR, ranges, options, reservations

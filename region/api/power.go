@@ -27,12 +27,14 @@ type Power interface {
 	Get(ctx context.Context, machineID string) (postgres.PowerParameters, error)
 	Clear(ctx context.Context, machineID string, meta power.Meta) (postgres.PowerParameters, error)
 	Act(ctx context.Context, machineID string, action events.PowerAction, timeout time.Duration, meta power.Meta) (power.Result, error)
+	Drivers(ctx context.Context) ([]postgres.PowerDriverOnRack, error)
 }
 
 func (s *Server) powerRoutes() {
 	s.handle("PUT /api/v1/machines/{id}/power", s.setPower)
 	s.handle("GET /api/v1/machines/{id}/power", s.getPower)
 	s.handle("DELETE /api/v1/machines/{id}/power", s.clearPower)
+	s.handle("GET /api/v1/power-drivers", s.listPowerDrivers)
 	for _, a := range []events.PowerAction{events.PowerOn, events.PowerOff, events.PowerCycle} {
 		s.handle("POST /api/v1/machines/{id}/power/"+string(a), s.powerAction(a))
 	}
@@ -181,4 +183,17 @@ func (s *Server) powerAction(action events.PowerAction) HandlerFunc {
 		}
 		return writeJSON(w, http.StatusOK, res)
 	}
+}
+
+// listPowerDrivers shows the power drivers as the racks last reported
+// them, unusable ones with the reason.
+func (s *Server) listPowerDrivers(w http.ResponseWriter, r *http.Request) error {
+	if s.power == nil {
+		return rackplane.Errorf(rackplane.EUNAVAILABLE, "power control is not configured in this region")
+	}
+	ds, err := s.power.Drivers(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"power_drivers": ds})
 }

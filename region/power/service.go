@@ -290,3 +290,14 @@ func outcomeError(rack rackplane.Rack, r events.PowerReply) error {
 	}
 	return rackplane.Errorf(rackplane.ECONFLICT, "%s", what)
 }
+
+// Drivers returns every power driver as each rack last reported it,
+// unusable ones with the reason, so that an operator sees which rack can
+// drive which machine.
+func (s *Service) Drivers(ctx context.Context) ([]postgres.PowerDriverOnRack, error) {
+	ds, err := s.store.PowerDriverRacks(ctx, "")
+	if ds == nil {
+		ds = []postgres.PowerDriverOnRack{}
+	}
+	return ds, err
+}

@@ -25,8 +25,17 @@ func (db *DB) AppendMachine(ctx context.Context, id string, expected int64, evs 
 		expected = ExpectNoStream
 	}
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := db.EmitMachine(ctx, tx, id, expected, evs...)
-		return err
+		if _, err := db.EmitMachine(ctx, tx, id, expected, evs...); err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.Type == events.TypeMachineDeleted {
+				// Its BMC password goes with it (the projection drops
+				// its power parameters): nothing could use it again.
+				return deleteSecret(ctx, tx, PowerSecretName(id))
+			}
+		}
+		return nil
 	})
 	return machineAppendError(err)
 }

@@ -67,11 +67,19 @@ func applyPower(q *pgx.Batch, s Stored) error {
 		if _, err := uuid.Parse(d.MachineID); err != nil {
 			return nil
 		}
+		rackID, err := uuid.Parse(events.RackIDFromSource(s.Source))
+		if err != nil {
+			return nil
+		}
 		at := d.StartedAt.Add(time.Duration(d.DurationMS) * time.Millisecond)
-		// An older outcome arriving late does not overwrite a newer one.
-		q.Queue(`UPDATE machines SET power_state = $2, power_checked_at = $3, power_outcome = $4, power_error = $5
-			WHERE id = $1 AND (power_checked_at IS NULL OR power_checked_at <= $3)`,
-			d.MachineID, d.State, at, d.Outcome, d.Error)
+		// Only the rack that drives the machine (its power parameters'
+		// rack, else its boot rack) says what its power is: another
+		// rack's event stays in the log and changes nothing. An older
+		// outcome arriving late does not overwrite a newer one.
+		q.Queue(`UPDATE machines m SET power_state = $2, power_checked_at = $3, power_outcome = $4, power_error = $5
+			WHERE m.id = $1 AND (m.power_checked_at IS NULL OR m.power_checked_at <= $3)
+				AND EXISTS (SELECT 1 FROM machine_power p WHERE p.machine_id = m.id AND coalesce(p.rack_id, m.boot_rack_id) = $6)`,
+			d.MachineID, d.State, at, d.Outcome, d.Error, rackID.String())
 	}
 	return nil
 }

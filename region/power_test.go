@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,14 +69,14 @@ func (n *natsTap) holding(s string) []string {
 // powerRack starts a rack whose power search path holds the shell driver
 // shellbmc (testdata/power), logging to log, and waits until the region
 // knows the driver is there.
-func powerRack(t *testing.T, h *harness, log *slog.Logger) *rack.Rack {
+func powerRack(t *testing.T, h *harness, log *slog.Logger, timeout time.Duration) *rack.Rack {
 	t.Helper()
 	search, err := filepath.Abs("testdata/power")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := rackConfig(h, filepath.Join(t.TempDir(), "power-rack"), 200*time.Millisecond)
-	cfg.Power.SearchPath, cfg.Power.Timeout = []string{search}, 5*time.Second
+	cfg.Power.SearchPath, cfg.Power.Timeout = []string{search}, timeout
 	nc, err := nats.Connect(h.ns.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +117,7 @@ func TestPowerThroughTheAPI(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := startRegionLogged(t, func(*region.Config) {}, log)
 	tap := tapNATS(t, h)
-	r := powerRack(t, h, log.With("process", "rack"))
+	r := powerRack(t, h, log.With("process", "rack"), 5*time.Second)
 
 	const secret = "S3cret-bmc-Pw_71" // IPMI's 20 bytes would take it too
 	const wrong = "Wr0ng-bmc-Pw_4491" // refused by the BMC, which quotes it
@@ -365,5 +368,79 @@ func TestPowerThroughTheAPI(t *testing.T) {
 	}
 	if !strings.Contains(h.dump("audit_log"), fingerprint) {
 		t.Errorf("the audit log does not show the password's fingerprint")
+	}
+}
+
+// TestPowerFailures: each way a BMC fails is an API error by its
+// outcome, with the rack's reason, and shows on the machine. The BMCs
+// are an HTTP server behind the rack's webhook driver.
+func TestPowerFailures(t *testing.T) {
+	h := startRegion(t)
+	r := powerRack(t, h, testLogger(), 2*time.Second)
+	bmc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/denied":
+			http.Error(w, "bad credentials", http.StatusUnauthorized)
+		case "/broken":
+			http.Error(w, "BMC on fire", http.StatusInternalServerError)
+		case "/hang":
+			select {
+			case <-req.Context().Done():
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}))
+	defer bmc.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+	var m machineOut
+	if code := h.do("POST", "/api/v1/machines", map[string]any{"hostname": "pw-fail", "macs": []string{"52:54:00:ee:03:01"}, "arch": "amd64",
+		"boot_rack_id": r.ID()}, &m); code != 201 {
+		t.Fatalf("create machine: %d %+v", code, m)
+	}
+	path := "/api/v1/machines/" + m.ID + "/power"
+	for _, tc := range []struct {
+		name, url string
+		code      int
+		says      []string
+		outcome   string
+	}{
+		// Not 401: the API caller's token was fine, the BMC refused.
+		{"the BMC refuses the credentials", bmc.URL + "/denied", 409, []string{"auth_failed", "401", "refused the stored credentials"}, events.PowerOutcomeAuthFailed},
+		{"the BMC fails", bmc.URL + "/broken", 409, []string{"failed", "BMC on fire"}, events.PowerOutcomeFailed},
+		{"the BMC is unreachable", closed, 503, []string{"unreachable", r.ID()}, events.PowerOutcomeUnreachable},
+		{"the BMC hangs", bmc.URL + "/hang", 504, []string{"timeout"}, events.PowerOutcomeTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := map[string]any{"driver": "webhook", "username": "admin", "password": "pw", "extra": map[string]string{"url": tc.url}}
+			if code := h.do("PUT", path, set, nil); code != 200 {
+				t.Fatalf("set: %d", code)
+			}
+			var e powerView
+			if code := h.do("POST", path+"/on", nil, &e); code != tc.code {
+				t.Fatalf("%d %+v, want %d", code, e, tc.code)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(e.Error.Message, s) {
+					t.Errorf("error %q does not say %q", e.Error.Message, s)
+				}
+			}
+			h.eventually(5*time.Second, "the outcome on the machine", func() error {
+				var got struct {
+					PowerState   string `json:"power_state"`
+					PowerOutcome string `json:"power_outcome"`
+					PowerError   string `json:"power_error"`
+				}
+				h.getJSON("/api/v1/machines/"+m.ID, &got)
+				if got.PowerState != events.PowerStateUnknown || got.PowerOutcome != tc.outcome || got.PowerError == "" {
+					return fmt.Errorf("machine shows %+v", got)
+				}
+				return nil
+			})
+		})
 	}
 }

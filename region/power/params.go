@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane"
-	"github.com/rackplane/rackplane/events"
 )
 
 // Limits of power_rpc.request.v1.json, checked here so that parameters no
@@ -99,9 +99,9 @@ func jsonProblem(err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
-	case asErr(err, &se):
+	case errors.As(err, &se):
 		return fmt.Sprintf("not JSON (at byte %d)", se.Offset)
-	case asErr(err, &te):
+	case errors.As(err, &te):
 		return fmt.Sprintf("field %s must be %s, not %s", te.Field, te.Type, te.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// The name of an unknown field is the caller's text, but not a
@@ -144,7 +144,7 @@ func (r SetRequest) Check() error {
 	if len(r.Extra) > maxExtras {
 		add("extra has %d entries: at most %d", len(r.Extra), maxExtras)
 	}
-	for _, k := range sortedKeys(r.Extra) {
+	for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
 		if !extraRE.MatchString(k) {
 			add("extra name %.70q must be lower-case letters, digits and '_', starting with a letter (at most 64)", k)
 			continue
@@ -176,24 +176,4 @@ func textProblem(s string, max int) string {
 		return "must be one line (no NUL, CR or LF)"
 	}
 	return ""
-}
-
-// Action is one of the actions the API offers.
-func Action(name string) (events.PowerAction, bool) {
-	switch name {
-	case string(events.PowerOn), string(events.PowerOff), string(events.PowerCycle):
-		return events.PowerAction(name), true
-	}
-	return "", false
-}
-
-func asErr[T error](err error, target *T) bool { return errors.As(err, target) }
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

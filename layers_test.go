@@ -24,6 +24,8 @@ func TestLayers(t *testing.T) {
 		{"./cmd/regiond", []string{module + "rack/"}, "regiond must not link rack code; move what crosses the wire to events"},
 		{"./cmd/rackd", []string{module + "region/"}, "rackd must not link region code; move what crosses the wire to events"},
 		{"./events", []string{"github.com/nats-io/", "github.com/prometheus/"}, "the wire contract must not pull in a NATS client or Prometheus; that belongs in internal/eventbus"},
+		{"./cmd/rackplane-agent", []string{module + "rack/", module + "region/", "github.com/nats-io/", "github.com/prometheus/"},
+			"the agent runs on the machine in an initramfs and talks to its rack over HTTP: it links neither controller nor a NATS client"},
 		{"./schema", []string{"github.com/nats-io/", "github.com/prometheus/", module + "rack/", module + "region/"}, "the schema files are the contract alone"},
 	}
 	for _, tt := range tests {

@@ -26,9 +26,15 @@ const (
 	BootPurposeEnlist  = "enlist"
 	BootPurposeInstall = "install"
 	// The ephemeral environment's purposes: its agent commissions the
-	// machine, or an operator repairs it.
+	// machine or erases its disks, or an operator repairs it.
 	BootPurposeCommission = "commission"
 	BootPurposeRescue     = "rescue"
+	BootPurposeErase      = "erase"
+	// BootPurposeDeploy boots the ephemeral environment whose agent
+	// writes a disk image (installer InstallerAgent) to the machine's
+	// disk: the decision names the image (DiskImage) and the disk
+	// (TargetDisk).
+	BootPurposeDeploy = "deploy"
 )
 
 // BootDecision is the data of TypeBootDecisionSet: what the machine with
@@ -46,11 +52,20 @@ type BootDecision struct {
 	ImageVer   string   `json:"image_version,omitempty"`
 	Params     []string `json:"kernel_params,omitempty"`
 	PreseedURL string   `json:"preseed_url,omitempty"`
+	// Installer is the installer family (Installer*) of an install
+	// decision's image: the rack renders that family's kernel
+	// parameters and preseed URL form. Empty, custom and agent render
+	// as before families: Params then url=<preseed>.
+	Installer string `json:"installer,omitempty"`
 	// DeploymentID names the deployment an install decision belongs to
 	// (its machine_deploying event). The rack derives the machine's
 	// credential from it, with a secret of its own, and adds it to the
 	// preseed URL on the kernel command line: only that boot of that
-	// machine can fetch the preseed. Not a secret itself.
+	// machine can fetch the preseed. Not a secret itself. In an
+	// ephemeral boot's decision (commission, rescue) it names the
+	// operation (the machine_commissioning or machine_rescue_entered
+	// event), from which the rack derives the credential of the boot's
+	// agent (rack/agentapi) the same way.
 	DeploymentID string `json:"deployment_id,omitempty"`
 	// BootFile is the machine's own boot file (a firmware quirk): a
 	// file name for PXE clients, an http(s) URL for HTTP boot and iPXE
@@ -60,6 +75,15 @@ type BootDecision struct {
 	// boot rack): it goes on that rack's subject alone. Empty when the
 	// machine has no rack yet; then no rack hears it until one asks.
 	RackID string `json:"rack_id,omitempty"`
+	// DiskImage, in a deploy decision, is the image version whose disk
+	// image the agent writes; TargetDisk the disk it writes it to (a
+	// name, serial or /dev/disk/by-id path of the machine's inventory).
+	// A local decision that ends a disk image's writing keeps both, and
+	// DeploymentID: the deployment is in progress until the installed
+	// system phones home, and the rack's metadata service serves it
+	// until then.
+	DiskImage  string `json:"disk_image,omitempty"`
+	TargetDisk string `json:"target_disk,omitempty"`
 }
 
 // BootDecisionCleared is the data of TypeBootDecisionCleared: the region no

@@ -27,10 +27,12 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeHandoffFileDeleted, events.TypeImageImported, events.TypeImageImportFailed, events.TypeImageRemoved,
 		events.TypeImageBlobRemoved, events.TypeImageCorrupt, events.TypeVolumeActionCompleted, events.TypeStorageProvidersChanged, events.TypeVolumeRequested,
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
-		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited,
+		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited, events.TypeMachineErasing,
 		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
 		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused,
-		events.TypePowerActionCompleted, events.TypePowerParametersSet, events.TypePowerParametersCleared, events.TypePowerActionRequested}
+		events.TypePowerActionCompleted, events.TypePowerParametersSet, events.TypePowerParametersCleared, events.TypePowerActionRequested, events.TypePowerStateChanged,
+		events.TypeInventoryReported, events.TypeMachineTagsSet, events.TypeAgentStepReported, events.TypeAgentFinished,
+		events.TypeAgentScriptReported, events.TypeCommissioningScriptSet, events.TypeCommissioningScriptDeleted}
 	for _, typ := range types {
 		if !set.Has(typ) {
 			t.Errorf("type %s has no schema file", typ)

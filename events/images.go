@@ -67,3 +67,48 @@ type ImageCorrupt struct {
 	Quarantine   string   `json:"quarantine"`
 	DetectedBy   string   `json:"detected_by"` // "open" or "scrub"
 }
+
+// DebianNetbootSource is the debian_netboot source of an images.import
+// request: Debian's netboot installer from the rack's installed
+// debian-installer-12-netboot-<arch> packages. No arches: every arch
+// whose package is installed.
+type DebianNetbootSource struct {
+	Arches []string `json:"arches,omitempty"`
+}
+
+// DebianNetbootArches are the arches a debian_netboot import knows the
+// packages of.
+var DebianNetbootArches = []string{"amd64", "arm64"}
+
+// DebianNetbootPackage is the Debian package holding arch's netboot
+// installer.
+func DebianNetbootPackage(arch string) string { return "debian-installer-12-netboot-" + arch }
+
+// SimplestreamsSource is the simplestreams source of an images.import
+// request: a mirror in the simplestreams layout MAAS publishes
+// (streams/v1/index.json and its product files). Exactly one of URL and
+// Dir names the mirror's root, the directory streams/ is in.
+type SimplestreamsSource struct {
+	URL     string               `json:"url,omitempty"`
+	Dir     string               `json:"dir,omitempty"`
+	Filters SimplestreamsFilters `json:"filters,omitzero"`
+	// Versions is how many of each product's newest versions to import
+	// (the serials sort by date). Default DefaultSimplestreamsVersions.
+	Versions int `json:"versions,omitempty"`
+}
+
+// SimplestreamsFilters select a mirror's products: a product matches
+// when, for every list given, its field is one of the list.
+type SimplestreamsFilters struct {
+	OS      []string `json:"os,omitempty"`
+	Release []string `json:"release,omitempty"`
+	Arch    []string `json:"arch,omitempty"`
+	Subarch []string `json:"subarch,omitempty"`
+	Label   []string `json:"label,omitempty"`
+}
+
+// Bounds of a simplestreams import.
+const (
+	DefaultSimplestreamsVersions = 1
+	MaxSimplestreamsVersions     = 20
+)

@@ -22,6 +22,10 @@ const (
 	TypeMachineFixed         = "rackplane.region.machine_fixed.v1"
 	TypeMachineRescueEntered = "rackplane.region.machine_rescue_entered.v1"
 	TypeMachineRescueExited  = "rackplane.region.machine_rescue_exited.v1"
+	// TypeMachineErasing starts a release that erases the machine's
+	// disks first: it boots the ephemeral environment, whose agent wipes
+	// them; the machine is ready only once the agent says it did.
+	TypeMachineErasing = "rackplane.region.machine_erasing.v1"
 
 	TypePreseedVersionCreated = "rackplane.region.preseed_version_created.v1"
 	TypePreseedServed         = "rackplane.region.preseed_served.v1"
@@ -59,11 +63,26 @@ const (
 	MachineFailed        = "failed"
 	MachineBroken        = "broken"
 	MachineRescue        = "rescue"
+	MachineErasing       = "erasing"
 )
 
 // MachineStatuses lists every machine status, in lifecycle order.
 var MachineStatuses = []string{MachineNew, MachineCommissioning, MachineReady, MachineDeploying, MachineDeployed,
-	MachineReleasing, MachineFailed, MachineBroken, MachineRescue}
+	MachineReleasing, MachineErasing, MachineFailed, MachineBroken, MachineRescue}
+
+// Erase modes of a release (rackplane.erase= on the agent's command
+// line): none leaves the disks as they are; quick wipes the partition
+// tables and the signatures of filesystems, LVM and RAID at the start and
+// end of each partition and of the disk; full overwrites every byte with
+// zeros.
+const (
+	EraseNone  = "none"
+	EraseQuick = "quick"
+	EraseFull  = "full"
+)
+
+// EraseModes lists the erase modes.
+var EraseModes = []string{EraseNone, EraseQuick, EraseFull}
 
 // MachineState is the data of TypeMachineCreated and TypeMachineUpdated:
 // the machine's descriptive fields after the change.
@@ -120,6 +139,10 @@ type PreseedVersionCreated struct {
 	Comment string `json:"comment,omitempty"`
 	BasedOn int64  `json:"based_on,omitempty"`
 	Current bool   `json:"current"`
+	// Format is the version's format (PreseedFormat*): its author's, or
+	// DetectPreseedFormat's. Absent on versions saved before formats,
+	// which are read as DetectPreseedFormat of their content.
+	Format string `json:"format,omitempty"`
 }
 
 // PreseedServed is the data of TypePreseedServed.

@@ -124,6 +124,11 @@ type PowerRequest struct {
 	Action     PowerAction     `json:"action"`
 	BootDevice string          `json:"boot_device,omitempty"`
 	Parameters PowerParameters `json:"parameters"`
+	// Poll marks the region's periodic status polls: the rack answers
+	// them but publishes no power_action_completed, so that polling
+	// thousands of machines does not fill the event log; the region
+	// records what changed.
+	Poll bool `json:"poll,omitempty"`
 }
 
 // LogValue shows r to log/slog without the password: a slog JSON handler

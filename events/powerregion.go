@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // The region's record of power parameters and power actions, on the
 // machine's stream machine/<id>. None of them carries a credential: the
 // BMC password is sealed in the region's database and crosses the wire
@@ -17,7 +19,26 @@ const (
 	// action on the machine; the outcome is the rack's
 	// TypePowerActionCompleted.
 	TypePowerActionRequested = "rackplane.region.power_action_requested.v1"
+	// TypePowerStateChanged: the region's periodic poll of the machine's
+	// BMC found its power state (or the outcome of asking) other than
+	// the machine showed. A poll that finds nothing new is no event: it
+	// only moves the machine's power_checked_at.
+	TypePowerStateChanged = "rackplane.region.power_state_changed.v1"
 )
+
+// PowerStateChanged is the data of TypePowerStateChanged: what the poll
+// found (State, Outcome, Error as a rack's PowerReply has them), what the
+// machine showed before, and when the rack answered.
+type PowerStateChanged struct {
+	MachineID     string    `json:"machine_id"`
+	RackID        string    `json:"rack_id"`
+	Driver        string    `json:"driver"`
+	State         string    `json:"state"`
+	PreviousState string    `json:"previous_state"`
+	Outcome       string    `json:"outcome"`
+	Error         string    `json:"error,omitempty"`
+	CheckedAt     time.Time `json:"checked_at"`
+}
 
 // PowerParametersSet is the data of TypePowerParametersSet: the
 // parameters without the password. RackID is the rack an operator chose

@@ -41,10 +41,15 @@ type PreseedReply struct {
 type InstallStatusRequest struct {
 	RackID    string `json:"rack_id"`
 	MachineID string `json:"machine_id"`
-	Token     string `json:"token"`
-	Result    string `json:"result"`
-	Message   string `json:"message,omitempty"`
-	Remote    string `json:"remote,omitempty"`
+	Token     string `json:"token,omitempty"`
+	// DeploymentID, instead of Token, is the deployment whose
+	// credential the rack checked on an installed system's phone-home
+	// (its metadata service): the region takes it for the machine's
+	// current deployment alone, as it takes a preseed request's.
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Result       string `json:"result"`
+	Message      string `json:"message,omitempty"`
+	Remote       string `json:"remote,omitempty"`
 }
 
 // InstallStatusReply answers an InstallStatusRequest: the machine's status

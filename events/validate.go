@@ -90,7 +90,26 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return Event{}, &RejectError{ReasonMalformed, err}
 	}
+	if check := dataChecks[typ]; check != nil {
+		if err := check(e); err != nil {
+			return partial, &RejectError{ReasonSchema, err}
+		}
+	}
 	return e, nil
+}
+
+// dataChecks are the rules of a type's data that its schema cannot
+// express (uniqueness by a field, one field bounding another, the
+// subject naming what the data names). An event that breaks one is
+// refused as one that breaks its schema: whole, before anything applies
+// it.
+var dataChecks = map[string]func(Event) error{
+	TypeInventoryReported:          checkInventoryReported,
+	TypeAgentStepReported:          checkAgentEvent,
+	TypeAgentFinished:              checkAgentEvent,
+	TypeAgentScriptReported:        checkAgentScriptReported,
+	TypeCommissioningScriptSet:     checkCommissioningScriptSet,
+	TypeCommissioningScriptDeleted: checkCommissioningScriptDeleted,
 }
 
 // Validate checks an event built in this process, before it is sent or

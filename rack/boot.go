@@ -114,7 +114,8 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 	if r.cfg.BootFilesOverHTTP {
 		httpURL = r.cfg.BootURL
 	}
-	renderer, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: httpURL, Credential: r.creds.For})
+	renderer, err := bootconfig.NewRenderer(bootconfig.RenderConfig{HTTPBootURL: httpURL, Credential: r.creds.For,
+		AgentURL: r.cfg.BootURL})
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func (r *Rack) openBoot(js jetstream.JetStream, dataDir string) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("boot root: %w", err)
 	}
-	r.resolver, err = handoff.NewResolver(handoff.Config{RackID: r.id, Root: root, Telemetry: r.cfg.BootEvents}, r.decisions, versioned{r.images},
+	r.resolver, err = handoff.NewResolver(handoff.Config{RackID: r.id, Root: root, Telemetry: r.cfg.BootEvents, UnknownWait: r.cfg.UnknownWait}, r.decisions, versioned{r.images},
 		renderer, r.publisher, r.log.With("service", "handoff"), r.registry)
 	if err != nil {
 		return err
@@ -190,6 +191,9 @@ func (r *Rack) syncReferences(ctx context.Context) error {
 			var ids []string
 			if d.ImageVer != "" {
 				ids = append(ids, strings.TrimPrefix(d.ImageVer, "images/"))
+			}
+			if d.DiskImage != "" {
+				ids = append(ids, d.DiskImage)
 			}
 			if err := r.images.SetReferences(owner, ids...); err != nil && !errors.Is(err, context.Canceled) {
 				r.log.Debug("image reference", "owner", owner, "err", err)

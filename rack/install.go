@@ -44,7 +44,7 @@ func (r *Rack) openInstall(dataDir string) error {
 	}
 	r.machineRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rackplane_machine_requests_refused_total",
-		Help: "Requests to the machine-facing endpoints (preseed) the rack refused, by endpoint and reason: no_credential (a URL without the deployment's credential), wrong_credential (not the credential of the machine's deployment in progress), not_deploying (no deployment of the machine in progress on this rack), bad_path (more path than the endpoint takes). All are answered 403 alike, so that nobody learns which machines deploy.",
+		Help: "Requests to the machine-facing endpoints (preseed, agent, metadata) the rack refused, by endpoint and reason: no_credential (a URL without the deployment's credential), wrong_credential (not the credential of the machine's deployment or agent boot in progress), not_deploying (no deployment of the machine in progress on this rack), no_agent_boot and not_a_machine (no boot of the machine whose agent reports here), bad_path (a path the endpoint does not serve: 404). All refusals of a credential are answered 403 alike, so that nobody learns which machines deploy or commission. The agent's endpoint also counts rate (429: past the machine's rate), too_large (413) and malformed (400) requests, and of its commissioning scripts region_refused (403: the region knows no commissioning of this boot in progress), region_away (503: the region cannot be reached) and region_error (502: the region could not give them); of a deploy boot's task no_disk_image (409: the rack has not the disk image, or not usable). The metadata service counts not_deploying and wrong_credential (403), bad_path (404), method (405), region_refused (403), too_large, malformed and other_instance (a phone-home of another deployment's system: 409).",
 	}, []string{"endpoint", "reason"})
 	if err := r.registry.Register(r.machineRefused); err != nil {
 		return fmt.Errorf("install metrics: %w", err)
@@ -60,6 +60,14 @@ func (r *Rack) openInstall(dataDir string) error {
 func (r *Rack) askPreseed(ctx context.Context, req events.PreseedRequest) (events.PreseedReply, error) {
 	var out events.PreseedReply
 	err := r.callRegion(ctx, events.MethodPreseed, req, &out)
+	return out, err
+}
+
+// askCommissioningScripts asks the region for the scripts the agent of a
+// machine commissioning from this rack runs.
+func (r *Rack) askCommissioningScripts(ctx context.Context, req events.CommissioningScriptsRequest) (events.CommissioningScriptsReply, error) {
+	var out events.CommissioningScriptsReply
+	err := r.callRegion(ctx, events.MethodCommissioningScripts, req, &out)
 	return out, err
 }
 

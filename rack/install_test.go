@@ -75,6 +75,11 @@ func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
 		sum := sha256.Sum256([]byte("tok"))
 		return events.PreseedReply{Name: "p", Version: 1, Content: "root-password secret\n", StatusTokenSHA256: hex.EncodeToString(sum[:])}, nil
 	})
+	// No commissioning scripts: an agent commissioning from the rack
+	// runs none.
+	handle(events.MethodCommissioningScripts, func(map[string]any) (any, error) {
+		return events.CommissioningScriptsReply{Scripts: []events.CommissioningScript{}}, nil
+	})
 	handle(events.MethodInstallStatus, func(req map[string]any) (any, error) {
 		if req["token"] != "tok" {
 			return nil, rackplane.Errorf(rackplane.EFORBIDDEN, "not this deployment's token")

@@ -30,6 +30,7 @@ import (
 	"github.com/rackplane/rackplane/internal/journal"
 	"github.com/rackplane/rackplane/internal/natsmetrics"
 	"github.com/rackplane/rackplane/internal/rpc"
+	"github.com/rackplane/rackplane/rack/agentapi"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/capabilities"
 	"github.com/rackplane/rackplane/rack/dhcp"
@@ -37,6 +38,7 @@ import (
 	"github.com/rackplane/rackplane/rack/httpboot"
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/rack/machinecred"
+	"github.com/rackplane/rackplane/rack/metadata"
 	"github.com/rackplane/rackplane/rack/offload"
 	"github.com/rackplane/rackplane/rack/power"
 	"github.com/rackplane/rackplane/rack/preseedcache"
@@ -99,6 +101,14 @@ type Config struct {
 	// rack's HTTP server (BootURL) rather than over TFTP.
 	BootFilesOverHTTP bool
 
+	// UnknownWait is how long iPXE on a machine the region does not know
+	// asks again for its boot config before it boots locally: the region
+	// makes a machine of the MAC when it first asks, and with
+	// auto-commission gives it a boot decision within moments, so the
+	// machine commissions on this boot rather than on its next. Zero
+	// boots unknown machines locally at once.
+	UnknownWait time.Duration
+
 	// BootEvents bounds the events of boot requests (-boot-events-*):
 	// beyond them, requests are counted in one summary event per
 	// interval rather than reported one by one.
@@ -136,6 +146,7 @@ func DefaultConfig() Config {
 		TFTPWindow:              8,
 		PreseedDir:              "/etc/rackplane/preseeds",
 		BootFilesOverHTTP:       true,
+		UnknownWait:             30 * time.Second,
 		BootEvents:              handoff.DefaultTelemetryLimits(),
 		DHCP:                    dhcp.DefaultConfig(),
 		HTTP:                    httpserver.DefaultConfig(),
@@ -162,6 +173,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BootRoot, "boot-root", c.BootRoot, "fallback directory for boot files (default <data-dir>/boot-root)")
 	fs.StringVar(&c.PreseedDir, "preseed-dir", c.PreseedDir, "directory of default preseeds (<name>.preseed) this rack ships to the region")
 	fs.BoolVar(&c.BootFilesOverHTTP, "boot-files-over-http", c.BootFilesOverHTTP, "iPXE fetches kernel and initrd over HTTP from -boot-url (false: over TFTP)")
+	fs.DurationVar(&c.UnknownWait, "unknown-wait", c.UnknownWait, "how long iPXE on a machine the region does not know keeps asking for its boot config (every 5s) before it boots locally, so that a discovered machine commissions on its first boot (0: boot locally at once)")
 	fs.StringVar(&c.OffloadSocket, "offload-socket", c.OffloadSocket, "Unix socket for an external TFTP front-end (MAAS offload protocol); empty turns it off")
 	fs.DurationVar(&c.StorageTimeout, "storage-timeout", c.StorageTimeout, "how long a storage provider script may run")
 	c.Power.RegisterFlags(fs)
@@ -188,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
 		errs = append(errs, fmt.Errorf("-heartbeat-interval %s: want 100ms to 1h", c.HeartbeatInterval))
+	}
+	if c.UnknownWait < 0 || c.UnknownWait > time.Hour {
+		errs = append(errs, fmt.Errorf("-unknown-wait %s: want 0 to 1h", c.UnknownWait))
 	}
 	if c.KeepImageVersions < 1 {
 		errs = append(errs, fmt.Errorf("-keep-image-versions %d: want 1 or more", c.KeepImageVersions))
@@ -368,6 +383,21 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 	r.mux.HandleFunc("POST /status/{machine}/{token}", r.serveStatus)
 	r.mux.HandleFunc("/preseed/", r.refuseMachinePath)
 	r.mux.HandleFunc("/status/", r.refuseMachinePath)
+	agent, err := agentapi.New(agentapi.Config{RackID: id, Boot: r.decisions.Agent, Check: r.creds.Check,
+		Publish: r.publisher.Publish, Refused: r.machineRefused, Logger: log.With("service", "agent-api"),
+		Scripts: r.askCommissioningScripts, Task: r.deployTask, Written: r.diskWritten,
+		Now: func() time.Time { return r.now() }})
+	if err != nil {
+		return nil, err
+	}
+	agent.Register(r.mux)
+	md, err := metadata.New(metadata.Config{BaseURL: r.cfg.BootURL, Deployment: r.decisions.MetadataDeployment, Check: r.creds.Check,
+		MACs: r.machineMACs, UserData: r.userData, PhoneHome: r.phoneHome, Refused: r.machineRefused,
+		Logger: log.With("service", "metadata")})
+	if err != nil {
+		return nil, err
+	}
+	md.Register(r.mux)
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	r.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -430,7 +460,7 @@ func (r *Rack) openServices(ctx context.Context, js jetstream.JetStream) error {
 	// The reporter is told of changes by the services it describes, so it
 	// exists first and learns of them after.
 	r.capabilities = capabilities.New(capabilities.Config{RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "capabilities"),
-		PreseedDir: r.cfg.PreseedDir})
+		PreseedDir: r.cfg.PreseedDir, PowerPollInterval: r.cfg.Power.StatePollInterval})
 	r.images, err = images.Open(ctx, images.Config{
 		DataDir: dataDir, RackID: r.id, Publisher: r.publisher, Logger: r.log.With("service", "images"),
 		Registerer: r.registry, KeepNewest: r.cfg.KeepImageVersions, InFlightWindow: r.cfg.InFlightWindow,

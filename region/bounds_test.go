@@ -138,8 +138,17 @@ func TestIdleFloodKeepsServersAnswering(t *testing.T) {
 			silent := httpservertest.Idle(t, addr, n/2, "")
 			kept := httpservertest.Idle(t, addr, n/2, httpservertest.Request(srv.path))
 			answering(t)
-			open := scrape(t, srv.base, "rackplane_http_connections_open", srv.label)
-			shed := scrape(t, srv.base, "rackplane_http_connections_shed_total", srv.label+`,reason="limit"`)
+			// The server accepts what the kernel queued at its own pace:
+			// on loaded cores some of the flood is still in the accept
+			// queue when the clients are done, neither open nor shed yet.
+			var open, shed float64
+			for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				open = scrape(t, srv.base, "rackplane_http_connections_open", srv.label)
+				shed = scrape(t, srv.base, "rackplane_http_connections_shed_total", srv.label+`,reason="limit"`)
+				if shed >= float64(n-4096) || time.Now().After(end) {
+					break
+				}
+			}
 			t.Logf("%d silent (%+v) and %d kept alive (%+v): %v open, %v shed", n/2, silent.Result, n/2, kept.Result, open, shed)
 			if silent.Result.Opened+kept.Result.Opened != n {
 				t.Errorf("flood opened %d of %d connections", silent.Result.Opened+kept.Result.Opened, n)

@@ -64,17 +64,7 @@ type apiError struct {
 func versionedSource(t *testing.T, version string, specs ...string) string {
 	t.Helper()
 	dir := imageSource(t, specs...)
-	path := filepath.Join(dir, "manifest.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range m["versions"].([]any) {
-		v := v.(map[string]any)
+	editVersions(t, dir, func(v map[string]any) {
 		v["version"] = version
 		for _, f := range v["files"].([]any) {
 			f := f.(map[string]any)
@@ -85,6 +75,25 @@ func versionedSource(t *testing.T, version string, specs ...string) string {
 				t.Fatal(err)
 			}
 		}
+	})
+	return dir
+}
+
+// editVersions applies edit to every version of the manifest of the image
+// source in dir.
+func editVersions(t *testing.T, dir string, edit func(version map[string]any)) {
+	t.Helper()
+	path := filepath.Join(dir, "manifest.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range m["versions"].([]any) {
+		edit(v.(map[string]any))
 	}
 	if b, err = json.Marshal(m); err != nil {
 		t.Fatal(err)
@@ -92,7 +101,6 @@ func versionedSource(t *testing.T, version string, specs ...string) string {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return dir
 }
 
 // waitImport polls an import's progress until it ends.
@@ -314,6 +322,11 @@ func TestImageStoreAPI(t *testing.T) {
 		{"relative dir", "POST", base + "/imports", map[string]string{"dir": "images"}, 400, rackplane.EINVALID},
 		{"not http", "POST", base + "/imports", map[string]string{"url": "ftp://example.org/m.json"}, 400, rackplane.EINVALID},
 		{"bootloaders false", "POST", base + "/imports", map[string]bool{"system_bootloaders": false}, 400, rackplane.EINVALID},
+		{"debian_netboot of an unknown arch", "POST", base + "/imports", map[string]any{"debian_netboot": map[string]any{"arches": []string{"i386"}}}, 400, rackplane.EINVALID},
+		{"debian_netboot and a dir", "POST", base + "/imports", map[string]any{"debian_netboot": map[string]any{}, "dir": src}, 400, rackplane.EINVALID},
+		{"simplestreams url and dir", "POST", base + "/imports", map[string]any{"simplestreams": map[string]any{"url": "http://127.0.0.1/", "dir": src}}, 400, rackplane.EINVALID},
+		{"simplestreams unknown filter", "POST", base + "/imports", map[string]any{"simplestreams": map[string]any{"dir": src, "filters": map[string]any{"kflavor": []string{"generic"}}}}, 400, rackplane.EINVALID},
+		{"simplestreams too many versions", "POST", base + "/imports", map[string]any{"simplestreams": map[string]any{"dir": src, "versions": 21}}, 400, rackplane.EINVALID},
 		{"not json", "POST", base + "/imports", "dir=/srv", 400, rackplane.EINVALID},
 		{"unknown import", "GET", base + "/imports/" + uuid.NewString(), nil, 404, rackplane.ENOTFOUND},
 		{"import id too long", "GET", base + "/imports/" + strings.Repeat("x", 65), nil, 400, rackplane.EINVALID},

@@ -295,11 +295,13 @@ func TestDeploymentTimeout(t *testing.T) {
 	if s := h.status(reported); s != "deployed" {
 		t.Fatalf("the machine that reported in time is %s", s)
 	}
-	var metrics string
-	_, metrics, _ = h.raw("GET", h.api+"/metrics", nil, "")
-	if !strings.Contains(metrics, "rackplane_region_deployments_timed_out_total 1") {
-		t.Fatalf("metrics lack the timed-out deployment")
-	}
+	// The watch counts a timeout after the machine has failed.
+	h.eventually(5*time.Second, "the timed-out deployment counted", func() error {
+		if _, metrics, _ := h.raw("GET", h.api+"/metrics", nil, ""); !strings.Contains(metrics, "rackplane_region_deployments_timed_out_total 1") {
+			return fmt.Errorf("metrics lack it")
+		}
+		return nil
+	})
 }
 
 // TestBootTrafficLeavesTheMachineAlone: a deploying machine PXE-boots and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,6 +40,7 @@ import (
 	"github.com/rackplane/rackplane/region/rackimages"
 	"github.com/rackplane/rackplane/region/rackrpc"
 	"github.com/rackplane/rackplane/region/retention"
+	"github.com/rackplane/rackplane/region/scripts"
 	"github.com/rackplane/rackplane/region/secrets"
 	"github.com/rackplane/rackplane/region/subnet"
 	"github.com/rackplane/rackplane/region/volume"
@@ -57,6 +59,15 @@ type Config struct {
 	StreamReplicas int
 	IngestBatch    int
 	DeployTimeout  time.Duration
+	// CommissionTimeout is how long a commissioning may go without its
+	// agent's outcome before the machine is failed (0: for ever).
+	CommissionTimeout time.Duration
+	// EraseTimeout is how long a release's disk erase may go without its
+	// agent's outcome before the machine is failed (0: for ever).
+	EraseTimeout time.Duration
+	// ReleaseErase is how a release erases the disks when its request
+	// does not say: none, quick or full.
+	ReleaseErase string
 	// Secrets is where the keys secrets are sealed with are: the region
 	// does not start without one.
 	Secrets secrets.Config
@@ -71,6 +82,12 @@ type Config struct {
 	// across racks (0: no cap).
 	DiscoveryPerRackPerMinute int
 	DiscoveryMaxNew           int
+	// AutoCommission commissions a discovered machine at once, so that
+	// an unknown MAC that PXE-boots ends ready with its hardware known,
+	// as MAAS enlists; off, it stays new until an operator commissions
+	// it. Either way a machine no rack has the ephemeral environment
+	// for stays new.
+	AutoCommission bool
 	// TelemetryMaxAge and TelemetryKeepPerRack bound the boot telemetry
 	// the event log keeps (postgres.TelemetryTypes): none older, and no
 	// more of one rack's than the newest so many (0: no bound of that
@@ -80,26 +97,51 @@ type Config struct {
 	TelemetryPruneInterval time.Duration
 	// HTTP bounds the API's server: timeouts, sizes, connections.
 	HTTP httpserver.Config
+	// ReleasePowerOff is whether a release switches off a machine with
+	// power parameters (the machine is releasing until it is off) when
+	// the request does not say.
+	ReleasePowerOff bool
+	// PowerRetries and PowerRetryDelay say how the lifecycle's power work
+	// (power on into a deployment, off at a release) is retried before
+	// the machine fails; PowerActionTimeout bounds each rack request.
+	PowerRetries       int
+	PowerRetryDelay    time.Duration
+	PowerActionTimeout time.Duration
+	// PowerPollConcurrency bounds the power state polls in flight; how
+	// often each machine is polled is its driving rack's to say
+	// (rackd -power-poll-interval).
+	PowerPollConcurrency int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:        "127.0.0.1:5240",
-		HeartbeatMisses: 3,
-		StreamMaxAge:    7 * 24 * time.Hour,
-		StreamReplicas:  1,
-		IngestBatch:     500,
-		DeployTimeout:   30 * time.Minute,
-		Secrets:         secrets.DefaultConfig(),
+		HTTPAddr:          "127.0.0.1:5240",
+		HeartbeatMisses:   3,
+		StreamMaxAge:      7 * 24 * time.Hour,
+		StreamReplicas:    1,
+		IngestBatch:       500,
+		DeployTimeout:     30 * time.Minute,
+		CommissionTimeout: 30 * time.Minute,
+		EraseTimeout:      2 * time.Hour,
+		ReleaseErase:      events.EraseNone,
+		Secrets:           secrets.DefaultConfig(),
 
 		DiscoveryPerRackPerMinute: 60,
 		DiscoveryMaxNew:           1000,
+		AutoCommission:            true,
 
 		TelemetryMaxAge:        7 * 24 * time.Hour,
 		TelemetryKeepPerRack:   100_000,
 		TelemetryPruneInterval: 5 * time.Minute,
 		HTTP:                   httpserver.DefaultConfig(),
+
+		ReleasePowerOff:    true,
+		PowerRetries:       power.DefaultLifecycleConfig().Retries,
+		PowerRetryDelay:    power.DefaultLifecycleConfig().RetryDelay,
+		PowerActionTimeout: power.DefaultLifecycleConfig().ActionTimeout,
+
+		PowerPollConcurrency: power.DefaultPollerConfig().Concurrency,
 	}
 }
 
@@ -111,14 +153,23 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
+	fs.DurationVar(&c.CommissionTimeout, "commission-timeout", c.CommissionTimeout, "how long a commissioning may go without its agent's outcome before the machine is marked failed (0: wait for ever)")
+	fs.DurationVar(&c.EraseTimeout, "erase-timeout", c.EraseTimeout, "how long a release's disk erase may go without its agent's outcome before the machine is marked failed (0: wait for ever); a full erase of large disks takes hours")
+	fs.StringVar(&c.ReleaseErase, "release-erase", c.ReleaseErase, "how a release erases the machine's disks before it is ready: none, quick (partition tables and signatures) or full (every byte zeroed) (a release request's erase overrides this)")
 	c.Secrets.RegisterFlags(fs)
 	fs.BoolVar(&c.NoNATSCallout, "no-nats-callout", c.NoNATSCallout, "run without the NATS auth callout: the NATS server must authorise racks by itself (static users), or anyone reaching NATS can act as any rack or as the region")
 	fs.IntVar(&c.DiscoveryPerRackPerMinute, "discovery-per-rack-per-minute", c.DiscoveryPerRackPerMinute, "machines made of boots of unknown MACs on one rack in any minute; more are refused and summed up in a discovery_refused event (0: no cap)")
-	fs.IntVar(&c.DiscoveryMaxNew, "discovery-max-new", c.DiscoveryMaxNew, "discovered machines that may be new (not yet commissioned, deployed or deleted) at once, across racks; beyond, boots of unknown MACs make no machine (0: no cap)")
+	fs.IntVar(&c.DiscoveryMaxNew, "discovery-max-new", c.DiscoveryMaxNew, "discovered machines that may be new (not yet commissioned, deployed or deleted; commissioning, or failed without an inventory, counts) at once, across racks; beyond, boots of unknown MACs make no machine (0: no cap)")
+	fs.BoolVar(&c.AutoCommission, "auto-commission", c.AutoCommission, "commission a machine discovered by the boot of an unknown MAC at once (it needs the ephemeral environment on its rack); off, it stays new until commissioned")
 	fs.DurationVar(&c.TelemetryMaxAge, "telemetry-max-age", c.TelemetryMaxAge, "boot telemetry (hand-offs, transfers, refused requests, DHCP activity and their summaries) older than this is pruned from the event log; state changes never are (0: no age limit)")
 	fs.IntVar(&c.TelemetryKeepPerRack, "telemetry-keep-per-rack", c.TelemetryKeepPerRack, "newest boot telemetry events of each rack the event log keeps; older ones are pruned (0: no count limit)")
 	fs.DurationVar(&c.TelemetryPruneInterval, "telemetry-prune-interval", c.TelemetryPruneInterval, "how often boot telemetry is pruned from the event log")
 	c.HTTP.RegisterFlags(fs, "http-", "the web API")
+	fs.BoolVar(&c.ReleasePowerOff, "release-power-off", c.ReleasePowerOff, "a release switches off a machine that has power parameters, and the machine is ready only once it is off (a release request's power_off overrides this)")
+	fs.IntVar(&c.PowerRetries, "power-retries", c.PowerRetries, "times a failed lifecycle power action (power on into a deployment, off at a release) is tried again before the machine fails")
+	fs.DurationVar(&c.PowerRetryDelay, "power-retry-delay", c.PowerRetryDelay, "wait before the first retry of a lifecycle power action; it doubles with each retry")
+	fs.DurationVar(&c.PowerActionTimeout, "power-action-timeout", c.PowerActionTimeout, "how long the lifecycle and the power poller wait for a rack's answer to one power request")
+	fs.IntVar(&c.PowerPollConcurrency, "power-poll-concurrency", c.PowerPollConcurrency, "power state polls in flight at once, across racks (how often a machine is polled is set on its rack: rackd -power-poll-interval)")
 }
 
 // Validate reports every problem of c at once, each saying what to fix.
@@ -142,6 +193,15 @@ func (c Config) Validate() error {
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
 	}
+	if c.CommissionTimeout < 0 || c.CommissionTimeout > 0 && c.CommissionTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("-commission-timeout %s: want 0 (off) or at least 1s, such as 30m", c.CommissionTimeout))
+	}
+	if c.EraseTimeout < 0 || c.EraseTimeout > 0 && c.EraseTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("-erase-timeout %s: want 0 (off) or at least 1s, such as 2h", c.EraseTimeout))
+	}
+	if !slices.Contains(events.EraseModes, c.ReleaseErase) {
+		errs = append(errs, fmt.Errorf("-release-erase %q: want none, quick or full", c.ReleaseErase))
+	}
 	if c.DiscoveryPerRackPerMinute < 0 {
 		errs = append(errs, fmt.Errorf("-discovery-per-rack-per-minute %d: want 0 (no cap) or more", c.DiscoveryPerRackPerMinute))
 	}
@@ -156,6 +216,18 @@ func (c Config) Validate() error {
 	}
 	if c.TelemetryPruneInterval < time.Second || c.TelemetryPruneInterval > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("-telemetry-prune-interval %s: want 1s to 24h", c.TelemetryPruneInterval))
+	}
+	if c.PowerRetries < 0 || c.PowerRetries > 100 {
+		errs = append(errs, fmt.Errorf("-power-retries %d: want 0 to 100", c.PowerRetries))
+	}
+	if c.PowerRetryDelay < 10*time.Millisecond || c.PowerRetryDelay > time.Hour {
+		errs = append(errs, fmt.Errorf("-power-retry-delay %s: want 10ms to 1h, such as 10s", c.PowerRetryDelay))
+	}
+	if c.PowerActionTimeout < time.Second || c.PowerActionTimeout > 25*time.Minute {
+		errs = append(errs, fmt.Errorf("-power-action-timeout %s: want 1s to 25m, such as 75s", c.PowerActionTimeout))
+	}
+	if c.PowerPollConcurrency < 1 || c.PowerPollConcurrency > 1024 {
+		errs = append(errs, fmt.Errorf("-power-poll-concurrency %d: want 1 to 1024", c.PowerPollConcurrency))
 	}
 	if err := c.HTTP.Validate("http-"); err != nil {
 		errs = append(errs, err)
@@ -177,6 +249,8 @@ type Region struct {
 	monitor  *liveness.Monitor
 	relay    *outbox.Relay
 	watch    *deploywatch.Watch
+	powerLC  *power.Lifecycle
+	poller   *power.Poller
 	appended *postgres.EventWatch
 	machines *machine.Service
 	preseeds *preseed.Service
@@ -259,6 +333,9 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.appended = db.NewEventWatch()
 	r.machines = machine.NewService(db, nil, log.With("component", "machine"))
+	r.machines.SetReleasePowerOff(cfg.ReleasePowerOff)
+	r.machines.SetAutoCommission(cfg.AutoCommission)
+	r.machines.SetReleaseErase(cfg.ReleaseErase)
 	r.preseeds = preseed.NewService(db, nil, log.With("component", "preseed"))
 	if r.follower, err = follower.New(db, r.machines, r.preseeds, log.With("component", "follower"), follower.Config{Wake: r.appended, Registerer: reg,
 		Discovery: machine.DiscoveryLimits{PerRackPerMinute: cfg.DiscoveryPerRackPerMinute, MaxNew: cfg.DiscoveryMaxNew}}); err != nil {
@@ -269,12 +346,22 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 		Logger: log.With("component", "retention"), Registerer: reg}); err != nil {
 		return nil, err
 	}
-	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, NATS: nc, Heartbeats: r.monitor,
+	powerSvc := power.New(db, nc, keys, nil, log.With("component", "power"))
+	if r.powerLC, err = power.NewLifecycle(powerSvc, db, r.machines, power.LifecycleConfig{Retries: cfg.PowerRetries,
+		RetryDelay: cfg.PowerRetryDelay, ActionTimeout: cfg.PowerActionTimeout, Wake: r.appended,
+		Logger: log.With("component", "power_lifecycle"), Registerer: reg}); err != nil {
+		return nil, err
+	}
+	if r.poller, err = power.NewPoller(powerSvc, db, power.PollerConfig{Concurrency: cfg.PowerPollConcurrency, Timeout: cfg.PowerActionTimeout,
+		Logger: log.With("component", "power_poll"), Registerer: reg}); err != nil {
+		return nil, err
+	}
+	r.api = api.New(api.Deps{DB: db, Machines: r.machines, Preseeds: r.preseeds, Scripts: scripts.NewService(db, nil), NATS: nc, Heartbeats: r.monitor,
 		Appended:    r.appended,
 		OSRegistry:  osregistry.New(db, nc, keys, nil, log.With("component", "osregistry")),
 		RackImages:  rackimages.New(db, nc, log.With("component", "rackimages")),
 		Volumes:     volume.New(db, nc, nil, log.With("component", "volume")),
-		Power:       power.New(db, nc, keys, nil, log.With("component", "power")),
+		Power:       powerSvc,
 		Subnets:     subnet.NewService(db, nil, log.With("component", "subnet")),
 		RackRevoker: revoker, NATSAuth: calloutState{r.callout},
 		Logger: log, Registerer: reg, Gatherer: reg})
@@ -286,7 +373,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 	if r.http, err = httpserver.New(cfg.HTTP, "api", r.api, log, reg); err != nil {
 		return nil, err
 	}
-	if r.watch, err = deploywatch.New(r.machines, deploywatch.Config{Timeout: cfg.DeployTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
+	if r.watch, err = deploywatch.New(r.machines, deploywatch.Config{Timeout: cfg.DeployTimeout, CommissionTimeout: cfg.CommissionTimeout, EraseTimeout: cfg.EraseTimeout, Logger: log.With("component", "deploywatch"), Registerer: reg}); err != nil {
 		return nil, err
 	}
 	r.ln, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -342,6 +429,8 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.monitor.Run(ctx) })
 	g.Go(func() error { return r.relay.Run(ctx) })
 	g.Go(func() error { return r.watch.Run(ctx) })
+	g.Go(func() error { return r.powerLC.Run(ctx) })
+	g.Go(func() error { return r.poller.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
 	g.Go(func() error { return r.follower.Run(ctx) })
 	g.Go(func() error { return r.pruner.Run(ctx) })

@@ -88,7 +88,41 @@ func (c *client) do(req *http.Request, out any) error {
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	flagenv.Usage(fs, "usage: rackplane "+fs.Name()+" [flags]")
-	return flagenv.Parse(fs, args, nil)
+	return flagenv.Parse(fs, interspersed(fs, args), nil)
+}
+
+// interspersed moves the flags in args before the arguments, so that
+// `rackplane deploy node1 -os debian` means what it says (the flag
+// package stops at the first argument); after "--" everything is an
+// argument. A flag that is not a boolean takes the next word as its
+// value when it has no "=".
+func interspersed(fs *flag.FlagSet, args []string) []string {
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil || hasValue {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return append(append(flags, "--"), rest...)
 }
 
 func runRacks(ctx context.Context, args []string, stdout, stderr io.Writer) error {

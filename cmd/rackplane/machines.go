@@ -27,7 +27,31 @@ type machine struct {
 	ImageVersionID string   `json:"image_version_id"`
 	PreseedName    string   `json:"preseed_name"`
 	PreseedVersion int64    `json:"preseed_version"`
+	Tags           []string `json:"tags"`
+	Hardware       *struct {
+		Cores       int    `json:"cores"`
+		MemoryBytes int64  `json:"memory_bytes"`
+		Disks       int    `json:"disks"`
+		DiskBytes   int64  `json:"disk_bytes"`
+		Firmware    string `json:"firmware"`
+	} `json:"hardware"`
 }
+
+// hardware sums the machine's hardware up in a few words, "-" when it was
+// never commissioned.
+func (m machine) hardware() string {
+	h := m.Hardware
+	if h == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%dc %s %dd/%s %s", h.Cores, humanBytes(h.MemoryBytes), h.Disks, humanBytes(h.DiskBytes), h.Firmware)
+}
+
+// multi collects a repeated flag.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func (m machine) deployment() string {
 	if m.OS == "" {
@@ -63,26 +87,45 @@ func (c *client) listMachines(ctx context.Context, q url.Values) ([]machine, err
 func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("machines", flag.ContinueOnError)
 	c := clientFlags(fs)
-	status := fs.String("status", "", "only machines with this status ("+strings.Join(events.MachineStatuses, ", ")+")")
-	osName := fs.String("os", "", "only machines deployed with this OS")
+	// Each flag is the API's filter of the same name (min-cores is
+	// min_cores); the region checks the values and names any it cannot
+	// use.
+	filters := []struct{ flag, param, usage string }{
+		{"status", "status", "only machines with this status (" + strings.Join(events.MachineStatuses, ", ") + ")"},
+		{"os", "os", "only machines deployed with this OS"},
+		{"arch", "arch", "only machines of this architecture (the hardware's when commissioned)"},
+		{"min-cores", "min_cores", "only machines with at least this many CPU cores"},
+		{"min-memory", "min_memory", "only machines with at least this much memory: bytes, or with a unit such as 64GiB"},
+		{"min-disks", "min_disks", "only machines with at least this many disks"},
+		{"min-disk-size", "min_disk_size", "only machines whose largest disk has at least this size, such as 1TB"},
+	}
+	vals := make([]*string, len(filters))
+	for i, f := range filters {
+		vals[i] = fs.String(f.flag, "", f.usage)
+	}
+	var tags multi
+	fs.Var(&tags, "tag", "only machines with this tag (repeatable: all of them)")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
 	q := url.Values{}
-	if *status != "" {
-		q.Set("status", *status)
+	for i, f := range filters {
+		if *vals[i] != "" {
+			q.Set(f.param, *vals[i])
+		}
 	}
-	if *osName != "" {
-		q.Set("os", *osName)
+	for _, t := range tags {
+		q.Add("tag", t)
 	}
 	ms, err := c.listMachines(ctx, q)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOSTNAME\tSTATUS\tMACS\tDEPLOYMENT")
+	fmt.Fprintln(tw, "ID\tHOSTNAME\tSTATUS\tMACS\tHARDWARE\tTAGS\tDEPLOYMENT")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, m.Hostname, m.Status, strings.Join(m.MACs, ","), m.deployment())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Hostname, m.Status, strings.Join(m.MACs, ","), m.hardware(),
+			dash(strings.Join(m.Tags, ",")), m.deployment())
 	}
 	return tw.Flush()
 }
@@ -91,9 +134,21 @@ func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: rackplane machine create -hostname NAME -mac MAC[,MAC...] [-arch ARCH] [-boot-file FILE]\n" +
 		"       rackplane machine update ID [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]\n" +
-		"       rackplane machine power set|show|on|off|cycle|status [flags] MACHINE"
-	if len(args) > 0 && args[0] == "power" {
-		return runPower(ctx, args[1:], stdout, stderr)
+		"       rackplane machine power set|show|on|off|cycle|status [flags] MACHINE\n" +
+		"       rackplane machine hardware [-json] MACHINE\n" +
+		"       rackplane machine tags MACHINE [TAG...]\n" +
+		"       rackplane machine scripts [-output] MACHINE"
+	if len(args) > 0 {
+		switch args[0] {
+		case "power":
+			return runPower(ctx, args[1:], stdout, stderr)
+		case "hardware":
+			return runHardware(ctx, args[1:], stdout, stderr)
+		case "tags":
+			return runTags(ctx, args[1:], stdout, stderr)
+		case "scripts":
+			return runMachineScripts(ctx, args[1:], stdout, stderr)
+		}
 	}
 	if len(args) == 0 || args[0] != "create" && args[0] != "update" {
 		return errors.New(usage)
@@ -138,21 +193,28 @@ func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// runDeploy carries a lifecycle action (deploy, release, mark-...) out on
-// each machine named, by id or host name, and reports on each: one
-// machine's refusal does not stop the others.
+// runDeploy carries a lifecycle action (deploy, commission, release,
+// mark-...) out on each machine named, by id or host name, and reports on
+// each: one machine's refusal does not stop the others.
 func runDeploy(ctx context.Context, action string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(action, flag.ContinueOnError)
 	c := clientFlags(fs)
-	var osName, release, preseed, kparams, reason *string
+	var osName, release, preseed, kparams, disk, reason *string
 	if action == "mark-failed" || action == "mark-broken" {
 		reason = fs.String("reason", "", "why, for the machine's record")
+	}
+	var powerOff *bool
+	var erase *string
+	if action == "release" {
+		powerOff = fs.Bool("power-off", true, "switch the machine off before it is ready; -power-off=false leaves its power alone (not given: the region's -release-power-off)")
+		erase = fs.String("erase", "", "erase the machine's disks before it is ready: none, quick (partition tables and signatures) or full (every byte zeroed); the machine boots the ephemeral environment to do it (not given: the region's -release-erase)")
 	}
 	if action == "deploy" {
 		osName = fs.String("os", "", "the OS to install (required)")
 		release = fs.String("release", "", "its release (required)")
 		preseed = fs.String("preseed", "", "the preseed to use (default: the most specific one that matches)")
 		kparams = fs.String("kernel-params", "", "extra kernel parameters, space separated")
+		disk = fs.String("disk", "", "for a disk image: the disk to write it to, a name, serial, WWID or by-id path of the machine's inventory (default: its largest)")
 	}
 	if err := parse(fs, args, stderr); err != nil {
 		return err
@@ -165,11 +227,32 @@ func runDeploy(ctx context.Context, action string, args []string, stdout, stderr
 		if *osName == "" || *release == "" {
 			return errors.New("deploy needs -os and -release")
 		}
-		body = map[string]any{"os": *osName, "release": *release, "preseed": *preseed, "kernel_params": strings.Fields(*kparams)}
+		b := map[string]any{"os": *osName, "release": *release, "preseed": *preseed, "kernel_params": strings.Fields(*kparams)}
+		if *disk != "" {
+			b["disk"] = *disk
+		}
+		body = b
 	}
 	if reason != nil && *reason != "" {
 		body = map[string]any{"reason": *reason}
 	}
+	// Only a -power-off or -erase given says anything: else the region
+	// decides.
+	fs.Visit(func(f *flag.Flag) {
+		b, _ := body.(map[string]any)
+		if b == nil {
+			b = map[string]any{}
+		}
+		switch f.Name {
+		case "power-off":
+			b["power_off"] = *powerOff
+		case "erase":
+			b["erase"] = *erase
+		default:
+			return
+		}
+		body = b
+	})
 	var byName map[string]machine
 	failed := 0
 	for _, name := range fs.Args() {

@@ -22,17 +22,30 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   rack revoke ID      revoke a rack's NATS credential: it is refused and disconnected
   os                  what can be booted, on which racks (-live asks them now)
   images import RACK SOURCE   import boot images into a rack from a directory or URL
-  machines            list machines (-status, -os)
+  images build-ephemeral      build the ephemeral environment (-arch, -out, -agent) from Debian packages,
+                      as an image source directory to import
+  images build-disk   build a small bootable disk image (-arch, -out) from Debian packages,
+                      an image of installer family "agent", as an image source directory
+  machines            list machines (-status, -os, -arch, -min-cores, -min-memory, -min-disks,
+                      -min-disk-size, -tag)
   machine create      enrol a machine (-hostname, -mac, -boot-file)
   machine update ID   change a machine (-hostname, -arch, -boot-file; "" clears the boot file)
   machine power set|show|on|off|cycle|status MACHINE
                       a machine's power parameters (-driver, -address, -username, -password-file, -extra,
                       -rack) and power actions through the rack that drives it
+  machine hardware MACHINE   the machine's hardware as commissioning found it (-json: all of it)
+  machine tags MACHINE [TAG...]   show a machine's tags, or replace them (-clear removes them)
+  machine scripts MACHINE   what the commissioning scripts did on its latest commissioning (-output)
+  scripts list|add|show|rm   commissioning scripts, run in name order on every machine commissioned:
+                      add NAME FILE [-timeout 5m] [-description S]; the first that fails fails it
   subnets             list the subnets of managed DHCP (-rack)
   subnet create|update|show|delete
                       a subnet of managed DHCP: its rack, CIDR, ranges, options, reservations
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
-  release MACHINE...  release machines: they boot from their disk again
+  commission MACHINE...
+                      boot machines into the ephemeral environment, whose agent takes their
+                      hardware inventory: ready when it succeeds, failed when it does not
+  release MACHINE...  release machines: they boot from their disk again (-erase quick|full erases their disks first)
   mark-failed, mark-broken, mark-fixed MACHINE...
                       the same for the other lifecycle actions (-reason)
   events              print the event log (-f follows it)
@@ -92,7 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSubnet(ctx, rest, stdout, stderr)
 	case "machine":
 		return runMachine(ctx, rest, stdout, stderr)
-	case "deploy", "release", "mark-failed", "mark-broken", "mark-fixed":
+	case "scripts":
+		return runScripts(ctx, rest, stdout, stderr, os.Stdin)
+	case "deploy", "commission", "release", "mark-failed", "mark-broken", "mark-fixed":
 		return runDeploy(ctx, cmd, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdout, stderr)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/rack/images"
 	"github.com/rackplane/rackplane/region/api"
 )
@@ -71,32 +72,50 @@ func runOS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runImages imports boot images into a rack.
 func runImages(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: rackplane images import [-wait] RACK SOURCE  (RACK: id or name; SOURCE: a directory on the rack, or an http(s) URL of a manifest)"
+	const usage = "usage: rackplane images import [-wait] RACK SOURCE  (RACK: id or name; SOURCE: a directory on the rack, or an http(s) URL of a manifest)\n" +
+		"       rackplane images import RACK debian-netboot [-arch amd64|arm64]...  (Debian 12's installer from the rack's debian-installer-12-netboot-<arch> packages)\n" +
+		"       rackplane images import RACK simplestreams:URL|DIR [-os ubuntu] [-release noble] [-arch amd64] [-subarch ga-24.04] [-label stable] [-versions 1]  (a MAAS-style simplestreams mirror)\n" +
+		"       rackplane images build-ephemeral -arch amd64|arm64 -out DIR [-agent PATH]\n" +
+		"       rackplane images build-disk -arch amd64|arm64 -out DIR"
+	if len(args) > 0 && args[0] == "build-ephemeral" {
+		return runBuildEphemeral(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "build-disk" {
+		return runBuildDisk(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "import" {
 		return errors.New(usage)
 	}
 	fs := flag.NewFlagSet("images import", flag.ContinueOnError)
 	c := clientFlags(fs)
 	wait := fs.Bool("wait", true, "wait for the import to finish, showing its progress")
-	if err := parse(fs, args[1:], stderr); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		return errors.New(usage)
-	}
-	rackID, err := c.rackID(ctx, fs.Arg(0))
+	var filters events.SimplestreamsFilters
+	fs.Var((*listFlag)(&filters.Arch), "arch", "debian-netboot, simplestreams: an arch to import (repeat or comma-separate; default all)")
+	fs.Var((*listFlag)(&filters.OS), "os", "simplestreams: an os to import (repeat or comma-separate)")
+	fs.Var((*listFlag)(&filters.Release), "release", "simplestreams: a release to import (repeat or comma-separate)")
+	fs.Var((*listFlag)(&filters.Subarch), "subarch", "simplestreams: a subarch to import (repeat or comma-separate)")
+	fs.Var((*listFlag)(&filters.Label), "label", "simplestreams: a label to import (repeat or comma-separate)")
+	versions := fs.Int("versions", 0, fmt.Sprintf("simplestreams: how many of each product's newest versions to import (default %d)", events.DefaultSimplestreamsVersions))
+	pos, err := parseMixed(fs, args[1:], stderr)
 	if err != nil {
 		return err
 	}
-	body := map[string]string{"dir": fs.Arg(1)}
-	if u, err := url.Parse(fs.Arg(1)); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
-		body = map[string]string{"url": fs.Arg(1)}
+	if len(pos) != 2 {
+		return errors.New(usage)
+	}
+	body, err := importSource(pos[1], filters, *versions)
+	if err != nil {
+		return err
+	}
+	rackID, err := c.rackID(ctx, pos[0])
+	if err != nil {
+		return err
 	}
 	var st images.ImportStatus
 	if err := c.send(ctx, "POST", "/api/v1/racks/"+rackID+"/images/imports", body, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "import %s started on rack %s\n", st.ID, fs.Arg(0))
+	fmt.Fprintf(stdout, "import %s started on rack %s\n", st.ID, pos[0])
 	for *wait && st.State == images.ImportRunning {
 		select {
 		case <-ctx.Done():
@@ -119,6 +138,49 @@ func runImages(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "import %s succeeded: %s; versions %s\n", st.ID, what, strings.Join(st.Versions, ", "))
 	case images.ImportFailed:
 		return &rackplane.Error{Code: st.Code, Message: "import " + st.ID + " failed: " + st.Error}
+	}
+	return nil
+}
+
+// importSource is the body of an import of source, the command line's
+// SOURCE: "debian-netboot", "simplestreams:" and a mirror's URL or
+// directory, an http(s) manifest URL or a directory.
+func importSource(source string, filters events.SimplestreamsFilters, versions int) (any, error) {
+	onlySimplestreams := len(filters.OS)+len(filters.Release)+len(filters.Subarch)+len(filters.Label) > 0 || versions != 0
+	switch {
+	case source == "debian-netboot" || source == "debian-netboot:":
+		if onlySimplestreams {
+			return nil, errors.New("debian-netboot takes only -arch")
+		}
+		return map[string]any{"debian_netboot": events.DebianNetbootSource{Arches: filters.Arch}}, nil
+	case strings.HasPrefix(source, "simplestreams:"):
+		src := events.SimplestreamsSource{Filters: filters, Versions: versions}
+		loc := strings.TrimPrefix(source, "simplestreams:")
+		if u, err := url.Parse(loc); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+			src.URL = loc
+		} else {
+			src.Dir = loc
+		}
+		return map[string]any{"simplestreams": src}, nil
+	case onlySimplestreams || len(filters.Arch) > 0:
+		return nil, errors.New("-arch, -os, -release, -subarch, -label and -versions go with debian-netboot or simplestreams: sources")
+	}
+	if u, err := url.Parse(source); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		return map[string]string{"url": source}, nil
+	}
+	return map[string]string{"dir": source}, nil
+}
+
+// listFlag collects a flag given more than once, or once with commas.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			*l = append(*l, x)
+		}
 	}
 	return nil
 }

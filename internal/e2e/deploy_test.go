@@ -25,7 +25,9 @@ import (
 // vmInit brings up the VM's network, fetches the preseed URL of its
 // kernel command line over HTTP and prints what it got. When the preseed
 // has a "# report: <url>" line, it reports success there, as an
-// installer's last step would.
+// installer's last step would. It then powers the VM off, unless the
+// command line has rackplane.test.stay: then it runs on, as an installed
+// system would, until something switches the VM off.
 const vmInit = `#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -34,8 +36,9 @@ const vmInit = `#!/bin/busybox sh
 /bin/busybox ifconfig eth0 up
 /bin/busybox udhcpc -i eth0 -s /usr/share/udhcpc/default.script -q -n -t 10 -T 1
 url=
+stay=
 for w in $(/bin/busybox cat /proc/cmdline); do
-	case "$w" in url=*) url="${w#url=}" ;; esac
+	case "$w" in url=*) url="${w#url=}" ;; rackplane.test.stay) stay=1 ;; esac
 done
 echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
 echo "PRESEED-URL: $url"
@@ -46,6 +49,11 @@ echo PRESEED-END
 report=$(/bin/busybox sed -n 's/^# report: //p' /preseed.txt)
 if [ -n "$report" ]; then
 	echo "REPORT: $(/bin/busybox wget -q -O - --post-data 'result=success&message=installed+by+the+test+VM' "$report")"
+fi
+if [ -n "$stay" ]; then
+	# Runs on, as an installed system would, until it is switched off.
+	echo STAYING-ON
+	exec /bin/busybox sleep 100000
 fi
 /bin/busybox poweroff -f
 `
@@ -104,6 +112,12 @@ type pxeSite struct {
 
 func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 	t.Helper()
+	return newPXESiteWith(t, filesOverHTTP, bootFile)
+}
+
+// newPXESiteWith is newPXESite with more flags for rackd.
+func newPXESiteWith(t *testing.T, filesOverHTTP bool, bootFile string, rackFlags ...string) *pxeSite {
+	t.Helper()
 	qemu, kernel, initrd := vmImage(t)
 
 	ns := natsserver.StartTest(t)
@@ -116,10 +130,10 @@ func newPXESite(t *testing.T, filesOverHTTP bool, bootFile string) *pxeSite {
 	site.rackHTTP = rackHTTP
 	_, httpPort, _ := net.SplitHostPort(rackHTTP)
 	_, site.tftpPort, _ = net.SplitHostPort(tftpAddr)
-	start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "pxe-rack",
-		"-http-addr", rackHTTP, "-tftp-addr", tftpAddr, "-boot-url", "http://10.0.2.2:"+httpPort,
+	start(t, "rackd", append([]string{"-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "rack"), "-name", "pxe-rack",
+		"-http-addr", rackHTTP, "-tftp-addr", tftpAddr, "-boot-url", "http://10.0.2.2:" + httpPort,
 		fmt.Sprintf("-boot-files-over-http=%v", filesOverHTTP),
-		fmt.Sprintf("-import-system-bootloaders=%v", bootFile != "ipxe/boot.ipxe"), "-heartbeat-interval", "1s")
+		fmt.Sprintf("-import-system-bootloaders=%v", bootFile != "ipxe/boot.ipxe"), "-heartbeat-interval", "1s"}, rackFlags...)...)
 	eventually(t, 15*time.Second, "rack online", func() error {
 		rs, err := racks(context.Background(), site.a.base, site.a.token)
 		if err != nil || len(rs) != 1 || !rs[0].Online {
@@ -171,13 +185,20 @@ func vmImage(t *testing.T) (qemu string, kernel, initrd []byte) {
 // importBookworm imports kernel and initrd as debian/bookworm into rack
 // rackID through the API, and waits until the OS registry lists it.
 func (a api) importBookworm(rackID string, kernel, initrd []byte) {
+	a.t.Helper()
+	a.importSource(rackID, bookwormSource(a.t, kernel, initrd), 60*time.Second)
+}
+
+// importSource imports the bookworm image source src into rack rackID
+// through the API, and waits up to timeout until the OS registry lists it.
+func (a api) importSource(rackID, src string, timeout time.Duration) {
 	t := a.t
 	t.Helper()
 	var imp struct{ ID, State string }
-	if code := a.call("POST", "/api/v1/racks/"+rackID+"/images/imports", nil, map[string]string{"dir": bookwormSource(t, kernel, initrd)}, &imp); code != 202 {
+	if code := a.call("POST", "/api/v1/racks/"+rackID+"/images/imports", nil, map[string]string{"dir": src}, &imp); code != 202 {
 		t.Fatalf("import: %d %+v", code, imp)
 	}
-	eventually(t, 60*time.Second, "image imported and reported", func() error {
+	eventually(t, timeout, "image imported and reported", func() error {
 		var oses struct {
 			OSes []struct{ OS, Release string }
 		}
@@ -193,6 +214,20 @@ func (a api) importBookworm(rackID string, kernel, initrd []byte) {
 // version, debian/bookworm/amd64/generic, made of kernel and initrd.
 func bookwormSource(t *testing.T, kernel, initrd []byte) string {
 	t.Helper()
+	return imageSource(t, "debian", "bookworm", kernel, initrd)
+}
+
+// imageSource is an image source directory with a manifest of one
+// version, os/release/amd64/generic, made of kernel and initrd.
+func imageSource(t *testing.T, osName, release string, kernel, initrd []byte) string {
+	t.Helper()
+	return imageSourceWith(t, osName, release, kernel, initrd, nil)
+}
+
+// imageSourceWith is imageSource with more fields of the version (such
+// as its installer family).
+func imageSourceWith(t *testing.T, osName, release string, kernel, initrd []byte, fields map[string]any) string {
+	t.Helper()
 	src := t.TempDir()
 	var files []map[string]any
 	for name, body := range map[string][]byte{"linux": kernel, "initrd.gz": initrd} {
@@ -202,9 +237,12 @@ func bookwormSource(t *testing.T, kernel, initrd []byte) string {
 		sum := sha256.Sum256(body)
 		files = append(files, map[string]any{"name": name, "sha256": hex.EncodeToString(sum[:]), "size": len(body)})
 	}
-	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{map[string]any{
-		"kind": "image", "os": "debian", "release": "bookworm", "arch": "amd64", "subarch": "generic",
-		"label": "stable", "version": "20261123", "files": files}}})
+	version := map[string]any{"kind": "image", "os": osName, "release": release, "arch": "amd64", "subarch": "generic",
+		"label": "stable", "version": "20261123", "files": files}
+	for k, v := range fields {
+		version[k] = v
+	}
+	manifest, _ := json.Marshal(map[string]any{"format": "rackplane.image_manifest.v1", "versions": []any{version}})
 	if err := os.WriteFile(filepath.Join(src, "manifest.json"), manifest, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,32 @@ func LoadOrCreate(path string, size int) ([]byte, error) {
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		return nil, fmt.Errorf("random key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// The key is written whole to a file of its own, then linked into
+	// place: the link appears complete or not at all, and fails if
+	// another process linked its key first. (Creating path itself with
+	// O_EXCL and then writing left a moment in which a racing reader
+	// found it empty and refused it.)
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	if _, err := tmp.Write(key); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	err = os.Link(tmp.Name(), path)
 	if errors.Is(err, os.ErrExist) {
 		// Another process made it first: use that one.
 		return LoadOrCreate(path, size)
@@ -41,13 +66,9 @@ func LoadOrCreate(path string, size int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create key: %w", err)
 	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write key: %w", err)
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync() // the link survives a crash
+		d.Close()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write key: %w", err)
-	}
-	return key, f.Close()
+	return key, nil
 }

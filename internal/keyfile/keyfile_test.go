@@ -37,6 +37,9 @@ func TestLoadOrCreate(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v, want mode 0600", fi, err)
 	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("the key's directory holds %v: the creators' own files stay behind", ents)
+	}
 	again, err := keyfile.LoadOrCreate(path, 32)
 	if err != nil || !bytes.Equal(again, keys[0]) {
 		t.Fatalf("reopened: %x %v", again, err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,14 +50,40 @@ func New(t testing.TB) *Segment {
 		t.Fatal("this test creates network namespaces: run it as root")
 	}
 	Need(t, "ip", "iproute2")
+	sweep(t)
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	s := &Segment{t: t, prefix: "rpnet" + hex.EncodeToString(b[:])}
+	// The test process's pid is in the name, so that a later run can
+	// remove what a killed one (SIGKILL runs no cleanup) left behind.
+	s := &Segment{t: t, prefix: fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), hex.EncodeToString(b[:]))}
 	s.bridge = s.prefix + "-br"
 	s.addNS(s.bridge)
 	s.IP("-n", s.bridge, "link", "add", "br0", "type", "bridge")
 	s.IP("-n", s.bridge, "link", "set", "br0", "up")
 	return s
+}
+
+// nsPrefix begins the name of every namespace a segment makes:
+// rpnet<pid of the test process>-<random>[-<host>].
+const nsPrefix = "rpnet"
+
+// sweep removes the namespaces of segments whose test process is gone.
+func sweep(t testing.TB) {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
+		if !ok {
+			continue
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			t.Logf("ip netns del %s (left by process %d, gone): %v %s", e.Name(), pid, err, out)
+		}
+	}
 }
 
 func (s *Segment) addNS(name string) {
@@ -82,7 +109,7 @@ func (s *Segment) IP(args ...string) {
 // namespace's name.
 func (s *Segment) Host(name, mac, addr string) string {
 	s.t.Helper()
-	ns := s.prefix + "-" + name
+	ns := s.NS(name)
 	s.addNS(ns)
 	port := fmt.Sprintf("p%d", s.hosts)
 	s.hosts++
@@ -96,6 +123,9 @@ func (s *Segment) Host(name, mac, addr string) string {
 	s.IP("-n", ns, "link", "set", "eth0", "up")
 	return ns
 }
+
+// NS is the name of the namespace Host made for name.
+func (s *Segment) NS(name string) string { return s.prefix + "-" + name }
 
 // Tap adds a tap device on the bridge, for a virtual machine (QEMU's
 // -netdev tap,ifname=<dev>,script=no): the VM's NIC is then on the

@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 //go:embed fetch-kernel.sh
 var fetchKernelScript string
+
+//go:embed fetch-modules.sh
+var fetchModulesScript string
 
 // Kernel returns the path of the kernel of Debian's linux-image-amd64,
 // downloaded once into a cache directory.
@@ -39,6 +43,44 @@ func E1000(t testing.TB) []byte {
 		t.Fatalf("e1000 module of Debian package linux-image-amd64: %v", err)
 	}
 	return b
+}
+
+// VirtioModules are the kernel modules a QEMU VM needs for virtio-blk
+// disks and virtio-net NICs, in the order to load them (each after those
+// it depends on), and efivarfs, for reading EFI variables. Debian builds
+// them all as modules.
+var VirtioModules = []string{"virtio_ring.ko", "virtio.ko", "virtio_pci_modern_dev.ko", "virtio_pci_legacy_dev.ko",
+	"virtio_pci.ko", "virtio_blk.ko", "failover.ko", "net_failover.ko", "virtio_net.ko", "efivarfs.ko"}
+
+// IPMIModules are the kernel modules that make a BMC's system interface
+// (QEMU's isa-ipmi-kcs) the device /dev/ipmi0, in the order to load them.
+var IPMIModules = []string{"ipmi_msghandler.ko", "ipmi_devintf.ko", "ipmi_si.ko"}
+
+// Modules returns VirtioModules and IPMIModules of the package Kernel
+// comes from, by file name, downloaded once into the kernel's cache
+// directory.
+func Modules(t testing.TB) map[string][]byte {
+	t.Helper()
+	k := Kernel(t)
+	version := strings.TrimPrefix(filepath.Base(k), "vmlinuz-")
+	out, err := exec.Command("sh", "-c", fetchModulesScript, "fetch-modules", filepath.Dir(k), version).Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = string(ee.Stderr)
+		}
+		t.Fatalf("modules of Debian package linux-image-%s unavailable: %v\n%s", version, err, msg)
+	}
+	dir := string(bytes.TrimSpace(out))
+	mods := map[string][]byte{}
+	for _, m := range append(append([]string{}, VirtioModules...), IPMIModules...) {
+		b, err := os.ReadFile(filepath.Join(dir, m))
+		if err != nil {
+			t.Fatalf("module %s of Debian package linux-image-%s: %v", m, version, err)
+		}
+		mods[m] = b
+	}
+	return mods
 }
 
 // QEMU returns the path of qemu-system-x86_64 after checking that iPXE's

@@ -117,9 +117,17 @@ func TestCancelKillsWhatTheScriptStarted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		// Cancelled once the script has said it started everything.
+		// Cancelled once the script has started everything: every child
+		// has written its pid (the orphan's can come before the deaf
+		// one's, which a loaded machine showed).
 		for range 3000 {
-			if b, _ := os.ReadFile(filepath.Join(dir, "orphan")); len(b) > 0 {
+			all := true
+			for _, name := range children {
+				if b, _ := os.ReadFile(filepath.Join(dir, name)); len(b) == 0 {
+					all = false
+				}
+			}
+			if all {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)

@@ -20,6 +20,12 @@ type connectionError struct {
 	temporary bool
 }
 
+// Unwrap lets errors.Is see the sentinel errors a connectionError wraps,
+// such as ErrLastUnacknowledged.
+func (t *connectionError) Unwrap() error {
+	return t.error
+}
+
 func (t *connectionError) Timeout() bool {
 	return t.timeout
 }

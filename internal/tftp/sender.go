@@ -42,6 +42,15 @@ type OutgoingTransfer interface {
 // file in a second request.
 var ErrOptionsDeclined = errors.New("the client ended the transfer at option negotiation")
 
+// ErrLastUnacknowledged is what ReadFrom returns when every block went
+// out but the acknowledgement of the last never came, after every retry.
+// The client most likely holds the whole file: boot loaders that start
+// what they fetched often shut their network interface down right after
+// the last block, and the ACK they queued is lost with it. The server
+// cannot tell that from a client gone before the last block, so it is
+// still an error, but one an operator can tell from a transfer cut short.
+var ErrLastUnacknowledged = errors.New("every block was sent, but the client never acknowledged the last one")
+
 // errCodeOptions is the ERROR code of a client declining the options.
 const errCodeOptions = 8
 

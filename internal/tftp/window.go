@@ -161,6 +161,23 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				// A net.Error that times out, as upstream returns.
 				err = &connectionError{error: fmt.Errorf("sending block %d: no acknowledgement after %d timeouts (the first %s): %w",
 					uint16(base), timeouts, s.timeout, ne), timeout: true}
+				if last != 0 && sent >= last {
+					// Every block went out and no ACK came for the final
+					// window. A loader that starts what it fetched
+					// (pxelinux, iPXE) may shut its NIC down before that
+					// ACK leaves, and a client with a window acknowledges
+					// only its window's last block, so one lost ACK leaves
+					// every block from base unacknowledged though the
+					// client holds them all (UEFI PXE through 5% loss).
+					// The operator is told the client most likely has the
+					// whole file, not that it failed midway.
+					which := fmt.Sprintf("block %d, the last", uint16(base))
+					if base < last {
+						which = fmt.Sprintf("blocks %d to %d, the last window", uint16(base), uint16(last))
+					}
+					err = &connectionError{error: fmt.Errorf("sending %s: %w after %d timeouts (the first %s): %s",
+						which, ErrLastUnacknowledged, timeouts, s.timeout, ne), timeout: true}
+				}
 				s.abort(err)
 				return n, err
 			}

@@ -7,6 +7,7 @@ package tftp
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -219,4 +220,107 @@ func FuzzParsePacket(f *testing.F) {
 			_ = p.block()
 		}
 	})
+}
+
+// TestLastAcknowledgementMissing tells the two ways a transfer can end
+// without its final ACK: a client that got every block but whose last ACK
+// never came (a loader that shut its NIC down right after the last block)
+// and a client gone midway. Only the first is ErrLastUnacknowledged, so
+// an operator can tell "most likely booted" from "cut short".
+func TestLastAcknowledgementMissing(t *testing.T) {
+	tests := []struct {
+		name     string
+		blocks   uint16 // the file's blocks, the last one short
+		window   uint16 // windowsize asked for; 0 asks none
+		ackUpTo  uint16 // the client acknowledges blocks up to this one
+		wantLast bool
+	}{
+		{"every block but the last acknowledged", 5, 0, 4, true},
+		{"gone after block 2", 5, 0, 2, false},
+		// With a window the client acknowledges only each window's last
+		// block: one lost ACK leaves the whole final window unacknowledged.
+		{"window of 4, the final window unacknowledged", 7, 4, 4, true},
+		{"window of 2, gone after block 2", 7, 2, 2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			size := int(tt.blocks)*512 - 100
+			result := make(chan error, 1)
+			s := NewServer(func(name string, rf io.ReaderFrom) error {
+				_, err := rf.ReadFrom(bytes.NewReader(content(size)))
+				result <- err
+				return nil
+			}, nil)
+			s.SetTimeout(100 * time.Millisecond)
+			s.SetRetries(2)
+			if tt.window > 0 {
+				s.SetWindowSize(uint(tt.window))
+			}
+			conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { s.Serve(conn); close(done) }()
+			defer func() { s.Shutdown(); <-done }()
+
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			rrq := append([]byte{0, 1}, "f\x00octet\x00"...)
+			if tt.window > 0 {
+				rrq = append(rrq, "windowsize\x00"+strconv.Itoa(int(tt.window))+"\x00"...)
+			}
+			if _, err := c.WriteTo(rrq, conn.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			ack := func(block uint16, to net.Addr) {
+				a := []byte{0, 4, 0, 0}
+				binary.BigEndian.PutUint16(a[2:], block)
+				c.WriteTo(a, to)
+			}
+			window := max(tt.window, 1)
+			buf := make([]byte, 600)
+			var got uint16
+			for got < tt.blocks {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("after block %d: %v", got, err)
+				}
+				if n >= 2 && binary.BigEndian.Uint16(buf) == opOACK && got == 0 {
+					ack(0, from)
+					continue
+				}
+				if n < 4 || binary.BigEndian.Uint16(buf) != opDATA {
+					t.Fatalf("not a DATA packet: % x", buf[:n])
+				}
+				block := binary.BigEndian.Uint16(buf[2:])
+				if block != got+1 {
+					continue // sent ahead or again
+				}
+				got = block
+				if block <= tt.ackUpTo && (block%window == 0 || block == tt.blocks) {
+					ack(block, from)
+				}
+				if block == tt.ackUpTo && !tt.wantLast {
+					break
+				}
+			}
+			select {
+			case err := <-result:
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					t.Fatalf("the server ended with %v, want a timeout", err)
+				}
+				if errors.Is(err, ErrLastUnacknowledged) != tt.wantLast {
+					t.Fatalf("the server ended with %q: ErrLastUnacknowledged %v, want %v", err, !tt.wantLast, tt.wantLast)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the server did not give up")
+			}
+		})
+	}
 }

@@ -446,6 +446,74 @@ func (c *Cache) Deployment(machineID string) (events.BootDecision, bool) {
 	return events.BootDecision{}, false
 }
 
+// Agent returns the decision of machineID's boot on this rack whose
+// agent reports to it (RunsAgent), with the operation it belongs to:
+// what the credential an agent presents must be of. As Deployment, a
+// scan of the cache, once per request of an agent.
+func (c *Cache) Agent(machineID string) (events.BootDecision, bool) {
+	if machineID == "" {
+		return events.BootDecision{}, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, d := range c.decisions {
+		if d.MachineID == machineID && RunsAgent(d.Purpose) && d.DeploymentID != "" {
+			return d, true
+		}
+	}
+	return events.BootDecision{}, false
+}
+
+// MetadataDeployment returns a decision of machineID's deployment in
+// progress on this rack whose installed system (or installer) may read
+// the rack's metadata service: an install decision (ubuntu-autoinstall's
+// NoCloud seed is there), the deploy decision of a disk image while its
+// agent writes, and the local one that follows until the installed
+// system phones home (both name the disk image and the deployment). What
+// the metadata service's credential must be of.
+func (c *Cache) MetadataDeployment(machineID string) (events.BootDecision, bool) {
+	if machineID == "" {
+		return events.BootDecision{}, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, d := range c.decisions {
+		if d.MachineID != machineID || d.DeploymentID == "" {
+			continue
+		}
+		if d.Purpose == events.BootPurposeInstall || d.DiskImage != "" &&
+			(d.Purpose == events.BootPurposeDeploy || d.Purpose == events.BootPurposeLocal) {
+			return d, true
+		}
+	}
+	return events.BootDecision{}, false
+}
+
+// Written turns the deploy decisions of machineID's deployment
+// deploymentID into local ones at once, as the region will: its agent
+// wrote the disk image and reboots the machine within seconds, sooner
+// than the region's decision comes back, and booted into the agent
+// again it would write the disk again. The local decisions keep the
+// deployment and the disk image (MetadataDeployment). It returns the MACs
+// changed.
+func (c *Cache) Written(machineID, deploymentID string) []string {
+	var macs []string
+	c.mu.Lock()
+	for mac, d := range c.decisions {
+		if d.MachineID == machineID && d.DeploymentID == deploymentID && d.Purpose == events.BootPurposeDeploy {
+			d.Purpose = events.BootPurposeLocal
+			d.Kernel, d.Initrd, d.ImageVer, d.Params, d.PreseedURL = "", "", "", nil, ""
+			c.decisions[mac] = d
+			macs = append(macs, mac)
+		}
+	}
+	c.mu.Unlock()
+	if len(macs) > 0 {
+		c.changed()
+	}
+	return macs
+}
+
 // Decisions returns a copy of every cached decision, by MAC.
 func (c *Cache) Decisions() map[string]events.BootDecision {
 	c.mu.RLock()

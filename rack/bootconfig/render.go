@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -42,10 +44,22 @@ type RenderConfig struct {
 	// install decision's preseed URL, it is what the installer shows the
 	// rack to get its preseed. Nil leaves the URL as the region made it.
 	Credential func(machineID, deploymentID string) string
+	// AgentURL is where the ephemeral agent reaches this rack's HTTP
+	// server (its boot URL, whether or not boot files go over HTTP);
+	// an ubuntu-autoinstall deployment's NoCloud seed is there too
+	// (MetadataURL).
+	// With Credential, a decision whose purpose runs the agent
+	// (RunsAgent) gets rackplane.agent=<AgentURL>/agent/<machine>/<credential>
+	// on its command line. Empty: none.
+	AgentURL string
 	// Enlist is what a machine the region does not know boots; its MAC is
 	// filled in per request. Nil means unknown machines boot locally.
 	Enlist *events.BootDecision
 }
+
+// UnknownStep is how often iPXE on an unknown machine that is to wait
+// asks again for its config (RenderUnknown).
+const UnknownStep = 5 * time.Second
 
 // Renderer renders configs from boot decisions.
 type Renderer struct {
@@ -61,6 +75,10 @@ func NewRenderer(cfg RenderConfig) (*Renderer, error) {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: PreseedParam %q must be a bare parameter name", cfg.PreseedParam)
 	}
 	cfg.HTTPBootURL = strings.TrimRight(cfg.HTTPBootURL, "/")
+	cfg.AgentURL = strings.TrimRight(cfg.AgentURL, "/")
+	if strings.ContainsFunc(cfg.AgentURL, isSpaceOrControl) {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: AgentURL %q must not contain spaces", cfg.AgentURL)
+	}
 	if strings.ContainsAny(cfg.HTTPBootURL, " \t\r\n") {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "bootconfig: HTTPBootURL %q must not contain spaces", cfg.HTTPBootURL)
 	}
@@ -100,14 +118,19 @@ func ValidateDecision(d *events.BootDecision) error {
 	d.MAC = mac
 	switch d.Purpose {
 	case events.BootPurposeLocal:
-	case events.BootPurposeEnlist, events.BootPurposeInstall, events.BootPurposeCommission, events.BootPurposeRescue:
+	case events.BootPurposeEnlist, events.BootPurposeInstall, events.BootPurposeCommission, events.BootPurposeRescue,
+		events.BootPurposeErase, events.BootPurposeDeploy:
 		if d.Kernel == "" || d.Initrd == "" {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %s needs a kernel and an initrd", mac, d.Purpose)
 		}
 	default:
-		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission or rescue", mac, d.Purpose)
+		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose %q is not local, enlist, install, commission, rescue, erase or deploy", mac, d.Purpose)
 	}
-	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile, "deployment_id": d.DeploymentID} {
+	if d.Purpose == events.BootPurposeDeploy && (d.DiskImage == "" || d.TargetDisk == "" || d.DeploymentID == "") {
+		return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: purpose deploy needs a disk image, a target disk and a deployment", mac)
+	}
+	for name, v := range map[string]string{"kernel": d.Kernel, "initrd": d.Initrd, "preseed_url": d.PreseedURL, "boot_file": d.BootFile,
+		"deployment_id": d.DeploymentID, "installer": d.Installer, "disk_image": d.DiskImage, "target_disk": d.TargetDisk} {
 		if strings.ContainsFunc(v, isSpaceOrControl) {
 			return rackplane.Errorf(rackplane.EINVALID, "boot decision for %s: %s contains a space or control character", mac, name)
 		}
@@ -131,6 +154,21 @@ func isSpaceOrControl(r rune) bool { return r == ' ' || isControl(r) }
 // Render renders the config of kind for decision d, which must have passed
 // ValidateDecision.
 func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
+	return r.render(kind, d, false)
+}
+
+// RenderUnknown renders the config of kind for a machine the region does
+// not know (Unknown). With wait, iPXE's config asks again for it after
+// UnknownStep rather than booting locally: the region makes a machine of
+// a MAC as it asks, and may decide its boot within moments. Other
+// loaders cannot ask again; their configs are Unknown's either way.
+func (r *Renderer) RenderUnknown(kind Kind, mac string, wait bool) (events.BootDecision, []byte, error) {
+	d := r.Unknown(mac)
+	b, err := r.render(kind, d, wait && d.Purpose == events.BootPurposeLocal)
+	return d, b, err
+}
+
+func (r *Renderer) render(kind Kind, d events.BootDecision, wait bool) ([]byte, error) {
 	t, ok := templates[kind]
 	if !ok {
 		return nil, fmt.Errorf("render: unknown config kind %q", kind)
@@ -147,10 +185,11 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 		InitrdURL      string
 		InitrdName     string
 		Hyphenated     string
+		WaitStep       int
 	}{
 		BootDecision:   d,
-		CmdLine:        r.cmdline(d),
-		GRUBCmdLine:    r.grubCmdline(d),
+		CmdLine:        r.cmdline(kind, d),
+		GRUBCmdLine:    r.grubCmdline(kind, d),
 		GRUBKernel:     grubQuote("/" + strings.TrimLeft(d.Kernel, "/")),
 		GRUBInitrd:     grubQuote("/" + strings.TrimLeft(d.Initrd, "/")),
 		GRUBKernelHTTP: r.grubHTTPFile(d.Kernel),
@@ -164,6 +203,9 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 		InitrdName: path.Base(d.Initrd),
 		Hyphenated: Hyphenated(d.MAC),
 	}
+	if wait {
+		data.WaitStep = int(UnknownStep / time.Second)
+	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, data); err != nil {
 		return nil, fmt.Errorf("render %s for %s: %w", kind, d.MAC, err)
@@ -171,16 +213,55 @@ func (r *Renderer) Render(kind Kind, d events.BootDecision) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func (r *Renderer) cmdline(d events.BootDecision) string {
-	return strings.Join(r.params(d), " ")
+func (r *Renderer) cmdline(kind Kind, d events.BootDecision) string {
+	return strings.Join(r.params(kind, d), " ")
 }
 
-func (r *Renderer) params(d events.BootDecision) []string {
+// params is the kernel command line of d in a config of kind: an
+// installer family's parameters, then the decision's (the machine's,
+// then the operator's: the kernel hands duplicates to the installer in
+// order, and installers take the last), or, without a family, the
+// decision's then url=<preseed>, as before families.
+func (r *Renderer) params(kind Kind, d events.BootDecision) []string {
+	if family, ok := r.familyParams(kind, d); ok {
+		return append(family, d.Params...)
+	}
 	parts := append([]string(nil), d.Params...)
 	if d.PreseedURL != "" {
 		parts = append(parts, r.cfg.PreseedParam+"="+PreseedURL(d, r.cfg.Credential))
 	}
+	if u := AgentURL(d, r.cfg.AgentURL, r.cfg.Credential); u != "" {
+		// The agent's environment is ours: its kernel talks on the
+		// serial console too (what an operator watching a stuck
+		// commissioning sees), and it is told the NIC it booted from,
+		// which the inventory marks and the environment brings up.
+		parts = append(parts, AgentParam+"="+u, "rackplane.mac="+d.MAC)
+		if !slices.ContainsFunc(parts, func(p string) bool { return strings.HasPrefix(p, "console=") }) {
+			parts = append(parts, "console=tty0", "console=ttyS0,115200n8")
+		}
+	}
 	return parts
+}
+
+// AgentParam is the kernel parameter that tells the ephemeral agent
+// where to report (cmd/rackplane-agent run).
+const AgentParam = "rackplane.agent"
+
+// RunsAgent reports whether a boot of purpose runs the ephemeral agent,
+// which reports to the rack: commissioning, erasing and writing a disk
+// image do; a rescue boot is an operator's.
+func RunsAgent(purpose string) bool {
+	return purpose == events.BootPurposeCommission || purpose == events.BootPurposeErase || purpose == events.BootPurposeDeploy
+}
+
+// AgentURL is the URL the agent of decision d reports under, base (the
+// rack's HTTP server)/agent/<machine>/<credential of the operation>, or
+// "" when d runs no agent or lacks what the credential is made from.
+func AgentURL(d events.BootDecision, base string, credential func(machineID, deploymentID string) string) string {
+	if !RunsAgent(d.Purpose) || base == "" || credential == nil || d.MachineID == "" || d.DeploymentID == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/agent/" + d.MachineID + "/" + credential(d.MachineID, d.DeploymentID)
 }
 
 // PreseedURL is the preseed URL of decision d as it goes on the kernel
@@ -197,8 +278,8 @@ func PreseedURL(d events.BootDecision, credential func(machineID, deploymentID s
 // would otherwise act on ;, $, |, & and quotes in a value (a parameter
 // must not be able to add GRUB commands). GRUB drops the quotes, so the
 // kernel sees the parameters as they were.
-func (r *Renderer) grubCmdline(d events.BootDecision) string {
-	parts := r.params(d)
+func (r *Renderer) grubCmdline(kind Kind, d events.BootDecision) string {
+	parts := r.params(kind, d)
 	for i, p := range parts {
 		parts[i] = grubQuote(p)
 	}
@@ -291,7 +372,18 @@ menuentry '{{.Purpose}}' {
 	KindIPXE: template.Must(template.New("ipxe").Parse(`#!ipxe
 # {{.Purpose}} {{.MAC}}{{if .MachineID}} machine {{.MachineID}}{{end}}
 {{- if eq .Purpose "local"}}
-exit
+{{- if .WaitStep}}
+# Unknown to the region, which makes a machine of the MAC as it asks and
+# may decide its boot within moments: ask again (the rack says when to
+# stop) rather than boot locally at once.
+echo Rackplane: this machine is not known to the region yet, asking again in {{.WaitStep}}s
+sleep {{.WaitStep}}
+chain /ipxe/${mac:hexhyp}.ipxe ||
+{{- end}}
+# A failure, not a success: UEFI firmware that a boot option returned
+# success to stops there (in its setup menu) rather than try the next
+# one, the disk; BIOS tries the next device either way.
+exit 1
 {{- else}}
 kernel {{.KernelURL}} {{.CmdLine}} initrd={{.InitrdName}}
 initrd {{.InitrdURL}}

@@ -157,3 +157,92 @@ func TestDecisionSchema(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderAgentURL: a commission or erase boot's command line carries the URL
+// its agent reports under, with the credential of its operation; other
+// purposes, and decisions without an operation, carry none.
+func TestRenderAgentURL(t *testing.T) {
+	cred := func(machineID, op string) string { return "cred-" + machineID + "-" + op }
+	cfg := bootconfig.RenderConfig{AgentURL: "http://10.20.0.2:5248/", Credential: cred}
+	commission := events.BootDecision{MAC: "52:54:00:12:34:56", MachineID: "m-1", Purpose: events.BootPurposeCommission,
+		Kernel: "e/v1/linux", Initrd: "e/v1/initrd", Params: []string{"rackplane.machine=m-1"}, DeploymentID: "op-1"}
+	rescue := commission
+	rescue.Purpose = events.BootPurposeRescue
+	erase := commission
+	erase.Purpose = events.BootPurposeErase
+	noOp := commission
+	noOp.DeploymentID = ""
+	r, err := bootconfig.NewRenderer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "rackplane.agent=http://10.20.0.2:5248/agent/m-1/cred-m-1-op-1"
+	for _, tt := range []struct {
+		name string
+		d    events.BootDecision
+		has  bool
+	}{{"commission", commission, true}, {"erase", erase, true}, {"rescue", rescue, false}, {"no operation", noOp, false}} {
+		for _, kind := range []bootconfig.Kind{bootconfig.KindPXELinux, bootconfig.KindGRUB, bootconfig.KindIPXE} {
+			out, err := r.Render(kind, tt.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(out), want); got != tt.has {
+				t.Errorf("%s %s: carries the agent URL %v, want %v:\n%s", tt.name, kind, got, tt.has, out)
+			}
+			if !tt.has && strings.Contains(string(out), "rackplane.agent=") {
+				t.Errorf("%s %s: an agent URL:\n%s", tt.name, kind, out)
+			}
+		}
+	}
+	if _, err := bootconfig.NewRenderer(bootconfig.RenderConfig{AgentURL: "http://x/ y"}); err == nil {
+		t.Error("an AgentURL with a space was taken")
+	}
+}
+
+// TestRenderUnknownWait: iPXE on a machine the region does not know is
+// told to ask again after UnknownStep when it is to wait, and to boot
+// locally otherwise; other loaders' configs boot locally either way.
+func TestRenderUnknownWait(t *testing.T) {
+	tests := []struct {
+		name string
+		kind bootconfig.Kind
+		wait bool
+		want []string // in the config, in order
+		not  []string
+	}{
+		{"iPXE, waiting", bootconfig.KindIPXE, true,
+			[]string{"not known to the region yet", "sleep 5", "chain /ipxe/${mac:hexhyp}.ipxe ||", "exit"}, nil},
+		{"iPXE, not waiting", bootconfig.KindIPXE, false, []string{"exit"}, []string{"sleep", "chain"}},
+		{"GRUB, waiting", bootconfig.KindGRUB, true, []string{"exit"}, []string{"sleep", "chain"}},
+		{"pxelinux, waiting", bootconfig.KindPXELinux, true, []string{"LOCALBOOT"}, []string{"sleep", "chain"}},
+	}
+	r, err := bootconfig.NewRenderer(bootconfig.RenderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, b, err := r.RenderUnknown(tt.kind, "52:54:00:00:00:01", tt.wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Purpose != events.BootPurposeLocal || d.MachineID != "" {
+				t.Fatalf("decision %+v, want an unknown machine's local boot", d)
+			}
+			rest := string(b)
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("config lacks %q (in order):\n%s", w, b)
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, n := range tt.not {
+				if strings.Contains(string(b), n) {
+					t.Fatalf("config has %q:\n%s", n, b)
+				}
+			}
+		})
+	}
+}

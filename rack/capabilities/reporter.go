@@ -36,6 +36,9 @@ type Config struct {
 	Images  Images                          // nil: no images
 	Storage func() []events.StorageProvider // nil: no providers
 	Power   func() []events.PowerDriver     // nil: no power drivers
+	// PowerPollInterval is how often the region is to poll the power of
+	// the machines the rack drives (0: never).
+	PowerPollInterval time.Duration
 	// PreseedDir holds the default preseeds the rack ships (*.preseed).
 	PreseedDir string
 	Publisher  Publisher
@@ -138,6 +141,7 @@ func (r *Reporter) Snapshot() events.Capabilities {
 	}
 	if power != nil {
 		c.PowerDrivers = power()
+		c.PowerPollIntervalSeconds = int64(r.cfg.PowerPollInterval / time.Second)
 	}
 	ps, errs := ReadPreseeds(r.cfg.PreseedDir)
 	for _, err := range errs {
@@ -161,7 +165,8 @@ func (r *Reporter) oses(ic images.Capabilities) []events.OS {
 				arch, subarch, _ := strings.Cut(key, "/")
 				a := events.Arch{Arch: arch, Subarch: subarch, Versions: []events.ImageVersion{}}
 				for _, v := range ic.OS[osName][relName][key] {
-					a.Versions = append(a.Versions, events.ImageVersion{ID: v.ID, Label: v.Label, Version: v.Version, Files: v.Files})
+					a.Versions = append(a.Versions, events.ImageVersion{ID: v.ID, Label: v.Label, Version: v.Version, Files: v.Files,
+						Installer: v.Installer, Disk: v.Disk})
 				}
 				rel.Arches = append(rel.Arches, a)
 			}

@@ -87,6 +87,11 @@ func TestChooseBoot(t *testing.T) {
 			ipxeDefaults, Boot{"http://x/y.efi", ClientHTTP}, nil},
 		{"not a netboot client", with(pxe(iana.INTEL_X86PC), func(r *BootRequest) { r.VendorClass = "MSFT 5.0" }), ipxeDefaults, Boot{}, ErrNotNetboot},
 		{"no vendor class", with(pxe(iana.INTEL_X86PC), func(r *BootRequest) { r.VendorClass = "" }), ipxeDefaults, Boot{}, ErrNotNetboot},
+		// Debian's installer loads a URL in the boot file field of its
+		// lease as a preseed, before the url= of its command line
+		// (network-preseed): its own DHCP client must get none.
+		{"the Debian installer's DHCP client", with(pxe(iana.INTEL_X86PC), func(r *BootRequest) { r.VendorClass, r.HasArch = "d-i", false }),
+			ipxeDefaults, Boot{}, ErrNotNetboot},
 		{"EFI IA32 unsupported", pxe(iana.EFI_IA32), ipxeDefaults, Boot{}, ErrUnsupportedArch},
 		{"no arch anywhere", BootRequest{VendorClass: "PXEClient", MAC: mac}, ipxeDefaults, Boot{}, ErrUnsupportedArch},
 		{"HTTP boot of IA32 unsupported", with(pxe(iana.EFI_X86_HTTP), func(r *BootRequest) { r.VendorClass = "HTTPClient" }), ipxeDefaults, Boot{}, ErrUnsupportedArch},

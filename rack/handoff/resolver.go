@@ -59,6 +59,10 @@ type Config struct {
 	// Telemetry bounds the events of boot requests (zero fields:
 	// DefaultTelemetryLimits).
 	Telemetry TelemetryLimits
+	// UnknownWait is how long iPXE on a machine the region does not know
+	// keeps asking again for its config, every bootconfig.UnknownStep,
+	// before it boots locally (zero: at once).
+	UnknownWait time.Duration
 }
 
 // Resolver is the hand-off. Safe for concurrent use.
@@ -71,6 +75,7 @@ type Resolver struct {
 	pub       Publisher
 	log       *slog.Logger
 	gate      *gate
+	waiting   *waiting
 
 	latency    *prometheus.HistogramVec
 	outcomes   *prometheus.CounterVec
@@ -96,7 +101,7 @@ func NewResolver(cfg Config, decisions Decisions, versions Versions, render *boo
 	}
 	r := &Resolver{
 		cfg: cfg, decisions: decisions, versions: versions, render: render, pub: pub, log: log,
-		gate: newGate(cfg.Telemetry, cfg.Now()),
+		gate: newGate(cfg.Telemetry, cfg.Now()), waiting: newWaiting(cfg.UnknownWait),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rackplane_boot_handoff_seconds",
 			Help:    "Time to decide what a boot request gets, by route.",
@@ -251,10 +256,16 @@ func (r *Resolver) config(ctx context.Context, cn configName, res *Result) error
 	if cn.MAC != "" {
 		d, known = r.decisions.Lookup(ctx, cn.MAC)
 	}
-	if !known {
-		d = r.render.Unknown(cn.MAC)
+	var content []byte
+	var err error
+	if known {
+		content, err = r.render.Render(cn.Kind, d)
+	} else {
+		// Only iPXE can ask again; other loaders' requests take no place
+		// in the table.
+		wait := cn.Kind == bootconfig.KindIPXE && r.waiting.ask(cn.MAC, r.cfg.Now())
+		d, content, err = r.render.RenderUnknown(cn.Kind, cn.MAC, wait)
 	}
-	content, err := r.render.Render(cn.Kind, d)
 	if err != nil {
 		return rackplane.WrapError(rackplane.EINTERNAL, err, "config unavailable")
 	}

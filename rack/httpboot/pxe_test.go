@@ -18,6 +18,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/pxetest"
+	tftpproto "github.com/rackplane/rackplane/internal/tftp"
 	"github.com/rackplane/rackplane/internal/tftp/tftptest"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
@@ -202,7 +203,7 @@ func pxeBoot(t *testing.T, mac string, overHTTP bool, loss *tftptest.Loss, firmw
 		_, ok := tr.Recorder.Wait(events.TypeBootTransfer, 0, time.Minute, func(e events.Event) bool {
 			var bt events.BootTransfer
 			return e.DecodeData(&bt) == nil && bt.Path == f && bt.Protocol == wantProto && bt.Bytes == bt.Size && bt.VersionID == version &&
-				(bt.Error == "" || relay != nil && strings.Contains(bt.Error, "no acknowledgement"))
+				(bt.Error == "" || relay != nil && strings.Contains(bt.Error, tftpproto.ErrLastUnacknowledged.Error()))
 		})
 		if !ok {
 			t.Errorf("no complete %s transfer of %s\n%s", wantProto, f, eventLog(tr))

@@ -1,6 +1,10 @@
 package images
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/rackplane/rackplane/events"
+)
 
 // Capabilities is what the store can boot, shaped for the rack's
 // capability snapshot. Only usable versions appear, newest first.
@@ -17,6 +21,9 @@ type CapabilityVersion struct {
 	Label   string `json:"label,omitempty"`
 	Version string `json:"version"`
 	Files   []File `json:"files"`
+	// Installer and Disk are the image's installer family and disk image.
+	Installer string            `json:"installer,omitempty"`
+	Disk      *events.DiskImage `json:"disk,omitempty"`
 }
 
 // Capabilities returns the usable versions by os, release and arch.
@@ -31,7 +38,8 @@ func (s *Store) Capabilities() Capabilities {
 			continue
 		}
 		v := e.v
-		cv := CapabilityVersion{ID: v.ID, Label: v.Label, Version: v.Version, Files: append([]File{}, v.Files...)}
+		cv := CapabilityVersion{ID: v.ID, Label: v.Label, Version: v.Version, Files: append([]File{}, v.Files...),
+			Installer: v.Installer, Disk: v.Disk}
 		if v.Kind == KindBootloader {
 			if c.Bootloaders[v.Bootloader] == nil {
 				c.Bootloaders[v.Bootloader] = map[string][]CapabilityVersion{}

@@ -41,8 +41,14 @@
 // # Imports
 //
 // A source is an HTTP(S) URL or a local directory publishing a manifest
-// (schema/image_manifest.v1.json; manifest.json in a directory), or the
-// bootloaders of the machine's own Debian packages. Each file is downloaded
+// (schema/image_manifest.v1.json; manifest.json in a directory), the
+// bootloaders of the machine's own Debian packages, Debian 12's netboot
+// installer from its debian-installer-12-netboot-<arch> packages
+// (debiannetboot.go), or a simplestreams mirror in the layout MAAS
+// publishes (simplestreams.go). The last three build their manifest in
+// code and name each version by what it is (package version, serial), so
+// importing them again finds every version present: the import is
+// unchanged. Each file is downloaded
 // to tmp/, checked against the manifest's size and sha256, and renamed into
 // blobs/; a version's manifest is written last, atomically, so a version is
 // visible only once all its files are in. A source's manifest is fetched
@@ -65,7 +71,8 @@
 // .reply.v1.json (a request that breaks its schema is EINVALID):
 //
 //	images.list     {}                                  -> ListReply
-//	images.import   {"url"|"dir"|"system_bootloaders"}   -> ImportStatus (at once; runs on)
+//	images.import   {"url"|"dir"|"system_bootloaders"|"debian_netboot"|"simplestreams"}
+//	                                                    -> ImportStatus (at once; runs on)
 //	images.imports  {"id"?}                              -> ImportsReply
 //	images.delete   {"version_id"}                       -> GCReport (ECONFLICT while in use)
 //	images.gc       {"dry_run"}                          -> GCReport

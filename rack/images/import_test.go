@@ -3,11 +3,13 @@ package images
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +129,23 @@ func TestBadSourcesLeaveNothingHalfImported(t *testing.T) {
 		}},
 		{"file too short", rackplane.EINVALID, "source sent 2999 bytes", func(ss *sourceServer, _ chan struct{}) {
 			ss.files["20261101/squashfs"] = bad[:2999]
+		}},
+		{"more than the disk holds", rackplane.ECONFLICT, "file system has", func(ss *sourceServer, _ chan struct{}) {
+			// A source may say anything of its sizes: the store does
+			// not start what it cannot hold.
+			var fs syscall.Statfs_t
+			if err := syscall.Statfs(t.TempDir(), &fs); err != nil {
+				t.Fatal(err)
+			}
+			files := map[string][]byte{}
+			for i := int64(0); i <= int64(fs.Bavail)*int64(fs.Bsize)/MaxFileSize; i++ {
+				files[fmt.Sprintf("part%d", i)] = content(fmt.Sprint(i), 10)
+			}
+			v, _ := imageVersion("1", files)
+			for i := range v.Files {
+				v.Files[i].Size = MaxFileSize
+			}
+			ss.manifest = manifestBytes(t, v)
 		}},
 		{"file 404", rackplane.ENOTFOUND, "HTTP 404 for file squashfs", func(ss *sourceServer, _ chan struct{}) {
 			delete(ss.files, "20261101/squashfs")

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,6 +34,12 @@ type Source struct {
 	// grub-efi-amd64-signed, ipxe, and for arm64
 	// debian-installer-12-netboot-arm64).
 	SystemBootloaders bool `json:"system_bootloaders,omitempty"`
+	// DebianNetboot imports Debian's netboot installer from the machine's
+	// debian-installer-12-netboot-<arch> packages.
+	DebianNetboot *events.DebianNetbootSource `json:"debian_netboot,omitempty"`
+	// Simplestreams imports the newest versions of a simplestreams
+	// mirror's products (the layout of images.maas.io).
+	Simplestreams *events.SimplestreamsSource `json:"simplestreams,omitempty"`
 }
 
 // Import states.
@@ -115,13 +122,13 @@ type source interface {
 
 func (s *Store) newSource(src Source) (source, error) {
 	n := 0
-	for _, set := range []bool{src.URL != "", src.Dir != "", src.SystemBootloaders} {
+	for _, set := range []bool{src.URL != "", src.Dir != "", src.SystemBootloaders, src.DebianNetboot != nil, src.Simplestreams != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return nil, rackplane.Errorf(rackplane.EINVALID, "an import source needs exactly one of url, dir and system_bootloaders")
+		return nil, rackplane.Errorf(rackplane.EINVALID, "an import source needs exactly one of url, dir, system_bootloaders, debian_netboot and simplestreams")
 	}
 	switch {
 	case src.URL != "":
@@ -136,6 +143,10 @@ func (s *Store) newSource(src Source) (source, error) {
 			return nil, rackplane.Errorf(rackplane.EINVALID, "source dir %q is not an absolute path", truncate(src.Dir))
 		}
 		return &dirSource{store: s, dir: filepath.Clean(src.Dir)}, nil
+	case src.DebianNetboot != nil:
+		return s.newDebianNetbootSource(*src.DebianNetboot)
+	case src.Simplestreams != nil:
+		return s.newSimplestreamsSource(*src.Simplestreams)
 	default:
 		return &systemSource{store: s, root: s.cfg.SystemRoot}, nil
 	}
@@ -308,6 +319,9 @@ func (s *Store) importAll(ctx context.Context, st *importState, created map[stri
 		}
 	}
 	s.mu.Unlock()
+	if err := s.checkSpace(st.bytesTotal.Load()); err != nil {
+		return err
+	}
 
 	for _, v := range m.Versions {
 		sums := make([]string, len(v.Files))
@@ -327,6 +341,26 @@ func (s *Store) importAll(ctx context.Context, st *importState, created map[stri
 		st.mu.Unlock()
 	}
 	return st.src.succeeded()
+}
+
+// spaceReserve is what an import leaves free on the image store's file
+// system, for the rack's journal, caches and the imports beside it.
+const spaceReserve = 512 << 20
+
+// checkSpace refuses an import of need bytes that would fill the image
+// store's file system: a source (a remote mirror) says how large its
+// files are, and the store holds it to that before it fetches a byte.
+func (s *Store) checkSpace(need int64) error {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(s.blobDir, &fs); err != nil {
+		return nil // unknown: the fetch's own errors say what happens
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	if need > free-spaceReserve {
+		return rackplane.Errorf(rackplane.ECONFLICT, "the import needs %d bytes; the image store's file system has %d free, of which %d stay free for the rack: "+
+			"delete old versions (or run GC) or narrow the import", need, max(free, 0), int64(spaceReserve))
+	}
+	return nil
 }
 
 func (st *importState) count(f SourceFile, counted map[string]bool) {
@@ -506,3 +540,19 @@ func (s *Store) dropCreatedBlobs(created map[string]bool) {
 }
 
 func marshalIndent(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
+
+// holdsAll reports whether every version of m is in the store, complete
+// and with m's files. A source whose versions are named by what they are
+// (a package version, a stream's serial) is then unchanged: versions are
+// immutable, so there is nothing to fetch.
+func (s *Store) holdsAll(m *Manifest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range m.Versions {
+		e, ok := s.versions[v.ID()]
+		if !ok || e.problem != "" || !sameFiles(e.v.Files, v.Files) {
+			return false
+		}
+	}
+	return len(m.Versions) > 0
+}

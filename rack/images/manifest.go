@@ -3,6 +3,7 @@ package images
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,11 @@ const ManifestSchema = "image_manifest.v1"
 
 // ManifestFormat is the value of a manifest's "format" field.
 const ManifestFormat = "rackplane.image_manifest.v1"
+
+// MaxFileSize bounds one file of a version (the manifest schema's limit),
+// for the manifests built in code too (simplestreams): a source's sizes
+// are summed before anything is fetched.
+const MaxFileSize = 64 << 30
 
 // MaxManifestSize bounds a source's manifest; anything larger is refused
 // before it is parsed.
@@ -38,6 +44,10 @@ type SourceVersion struct {
 	Bootloader string       `json:"bootloader,omitempty"`
 	Version    string       `json:"version"`
 	Files      []SourceFile `json:"files"`
+	// Installer and Disk, on an image, are its installer family and its
+	// disk image (events.ImageVersion).
+	Installer string            `json:"installer,omitempty"`
+	Disk      *events.DiskImage `json:"disk,omitempty"`
 }
 
 // SourceFile is a file of a source version; Path, relative to the
@@ -54,18 +64,20 @@ type File = events.ImageFile
 
 // Version is an immutable version manifest as stored.
 type Version struct {
-	ID         string    `json:"id"`
-	Kind       string    `json:"kind"`
-	OS         string    `json:"os,omitempty"`
-	Release    string    `json:"release,omitempty"`
-	Arch       string    `json:"arch"`
-	Subarch    string    `json:"subarch,omitempty"`
-	Label      string    `json:"label,omitempty"`
-	Bootloader string    `json:"bootloader,omitempty"`
-	Version    string    `json:"version"`
-	Files      []File    `json:"files"`
-	Source     string    `json:"source"`
-	ImportedAt time.Time `json:"imported_at"`
+	ID         string            `json:"id"`
+	Kind       string            `json:"kind"`
+	OS         string            `json:"os,omitempty"`
+	Release    string            `json:"release,omitempty"`
+	Arch       string            `json:"arch"`
+	Subarch    string            `json:"subarch,omitempty"`
+	Label      string            `json:"label,omitempty"`
+	Bootloader string            `json:"bootloader,omitempty"`
+	Version    string            `json:"version"`
+	Files      []File            `json:"files"`
+	Installer  string            `json:"installer,omitempty"`
+	Disk       *events.DiskImage `json:"disk,omitempty"`
+	Source     string            `json:"source"`
+	ImportedAt time.Time         `json:"imported_at"`
 }
 
 // versionID builds the id (the versioned path without file name) from the
@@ -129,7 +141,7 @@ func (m *Manifest) check() error {
 				return rackplane.Errorf(rackplane.EINVALID, "version %s lists file %s twice", id, f.Name)
 			}
 			names[f.Name] = true
-			if !validFileName(f.Name) || len(f.SHA256) != 64 || !isHex(f.SHA256) || f.Size < 0 {
+			if !validFileName(f.Name) || len(f.SHA256) != 64 || !isHex(f.SHA256) || f.Size < 0 || f.Size > MaxFileSize {
 				return rackplane.Errorf(rackplane.EINVALID, "version %s: file %q is malformed", id, truncate(f.Name))
 			}
 			if f.Path != "" {
@@ -142,6 +154,9 @@ func (m *Manifest) check() error {
 		}
 		if len(v.Files) == 0 {
 			return rackplane.Errorf(rackplane.EINVALID, "version %s has no files", id)
+		}
+		if err := checkInstaller(id, v, names); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -171,6 +186,35 @@ func checkVersionFields(v SourceVersion) error {
 	return nil
 }
 
+// checkInstaller checks an image's installer family against its disk
+// image: a disk image is the agent's to write, and names one of the
+// version's files.
+func checkInstaller(id string, v SourceVersion, files map[string]bool) error {
+	if v.Installer != "" && !slices.Contains(events.Installers, v.Installer) {
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: installer %q is none of %s", id, truncate(v.Installer), strings.Join(events.Installers, ", "))
+	}
+	if v.Kind != KindImage && (v.Installer != "" || v.Disk != nil) {
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: only an image has an installer or a disk image", id)
+	}
+	switch d := v.Disk; {
+	case d == nil && v.Installer == events.InstallerAgent:
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: installer agent needs a disk image (disk)", id)
+	case d == nil:
+		return nil
+	case v.Installer != events.InstallerAgent:
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: a disk image is written by the agent: set installer to agent", id)
+	case !files[d.File]:
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: the disk image %q is not one of its files", id, truncate(d.File))
+	case d.Compression != events.DiskCompressionNone && d.Compression != events.DiskCompressionGzip && d.Compression != events.DiskCompressionZstd:
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: disk compression %q is none of none, gzip, zstd", id, truncate(d.Compression))
+	case d.Size <= 0 || len(d.SHA256) != 64 || !isHex(d.SHA256):
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: the disk image needs its decompressed size and sha256", id)
+	case d.GrowRoot && d.RootPartition == 0:
+		return rackplane.Errorf(rackplane.EINVALID, "version %s: grow_root needs root_partition", id)
+	}
+	return nil
+}
+
 func truncateErr(err error) string {
 	s := strings.ReplaceAll(err.Error(), "\n", "; ")
 	if len(s) > 1024 {
@@ -184,7 +228,7 @@ func (v SourceVersion) toVersion(source string, now time.Time) Version {
 	out := Version{
 		ID: v.ID(), Kind: v.Kind, OS: v.OS, Release: v.Release, Arch: v.Arch, Subarch: v.Subarch,
 		Label: v.Label, Bootloader: v.Bootloader, Version: v.Version, Source: source,
-		ImportedAt: now.UTC(),
+		Installer: v.Installer, Disk: v.Disk, ImportedAt: now.UTC(),
 	}
 	for _, f := range v.Files {
 		out.Files = append(out.Files, File{Name: f.Name, SHA256: f.SHA256, Size: f.Size})
@@ -215,7 +259,7 @@ func sameFiles(a []File, b []SourceFile) bool {
 // are ours, but a disk or an operator can still break them.
 func (v Version) checkStored() error {
 	sv := SourceVersion{Kind: v.Kind, OS: v.OS, Release: v.Release, Arch: v.Arch, Subarch: v.Subarch,
-		Label: v.Label, Bootloader: v.Bootloader, Version: v.Version}
+		Label: v.Label, Bootloader: v.Bootloader, Version: v.Version, Installer: v.Installer, Disk: v.Disk}
 	for _, f := range v.Files {
 		sv.Files = append(sv.Files, SourceFile{Name: f.Name, SHA256: f.SHA256, Size: f.Size})
 	}

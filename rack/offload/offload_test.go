@@ -274,7 +274,13 @@ func TestRPC(t *testing.T) {
 	if _, err := os.Stat(a.Path); !os.IsNotExist(err) {
 		t.Fatalf("ephemeral file not deleted after the transfer report: %v", err)
 	}
-	if d := deletions(f, events.HandoffDeletedDone); len(d) != 1 || d[0].HandoffID != a.HandoffID {
+	// The file goes before its handoff_file_deleted event is published.
+	d := deletions(f, events.HandoffDeletedDone)
+	for len(d) == 0 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(10 * time.Millisecond)
+		d = deletions(f, events.HandoffDeletedDone)
+	}
+	if len(d) != 1 || d[0].HandoffID != a.HandoffID {
 		t.Fatalf("done events: %+v", d)
 	}
 

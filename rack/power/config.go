@@ -30,14 +30,19 @@ type Settings struct {
 	Timeout time.Duration
 	// Concurrency is how many actions run at once.
 	Concurrency int
+	// StatePollInterval is how often the region is to poll the power
+	// state of the machines this rack drives (0: never); reported in the
+	// capability snapshot.
+	StatePollInterval time.Duration
 }
 
 // DefaultSettings returns the defaults of the flags.
 func DefaultSettings() Settings {
 	return Settings{
-		SearchPath:  []string{"/usr/share/rackplane/power", "/etc/rackplane/power"},
-		Timeout:     30 * time.Second,
-		Concurrency: 32,
+		SearchPath:        []string{"/usr/share/rackplane/power", "/etc/rackplane/power"},
+		Timeout:           30 * time.Second,
+		Concurrency:       32,
+		StatePollInterval: 5 * time.Minute,
 	}
 }
 
@@ -46,6 +51,7 @@ func (s *Settings) RegisterFlags(fs *flag.FlagSet) {
 	fs.Func("power-search-path", "comma-separated directories holding power script drivers, a directory per driver named after it (default "+strings.Join(s.SearchPath, ",")+")", flagenv.List(&s.SearchPath))
 	fs.DurationVar(&s.Timeout, "power-timeout", s.Timeout, "how long a power action may take (a BMC, script or endpoint past it is given up, a script killed), and how long one may wait for a free slot")
 	fs.IntVar(&s.Concurrency, "power-concurrency", s.Concurrency, "power actions run at once; more wait for a slot")
+	fs.DurationVar(&s.StatePollInterval, "power-poll-interval", s.StatePollInterval, "how often the region polls the power state of the machines this rack drives, each machine jittered by up to a tenth either way (0: never)")
 }
 
 // Validate reports every problem of s at once, naming the flags. It
@@ -62,6 +68,9 @@ func (s Settings) Validate() error {
 	}
 	if s.Concurrency < 1 || s.Concurrency > 4096 {
 		errs = append(errs, fmt.Errorf("-power-concurrency %d: want 1 to 4096", s.Concurrency))
+	}
+	if s.StatePollInterval != 0 && (s.StatePollInterval < time.Second || s.StatePollInterval > 24*time.Hour || s.StatePollInterval%time.Second != 0) {
+		errs = append(errs, fmt.Errorf("-power-poll-interval %s: want 0 (never) or whole seconds from 1s to 24h, such as 5m", s.StatePollInterval))
 	}
 	return errors.Join(errs...)
 }

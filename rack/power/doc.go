@@ -58,7 +58,10 @@
 // a clean environment: POWER_ACTION, POWER_MACHINE_ID, POWER_ADDRESS,
 // POWER_PORT, POWER_USER, POWER_PASSWORD, POWER_BOOT_DEVICE (set-boot)
 // and POWER_EXTRA_<NAME> for each extra. Exit status 0 is success;
-// power-status prints on or off on its first line of output. A script
+// 3 says the BMC refused the credentials (outcome auth_failed, which the
+// region does not retry), 4 that the BMC could not be reached
+// (unreachable); any other is a failure. power-status prints on or off
+// on its first line of output. A script
 // past the power timeout is killed with everything it started, and a
 // failure carries the last lines of its output, the password masked.
 //

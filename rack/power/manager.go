@@ -2,12 +2,15 @@ package power
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +36,13 @@ type Manager struct {
 
 	mu      sync.Mutex
 	scripts []scriptDriver // as the last scan found them
-	running sync.WaitGroup
+
+	// running counts the actions under way. Once Run has seen its
+	// context end, stopping refuses new ones, so that no Add races the
+	// Wait that lets Run return (an rpc can arrive while the rack stops).
+	runMu    sync.Mutex
+	stopping bool
+	running  sync.WaitGroup
 
 	actions  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -143,6 +152,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			m.runMu.Lock()
+			m.stopping = true
+			m.runMu.Unlock()
 			m.running.Wait()
 			return nil
 		case <-t.C:
@@ -178,7 +190,18 @@ func (m *Manager) driver(name string) (driver, error) {
 // a wait for a slot ends with ctx.
 func (m *Manager) Do(ctx context.Context, req Request) Reply {
 	start := m.now()
+	m.runMu.Lock()
+	if m.stopping {
+		m.runMu.Unlock()
+		reply := Reply{MachineID: req.MachineID, Action: req.Action, State: events.PowerStateUnknown, Outcome: events.PowerOutcomeBusy,
+			Error: "the rack is stopping: nothing ran; ask again once it is back"}
+		if _, known := events.ParsePowerAction(string(req.Action)); !known {
+			reply.Action = ""
+		}
+		return reply
+	}
 	m.running.Add(1)
+	m.runMu.Unlock()
 	defer m.running.Done()
 	state, err := m.do(ctx, req)
 	if err != nil {
@@ -202,7 +225,11 @@ func (m *Manager) Do(ctx context.Context, req Request) Reply {
 	if machineRE.MatchString(req.MachineID) && driverRE.MatchString(req.Driver) && reply.Action != "" {
 		m.actions.WithLabelValues(req.Driver, string(req.Action), outcome).Inc()
 		m.duration.WithLabelValues(req.Driver, string(req.Action)).Observe(elapsed.Seconds())
-		m.publish(req, reply, start)
+		// A poll is answered, not published: the region records what
+		// changed (see events.PowerRequest.Poll).
+		if !(req.Poll && req.Action == events.PowerStatus) {
+			m.publish(req, reply, start)
+		}
 	}
 	return reply
 }
@@ -271,7 +298,16 @@ func errorText(err error) string {
 // hold the password.
 func scrub(s string, p events.PowerParameters) string {
 	if p.Password != "" {
-		s = strings.ReplaceAll(s, p.Password, scriptrun.Mask)
+		// The password as written, and as a URL, a quoted string or JSON
+		// would carry it: a webhook's error quotes its URL and body.
+		q := strconv.Quote(p.Password)
+		j, _ := json.Marshal(p.Password)
+		for _, form := range []string{p.Password, url.QueryEscape(p.Password), url.PathEscape(p.Password),
+			q[1 : len(q)-1], string(j[1 : len(j)-1])} {
+			if form != "" {
+				s = strings.ReplaceAll(s, form, scriptrun.Mask)
+			}
+		}
 	}
 	if len(s) > maxError {
 		s = strings.ToValidUTF8(s[:maxError], "")

@@ -158,6 +158,13 @@ func (s scriptDriver) run(ctx context.Context, req Request) (string, error) {
 	}
 }
 
+// Exit statuses of a script that name the failure's outcome (see the
+// package documentation).
+const (
+	ExitAuthFailed  = 3
+	ExitUnreachable = 4
+)
+
 // script runs the script of action a within ctx's deadline and returns
 // its stdout.
 func (s scriptDriver) script(ctx context.Context, req Request, a events.PowerAction) ([]byte, error) {
@@ -175,8 +182,13 @@ func (s scriptDriver) script(ctx context.Context, req Request, a events.PowerAct
 	})
 	if r.Err != nil {
 		outcome := events.PowerOutcomeFailed
-		if r.TimedOut || r.Cancelled {
+		switch {
+		case r.TimedOut || r.Cancelled:
 			outcome = events.PowerOutcomeTimeout
+		case r.ExitCode != nil && *r.ExitCode == ExitAuthFailed:
+			outcome = events.PowerOutcomeAuthFailed
+		case r.ExitCode != nil && *r.ExitCode == ExitUnreachable:
+			outcome = events.PowerOutcomeUnreachable
 		}
 		return nil, fail(outcome, "power driver %s: %v%s", s.name, r.Err, scriptrun.TailText(r.Tail))
 	}

@@ -74,7 +74,7 @@ func TestScriptDriver(t *testing.T) {
 			r := req("filebmc", locked, events.PowerOn)
 			r.Parameters.Password = "wrong-one"
 			return r
-		}(), state: "unknown", outcome: "failed",
+		}(), state: "unknown", outcome: "auth_failed",
 			errHas: []string{"power-on failed: exit status 3", "refused user admin with password " + scriptrun.Mask}},
 		{name: "right password", req: req("filebmc", locked, events.PowerOn), state: "on", outcome: "ok"},
 		{name: "broken driver", req: req("broken", file, events.PowerOn), state: "unknown", outcome: "unsupported",

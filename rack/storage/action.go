@@ -40,7 +40,16 @@ func (m *Manager) Do(ctx context.Context, action string, req Request) (Record, e
 		err error
 	}
 	done := make(chan outcome, 1)
+	// No action starts once Run has begun waiting for those under way:
+	// an Add racing that Wait would let Run return with it running.
+	m.mu.Lock()
+	if m.stopping {
+		m.mu.Unlock()
+		m.unlock(req.VolumeID)
+		return Record{}, rackplane.Errorf(rackplane.EUNAVAILABLE, "the rack is stopping: %s of volume %s did not run; ask again once it is back", a, req.VolumeID)
+	}
 	m.running.Add(1)
+	m.mu.Unlock()
 	go func() {
 		defer m.running.Done()
 		rec, err := m.safeDo(context.WithoutCancel(ctx), a, req)

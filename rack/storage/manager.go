@@ -122,6 +122,7 @@ type Manager struct {
 	mu        sync.Mutex
 	providers []Provider
 	busy      map[string]bool // volume ids with an action running
+	stopping  bool            // Run is waiting for the actions under way: no new one starts
 
 	running sync.WaitGroup
 
@@ -284,6 +285,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			m.mu.Lock()
+			m.stopping = true
+			m.mu.Unlock()
 			m.running.Wait()
 			return nil
 		case <-t.C:

@@ -125,7 +125,8 @@ func NewServer(cfg Config, resolver *handoff.Resolver, log *slog.Logger, reg pro
 		return nil, rackplane.Errorf(rackplane.EINVALID, "tftp: resolver and logger are required")
 	}
 	m, err := handoff.NewFrontendMetrics(reg, "rackplane_tftp", "TFTP",
-		"handoff (refused or not found), transfer (aborted or timed out), malformed, write_request")
+		"handoff (refused or not found), transfer (aborted or timed out), "+
+			"last_unacknowledged (all sent, the last ACK never came), malformed, write_request")
 	if err != nil {
 		return nil, fmt.Errorf("tftp: %w", err)
 	}
@@ -296,7 +297,10 @@ func (s *Server) readHandler(ctx context.Context, listen string) func(string, io
 			s.log.Debug("tftp size query", "remote", remote, "file", name)
 			return nil
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, tftp.ErrLastUnacknowledged):
+			s.errs.WithLabelValues("last_unacknowledged").Inc()
+		case err != nil:
 			s.errs.WithLabelValues("transfer").Inc()
 		}
 		s.resolver.Finish(res, handoff.Outcome{Bytes: n, Duration: elapsed, BlockSize: blksize, Err: err})

@@ -167,8 +167,8 @@ func decodeImportRequest(r *http.Request) (rackimages.ImportRequest, error) {
 	if err := DecodeJSON(r, &req); err != nil {
 		return req, err
 	}
-	if n := countSet(req.URL != "", req.Dir != "", req.SystemBootloaders != nil); n != 1 {
-		return req, rackplane.Errorf(rackplane.EINVALID, "give exactly one of url, dir and system_bootloaders (got %d)", n)
+	if n := countSet(req.URL != "", req.Dir != "", req.SystemBootloaders != nil, req.DebianNetboot != nil, req.Simplestreams != nil); n != 1 {
+		return req, rackplane.Errorf(rackplane.EINVALID, "give exactly one of url, dir, system_bootloaders, debian_netboot and simplestreams (got %d)", n)
 	}
 	return req, nil
 }

@@ -19,6 +19,9 @@ func FuzzImportRequest(f *testing.F) {
 		`{"dir":"/srv/images"}`, `{"url":"https://images.example.org/manifest.json"}`, `{"system_bootloaders":true}`,
 		`{"system_bootloaders":false}`, `{"dir":"images"}`, `{"url":"ftp://x"}`, `{"dir":"/a","url":"http://b"}`,
 		`{}`, `null`, `[]`, `{"dir":"/a"} {}`, `{"path":"/a"}`, `{"url":""}`, "",
+		`{"debian_netboot":{}}`, `{"debian_netboot":{"arches":["amd64","arm64"]}}`, `{"debian_netboot":{"arches":["i386"]}}`, `{"debian_netboot":null}`,
+		`{"simplestreams":{"url":"http://images.maas.io/ephemeral-v3/stable/","filters":{"release":["noble"],"arch":["amd64"]},"versions":2}}`,
+		`{"simplestreams":{"dir":"/srv/mirror","url":"http://x/"}}`, `{"simplestreams":{}}`, `{"simplestreams":{"dir":"/m","filters":{}}}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -19,8 +19,10 @@ type Machines interface {
 	Create(ctx context.Context, req machine.CreateRequest, meta machine.Meta) (rackplane.Machine, error)
 	Update(ctx context.Context, id string, c machine.Change, meta machine.Meta) (machine.Result, error)
 	Delete(ctx context.Context, id string, meta machine.Meta) (machine.Result, error)
+	SetTags(ctx context.Context, id string, tags []string, meta machine.Meta) (machine.Result, error)
 	Deploy(ctx context.Context, id string, req machine.DeployRequest, meta machine.Meta) (machine.Result, error)
-	Release(ctx context.Context, id string, meta machine.Meta) (machine.Result, error)
+	Commission(ctx context.Context, id string, meta machine.Meta) (machine.Result, error)
+	Release(ctx context.Context, id string, req machine.ReleaseRequest, meta machine.Meta) (machine.Result, error)
 	MarkFailed(ctx context.Context, id, reason string, meta machine.Meta) (machine.Result, error)
 	MarkBroken(ctx context.Context, id, reason string, meta machine.Meta) (machine.Result, error)
 	MarkFixed(ctx context.Context, id string, meta machine.Meta) (machine.Result, error)
@@ -33,8 +35,14 @@ func (s *Server) machineRoutes() {
 	s.handle("PATCH /api/v1/machines/{id}", s.updateMachine)
 	s.handle("DELETE /api/v1/machines/{id}", s.deleteMachine)
 	s.handle("POST /api/v1/machines/{id}/deploy", s.deployMachine)
-	s.handle("POST /api/v1/machines/{id}/release", s.machineAction(func(ctx context.Context, id string, _ reasonRequest, meta machine.Meta) (machine.Result, error) {
-		return s.machines.Release(ctx, id, meta)
+	// Commission takes no parameters: the region chooses the ephemeral
+	// environment (machine.Service.Commission); a body, if any, is read
+	// as the other actions' and ignored.
+	s.handle("POST /api/v1/machines/{id}/commission", s.machineAction(func(ctx context.Context, id string, _ reasonRequest, meta machine.Meta) (machine.Result, error) {
+		return s.machines.Commission(ctx, id, meta)
+	}))
+	s.handle("POST /api/v1/machines/{id}/release", s.machineAction(func(ctx context.Context, id string, req reasonRequest, meta machine.Meta) (machine.Result, error) {
+		return s.machines.Release(ctx, id, machine.ReleaseRequest{PowerOff: req.PowerOff, Erase: req.Erase}, meta)
 	}))
 	s.handle("POST /api/v1/machines/{id}/mark-failed", s.machineAction(func(ctx context.Context, id string, req reasonRequest, meta machine.Meta) (machine.Result, error) {
 		return s.machines.MarkFailed(ctx, id, req.Reason, meta)
@@ -107,13 +115,11 @@ func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	limit, err := QueryInt(r, "limit", 100, 1, 1000)
+	f, err := machine.ParseFilter(r.URL.Query())
 	if err != nil {
 		return err
 	}
-	ms, err := s.machines.List(r.Context(), machine.Filter{Status: q.Get("status"), Hostname: q.Get("hostname"), MAC: q.Get("mac"),
-		OS: q.Get("os"), After: q.Get("after"), Limit: limit})
+	ms, err := s.machines.List(r.Context(), f)
 	if err != nil {
 		return err
 	}
@@ -121,7 +127,7 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
 		ms = []rackplane.Machine{}
 	}
 	next := ""
-	if len(ms) == limit {
+	if len(ms) == f.Limit {
 		next = ms[len(ms)-1].Hostname
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"machines": ms, "next": next})
@@ -205,6 +211,9 @@ type deployRequest struct {
 	Subarch      string   `json:"subarch"`
 	Preseed      string   `json:"preseed"`
 	KernelParams []string `json:"kernel_params"`
+	// Disk is where a disk image goes: a disk's name, serial or by-id
+	// path of the machine's inventory (default the largest).
+	Disk string `json:"disk"`
 }
 
 func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
@@ -221,7 +230,7 @@ func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.machines.Deploy(r.Context(), id, machine.DeployRequest{OS: req.OS, Release: req.Release, Arch: req.Arch,
-		Subarch: req.Subarch, Preseed: req.Preseed, KernelParams: req.KernelParams}, md)
+		Subarch: req.Subarch, Preseed: req.Preseed, KernelParams: req.KernelParams, Disk: req.Disk}, md)
 	if err != nil {
 		return err
 	}
@@ -234,6 +243,12 @@ func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
 
 type reasonRequest struct {
 	Reason string `json:"reason"`
+	// PowerOff is release's: whether the region switches the machine off
+	// before it is ready (absent: the region's -release-power-off).
+	PowerOff *bool `json:"power_off"`
+	// Erase is release's too: none, quick or full (absent: the region's
+	// -release-erase); machine.Service.Release refuses anything else.
+	Erase string `json:"erase"`
 }
 
 // machineAction serves a lifecycle action whose body, if any, is a reason.

@@ -28,6 +28,8 @@ type Power interface {
 	Clear(ctx context.Context, machineID string, meta power.Meta) (postgres.PowerParameters, error)
 	Act(ctx context.Context, machineID string, action events.PowerAction, timeout time.Duration, meta power.Meta) (power.Result, error)
 	Drivers(ctx context.Context) ([]postgres.PowerDriverOnRack, error)
+	DrivingRack(ctx context.Context, machineID string) (power.Driving, error)
+	Work(ctx context.Context, machineID string) (*postgres.PowerWork, error)
 }
 
 func (s *Server) powerRoutes() {
@@ -96,14 +98,20 @@ func (s *Server) setPower(w http.ResponseWriter, r *http.Request) error {
 type PowerView struct {
 	postgres.PowerParameters
 	// DrivingRackID is the rack that drives the machine: rack_id, else
-	// the machine's boot rack (null when neither).
-	DrivingRackID  *string    `json:"driving_rack_id"`
-	PowerState     string     `json:"power_state"`
-	PowerCheckedAt *time.Time `json:"power_checked_at,omitempty"`
-	PowerOutcome   string     `json:"power_outcome,omitempty"`
-	PowerError     string     `json:"power_error,omitempty"`
+	// the rack serving the subnet of the BMC's address, else the
+	// machine's boot rack (null when none); DrivingRackReason says which.
+	DrivingRackID     *string    `json:"driving_rack_id"`
+	DrivingRackReason string     `json:"driving_rack_reason,omitempty"`
+	PowerState        string     `json:"power_state"`
+	PowerCheckedAt    *time.Time `json:"power_checked_at,omitempty"`
+	PowerOutcome      string     `json:"power_outcome,omitempty"`
+	PowerError        string     `json:"power_error,omitempty"`
 	// Live says whether the state was asked of the rack by this request.
 	Live bool `json:"live"`
+	// Lifecycle is the region's power work for the machine's operation
+	// (deploy: power on; release: power off): attempts, why the last
+	// failed, when the next is due. Absent when there is none.
+	Lifecycle *postgres.PowerWork `json:"lifecycle,omitempty"`
 }
 
 func (s *Server) getPower(w http.ResponseWriter, r *http.Request) error {
@@ -141,8 +149,15 @@ func (s *Server) getPower(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if id := power.DrivingRack(p, m); id != "" {
-		view.DrivingRackID = &id
+	d, err := svc.DrivingRack(r.Context(), machineID)
+	if err != nil {
+		return err
+	}
+	if d.RackID != "" {
+		view.DrivingRackID, view.DrivingRackReason = &d.RackID, d.Reason
+	}
+	if view.Lifecycle, err = svc.Work(r.Context(), machineID); err != nil {
+		return err
 	}
 	if !live {
 		view.PowerState, view.PowerCheckedAt, view.PowerOutcome, view.PowerError = m.PowerState, m.PowerCheckedAt, m.PowerOutcome, m.PowerError

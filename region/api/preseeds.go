@@ -19,8 +19,8 @@ type Preseeds interface {
 	List(ctx context.Context) ([]postgres.Preseed, error)
 	Version(ctx context.Context, name string, v int64) (postgres.PreseedVersion, error)
 	Versions(ctx context.Context, name string) ([]postgres.PreseedVersion, error)
-	Create(ctx context.Context, name, content string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
-	Edit(ctx context.Context, name string, base int64, content string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
+	Create(ctx context.Context, name, content, format string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
+	Edit(ctx context.Context, name string, base int64, content, format string, scope *events.PreseedScope, comment string, meta preseed.Meta) error
 	Rollback(ctx context.Context, name string, base, to int64, comment string, meta preseed.Meta) error
 }
 
@@ -36,8 +36,10 @@ func (s *Server) preseedRoutes() {
 }
 
 type preseedBody struct {
-	Name    string               `json:"name"`
-	Content string               `json:"content"`
+	Name    string `json:"name"`
+	Content string `json:"content"`
+	// Format is the content's format; absent: detected from it.
+	Format  string               `json:"format"`
 	Scope   *events.PreseedScope `json:"scope"`
 	Comment string               `json:"comment"`
 }
@@ -51,7 +53,7 @@ func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
 	if err := DecodeJSON(r, &b); err != nil {
 		return err
 	}
-	if err := s.preseeds.Create(r.Context(), b.Name, b.Content, b.Scope, b.Comment, preseedMeta(r)); err != nil {
+	if err := s.preseeds.Create(r.Context(), b.Name, b.Content, b.Format, b.Scope, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
 	p, err := s.preseeds.Get(r.Context(), b.Name)
@@ -123,7 +125,7 @@ func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	if b.Name != "" && b.Name != name {
 		return rackplane.Errorf(rackplane.EINVALID, "a preseed cannot be renamed")
 	}
-	if err := s.preseeds.Edit(r.Context(), name, base, b.Content, b.Scope, b.Comment, preseedMeta(r)); err != nil {
+	if err := s.preseeds.Edit(r.Context(), name, base, b.Content, b.Format, b.Scope, b.Comment, preseedMeta(r)); err != nil {
 		return err
 	}
 	AuditNote(r.Context(), events.PreseedStreamName(name), map[string]int64{"version": base}, map[string]int64{"version": base + 1})

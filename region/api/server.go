@@ -32,6 +32,8 @@ type Server struct {
 	preseeds   Preseeds
 	volumes    Volumes
 	power      Power
+	hardware   Hardware
+	scripts    Scripts
 	subnets    Subnets
 	osRegistry OSRegistry
 	rackImages RackImages
@@ -104,6 +106,12 @@ type Deps struct {
 	// Power keeps power parameters and runs power actions; without it
 	// the power routes answer 503.
 	Power Power
+	// Hardware serves machines' hardware inventories; filled from DB
+	// when not set.
+	Hardware Hardware
+	// Scripts keeps commissioning scripts; without it their routes
+	// answer 503.
+	Scripts Scripts
 	// OSRegistry serves /api/v1/os and rack capabilities; RackImages a
 	// rack's image store.
 	OSRegistry OSRegistry
@@ -154,9 +162,12 @@ func New(d Deps) *Server {
 		if d.JoinTokens == nil {
 			d.JoinTokens = d.DB
 		}
+		if d.Hardware == nil {
+			d.Hardware = d.DB
+		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
-		machines: d.Machines, volumes: d.Volumes, power: d.Power, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+		machines: d.Machines, volumes: d.Volumes, power: d.Power, hardware: d.Hardware, scripts: d.Scripts, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -190,6 +201,8 @@ func (s *Server) routes() {
 	s.imageRoutes()
 	s.volumeRoutes()
 	s.powerRoutes()
+	s.hardwareRoutes()
+	s.scriptRoutes()
 	s.subnetRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))

@@ -109,6 +109,57 @@ func TestWatchFailsOverdueDeployments(t *testing.T) {
 	}
 }
 
+// Commissionings have a timeout of their own, and their own counter.
+func TestWatchFailsOverdueCommissionings(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	db := machinetest.Database(t)
+	c := &clock{t: time.Now()}
+	machines := machine.NewService(db, c.now, log)
+	var ids []string
+	for i, host := range []string{"commissioning", "deploying"} {
+		m, err := machines.Create(ctx, machine.CreateRequest{Hostname: host, MACs: []string{"52:54:00:00:09:0" + string(rune('1'+i))}}, machine.Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			_, err = machines.Commission(ctx, m.ID, machine.Meta{})
+		} else {
+			_, err = machines.Deploy(ctx, m.ID, machine.DeployRequest{OS: "ubuntu", Release: "noble"}, machine.Meta{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	c.add(20 * time.Minute)
+	reg := prometheus.NewRegistry()
+	w, err := deploywatch.New(machines, deploywatch.Config{Timeout: time.Hour, CommissionTimeout: 10 * time.Minute, Logger: log, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.Check(ctx); err != nil || n != 1 {
+		t.Fatalf("Check failed %d operations (%v), want 1", n, err)
+	}
+	if m, _ := machines.Get(ctx, ids[0]); m.Status != events.MachineFailed || !strings.Contains(m.StatusReason, "commissioning timeout of 10m0s") {
+		t.Fatalf("overdue commissioning %+v", m)
+	}
+	if m, _ := machines.Get(ctx, ids[1]); m.Status != events.MachineDeploying {
+		t.Fatalf("the deployment in time is %s", m.Status)
+	}
+	counters := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		counters[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+	}
+	if counters["rackplane_region_commissionings_timed_out_total"] != 1 || counters["rackplane_region_deployments_timed_out_total"] != 0 {
+		t.Fatalf("counters %v", counters)
+	}
+}
+
 func TestWatchOff(t *testing.T) {
 	w, err := deploywatch.New(nil, deploywatch.Config{})
 	if err != nil {

@@ -22,7 +22,7 @@ const Name = "region-follower"
 // Follower follows the log.
 type Follower struct {
 	db       *postgres.DB
-	machines Discoverer
+	machines Machines
 	preseeds ShippedPreseeds
 	log      *slog.Logger
 	cfg      Config
@@ -42,10 +42,15 @@ type ShippedPreseeds interface {
 	StoreShipped(ctx context.Context, rackID string, p events.ShippedPreseed, cause *events.Event) error
 }
 
-// Discoverer makes a machine of a MAC nobody knows, within limits; the
-// machine lifecycle (machine.Service) decides how.
-type Discoverer interface {
+// Machines is what the follower asks of the machine lifecycle
+// (machine.Service), which decides how: make a machine of a MAC nobody
+// knows, within limits, and take a commissioning agent's outcome.
+type Machines interface {
 	Discover(ctx context.Context, mac, rackID string, lim machine.DiscoveryLimits, meta machine.Meta) (bool, error)
+	Get(ctx context.Context, id string) (rackplane.Machine, error)
+	CommissioningReported(ctx context.Context, id, operationID string, success bool, message string, meta machine.Meta) (machine.Result, error)
+	ErasingReported(ctx context.Context, id, operationID string, success bool, message string, meta machine.Meta) (machine.Result, error)
+	DiskWrittenReported(ctx context.Context, id, operationID string, success bool, message string, meta machine.Meta) (machine.Result, error)
 }
 
 // Wake wakes a reader waiting at the end of the log.
@@ -74,7 +79,7 @@ type Config struct {
 
 // New returns a follower. It fails when cfg.Registerer holds a
 // follower's metric already.
-func New(db *postgres.DB, machines Discoverer, preseeds ShippedPreseeds, log *slog.Logger, cfg Config) (*Follower, error) {
+func New(db *postgres.DB, machines Machines, preseeds ShippedPreseeds, log *slog.Logger, cfg Config) (*Follower, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
@@ -125,7 +130,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		f.summarize(fctx)
 	}()
 	retry := backoff.New(backoff.Policy{})
-	filter := postgres.ReadFilter{Types: []string{events.TypeBootHandoff, events.TypeCapabilitiesReported}}
+	filter := postgres.ReadFilter{Types: []string{events.TypeBootHandoff, events.TypeCapabilitiesReported, events.TypeAgentFinished}}
 	for ctx.Err() == nil {
 		// Asked for before the read, so an append that lands after the
 		// read still wakes the wait below.
@@ -170,7 +175,66 @@ func (f *Follower) handle(ctx context.Context, e postgres.Stored) error {
 		return f.discover(ctx, e)
 	case events.TypeCapabilitiesReported:
 		return f.shippedPreseeds(ctx, e)
+	case events.TypeAgentFinished:
+		return f.agentFinished(ctx, e)
 	}
+	return nil
+}
+
+// agentFinished has the lifecycle take a commissioning or erasing agent's
+// outcome. The rack checked the agent's credential, which is the
+// operation's; the region takes the outcome only from the rack that
+// serves the machine's boot (machine.BootRack; any rack while the machine
+// has none) and only for its current operation. Racks hear only their own machines'
+// decisions, so another rack that speaks for the machine has no boot of
+// it to vouch for: a machine moved to another rack meanwhile, or a rack
+// that misbehaves. A report refused is logged and changes nothing, as a
+// report for an earlier operation (an agent that speaks late) does.
+func (f *Follower) agentFinished(ctx context.Context, e postgres.Stored) error {
+	var d events.AgentFinished
+	if err := e.DecodeData(&d); err != nil {
+		return err
+	}
+	report, what := f.machines.CommissioningReported, "commissioning"
+	switch d.Purpose {
+	case events.BootPurposeCommission:
+	case events.BootPurposeErase:
+		report, what = f.machines.ErasingReported, "erase"
+	case events.BootPurposeDeploy:
+		// The disk image is written (or not): the machine stays
+		// deploying until the installed system phones home.
+		report, what = f.machines.DiskWrittenReported, "disk image"
+	default:
+		return nil // rescue's agent ends nothing the lifecycle tracks
+	}
+	rackID := events.RackIDFromSource(e.Source)
+	log := f.log.With("machine_id", d.MachineID, "operation_id", d.OperationID, "rack_id", rackID, "event_id", e.ID, "purpose", d.Purpose)
+	m, err := f.machines.Get(ctx, d.MachineID)
+	if rackplane.ErrorCode(err) == rackplane.ENOTFOUND {
+		log.Info(what + " outcome for a machine the region does not have: ignored")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if boot := machine.BootRack(m); boot != "" && boot != rackID {
+		log.Warn(what+" outcome from a rack that does not serve the machine's boot: ignored", "boot_rack_id", boot)
+		return nil
+	}
+	_, err = report(ctx, d.MachineID, d.OperationID, d.Success, d.Message,
+		machine.Meta{Actor: "rack:" + rackID, Cause: &e.Event})
+	switch {
+	case errors.Is(err, machine.ErrMovedOn):
+		log.Info(what + " outcome for an operation the machine is no longer in: ignored")
+		return nil
+	case rackplane.ErrorCode(err) == rackplane.ECONFLICT || rackplane.ErrorCode(err) == rackplane.ENOTFOUND:
+		// Marked failed or deleted meanwhile: the outcome is too late.
+		log.Info(what+" outcome too late: ignored", "err", err)
+		return nil
+	case err != nil:
+		return err
+	}
+	log.Info(what+" outcome taken", "success", d.Success)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -15,20 +16,33 @@ import (
 // Actions, as the API names them (POST /api/v1/machines/{id}/<action>);
 // the first two and delete have routes of their own.
 const (
-	ActionUpdate         = "update"
-	ActionDelete         = "delete"
-	ActionDeploy         = "deploy"
-	ActionRelease        = "release"
-	ActionMarkFailed     = "mark-failed"
-	ActionMarkBroken     = "mark-broken"
-	ActionMarkFixed      = "mark-fixed"
-	ActionCommission     = "commission"
-	ActionRescue         = "rescue"
-	ActionExitRescue     = "exit-rescue"
+	ActionUpdate     = "update"
+	ActionDelete     = "delete"
+	ActionDeploy     = "deploy"
+	ActionRelease    = "release"
+	ActionMarkFailed = "mark-failed"
+	ActionMarkBroken = "mark-broken"
+	ActionMarkFixed  = "mark-fixed"
+	ActionCommission = "commission"
+	ActionRescue     = "rescue"
+	ActionExitRescue = "exit-rescue"
+	// ActionSetTags replaces a machine's tags (PUT .../tags).
+	ActionSetTags        = "set-tags"
 	actionCreate         = "create"
 	actionInstallReport  = "install-report"
 	actionDeployTimeout  = "deploy-timeout"
 	actionCommissionDone = "commissioning-report"
+	// actionCommissionTimeout is the region's own: it fails a
+	// commissioning whose agent said nothing in time.
+	actionCommissionTimeout = "commission-timeout"
+	actionReleaseDone       = "release-done"
+	actionPowerFailed       = "power-failed"
+	actionEraseDone         = "erase-report"
+	// actionEraseTimeout fails an erase whose agent said nothing in
+	// time, as actionCommissionTimeout does a commissioning.
+	actionEraseTimeout = "erase-timeout"
+	// actionDiskWritten is the agent's outcome of writing a disk image.
+	actionDiskWritten = "disk-written"
 )
 
 const (
@@ -41,6 +55,7 @@ const (
 	statusFailed        = events.MachineFailed
 	statusBroken        = events.MachineBroken
 	statusRescue        = events.MachineRescue
+	statusErasing       = events.MachineErasing
 )
 
 // from says, for every action a machine can be asked for, the statuses it
@@ -48,27 +63,42 @@ const (
 // the action, with the hint of refusalHints.
 var from = map[string][]string{
 	ActionUpdate: events.MachineStatuses,
+	// Tags are the operator's labels: any status may be relabelled.
+	ActionSetTags: events.MachineStatuses,
 	// A machine in the middle of an operation belongs to it: its record is
 	// what the installer or the agent reports against.
-	ActionDelete:     {statusNew, statusReady, statusDeployed, statusFailed, statusBroken},
-	ActionDeploy:     {statusNew, statusReady, statusFailed},
-	ActionRelease:    {statusDeploying, statusDeployed, statusFailed, statusRescue},
-	ActionMarkFailed: {statusCommissioning, statusDeploying, statusReleasing},
+	ActionDelete: {statusNew, statusReady, statusDeployed, statusFailed, statusBroken},
+	ActionDeploy: {statusNew, statusReady, statusFailed},
+	// A release again while releasing changes how (power_off), or ends
+	// one stuck switching the machine off; while erasing, a release
+	// without erase abandons the erase (the operator's explicit word that
+	// the disks may stay as they are), one with erase starts it again.
+	ActionRelease:    {statusDeploying, statusDeployed, statusReleasing, statusErasing, statusFailed, statusRescue},
+	ActionMarkFailed: {statusCommissioning, statusDeploying, statusReleasing, statusErasing},
+	// Not erasing: a broken machine marked fixed is ready, and a machine
+	// whose erase was asked for must never be ready before it succeeded.
 	ActionMarkBroken: {statusNew, statusCommissioning, statusReady, statusDeploying, statusDeployed, statusReleasing,
 		statusFailed, statusRescue},
-	ActionMarkFixed:      {statusBroken},
-	ActionCommission:     {statusNew, statusReady, statusFailed, statusBroken},
-	ActionRescue:         {statusDeployed, statusFailed, statusBroken},
-	ActionExitRescue:     {statusRescue},
-	actionInstallReport:  {statusDeploying},
-	actionDeployTimeout:  {statusDeploying},
-	actionCommissionDone: {statusCommissioning},
+	ActionMarkFixed:         {statusBroken},
+	ActionCommission:        {statusNew, statusReady, statusFailed, statusBroken},
+	ActionRescue:            {statusDeployed, statusFailed, statusBroken},
+	ActionExitRescue:        {statusRescue},
+	actionInstallReport:     {statusDeploying},
+	actionDeployTimeout:     {statusDeploying},
+	actionCommissionDone:    {statusCommissioning},
+	actionCommissionTimeout: {statusCommissioning},
+	actionReleaseDone:       {statusReleasing},
+	actionPowerFailed:       {statusDeploying, statusErasing},
+	actionEraseDone:         {statusErasing},
+	actionEraseTimeout:      {statusErasing},
+	actionDiskWritten:       {statusDeploying},
 }
 
 // operatorActions are the actions the API serves and so offers clients,
-// in the order a UI shows them. Commission and rescue join them when the
-// region can boot the ephemeral environment they need.
-var operatorActions = []string{ActionDeploy, ActionRelease, ActionMarkFailed, ActionMarkBroken, ActionMarkFixed, ActionDelete}
+// in the order a UI shows them. Rescue joins them when the region can
+// boot the ephemeral environment for it.
+var operatorActions = []string{ActionDeploy, ActionCommission, ActionRelease, ActionMarkFailed, ActionMarkBroken, ActionMarkFixed,
+	ActionDelete}
 
 // Allowed reports whether a machine in status may be asked for action.
 func Allowed(status, action string) bool { return slices.Contains(from[action], status) }
@@ -103,6 +133,12 @@ var refusalHints = map[string]map[string]string{
 	statusReleasing: {
 		ActionDeploy: "is releasing; deploy it once it is ready",
 		ActionDelete: "is releasing; delete it once it is ready",
+	},
+	statusErasing: {
+		ActionDeploy:     "is erasing its disks; deploy it once it is ready, or release it with erase none to abandon the erase",
+		ActionDelete:     "is erasing its disks; mark it failed first",
+		ActionMarkBroken: "is erasing its disks; mark it failed first",
+		ActionCommission: "is erasing its disks; commission it once it is ready, or mark it failed first",
 	},
 	statusBroken: {
 		ActionDeploy:  "is broken; mark it fixed first",
@@ -184,6 +220,9 @@ type Change struct {
 // Delete removes a machine.
 type Delete struct{}
 
+// SetTags replaces a machine's tags with Tags (checked by CheckTags).
+type SetTags struct{ Tags []string }
+
 // BootImage is an image version some rack serves, as a deployment or the
 // ephemeral environment boots it.
 type BootImage struct {
@@ -196,23 +235,73 @@ type BootImage struct {
 	// rack serving it is up.
 	Version string
 	Online  bool
+	// Installer is the version's installer family (events.Installer*;
+	// empty is custom), Disk its disk image (on installer agent).
+	Installer string
+	Disk      *events.DiskImage
 }
 
 // PreseedPin is the preseed version a deployment uses.
 type PreseedPin struct {
 	Name    string
 	Version int64
+	// Format is the version's format (events.PreseedFormat*), which
+	// must fit the image's installer family (PreseedFits).
+	Format string
 }
 
-// Deploy installs Image on a machine with Preseed (none: zero).
+// Deploy installs Image on a machine with Preseed (none: zero). A disk
+// image (installer agent) is written by the agent of Environment, the
+// ephemeral environment on the image's rack, to TargetDisk.
 type Deploy struct {
 	Image        BootImage
 	Preseed      PreseedPin
 	KernelParams []string
+	Environment  BootImage
+	TargetDisk   string
+}
+
+// DiskWritten is the outcome of the agent writing a deployment's disk
+// image: on success the machine boots from its disk, where the installed
+// system phones home (InstallReport); on failure the deployment fails.
+type DiskWritten struct {
+	Success bool
+	Message string
 }
 
 // Release ends a deployment; the machine boots from its disk and is ready.
-type Release struct{}
+// With PowerOff the machine is releasing until the region's power
+// lifecycle has switched it off (ReleaseFinished): it is ready only when
+// it is off, as an operator who released it expects. With Erase (quick or
+// full; "" and none erase nothing) the machine is erasing instead: it
+// boots Environment, whose agent erases its disks and powers it off, and
+// it is ready only when the agent reports success (EraseReport).
+type Release struct {
+	PowerOff    bool
+	Erase       string
+	Environment BootImage
+}
+
+// EraseReport is the agent's outcome of erasing the disks.
+type EraseReport struct {
+	Success bool
+	Message string
+}
+
+// EraseTimedOut fails an erase whose agent said nothing for Timeout.
+type EraseTimedOut struct{ Timeout time.Duration }
+
+// ReleaseFinished ends a release that had work to do: the machine is
+// ready, or failed with Message when the work failed.
+type ReleaseFinished struct {
+	Success bool
+	Message string
+}
+
+// PowerFailed fails a deployment whose machine could not be powered into
+// its installer: nothing will boot it, so waiting for the deployment
+// timeout would only hide why.
+type PowerFailed struct{ Reason string }
 
 // MarkFailed ends the operation in flight as failed.
 type MarkFailed struct{ Reason string }
@@ -232,6 +321,10 @@ type CommissioningReport struct {
 	Success bool
 	Message string
 }
+
+// CommissionTimedOut fails a commissioning whose agent said nothing for
+// Timeout.
+type CommissionTimedOut struct{ Timeout time.Duration }
 
 // Rescue boots a machine into Environment so an operator can repair it.
 type Rescue struct{ Environment BootImage }
@@ -254,8 +347,11 @@ type DeployTimedOut struct{ Timeout time.Duration }
 func (Create) action() string              { return actionCreate }
 func (Change) action() string              { return ActionUpdate }
 func (Delete) action() string              { return ActionDelete }
+func (SetTags) action() string             { return ActionSetTags }
 func (Deploy) action() string              { return ActionDeploy }
 func (Release) action() string             { return ActionRelease }
+func (ReleaseFinished) action() string     { return actionReleaseDone }
+func (PowerFailed) action() string         { return actionPowerFailed }
 func (MarkFailed) action() string          { return ActionMarkFailed }
 func (MarkBroken) action() string          { return ActionMarkBroken }
 func (MarkFixed) action() string           { return ActionMarkFixed }
@@ -265,6 +361,10 @@ func (Rescue) action() string              { return ActionRescue }
 func (ExitRescue) action() string          { return ActionExitRescue }
 func (InstallReport) action() string       { return actionInstallReport }
 func (DeployTimedOut) action() string      { return actionDeployTimeout }
+func (CommissionTimedOut) action() string  { return actionCommissionTimeout }
+func (EraseReport) action() string         { return actionEraseDone }
+func (EraseTimedOut) action() string       { return actionEraseTimeout }
+func (DiskWritten) action() string         { return actionDiskWritten }
 
 var (
 	hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -404,7 +504,14 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 				return nil, nil
 			}
 			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; a commissioning %s report is too late", m.Hostname, m.Status, result(c.Success))
-		case DeployTimedOut:
+		case EraseReport:
+			if m.Status == commissionedStatus(c.Success) {
+				return nil, nil
+			}
+			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; an erase %s report is too late", m.Hostname, m.Status, result(c.Success))
+		case DiskWritten:
+			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is %s; the disk image's %s report is too late", m.Hostname, m.Status, result(c.Success))
+		case DeployTimedOut, CommissionTimedOut, EraseTimedOut, ReleaseFinished, PowerFailed:
 			return nil, nil // the installer reported, or someone acted, meanwhile
 		}
 		return nil, refuse(m, cmd.action())
@@ -412,6 +519,16 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 	switch c := cmd.(type) {
 	case Change:
 		return d.change(c)
+	case SetTags:
+		tags, err := CheckTags(c.Tags)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Equal(tags, m.Tags) || len(tags) == 0 && len(m.Tags) == 0 {
+			return nil, nil
+		}
+		d.add(events.TypeMachineTagsSet, events.MachineTags{MachineID: m.ID, Tags: tags})
+		return d.out()
 	case Delete:
 		d.add(events.TypeMachineDeleted, events.MachineRef{MachineID: m.ID})
 		d.clear(m.MACs, "machine deleted")
@@ -419,8 +536,38 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 	case Deploy:
 		return d.deploy(c)
 	case Release:
-		d.add(events.TypeMachineReleased, events.MachineRef{MachineID: m.ID})
+		if c.Erase != "" && c.Erase != events.EraseNone {
+			return d.erase(c)
+		}
+		typ := events.TypeMachineReleased
+		if c.PowerOff {
+			typ = events.TypeMachineReleasing
+		}
+		d.add(typ, events.MachineRef{MachineID: m.ID})
 		d.local(m.MACs)
+		return d.out()
+	case ReleaseFinished:
+		if !c.Success {
+			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("the release failed", c.Message)})
+			return d.out()
+		}
+		d.add(events.TypeMachineReleased, events.MachineRef{MachineID: m.ID, Reason: c.Message})
+		return d.out()
+	case PowerFailed:
+		why := c.Reason
+		if m.Status == statusErasing {
+			why = reason("erasing the disks failed", c.Reason)
+		}
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: why})
+		return d.out()
+	case EraseReport:
+		// A failed erase keeps its boot decision: booted again, the
+		// machine erases again rather than start what is on its disks.
+		return d.outcome(c.Success, events.TypeMachineReleased, reason("the disks were erased", c.Message),
+			reason("erasing the disks failed", c.Message))
+	case EraseTimedOut:
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID,
+			Reason: fmt.Sprintf("erasing the disks failed: the agent did not report within the erase timeout of %s", c.Timeout)})
 		return d.out()
 	case MarkFailed:
 		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: c.Reason})
@@ -438,13 +585,7 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 		d.add(events.TypeMachineCommissioning, events.MachineRef{MachineID: m.ID})
 		return d.ephemeral(c.Environment, events.BootPurposeCommission)
 	case CommissioningReport:
-		if !c.Success {
-			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("commissioning failed", c.Message)})
-			return d.out()
-		}
-		d.add(events.TypeMachineCommissioned, events.MachineRef{MachineID: m.ID, Reason: c.Message})
-		d.local(m.MACs)
-		return d.out()
+		return d.outcome(c.Success, events.TypeMachineCommissioned, c.Message, reason("commissioning failed", c.Message))
 	case Rescue:
 		d.add(events.TypeMachineRescueEntered, events.MachineRef{MachineID: m.ID})
 		return d.ephemeral(c.Environment, events.BootPurposeRescue)
@@ -453,18 +594,35 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 		d.local(m.MACs)
 		return d.out()
 	case InstallReport:
-		if !c.Success {
-			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("the installer reported failure", c.Message)})
-			return d.out()
-		}
 		// The machine boots from its disk from now on, so a reboot into
 		// the installed system does not PXE-boot the installer again.
-		d.add(events.TypeMachineDeployed, events.MachineRef{MachineID: m.ID, Reason: reason("the installer reported success", c.Message)})
-		d.local(m.MACs)
+		return d.outcome(c.Success, events.TypeMachineDeployed, reason("the installer reported success", c.Message),
+			reason("the installer reported failure", c.Message))
+	case DiskWritten:
+		if !c.Success {
+			d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID, Reason: reason("writing the disk image failed", c.Message)})
+			return d.out()
+		}
+		// The machine boots its disk from now on (the rack did so
+		// already); the decisions keep the deployment, whose metadata
+		// the rack serves until the installed system phones home.
+		for _, b := range events.LocalBoot(m.ID, m.Hostname, m.Arch, m.MACs) {
+			if m.DeploymentID != nil {
+				b.DeploymentID = *m.DeploymentID
+			}
+			b.DiskImage = m.ImageVersionID
+			d.add(events.TypeBootDecisionSet, b)
+		}
 		return d.out()
 	case DeployTimedOut:
 		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID,
 			Reason: fmt.Sprintf("the installer did not report within the deployment timeout of %s", c.Timeout)})
+		return d.out()
+	case CommissionTimedOut:
+		// As after a failed deployment, the machine keeps its boot
+		// decision until the operator's next action sets it anew.
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: m.ID,
+			Reason: fmt.Sprintf("the commissioning agent did not report within the commissioning timeout of %s", c.Timeout)})
 		return d.out()
 	}
 	return nil, fmt.Errorf("machine: unknown command %T", cmd)
@@ -492,11 +650,29 @@ func result(success bool) string {
 }
 
 func reason(what, message string) string {
-	if message != "" {
-		return what + ": " + message
+	if message == "" {
+		return what
 	}
-	return what
+	r := what + ": " + message
+	if len(r) <= maxReason {
+		return r
+	}
+	// A message is bounded on its own (an agent's to
+	// events.MaxAgentMessage), not with what goes before it: keep its
+	// start, which says what failed, and its end, which says why.
+	const gap = " … "
+	keep := maxReason - len(what) - 2 - len(gap)
+	head := strings.ToValidUTF8(message[:keep/4], "")
+	tail := message[len(message)-(keep-len(head)):]
+	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+		tail = tail[1:]
+	}
+	return what + ": " + head + gap + tail
 }
+
+// maxReason bounds a status reason in bytes (the schemas of the status
+// events bound it to 1024 characters).
+const maxReason = 1024
 
 // StatusAfter returns the status event type typ leaves a machine in, and
 // whether it changes the status at all; the projection applies it, so the
@@ -515,6 +691,8 @@ func StatusAfter(m rackplane.Machine, typ string) (string, bool) {
 		return statusReleasing, true
 	case events.TypeMachineCommissioning:
 		return statusCommissioning, true
+	case events.TypeMachineErasing:
+		return statusErasing, true
 	case events.TypeMachineBroken:
 		return statusBroken, true
 	case events.TypeMachineRescueEntered:
@@ -533,13 +711,23 @@ func StatusAfter(m rackplane.Machine, typ string) (string, bool) {
 // the region records preseed fetches there, but those observe the machine:
 // counting them would fail an operator's If-Match whenever the machine
 // happened to be booting.
+//
+// Tags count: they are the operator's own data on the machine, shown in
+// the machine the ETag stands for, and PUT .../tags replaces them whole,
+// so two operators each adding a tag by read, change and write lose one
+// unless If-Match can tell the second that the first wrote. Tag changes
+// are rare operator acts, so the cost (an If-Match taken before a tag
+// change fails after it) falls where someone is at work. Hardware reports do not
+// count: they observe the machine, as boots do, and a commissioning that
+// reports while an operator edits the machine must not fail the edit.
 var changes = map[string]bool{
 	events.TypeMachineCreated: true, events.TypeMachineUpdated: true, events.TypeMachineDeleted: true,
 	events.TypeMachineDeploying: true, events.TypeMachineDeployed: true, events.TypeMachineFailed: true,
 	events.TypeMachineReleased: true, events.TypeMachineReleasing: true, events.TypeMachineCommissioning: true,
 	events.TypeMachineCommissioned: true, events.TypeMachineBroken: true, events.TypeMachineFixed: true,
-	events.TypeMachineRescueEntered: true, events.TypeMachineRescueExited: true,
+	events.TypeMachineRescueEntered: true, events.TypeMachineRescueExited: true, events.TypeMachineErasing: true,
 	events.TypeBootDecisionSet: true, events.TypeBootDecisionCleared: true,
+	events.TypeMachineTagsSet: true,
 }
 
 // BootRack is the rack that serves m's boot decisions: the one it deploys
@@ -601,6 +789,19 @@ func (d *decision) out() ([]events.Event, error) {
 		return nil, d.err
 	}
 	return d.evs, nil
+}
+
+// outcome is an installer's or agent's outcome: success emits typ with
+// okWhy and boots the machine from its disk; failure fails it with
+// failWhy, its boot decision left as it is.
+func (d *decision) outcome(success bool, typ, okWhy, failWhy string) ([]events.Event, error) {
+	if !success {
+		d.add(events.TypeMachineFailed, events.MachineRef{MachineID: d.m.ID, Reason: failWhy})
+		return d.out()
+	}
+	d.add(typ, events.MachineRef{MachineID: d.m.ID, Reason: okWhy})
+	d.local(d.m.MACs)
+	return d.out()
 }
 
 func (d *decision) local(macs []string) {
@@ -730,6 +931,12 @@ func (d *decision) deploy(c Deploy) ([]events.Event, error) {
 	if err := CheckKernelParams(c.KernelParams); err != nil {
 		return nil, err
 	}
+	if err := checkPreseedFits(c.Image, c.Preseed); err != nil {
+		return nil, err
+	}
+	if c.Image.Installer == events.InstallerAgent {
+		return d.deployDisk(c)
+	}
 	kernel, initrd, err := KernelAndInitrd(c.Image)
 	if err != nil {
 		return nil, err
@@ -749,7 +956,7 @@ func (d *decision) deploy(c Deploy) ([]events.Event, error) {
 	for _, mac := range m.MACs {
 		b := events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname, Purpose: events.BootPurposeInstall,
 			Arch: img.Arch, Kernel: img.VersionID + "/" + kernel, Initrd: img.VersionID + "/" + initrd,
-			ImageVer: img.VersionID, Params: params, RackID: img.RackID, DeploymentID: deployment}
+			ImageVer: img.VersionID, Params: params, RackID: img.RackID, DeploymentID: deployment, Installer: img.Installer}
 		if c.Preseed.Name != "" {
 			b.PreseedURL = strings.TrimRight(img.BootURL, "/") + "/preseed/" + m.ID
 		}
@@ -758,18 +965,86 @@ func (d *decision) deploy(c Deploy) ([]events.Event, error) {
 	return d.out()
 }
 
+// deployDisk deploys a disk image: the machine boots the ephemeral
+// environment with purpose deploy, whose agent writes the image to the
+// target disk and reboots it into the installed system, which phones
+// home through the rack's metadata service.
+func (d *decision) deployDisk(c Deploy) ([]events.Event, error) {
+	img, env := c.Image, c.Environment
+	switch {
+	case img.Disk == nil:
+		return nil, rackplane.Errorf(rackplane.ECONFLICT, "image %s on rack %s is a disk image without its description", img.VersionID, img.RackName)
+	case c.TargetDisk == "":
+		return nil, invalid("a disk image needs the disk it is written to")
+	case env.RackID != img.RackID:
+		return nil, rackplane.Errorf(rackplane.ECONFLICT, "the ephemeral environment %s is on rack %s, the disk image %s on rack %s: "+
+			"both must be on the rack the machine boots from", env.VersionID, env.RackName, img.VersionID, img.RackName)
+	}
+	if _, _, err := KernelAndInitrd(env); err != nil {
+		return nil, err
+	}
+	m := d.m
+	d.add(events.TypeMachineDeploying, events.Deployment{MachineID: m.ID, OS: img.OS, Release: img.Release, Arch: img.Arch,
+		Subarch: img.Subarch, ImageVersionID: img.VersionID, RackID: img.RackID,
+		PreseedName: c.Preseed.Name, PreseedVersion: c.Preseed.Version})
+	return d.ephemeralBoot(env, events.BootPurposeDeploy, func(b *events.BootDecision) {
+		b.DiskImage, b.TargetDisk, b.Installer = img.VersionID, c.TargetDisk, img.Installer
+	}, c.KernelParams...)
+}
+
+// CheckErase refuses what is not an erase mode ("" is none).
+func CheckErase(mode string) error {
+	if mode != "" && !slices.Contains(events.EraseModes, mode) {
+		return invalid("erase %q: want %s", mode, orList(events.EraseModes))
+	}
+	return nil
+}
+
+// erase starts a release that erases the disks: the machine is erasing
+// and boots the ephemeral environment with the erase purpose.
+func (d *decision) erase(c Release) ([]events.Event, error) {
+	if err := CheckErase(c.Erase); err != nil {
+		return nil, err
+	}
+	if _, _, err := KernelAndInitrd(c.Environment); err != nil {
+		return nil, err
+	}
+	d.add(events.TypeMachineErasing, events.MachineRef{MachineID: d.m.ID})
+	return d.ephemeral(c.Environment, events.BootPurposeErase, "rackplane.erase="+c.Erase)
+}
+
 // ephemeral boots the machine's MACs into the ephemeral environment for
-// purpose.
-func (d *decision) ephemeral(env BootImage, purpose string) ([]events.Event, error) {
+// purpose, with params after the environment's own.
+func (d *decision) ephemeral(env BootImage, purpose string, params ...string) ([]events.Event, error) {
+	return d.ephemeralBoot(env, purpose, nil, params...)
+}
+
+// ephemeralBoot is ephemeral with amend, when not nil, called on each
+// decision before it is added.
+func (d *decision) ephemeralBoot(env BootImage, purpose string, amend func(*events.BootDecision), params ...string) ([]events.Event, error) {
 	kernel, initrd, err := KernelAndInitrd(env)
 	if err != nil {
 		return nil, err
 	}
 	m := d.m
+	if d.err != nil {
+		return nil, d.err
+	}
+	// The event that started the operation (machine_commissioning,
+	// rescue_entered) names it, as machine_deploying names a deployment:
+	// the rack derives the credential of the boot's agent from it.
+	operation := d.evs[len(d.evs)-1].ID
 	for _, mac := range m.MACs {
-		d.add(events.TypeBootDecisionSet, events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname,
+		b := events.BootDecision{MAC: mac, MachineID: m.ID, Hostname: m.Hostname,
 			Purpose: purpose, Arch: m.Arch, Kernel: env.VersionID + "/" + kernel, Initrd: env.VersionID + "/" + initrd,
-			ImageVer: env.VersionID, Params: []string{"rackplane.machine=" + m.ID, "rackplane.purpose=" + purpose}})
+			ImageVer: env.VersionID, Params: append([]string{"rackplane.machine=" + m.ID, "rackplane.purpose=" + purpose}, params...),
+			// The rack that has the environment serves the boot, as a
+			// deployment's rack does ("": the machine's rack).
+			RackID: env.RackID, DeploymentID: operation}
+		if amend != nil {
+			amend(&b)
+		}
+		d.add(events.TypeBootDecisionSet, b)
 	}
 	return d.out()
 }

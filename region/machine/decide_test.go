@@ -31,6 +31,17 @@ var image = machine.BootImage{OS: "ubuntu", Release: "noble", Arch: "amd64", Sub
 
 var env = machine.BootImage{VersionID: "rackplane/amd64/ga/ephemeral/stable/1", Files: []string{"vmlinuz", "initrd.img"}}
 
+// diskImage is a disk image (installer agent) on image's rack, and
+// diskEnv the ephemeral environment there that writes it.
+var (
+	diskImage = machine.BootImage{OS: "ubuntu", Release: "noble", Arch: "amd64", Subarch: "generic",
+		VersionID: "ubuntu/amd64/generic/noble/disk/1", RackID: image.RackID, RackName: "r1", BootURL: image.BootURL,
+		Files: []string{"disk.img.zst"}, Version: "1", Online: true, Installer: events.InstallerAgent,
+		Disk: &events.DiskImage{File: "disk.img.zst", Compression: events.DiskCompressionZstd, Size: 1 << 30,
+			SHA256: strings.Repeat("ab", 32), Table: "msdos", RootPartition: 2, GrowRoot: true}}
+	diskEnv = machine.BootImage{VersionID: env.VersionID, Files: env.Files, RackID: image.RackID, RackName: "r1"}
+)
+
 // commands are one of each command, and the types of the events each
 // emits when allowed, boot decisions aside.
 var commands = []struct {
@@ -42,7 +53,19 @@ var commands = []struct {
 	to string
 }{
 	{"deploy", machine.Deploy{Image: image, Preseed: machine.PreseedPin{Name: "default", Version: 2}}, events.TypeMachineDeploying, events.MachineDeploying},
+	{"deploy disk image", machine.Deploy{Image: diskImage, Environment: diskEnv, TargetDisk: "vda"}, events.TypeMachineDeploying, events.MachineDeploying},
+	{"disk written", machine.DiskWritten{Success: true}, events.TypeBootDecisionSet, ""},
+	{"disk write failed", machine.DiskWritten{Message: "checksum mismatch"}, events.TypeMachineFailed, events.MachineFailed},
 	{"release", machine.Release{}, events.TypeMachineReleased, events.MachineReady},
+	{"release powering off", machine.Release{PowerOff: true}, events.TypeMachineReleasing, events.MachineReleasing},
+	{"release erasing", machine.Release{Erase: events.EraseQuick, Environment: env, PowerOff: true}, events.TypeMachineErasing, events.MachineErasing},
+	{"release erasing none", machine.Release{Erase: events.EraseNone, Environment: env}, events.TypeMachineReleased, events.MachineReady},
+	{"erased", machine.EraseReport{Success: true}, events.TypeMachineReleased, events.MachineReady},
+	{"erase failed", machine.EraseReport{Message: "vda: I/O error"}, events.TypeMachineFailed, events.MachineFailed},
+	{"erase timed out", machine.EraseTimedOut{Timeout: time.Hour}, events.TypeMachineFailed, events.MachineFailed},
+	{"released", machine.ReleaseFinished{Success: true}, events.TypeMachineReleased, events.MachineReady},
+	{"release failed", machine.ReleaseFinished{Message: "BMC unreachable"}, events.TypeMachineFailed, events.MachineFailed},
+	{"power failed", machine.PowerFailed{Reason: "BMC refused the credentials"}, events.TypeMachineFailed, events.MachineFailed},
 	{"mark-failed", machine.MarkFailed{Reason: "stuck"}, events.TypeMachineFailed, events.MachineFailed},
 	{"mark-broken", machine.MarkBroken{Reason: "PSU"}, events.TypeMachineBroken, events.MachineBroken},
 	{"mark-fixed", machine.MarkFixed{}, events.TypeMachineFixed, events.MachineReady},
@@ -53,37 +76,65 @@ var commands = []struct {
 	{"installed", machine.InstallReport{Success: true}, events.TypeMachineDeployed, events.MachineDeployed},
 	{"install failed", machine.InstallReport{Message: "no disk"}, events.TypeMachineFailed, events.MachineFailed},
 	{"timed out", machine.DeployTimedOut{Timeout: time.Hour}, events.TypeMachineFailed, events.MachineFailed},
+	{"commission timed out", machine.CommissionTimedOut{Timeout: time.Hour}, events.TypeMachineFailed, events.MachineFailed},
+	{"commission failed", machine.CommissioningReport{Message: "no disks"}, events.TypeMachineFailed, events.MachineFailed},
 	{"delete", machine.Delete{}, events.TypeMachineDeleted, ""},
 	{"update", machine.Change{Hostname: ptr("node2")}, events.TypeMachineUpdated, ""},
+	{"set-tags", machine.SetTags{Tags: []string{"rack4", "gpu"}}, events.TypeMachineTagsSet, ""},
 }
 
 // allowed is the lifecycle, written out: for each command, the statuses
 // it is allowed in. Anything else must be refused (or, for reports and
 // timeouts, be a no-op where the machine is already where they lead).
 var allowed = map[string][]string{
-	"deploy":         {"new", "ready", "failed"},
-	"release":        {"deploying", "deployed", "failed", "rescue"},
-	"mark-failed":    {"commissioning", "deploying", "releasing"},
-	"mark-broken":    {"new", "commissioning", "ready", "deploying", "deployed", "releasing", "failed", "rescue"},
-	"mark-fixed":     {"broken"},
-	"commission":     {"new", "ready", "failed", "broken"},
-	"commissioned":   {"commissioning"},
-	"rescue":         {"deployed", "failed", "broken"},
-	"exit-rescue":    {"rescue"},
-	"installed":      {"deploying"},
-	"install failed": {"deploying"},
-	"timed out":      {"deploying"},
-	"delete":         {"new", "ready", "deployed", "failed", "broken"},
-	"update":         events.MachineStatuses,
+	"deploy":               {"new", "ready", "failed"},
+	"deploy disk image":    {"new", "ready", "failed"},
+	"disk written":         {"deploying"},
+	"disk write failed":    {"deploying"},
+	"release":              {"deploying", "deployed", "releasing", "erasing", "failed", "rescue"},
+	"release powering off": {"deploying", "deployed", "releasing", "erasing", "failed", "rescue"},
+	"release erasing":      {"deploying", "deployed", "releasing", "erasing", "failed", "rescue"},
+	"release erasing none": {"deploying", "deployed", "releasing", "erasing", "failed", "rescue"},
+	"erased":               {"erasing"},
+	"erase failed":         {"erasing"},
+	"erase timed out":      {"erasing"},
+	"released":             {"releasing"},
+	"release failed":       {"releasing"},
+	"power failed":         {"deploying", "erasing"},
+	"mark-failed":          {"commissioning", "deploying", "releasing", "erasing"},
+	"mark-broken":          {"new", "commissioning", "ready", "deploying", "deployed", "releasing", "failed", "rescue"},
+	"mark-fixed":           {"broken"},
+	"commission":           {"new", "ready", "failed", "broken"},
+	"commissioned":         {"commissioning"},
+	"rescue":               {"deployed", "failed", "broken"},
+	"exit-rescue":          {"rescue"},
+	"installed":            {"deploying"},
+	"install failed":       {"deploying"},
+	"timed out":            {"deploying"},
+	"commission timed out": {"commissioning"},
+	"commission failed":    {"commissioning"},
+	"delete":               {"new", "ready", "deployed", "failed", "broken"},
+	"update":               events.MachineStatuses,
+	"set-tags":             events.MachineStatuses,
 }
 
 // noops are where a command finds the machine where it would take it: an
 // installer's retried report, a timeout that lost a race.
 var noops = map[string][]string{
-	"installed":      {"deployed"},
-	"install failed": {"failed"},
-	"commissioned":   {"ready"},
-	"timed out":      {"new", "commissioning", "ready", "deployed", "releasing", "failed", "broken", "rescue"},
+	"installed":            {"deployed"},
+	"install failed":       {"failed"},
+	"commissioned":         {"ready"},
+	"timed out":            {"new", "commissioning", "ready", "deployed", "releasing", "erasing", "failed", "broken", "rescue"},
+	"commission timed out": {"new", "ready", "deploying", "deployed", "releasing", "erasing", "failed", "broken", "rescue"},
+	"erase timed out":      {"new", "commissioning", "ready", "deploying", "deployed", "releasing", "failed", "broken", "rescue"},
+	"erased":               {"ready"},
+	"erase failed":         {"failed"},
+	"commission failed":    {"failed"},
+	// The lifecycle's power outcomes come late when an operator acted
+	// meanwhile: they change nothing then.
+	"released":       {"new", "commissioning", "ready", "deploying", "deployed", "erasing", "failed", "broken", "rescue"},
+	"release failed": {"new", "commissioning", "ready", "deploying", "deployed", "erasing", "failed", "broken", "rescue"},
+	"power failed":   {"new", "commissioning", "ready", "releasing", "deployed", "failed", "broken", "rescue"},
 }
 
 func TestEveryTransition(t *testing.T) {
@@ -212,6 +263,11 @@ func TestBootDecisions(t *testing.T) {
 				if d.Purpose != events.BootPurposeLocal && (d.Kernel == "" || d.Initrd == "" || !slices.Contains(d.Params, "rackplane.machine="+id)) {
 					t.Errorf("%s: %+v lacks kernel, initrd or the machine parameter", mac, d)
 				}
+				// The event that started the operation names it: the rack
+				// derives the credential of its installer or agent from it.
+				if d.Purpose != events.BootPurposeLocal && d.DeploymentID != evs[0].ID {
+					t.Errorf("%s: operation %q, want %s's id %s", mac, d.DeploymentID, evs[0].Type, evs[0].ID)
+				}
 			}
 			for _, e := range evs[1:] {
 				if e.CausationID != evs[0].ID {
@@ -332,7 +388,9 @@ func TestRefusalsSayWhatToDo(t *testing.T) {
 		{"deployed", machine.Deploy{Image: image}, "machine node1 is deployed; release it first to reinstall it"},
 		{"ready", machine.Release{}, "machine node1 is ready: there is nothing to release"},
 		{"broken", machine.Deploy{Image: image}, "machine node1 is broken; mark it fixed first"},
-		{"ready", machine.MarkFailed{}, "machine node1 is ready: mark-failed is allowed only when it is commissioning, deploying or releasing"},
+		{"ready", machine.MarkFailed{}, "machine node1 is ready: mark-failed is allowed only when it is commissioning, deploying, releasing or erasing"},
+		{"erasing", machine.MarkBroken{}, "machine node1 is erasing its disks; mark it failed first"},
+		{"erasing", machine.Deploy{Image: image}, "machine node1 is erasing its disks; deploy it once it is ready, or release it with erase none to abandon the erase"},
 		{"deployed", machine.InstallReport{}, "machine node1 is deployed; a failure report is too late"},
 	}
 	for _, tt := range tests {
@@ -351,12 +409,13 @@ func TestRefusalsSayWhatToDo(t *testing.T) {
 
 func TestActionsFollowTheTable(t *testing.T) {
 	want := map[string][]string{
-		"new":       {"deploy", "mark-broken", "delete"},
-		"ready":     {"deploy", "mark-broken", "delete"},
-		"deploying": {"release", "mark-failed", "mark-broken"},
-		"deployed":  {"release", "mark-broken", "delete"},
-		"failed":    {"deploy", "release", "mark-broken", "delete"},
-		"broken":    {"mark-fixed", "delete"},
+		"new":           {"deploy", "commission", "mark-broken", "delete"},
+		"ready":         {"deploy", "commission", "mark-broken", "delete"},
+		"commissioning": {"mark-failed", "mark-broken"},
+		"deploying":     {"release", "mark-failed", "mark-broken"},
+		"deployed":      {"release", "mark-broken", "delete"},
+		"failed":        {"deploy", "commission", "release", "mark-broken", "delete"},
+		"broken":        {"commission", "mark-fixed", "delete"},
 	}
 	for status, w := range want {
 		if got := machine.Actions(status); !slices.Equal(got, w) {
@@ -470,3 +529,183 @@ func TestDecisionsGoToTheMachinesRack(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The rack that has the ephemeral environment serves the commission boot,
+// even when a failed deployment left the machine another rack's.
+func TestCommissionBootsOnTheEnvironmentsRack(t *testing.T) {
+	m := at("failed")
+	other := "0190f0e0-0000-7000-8000-0000000000bb"
+	m.DeployRackID = &other
+	e := env
+	e.RackID = "0190f0e0-0000-7000-8000-0000000000cc"
+	evs, err := machine.Decide(m, machine.Commission{Environment: e}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mac, d := range decisions(t, evs) {
+		if d.RackID != e.RackID || d.Purpose != events.BootPurposeCommission {
+			t.Errorf("%s: rack %s purpose %s, want rack %s purpose commission", mac, d.RackID, d.Purpose, e.RackID)
+		}
+	}
+	// Without a rack of its own the environment leaves the machine's.
+	evs, err = machine.Decide(m, machine.Commission{Environment: env}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mac, d := range decisions(t, evs) {
+		if d.RackID != other {
+			t.Errorf("%s: rack %s, want the machine's %s", mac, d.RackID, other)
+		}
+	}
+}
+
+// TestReleaseWithErase: a release with erase boots every MAC into the
+// ephemeral environment with the erase purpose, the mode on the command
+// line and the erasing event as the operation; the agent's success makes
+// the machine ready saying the disks were erased, its failure failed
+// saying the erase failed; a bad mode is refused as invalid.
+func TestReleaseWithErase(t *testing.T) {
+	evs, err := machine.Decide(at(events.MachineDeployed), machine.Release{Erase: events.EraseFull, Environment: env}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || evs[0].Type != events.TypeMachineErasing {
+		t.Fatalf("emits %v", types(evs))
+	}
+	for _, ev := range evs[1:] {
+		var b events.BootDecision
+		if err := ev.DecodeData(&b); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"rackplane.machine=" + id, "rackplane.purpose=erase", "rackplane.erase=full"}
+		if b.Purpose != events.BootPurposeErase || b.DeploymentID != evs[0].ID || !slices.Equal(b.Params, want) ||
+			b.Kernel != env.VersionID+"/vmlinuz" {
+			t.Fatalf("boot decision %+v", b)
+		}
+	}
+	for _, tc := range []struct {
+		cmd      machine.Command
+		typ, why string
+	}{
+		{machine.EraseReport{Success: true, Message: "quick erase of 2 disks"}, events.TypeMachineReleased, "the disks were erased: quick erase of 2 disks"},
+		{machine.EraseReport{Message: "vda: I/O error"}, events.TypeMachineFailed, "erasing the disks failed: vda: I/O error"},
+		{machine.EraseTimedOut{Timeout: 2 * time.Hour}, events.TypeMachineFailed, "erasing the disks failed: the agent did not report within the erase timeout of 2h0m0s"},
+		{machine.PowerFailed{Reason: "BMC refused"}, events.TypeMachineFailed, "erasing the disks failed: BMC refused"},
+	} {
+		evs, err := machine.Decide(at(events.MachineErasing), tc.cmd, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ref events.MachineRef
+		if err := evs[0].DecodeData(&ref); err != nil {
+			t.Fatal(err)
+		}
+		if evs[0].Type != tc.typ || ref.Reason != tc.why {
+			t.Errorf("%T: %s %q, want %s %q", tc.cmd, evs[0].Type, ref.Reason, tc.typ, tc.why)
+		}
+	}
+	_, err = machine.Decide(at(events.MachineDeployed), machine.Release{Erase: "shred", Environment: env}, now)
+	if rackplane.ErrorCode(err) != rackplane.EINVALID || !strings.Contains(rackplane.ErrorMessage(err), "erase") {
+		t.Fatalf("erase shred: %v", err)
+	}
+}
+
+// A disk image boots the ephemeral environment of its rack with purpose
+// deploy, naming the image and the disk; the agent's report that it is
+// written boots the disk, the deployment still in progress.
+func TestDeployDiskImage(t *testing.T) {
+	m := at(events.MachineReady)
+	evs, err := machine.Decide(m, machine.Deploy{Image: diskImage, Environment: diskEnv, TargetDisk: "vda",
+		Preseed: machine.PreseedPin{Name: "cloud", Version: 3}, KernelParams: []string{"quiet"}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep events.Deployment
+	if err := evs[0].DecodeData(&dep); err != nil || dep.ImageVersionID != diskImage.VersionID || dep.PreseedName != "cloud" {
+		t.Fatalf("deploying %+v, %v", dep, err)
+	}
+	ds := decisions(t, evs)
+	if len(ds) != 2 {
+		t.Fatalf("decisions %v", ds)
+	}
+	for mac, d := range ds {
+		if d.Purpose != events.BootPurposeDeploy || d.DiskImage != diskImage.VersionID || d.TargetDisk != "vda" ||
+			d.Kernel != env.VersionID+"/vmlinuz" || d.RackID != image.RackID || d.DeploymentID != evs[0].ID ||
+			!slices.Contains(d.Params, "rackplane.purpose=deploy") || !slices.Contains(d.Params, "quiet") || d.PreseedURL != "" {
+			t.Errorf("%s: %+v", mac, d)
+		}
+	}
+	// The environment must be on the image's rack.
+	elsewhere := diskEnv
+	elsewhere.RackID, elsewhere.RackName = "0190f0e0-0000-7000-8000-0000000000bb", "r2"
+	if _, err := machine.Decide(m, machine.Deploy{Image: diskImage, Environment: elsewhere, TargetDisk: "vda"}, now); rackplane.ErrorCode(err) != rackplane.ECONFLICT {
+		t.Errorf("environment on another rack: %v, want a conflict", err)
+	}
+	if _, err := machine.Decide(m, machine.Deploy{Image: diskImage, Environment: diskEnv}, now); rackplane.ErrorCode(err) != rackplane.EINVALID {
+		t.Errorf("no target disk: %v, want invalid", err)
+	}
+
+	deploying := at(events.MachineDeploying)
+	op := evs[0].ID
+	deploying.DeploymentID, deploying.ImageVersionID = &op, diskImage.VersionID
+	evs, err = machine.Decide(deploying, machine.DiskWritten{Success: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Type != events.TypeBootDecisionSet {
+			t.Errorf("written emits %s: the machine stays deploying until it phones home", e.Type)
+		}
+	}
+	for mac, d := range decisions(t, evs) {
+		if d.Purpose != events.BootPurposeLocal || d.DeploymentID != op || d.DiskImage != diskImage.VersionID {
+			t.Errorf("%s after written: %+v, want local naming the deployment and image", mac, d)
+		}
+	}
+	evs, err = machine.Decide(deploying, machine.DiskWritten{Message: "checksum mismatch"}, now)
+	if err != nil || len(evs) != 1 || evs[0].Type != events.TypeMachineFailed {
+		t.Fatalf("write failed: %v, %v", types(evs), err)
+	}
+	var ref events.MachineRef
+	if err := evs[0].DecodeData(&ref); err != nil || ref.Reason != "writing the disk image failed: checksum mismatch" {
+		t.Errorf("failed %+v", ref)
+	}
+}
+
+func TestTargetDisk(t *testing.T) {
+	m := at(events.MachineReady)
+	inv := &events.Inventory{Disks: []events.InventoryDisk{
+		{Name: "sda", SizeBytes: 500 << 30, Serial: "S1", ByID: []string{"/dev/disk/by-id/ata-S1"}},
+		{Name: "nvme0n1", SizeBytes: 2000 << 30, Serial: "N1", WWID: "eui.0001"},
+		{Name: "sdb", SizeBytes: 4000 << 30, Removable: true},
+	}}
+	for _, tc := range []struct {
+		name, want string
+		inv        *events.Inventory
+		out        string
+		code       string
+	}{
+		{"the largest fixed", "", inv, "nvme0n1", ""},
+		{"by name", "sda", inv, "sda", ""},
+		{"by /dev name", "/dev/sda", inv, "sda", ""},
+		{"by serial", "N1", inv, "nvme0n1", ""},
+		{"by wwid", "eui.0001", inv, "nvme0n1", ""},
+		{"by by-id path", "/dev/disk/by-id/ata-S1", inv, "sda", ""},
+		{"by by-id name", "ata-S1", inv, "sda", ""},
+		{"a removable named", "sdb", inv, "sdb", ""},
+		{"not there", "vdz", inv, "sda (serial S1), nvme0n1 (serial N1), sdb", rackplane.EINVALID},
+		{"never commissioned", "", nil, "commission it first", rackplane.ECONFLICT},
+		{"no disks", "", &events.Inventory{}, "commission it first", rackplane.ECONFLICT},
+	} {
+		got, err := machine.TargetDisk(m, tc.inv, tc.want)
+		if tc.code != "" {
+			if rackplane.ErrorCode(err) != tc.code || !strings.Contains(rackplane.ErrorMessage(err), tc.out) {
+				t.Errorf("%s: %q, %v; want %s saying %q", tc.name, got, err, tc.code, tc.out)
+			}
+			continue
+		}
+		if err != nil || got != tc.out {
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.out)
+		}
+	}
+}

@@ -13,10 +13,13 @@
 //	new, ready, failed         deploy        → deploying
 //	deploying                  installer ok  → deployed; failure or timeout → failed
 //	deploying, deployed,
-//	failed, rescue             release       → ready
+//	releasing, erasing,
+//	failed, rescue             release       → ready (releasing while the
+//	                                           region powers it off)
+//	                           release erase → erasing → ready | failed
 //	commissioning, deploying,
-//	releasing                  mark-failed   → failed
-//	any but broken             mark-broken   → broken (boots from disk)
+//	releasing, erasing         mark-failed   → failed
+//	any but broken, erasing    mark-broken   → broken (boots from disk)
 //	broken                     mark-fixed    → deployed if it was, else ready
 //	new, ready, failed, broken commission    → commissioning → ready | failed
 //	deployed, failed, broken   rescue        → rescue → exit-rescue → as before

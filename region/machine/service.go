@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,10 @@ import (
 // the version expected: someone changed it since it was read.
 var ErrChanged = errors.New("machine changed meanwhile")
 
+// ErrMovedOn is the answer to an outcome for an operation the machine is
+// no longer in (another deployment started meanwhile): nothing changed.
+var ErrMovedOn = errors.New("the machine has moved on to another operation")
+
 // Store is what the lifecycle needs of the region's database. The region's
 // postgres package implements it.
 type Store interface {
@@ -27,6 +32,12 @@ type Store interface {
 	MachineByMAC(ctx context.Context, mac string) (rackplane.Machine, error)
 	ListMachines(ctx context.Context, f Filter) ([]rackplane.Machine, error)
 	OverdueDeployments(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error)
+	// OverdueCommissionings lists the machines still commissioning whose
+	// commissioning began before before, oldest first.
+	OverdueCommissionings(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error)
+	// OverdueErasings lists the machines still erasing whose erase began
+	// before before, oldest first.
+	OverdueErasings(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error)
 	// BootDecision is nil when the MAC has none.
 	BootDecision(ctx context.Context, mac string) (*events.BootDecision, error)
 	RackExists(ctx context.Context, id string) (bool, error)
@@ -37,6 +48,9 @@ type Store interface {
 	// there is none.
 	PreseedPin(ctx context.Context, name string) (PreseedPin, error)
 	PreseedPinFor(ctx context.Context, machineID, os, release, arch string) (PreseedPin, error)
+	// Inventory is the machine's latest hardware inventory, nil when it
+	// was never commissioned.
+	Inventory(ctx context.Context, machineID string) (*events.Inventory, error)
 	VolumeCount(ctx context.Context, machineID string) (int, error)
 	// AppendMachine appends evs to the machine's stream in one
 	// transaction if the machine is at version expected (NoMachine:
@@ -50,6 +64,9 @@ type Store interface {
 	// transaction, serialised with every other discovery, so the caps
 	// hold with several region instances.
 	AppendDiscovered(ctx context.Context, id, rackID string, since time.Time, lim DiscoveryLimits, evs []events.Event) error
+	// HasPowerParameters reports whether the machine has power
+	// parameters: whether the region can switch it off itself.
+	HasPowerParameters(ctx context.Context, id string) (bool, error)
 }
 
 // DiscoveryLimits cap the machines the region makes of boots of MACs
@@ -61,7 +78,9 @@ type DiscoveryLimits struct {
 	PerRackPerMinute int
 	// MaxNew caps the discovered machines still new (never commissioned,
 	// deployed or deleted), across racks (0: no cap): an operator accepts
-	// or deletes them before more are made.
+	// or deletes them before more are made. A discovered machine
+	// commissioning, or failed without an inventory, counts as new: with
+	// auto-commission none stays new for more than a moment.
 	MaxNew int
 }
 
@@ -88,13 +107,6 @@ func (e *DiscoveryCapped) Error() string {
 // NoMachine is the expected version of a machine that does not exist yet.
 const NoMachine = -1
 
-// Filter narrows a machine list.
-type Filter struct {
-	Status, Hostname, MAC, OS string
-	After                     string // hostname cursor
-	Limit                     int
-}
-
 // Meta says who asked for a change and why; it goes on every event.
 type Meta struct {
 	Actor         string
@@ -114,6 +126,16 @@ type Service struct {
 	store Store
 	now   func() time.Time
 	log   *slog.Logger
+	// releasePowerOff is whether a release switches off a machine that
+	// has power parameters unless the request says otherwise.
+	releasePowerOff bool
+	// autoCommission is whether Discover commissions the machine it
+	// makes (SetAutoCommission).
+	autoCommission bool
+
+	// releaseErase is how a release erases the disks unless the request
+	// says otherwise (events.EraseNone, quick, full).
+	releaseErase string
 }
 
 // NewService returns a service on store. now may be nil (time.Now).
@@ -124,8 +146,22 @@ func NewService(store Store, now func() time.Time, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{store: store, now: now, log: log}
+	return &Service{store: store, now: now, log: log, releasePowerOff: true, releaseErase: events.EraseNone}
 }
+
+// SetReleasePowerOff says whether a release switches off a machine with
+// power parameters when the request does not say (default true); call it
+// before the service is used.
+func (s *Service) SetReleasePowerOff(on bool) { s.releasePowerOff = on }
+
+// SetAutoCommission says whether a machine Discover makes is commissioned
+// at once. Call it before the service is used.
+func (s *Service) SetAutoCommission(on bool) { s.autoCommission = on }
+
+// SetReleaseErase sets how a release erases the disks when the request
+// does not say (default events.EraseNone); call it before the service is
+// used.
+func (s *Service) SetReleaseErase(mode string) { s.releaseErase = mode }
 
 // withActions fills in what a client may do with the machine now.
 func withActions(m rackplane.Machine) rackplane.Machine {
@@ -234,7 +270,26 @@ func (s *Service) Discover(ctx context.Context, mac, rackID string, lim Discover
 		return false, err
 	}
 	s.log.Info("machine discovered", "machine_id", id, "mac", mac, "rack_id", rackID)
+	if s.autoCommission {
+		s.commissionDiscovered(ctx, id, meta)
+	}
 	return true, nil
+}
+
+// commissionDiscovered commissions a machine Discover made. The machine
+// is made whatever happens here: without an ephemeral environment for
+// it, it stays new (the operator imports one and commissions it), and a
+// failure is logged, never turned into the discovery's.
+func (s *Service) commissionDiscovered(ctx context.Context, id string, meta Meta) {
+	_, err := s.Commission(ctx, id, meta)
+	switch {
+	case err == nil:
+		s.log.Info("discovered machine commissioning", "machine_id", id)
+	case rackplane.ErrorCode(err) == rackplane.ECONFLICT:
+		s.log.Warn("discovered machine left new", "machine_id", id, "reason", rackplane.ErrorMessage(err))
+	default:
+		s.log.Error("discovered machine not commissioned", "machine_id", id, "err", err)
+	}
 }
 
 // AdoptBootRack makes rack rackID the boot rack of machine id if it has
@@ -286,6 +341,15 @@ func (s *Service) Update(ctx context.Context, id string, c Change, meta Meta) (R
 	})
 }
 
+// SetTags replaces a machine's tags; an invalid error names every tag
+// that is no tag name. The same tags again change nothing.
+func (s *Service) SetTags(ctx context.Context, id string, tags []string, meta Meta) (Result, error) {
+	if _, err := CheckTags(tags); err != nil {
+		return Result{}, err
+	}
+	return s.command(ctx, id, SetTags{Tags: tags}, meta)
+}
+
 // Delete removes a machine that holds no volumes.
 func (s *Service) Delete(ctx context.Context, id string, meta Meta) (Result, error) {
 	return s.execute(ctx, id, ActionDelete, meta, func(m rackplane.Machine) (Command, error) {
@@ -309,6 +373,10 @@ type DeployRequest struct {
 	// matches, or none.
 	Preseed      string
 	KernelParams []string
+	// Disk, for a disk image (installer agent), is the disk it is
+	// written to: a name, serial or by-id path of the machine's
+	// inventory; empty: the largest disk.
+	Disk string
 }
 
 // Deploy installs an OS: the newest image of it on an online rack that
@@ -316,6 +384,12 @@ type DeployRequest struct {
 func (s *Service) Deploy(ctx context.Context, id string, req DeployRequest, meta Meta) (Result, error) {
 	if req.OS == "" || req.Release == "" {
 		return Result{}, invalid("os and release are required: a deployment says what it installs")
+	}
+	if req.OS == EphemeralOS && req.Release == EphemeralRelease {
+		// It would boot, report an inventory nobody asked for and power
+		// off, leaving the machine deploying until the timeout.
+		return Result{}, invalid("os %s release %s is the ephemeral environment that commissions machines, not an operating system to deploy: "+
+			"commission the machine instead, or deploy an operating system", EphemeralOS, EphemeralRelease)
 	}
 	if err := CheckKernelParams(req.KernelParams); err != nil {
 		return Result{}, err
@@ -333,6 +407,23 @@ func (s *Service) Deploy(ctx context.Context, id string, req DeployRequest, meta
 			return nil, err
 		}
 		cmd := Deploy{Image: img, KernelParams: req.KernelParams}
+		if img.Installer == events.InstallerAgent {
+			// The ephemeral environment's agent writes the image: it
+			// boots from the rack that has the image, which serves both.
+			if cmd.Environment, err = s.environmentOn(ctx, m, img.RackID, "deployed with a disk image"); err != nil {
+				return nil, err
+			}
+			inv, err := s.store.Inventory(ctx, m.ID)
+			if err != nil {
+				return nil, err
+			}
+			if cmd.TargetDisk, err = TargetDisk(m, inv, req.Disk); err != nil {
+				return nil, err
+			}
+		} else if req.Disk != "" {
+			return nil, invalid("disk %q: only a disk image (installer agent) is written to a disk the deployment names; "+
+				"%s/%s is installed by its installer (%s)", req.Disk, img.OS, img.Release, cmp.Or(img.Installer, events.InstallerCustom))
+		}
 		if req.Preseed != "" {
 			cmd.Preseed, err = s.store.PreseedPin(ctx, req.Preseed)
 		} else {
@@ -345,9 +436,218 @@ func (s *Service) Deploy(ctx context.Context, id string, req DeployRequest, meta
 	})
 }
 
-// Release ends a machine's deployment.
-func (s *Service) Release(ctx context.Context, id string, meta Meta) (Result, error) {
-	return s.command(ctx, id, Release{}, meta)
+// The ephemeral environment is imported into a rack like any image; the
+// region knows it by the names its manifest gives it: os EphemeralOS,
+// release EphemeralRelease, for the machine's arch (the manifest's
+// version id reads rackplane/<arch>/<subarch>/ephemeral/<label>/<version>).
+const (
+	EphemeralOS      = "rackplane"
+	EphemeralRelease = "ephemeral"
+)
+
+// Commission boots the machine into the ephemeral environment, whose
+// agent takes its inventory and reports to the rack: the newest
+// environment for the machine's arch on an online rack that reaches the
+// machine, chosen as Deploy chooses an image. Without one it is a
+// conflict that says how to import one.
+func (s *Service) Commission(ctx context.Context, id string, meta Meta) (Result, error) {
+	return s.execute(ctx, id, ActionCommission, meta, func(m rackplane.Machine) (Command, error) {
+		env, err := s.environment(ctx, m, "commissioned")
+		if err != nil {
+			return nil, err
+		}
+		return Commission{Environment: env}, nil
+	})
+}
+
+// environment chooses the ephemeral environment m boots for an operation
+// (done: what it would be, for the conflict without one).
+func (s *Service) environment(ctx context.Context, m rackplane.Machine, done string) (BootImage, error) {
+	offers, err := s.store.BootImages(ctx, EphemeralOS, EphemeralRelease, m.Arch)
+	if err != nil {
+		return BootImage{}, err
+	}
+	if len(offers) == 0 {
+		return BootImage{}, rackplane.Errorf(rackplane.ECONFLICT, "machine %s cannot be %s: no rack has the ephemeral "+
+			"environment for %s; import one (os %s, release %s, arch %s) into the machine's rack with "+
+			"rackplane images import RACK SOURCE", m.Hostname, done, m.Arch, EphemeralOS, EphemeralRelease, m.Arch)
+	}
+	return ChooseImage(m, offers, DeployRequest{OS: EphemeralOS, Release: EphemeralRelease, Arch: m.Arch})
+}
+
+// environmentOn chooses the ephemeral environment m boots from rack
+// rackID, as environment does.
+func (s *Service) environmentOn(ctx context.Context, m rackplane.Machine, rackID, done string) (BootImage, error) {
+	offers, err := s.store.BootImages(ctx, EphemeralOS, EphemeralRelease, m.Arch)
+	if err != nil {
+		return BootImage{}, err
+	}
+	offers = slices.DeleteFunc(offers, func(i BootImage) bool { return i.RackID != rackID })
+	if len(offers) == 0 {
+		return BootImage{}, rackplane.Errorf(rackplane.ECONFLICT, "machine %s cannot be %s: the rack that has the image has no "+
+			"ephemeral environment for %s, whose agent writes it; import one (os %s, release %s, arch %s) into that rack with "+
+			"rackplane images import RACK SOURCE", m.Hostname, done, m.Arch, EphemeralOS, EphemeralRelease, m.Arch)
+	}
+	return ChooseImage(m, offers, DeployRequest{OS: EphemeralOS, Release: EphemeralRelease, Arch: m.Arch})
+}
+
+// TargetDisk chooses the disk of inv a disk image is written to: the one
+// named (a kernel name, serial, WWID or /dev/disk/by-id path), else the
+// largest. It returns the disk's kernel name, which the agent finds in
+// the same environment that took the inventory. A machine without disks
+// in its inventory is a conflict (commission it first); a disk not in it
+// is invalid, naming those there are.
+func TargetDisk(m rackplane.Machine, inv *events.Inventory, want string) (string, error) {
+	if inv == nil || len(inv.Disks) == 0 {
+		return "", rackplane.Errorf(rackplane.ECONFLICT, "machine %s has no disks in its inventory: commission it first, "+
+			"so that the disk image has a disk to go to", m.Hostname)
+	}
+	var usable []events.InventoryDisk
+	for _, d := range inv.Disks {
+		if !d.Removable && d.SizeBytes > 0 {
+			usable = append(usable, d)
+		}
+	}
+	if want == "" {
+		if len(usable) == 0 {
+			return "", rackplane.Errorf(rackplane.ECONFLICT, "machine %s has only removable disks in its inventory: name the disk to write", m.Hostname)
+		}
+		best := usable[0]
+		for _, d := range usable[1:] {
+			if d.SizeBytes > best.SizeBytes {
+				best = d
+			}
+		}
+		return best.Name, nil
+	}
+	short := strings.TrimPrefix(want, "/dev/disk/by-id/")
+	var names []string
+	for _, d := range inv.Disks {
+		if d.Name == strings.TrimPrefix(want, "/dev/") || d.Serial != "" && d.Serial == want || d.WWID != "" && d.WWID == want ||
+			slices.ContainsFunc(d.ByID, func(p string) bool { return p == want || strings.TrimPrefix(p, "/dev/disk/by-id/") == short }) {
+			return d.Name, nil
+		}
+		n := d.Name
+		if d.Serial != "" {
+			n += " (serial " + d.Serial + ")"
+		}
+		names = append(names, n)
+	}
+	return "", invalid("disk %q is not in machine %s's inventory; its disks are %s", want, m.Hostname, strings.Join(names, ", "))
+}
+
+// DiskWrittenReported takes the outcome of the agent that wrote the disk
+// image of deployment operationID: success boots the machine from its
+// disk from now on (it stays deploying until the installed system phones
+// home), failure fails the deployment with message. An outcome for
+// another operation of the machine changes nothing and is ErrMovedOn.
+func (s *Service) DiskWrittenReported(ctx context.Context, id, operationID string, success bool, message string, meta Meta) (Result, error) {
+	return s.execute(ctx, id, actionDiskWritten, meta, func(m rackplane.Machine) (Command, error) {
+		if m.DeploymentID == nil || *m.DeploymentID != operationID {
+			return nil, ErrMovedOn
+		}
+		return DiskWritten{Success: success, Message: message}, nil
+	})
+}
+
+// CommissioningReported takes the agent's outcome of commissioning
+// operationID (the machine_commissioning event, which its boot decision
+// names): success leaves the machine ready, failure failed with message.
+// The rack checked the agent's credential for that operation; an outcome
+// for another operation of the machine (an earlier commissioning's agent
+// that speaks late) changes nothing and is ErrMovedOn.
+func (s *Service) CommissioningReported(ctx context.Context, id, operationID string, success bool, message string, meta Meta) (Result, error) {
+	return s.execute(ctx, id, actionCommissionDone, meta, func(m rackplane.Machine) (Command, error) {
+		if m.DeploymentID == nil || *m.DeploymentID != operationID {
+			return nil, ErrMovedOn
+		}
+		return CommissioningReport{Success: success, Message: message}, nil
+	})
+}
+
+// ReleaseRequest is how a release goes; nil and "" are the region's
+// defaults.
+type ReleaseRequest struct {
+	// PowerOff says whether the region switches the machine off before
+	// it is ready; a machine without power parameters is ready at once
+	// either way.
+	PowerOff *bool
+	// Erase is how the disks are erased before the machine is ready
+	// (events.EraseNone, quick, full).
+	Erase string
+}
+
+// Release ends a machine's deployment. With an erase the machine boots
+// the ephemeral environment (chosen as Commission chooses it), whose agent
+// erases its disks and powers it off; it is ready when the agent reports
+// success. A release without erase of a machine erasing abandons the
+// erase.
+func (s *Service) Release(ctx context.Context, id string, req ReleaseRequest, meta Meta) (Result, error) {
+	if err := CheckErase(req.Erase); err != nil {
+		return Result{}, err
+	}
+	return s.execute(ctx, id, ActionRelease, meta, func(m rackplane.Machine) (Command, error) {
+		erase := s.releaseErase
+		if req.Erase != "" {
+			erase = req.Erase
+		}
+		if m.Status == statusErasing && req.Erase == "" && (erase == "" || erase == events.EraseNone) {
+			// The region's default of none is nobody's word that this
+			// erase may be abandoned: the machine would be ready with
+			// its disks as they were.
+			return nil, rackplane.Errorf(rackplane.ECONFLICT, "machine %s is erasing its disks; release it with erase none to "+
+				"abandon the erase, or with erase quick or full to start it again", m.Hostname)
+		}
+		if erase != "" && erase != events.EraseNone {
+			env, err := s.environment(ctx, m, "erased")
+			if err != nil {
+				return nil, err
+			}
+			return Release{Erase: erase, Environment: env}, nil
+		}
+		off := s.releasePowerOff
+		if req.PowerOff != nil {
+			off = *req.PowerOff
+		}
+		if !off {
+			return Release{}, nil
+		}
+		has, err := s.store.HasPowerParameters(ctx, m.ID)
+		return Release{PowerOff: has}, err
+	})
+}
+
+// ErasingReported takes the agent's outcome of the erase operationID (the
+// machine_erasing event, which its boot decision names): success leaves
+// the machine ready, failure failed with message. An outcome for another
+// operation of the machine changes nothing and is ErrMovedOn.
+func (s *Service) ErasingReported(ctx context.Context, id, operationID string, success bool, message string, meta Meta) (Result, error) {
+	return s.execute(ctx, id, actionEraseDone, meta, func(m rackplane.Machine) (Command, error) {
+		if m.DeploymentID == nil || *m.DeploymentID != operationID {
+			return nil, ErrMovedOn
+		}
+		return EraseReport{Success: success, Message: message}, nil
+	})
+}
+
+// ReleaseFinished ends a release that was switching the machine off: it
+// is ready, or failed with message. A machine no longer releasing is left
+// as it is.
+func (s *Service) ReleaseFinished(ctx context.Context, id string, success bool, message string, meta Meta) (Result, error) {
+	return s.command(ctx, id, ReleaseFinished{Success: success, Message: message}, meta)
+}
+
+// PowerFailed fails deployment deploymentID (or erase) of a machine
+// because it could not be powered into its installer (or the ephemeral
+// environment). A machine that has moved on to
+// another deployment, or out of deploying, is left as it is.
+func (s *Service) PowerFailed(ctx context.Context, id, deploymentID, reason string, meta Meta) (Result, error) {
+	return s.execute(ctx, id, actionPowerFailed, meta, func(m rackplane.Machine) (Command, error) {
+		if m.DeploymentID == nil || *m.DeploymentID != deploymentID {
+			return nil, ErrMovedOn
+		}
+		return PowerFailed{Reason: reason}, nil
+	})
 }
 
 // MarkFailed fails the operation in flight.
@@ -384,19 +684,44 @@ func (s *Service) TimeOutDeployments(ctx context.Context, timeout time.Duration,
 	if err != nil {
 		return nil, err
 	}
+	return s.timeOut(ctx, overdue, DeployTimedOut{Timeout: timeout}, "system:deploywatch")
+}
+
+// TimeOutCommissionings fails the commissionings that started before now
+// minus timeout, at most limit of them, and returns the machines it
+// failed.
+func (s *Service) TimeOutCommissionings(ctx context.Context, timeout time.Duration, limit int) ([]rackplane.Machine, error) {
+	overdue, err := s.store.OverdueCommissionings(ctx, s.now().Add(-timeout), limit)
+	if err != nil {
+		return nil, err
+	}
+	return s.timeOut(ctx, overdue, CommissionTimedOut{Timeout: timeout}, "system:deploywatch")
+}
+
+// TimeOutErasings fails the erases that started before now minus timeout,
+// at most limit of them, and returns the machines it failed.
+func (s *Service) TimeOutErasings(ctx context.Context, timeout time.Duration, limit int) ([]rackplane.Machine, error) {
+	overdue, err := s.store.OverdueErasings(ctx, s.now().Add(-timeout), limit)
+	if err != nil {
+		return nil, err
+	}
+	return s.timeOut(ctx, overdue, EraseTimedOut{Timeout: timeout}, "system:deploywatch")
+}
+
+// timeOut decides cmd on each machine as listed: if one moved on since
+// (a report, an operator, another region), its append conflicts and the
+// next check looks again.
+func (s *Service) timeOut(ctx context.Context, overdue []rackplane.Machine, cmd Command, actor string) ([]rackplane.Machine, error) {
 	var failed []rackplane.Machine
 	for _, m := range overdue {
-		// Decided on the machine as listed: if it moved on since (an
-		// installer's report, a release, another region), the append
-		// conflicts and the next check looks again.
-		evs, err := Decide(m, DeployTimedOut{Timeout: timeout}, s.now())
+		evs, err := Decide(m, cmd, s.now())
 		if err != nil {
 			return failed, err
 		}
 		if len(evs) == 0 {
 			continue
 		}
-		err = s.store.AppendMachine(ctx, m.ID, m.Version, stamp(evs, Meta{Actor: "system:deploywatch"}))
+		err = s.store.AppendMachine(ctx, m.ID, m.Version, stamp(evs, Meta{Actor: actor}))
 		if errors.Is(err, ErrChanged) {
 			continue
 		}

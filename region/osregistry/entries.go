@@ -1,6 +1,7 @@
 package osregistry
 
 import (
+	"cmp"
 	"sort"
 
 	"github.com/rackplane/rackplane/events"
@@ -38,6 +39,10 @@ type VersionBrief struct {
 	ID      string `json:"id"`
 	Label   string `json:"label"`
 	Version string `json:"version"`
+	// Installer is the version's installer family; Disk is set on a
+	// disk image.
+	Installer string            `json:"installer"`
+	Disk      *events.DiskImage `json:"disk,omitempty"`
 }
 
 // RackBrief names a rack.
@@ -83,7 +88,8 @@ func imagesOf(rackID, name string, c events.Capabilities) []postgres.ImageOnRack
 					out = append(out, postgres.ImageOnRack{RackID: rackID, RackName: name, Online: true,
 						OS: o.Name, OSTitle: o.Title, Release: rel.Name, ReleaseTitle: rel.Title, Default: rel.Default,
 						RequiresLicenceKey: rel.RequiresLicenceKey, CanCommission: rel.CanCommission,
-						Arch: a.Arch, Subarch: a.Subarch, VersionID: v.ID, Label: v.Label, Version: v.Version})
+						Arch: a.Arch, Subarch: a.Subarch, VersionID: v.ID, Label: v.Label, Version: v.Version,
+						Installer: cmp.Or(v.Installer, events.InstallerCustom), Disk: v.Disk})
 				}
 			}
 		}
@@ -127,7 +133,8 @@ func group(imgs []postgres.ImageOnRack, keys map[[2]string]postgres.LicenceKey) 
 			e.Racks = append(e.Racks, EntryRack{ID: i.RackID, Name: i.RackName, Online: i.Online, Versions: []VersionBrief{}})
 		}
 		rk := &e.Racks[len(e.Racks)-1]
-		rk.Versions = append(rk.Versions, VersionBrief{ID: i.VersionID, Label: i.Label, Version: i.Version})
+		rk.Versions = append(rk.Versions, VersionBrief{ID: i.VersionID, Label: i.Label, Version: i.Version,
+			Installer: i.Installer, Disk: i.Disk})
 	}
 	sort.SliceStable(out, func(a, b int) bool {
 		x, y := out[a], out[b]

@@ -131,9 +131,9 @@ func TestImagesOf(t *testing.T) {
 	}}}}
 	want := []postgres.ImageOnRack{
 		{RackID: "r1", RackName: "rack", Online: true, OS: "ubuntu", OSTitle: "Ubuntu", Release: "noble", ReleaseTitle: "24.04",
-			Default: true, CanCommission: true, Arch: "amd64", Subarch: "generic", VersionID: "v1", Label: "stable", Version: "20240101"},
+			Default: true, CanCommission: true, Arch: "amd64", Subarch: "generic", VersionID: "v1", Label: "stable", Version: "20240101", Installer: "custom"},
 		{RackID: "r1", RackName: "rack", Online: true, OS: "ubuntu", OSTitle: "Ubuntu", Release: "noble", ReleaseTitle: "24.04",
-			Default: true, CanCommission: true, Arch: "amd64", Subarch: "generic", VersionID: "v2"},
+			Default: true, CanCommission: true, Arch: "amd64", Subarch: "generic", VersionID: "v2", Installer: "custom"},
 	}
 	if got := imagesOf("r1", "rack", c); !reflect.DeepEqual(got, want) {
 		t.Errorf("imagesOf:\n got %+v\nwant %+v", got, want)

@@ -68,7 +68,8 @@ func (db *DB) AppendDiscovered(ctx context.Context, id, rackID string, since tim
 		var perRack, fresh int
 		err := tx.QueryRow(ctx, `SELECT
 				(SELECT count(*) FROM machines WHERE origin = 'discovered' AND boot_rack_id = $1::uuid AND created_at >= $2),
-				(SELECT count(*) FROM machines WHERE origin = 'discovered' AND status = 'new')`, rackID, since).Scan(&perRack, &fresh)
+				(SELECT count(*) FROM machines m WHERE origin = 'discovered' AND (status IN ('new', 'commissioning')
+					OR status = 'failed' AND NOT EXISTS (SELECT 1 FROM machine_hardware h WHERE h.machine_id = m.id)))`, rackID, since).Scan(&perRack, &fresh)
 		if err != nil {
 			return wrap("discover: count", err)
 		}
@@ -101,7 +102,7 @@ func (db *DB) BootImages(ctx context.Context, os, release, arch string) ([]machi
 	for _, i := range all {
 		out = append(out, machine.BootImage{OS: i.OS, Release: i.Release, Arch: i.Arch, Subarch: i.Subarch,
 			VersionID: i.VersionID, RackID: i.RackID, RackName: i.RackName, BootURL: i.BootURL, Files: i.Files,
-			Version: i.Version, Online: i.Online})
+			Version: i.Version, Online: i.Online, Installer: i.Installer, Disk: i.Disk})
 	}
 	return out, nil
 }
@@ -109,18 +110,49 @@ func (db *DB) BootImages(ctx context.Context, os, release, arch string) ([]machi
 // PreseedPin returns the current version of the named preseed.
 func (db *DB) PreseedPin(ctx context.Context, name string) (machine.PreseedPin, error) {
 	p, err := db.GetPreseed(ctx, name)
-	return machine.PreseedPin{Name: p.Name, Version: p.CurrentVersion}, err
+	if err != nil {
+		return machine.PreseedPin{}, err
+	}
+	return db.pin(ctx, p)
 }
 
 // PreseedPinFor returns the current version of the preseed PreseedFor
 // picks.
 func (db *DB) PreseedPinFor(ctx context.Context, machineID, os, release, arch string) (machine.PreseedPin, error) {
 	p, err := db.PreseedFor(ctx, machineID, os, release, arch)
-	return machine.PreseedPin{Name: p.Name, Version: p.CurrentVersion}, err
+	if err != nil {
+		return machine.PreseedPin{}, err
+	}
+	return db.pin(ctx, p)
+}
+
+// pin is the current version of p with its format.
+func (db *DB) pin(ctx context.Context, p Preseed) (machine.PreseedPin, error) {
+	v, err := db.GetPreseedVersion(ctx, p.Name, p.CurrentVersion)
+	if err != nil {
+		return machine.PreseedPin{}, err
+	}
+	return machine.PreseedPin{Name: p.Name, Version: p.CurrentVersion, Format: v.Format}, nil
 }
 
 // VolumeCount counts the volumes a machine holds.
 func (db *DB) VolumeCount(ctx context.Context, machineID string) (int, error) {
 	vols, err := db.ListVolumes(ctx, machineID, false)
 	return len(vols), err
+}
+
+// Inventory returns the machine's latest hardware inventory, nil when it
+// was never commissioned; ENOTFOUND when there is no such machine.
+func (db *DB) Inventory(ctx context.Context, machineID string) (*events.Inventory, error) {
+	h, err := db.GetHardware(ctx, machineID)
+	if rackplane.ErrorCode(err) == rackplane.ENOTFOUND {
+		if _, gerr := db.GetMachine(ctx, machineID); gerr != nil {
+			return nil, gerr
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &h.Inventory, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -62,6 +63,20 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 				deployment_id = $12, deploy_started_at = $10, deployed_at = NULL
 			WHERE id = $1`, d.MachineID, d.OS, d.Release, d.Arch, d.Subarch, d.ImageVersionID, d.RackID,
 			d.PreseedName, d.PreseedVersion, s.Time, s.Version, s.ID)
+	case events.TypeMachineCommissioning, events.TypeMachineErasing:
+		var d events.MachineRef
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		// The commissioning event's id names the operation, as the
+		// deploying event's names a deployment: the agent's outcome is
+		// taken only for it. Commissioning (or erasing, a release's)
+		// ends whatever deployment the machine had, as a release does: it
+		// ends ready, not deployed, and its boot is the operation's rack's.
+		q.Queue(`UPDATE machines SET status = $4, status_reason = '', os = '', release = '', subarch = '', image_version_id = '',
+				deploy_rack_id = NULL, preseed_name = '', preseed_version = 0, updated_at = $2, version = $3,
+				deployment_id = $5, deploy_started_at = NULL, deployed_at = NULL
+			WHERE id = $1`, d.MachineID, s.Time, s.Version, statusAfter(s.Type), s.ID)
 	case events.TypeMachineReleased:
 		var d events.MachineRef
 		if err := s.DecodeData(&d); err != nil {
@@ -72,7 +87,7 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 				deployment_id = NULL, deploy_started_at = NULL, deployed_at = NULL
 			WHERE id = $1`, d.MachineID, s.Time, s.Version, statusAfter(s.Type))
 	case events.TypeMachineDeployed, events.TypeMachineFailed, events.TypeMachineBroken, events.TypeMachineFixed,
-		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing,
+		events.TypeMachineCommissioned, events.TypeMachineReleasing,
 		events.TypeMachineRescueEntered, events.TypeMachineRescueExited:
 		var d events.MachineRef
 		if err := s.DecodeData(&d); err != nil {
@@ -84,10 +99,18 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 		if s.Type == events.TypeMachineFailed || s.Type == events.TypeMachineBroken {
 			reason = d.Reason
 		}
+		// A release ends the deployment at its start: a machine that
+		// breaks while releasing is not deployed when fixed.
 		q.Queue(`UPDATE machines SET status = CASE WHEN deployed_at IS NULL THEN $2 ELSE $3 END, status_reason = $4,
-				deployed_at = CASE WHEN $5 THEN $6 ELSE deployed_at END, updated_at = $6, version = $7
+				deployed_at = CASE WHEN $5 THEN $6 WHEN $8 THEN NULL ELSE deployed_at END, updated_at = $6, version = $7
 			WHERE id = $1`, d.MachineID, statusAfter(s.Type), statusAfterDeployed(s.Type), reason,
-			s.Type == events.TypeMachineDeployed, s.Time, s.Version)
+			s.Type == events.TypeMachineDeployed, s.Time, s.Version, s.Type == events.TypeMachineReleasing)
+	case events.TypeMachineTagsSet:
+		var d events.MachineTags
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE machines SET tags = $2, updated_at = $3, version = $4 WHERE id = $1`, d.MachineID, d.Tags, s.Time, s.Version)
 	case events.TypeBootDecisionSet:
 		var d events.BootDecision
 		if err := s.DecodeData(&d); err != nil {
@@ -162,15 +185,22 @@ func (db *DB) EmitMachine(ctx context.Context, tx pgx.Tx, id string, expected in
 	return db.Emit(ctx, tx, stream, ExpectAny, evs...)
 }
 
+// selectMachine reads machines with their hardware summary, from a
+// subquery so that the machines' column names stay unambiguous in the
+// conditions callers append.
 const selectMachine = `SELECT id::text, hostname, macs, arch, boot_rack_id::text, status, status_reason, origin, os, release, subarch,
 	image_version_id, deploy_rack_id::text, preseed_name, preseed_version, deployment_id::text, deploy_started_at,
-	deployed_at, created_at, updated_at, version, boot_file, power_state, power_checked_at, power_outcome, power_error FROM machines`
+	deployed_at, created_at, updated_at, version, boot_file, power_state, power_checked_at, power_outcome, power_error, tags,
+	(SELECT jsonb_build_object('cores', h.cpu_cores, 'threads', h.cpu_threads, 'memory_bytes', h.memory_bytes, 'disks', h.disk_count,
+		'disk_bytes', h.disk_bytes, 'firmware', h.firmware) FROM machine_hardware h WHERE h.machine_id = machines.id)
+	FROM machines`
 
 func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 	var m rackplane.Machine
 	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
 		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt,
-		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile, &m.PowerState, &m.PowerCheckedAt, &m.PowerOutcome, &m.PowerError)
+		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile, &m.PowerState, &m.PowerCheckedAt, &m.PowerOutcome, &m.PowerError,
+		&m.Tags, &m.Hardware)
 	return m, err
 }
 
@@ -223,14 +253,56 @@ func (db *DB) HostnamesByMAC(ctx context.Context, macs []string) (map[string]str
 	return out, wrap("hostnames by mac", err)
 }
 
-// ListMachines returns machines by hostname, after the cursor.
+// ListMachines returns the machines f matches by hostname, after the
+// cursor (a hostname: they are unique, so the page ends where the next
+// begins whatever the filters).
 func (db *DB) ListMachines(ctx context.Context, f machine.Filter) ([]rackplane.Machine, error) {
-	if f.Limit <= 0 || f.Limit > 1000 {
-		f.Limit = 100
+	if f.Limit <= 0 || f.Limit > machine.MaxListLimit {
+		f.Limit = machine.DefaultListLimit
 	}
-	rows, err := db.pool.Query(ctx, selectMachine+` WHERE ($1 = '' OR status = $1) AND ($2 = '' OR hostname LIKE '%' || $2 || '%')
-		AND ($3 = '' OR $3 = ANY(macs)) AND ($4 = '' OR os = $4) AND hostname > $5 ORDER BY hostname LIMIT $6`,
-		f.Status, f.Hostname, f.MAC, f.OS, f.After, f.Limit)
+	var where []string
+	var args []any
+	cond := func(sql string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(sql, "$?", fmt.Sprintf("$%d", len(args))))
+	}
+	cond(`hostname > $?`, f.After)
+	if f.Status != "" {
+		cond(`status = $?`, f.Status)
+	}
+	if f.Hostname != "" {
+		cond(`strpos(hostname, $?) > 0`, f.Hostname)
+	}
+	if f.MAC != "" {
+		cond(`$? = ANY(macs)`, f.MAC)
+	}
+	if f.OS != "" {
+		cond(`os = $?`, f.OS)
+	}
+	if len(f.Tags) > 0 {
+		cond(`tags @> $?::text[]`, f.Tags)
+	}
+	if f.Arch != "" {
+		// The inventory's architecture when there is one: a discovered
+		// machine is amd64 until its hardware says otherwise.
+		cond(`coalesce((SELECT h.arch FROM machine_hardware h WHERE h.machine_id = machines.id), arch) = $?`, f.Arch)
+	}
+	var hw []string
+	hwCond := func(col string, v int64) {
+		if v > 0 {
+			args = append(args, v)
+			hw = append(hw, fmt.Sprintf("h.%s >= $%d", col, len(args)))
+		}
+	}
+	hwCond("cpu_cores", int64(f.MinCores))
+	hwCond("memory_bytes", f.MinMemory)
+	hwCond("disk_count", int64(f.MinDisks))
+	hwCond("largest_disk_bytes", f.MinDiskSize)
+	if len(hw) > 0 {
+		where = append(where, `EXISTS (SELECT 1 FROM machine_hardware h WHERE h.machine_id = machines.id AND `+strings.Join(hw, " AND ")+`)`)
+	}
+	args = append(args, f.Limit)
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE `+strings.Join(where, " AND ")+fmt.Sprintf(` ORDER BY hostname LIMIT $%d`, len(args)), args...)
 	if err != nil {
 		return nil, wrap("list machines", err)
 	}
@@ -256,6 +328,32 @@ func (db *DB) BootDecision(ctx context.Context, mac string) (*events.BootDecisio
 func IsUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// OverdueCommissionings returns the machines still commissioning whose
+// commissioning (the event deployment_id names) began before before,
+// oldest first, at most limit. Few machines commission at once, and the
+// event is found by its unique id.
+func (db *DB) OverdueCommissionings(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error) {
+	return db.overdueOperations(ctx, events.MachineCommissioning, before, limit)
+}
+
+// OverdueErasings returns the machines still erasing whose erase began
+// before before, as OverdueCommissionings.
+func (db *DB) OverdueErasings(ctx context.Context, before time.Time, limit int) ([]rackplane.Machine, error) {
+	return db.overdueOperations(ctx, events.MachineErasing, before, limit)
+}
+
+// overdueOperations returns the machines in status whose operation (the
+// event deployment_id names) began before before, oldest first.
+func (db *DB) overdueOperations(ctx context.Context, status string, before time.Time, limit int) ([]rackplane.Machine, error) {
+	rows, err := db.pool.Query(ctx, `SELECT m.* FROM (`+selectMachine+` WHERE status = $3) m
+		JOIN events e ON e.id = m.deployment_id::uuid WHERE e.time < $1 ORDER BY e.time LIMIT $2`, before, limit, status)
+	if err != nil {
+		return nil, wrap("overdue "+status, err)
+	}
+	ms, err := pgx.CollectRows(rows, scanMachine)
+	return ms, wrap("overdue "+status, err)
 }
 
 // OverdueDeployments returns the machines still deploying that started

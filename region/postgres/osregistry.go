@@ -20,19 +20,21 @@ var osRegistryProjection = Projection{
 }
 
 type imageRow struct {
-	OS                 string   `json:"os"`
-	OSTitle            string   `json:"os_title"`
-	Release            string   `json:"release"`
-	ReleaseTitle       string   `json:"release_title"`
-	Default            bool     `json:"is_default"`
-	RequiresLicenceKey bool     `json:"requires_licence_key"`
-	CanCommission      bool     `json:"can_commission"`
-	Arch               string   `json:"arch"`
-	Subarch            string   `json:"subarch"`
-	VersionID          string   `json:"version_id"`
-	Label              string   `json:"label"`
-	Version            string   `json:"version"`
-	Files              []string `json:"files"`
+	OS                 string            `json:"os"`
+	OSTitle            string            `json:"os_title"`
+	Release            string            `json:"release"`
+	ReleaseTitle       string            `json:"release_title"`
+	Default            bool              `json:"is_default"`
+	RequiresLicenceKey bool              `json:"requires_licence_key"`
+	CanCommission      bool              `json:"can_commission"`
+	Arch               string            `json:"arch"`
+	Subarch            string            `json:"subarch"`
+	VersionID          string            `json:"version_id"`
+	Label              string            `json:"label"`
+	Version            string            `json:"version"`
+	Files              []string          `json:"files"`
+	Installer          string            `json:"installer"`
+	Disk               *events.DiskImage `json:"disk"`
 }
 
 // applyCapabilities replaces a rack's snapshot. A snapshot is complete, so
@@ -56,7 +58,7 @@ func applyCapabilities(q *pgx.Batch, s Stored) error {
 						files = append(files, f.Name)
 					}
 					rows = append(rows, imageRow{o.Name, o.Title, r.Name, r.Title, r.Default, r.RequiresLicenceKey,
-						r.CanCommission, a.Arch, a.Subarch, v.ID, v.Label, v.Version, files})
+						r.CanCommission, a.Arch, a.Subarch, v.ID, v.Label, v.Version, files, installerOf(v), v.Disk})
 				}
 			}
 		}
@@ -72,15 +74,26 @@ func applyCapabilities(q *pgx.Batch, s Stored) error {
 		rackID, c.Digest, s.Time, s.ID, []byte(s.Data))
 	q.Queue(`DELETE FROM rack_images WHERE rack_id = $1`, rackID)
 	q.Queue(`INSERT INTO rack_images (rack_id, os, os_title, release, release_title, is_default,
-			requires_licence_key, can_commission, arch, subarch, version_id, label, version, files)
+			requires_licence_key, can_commission, arch, subarch, version_id, label, version, files,
+			installer, disk)
 		SELECT $1, x.os, x.os_title, x.release, x.release_title, x.is_default, x.requires_licence_key,
 			x.can_commission, x.arch, x.subarch, x.version_id, x.label, x.version,
-			coalesce(ARRAY(SELECT jsonb_array_elements_text(x.files)), '{}')
+			coalesce(ARRAY(SELECT jsonb_array_elements_text(x.files)), '{}'), x.installer,
+			CASE WHEN jsonb_typeof(x.disk) = 'object' THEN x.disk END
 		FROM jsonb_to_recordset($2::jsonb) AS x(os text, os_title text, release text, release_title text,
 			is_default boolean, requires_licence_key boolean, can_commission boolean, arch text,
-			subarch text, version_id text, label text, version text, files jsonb)
+			subarch text, version_id text, label text, version text, files jsonb, installer text, disk jsonb)
 		ON CONFLICT DO NOTHING`, rackID, rowsJSON)
 	return nil
+}
+
+// installerOf is a version's installer family; a version that names none
+// boots as every image did before families.
+func installerOf(v events.ImageVersion) string {
+	if v.Installer == "" {
+		return events.InstallerCustom
+	}
+	return v.Installer
 }
 
 // RackCapabilities is a rack's latest snapshot as the region keeps it.
@@ -129,6 +142,10 @@ type ImageOnRack struct {
 	Version            string
 	Files              []string
 	BootURL            string
+	// Installer is the version's installer family (never empty), Disk
+	// its disk image (nil but on a disk image).
+	Installer string
+	Disk      *events.DiskImage
 }
 
 // ImageFilter narrows ListImages; empty fields match anything.
@@ -142,7 +159,7 @@ type ImageFilter struct {
 func (db *DB) ListImages(ctx context.Context, f ImageFilter) ([]ImageOnRack, error) {
 	rows, err := db.pool.Query(ctx, `SELECT i.rack_id::text, r.name, r.online, i.os, i.os_title, i.release,
 			i.release_title, i.is_default, i.requires_licence_key, i.can_commission, i.arch, i.subarch,
-			i.version_id, i.label, i.version, i.files, r.boot_url
+			i.version_id, i.label, i.version, i.files, r.boot_url, i.installer, i.disk
 		FROM rack_images i JOIN racks r ON r.id = i.rack_id
 		WHERE ($1 = '' OR i.os = $1) AND ($2 = '' OR i.release = $2) AND ($3 = '' OR i.arch = $3)
 			AND (NOT $4 OR r.online)
@@ -155,7 +172,7 @@ func (db *DB) ListImages(ctx context.Context, f ImageFilter) ([]ImageOnRack, err
 		var i ImageOnRack
 		err := row.Scan(&i.RackID, &i.RackName, &i.Online, &i.OS, &i.OSTitle, &i.Release, &i.ReleaseTitle,
 			&i.Default, &i.RequiresLicenceKey, &i.CanCommission, &i.Arch, &i.Subarch, &i.VersionID, &i.Label, &i.Version,
-			&i.Files, &i.BootURL)
+			&i.Files, &i.BootURL, &i.Installer, &i.Disk)
 		return i, err
 	})
 	return out, wrap("list images", err)

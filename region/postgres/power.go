@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,12 +40,17 @@ func applyPower(q *pgx.Batch, s Stored) error {
 		if extra == nil {
 			extra = map[string]string{}
 		}
+		var addr *string
+		if a, err := netip.ParseAddr(d.Address); err == nil {
+			v := a.WithZone("").String()
+			addr = &v
+		}
 		q.Queue(`INSERT INTO machine_power (machine_id, driver, address, port, username, extra, rack_id, password_set,
-				password_fingerprint, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+				password_fingerprint, updated_at, address_inet) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::inet)
 			ON CONFLICT (machine_id) DO UPDATE SET driver = excluded.driver, address = excluded.address, port = excluded.port,
 				username = excluded.username, extra = excluded.extra, rack_id = excluded.rack_id, password_set = excluded.password_set,
-				password_fingerprint = excluded.password_fingerprint, updated_at = excluded.updated_at`,
-			d.MachineID, d.Driver, d.Address, d.Port, d.Username, extra, rackID, d.PasswordSet, d.PasswordFingerprint, s.Time)
+				password_fingerprint = excluded.password_fingerprint, updated_at = excluded.updated_at, address_inet = excluded.address_inet`,
+			d.MachineID, d.Driver, d.Address, d.Port, d.Username, extra, rackID, d.PasswordSet, d.PasswordFingerprint, s.Time, addr)
 	case events.TypePowerParametersCleared:
 		var d events.PowerParametersCleared
 		if err := s.DecodeData(&d); err != nil {
@@ -78,8 +84,16 @@ func applyPower(q *pgx.Batch, s Stored) error {
 		// outcome arriving late does not overwrite a newer one.
 		q.Queue(`UPDATE machines m SET power_state = $2, power_checked_at = $3, power_outcome = $4, power_error = $5
 			WHERE m.id = $1 AND (m.power_checked_at IS NULL OR m.power_checked_at <= $3)
-				AND EXISTS (SELECT 1 FROM machine_power p WHERE p.machine_id = m.id AND coalesce(p.rack_id, m.boot_rack_id) = $6)`,
+				AND EXISTS (SELECT 1 FROM machine_power p WHERE p.machine_id = m.id AND power_driving_rack(p, m.boot_rack_id) = $6)`,
 			d.MachineID, d.State, at, d.Outcome, d.Error, rackID.String())
+	case events.TypePowerStateChanged:
+		var d events.PowerStateChanged
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE machines SET power_state = $2, power_checked_at = $3, power_outcome = $4, power_error = $5
+			WHERE id = $1 AND (power_checked_at IS NULL OR power_checked_at <= $3)`,
+			d.MachineID, d.State, d.CheckedAt, d.Outcome, d.Error)
 	}
 	return nil
 }
@@ -166,6 +180,37 @@ func (db *DB) GetPower(ctx context.Context, machineID string) (PowerParameters, 
 		return p, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no power parameters: set them with PUT /api/v1/machines/%s/power", machineID, machineID)
 	}
 	return p, wrap("get power", err)
+}
+
+// Why a rack drives a machine (DrivingRack).
+const (
+	DrivenByNamedRack = "named"  // the power parameters' rack_id
+	DrivenBySubnet    = "subnet" // it serves the subnet of the BMC's address
+	DrivenByBootRack  = "boot"   // the machine's boot rack
+)
+
+// DrivingRack returns the rack that drives machine id's BMC, why
+// (DrivenBy...), and for DrivenBySubnet the subnet; "" when no rack does
+// (no rack named, no subnet, no boot rack). ENOTFOUND when the machine
+// has no power parameters.
+func (db *DB) DrivingRack(ctx context.Context, id string) (rackID, why, cidr string, err error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return "", "", "", rackplane.Errorf(rackplane.ENOTFOUND, "no machine %s", id)
+	}
+	err = db.pool.QueryRow(ctx, `SELECT coalesce(power_driving_rack(p, m.boot_rack_id)::text, ''),
+			CASE WHEN p.rack_id IS NOT NULL THEN 'named' WHEN sn.rack_id IS NOT NULL THEN 'subnet' ELSE 'boot' END,
+			coalesce(sn.cidr::text, '')
+		FROM machine_power p JOIN machines m ON m.id = p.machine_id
+			LEFT JOIN LATERAL (SELECT s.rack_id, s.cidr FROM subnets s WHERE p.address_inet IS NOT NULL AND p.address_inet <<= s.cidr
+				ORDER BY masklen(s.cidr) DESC, s.rack_id LIMIT 1) sn ON true
+		WHERE p.machine_id = $1`, id).Scan(&rackID, &why, &cidr)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", "", rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no power parameters: set them with PUT /api/v1/machines/%s/power", id, id)
+	}
+	if why != DrivenBySubnet {
+		cidr = ""
+	}
+	return rackID, why, cidr, wrap("driving rack", err)
 }
 
 // PowerDriverOnRack is a power driver as one rack last reported it.

@@ -32,8 +32,12 @@ func applyPreseed(q *pgx.Batch, s Stored) error {
 	if d.BasedOn > 0 {
 		basedOn = &d.BasedOn
 	}
-	q.Queue(`INSERT INTO preseed_versions (name, version, content, origin, author, comment, based_on, created_at, event_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, d.Name, d.Version, d.Content, d.Origin, d.Author, d.Comment, basedOn, s.Time, s.ID)
+	format := d.Format
+	if format == "" {
+		format = events.DetectPreseedFormat(d.Content) // saved before formats
+	}
+	q.Queue(`INSERT INTO preseed_versions (name, version, content, origin, author, comment, based_on, created_at, event_id, format)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, d.Name, d.Version, d.Content, d.Origin, d.Author, d.Comment, basedOn, s.Time, s.ID, format)
 	q.Queue(`INSERT INTO preseeds (name, scope_kind, scope_machine, scope_os, scope_release, scope_arch, current_version, latest_version, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
 		ON CONFLICT (name) DO UPDATE SET scope_kind = excluded.scope_kind, scope_machine = excluded.scope_machine,
@@ -63,6 +67,18 @@ type PreseedVersion struct {
 	Comment   string    `json:"comment,omitempty"`
 	BasedOn   *int64    `json:"based_on,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Format is the version's format (events.PreseedFormat*).
+	Format string `json:"format"`
+}
+
+// versionFormat is the format of a stored version: its column, or, for a
+// row projected before the column (empty), the format its content is
+// detected as.
+func versionFormat(format, content string) string {
+	if format == "" {
+		return events.DetectPreseedFormat(content)
+	}
+	return format
 }
 
 const selectPreseed = `SELECT name, scope_kind, coalesce(scope_machine::text, ''), scope_os, scope_release, scope_arch,
@@ -101,26 +117,30 @@ func (db *DB) GetPreseed(ctx context.Context, name string) (Preseed, error) {
 // GetPreseedVersion returns one version with its content.
 func (db *DB) GetPreseedVersion(ctx context.Context, name string, version int64) (PreseedVersion, error) {
 	var v PreseedVersion
-	err := db.pool.QueryRow(ctx, `SELECT name, version, content, origin, author, comment, based_on, created_at
+	err := db.pool.QueryRow(ctx, `SELECT name, version, content, origin, author, comment, based_on, created_at, format
 		FROM preseed_versions WHERE name = $1 AND version = $2`, name, version).
-		Scan(&v.Name, &v.Version, &v.Content, &v.Origin, &v.Author, &v.Comment, &v.BasedOn, &v.CreatedAt)
+		Scan(&v.Name, &v.Version, &v.Content, &v.Origin, &v.Author, &v.Comment, &v.BasedOn, &v.CreatedAt, &v.Format)
 	if err == pgx.ErrNoRows {
 		return v, rackplane.Errorf(rackplane.ENOTFOUND, "preseed %q has no version %d", name, version)
 	}
+	v.Format = versionFormat(v.Format, v.Content)
 	return v, wrap("get preseed version", err)
 }
 
 // ListPreseedVersions returns a preseed's versions, oldest first, without
 // their content.
 func (db *DB) ListPreseedVersions(ctx context.Context, name string) ([]PreseedVersion, error) {
-	rows, err := db.pool.Query(ctx, `SELECT name, version, origin, author, comment, based_on, created_at
+	rows, err := db.pool.Query(ctx, `SELECT name, version, origin, author, comment, based_on, created_at, format,
+			CASE WHEN format = '' THEN content ELSE '' END
 		FROM preseed_versions WHERE name = $1 ORDER BY version`, name)
 	if err != nil {
 		return nil, wrap("list preseed versions", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PreseedVersion, error) {
 		var v PreseedVersion
-		err := row.Scan(&v.Name, &v.Version, &v.Origin, &v.Author, &v.Comment, &v.BasedOn, &v.CreatedAt)
+		var content string
+		err := row.Scan(&v.Name, &v.Version, &v.Origin, &v.Author, &v.Comment, &v.BasedOn, &v.CreatedAt, &v.Format, &content)
+		v.Format = versionFormat(v.Format, content)
 		return v, err
 	})
 	return out, wrap("list preseed versions", err)

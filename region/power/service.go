@@ -2,6 +2,7 @@ package power
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -26,6 +27,8 @@ type Store interface {
 	ClearPower(ctx context.Context, ev events.Event) error
 	OpenSecret(ctx context.Context, kr *secrets.Keyring, name string) ([]byte, error)
 	PowerDriverRacks(ctx context.Context, driver string) ([]postgres.PowerDriverOnRack, error)
+	DrivingRack(ctx context.Context, machineID string) (rackID, why, cidr string, err error)
+	PowerWorkOf(ctx context.Context, machineID string) (*postgres.PowerWork, error)
 	RecordPowerRequest(ctx context.Context, ev events.Event) error
 }
 
@@ -143,13 +146,15 @@ func (s *Service) Clear(ctx context.Context, machineID string, meta Meta) (postg
 
 // Result is what a rack answered to a power action.
 type Result struct {
-	MachineID  string             `json:"machine_id"`
-	RackID     string             `json:"rack_id"`
-	Driver     string             `json:"driver"`
-	Action     events.PowerAction `json:"action"`
-	State      string             `json:"state"`
-	Outcome    string             `json:"outcome"`
-	DurationMS int64              `json:"duration_ms"`
+	MachineID string             `json:"machine_id"`
+	RackID    string             `json:"rack_id"`
+	Driver    string             `json:"driver"`
+	Action    events.PowerAction `json:"action"`
+	State     string             `json:"state"`
+	Outcome   string             `json:"outcome"`
+	// Error is why the action failed, as the rack said it.
+	Error      string `json:"error,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
 }
 
 // Act asks the rack that drives the machine to run action (on, off,
@@ -157,9 +162,26 @@ type Result struct {
 // succeeded, and an error by the outcome when it did not (see the
 // package's doc).
 func (s *Service) Act(ctx context.Context, machineID string, action events.PowerAction, timeout time.Duration, meta Meta) (Result, error) {
+	return s.act(ctx, machineID, action, "", false, timeout, meta)
+}
+
+// Poll asks the rack that drives the machine for its power state as a
+// periodic poll: no power_action_requested, and the rack publishes no
+// power_action_completed (events.PowerRequest.Poll); the caller records
+// what changed.
+func (s *Service) Poll(ctx context.Context, machineID string, timeout time.Duration) (Result, error) {
+	return s.act(ctx, machineID, events.PowerStatus, "", true, timeout, Meta{})
+}
+
+// SetBoot asks the rack that drives the machine to set its next boot
+// device (events.BootDevicePXE or BootDeviceDisk), as Act does.
+func (s *Service) SetBoot(ctx context.Context, machineID, device string, timeout time.Duration, meta Meta) (Result, error) {
+	return s.act(ctx, machineID, events.PowerSetBoot, device, false, timeout, meta)
+}
+
+func (s *Service) act(ctx context.Context, machineID string, action events.PowerAction, bootDevice string, poll bool, timeout time.Duration, meta Meta) (Result, error) {
 	res := Result{MachineID: machineID, Action: action}
-	m, err := s.store.GetMachine(ctx, machineID)
-	if err != nil {
+	if _, err := s.store.GetMachine(ctx, machineID); err != nil {
 		return res, err
 	}
 	p, err := s.store.GetPower(ctx, machineID)
@@ -170,9 +192,12 @@ func (s *Service) Act(ctx context.Context, machineID string, action events.Power
 		return res, err
 	}
 	res.Driver = p.Driver
-	rackID := DrivingRack(p, m)
+	rackID, _, _, err := s.store.DrivingRack(ctx, machineID)
+	if err != nil {
+		return res, err
+	}
 	if rackID == "" {
-		return res, rackplane.Errorf(rackplane.ECONFLICT, "no rack drives machine %s: it has no boot rack yet; name one in the power parameters' rack_id", machineID)
+		return res, rackplane.Errorf(rackplane.ECONFLICT, "no rack drives machine %s: it has no boot rack yet and no rack serves a subnet holding its BMC's address; name one in the power parameters' rack_id", machineID)
 	}
 	res.RackID = rackID
 	rack, err := s.store.GetRack(ctx, rackID)
@@ -186,7 +211,7 @@ func (s *Service) Act(ctx context.Context, machineID string, action events.Power
 	if err := CheckDriver(drivers, rack, p.Driver, action); err != nil {
 		return res, err
 	}
-	req := events.PowerRequest{MachineID: machineID, Driver: p.Driver, Action: action,
+	req := events.PowerRequest{MachineID: machineID, Driver: p.Driver, Action: action, BootDevice: bootDevice, Poll: poll,
 		Parameters: events.PowerParameters{Address: p.Address, Port: p.Port, Username: p.Username, Extra: p.Extra}}
 	if len(req.Parameters.Extra) == 0 {
 		req.Parameters.Extra = nil
@@ -198,8 +223,10 @@ func (s *Service) Act(ctx context.Context, machineID string, action events.Power
 		}
 		req.Parameters.Password = string(pw)
 	}
-	if err := s.record(ctx, rackID, req, meta); err != nil {
-		return res, err
+	if !poll {
+		if err := s.record(ctx, rackID, req, meta); err != nil {
+			return res, err
+		}
 	}
 	var reply events.PowerReply
 	err = rackcall.Do(ctx, s.nc, s.log, rackcall.Call{Rack: rack, Method: events.MethodPower, Timeout: timeout, What: "the machine's BMC",
@@ -213,7 +240,7 @@ func (s *Service) Act(ctx context.Context, machineID string, action events.Power
 		return res, rackplane.Errorf(rackplane.EUNAVAILABLE, "rack %s answered power %s of machine %s about %s of %.40q; is it running a compatible version?",
 			rack.ID, action, machineID, reply.Action, reply.MachineID)
 	}
-	res.State, res.Outcome, res.DurationMS = reply.State, reply.Outcome, reply.DurationMS
+	res.State, res.Outcome, res.Error, res.DurationMS = reply.State, reply.Outcome, reply.Error, reply.DurationMS
 	if !reply.OK {
 		return res, outcomeError(rack, reply)
 	}
@@ -232,16 +259,38 @@ func (s *Service) record(ctx context.Context, rackID string, req events.PowerReq
 	return s.store.RecordPowerRequest(ctx, ev)
 }
 
-// DrivingRack is the rack that drives a machine: the one its power
-// parameters name, else its boot rack; "" when neither is known.
-func DrivingRack(p postgres.PowerParameters, m rackplane.Machine) string {
-	if p.RackID != "" {
-		return p.RackID
+// Work returns the lifecycle's power work on the machine (nil: none): a
+// deployment's power on or a release's power off, its attempts and why
+// the last failed, while the machine waits on it.
+func (s *Service) Work(ctx context.Context, machineID string) (*postgres.PowerWork, error) {
+	return s.store.PowerWorkOf(ctx, machineID)
+}
+
+// Driving is the rack that drives a machine's BMC and why.
+type Driving struct {
+	RackID string
+	// Reason says why, for an operator: named in the power parameters,
+	// serving the subnet of the BMC's address, or the machine's boot rack.
+	Reason string
+}
+
+// DrivingRack returns the rack that drives the machine, and why (the
+// zero Driving when none does); ENOTFOUND without power parameters.
+func (s *Service) DrivingRack(ctx context.Context, machineID string) (Driving, error) {
+	id, why, cidr, err := s.store.DrivingRack(ctx, machineID)
+	if err != nil || id == "" {
+		return Driving{}, err
 	}
-	if m.BootRackID != nil {
-		return *m.BootRackID
+	d := Driving{RackID: id}
+	switch why {
+	case postgres.DrivenByNamedRack:
+		d.Reason = "named in the power parameters (rack_id)"
+	case postgres.DrivenBySubnet:
+		d.Reason = "it serves subnet " + cidr + ", which holds the BMC's address"
+	default:
+		d.Reason = "the machine's boot rack"
 	}
-	return ""
+	return d, nil
 }
 
 // CheckDriver refuses, with the rack's reason, an action the rack cannot
@@ -267,10 +316,14 @@ func CheckDriver(drivers []postgres.PowerDriverOnRack, rack rackplane.Rack, driv
 	case !d.Available:
 		return rackplane.Errorf(rackplane.ECONFLICT, "power driver %s is not usable on rack %s (%s): %s", driver, rack.ID, rack.Name, d.Detail)
 	case !slices.Contains(d.Actions, action):
-		return rackplane.Errorf(rackplane.ECONFLICT, "power driver %s on rack %s (%s) does not offer %s", driver, rack.ID, rack.Name, action)
+		return rackplane.WrapError(rackplane.ECONFLICT, ErrNotOffered, "power driver %s on rack %s (%s) does not offer %s", driver, rack.ID, rack.Name, action)
 	}
 	return nil
 }
+
+// ErrNotOffered is in the chain of the error of an action the machine's
+// power driver does not offer on its rack.
+var ErrNotOffered = errors.New("the power driver does not offer the action")
 
 // outcomeError maps a failed action's outcome to an API error. The
 // BMC's refusal of credentials is the BMC's business, not the API

@@ -109,8 +109,24 @@ func (s *Service) Versions(ctx context.Context, name string) ([]postgres.Preseed
 	return s.store.ListPreseedVersions(ctx, name)
 }
 
-// Create saves version 1 of a new preseed; scope nil is global.
-func (s *Service) Create(ctx context.Context, name, content string, scope *events.PreseedScope, comment string, meta Meta) error {
+// Format is the format a version is saved with: format, the author's
+// (one of events.PreseedFormats), or, when empty, the one its content is
+// detected as (events.DetectPreseedFormat; the rules are in the package
+// documentation).
+func Format(format, content string) (string, error) {
+	if format == "" {
+		return events.DetectPreseedFormat(content), nil
+	}
+	if !slices.Contains(events.PreseedFormats, format) {
+		return "", rackplane.Errorf(rackplane.EINVALID, "format %q: want one of %s, or none to detect it from the content",
+			format, strings.Join(events.PreseedFormats, ", "))
+	}
+	return format, nil
+}
+
+// Create saves version 1 of a new preseed; scope nil is global, format
+// "" the one detected from content.
+func (s *Service) Create(ctx context.Context, name, content, format string, scope *events.PreseedScope, comment string, meta Meta) error {
 	if !nameRE.MatchString(name) {
 		return rackplane.Errorf(rackplane.EINVALID, "name %q: want letters, digits, dot, dash, underscore; at most 64", name)
 	}
@@ -124,13 +140,21 @@ func (s *Service) Create(ctx context.Context, name, content string, scope *event
 	if err := Check(name, content); err != nil {
 		return err
 	}
+	format, err := Format(format, content)
+	if err != nil {
+		return err
+	}
 	return s.save(ctx, events.PreseedVersionCreated{Name: name, Version: 1, Content: content, Scope: sc, Origin: "operator",
-		Author: meta.Actor, Comment: comment, Current: true}, postgres.ExpectNoStream, meta)
+		Author: meta.Actor, Comment: comment, Current: true, Format: format}, postgres.ExpectNoStream, meta)
 }
 
 // Edit saves content as the version after base, the version the editor
-// read; scope nil keeps the preseed's.
-func (s *Service) Edit(ctx context.Context, name string, base int64, content string, scope *events.PreseedScope, comment string, meta Meta) error {
+// read; scope nil keeps the preseed's; format "" is the one detected from
+// content (an edit may change what the document is), but where the new
+// content is detected as none (other) it keeps a format the author gave
+// the version edited: an author who said kickstart of a document the
+// rules miss meant it, and an edit of its text does not unsay it.
+func (s *Service) Edit(ctx context.Context, name string, base int64, content, format string, scope *events.PreseedScope, comment string, meta Meta) error {
 	p, err := s.store.GetPreseed(ctx, name)
 	if err != nil {
 		return err
@@ -145,8 +169,18 @@ func (s *Service) Edit(ctx context.Context, name string, base int64, content str
 	if err := Check(name, content); err != nil {
 		return err
 	}
+	if format == "" && events.DetectPreseedFormat(content) == events.PreseedFormatOther {
+		if prev, err := s.store.GetPreseedVersion(ctx, name, base); err == nil && prev.Format != "" &&
+			prev.Format != events.DetectPreseedFormat(prev.Content) {
+			format = prev.Format
+		}
+	}
+	format, err = Format(format, content)
+	if err != nil {
+		return err
+	}
 	return s.save(ctx, events.PreseedVersionCreated{Name: name, Version: base + 1, Content: content, Scope: sc, Origin: "operator",
-		Author: meta.Actor, Comment: comment, BasedOn: base, Current: true}, base, meta)
+		Author: meta.Actor, Comment: comment, BasedOn: base, Current: true, Format: format}, base, meta)
 }
 
 // Rollback saves the content of version to as the version after base.
@@ -162,8 +196,9 @@ func (s *Service) Rollback(ctx context.Context, name string, base, to int64, com
 	if comment == "" {
 		comment = fmt.Sprintf("rollback to version %d", to)
 	}
+	// The content comes back with the format it was saved with.
 	return s.save(ctx, events.PreseedVersionCreated{Name: name, Version: base + 1, Content: old.Content, Scope: p.Scope, Origin: "operator",
-		Author: meta.Actor, Comment: comment, BasedOn: to, Current: true}, base, meta)
+		Author: meta.Actor, Comment: comment, BasedOn: to, Current: true, Format: old.Format}, base, meta)
 }
 
 // save appends a version at expected. The stream version is the preseed
@@ -205,7 +240,7 @@ func (s *Service) StoreShipped(ctx context.Context, rackID string, p events.Ship
 		return nil
 	}
 	d := events.PreseedVersionCreated{Name: p.Name, Version: 1, Content: p.Content, Scope: p.Scope, Origin: origin,
-		Author: origin, Comment: "default shipped by the rack", Current: true}
+		Author: origin, Comment: "default shipped by the rack", Current: true, Format: events.DetectPreseedFormat(p.Content)}
 	expected := postgres.ExpectNoStream
 	cur, err := s.store.GetPreseed(ctx, p.Name)
 	switch {

@@ -39,6 +39,10 @@ type ImportRequest struct {
 	URL               string `json:"url,omitempty"`
 	Dir               string `json:"dir,omitempty"`
 	SystemBootloaders *bool  `json:"system_bootloaders,omitempty"`
+	// DebianNetboot and Simplestreams are the installer and mirror
+	// sources; the rack's request schema says what they hold.
+	DebianNetboot *events.DebianNetbootSource `json:"debian_netboot,omitempty"`
+	Simplestreams *events.SimplestreamsSource `json:"simplestreams,omitempty"`
 }
 
 type importsRequest struct {
@@ -161,6 +165,12 @@ func sourceKind(req ImportRequest) string {
 		return "url"
 	case req.Dir != "":
 		return "dir"
+	case req.DebianNetboot != nil:
+		return "debian_netboot"
+	case req.Simplestreams != nil && req.Simplestreams.URL != "":
+		return "simplestreams_url"
+	case req.Simplestreams != nil:
+		return "simplestreams_dir"
 	default:
 		return "system_bootloaders"
 	}

@@ -29,6 +29,9 @@ func TestSourceKind(t *testing.T) {
 		{ImportRequest{URL: "https://user:secret@example.org/m.json"}, "url"},
 		{ImportRequest{Dir: "/srv/images"}, "dir"},
 		{ImportRequest{SystemBootloaders: &yes}, "system_bootloaders"},
+		{ImportRequest{DebianNetboot: &events.DebianNetbootSource{}}, "debian_netboot"},
+		{ImportRequest{Simplestreams: &events.SimplestreamsSource{URL: "https://user:secret@mirror.example.org/"}}, "simplestreams_url"},
+		{ImportRequest{Simplestreams: &events.SimplestreamsSource{Dir: "/srv/mirror"}}, "simplestreams_dir"},
 	} {
 		if got := sourceKind(tc.req); got != tc.want {
 			t.Errorf("sourceKind(%+v) = %q, want %q", tc.req, got, tc.want)
@@ -51,6 +54,16 @@ func TestEncode(t *testing.T) {
 		{"import of the system bootloaders", events.MethodImagesImport, ImportRequest{SystemBootloaders: &yes}, `{"system_bootloaders":true}`},
 		{"import of no bootloaders", events.MethodImagesImport, ImportRequest{SystemBootloaders: &no}, ""},
 		{"import from a relative dir", events.MethodImagesImport, ImportRequest{Dir: "images"}, ""},
+		{"import of debian-netboot", events.MethodImagesImport, ImportRequest{DebianNetboot: &events.DebianNetbootSource{Arches: []string{"arm64"}}},
+			`{"debian_netboot":{"arches":["arm64"]}}`},
+		{"import of every debian-netboot", events.MethodImagesImport, ImportRequest{DebianNetboot: &events.DebianNetbootSource{}}, `{"debian_netboot":{}}`},
+		{"import of debian-netboot for i386", events.MethodImagesImport, ImportRequest{DebianNetboot: &events.DebianNetbootSource{Arches: []string{"i386"}}}, ""},
+		{"import from a simplestreams mirror", events.MethodImagesImport, ImportRequest{Simplestreams: &events.SimplestreamsSource{
+			URL: "http://images.maas.io/ephemeral-v3/stable/", Filters: events.SimplestreamsFilters{Release: []string{"noble"}}, Versions: 2}},
+			`{"simplestreams":{"url":"http://images.maas.io/ephemeral-v3/stable/","filters":{"release":["noble"]},"versions":2}}`},
+		{"import from a simplestreams mirror with no address", events.MethodImagesImport, ImportRequest{Simplestreams: &events.SimplestreamsSource{Versions: 1}}, ""},
+		{"import from a simplestreams url and dir", events.MethodImagesImport, ImportRequest{Simplestreams: &events.SimplestreamsSource{URL: "http://m/", Dir: "/m"}}, ""},
+		{"import of 21 simplestreams versions", events.MethodImagesImport, ImportRequest{Simplestreams: &events.SimplestreamsSource{Dir: "/m", Versions: 21}}, ""},
 		{"import with no source", events.MethodImagesImport, ImportRequest{}, ""},
 		{"all imports", events.MethodImagesImports, importsRequest{}, `{}`},
 		{"delete", events.MethodImagesDelete, deleteRequest{VersionID: "ubuntu/noble/amd64/ga-24.04/generic/20240101"},

@@ -73,6 +73,7 @@ func (s *Server) Register(srv *rpc.Server) error {
 		{events.MethodSubnets, s.subnets},
 		{events.MethodInstallStatus, s.installStatus},
 		{events.MethodFollow, s.follow},
+		{events.MethodCommissioningScripts, s.commissioningScripts},
 	}
 	for _, h := range handlers {
 		if err := srv.Handle(events.RegionRPCWildcard(h.method), events.RegionQueue, s.asRack(h.method, h.h)); err != nil {
@@ -272,5 +273,47 @@ func (s *Server) preseed(ctx context.Context, rack string, data []byte) (any, er
 		return nil, err
 	}
 	s.log.Info("preseed served", "machine_id", m.ID, "preseed", v.Name, "version", v.Version, "rack_id", rack)
+	return reply, nil
+}
+
+// commissioningScripts gives the rack that serves a commissioning
+// machine's boot (any rack while the machine has none, as the follower
+// takes its agent's outcome) the scripts its agent runs, for the
+// machine's current commissioning only: a credential of an earlier
+// operation the rack still honours opens nothing.
+func (s *Server) commissioningScripts(ctx context.Context, rack string, data []byte) (any, error) {
+	var req events.CommissioningScriptsRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "commissioning_scripts: %v", err)
+	}
+	m, err := s.machines.Get(ctx, req.MachineID)
+	if err != nil {
+		return nil, err
+	}
+	if boot := machine.BootRack(m); boot != "" && boot != rack {
+		return nil, s.refuse(events.MethodCommissioningScripts, "not_the_machines_rack", rack, m.ID,
+			"machine %s boots from another rack", m.Hostname)
+	}
+	if m.Status != events.MachineCommissioning || m.DeploymentID == nil || *m.DeploymentID != req.OperationID {
+		return nil, s.refuse(events.MethodCommissioningScripts, "not_the_current_commissioning", rack, m.ID,
+			"operation %s is not machine %s's commissioning in progress", req.OperationID, m.Hostname)
+	}
+	list, err := s.db.ListCommissioningScripts(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) > events.MaxScripts {
+		return nil, rackplane.Errorf(rackplane.EINVALID, "%d commissioning scripts, an agent runs at most %d: delete some", len(list), events.MaxScripts)
+	}
+	reply := events.CommissioningScriptsReply{Scripts: make([]events.CommissioningScript, 0, len(list))}
+	total := 0
+	for _, sc := range list {
+		if total += len(sc.Content); total > events.MaxScriptsTotal {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "the commissioning scripts together are over %d bytes: shorten or delete some",
+				events.MaxScriptsTotal)
+		}
+		reply.Scripts = append(reply.Scripts, events.CommissioningScript{Name: sc.Name, Content: sc.Content,
+			TimeoutSeconds: sc.TimeoutSeconds, SHA256: sc.SHA256})
+	}
 	return reply, nil
 }

@@ -50,7 +50,7 @@ func TestInstallerConversation(t *testing.T) {
 		return rpc.Call(ctx, nc, events.RegionRPCSubject(rack, method), req, out)
 	}
 
-	if err := preseeds.Create(ctx, "default", "#cloud-config\nhostname: {{.Machine.Hostname}}\nstatus: {{.URLs.Status}}\n", nil, "", preseed.Meta{Actor: "tester"}); err != nil {
+	if err := preseeds.Create(ctx, "default", "#cloud-config\nhostname: {{.Machine.Hostname}}\nstatus: {{.URLs.Status}}\n", "", nil, "", preseed.Meta{Actor: "tester"}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := machines.Create(ctx, machine.CreateRequest{Hostname: "node1", MACs: []string{"52:54:00:00:05:01"}}, machine.Meta{})
@@ -179,7 +179,7 @@ func TestInstallerConversation(t *testing.T) {
 
 	// The token was the deployment's: after a release and a new
 	// deployment it is worth nothing.
-	if _, err := machines.Release(ctx, m.ID, machine.Meta{}); err != nil {
+	if _, err := machines.Release(ctx, m.ID, machine.ReleaseRequest{}, machine.Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := machines.Deploy(ctx, m.ID, machine.DeployRequest{OS: "ubuntu", Release: "noble"}, machine.Meta{}); err != nil {

@@ -56,13 +56,24 @@ func (s *Server) installStatus(ctx context.Context, rack string, data []byte) (a
 	if m.DeploymentID == nil {
 		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %s has no deployment to report on", m.Hostname)
 	}
-	token, err := s.statusToken(ctx, *m.DeploymentID)
-	if err != nil {
-		return nil, err
-	}
-	if !hmac.Equal([]byte(token), []byte(req.Token)) {
-		return nil, s.refuse(events.MethodInstallStatus, "wrong_token", rack, m.ID,
-			"this token is not the one of machine %s's current deployment", m.Hostname)
+	switch {
+	case req.Token == "" && req.DeploymentID != "":
+		// An installed system's phone-home, whose credential the rack the
+		// machine deploys from checked (as for a preseed): good for the
+		// deployment in progress alone.
+		if req.DeploymentID != *m.DeploymentID {
+			return nil, s.refuse(events.MethodInstallStatus, "not_the_current_deployment", rack, m.ID,
+				"the credential is of another deployment than machine %s's current one", m.Hostname)
+		}
+	default:
+		token, err := s.statusToken(ctx, *m.DeploymentID)
+		if err != nil {
+			return nil, err
+		}
+		if !hmac.Equal([]byte(token), []byte(req.Token)) {
+			return nil, s.refuse(events.MethodInstallStatus, "wrong_token", rack, m.ID,
+				"this token is not the one of machine %s's current deployment", m.Hostname)
+		}
 	}
 	res, err := s.machines.InstallReported(ctx, m.ID, *m.DeploymentID, req.Result != "failure", req.Message, machine.Meta{})
 	if err != nil {

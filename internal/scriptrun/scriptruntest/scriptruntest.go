@@ -21,11 +21,13 @@ func ProcessGone(pid int) bool {
 	return strings.HasPrefix(rest, "Z")
 }
 
-// Eventually polls cond until it holds or 5 seconds pass, then fails t
-// saying what it waited for.
+// Eventually polls cond until it holds or 30 seconds pass, then fails t
+// saying what it waited for. The bound is for a condition that never
+// comes: on two loaded cores under -race, a QEMU started with nice took
+// more than 5 seconds to open its QMP socket.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -23,11 +23,15 @@ const (
 	RackName       = "r1"
 	BootURL        = "http://10.0.0.1:5248"
 	ImageVersionID = "ubuntu/amd64/generic/noble/stable/1"
+	// EnvironmentVersionID is the ephemeral environment the rack has,
+	// which commissioning boots.
+	EnvironmentVersionID = "rackplane/amd64/ga/ephemeral/stable/1"
 )
 
 // Database returns a migrated database of its own for t in which rack
 // RackID registered, is online and reports ubuntu/noble/amd64 (image
-// ImageVersionID, files linux and initrd), made the way the region makes
+// ImageVersionID, files linux and initrd) and the ephemeral environment
+// (EnvironmentVersionID, files vmlinuz and initrd.img), made the way the region makes
 // them: from the rack's events.
 func Database(t testing.TB) *postgres.DB {
 	t.Helper()
@@ -48,7 +52,10 @@ func Database(t testing.TB) *postgres.DB {
 	caps, _ := events.New(src, events.TypeCapabilitiesReported, stream, now, events.Capabilities{
 		OSes: []events.OS{{Name: "ubuntu", Releases: []events.Release{{Name: "noble", Arches: []events.Arch{{
 			Arch: "amd64", Subarch: "generic", Versions: []events.ImageVersion{{ID: ImageVersionID, Label: "stable", Version: "1",
-				Files: []events.ImageFile{file("linux", "a"), file("initrd", "b")}}}}}}}}}})
+				Files: []events.ImageFile{file("linux", "a"), file("initrd", "b")}}}}}}}},
+			{Name: "rackplane", Releases: []events.Release{{Name: "ephemeral", Arches: []events.Arch{{
+				Arch: "amd64", Subarch: "ga", Versions: []events.ImageVersion{{ID: EnvironmentVersionID, Label: "stable", Version: "1",
+					Files: []events.ImageFile{file("vmlinuz", "c"), file("initrd.img", "d")}}}}}}}}}})
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		_, err := db.AppendAny(ctx, tx, []events.Event{reg, online, caps})
 		return err

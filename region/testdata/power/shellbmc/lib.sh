@@ -9,3 +9,7 @@ if [ "$POWER_PASSWORD" != "$(cat "$state.password")" ]; then
 	echo "BMC $POWER_ADDRESS refused user $POWER_USER with password $POWER_PASSWORD" >&2
 	exit 3
 fi
+# A BMC with a .hang file beside it never answers.
+if [ -e "$state.hang" ]; then
+	sleep 600
+fi

@@ -27,7 +27,8 @@ func InstallerARM64(t testing.TB, file string) string {
 // QEMUARM64 returns the path of qemu-system-aarch64 and the arguments
 // that give its "virt" machine UEFI firmware (AAVMF) with variables of its
 // own, so the firmware's PXE client is what boots. Under -short it skips
-// t; call it before anything else a boot test sets up.
+// t; it holds a VM slot as QEMU does. Call it before anything else a boot
+// test sets up.
 func QEMUARM64(t testing.TB) (qemu string, firmware []string) {
 	t.Helper()
 	if testing.Short() {
@@ -45,6 +46,7 @@ func QEMUARM64(t testing.TB) (qemu string, firmware []string) {
 	if err != nil {
 		t.Fatalf("arm64 UEFI firmware missing: install Debian package qemu-efi-aarch64 (%v)", err)
 	}
+	holdVMSlot(t)
 	own := filepath.Join(t.TempDir(), "AAVMF_VARS.fd") // the VM writes its variables
 	if err := os.WriteFile(own, b, 0o644); err != nil {
 		t.Fatal(err)

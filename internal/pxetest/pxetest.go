@@ -85,8 +85,10 @@ func Modules(t testing.TB) map[string][]byte {
 
 // QEMU returns the path of qemu-system-x86_64 after checking that iPXE's
 // ROM for virtio-net is there too. Under -short it skips t: booting a VM
-// is not part of the quick set. Call it before anything else a boot test
-// sets up.
+// is not part of the quick set. It waits for one of the machine's VM
+// slots (one per CPU, across test binaries) and holds it until t ends.
+// Call it before anything else a boot test sets up, so that its timeouts
+// start once it may run.
 func QEMU(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -99,6 +101,7 @@ func QEMU(t testing.TB) string {
 	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
 		t.Fatalf("iPXE ROM for virtio-net missing: install Debian package ipxe-qemu (%v)", err)
 	}
+	holdVMSlot(t)
 	return qemu
 }
 

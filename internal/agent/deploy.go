@@ -484,6 +484,9 @@ type deployer struct {
 	// rereadTable asks the kernel to read f's partition table again.
 	rereadTable func(f *os.File) error
 	stream      Stream
+	// efiVars is where efivarfs is mounted; a machine without it boots
+	// from BIOS (or its firmware hides its variables).
+	efiVars string
 }
 
 // runDeploy writes the disk image its rack names to the machine's disk,
@@ -499,6 +502,7 @@ func runDeploy(ctx context.Context, c *client, log *slog.Logger) error {
 		unmount:     func(dir string) error { return unix.Unmount(dir, 0) },
 		rereadTable: rereadTable,
 		stream:      Stream{Attempts: 10, Backoff: c.cfg.Backoff, Log: log},
+		efiVars:     filepath.Join(c.cfg.Root, EFIVars),
 	}
 	if err := d.run(ctx); err != nil {
 		return err
@@ -625,6 +629,7 @@ func (d *deployer) run(ctx context.Context) error {
 	if err := d.finish(ctx, f, size, disk, t); err != nil {
 		return err
 	}
+	d.bootNext(ctx, f, t)
 	if err := d.c.done(ctx, true, fmt.Sprintf("disk image written to %s (%d bytes)", disk, t.Disk.Size)); err != nil {
 		return err
 	}
@@ -677,6 +682,40 @@ func (d *deployer) finish(ctx context.Context, f *os.File, size int64, disk stri
 	unix.Sync()
 	d.c.step(ctx, "seed", events.AgentStepDone, "NoCloud seed written: the installed system reads the rack's metadata service", 100)
 	return nil
+}
+
+// bootNext has UEFI firmware boot the disk next (SetBootNext), so that
+// the reboot goes straight to the installed system instead of through
+// the network boot and the rack's local-boot answer, which UEFI firmware
+// follows slowly (it tries its other network boot entries first). It is
+// the step boot-next; it never fails the deployment, since the rack's
+// local boot still gets the machine to its disk: a machine without EFI
+// variables (BIOS) or an image without an ESP is reported and left as it
+// is.
+func (d *deployer) bootNext(ctx context.Context, f *os.File, t events.DeployTask) {
+	const step = "boot-next"
+	if d.efiVars == "" {
+		return
+	}
+	if _, err := os.Stat(d.efiVars); err != nil {
+		d.c.step(ctx, step, events.AgentStepDone, "no EFI variables (BIOS firmware): the machine boots from the network first and the rack answers local boot", 100)
+		return
+	}
+	esp, err := FindESP(f, sectorSize(f), t.Disk.Table)
+	if err != nil {
+		d.c.step(ctx, step, events.AgentStepDone, fmt.Sprintf("left to the rack's local boot: %v", err), 100)
+		return
+	}
+	opt := LoadOption("rackplane "+t.Hostname, esp, RemovableLoader())
+	num, err := SetBootNext(d.efiVars, opt)
+	if err != nil {
+		d.log.Warn("the firmware's next boot was not set", "err", err)
+		d.c.step(ctx, step, events.AgentStepDone, fmt.Sprintf("left to the rack's local boot: the EFI variables could not be written: %v", err), 100)
+		return
+	}
+	desc, _ := describeOption(opt)
+	d.log.Info("the next boot is the disk", "entry", fmt.Sprintf("Boot%04X", num), "option", desc)
+	d.c.step(ctx, step, events.AgentStepDone, fmt.Sprintf("BootNext is Boot%04X %s", num, desc), 100)
 }
 
 // sectorSize is a block device's logical sector size, 512 for a file.

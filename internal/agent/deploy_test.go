@@ -251,6 +251,9 @@ func (r *deployRack) outcome(t *testing.T) (*events.AgentFinished, []string) {
 				t.Fatal(err)
 			}
 			steps = append(steps, fmt.Sprintf("%s %s %d", s.Name, s.State, s.Progress))
+			if s.Name == "boot-next" {
+				steps[len(steps)-1] += " " + s.Message
+			}
 		}
 	}
 	return fin, steps
@@ -346,6 +349,19 @@ func TestDeploy(t *testing.T) {
 				},
 				rereadTable: func(*os.File) error { return nil },
 				stream:      Stream{Attempts: 4, Backoff: time.Millisecond},
+				efiVars:     filepath.Join(root, EFIVars),
+			}
+			// The GPT machines boot UEFI from their network entry
+			// Boot0000; the msdos one BIOS.
+			if tc.table == TableGPT {
+				if err := os.MkdirAll(d.efiVars, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				for name, v := range map[string][]byte{"Boot0000": {9}, "BootOrder": {0, 0}, "BootCurrent": {0, 0}} {
+					if err := os.WriteFile(filepath.Join(d.efiVars, name+"-"+efiGlobal), append([]byte{7, 0, 0, 0}, v...), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 			err := d.run(context.Background())
 			fin, steps := r.outcome(t)
@@ -396,6 +412,17 @@ func TestDeploy(t *testing.T) {
 			}
 			if !strings.Contains(strings.Join(steps, ","), "write:vda done 100") || !strings.Contains(strings.Join(steps, ","), "verify:vda done 100") {
 				t.Errorf("steps %v: want the image written and read back", steps)
+			}
+			wantNext := "boot-next done 100 no EFI variables (BIOS firmware)"
+			if tc.table == TableGPT {
+				wantNext = `boot-next done 100 BootNext is Boot0001 rackplane node1 HD(1,GPT,`
+				next, err := os.ReadFile(filepath.Join(d.efiVars, "BootNext-"+efiGlobal))
+				if err != nil || !bytes.Equal(next, []byte{7, 0, 0, 0, 1, 0}) {
+					t.Errorf("BootNext % x (%v), want Boot0001", next, err)
+				}
+			}
+			if !strings.Contains(strings.Join(steps, ","), wantNext) {
+				t.Errorf("steps %v: want %q", steps, wantNext)
 			}
 		})
 	}

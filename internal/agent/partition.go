@@ -105,21 +105,24 @@ func growMSDOS(d Disk, sectors int64, sectorSize, part int) (int64, error) {
 
 // GPT header fields (UEFI 2.x, 5.3.2), by offset.
 const (
-	gptSignature   = "EFI PART"
-	gptHeaderSize  = 92
-	gptOffHdrSize  = 12
-	gptOffHdrCRC   = 16
-	gptOffCurrent  = 24
-	gptOffBackup   = 32
-	gptOffFirst    = 40
-	gptOffLast     = 48
-	gptOffEntries  = 72
-	gptOffNumEnts  = 80
-	gptOffEntSize  = 84
-	gptOffEntsCRC  = 88
-	gptMaxEntries  = 1 << 16
-	gptEntOffFirst = 32
-	gptEntOffLast  = 40
+	gptSignature  = "EFI PART"
+	gptHeaderSize = 92
+	gptOffHdrSize = 12
+	gptOffHdrCRC  = 16
+	gptOffCurrent = 24
+	gptOffBackup  = 32
+	gptOffFirst   = 40
+	gptOffLast    = 48
+	gptOffEntries = 72
+	gptOffNumEnts = 80
+	gptOffEntSize = 84
+	gptOffEntsCRC = 88
+	gptMaxEntries = 1 << 16
+	// gptMaxEntryBytes bounds the entries read into memory: tables hold
+	// 16 KiB (128 of 128 bytes); a header that asks for more is junk.
+	gptMaxEntryBytes = 4 << 20
+	gptEntOffFirst   = 32
+	gptEntOffLast    = 40
 )
 
 // gptHeaderCRC is the CRC32 of the header's hdrSize bytes with its CRC
@@ -149,7 +152,7 @@ func growGPT(d Disk, sectors int64, sectorSize, part int) (int64, error) {
 	entLBA := int64(binary.LittleEndian.Uint64(h[gptOffEntries:]))
 	num := binary.LittleEndian.Uint32(h[gptOffNumEnts:])
 	entSize := binary.LittleEndian.Uint32(h[gptOffEntSize:])
-	if num == 0 || num > gptMaxEntries || entSize < 128 || entSize%8 != 0 || entSize > 4096 {
+	if num == 0 || num > gptMaxEntries || entSize < 128 || entSize%8 != 0 || entSize > 4096 || int64(num)*int64(entSize) > gptMaxEntryBytes {
 		return 0, fmt.Errorf("GPT entries (%d of %d bytes) are out of bounds", num, entSize)
 	}
 	if part < 1 || uint32(part) > num {

@@ -13,15 +13,17 @@ import (
 type sfdiskTable struct {
 	PartitionTable struct {
 		Label      string `json:"label"`
+		ID         string `json:"id"`
 		LastLBA    int64  `json:"lastlba"`
 		Partitions []struct {
-			Start int64 `json:"start"`
-			Size  int64 `json:"size"`
+			Start int64  `json:"start"`
+			Size  int64  `json:"size"`
+			UUID  string `json:"uuid"`
 		} `json:"partitions"`
 	} `json:"partitiontable"`
 }
 
-func needTool(t *testing.T, name string) string {
+func needTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -33,7 +35,7 @@ func needTool(t *testing.T, name string) string {
 // imageWithTable makes a file of size MiB partitioned by sfdisk with
 // script, then extends it to grown MiB, as a disk image written to a
 // larger disk is.
-func imageWithTable(t *testing.T, script string, size, grown int64) string {
+func imageWithTable(t testing.TB, script string, size, grown int64) string {
 	t.Helper()
 	sfdisk := needTool(t, "sfdisk")
 	p := filepath.Join(t.TempDir(), "disk.img")
@@ -51,7 +53,7 @@ func imageWithTable(t *testing.T, script string, size, grown int64) string {
 	return p
 }
 
-func createFile(t *testing.T, p string) string {
+func createFile(t testing.TB, p string) string {
 	t.Helper()
 	f, err := os.Create(p)
 	if err != nil {

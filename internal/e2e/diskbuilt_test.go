@@ -186,7 +186,7 @@ func deployBuiltDiskImage(t *testing.T, i int, fw string) {
 					t.Errorf("the console lacks %q", want)
 				}
 			}
-			checkWrittenAndBootedFromDisk(t, a, m.ID, mac, res.DiskSize, res.DiskSHA256)
+			checkWrittenAndBootedFromDisk(t, a, m.ID, mac, res.DiskSize, res.DiskSHA256, fw == "ovmf")
 			root := rootStart(raw)
 			if root <= 512 || root > len(raw) {
 				t.Fatalf("the image's root partition starts at %d, not within its first %d bytes", root, len(raw))

@@ -184,7 +184,7 @@ func TestDeployDiskImage(t *testing.T) {
 			t.Errorf("the console lacks %q:\n%s", want, tail(console, 60))
 		}
 	}
-	checkWrittenAndBootedFromDisk(t, a, m.ID, mac, img.size, img.sha256)
+	checkWrittenAndBootedFromDisk(t, a, m.ID, mac, img.size, img.sha256, true)
 	checkWritten(t, disk, img, diskSize)
 
 	// A byte of the image flips on its way from the rack: the next
@@ -552,8 +552,10 @@ func bootHandoffs(t *testing.T, a api) []events.Event {
 // image's size bytes to vda, read them back from the disk with the
 // image's sha256, and after it reported them written the rack handed
 // the machine local boot configs only, no kernel or initrd: the machine
-// rebooted from its disk, not the network.
-func checkWrittenAndBootedFromDisk(t *testing.T, a api, id, mac string, size int64, sha string) {
+// rebooted from its disk, not the network. Under UEFI (uefi) the agent
+// made the disk's ESP the firmware's next boot, and the machine did not
+// ask the rack at all; under BIOS it asked and was told to boot locally.
+func checkWrittenAndBootedFromDisk(t *testing.T, a api, id, mac string, size int64, sha string, uefi bool) {
 	t.Helper()
 	var writtenAt time.Time
 	var steps []string
@@ -599,7 +601,12 @@ func checkWrittenAndBootedFromDisk(t *testing.T, a api, id, mac string, size int
 		}
 	}
 	t.Logf("boot configs the VM asked for after the image was written: %q", asked)
-	if len(asked) == 0 {
+	switch next := "boot-next done 100 BootNext is Boot"; {
+	case uefi && !strings.Contains(all, next):
+		t.Errorf("the agent's steps %q lack %q: the firmware's next boot was not set to the disk", steps, next)
+	case uefi && len(asked) > 0:
+		t.Error("the UEFI VM asked the rack after the reboot: BootNext did not take it to its disk")
+	case !uefi && len(asked) == 0:
 		t.Error("the VM did not ask the rack after the reboot (boot order?)")
 	}
 }

@@ -84,6 +84,34 @@ type BootDecision struct {
 	// until then.
 	DiskImage  string `json:"disk_image,omitempty"`
 	TargetDisk string `json:"target_disk,omitempty"`
+	// NICs, in a deploy decision of a disk image and the local decision
+	// that follows its writing, are the machine's NICs as its latest
+	// inventory reported them: the rack's metadata service renders the
+	// installed system's network-config from them. Absent: from the
+	// decisions' MACs.
+	NICs []BootNIC `json:"nics,omitempty"`
+}
+
+// BootNIC is a NIC of a machine as its inventory reported it
+// (InventoryNIC): Boot marks the one it booted from, Link is LinkUp,
+// LinkDown or LinkUnknown.
+type BootNIC struct {
+	MAC  string `json:"mac"`
+	Name string `json:"name,omitempty"`
+	Boot bool   `json:"boot,omitempty"`
+	Link string `json:"link,omitempty"`
+}
+
+// BootNICs are the NICs of inv for a boot decision (nil without one).
+func BootNICs(inv *Inventory) []BootNIC {
+	if inv == nil {
+		return nil
+	}
+	var out []BootNIC
+	for _, n := range inv.NICs {
+		out = append(out, BootNIC{MAC: n.MAC, Name: n.Name, Boot: n.Boot, Link: n.Link})
+	}
+	return out
 }
 
 // BootDecisionCleared is the data of TypeBootDecisionCleared: the region no

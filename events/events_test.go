@@ -211,3 +211,42 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A boot decision's NICs are checked as the inventory's are: a NIC with
+// a name the kernel would not give, a link state that is none or a MAC
+// in another form is refused.
+func TestBootDecisionNICsSchema(t *testing.T) {
+	v, err := events.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := events.BootNIC{MAC: "52:54:00:00:00:01", Name: "enp1s0", Boot: true, Link: events.LinkUp}
+	for _, tc := range []struct {
+		name string
+		nics []events.BootNIC
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"boot and another", []events.BootNIC{good, {MAC: "52:54:00:00:00:02", Link: events.LinkDown}}, true},
+		{"name with a space", []events.BootNIC{{MAC: good.MAC, Name: "eth 0"}}, false},
+		{"name too long", []events.BootNIC{{MAC: good.MAC, Name: "enp0s31f6np0xyzw"}}, false},
+		{"link sideways", []events.BootNIC{{MAC: good.MAC, Link: "sideways"}}, false},
+		{"MAC in capitals", []events.BootNIC{{MAC: "52:54:00:00:00:0A"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := events.BootDecision{MAC: "52:54:00:00:00:01", Purpose: events.BootPurposeLocal, NICs: tc.nics}
+			e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, "machine/m1", time.Now(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := events.Encode(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = v.Decode(raw)
+			if (err == nil) != tc.ok {
+				t.Fatalf("decode: %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -179,6 +179,8 @@ func TestDeployDiskImage(t *testing.T) {
 		"installed-system: seed instance-id " + deployment + " local-hostname disk1",
 		"installed-system: fetched meta-data", "installed-system: fetched vendor-data", "installed-system: fetched network-config",
 		"USER-DATA-RAN on disk1", "installed-system: phoned home: machine " + m.ID + " is deployed",
+		// The inventory's NIC, which the VM booted from.
+		`installed-system: network-config for "` + mac + `"`,
 	} {
 		if !strings.Contains(console, want) {
 			t.Errorf("the console lacks %q:\n%s", want, tail(console, 60))
@@ -265,6 +267,7 @@ done
 for doc in meta-data user-data vendor-data network-config; do
 	wget -q -O "/tmp/$doc" "$from$doc" && echo "installed-system: fetched $doc"
 done
+sed -n 's/^ *macaddress: /installed-system: network-config for /p' /tmp/network-config
 head -c 2 /tmp/user-data | grep -q '#!' && sh /tmp/user-data
 echo "installed-system: phoned home: $(wget -q -O - --post-data "instance_id=$id&hostname=$host" "${from}phone-home")"
 umount /target

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -182,7 +183,7 @@ func (h *Handler) serve(w http.ResponseWriter, req *http.Request) {
 	case DocVendorData:
 		body = VendorData(base + DocPhoneHome)
 	case DocNetworkConfig:
-		body = NetworkConfig(h.cfg.MACs(r.MachineID))
+		body = NetworkConfig(NICs(d, h.cfg.MACs(r.MachineID)))
 	case DocUserData:
 		ctx, cancel := context.WithTimeout(req.Context(), h.cfg.Timeout)
 		defer cancel()
@@ -296,16 +297,48 @@ func VendorData(url string) string {
 	return "#cloud-config\nphone_home:\n  url: " + yamlString(url) + "\n  post: [instance_id, hostname]\n  tries: 10\n"
 }
 
+// NICs are the NICs network-config covers: the decision's, from the
+// machine's inventory; without those, each of macs (the machine's MACs
+// this rack has decisions of), all of them primary.
+func NICs(d events.BootDecision, macs []string) []events.BootNIC {
+	if len(d.NICs) > 0 {
+		return d.NICs
+	}
+	out := make([]events.BootNIC, 0, len(macs))
+	for _, mac := range macs {
+		out = append(out, events.BootNIC{MAC: mac, Boot: true})
+	}
+	return out
+}
+
 // NetworkConfig is netplan v2 (cloud-init's network config version 2):
-// DHCPv4 on each NIC of macs, matched by MAC.
-func NetworkConfig(macs []string) string {
-	var b strings.Builder
-	b.WriteString("version: 2\nethernets:\n")
-	if len(macs) == 0 {
+// DHCPv4 on each NIC, matched by MAC (the installed system names its
+// NICs its own way). The NIC the machine booted from comes first; the
+// others are optional, so that the installed system does not wait at
+// boot for a link that is not cabled. With no NIC marked as the boot
+// one, every NIC is waited for.
+func NetworkConfig(nics []events.BootNIC) string {
+	if len(nics) == 0 {
 		return "version: 2\n"
 	}
-	for i, mac := range macs {
-		fmt.Fprintf(&b, "  nic%d:\n    match:\n      macaddress: %s\n    dhcp4: true\n", i, yamlString(mac))
+	anyBoot := slices.ContainsFunc(nics, func(n events.BootNIC) bool { return n.Boot })
+	sorted := slices.Clone(nics)
+	slices.SortStableFunc(sorted, func(a, b events.BootNIC) int {
+		switch {
+		case a.Boot == b.Boot:
+			return 0
+		case a.Boot:
+			return -1
+		}
+		return 1
+	})
+	var b strings.Builder
+	b.WriteString("version: 2\nethernets:\n")
+	for i, n := range sorted {
+		fmt.Fprintf(&b, "  nic%d:\n    match:\n      macaddress: %s\n    dhcp4: true\n", i, yamlString(n.MAC))
+		if anyBoot && !n.Boot {
+			b.WriteString("    optional: true\n")
+		}
 	}
 	return b.String()
 }

@@ -183,3 +183,35 @@ func TestRefuses(t *testing.T) {
 		t.Errorf("refused phone-homes reported: %v", s.phoned)
 	}
 }
+
+// TestNetworkConfig: the installed system gets DHCPv4 on the NIC it
+// booted from, first, and on its other NICs as optional ones, from its
+// inventory; without an inventory, on every MAC of the machine.
+func TestNetworkConfig(t *testing.T) {
+	boot := events.BootNIC{MAC: "52:54:00:00:00:02", Name: "enp2s0", Boot: true, Link: events.LinkUp}
+	other := events.BootNIC{MAC: "52:54:00:00:00:01", Name: "enp1s0", Link: events.LinkDown}
+	for _, tc := range []struct {
+		name string
+		d    events.BootDecision
+		macs []string
+		want string
+	}{
+		{"inventory, boot NIC second", events.BootDecision{NICs: []events.BootNIC{other, boot}}, []string{"52:54:00:00:00:02"},
+			"version: 2\nethernets:\n" +
+				"  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:02\"\n    dhcp4: true\n" +
+				"  nic1:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n    optional: true\n"},
+		{"inventory without a boot NIC", events.BootDecision{NICs: []events.BootNIC{other}}, nil,
+			"version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n"},
+		{"no inventory: the machine's MACs", events.BootDecision{}, []string{"52:54:00:00:00:01", "52:54:00:00:00:02"},
+			"version: 2\nethernets:\n" +
+				"  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n" +
+				"  nic1:\n    match:\n      macaddress: \"52:54:00:00:00:02\"\n    dhcp4: true\n"},
+		{"nothing", events.BootDecision{}, nil, "version: 2\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := metadata.NetworkConfig(metadata.NICs(tc.d, tc.macs)); got != tc.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}

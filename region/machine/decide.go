@@ -259,6 +259,9 @@ type Deploy struct {
 	KernelParams []string
 	Environment  BootImage
 	TargetDisk   string
+	// NICs are the machine's NICs from its inventory, for the installed
+	// system's network-config (a disk image's deployment).
+	NICs []events.BootNIC
 }
 
 // DiskWritten is the outcome of the agent writing a deployment's disk
@@ -267,6 +270,9 @@ type Deploy struct {
 type DiskWritten struct {
 	Success bool
 	Message string
+	// NICs are the machine's NICs from its inventory: the local
+	// decisions keep them for the metadata service's network-config.
+	NICs []events.BootNIC
 }
 
 // Release ends a deployment; the machine boots from its disk and is ready.
@@ -610,7 +616,7 @@ func Decide(m rackplane.Machine, cmd Command, now time.Time) ([]events.Event, er
 			if m.DeploymentID != nil {
 				b.DeploymentID = *m.DeploymentID
 			}
-			b.DiskImage = m.ImageVersionID
+			b.DiskImage, b.NICs = m.ImageVersionID, c.NICs
 			d.add(events.TypeBootDecisionSet, b)
 		}
 		return d.out()
@@ -988,7 +994,7 @@ func (d *decision) deployDisk(c Deploy) ([]events.Event, error) {
 		Subarch: img.Subarch, ImageVersionID: img.VersionID, RackID: img.RackID,
 		PreseedName: c.Preseed.Name, PreseedVersion: c.Preseed.Version})
 	return d.ephemeralBoot(env, events.BootPurposeDeploy, func(b *events.BootDecision) {
-		b.DiskImage, b.TargetDisk, b.Installer = img.VersionID, c.TargetDisk, img.Installer
+		b.DiskImage, b.TargetDisk, b.Installer, b.NICs = img.VersionID, c.TargetDisk, img.Installer, c.NICs
 	}, c.KernelParams...)
 }
 

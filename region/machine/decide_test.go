@@ -615,8 +615,9 @@ func TestReleaseWithErase(t *testing.T) {
 // written boots the disk, the deployment still in progress.
 func TestDeployDiskImage(t *testing.T) {
 	m := at(events.MachineReady)
+	nics := []events.BootNIC{{MAC: "52:54:00:00:00:01", Name: "enp1s0", Boot: true, Link: events.LinkUp}, {MAC: "52:54:00:00:00:02", Name: "enp2s0", Link: events.LinkDown}}
 	evs, err := machine.Decide(m, machine.Deploy{Image: diskImage, Environment: diskEnv, TargetDisk: "vda",
-		Preseed: machine.PreseedPin{Name: "cloud", Version: 3}, KernelParams: []string{"quiet"}}, now)
+		Preseed: machine.PreseedPin{Name: "cloud", Version: 3}, KernelParams: []string{"quiet"}, NICs: nics}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +632,8 @@ func TestDeployDiskImage(t *testing.T) {
 	for mac, d := range ds {
 		if d.Purpose != events.BootPurposeDeploy || d.DiskImage != diskImage.VersionID || d.TargetDisk != "vda" ||
 			d.Kernel != env.VersionID+"/vmlinuz" || d.RackID != image.RackID || d.DeploymentID != evs[0].ID ||
-			!slices.Contains(d.Params, "rackplane.purpose=deploy") || !slices.Contains(d.Params, "quiet") || d.PreseedURL != "" {
+			!slices.Contains(d.Params, "rackplane.purpose=deploy") || !slices.Contains(d.Params, "quiet") || d.PreseedURL != "" ||
+			!slices.Equal(d.NICs, nics) {
 			t.Errorf("%s: %+v", mac, d)
 		}
 	}
@@ -648,7 +650,7 @@ func TestDeployDiskImage(t *testing.T) {
 	deploying := at(events.MachineDeploying)
 	op := evs[0].ID
 	deploying.DeploymentID, deploying.ImageVersionID = &op, diskImage.VersionID
-	evs, err = machine.Decide(deploying, machine.DiskWritten{Success: true}, now)
+	evs, err = machine.Decide(deploying, machine.DiskWritten{Success: true, NICs: nics}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,8 +660,8 @@ func TestDeployDiskImage(t *testing.T) {
 		}
 	}
 	for mac, d := range decisions(t, evs) {
-		if d.Purpose != events.BootPurposeLocal || d.DeploymentID != op || d.DiskImage != diskImage.VersionID {
-			t.Errorf("%s after written: %+v, want local naming the deployment and image", mac, d)
+		if d.Purpose != events.BootPurposeLocal || d.DeploymentID != op || d.DiskImage != diskImage.VersionID || !slices.Equal(d.NICs, nics) {
+			t.Errorf("%s after written: %+v, want local naming the deployment, image and NICs", mac, d)
 		}
 	}
 	evs, err = machine.Decide(deploying, machine.DiskWritten{Message: "checksum mismatch"}, now)

@@ -420,6 +420,7 @@ func (s *Service) Deploy(ctx context.Context, id string, req DeployRequest, meta
 			if cmd.TargetDisk, err = TargetDisk(m, inv, req.Disk); err != nil {
 				return nil, err
 			}
+			cmd.NICs = events.BootNICs(inv)
 		} else if req.Disk != "" {
 			return nil, invalid("disk %q: only a disk image (installer agent) is written to a disk the deployment names; "+
 				"%s/%s is installed by its installer (%s)", req.Disk, img.OS, img.Release, cmp.Or(img.Installer, events.InstallerCustom))
@@ -546,7 +547,14 @@ func (s *Service) DiskWrittenReported(ctx context.Context, id, operationID strin
 		if m.DeploymentID == nil || *m.DeploymentID != operationID {
 			return nil, ErrMovedOn
 		}
-		return DiskWritten{Success: success, Message: message}, nil
+		if !success {
+			return DiskWritten{Message: message}, nil
+		}
+		inv, err := s.store.Inventory(ctx, m.ID)
+		if err != nil {
+			return nil, err
+		}
+		return DiskWritten{Success: true, Message: message, NICs: events.BootNICs(inv)}, nil
 	})
 }
 

@@ -29,7 +29,7 @@ func need(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
+			t.Fatalf("this test needs %s: install the Debian package named in .ci/packages", tool)
 		}
 	}
 }

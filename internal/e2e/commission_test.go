@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/ephemeral"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -86,25 +85,19 @@ func TestCommissionAQEMUVM(t *testing.T) {
 	t.Logf("machine events: %v; the test took %s", seen, time.Since(began).Round(time.Second))
 }
 
-// buildEphemeral builds the ephemeral environment for amd64, with the
-// package cache internal/ephemeral's tests use (so nothing is downloaded
-// twice on one machine).
-func buildEphemeral(t *testing.T) *ephemeral.Result {
+// buildEphemeral builds the ephemeral environment for amd64 with
+// `rackplane images build-ephemeral`, with the package cache
+// internal/ephemeral's tests use (so nothing is downloaded twice on one
+// machine).
+func buildEphemeral(t *testing.T) *built {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	res, err := ephemeral.Build(ctx, ephemeral.Options{Arch: "amd64", Out: t.TempDir(),
-		CacheDir: filepath.Join(os.TempDir(), "rackplane-test-ephemeral")})
-	if err != nil {
-		t.Fatalf("build the ephemeral environment: %v", err)
-	}
-	return res
+	return buildImage(t, "build-ephemeral", "-arch", "amd64", "-cache-dir", filepath.Join(os.TempDir(), "rackplane-test-ephemeral"))
 }
 
 // importEphemeral builds the ephemeral environment for amd64 and imports
 // it into rack rackID through the API, waits until the region can choose
 // it for a commissioning, and returns the build.
-func importEphemeral(t *testing.T, a api, rackID string) *ephemeral.Result {
+func importEphemeral(t *testing.T, a api, rackID string) *built {
 	t.Helper()
 	res := buildEphemeral(t)
 	var imp struct{ ID, State string }

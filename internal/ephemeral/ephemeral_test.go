@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,54 @@ func build(t *testing.T, arch string) *ephemeral.Result {
 	return res
 }
 
+// shared is one build per architecture for the tests that boot it: the
+// build is reproducible (TestBuildIsReproducibleAndAManifest), and
+// building it under the race detector takes a minute of CI's CPUs.
+var shared struct {
+	sync.Mutex
+	dir string
+	res map[string]*ephemeral.Result
+}
+
+func sharedBuild(t *testing.T, arch string) *ephemeral.Result {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the ephemeral environment from Debian packages: skipped with -short")
+	}
+	shared.Lock()
+	defer shared.Unlock()
+	if r := shared.res[arch]; r != nil {
+		return r
+	}
+	if shared.dir == "" {
+		dir, err := os.MkdirTemp("", "rackplane-ephemeral-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.dir = dir
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	res, err := ephemeral.Build(ctx, ephemeral.Options{Arch: arch, Out: filepath.Join(shared.dir, arch),
+		CacheDir: filepath.Join(os.TempDir(), "rackplane-test-ephemeral")})
+	if err != nil {
+		t.Fatalf("build %s: %v", arch, err)
+	}
+	if shared.res == nil {
+		shared.res = map[string]*ephemeral.Result{}
+	}
+	shared.res[arch] = res
+	return res
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
 // hashes returns the sha256 of each file of dir.
 func hashes(t *testing.T, dir string) map[string]string {
 	t.Helper()
@@ -59,7 +108,7 @@ func hashes(t *testing.T, dir string) map[string]string {
 }
 
 func TestBuildIsReproducibleAndAManifest(t *testing.T) {
-	a, b := build(t, "amd64"), build(t, "amd64")
+	a, b := sharedBuild(t, "amd64"), build(t, "amd64")
 	ha, hb := hashes(t, a.Dir), hashes(t, b.Dir)
 	if len(ha) != 4 {
 		t.Fatalf("files %v", ha)
@@ -115,7 +164,7 @@ func TestBuildIsReproducibleAndAManifest(t *testing.T) {
 // (internal/e2e's TestInventoryBMC reads a BMC that has an address.)
 func TestBootsAndPowersOffAMD64(t *testing.T) {
 	qemu := pxetest.QEMU(t)
-	res := build(t, "amd64")
+	res := sharedBuild(t, "amd64")
 	const mac = "52:54:00:5e:00:21"
 	serial := boot(t, qemu, []string{"-machine", "pc", "-device", "e1000,netdev=n0,mac=" + mac,
 		"-device", "virtio-net-pci,netdev=n1,mac=52:54:00:5e:00:22", "-netdev", "user,id=n1",
@@ -137,7 +186,7 @@ func TestBootsAndPowersOffAMD64(t *testing.T) {
 // machine, with virtio NICs and BOOTIF= naming the second.
 func TestBootsAndPowersOffARM64(t *testing.T) {
 	qemu, _ := pxetest.QEMUARM64(t)
-	res := build(t, "arm64")
+	res := sharedBuild(t, "arm64")
 	const mac = "52:54:00:5e:00:32"
 	serial := boot(t, qemu, []string{"-machine", "virt", "-cpu", "cortex-a57",
 		"-device", "virtio-net-pci,netdev=n1,mac=52:54:00:5e:00:31", "-netdev", "user,id=n1",

@@ -226,8 +226,8 @@ func (c Config) Validate() error {
 	if c.TFTPWindow < 1 || c.TFTPWindow > 64 {
 		errs = append(errs, fmt.Errorf("-tftp-window %d: want 1 to 64", c.TFTPWindow))
 	}
-	if c.BootURL != "" && !strings.HasPrefix(c.BootURL, "http://") && !strings.HasPrefix(c.BootURL, "https://") {
-		errs = append(errs, fmt.Errorf("-boot-url %q: want an http:// URL", c.BootURL))
+	if err := CheckBootURL(c.BootURL); err != nil {
+		errs = append(errs, err)
 	}
 	if c.EventBuffer < 100 {
 		errs = append(errs, fmt.Errorf("-event-buffer %d: want 100 or more", c.EventBuffer))
@@ -597,7 +597,7 @@ func (r *Rack) Run(ctx context.Context) error {
 	// In the group: Serve returns once the requests in progress are done
 	// (or a few seconds have passed), and Run must wait for them.
 	g.Go(func() error { return r.http.Serve(ctx, r.ln) })
-	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr())
+	r.log.Info("rack running", "name", r.cfg.Name, "http_addr", r.HTTPAddr(), "boot_url", r.cfg.BootURL)
 	err := g.Wait()
 	// Publish what can go within the flush timeout. Stopping the publisher
 	// commits whatever is still in memory to the journal; what JetStream

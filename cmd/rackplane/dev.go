@@ -105,8 +105,8 @@ func (c devConfig) validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("-data-dir is empty"))
 	}
-	if c.BootURL != "" && !strings.HasPrefix(c.BootURL, "http://") && !strings.HasPrefix(c.BootURL, "https://") {
-		errs = append(errs, fmt.Errorf("-boot-url %q: want an http:// URL", c.BootURL))
+	if err := rack.CheckBootURL(c.BootURL); err != nil {
+		errs = append(errs, err)
 	}
 	if d := c.dhcp(); d.Mode != dhcp.ModeOff && d.Mode != "" && d.Interface == "" {
 		errs = append(errs, fmt.Errorf("-dhcp-mode %s: give -boot-interface (or -dhcp-interface), the network machines boot from", d.Mode))

@@ -60,6 +60,10 @@ Secure NATS:
                       server secured for the region's auth callout (the compose stack runs it)
   nats-permissions RACK_ID   the static NATS user entry that confines a rack to its own subjects
 
+Check a daemon:
+  healthcheck URL     ask a /healthz once: exit 0 on a 2xx answer (-timeout 3s); the compose stack's
+                      health checks
+
 Run "rackplane <command> -h" for a command's flags.
 `
 
@@ -119,6 +123,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNATSInit(ctx, rest, stdout, stderr)
 	case "nats-permissions":
 		return runNATSPermissions(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":

@@ -185,7 +185,11 @@ func withOpts(p []byte, opts ...string) []byte {
 // options: it gets the first block alone, sent again on timeouts until it
 // answers, and the window of blocks ahead once it has acknowledged it.
 func TestWindowOpensOnceTheClientAnswers(t *testing.T) {
-	const timeout = 200 * time.Millisecond
+	// The quiet check must end well before the server's timeout: a test
+	// process descheduled for the difference (under -race on a loaded
+	// machine, 100 ms were seen) would read the retransmission as too
+	// early.
+	const timeout = time.Second
 	tr := tree(t)
 	tr.WriteFile(t, "w.bin", 512*40+5)
 	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, Window: 8})
@@ -200,7 +204,7 @@ func TestWindowOpensOnceTheClientAnswers(t *testing.T) {
 		wait     time.Duration
 	}{
 		{nil, 1, 1, time.Second},
-		{c.quietFor(timeout / 2), 1, 1, 3 * timeout}, // block 1 again, alone, after the timeout
+		{c.quietFor(timeout / 4), 1, 1, 3 * timeout}, // block 1 again, alone, after the timeout
 		{func() { c.ack(1) }, 2, 9, time.Second},     // then a window
 	} {
 		if step.do != nil {

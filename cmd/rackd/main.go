@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +18,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rackd:", err)
 		os.Exit(1)
@@ -30,10 +34,13 @@ func run(ctx context.Context, args []string) error {
 	var printID bool
 	fs.BoolVar(&printID, "print-id", false, "print the rack id (creating it in -data-dir on first use) and exit: the rack connects to NATS under it")
 	flagenv.Usage(fs, "usage: rackd [flags]")
-	if err := flagenv.Parse(fs, args, nil); err != nil {
-		return err
+	// A flag that does not parse and a setting that is invalid are
+	// reported together, every one of them, before anything starts.
+	parseErr := flagenv.Parse(fs, args, nil)
+	if errors.Is(parseErr, flag.ErrHelp) {
+		return parseErr
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(parseErr, cfg.Validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if printID {

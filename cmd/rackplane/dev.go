@@ -215,12 +215,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := defaultDevConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	cfg.registerFlags(fs)
-	if err := parse(fs, args, stderr); err != nil {
-		return err
+	// Flags that do not parse and invalid settings are reported
+	// together, every one of them.
+	parseErr := parse(fs, args, stderr)
+	if errors.Is(parseErr, flag.ErrHelp) {
+		return parseErr
 	}
 	cfg.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
-	if err := cfg.validate(); err != nil {
+	if err := errors.Join(parseErr, cfg.validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if cfg.BootInterface != "" {
@@ -454,10 +457,10 @@ func devDatabase(ctx context.Context, url string, log *slog.Logger) (string, err
 	name := cfg.Database
 	admin := cfg.Copy()
 	admin.Database = "postgres"
+	target := dial.PostgresTarget{Host: cfg.Host, Port: cfg.Port, User: cfg.User, Database: admin.Database}
 	conn, err := pgx.ConnectConfig(ctx, admin)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach PostgreSQL (host=%s port=%d user=%s): %w\n"+
-			"start it, or set DATABASE_URL", cfg.Host, cfg.Port, cfg.User, err)
+		return "", dial.ExplainPostgres(err, target)
 	}
 	defer conn.Close(ctx)
 	var exists bool
@@ -466,7 +469,8 @@ func devDatabase(ctx context.Context, url string, log *slog.Logger) (string, err
 	}
 	if !exists {
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return "", fmt.Errorf("create database %s: %w", name, err)
+			target.Database = name
+			return "", fmt.Errorf("create database %s: %w", name, dial.ExplainPostgres(err, target))
 		}
 		log.Info("created database", "name", name)
 	}

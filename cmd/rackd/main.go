@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/rack"
@@ -51,10 +52,14 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(id)
 		return nil
 	}
+	listeners := []daemon.Listener{{Flag: "http-addr", Addr: cfg.Rack.HTTPAddr}}
+	for _, a := range cfg.Rack.TFTPAddrs {
+		listeners = append(listeners, daemon.Listener{Flag: "tftp-addr", Addr: a})
+	}
 	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.NATSAuth, cfg.Log.Logger())
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer r.Close()
-	return r.Run(ctx)
+	return daemon.ExplainListen(r.Run(ctx), listeners...)
 }

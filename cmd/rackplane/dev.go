@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
@@ -303,9 +304,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Supervised: its log joins ours, and it is started again when a
 	// JetStream store fails for good (as running out of file descriptors
 	// makes it), which would otherwise stop every event until a restart.
+	// An address another process has (a second rackplane dev, most
+	// likely) is named with the flag that moves it.
+	listeners := []daemon.Listener{{Flag: "nats-addr", Addr: cfg.NATSAddr}, {Flag: "http-addr", Addr: cfg.HTTPAddr},
+		{Flag: "rack-http-addr", Addr: cfg.RackHTTPAddr}, {Flag: "tftp-addr", Addr: cfg.TFTPAddr}}
 	ns, err := natsserver.StartSupervised(natsServer, log.With("component", "nats"))
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer ns.Shutdown()
 	natsURL := ns.Server().ClientURL()
@@ -313,7 +318,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	reg, err := regiond.New(cfg.region(dataDir), regionNATS, regionAuth, pool, log.With("component", "region"))
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer reg.Close()
 	runCtx, stop := context.WithCancel(ctx)
@@ -331,7 +336,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		stop()
 		_ = g.Wait()
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer rk.Close()
 
@@ -365,7 +370,7 @@ Join a second rack:
 		err = nil
 	}
 	fmt.Fprintln(stdout, "Rackplane dev stopped.")
-	return err
+	return daemon.ExplainListen(err, listeners...)
 }
 
 // describeNATSAuth says how NATS is secured, for the banner.

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
@@ -97,7 +98,7 @@ func run(ctx context.Context, args []string) error {
 
 	r, err := regiond.New(cfg.Region, cfg.NATS, cfg.NATSAuth, pool, log)
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, daemon.Listener{Flag: "http-addr", Addr: cfg.Region.HTTPAddr})
 	}
 	defer r.Close()
 	return r.Run(ctx)

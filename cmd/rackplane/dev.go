@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -355,14 +356,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   DHCP           %s
 
 Join a second rack:
-  rackd -nats-url %s%s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
+  %s -nats-url %s%s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
 
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
 `, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"),
 		describeNATSAuth(cfg.InsecureNATS, joinToken, joinTokenPath), describeURL(dbURL), devKeyFile(dataDir),
 		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP),
-		natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
+		rackdCommand(), natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
 
 	g.Go(func() error { return rk.Run(gctx) })
 	err = g.Wait()
@@ -371,6 +372,22 @@ Join a second rack:
 	}
 	fmt.Fprintln(stdout, "Rackplane dev stopped.")
 	return daemon.ExplainListen(err, listeners...)
+}
+
+// rackdCommand is how rackd runs here, for what the CLI tells to run:
+// rackd on the PATH, else the rackd built beside this binary, else from
+// the source tree, as the README runs everything (go run ./cmd/rackd).
+func rackdCommand() string {
+	if _, err := exec.LookPath("rackd"); err == nil {
+		return "rackd"
+	}
+	if exe, err := os.Executable(); err == nil {
+		sibling := filepath.Join(filepath.Dir(exe), "rackd")
+		if fi, err := os.Stat(sibling); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return sibling
+		}
+	}
+	return "go run ./cmd/rackd"
 }
 
 // describeNATSAuth says how NATS is secured, for the banner.

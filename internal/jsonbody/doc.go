@@ -7,6 +7,8 @@
 // (machineRequest.hostname), which mean nothing to a client.
 //
 // Its errors are rackplane.EINVALID and quote nothing of the body but
-// field names and one character at a syntax error, so a secret sent in a
-// malformed body is not echoed back or logged.
+// field names, numbers of the wrong kind and what the parser of a field
+// of its own type (an address, a CIDR, a time) says of its value: a
+// string sent in a malformed body, a password, is not echoed back,
+// audited or logged.
 package jsonbody

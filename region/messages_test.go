@@ -60,6 +60,8 @@ func TestAPIMessagesSayWhatToFix(t *testing.T) {
 			[]string{`dir "some/dir": want an absolute path of a directory on the rack, such as /srv/images`}},
 		{"a relative simplestreams directory", "POST", "/api/v1/racks/" + rack + "/images/imports", `{"simplestreams": {"dir": "mirror"}}`, 400,
 			[]string{`simplestreams.dir "mirror": want an absolute path`}},
+		{"a parameter a change does not take", "POST", "/api/v1/machines?dry_run=true", `{"hostname": "n9", "macs": ["52:54:00:00:20:09"]}`, 400,
+			[]string{`"dry_run": no such query parameter (POST /api/v1/machines takes no query parameters)`}},
 		{"a known audit action", "GET", "/api/v1/audit?action=" + strings.ReplaceAll("POST /api/v1/machines", " ", "%20"), "", 200, nil},
 		{"a known event type", "GET", "/api/v1/events?type=rackplane.rack.heartbeat.v1", "", 200, nil},
 	}
@@ -93,5 +95,23 @@ func TestAPIMessagesSayWhatToFix(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A change refused for its query is in the audit log like any other
+	// refusal.
+	var audit struct {
+		Entries []struct {
+			Status int
+			Detail string
+		}
+	}
+	if code := h.getJSON("/api/v1/audit?action=POST%20/api/v1/machines", &audit); code != 200 {
+		t.Fatalf("audit: %d", code)
+	}
+	found := false
+	for _, e := range audit.Entries {
+		found = found || e.Status == 400 && strings.Contains(e.Detail, `"dry_run": no such query parameter`)
+	}
+	if !found {
+		t.Errorf("the refused POST ?dry_run=true is not audited: %+v", audit.Entries)
 	}
 }

@@ -255,16 +255,16 @@ func (s *Server) handle(pattern string, h HandlerFunc, query ...string) {
 			}
 			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, actor))
 		}
-		if err := checkQuery(pattern, r.URL.Query(), query); err != nil {
-			s.writeError(sw, r, err)
-			return
-		}
 		var note *auditNote
 		if mutation && !public {
 			note = &auditNote{}
 			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, note))
 		}
-		err := h(sw, r)
+		// A change refused for its query is audited like any other.
+		err := checkQuery(pattern, r.URL.Query(), query)
+		if err == nil {
+			err = h(sw, r)
+		}
 		if err != nil {
 			s.writeError(sw, r, err)
 		}

@@ -34,12 +34,7 @@ func TestEphemeralImports(t *testing.T) {
 
 	h := startRegion(t)
 	r, _ := startRack(t, h, filepath.Join(t.TempDir(), "rack-a"), 200*time.Millisecond)
-	h.eventually(5*time.Second, "rack known", func() error {
-		if _, code := h.rack(r.ID()); code != 200 {
-			return fmt.Errorf("rack: %d", code)
-		}
-		return nil
-	})
+	h.waitRackKnown(r.ID())
 	var started importStatus
 	if code := h.do("POST", "/api/v1/racks/"+r.ID()+"/images/imports", map[string]string{"dir": res.Dir}, &started); code != 202 {
 		t.Fatalf("import: %d %+v", code, started)

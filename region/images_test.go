@@ -165,12 +165,7 @@ func TestImageStoreAPI(t *testing.T) {
 	r, stop := startRackConfig(t, h, cfg, clock)
 	id := r.ID()
 	base := "/api/v1/racks/" + id + "/images"
-	h.eventually(5*time.Second, "rack known", func() error {
-		if _, code := h.rack(id); code != 200 {
-			return fmt.Errorf("rack: %d", code)
-		}
-		return nil
-	})
+	h.waitRackKnown(id)
 
 	// Import through the API and watch it to its end.
 	src := imageSource(t, "ubuntu/noble/amd64/ga-24.04", "ubuntu/jammy/amd64/ga-22.04")

@@ -170,6 +170,17 @@ func (h *harness) rack(id string) (rackplane.Rack, int) {
 	return r, code
 }
 
+// waitRackKnown waits until the region knows rack id.
+func (h *harness) waitRackKnown(id string) {
+	h.t.Helper()
+	h.eventually(5*time.Second, "rack known", func() error {
+		if _, code := h.rack(id); code != 200 {
+			return fmt.Errorf("rack: %d", code)
+		}
+		return nil
+	})
+}
+
 func startRack(t testing.TB, h *harness, dataDir string, interval time.Duration) (*rack.Rack, context.CancelFunc) {
 	t.Helper()
 	return startRackConfig(t, h, rackConfig(h, dataDir, interval))

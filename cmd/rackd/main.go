@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/flagenv"
 	"github.com/rackplane/rackplane/rack"
@@ -17,6 +19,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rackd:", err)
 		os.Exit(1)
@@ -30,10 +35,13 @@ func run(ctx context.Context, args []string) error {
 	var printID bool
 	fs.BoolVar(&printID, "print-id", false, "print the rack id (creating it in -data-dir on first use) and exit: the rack connects to NATS under it")
 	flagenv.Usage(fs, "usage: rackd [flags]")
-	if err := flagenv.Parse(fs, args, nil); err != nil {
-		return err
+	// A flag that does not parse and a setting that is invalid are
+	// reported together, every one of them, before anything starts.
+	parseErr := flagenv.Parse(fs, args, nil)
+	if errors.Is(parseErr, flag.ErrHelp) {
+		return parseErr
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(parseErr, cfg.Validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if printID {
@@ -44,10 +52,14 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(id)
 		return nil
 	}
+	listeners := []daemon.Listener{{Flag: "http-addr", Addr: cfg.Rack.HTTPAddr}}
+	for _, a := range cfg.Rack.TFTPAddrs {
+		listeners = append(listeners, daemon.Listener{Flag: "tftp-addr", Addr: a})
+	}
 	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.NATSAuth, cfg.Log.Logger())
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer r.Close()
-	return r.Run(ctx)
+	return daemon.ExplainListen(r.Run(ctx), listeners...)
 }

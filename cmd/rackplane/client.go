@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -22,13 +26,15 @@ import (
 type client struct {
 	base  string
 	token string
-	http  *http.Client
+	// tokenFrom says where token came from, for a refusal's message.
+	tokenFrom string
+	http      *http.Client
 }
 
 func clientFlags(fs *flag.FlagSet) *client {
 	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
-	fs.StringVar(&c.base, "api", "http://127.0.0.1:5240", "the region's API address")
-	fs.StringVar(&c.token, "token", "", "API token (default: "+tokenFile+" when it exists)")
+	fs.StringVar(&c.base, "api", "http://127.0.0.1:5240", "the region's API: a URL such as http://127.0.0.1:5240, or host:port (http is assumed)")
+	fs.StringVar(&c.token, "token", "", "API token (default: the file "+tokenFile+" in this directory, which rackplane dev writes, when it exists)")
 	return c
 }
 
@@ -36,8 +42,25 @@ func clientFlags(fs *flag.FlagSet) *client {
 // uses it when no token is given, so the dev loop needs no setup.
 const tokenFile = ".rackplane/token"
 
+// endpoint is the URL of path on the region: -api is a URL, or a
+// host:port taken as http.
+func (c *client) endpoint(path string) (string, error) {
+	base := strings.TrimSpace(c.base)
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("-api %q: want the region's URL, such as http://127.0.0.1:5240 (or its host:port)", c.base)
+	}
+	return strings.TrimRight(u.String(), "/") + path, nil
+}
+
 func (c *client) get(ctx context.Context, path string, q url.Values, out any) error {
-	u := strings.TrimRight(c.base, "/") + path
+	u, err := c.endpoint(path)
+	if err != nil {
+		return err
+	}
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -49,9 +72,12 @@ func (c *client) get(ctx context.Context, path string, q url.Values, out any) er
 }
 
 func (c *client) do(req *http.Request, out any) error {
+	if c.token != "" && c.tokenFrom == "" {
+		c.tokenFrom = "-token or RACKPLANE_TOKEN"
+	}
 	if c.token == "" {
 		if b, err := os.ReadFile(tokenFile); err == nil {
-			c.token = strings.TrimSpace(string(b))
+			c.token, c.tokenFrom = strings.TrimSpace(string(b)), tokenFile
 		}
 	}
 	if c.token != "" {
@@ -59,7 +85,7 @@ func (c *client) do(req *http.Request, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("region API: %w", err)
+		return c.unreachable(req, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -71,7 +97,11 @@ func (c *client) do(req *http.Request, out any) error {
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
-			return &rackplane.Error{Code: e.Error.Code, Message: fmt.Sprintf("%s (%s)", e.Error.Message, resp.Status)}
+			msg := e.Error.Message
+			if e.Error.Code == rackplane.EUNAUTHORIZED {
+				msg = c.tokenHelp(msg)
+			}
+			return &rackplane.Error{Code: e.Error.Code, Message: fmt.Sprintf("%s (%s)", msg, resp.Status)}
 		}
 		return fmt.Errorf("region API: %s", resp.Status)
 	}
@@ -83,6 +113,40 @@ func (c *client) do(req *http.Request, out any) error {
 		return nil
 	}
 	return json.Unmarshal(body, out)
+}
+
+// tokenHelp adds to the region's refusal of a request's token where the
+// client looks for one, by every name.
+func (c *client) tokenHelp(msg string) string {
+	file := tokenFile
+	if abs, err := filepath.Abs(tokenFile); err == nil {
+		file = abs
+	}
+	if c.token == "" {
+		return fmt.Sprintf("the region wants an API token and none was given: give one with the flag -token TOKEN, "+
+			"or the environment variable RACKPLANE_TOKEN=TOKEN, or put it in the file %s (looked for at %s; "+
+			"rackplane dev writes its token there, in the directory it runs in)", tokenFile, file)
+	}
+	return fmt.Sprintf("%s; the token from %s was refused (revoked, or made for another region's database): give another with -token, "+
+		"RACKPLANE_TOKEN or the file %s", msg, c.tokenFrom, tokenFile)
+}
+
+// unreachable says why the region did not answer at all, and where the
+// client looked for it.
+func (c *client) unreachable(req *http.Request, err error) error {
+	where := req.URL.Scheme + "://" + req.URL.Host
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("nothing answers at %s: start the region (go run ./cmd/rackplane dev, or regiond), "+
+			"or give its address with -api or RACKPLANE_API\n(%w)", where, err)
+	case errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err):
+		return fmt.Errorf("the region at %s did not answer in time\n(%w)", where, err)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Errorf("the host of -api %s is not known here (%s)\n(%w)", where, dnsErr.Err, err)
+	}
+	return fmt.Errorf("region API at %s: %w", where, err)
 }
 
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
@@ -168,13 +232,17 @@ func runRack(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: rackplane rack [flags] ID")
+		return fmt.Errorf("usage: rackplane rack [flags] RACK  (its name or id)")
 	}
-	var raw json.RawMessage
-	if err := c.get(ctx, "/api/v1/racks/"+url.PathEscape(fs.Arg(0)), nil, &raw); err != nil {
+	id, err := c.rackID(ctx, fs.Arg(0))
+	if err != nil {
 		return err
 	}
-	_, err := stdout.Write(raw)
+	var raw json.RawMessage
+	if err := c.get(ctx, "/api/v1/racks/"+url.PathEscape(id), nil, &raw); err != nil {
+		return err
+	}
+	_, err = stdout.Write(raw)
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/rackd"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
@@ -215,12 +217,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := defaultDevConfig()
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	cfg.registerFlags(fs)
-	if err := parse(fs, args, stderr); err != nil {
-		return err
+	// Flags that do not parse and invalid settings are reported
+	// together, every one of them.
+	parseErr := parse(fs, args, stderr)
+	if errors.Is(parseErr, flag.ErrHelp) {
+		return parseErr
 	}
 	cfg.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
-	if err := cfg.validate(); err != nil {
+	if err := errors.Join(parseErr, cfg.validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if cfg.BootInterface != "" {
@@ -300,9 +305,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Supervised: its log joins ours, and it is started again when a
 	// JetStream store fails for good (as running out of file descriptors
 	// makes it), which would otherwise stop every event until a restart.
+	// An address another process has (a second rackplane dev, most
+	// likely) is named with the flag that moves it.
+	listeners := []daemon.Listener{{Flag: "nats-addr", Addr: cfg.NATSAddr}, {Flag: "http-addr", Addr: cfg.HTTPAddr},
+		{Flag: "rack-http-addr", Addr: cfg.RackHTTPAddr}, {Flag: "tftp-addr", Addr: cfg.TFTPAddr}}
 	ns, err := natsserver.StartSupervised(natsServer, log.With("component", "nats"))
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer ns.Shutdown()
 	natsURL := ns.Server().ClientURL()
@@ -310,7 +319,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	reg, err := regiond.New(cfg.region(dataDir), regionNATS, regionAuth, pool, log.With("component", "region"))
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer reg.Close()
 	runCtx, stop := context.WithCancel(ctx)
@@ -328,7 +337,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		stop()
 		_ = g.Wait()
-		return err
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer rk.Close()
 
@@ -347,14 +356,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   DHCP           %s
 
 Join a second rack:
-  rackd -nats-url %s%s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
+  %s -nats-url %s%s -data-dir /tmp/rack2 -name rack2 -http-addr 127.0.0.1:0 -tftp-addr 127.0.0.1:0
 
   try          curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/racks
 
 `, token, filepath.Join(dataDir, "token"), reg.Addr(), reg.Addr(), url.PathEscape(token), reg.Addr(), rk.HTTPAddr(), natsURL, filepath.Join(dataDir, "nats"),
 		describeNATSAuth(cfg.InsecureNATS, joinToken, joinTokenPath), describeURL(dbURL), devKeyFile(dataDir),
 		kcfg.Name, rk.ID(), kcfg.DataDir, strings.Join(rk.TFTPAddrs(), ","), cfg.TFTPAddr, kcfg.BootURL, describeDHCP(kcfg.DHCP),
-		natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
+		rackdCommand(), natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
 
 	g.Go(func() error { return rk.Run(gctx) })
 	err = g.Wait()
@@ -362,7 +371,23 @@ Join a second rack:
 		err = nil
 	}
 	fmt.Fprintln(stdout, "Rackplane dev stopped.")
-	return err
+	return daemon.ExplainListen(err, listeners...)
+}
+
+// rackdCommand is how rackd runs here, for what the CLI tells to run:
+// rackd on the PATH, else the rackd built beside this binary, else from
+// the source tree, as the README runs everything (go run ./cmd/rackd).
+func rackdCommand() string {
+	if _, err := exec.LookPath("rackd"); err == nil {
+		return "rackd"
+	}
+	if exe, err := os.Executable(); err == nil {
+		sibling := filepath.Join(filepath.Dir(exe), "rackd")
+		if fi, err := os.Stat(sibling); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return sibling
+		}
+	}
+	return "go run ./cmd/rackd"
 }
 
 // describeNATSAuth says how NATS is secured, for the banner.
@@ -454,10 +479,10 @@ func devDatabase(ctx context.Context, url string, log *slog.Logger) (string, err
 	name := cfg.Database
 	admin := cfg.Copy()
 	admin.Database = "postgres"
+	target := dial.PostgresTarget{Host: cfg.Host, Port: cfg.Port, User: cfg.User, Database: admin.Database}
 	conn, err := pgx.ConnectConfig(ctx, admin)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach PostgreSQL (host=%s port=%d user=%s): %w\n"+
-			"start it, or set DATABASE_URL", cfg.Host, cfg.Port, cfg.User, err)
+		return "", dial.ExplainPostgres(err, target)
 	}
 	defer conn.Close(ctx)
 	var exists bool
@@ -466,7 +491,8 @@ func devDatabase(ctx context.Context, url string, log *slog.Logger) (string, err
 	}
 	if !exists {
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return "", fmt.Errorf("create database %s: %w", name, err)
+			target.Database = name
+			return "", fmt.Errorf("create database %s: %w", name, dial.ExplainPostgres(err, target))
 		}
 		log.Info("created database", "name", name)
 	}

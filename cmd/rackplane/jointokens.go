@@ -73,14 +73,18 @@ func runRackRevoke(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: rackplane rack revoke [flags] ID")
+		return fmt.Errorf("usage: rackplane rack revoke [flags] RACK  (its name or id)")
+	}
+	id, err := c.rackID(ctx, fs.Arg(0))
+	if err != nil {
+		return err
 	}
 	var out struct {
 		NKey         string `json:"nkey"`
 		Disconnected int    `json:"disconnected"`
 		Warning      string `json:"warning"`
 	}
-	if err := c.send(ctx, "DELETE", "/api/v1/racks/"+url.PathEscape(fs.Arg(0))+"/credential", nil, &out); err != nil {
+	if err := c.send(ctx, "DELETE", "/api/v1/racks/"+url.PathEscape(id)+"/credential", nil, &out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "rack %s revoked (nkey %s); %d connections closed\n", fs.Arg(0), out.NKey, out.Disconnected)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/google/uuid"
-
 	"github.com/rackplane/rackplane/events"
 )
 
@@ -133,7 +131,7 @@ func runMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // runMachine creates or changes one machine.
 func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const usage = "usage: rackplane machine create -hostname NAME -mac MAC[,MAC...] [-arch ARCH] [-boot-file FILE]\n" +
-		"       rackplane machine update ID [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]\n" +
+		"       rackplane machine update MACHINE [-hostname NAME] [-mac MAC[,MAC...]] [-arch ARCH] [-boot-file FILE]\n" +
 		"       rackplane machine power set|show|on|off|cycle|status [flags] MACHINE\n" +
 		"       rackplane machine hardware [-json] MACHINE\n" +
 		"       rackplane machine tags MACHINE [TAG...]\n" +
@@ -156,7 +154,7 @@ func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("machine "+args[0], flag.ContinueOnError)
 	c := clientFlags(fs)
 	fs.String("hostname", "", "the machine's host name")
-	fs.String("mac", "", "its MAC addresses, comma separated")
+	fs.String("mac", "", "its MAC addresses, comma separated, such as 52:54:00:12:34:56 (the NIC it boots from first)")
 	fs.String("arch", "amd64", "its architecture")
 	fs.String("boot-file", "", "its own boot file, for firmware that needs another than the rack would choose: a file name (PXE) or an http(s) URL (HTTP boot, iPXE); \"\" clears it")
 	if err := parse(fs, args[1:], stderr); err != nil {
@@ -175,6 +173,9 @@ func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 	var m machine
 	if args[0] == "create" {
+		if err := createFlagsGiven(body); err != nil {
+			return err
+		}
 		if _, ok := body["arch"]; !ok {
 			body["arch"] = "amd64"
 		}
@@ -185,7 +186,11 @@ func runMachine(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if fs.NArg() != 1 {
 			return errors.New(usage)
 		}
-		if err := c.send(ctx, "PATCH", "/api/v1/machines/"+url.PathEscape(fs.Arg(0)), body, &m); err != nil {
+		id, err := c.machineID(ctx, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		if err := c.send(ctx, "PATCH", "/api/v1/machines/"+url.PathEscape(id), body, &m); err != nil {
 			return err
 		}
 	}
@@ -253,28 +258,13 @@ func runDeploy(ctx context.Context, action string, args []string, stdout, stderr
 		}
 		body = b
 	})
-	var byName map[string]machine
 	failed := 0
 	for _, name := range fs.Args() {
-		id := name
-		if _, err := uuid.Parse(name); err != nil {
-			if byName == nil {
-				ms, err := c.listMachines(ctx, url.Values{})
-				if err != nil {
-					return err
-				}
-				byName = map[string]machine{}
-				for _, m := range ms {
-					byName[m.Hostname] = m
-				}
-			}
-			m, ok := byName[name]
-			if !ok {
-				fmt.Fprintf(stdout, "%s\tno such machine\n", name)
-				failed++
-				continue
-			}
-			id = m.ID
+		id, err := c.machineID(ctx, name)
+		if err != nil {
+			fmt.Fprintf(stdout, "%s\t%v\n", name, err)
+			failed++
+			continue
 		}
 		var m machine
 		if err := c.send(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/"+action, body, &m); err != nil {
@@ -288,4 +278,20 @@ func runDeploy(ctx context.Context, action string, args []string, stdout, stderr
 		return fmt.Errorf("%s: %d of %d machines failed", action, failed, fs.NArg())
 	}
 	return nil
+}
+
+// createFlagsGiven names what machine create needs and was not given, with
+// the form each takes, before anything is sent.
+func createFlagsGiven(body map[string]any) error {
+	var missing []string
+	if h, _ := body["hostname"].(string); h == "" {
+		missing = append(missing, "-hostname NAME (the machine's host name, such as node1)")
+	}
+	if _, ok := body["macs"]; !ok {
+		missing = append(missing, "-mac MAC[,MAC...] (its MAC addresses, such as 52:54:00:12:34:56; the one it boots from first)")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("machine create needs %s", strings.Join(missing, " and "))
 }

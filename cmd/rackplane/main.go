@@ -16,10 +16,12 @@ const usage = `usage: rackplane <command> [flags]
 Run the system:
   dev                 embedded NATS, a region and a rack in one process, on the local PostgreSQL
 
-Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
+Talk to a region (flags -api URL or host:port, -token; env RACKPLANE_API, RACKPLANE_TOKEN;
+the token is also read from the file .rackplane/token, which rackplane dev writes). A rack
+or a machine is named by its name (host name) or its id:
   racks               list racks
-  rack ID             show one rack
-  rack revoke ID      revoke a rack's NATS credential: it is refused and disconnected
+  rack RACK           show one rack
+  rack revoke RACK    revoke a rack's NATS credential: it is refused and disconnected
   os                  what can be booted, on which racks (-live asks them now)
   images import RACK SOURCE   import boot images into a rack from a directory or URL
   images build-ephemeral      build the ephemeral environment (-arch, -out, -agent) from Debian packages,
@@ -29,7 +31,7 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   machines            list machines (-status, -os, -arch, -min-cores, -min-memory, -min-disks,
                       -min-disk-size, -tag)
   machine create      enrol a machine (-hostname, -mac, -boot-file)
-  machine update ID   change a machine (-hostname, -arch, -boot-file; "" clears the boot file)
+  machine update MACHINE   change a machine (-hostname, -arch, -boot-file; "" clears the boot file)
   machine power set|show|on|off|cycle|status MACHINE
                       a machine's power parameters (-driver, -address, -username, -password-file, -extra,
                       -rack) and power actions through the rack that drives it
@@ -38,7 +40,7 @@ Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
   machine scripts MACHINE   what the commissioning scripts did on its latest commissioning (-output)
   scripts list|add|show|rm   commissioning scripts, run in name order on every machine commissioned:
                       add NAME FILE [-timeout 5m] [-description S]; the first that fails fails it
-  subnets             list the subnets of managed DHCP (-rack)
+  subnets             list the subnets of managed DHCP (-rack RACK)
   subnet create|update|show|delete
                       a subnet of managed DHCP: its rack, CIDR, ranges, options, reservations
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)

@@ -24,7 +24,7 @@ func runNATSPermissions(_ context.Context, args []string, stdout, stderr io.Writ
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: rackplane nats-permissions [-nkey KEY | -user NAME -password PW] RACK_ID\n\n"+
 			"Prints the entry of a NATS server's authorization users list that lets rack RACK_ID\n"+
-			"(rackd -print-id shows it) do its work and nothing else: it cannot publish or read\n"+
+			"("+rackdCommand()+" -print-id shows it) do its work and nothing else: it cannot publish or read\n"+
 			"another rack's subjects or forge region events.")
 		fs.PrintDefaults()
 	}
@@ -37,7 +37,7 @@ func runNATSPermissions(_ context.Context, args []string, stdout, stderr io.Writ
 	}
 	id, err := uuid.Parse(fs.Arg(0))
 	if err != nil {
-		return fmt.Errorf("rack id %q: %v (rackd -print-id -data-dir DIR prints it)", fs.Arg(0), err)
+		return fmt.Errorf("rack id %q: %v (%s -print-id -data-dir DIR prints it)", fs.Arg(0), err, rackdCommand())
 	}
 	if *nkey != "" && *user != "" {
 		return fmt.Errorf("give -nkey or -user, not both")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -103,7 +105,14 @@ func runImages(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 2 {
 		return errors.New(usage)
 	}
-	body, err := importSource(pos[1], filters, *versions)
+	source, abs := absoluteSource(pos[1])
+	if abs != "" {
+		// The rack reads the directory from a working directory of its
+		// own; this one is what the user means, on the rack beside it
+		// (rackplane dev's). Said, since on another host it may not be.
+		fmt.Fprintf(stderr, "rackplane: the directory %q is read on the rack: sending it as %s (relative to this directory)\n", pos[1], abs)
+	}
+	body, err := importSource(source, filters, *versions)
 	if err != nil {
 		return err
 	}
@@ -171,6 +180,27 @@ func importSource(source string, filters events.SimplestreamsFilters, versions i
 	return map[string]string{"dir": source}, nil
 }
 
+// absoluteSource returns source with a relative directory made absolute
+// against the working directory, and that directory (empty when source
+// is unchanged: a URL, debian-netboot, an absolute path).
+func absoluteSource(source string) (string, string) {
+	prefix, loc := "", source
+	if rest, ok := strings.CutPrefix(source, "simplestreams:"); ok {
+		prefix, loc = "simplestreams:", rest
+	}
+	if loc == "" || source == "debian-netboot" || source == "debian-netboot:" || filepath.IsAbs(loc) {
+		return source, ""
+	}
+	if u, err := url.Parse(loc); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		return source, ""
+	}
+	abs, err := filepath.Abs(loc)
+	if err != nil {
+		return source, ""
+	}
+	return prefix + abs, abs
+}
+
 // listFlag collects a flag given more than once, or once with commas.
 type listFlag []string
 
@@ -185,7 +215,9 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// rackID resolves a rack given by id or by name.
+// rackID resolves a rack given by id or by name: every command that
+// names a rack takes either. A name two racks share is refused with
+// both, since either could be meant.
 func (c *client) rackID(ctx context.Context, rack string) (string, error) {
 	if _, err := uuid.Parse(rack); err == nil {
 		return rack, nil
@@ -196,10 +228,26 @@ func (c *client) rackID(ctx context.Context, rack string) (string, error) {
 	if err := c.get(ctx, "/api/v1/racks", nil, &out); err != nil {
 		return "", err
 	}
+	var names, matches []string
 	for _, r := range out.Racks {
+		names = append(names, r.Name)
 		if r.Name == rack {
-			return r.ID, nil
+			state := "offline"
+			if r.Online {
+				state = "online"
+			}
+			matches = append(matches, fmt.Sprintf("%s (%s, last seen %s)", r.ID, state, r.LastSeen.Local().Format(time.DateTime)))
 		}
 	}
-	return "", fmt.Errorf("no rack named %q", rack)
+	switch len(matches) {
+	case 1:
+		return strings.Fields(matches[0])[0], nil
+	case 0:
+		if len(names) == 0 {
+			return "", fmt.Errorf("no rack named %q: the region knows no rack yet", rack)
+		}
+		slices.Sort(names)
+		return "", fmt.Errorf("no rack named %q; the racks are %s (give a name or an id)", rack, strings.Join(slices.Compact(names), ", "))
+	}
+	return "", fmt.Errorf("%d racks are named %q; give the id of the one you mean: %s", len(matches), rack, strings.Join(matches, "; "))
 }

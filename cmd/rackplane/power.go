@@ -83,7 +83,7 @@ func runPower(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		username = fs.String("username", "", "the BMC user")
 		passwordFile = fs.String("password-file", "", "read the BMC password from this file (- for standard input); not given: the stored password stays")
 		noPassword = fs.Bool("no-password", false, "remove the stored password")
-		rackID = fs.String("rack", "", "the id of the rack that drives the machine (default: the machine's boot rack)")
+		rackID = fs.String("rack", "", "the rack that drives the machine, by name or id (default: the machine's boot rack)")
 		fs.Var(ex, "extra", "a driver setting, name=value (repeatable), such as cipher_suite=3")
 	case "show", "on", "off", "cycle", "status":
 	default:
@@ -108,7 +108,9 @@ func runPower(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "set":
 		body := map[string]any{"driver": *driver, "address": *address, "port": *port, "username": *username, "extra": map[string]string(ex)}
 		if *rackID != "" {
-			body["rack_id"] = *rackID
+			if body["rack_id"], err = c.rackID(ctx, *rackID); err != nil {
+				return err
+			}
 		}
 		switch {
 		case *noPassword && *passwordFile != "":
@@ -194,10 +196,17 @@ func (c *client) machineID(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var ids []string
 	for _, m := range ms {
 		if m.Hostname == name {
-			return m.ID, nil
+			ids = append(ids, m.ID)
 		}
 	}
-	return "", fmt.Errorf("no machine %s", name)
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("no machine with the host name %q (rackplane machines lists them; give a host name or an id)", name)
+	case 1:
+		return ids[0], nil
+	}
+	return "", fmt.Errorf("%d machines have the host name %q; give the id of the one you mean: %s", len(ids), name, strings.Join(ids, ", "))
 }

@@ -89,7 +89,7 @@ func TestMachinePower(t *testing.T) {
 		t.Errorf("the BMC is %q after cycle", b)
 	}
 	// A refusal is the region's error, and the command fails.
-	if out, err := d.rackplane([]string{"machine", "power", "on"}, "nosuch"); err == nil || !strings.Contains(out+err.Error(), "no machine nosuch") {
+	if out, err := d.rackplane([]string{"machine", "power", "on"}, "nosuch"); err == nil || !strings.Contains(out+err.Error(), `no machine with the host name "nosuch"`) {
 		t.Errorf("power on of no machine: %v\n%s", err, out)
 	}
 }

@@ -34,14 +34,18 @@ type subnetOut struct {
 func runSubnets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("subnets", flag.ContinueOnError)
 	c := clientFlags(fs)
-	rack := fs.String("rack", "", "only the subnets of this rack (id)")
+	rack := fs.String("rack", "", "only the subnets of this rack (name or id)")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
 	}
 	q := url.Values{}
 	if *rack != "" {
-		q.Set("rack_id", *rack)
+		id, err := c.rackID(ctx, *rack)
+		if err != nil {
+			return err
+		}
+		q.Set("rack_id", id)
 	}
 	var raw json.RawMessage
 	if err := c.get(ctx, "/api/v1/subnets", q, &raw); err != nil {
@@ -90,7 +94,15 @@ func runSubnet(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	verb := args[0]
 	fs := flag.NewFlagSet("subnet "+verb, flag.ContinueOnError)
 	c := clientFlags(fs)
-	fields := subnetFlags(fs)
+	flagFields := subnetFlags(fs)
+	// fields is the body of the flags given, -rack by name or id.
+	fields := func(fs *flag.FlagSet) (map[string]any, error) {
+		body, err := flagFields(fs)
+		if rack, ok := body["rack_id"].(string); ok && err == nil {
+			body["rack_id"], err = c.rackID(ctx, rack)
+		}
+		return body, err
+	}
 	if err := parse(fs, args[1:], stderr); err != nil {
 		return err
 	}
@@ -138,7 +150,7 @@ func runSubnet(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // subnetFlags defines the flags of a subnet's fields; the function it
 // returns builds the request body of the flags that were given.
 func subnetFlags(fs *flag.FlagSet) func(*flag.FlagSet) (map[string]any, error) {
-	fs.String("rack", "", "id of the rack that serves the subnet")
+	fs.String("rack", "", "the rack that serves the subnet, by name or id")
 	fs.String("cidr", "", "the subnet, such as 10.20.0.0/24")
 	fs.String("interface", "", "the rack's interface on the subnet (default: its -dhcp-interface)")
 	fs.String("range", "", "dynamic ranges, comma separated: 10.20.0.100-10.20.0.199,...")

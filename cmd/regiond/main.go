@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/daemon"
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/flagenv"
@@ -21,6 +23,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "regiond:", err)
 		os.Exit(1)
@@ -34,8 +39,11 @@ func run(ctx context.Context, args []string) error {
 	flagenv.Usage(fs, "usage: regiond [flags]\n       regiond [flags] projections rebuild\n       regiond [flags] token create NAME ACTOR   (prints a new API token)\n"+
 		"       regiond secrets generate FILE             (writes a new secrets key, mode 0600, unless FILE exists; prints its id)\n"+
 		"       regiond [flags] secrets reseal            (seals every stored secret with -secrets-key-file, opening with it and -secrets-old-key-files)")
-	if err := flagenv.Parse(fs, args, nil); err != nil {
-		return err
+	// A flag that does not parse and a setting that is invalid are
+	// reported together, every one of them, before anything starts.
+	parseErr := flagenv.Parse(fs, args, nil)
+	if errors.Is(parseErr, flag.ErrHelp) {
+		return parseErr
 	}
 	tool := len(fs.Args()) > 0
 	validate := cfg.Validate
@@ -43,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 		// The tools reach PostgreSQL alone.
 		validate = cfg.ValidateTools
 	}
-	if err := validate(); err != nil {
+	if err := errors.Join(parseErr, validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := cfg.Log.Logger()
@@ -90,7 +98,7 @@ func run(ctx context.Context, args []string) error {
 
 	r, err := regiond.New(cfg.Region, cfg.NATS, cfg.NATSAuth, pool, log)
 	if err != nil {
-		return err
+		return daemon.ExplainListen(err, daemon.Listener{Flag: "http-addr", Addr: cfg.Region.HTTPAddr})
 	}
 	defer r.Close()
 	return r.Run(ctx)

@@ -57,12 +57,8 @@ func Postgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres at %s: %w", describe(cfg), err)
+		c := cfg.ConnConfig
+		return nil, ExplainPostgres(err, PostgresTarget{Host: c.Host, Port: c.Port, User: c.User, Database: c.Database})
 	}
 	return pool, nil
-}
-
-func describe(cfg *pgxpool.Config) string {
-	c := cfg.ConnConfig
-	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s", c.Host, c.Port, c.User, c.Database)
 }

@@ -119,7 +119,7 @@ func TestDevSystem(t *testing.T) {
 		t.Errorf("rackplane subnet delete: %v\n%s", err, out)
 	}
 	out, err = rp([]string{"deploy"}, "-os", "ubuntu", "-release", "noble", "cli1", "nosuch")
-	for _, w := range []string{"cli1", "no rack has an image", "nosuch\tno such machine", "2 of 2 machines failed"} {
+	for _, w := range []string{"cli1", "no rack has an image", "nosuch\tno machine with the host name \"nosuch\"", "2 of 2 machines failed"} {
 		if err == nil || !strings.Contains(out, w) {
 			t.Errorf("rackplane deploy of an OS nobody has: %v\n%s\nwant %q in it", err, out, w)
 		}

@@ -2,7 +2,9 @@ package natsserver
 
 import (
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -50,6 +52,19 @@ func start(cfg Config, log server.Logger) (*server.Server, error) {
 	opts, err := options(cfg)
 	if err != nil {
 		return nil, err
+	}
+	// nats-server only logs that it cannot listen, and is then never
+	// ready: try the ports first, so that one in use is said at once.
+	for _, port := range []int{opts.Port, opts.Cluster.Port} {
+		if port <= 0 {
+			continue
+		}
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		ln.Close()
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

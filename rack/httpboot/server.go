@@ -133,7 +133,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	lns := s.lns
 	s.mu.Unlock()
-	s.log.Info("http boot serving", "addresses", s.cfg.Addresses)
+	// The bound addresses: a configured port 0 is the one the system chose.
+	bound := make([]string, len(lns))
+	for i, l := range lns {
+		bound[i] = l.Addr().String()
+	}
+	s.log.Info("http boot serving", "addresses", bound)
 	return srv.Serve(ctx, lns...)
 }
 

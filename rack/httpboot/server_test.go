@@ -182,3 +182,16 @@ func TestRunIsBounded(t *testing.T) {
 		t.Errorf("%v connections shed of 2,000", shed)
 	}
 }
+
+// TestLogsBoundAddresses: a server asked for port 0 logs the port it got,
+// which is where clients reach it.
+func TestLogsBoundAddresses(t *testing.T) {
+	var log handofftest.Log
+	tr := handofftest.Build(t, handofftest.Decisions{}, bootconfig.RenderConfig{})
+	srv, err := httpboot.NewServer(httpboot.Config{Addresses: []string{"127.0.0.1:0"}, HTTP: httpserver.DefaultConfig()}, tr.Resolver, log.Logger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	log.Wait(t, `msg="http boot serving"`, "addresses=["+srv.Addrs()[0].String()+"]")
+}

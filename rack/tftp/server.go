@@ -229,7 +229,8 @@ func (s *Server) Run(ctx context.Context) error {
 		servers[i] = srv
 		go func() { errc <- srv.Serve(c) }()
 	}
-	s.log.Info("tftp serving", "addresses", s.cfg.Addresses)
+	// The bound addresses: a configured port 0 is the one the system chose.
+	s.log.Info("tftp serving", "addresses", addrStrings(s.Addrs()))
 	var err error
 	pending := len(conns)
 	select {
@@ -379,4 +380,12 @@ func (h hook) record(st tftp.TransferStats) {
 	if b, err := strconv.Atoi(st.Opts["blksize"]); err == nil {
 		*v.(*int) = b
 	}
+}
+
+func addrStrings(addrs []net.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
 }

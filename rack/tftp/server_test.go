@@ -351,3 +351,15 @@ func TestSizeQueryIsNoFailedTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestLogsBoundAddresses: a server asked for port 0 logs the port it got,
+// which is where clients reach it.
+func TestLogsBoundAddresses(t *testing.T) {
+	var log handofftest.Log
+	srv, err := tftp.NewServer(tftp.Config{Addresses: []string{"127.0.0.1:0"}}, tree(t).Resolver, log.Logger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	log.Wait(t, `msg="tftp serving"`, "addresses=["+srv.Addrs()[0].String()+"]")
+}

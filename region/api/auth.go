@@ -1,9 +1,11 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,7 +90,7 @@ func (s *Server) tokenRoutes() {
 	s.handle("POST /api/v1/tokens", s.createToken)
 	s.handle("GET /api/v1/tokens", s.listTokens)
 	s.handle("DELETE /api/v1/tokens/{id}", s.revokeToken)
-	s.handle("GET /api/v1/audit", s.listAudit)
+	s.handle("GET /api/v1/audit", s.listAudit, "actor", "action", "target", "since", "until", "after", "limit", "last")
 }
 
 type createTokenRequest struct {
@@ -98,7 +100,7 @@ type createTokenRequest struct {
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	var req createTokenRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "name"); err != nil {
 		return err
 	}
 	if req.Actor == "" {
@@ -140,6 +142,10 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := postgres.AuditFilter{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target")}
+	if f.Action != "" && !slices.Contains(s.actions, f.Action) {
+		return rackplane.Errorf(rackplane.EINVALID, "action %.80q: no such action; an action is the route of a change: %s",
+			f.Action, strings.Join(s.sortedActions(), ", "))
+	}
 	var err error
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {
@@ -186,4 +192,15 @@ type actorKey struct{}
 func Actor(ctx context.Context) string {
 	a, _ := ctx.Value(actorKey{}).(string)
 	return a
+}
+
+// sortedActions are the audit log's actions, by path then method.
+func (s *Server) sortedActions() []string {
+	out := slices.Clone(s.actions)
+	slices.SortFunc(out, func(a, b string) int {
+		am, ap, _ := strings.Cut(a, " ")
+		bm, bp, _ := strings.Cut(b, " ")
+		return cmp.Or(strings.Compare(ap, bp), strings.Compare(am, bm))
+	})
+	return out
 }

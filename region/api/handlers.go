@@ -2,8 +2,11 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/region/postgres"
+	"github.com/rackplane/rackplane/schema"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
@@ -147,6 +151,9 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f := postgres.ReadFilter{Stream: q.Get("stream"), Types: q["type"]}
+	if err := knownEventTypes(f.Types); err != nil {
+		return err
+	}
 	last, err := QueryInt(r, "last", 0, 1, 1000)
 	if err != nil {
 		return err
@@ -209,4 +216,30 @@ func (s *Server) listRejected(w http.ResponseWriter, r *http.Request) error {
 		rej = []postgres.Rejected{}
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"rejected_events": rej})
+}
+
+// knownEventTypes refuses a type no event has (each has a schema file):
+// a misspelt type would otherwise read as a log without such events.
+func knownEventTypes(types []string) error {
+	set, err := schema.Default()
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, t := range types {
+		if !strings.HasPrefix(t, "rackplane.") || !set.Has(t) {
+			bad = append(bad, fmt.Sprintf("%.80q", t))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	var all []string
+	for _, n := range set.Names() {
+		if strings.HasPrefix(n, "rackplane.") {
+			all = append(all, n)
+		}
+	}
+	slices.Sort(all)
+	return rackplane.Errorf(rackplane.EINVALID, "type %s: no such event type; the types: %s", strings.Join(bad, ", "), strings.Join(all, ", "))
 }

@@ -18,7 +18,7 @@ type Hardware interface {
 
 func (s *Server) hardwareRoutes() {
 	s.handle("GET /api/v1/machines/{id}/hardware", s.getHardware)
-	s.handle("GET /api/v1/machines/{id}/hardware/history", s.hardwareHistory)
+	s.handle("GET /api/v1/machines/{id}/hardware/history", s.hardwareHistory, "limit")
 	s.handle("PUT /api/v1/machines/{id}/tags", s.setTags)
 }
 
@@ -80,7 +80,7 @@ func (s *Server) setTags(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req tagsRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "tags"); err != nil {
 		return err
 	}
 	if req.Tags == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rackplane/rackplane"
@@ -23,12 +24,12 @@ type RackImages interface {
 }
 
 func (s *Server) imageRoutes() {
-	s.handle("GET /api/v1/racks/{id}/images", s.listRackImages)
-	s.handle("DELETE /api/v1/racks/{id}/images/{version...}", s.deleteRackImage)
-	s.handle("POST /api/v1/racks/{id}/images/gc", s.collectRackImages)
-	s.handle("POST /api/v1/racks/{id}/images/imports", s.startRackImport)
-	s.handle("GET /api/v1/racks/{id}/images/imports", s.listRackImports)
-	s.handle("GET /api/v1/racks/{id}/images/imports/{import}", s.getRackImport)
+	s.handle("GET /api/v1/racks/{id}/images", s.listRackImages, "timeout")
+	s.handle("DELETE /api/v1/racks/{id}/images/{version...}", s.deleteRackImage, "timeout")
+	s.handle("POST /api/v1/racks/{id}/images/gc", s.collectRackImages, "dry_run", "timeout")
+	s.handle("POST /api/v1/racks/{id}/images/imports", s.startRackImport, "timeout")
+	s.handle("GET /api/v1/racks/{id}/images/imports", s.listRackImports, "timeout")
+	s.handle("GET /api/v1/racks/{id}/images/imports/{import}", s.getRackImport, "timeout")
 }
 
 type rackImagesResponse struct {
@@ -170,7 +171,21 @@ func decodeImportRequest(r *http.Request) (rackimages.ImportRequest, error) {
 	if n := countSet(req.URL != "", req.Dir != "", req.SystemBootloaders != nil, req.DebianNetboot != nil, req.Simplestreams != nil); n != 1 {
 		return req, rackplane.Errorf(rackplane.EINVALID, "give exactly one of url, dir, system_bootloaders, debian_netboot and simplestreams (got %d)", n)
 	}
+	// The rack reads the directory, from a working directory of its own:
+	// only an absolute path means the same to the client and the rack.
+	for name, dir := range map[string]string{"dir": req.Dir, "simplestreams.dir": simplestreamsDir(req)} {
+		if dir != "" && !strings.HasPrefix(dir, "/") {
+			return req, rackplane.Errorf(rackplane.EINVALID, "%s %.200q: want an absolute path of a directory on the rack, such as /srv/images", name, dir)
+		}
+	}
 	return req, nil
+}
+
+func simplestreamsDir(req rackimages.ImportRequest) string {
+	if req.Simplestreams == nil {
+		return ""
+	}
+	return req.Simplestreams.Dir
 }
 
 func rackTimeout(r *http.Request, def time.Duration) (time.Duration, error) {

@@ -30,7 +30,7 @@ type Machines interface {
 
 func (s *Server) machineRoutes() {
 	s.handle("POST /api/v1/machines", s.createMachine)
-	s.handle("GET /api/v1/machines", s.listMachines)
+	s.handle("GET /api/v1/machines", s.listMachines, OwnQuery)
 	s.handle("GET /api/v1/machines/{id}", s.getMachine)
 	s.handle("PATCH /api/v1/machines/{id}", s.updateMachine)
 	s.handle("DELETE /api/v1/machines/{id}", s.deleteMachine)
@@ -85,11 +85,18 @@ func writeMachine(w http.ResponseWriter, status int, m rackplane.Machine) error 
 
 func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
 	var req machineRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "hostname", "macs"); err != nil {
 		return err
 	}
-	if req.Hostname == nil || req.MACs == nil {
-		return rackplane.Errorf(rackplane.EINVALID, "hostname and macs are required")
+	var missing []string
+	if req.Hostname == nil {
+		missing = append(missing, `hostname (a host name such as "node1")`)
+	}
+	if req.MACs == nil {
+		missing = append(missing, `macs (a list of MAC addresses such as ["52:54:00:12:34:56"])`)
+	}
+	if len(missing) > 0 {
+		return rackplane.Errorf(rackplane.EINVALID, "%s required", strings.Join(missing, " and "))
 	}
 	c := machine.CreateRequest{Hostname: *req.Hostname, MACs: *req.MACs}
 	if req.Arch != nil {
@@ -222,7 +229,7 @@ func (s *Server) deployMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req deployRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "os", "release"); err != nil {
 		return err
 	}
 	md, err := meta(r)

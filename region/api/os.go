@@ -35,8 +35,8 @@ type (
 )
 
 func (s *Server) osRoutes() {
-	s.handle("GET /api/v1/os", s.listOS)
-	s.handle("GET /api/v1/racks/{id}/capabilities", s.rackCapabilities)
+	s.handle("GET /api/v1/os", s.listOS, "live", "timeout", "os", "release", "arch")
+	s.handle("GET /api/v1/racks/{id}/capabilities", s.rackCapabilities, "live", "timeout")
 	s.handle("PUT /api/v1/os/{os}/{release}/licence-key", s.putLicenceKey)
 	s.handle("GET /api/v1/os/{os}/{release}/licence-key", s.getLicenceKey)
 }
@@ -87,7 +87,7 @@ type licenceKeyRequest struct {
 
 func (s *Server) putLicenceKey(w http.ResponseWriter, r *http.Request) error {
 	var req licenceKeyRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "key"); err != nil {
 		return err
 	}
 	k, err := s.osRegistry.SetLicenceKey(r.Context(), r.PathValue("os"), r.PathValue("release"), req.Key, Actor(r.Context()))

@@ -34,11 +34,11 @@ type Power interface {
 
 func (s *Server) powerRoutes() {
 	s.handle("PUT /api/v1/machines/{id}/power", s.setPower)
-	s.handle("GET /api/v1/machines/{id}/power", s.getPower)
+	s.handle("GET /api/v1/machines/{id}/power", s.getPower, "live", "timeout")
 	s.handle("DELETE /api/v1/machines/{id}/power", s.clearPower)
 	s.handle("GET /api/v1/power-drivers", s.listPowerDrivers)
 	for _, a := range []events.PowerAction{events.PowerOn, events.PowerOff, events.PowerCycle} {
-		s.handle("POST /api/v1/machines/{id}/power/"+string(a), s.powerAction(a))
+		s.handle("POST /api/v1/machines/{id}/power/"+string(a), s.powerAction(a), "timeout")
 	}
 }
 

@@ -31,7 +31,7 @@ func (s *Server) preseedRoutes() {
 	s.handle("PUT /api/v1/preseeds/{name}", s.editPreseed)
 	s.handle("GET /api/v1/preseeds/{name}/versions", s.listPreseedVersions)
 	s.handle("GET /api/v1/preseeds/{name}/versions/{version}", s.getPreseedVersion)
-	s.handle("GET /api/v1/preseeds/{name}/diff", s.diffPreseed)
+	s.handle("GET /api/v1/preseeds/{name}/diff", s.diffPreseed, "from", "to")
 	s.handle("POST /api/v1/preseeds/{name}/rollback", s.rollbackPreseed)
 }
 
@@ -50,7 +50,7 @@ func preseedMeta(r *http.Request) preseed.Meta {
 
 func (s *Server) createPreseed(w http.ResponseWriter, r *http.Request) error {
 	var b preseedBody
-	if err := DecodeJSON(r, &b); err != nil {
+	if err := DecodeJSON(r, &b, "name", "content"); err != nil {
 		return err
 	}
 	if err := s.preseeds.Create(r.Context(), b.Name, b.Content, b.Format, b.Scope, b.Comment, preseedMeta(r)); err != nil {
@@ -115,7 +115,7 @@ func (s *Server) editPreseed(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	AuditNote(r.Context(), events.PreseedStreamName(name), nil, nil)
 	var b preseedBody
-	if err := DecodeJSON(r, &b); err != nil {
+	if err := DecodeJSON(r, &b, "content"); err != nil {
 		return err
 	}
 	base, err := ifMatch(r)
@@ -139,7 +139,7 @@ func (s *Server) rollbackPreseed(w http.ResponseWriter, r *http.Request) error {
 		Version int64  `json:"version"`
 		Comment string `json:"comment"`
 	}
-	if err := DecodeJSON(r, &b); err != nil {
+	if err := DecodeJSON(r, &b, "version"); err != nil {
 		return err
 	}
 	base, err := ifMatch(r)

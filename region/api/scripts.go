@@ -76,7 +76,7 @@ func (s *Server) createScript(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var b scripts.Script
-	if err := DecodeJSON(r, &b); err != nil {
+	if err := DecodeJSON(r, &b, "name", "content"); err != nil {
 		return err
 	}
 	if err := scripts.Check(&b); err != nil {
@@ -107,7 +107,7 @@ func (s *Server) replaceScript(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	AuditNote(r.Context(), events.CommissioningScriptStreamName(name), nil, nil)
 	var b scripts.Script
-	if err := DecodeJSON(r, &b); err != nil {
+	if err := DecodeJSON(r, &b, "content"); err != nil {
 		return err
 	}
 	if b.Name != "" && b.Name != name {

@@ -6,9 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/jsonbody"
 	"github.com/rackplane/rackplane/region/postgres"
 )
 
@@ -51,6 +56,10 @@ type Server struct {
 	joinTokens  JoinTokens
 	rackRevoker RackRevoker
 	natsAuth    NATSAuth
+
+	// actions are the patterns of the audited routes: the values of an
+	// audit entry's action.
+	actions []string
 }
 
 // NATSAuth tells how racks are authorised on NATS, for /readyz.
@@ -191,8 +200,8 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	s.handle("GET /api/v1/racks", s.listRacks)
 	s.handle("GET /api/v1/racks/{id}", s.getRack)
-	s.handle("GET /api/v1/events", s.listEvents)
-	s.handle("GET /api/v1/rejected-events", s.listRejected)
+	s.handle("GET /api/v1/events", s.listEvents, "after", "limit", "wait", "stream", "type", "last")
+	s.handle("GET /api/v1/rejected-events", s.listRejected, "limit")
 	s.osRoutes()
 	s.tokenRoutes()
 	s.joinTokenRoutes()
@@ -214,12 +223,23 @@ func (s *Server) routes() {
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // Handle adds a route; other packages of the region add theirs with it.
-func (s *Server) Handle(pattern string, h HandlerFunc) { s.handle(pattern, h) }
+// query names the query parameters it reads (see handle).
+func (s *Server) Handle(pattern string, h HandlerFunc, query ...string) {
+	s.handle(pattern, h, query...)
+}
 
-func (s *Server) handle(pattern string, h HandlerFunc) {
+// handle adds a route reading the query parameters named in query: any
+// other is refused before h runs, so that a misspelt filter is a 400
+// naming it rather than a list that looks filtered. OwnQuery instead
+// leaves every check of the query to h.
+func (s *Server) handle(pattern string, h HandlerFunc, query ...string) {
 	public := publicRoutes[pattern]
 	method, _, _ := strings.Cut(pattern, " ")
 	mutation := method != http.MethodGet && method != http.MethodHead
+	if mutation && !public {
+		// The audit log's actions are these patterns.
+		s.actions = append(s.actions, pattern)
+	}
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: 200}
@@ -240,7 +260,11 @@ func (s *Server) handle(pattern string, h HandlerFunc) {
 			note = &auditNote{}
 			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, note))
 		}
-		err := h(sw, r)
+		// A change refused for its query is audited like any other.
+		err := checkQuery(pattern, r.URL.Query(), query)
+		if err == nil {
+			err = h(sw, r)
+		}
 		if err != nil {
 			s.writeError(sw, r, err)
 		}
@@ -248,6 +272,37 @@ func (s *Server) handle(pattern string, h HandlerFunc) {
 			s.audit(r, pattern, sw.status, note, err)
 		}
 	})
+}
+
+// OwnQuery, as handle's only query parameter, says that the handler
+// checks the whole query itself (and names every problem of it at once).
+const OwnQuery = "\x00own"
+
+// checkQuery refuses a parameter of q that is not in known, naming each
+// and what the route takes.
+func checkQuery(pattern string, q url.Values, known []string) error {
+	if len(known) == 1 && known[0] == OwnQuery {
+		return nil
+	}
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, fmt.Sprintf("%.40q", k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	takes := "takes no query parameters"
+	if len(known) > 0 {
+		takes = "takes " + strings.Join(known, ", ")
+	}
+	what := "no such query parameter"
+	if len(unknown) > 1 {
+		what = "no such query parameters"
+	}
+	return rackplane.Errorf(rackplane.EINVALID, "%s: %s (%s %s)", strings.Join(unknown, ", "), what, pattern, takes)
 }
 
 // Mount serves h at pattern without the API's token check, metrics and
@@ -387,11 +442,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 func WriteJSON(w http.ResponseWriter, status int, v any) error { return writeJSON(w, status, v) }
 
 // DecodeJSON reads a JSON request body into v, refusing unknown fields,
-// trailing data and bodies over 1 MiB.
-func DecodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// trailing data and bodies over 1 MiB. Its messages name the field and
+// the kind of value it wants (package jsonbody); required names the
+// fields a client must send, for the message of an empty body.
+func DecodeJSON(r *http.Request, v any, required ...string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
@@ -399,10 +455,7 @@ func DecodeJSON(r *http.Request, v any) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return rackplane.WrapError(rackplane.EINVALID, err, "request body not received in time")
 		}
-		return rackplane.Errorf(rackplane.EINVALID, "request body: %v", err)
+		return rackplane.WrapError(rackplane.EINVALID, err, "request body not received whole")
 	}
-	if dec.More() {
-		return rackplane.Errorf(rackplane.EINVALID, "request body: trailing data after the JSON object")
-	}
-	return nil
+	return jsonbody.Decode(body, v, required...)
 }

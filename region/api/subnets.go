@@ -21,7 +21,7 @@ type Subnets interface {
 
 func (s *Server) subnetRoutes() {
 	s.handle("POST /api/v1/subnets", s.createSubnet)
-	s.handle("GET /api/v1/subnets", s.listSubnets)
+	s.handle("GET /api/v1/subnets", s.listSubnets, "rack_id")
 	s.handle("GET /api/v1/subnets/{id}", s.getSubnet)
 	s.handle("PATCH /api/v1/subnets/{id}", s.updateSubnet)
 	s.handle("DELETE /api/v1/subnets/{id}", s.deleteSubnet)
@@ -49,7 +49,7 @@ func subnetID(r *http.Request) (string, error) {
 
 func (s *Server) createSubnet(w http.ResponseWriter, r *http.Request) error {
 	var f subnet.Fields
-	if err := DecodeJSON(r, &f); err != nil {
+	if err := DecodeJSON(r, &f, "rack_id", "cidr"); err != nil {
 		return err
 	}
 	md, err := subnetMeta(r)

@@ -30,16 +30,16 @@ type Volumes interface {
 }
 
 func (s *Server) volumeRoutes() {
-	s.handle("POST /api/v1/machines/{id}/volumes", s.createVolume)
-	s.handle("GET /api/v1/machines/{id}/volumes", s.listVolumes)
+	s.handle("POST /api/v1/machines/{id}/volumes", s.createVolume, "timeout")
+	s.handle("GET /api/v1/machines/{id}/volumes", s.listVolumes, "removed")
 	s.handle("GET /api/v1/volumes/{vid}", s.getVolume)
 	s.handle("GET /api/v1/storage-providers", s.listStorageProviders)
-	s.handle("DELETE /api/v1/volumes/{vid}", s.volumeAction(events.StorageActionRemove, DefaultVolumeTimeout))
-	s.handle("POST /api/v1/volumes/{vid}/grow", s.volumeAction(events.StorageActionGrow, DefaultVolumeSlowTimeout))
-	s.handle("POST /api/v1/volumes/{vid}/snapshot", s.volumeAction(events.StorageActionSnapshot, DefaultVolumeSlowTimeout))
+	s.handle("DELETE /api/v1/volumes/{vid}", s.volumeAction(events.StorageActionRemove, DefaultVolumeTimeout), "timeout")
+	s.handle("POST /api/v1/volumes/{vid}/grow", s.volumeAction(events.StorageActionGrow, DefaultVolumeSlowTimeout), "timeout")
+	s.handle("POST /api/v1/volumes/{vid}/snapshot", s.volumeAction(events.StorageActionSnapshot, DefaultVolumeSlowTimeout), "timeout")
 	for _, a := range []events.StorageAction{events.StorageActionAttach, events.StorageActionDetach, events.StorageActionSetinfo, events.StorageActionVerify,
 		events.StorageActionOpen, events.StorageActionClose} {
-		s.handle("POST /api/v1/volumes/{vid}/"+string(a), s.volumeAction(a, DefaultVolumeTimeout))
+		s.handle("POST /api/v1/volumes/{vid}/"+string(a), s.volumeAction(a, DefaultVolumeTimeout), "timeout")
 	}
 }
 
@@ -72,7 +72,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req volume.CreateRequest
-	if err := DecodeJSON(r, &req); err != nil {
+	if err := DecodeJSON(r, &req, "provider", "size_mib"); err != nil {
 		return err
 	}
 	// Until there is a volume, a refusal is the machine's.

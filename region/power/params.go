@@ -1,9 +1,6 @@
 package power
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -14,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/jsonbody"
 )
 
 // Limits of power_rpc.request.v1.json, checked here so that parameters no
@@ -81,41 +79,12 @@ func ParseSetRequest(body []byte) (SetRequest, error) {
 	if len(body) > MaxBody {
 		return r, rackplane.Errorf(rackplane.EINVALID, "request body over %d bytes", MaxBody)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		// encoding/json's messages name fields and types, never values
-		// of strings, but a syntax error's offset is all it needs.
-		return SetRequest{}, rackplane.Errorf(rackplane.EINVALID, "request body: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return SetRequest{}, rackplane.Errorf(rackplane.EINVALID, "request body: trailing data after the JSON object")
+	// jsonbody's messages name fields and kinds of values, never the
+	// values of strings: the password stays out of them.
+	if err := jsonbody.Decode(body, &r, "driver"); err != nil {
+		return SetRequest{}, err
 	}
 	return r, r.Check()
-}
-
-// jsonProblem describes a decoding error without any of the body's text.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("not JSON (at byte %d)", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %s must be %s, not %s", te.Field, te.Type, te.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		// The name of an unknown field is the caller's text, but not a
-		// value; clipped all the same.
-		return clip(err.Error(), 120)
-	}
-	return "not a JSON object of power parameters"
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // Check names every bad field in one error.

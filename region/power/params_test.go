@@ -28,11 +28,12 @@ func TestParseSetRequest(t *testing.T) {
 		{"upper-case driver", `{"driver":"IPMI"}`, []string{"driver must be"}},
 		{"port too high", `{"driver":"ipmi","port":65536}`, []string{"port must be"}},
 		{"too many extras", `{"driver":"x","extra":{` + manyExtras(65) + `}}`, []string{"extra has 65 entries"}},
-		{"unknown field", `{"driver":"ipmi","pass":"x"}`, []string{"unknown field"}},
+		{"unknown field", `{"driver":"ipmi","pass":"x"}`, []string{`unknown field "pass"`, "the fields are driver, address, port, username, password, extra, rack_id"}},
 		{"trailing data", `{"driver":"ipmi"} {}`, []string{"trailing data"}},
-		{"wrong type", `{"driver":"ipmi","port":"623"}`, []string{"field port must be int"}},
-		{"not json", `{"driver":`, []string{"request body"}},
-		{"array", `[]`, []string{"request body"}},
+		{"wrong type", `{"driver":"ipmi","port":"623"}`, []string{"port: want a whole number, got a string"}},
+		{"not json", `{"driver":`, []string{"request body: the JSON ends early"}},
+		{"array", `[]`, []string{"request body: want an object, got a list"}},
+		{"empty", ``, []string{`the request needs a JSON body: {"driver": "…", "address": "…", "port": 0`, "(required: driver)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := power.ParseSetRequest([]byte(tc.body))

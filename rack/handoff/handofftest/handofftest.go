@@ -1,12 +1,14 @@
 package handofftest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,4 +214,38 @@ func Serve(t testing.TB, srv Server) {
 			t.Errorf("run: %v", err)
 		}
 	})
+}
+
+// Log is what a server logged, as slog's text lines, for a test to wait
+// for a line.
+type Log struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Logger logs into l.
+func (l *Log) Logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// Wait waits up to 5 seconds for a line holding every one of parts.
+func (l *Log) Wait(t testing.TB, parts ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		l.mu.Lock()
+		text := l.buf.String()
+		l.mu.Unlock()
+		for _, line := range strings.Split(text, "\n") {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line with %q logged:\n%s", parts, text)
+		}
+	}
 }

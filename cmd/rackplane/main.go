@@ -17,7 +17,9 @@ Run the system:
   dev                 embedded NATS, a region and a rack in one process, on the local PostgreSQL
 
 Talk to a region (flags -api, -token; env RACKPLANE_API, RACKPLANE_TOKEN):
-  racks               list racks
+  racks               list racks, online ones first (-retired: the retired ones)
+  racks retire RACK   retire an offline rack nothing depends on, by id or name: it leaves the racks
+                      for good and its NATS credential is revoked (-reason)
   rack ID             show one rack
   rack revoke ID      revoke a rack's NATS credential: it is refused and disconnected
   os                  what can be booted, on which racks (-live asks them now)

@@ -185,8 +185,18 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-// rackID resolves a rack given by id or by name.
+// rackID resolves a rack given by id or by name. A name that racks in
+// service share is taken for the online one when exactly one of them is
+// (an earlier rack of the name that went away is not the one meant);
+// otherwise it is refused with their ids and states.
 func (c *client) rackID(ctx context.Context, rack string) (string, error) {
+	return c.resolveRack(ctx, rack, true)
+}
+
+// resolveRack resolves a rack given by id or by name; preferOnline takes
+// the one online rack of a name several share, where a name that is
+// ambiguous is otherwise refused, listing the racks.
+func (c *client) resolveRack(ctx context.Context, rack string, preferOnline bool) (string, error) {
 	if _, err := uuid.Parse(rack); err == nil {
 		return rack, nil
 	}
@@ -196,10 +206,30 @@ func (c *client) rackID(ctx context.Context, rack string) (string, error) {
 	if err := c.get(ctx, "/api/v1/racks", nil, &out); err != nil {
 		return "", err
 	}
+	var named, online []rackplane.Rack
 	for _, r := range out.Racks {
 		if r.Name == rack {
-			return r.ID, nil
+			named = append(named, r)
+			if r.Online {
+				online = append(online, r)
+			}
 		}
 	}
-	return "", fmt.Errorf("no rack named %q", rack)
+	switch {
+	case len(named) == 0:
+		return "", fmt.Errorf("no rack named %q (rackplane racks lists them)", rack)
+	case len(named) == 1:
+		return named[0].ID, nil
+	case preferOnline && len(online) == 1:
+		return online[0].ID, nil
+	}
+	var each []string
+	for _, r := range named {
+		state := "online"
+		if !r.Online {
+			state = "offline, last seen " + r.LastSeen.Local().Format(time.DateTime)
+		}
+		each = append(each, r.ID+" ("+state+")")
+	}
+	return "", fmt.Errorf("%d racks are named %q: %s; give the id of the one you mean", len(named), rack, strings.Join(each, ", "))
 }

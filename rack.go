@@ -24,6 +24,11 @@ type Rack struct {
 	// DHCP is what the rack's DHCP server does, as it last registered;
 	// nil for a rack that did not say.
 	DHCP *RackDHCP `json:"dhcp"`
+	// RetiredAt is when the rack was retired, and RetiredBy who retired
+	// it: a retired rack is listed only on request, never watched, and
+	// offers no images (nil: in service).
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	RetiredBy string     `json:"retired_by,omitempty"`
 }
 
 // RackDHCP is what a rack's DHCP server does: Mode off, proxy or managed,

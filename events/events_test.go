@@ -29,7 +29,7 @@ func TestEveryTypeHasASchemaAndSubject(t *testing.T) {
 		events.TypeMachineCommissioning, events.TypeMachineCommissioned, events.TypeMachineReleasing, events.TypeMachineBroken,
 		events.TypeMachineFixed, events.TypeMachineRescueEntered, events.TypeMachineRescueExited, events.TypeMachineErasing,
 		events.TypeDHCPLeasesChanged, events.TypeSubnetSet, events.TypeSubnetDeleted,
-		events.TypeRackJoined, events.TypeRackRevoked, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused,
+		events.TypeRackJoined, events.TypeRackRevoked, events.TypeRackRetired, events.TypeJoinTokenCreated, events.TypeJoinTokenRevoked, events.TypeDiscoveryRefused,
 		events.TypePowerActionCompleted, events.TypePowerParametersSet, events.TypePowerParametersCleared, events.TypePowerActionRequested, events.TypePowerStateChanged,
 		events.TypeInventoryReported, events.TypeMachineTagsSet, events.TypeAgentStepReported, events.TypeAgentFinished,
 		events.TypeAgentScriptReported, events.TypeCommissioningScriptSet, events.TypeCommissioningScriptDeleted}

@@ -48,6 +48,9 @@ const (
 	FollowSubnets = "subnets" // subnet_set and subnet_deleted
 )
 
+// FollowPurposes is every purpose a rack follows: one consumer each.
+var FollowPurposes = []string{FollowBoot, FollowSubnets}
+
 // FollowTypes returns the event types a rack follows for purpose, or nil
 // for an unknown purpose.
 func FollowTypes(purpose string) []string {

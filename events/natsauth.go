@@ -21,6 +21,23 @@ type RackCredential struct {
 	JoinTokenID string `json:"join_token_id,omitempty"`
 }
 
+// TypeRackRetired is an operator's (or rackplane dev's) retirement of a
+// rack, on its stream: the rack leaves the racks the region lists, watches
+// and offers images of, for good. Its NATS credential is revoked in the
+// same transaction (rack_revoked, when it had one). The region refuses it
+// while the rack is online or while machines, subnets or volumes depend on
+// it, so nothing the rack serves is orphaned by it.
+const TypeRackRetired = "rackplane.region.rack_retired.v1"
+
+// RackRetired is the data of TypeRackRetired: the rack, its name when it
+// was retired (a name may be taken again by another rack), and why, when
+// the one retiring it said.
+type RackRetired struct {
+	RackID string `json:"rack_id"`
+	Name   string `json:"name"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // JoinTokenChanged is the data of TypeJoinTokenCreated and
 // TypeJoinTokenRevoked.
 type JoinTokenChanged struct {

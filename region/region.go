@@ -259,6 +259,7 @@ type Region struct {
 	// unreadable counts the secrets under a key this region lacks.
 	unreadable prometheus.Gauge
 	callout    *natsauth.Service // nil with NoNATSCallout
+	retirer    rackRetirer
 	pruner     *retention.Pruner
 	ln         net.Listener
 }
@@ -314,7 +315,9 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 			Help: "Secrets stored under a key this region was not given (or that do not open), as counted at start: give the key in -secrets-old-key-files, or set them again.",
 		})}
 	reg.MustRegister(r.unreadable)
-	var revoker api.RackRevoker = natsauth.RecordOnly{Store: db}
+	recordOnly := natsauth.RecordOnly{Store: db}
+	var revoker api.RackRevoker = recordOnly
+	r.retirer = recordOnly
 	calloutOn := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "rackplane_region_nats_auth_callout",
 		Help: "1 while the region is its NATS server's auth callout; 0 with -no-nats-callout, when only the server's own configuration keeps clients out.",
@@ -325,7 +328,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 			FirstJoinTokenFile: auth.FirstJoinTokenFile, Logger: log.With("component", "natsauth"), Registerer: reg}); err != nil {
 			return nil, err
 		}
-		revoker = r.callout
+		revoker, r.retirer = r.callout, r.callout
 		calloutOn.Set(1)
 	}
 	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg, Streams: r.ensureStreams})
@@ -363,7 +366,7 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 		Volumes:     volume.New(db, nc, nil, log.With("component", "volume")),
 		Power:       powerSvc,
 		Subnets:     subnet.NewService(db, nil, log.With("component", "subnet")),
-		RackRevoker: revoker, NATSAuth: calloutState{r.callout},
+		RackRevoker: revoker, RackRetirer: r, NATSAuth: calloutState{r.callout},
 		Logger: log, Registerer: reg, Gatherer: reg})
 	ui, err := webui.New()
 	if err != nil {

@@ -190,31 +190,42 @@ func interspersed(fs *flag.FlagSet, args []string) []string {
 }
 
 func runRacks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "retire" {
+		return runRackRetire(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("racks", flag.ContinueOnError)
 	c := clientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	retired := fs.Bool("retired", false, "list the retired racks instead")
 	if err := parse(fs, args, stderr); err != nil {
 		return err
+	}
+	var q url.Values
+	if *retired {
+		q = url.Values{"retired": {"true"}}
 	}
 	var out struct {
 		Racks []rackplane.Rack `json:"racks"`
 	}
 	if *asJSON {
 		var raw json.RawMessage
-		if err := c.get(ctx, "/api/v1/racks", nil, &raw); err != nil {
+		if err := c.get(ctx, "/api/v1/racks", q, &raw); err != nil {
 			return err
 		}
 		_, err := stdout.Write(raw)
 		return err
 	}
-	if err := c.get(ctx, "/api/v1/racks", nil, &out); err != nil {
+	if err := c.get(ctx, "/api/v1/racks", q, &out); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tVERSION\tLAST SEEN")
 	for _, r := range out.Racks {
 		status := "offline"
-		if r.Online {
+		switch {
+		case r.RetiredAt != nil:
+			status = "retired " + r.RetiredAt.Local().Format(time.DateTime) + " by " + r.RetiredBy
+		case r.Online:
 			status = "online"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, status, r.Version, r.LastSeen.Local().Format(time.DateTime))
@@ -225,6 +236,9 @@ func runRacks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runRack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "revoke" {
 		return runRackRevoke(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "retire" {
+		return runRackRetire(ctx, args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("rack", flag.ContinueOnError)
 	c := clientFlags(fs)

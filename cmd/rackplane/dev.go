@@ -251,7 +251,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer pool.Close()
 	db := postgres.New(pool, log)
-	token, err := devToken(ctx, db, filepath.Join(dataDir, "token"))
+	token, err := devToken(ctx, db, filepath.Join(dataDir, "token"), devCreatedBy(dataDir))
 	if err != nil {
 		return err
 	}
@@ -297,10 +297,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		regionNATS.NKeySeedFile = filepath.Join(keysDir, natsserver.RegionSeedFile)
 		regionAuth.IssuerSeedFile = filepath.Join(keysDir, natsserver.IssuerSeedFile)
 		regionAuth.SystemNKeyFile = filepath.Join(keysDir, natsserver.SystemSeedFile)
-		if joinToken, err = joinTokenFile(ctx, db, joinTokenPath, devJoinTokenTTL, "rackplane-dev"); err != nil {
+		if joinToken, err = joinTokenFile(ctx, db, joinTokenPath, devJoinTokenTTL, devCreatedBy(dataDir)); err != nil {
 			return err
 		}
 		rackAuth.JoinToken = joinToken
+	}
+	// What dev minted for data directories that no longer hold it (this
+	// one's, when it is new) must not keep working unnoticed.
+	if err := revokeStaleDevTokens(ctx, db, dataDir, token, joinToken, log); err != nil {
+		return err
 	}
 	// Supervised: its log joins ours, and it is started again when a
 	// JetStream store fails for good (as running out of file descriptors
@@ -366,6 +371,12 @@ Join a second rack:
 		rackdCommand(), natsURL, joinFlag(cfg.InsecureNATS, joinTokenPath), filepath.Join(dataDir, "token"), reg.Addr())
 
 	g.Go(func() error { return rk.Run(gctx) })
+	// The rack of an earlier dev whose directory is gone (the same name,
+	// another id) goes too, once the region has it offline.
+	g.Go(func() error {
+		retireStaleDevRacks(gctx, reg, db, kcfg.Name, rk.ID(), log)
+		return nil
+	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -407,9 +418,10 @@ func joinFlag(insecure bool, joinTokenFile string) string {
 }
 
 // devToken returns the bootstrap API token kept in path, making a new one
-// when there is none or it no longer works (tokens are stored hashed, so
-// the file is the only copy). It migrates the database first.
-func devToken(ctx context.Context, db *postgres.DB, path string) (string, error) {
+// (created by createdBy) when there is none or it no longer works (tokens
+// are stored hashed, so the file is the only copy). It migrates the
+// database first.
+func devToken(ctx context.Context, db *postgres.DB, path, createdBy string) (string, error) {
 	if err := db.Migrate(ctx); err != nil {
 		return "", err
 	}
@@ -417,7 +429,7 @@ func devToken(ctx context.Context, db *postgres.DB, path string) (string, error)
 		_, err := db.Authenticate(ctx, tok, time.Now())
 		return err == nil, nil
 	}, func() (string, error) {
-		_, tok, err := db.CreateToken(ctx, "dev-bootstrap", "admin", "rackplane-dev", time.Now())
+		_, tok, err := db.CreateToken(ctx, "dev-bootstrap", "admin", createdBy, time.Now())
 		return tok, err
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ type devSystem struct {
 	t                 *testing.T
 	dataDir, api, nat string
 	stdout            *os.File
+	// stop stops dev as Ctrl-C does and waits for it (once; cleanup
+	// calls it too).
+	stop func()
 }
 
 // out is what dev printed so far.
@@ -44,32 +48,42 @@ func (d *devSystem) out() string {
 
 func startDev(t *testing.T, extra ...string) *devSystem {
 	t.Helper()
+	return startDevOn(t, filepath.Join(t.TempDir(), "dev"), pgtest.NewDatabase(t), extra...)
+}
+
+// startDevOn starts dev with data directory dataDir on database dbURL.
+func startDevOn(t *testing.T, dataDir, dbURL string, extra ...string) *devSystem {
+	t.Helper()
 	stdout, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stdout.Close() })
-	d := &devSystem{t: t, dataDir: filepath.Join(t.TempDir(), "dev"), stdout: stdout}
+	d := &devSystem{t: t, dataDir: dataDir, stdout: stdout}
 	natsPort := natsserver.FreePorts(t, 1)[0]
 	d.nat = fmt.Sprintf("127.0.0.1:%d", natsPort)
 	httpAddr := freeLoopback(t)
 	d.api = "http://" + httpAddr
-	args := append([]string{"-data-dir", d.dataDir, "-database-url", pgtest.NewDatabase(t), "-nats-addr", d.nat,
+	args := append([]string{"-data-dir", d.dataDir, "-database-url", dbURL, "-nats-addr", d.nat,
 		"-http-addr", httpAddr, "-rack-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-log-level", "error"}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runDev(ctx, args, stdout, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("rackplane dev: %v", err)
+	var once sync.Once
+	d.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("rackplane dev: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("rackplane dev still running 30s after Ctrl-C")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("rackplane dev still running 30s after Ctrl-C")
-		}
-	})
+		})
+	}
+	t.Cleanup(d.stop)
 	regiontest.Eventually(t, 60*time.Second, "rackplane dev's banner", func() error {
 		if !strings.Contains(d.out(), "Rackplane dev is running") {
 			select {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"text/tabwriter"
 	"time"
+
+	"github.com/rackplane/rackplane/region/api"
 )
 
 // runJoinToken manages the join tokens new racks join NATS with.
@@ -88,6 +90,48 @@ func runRackRevoke(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	fmt.Fprintf(stdout, "rack %s revoked (nkey %s); %d connections closed\n", fs.Arg(0), out.NKey, out.Disconnected)
+	if out.Warning != "" {
+		fmt.Fprintln(stderr, "warning:", out.Warning)
+	}
+	return nil
+}
+
+// runRackRetire retires a rack, given by id or by name: it leaves the
+// racks for good and its NATS credential is revoked. The region refuses
+// it, saying why, while the rack is online or in use.
+func runRackRetire(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("racks retire", flag.ContinueOnError)
+	c := clientFlags(fs)
+	reason := fs.String("reason", "", "why, for the event log")
+	if err := parse(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: rackplane racks retire [flags] RACK (a rack id, or the name of one rack)")
+	}
+	// A name several racks share is refused here even when one of them is
+	// online: which one goes is for the operator to say.
+	id, err := c.resolveRack(ctx, fs.Arg(0), false)
+	if err != nil {
+		return err
+	}
+	var out api.RackRetirement
+	path := "/api/v1/racks/" + url.PathEscape(id)
+	if *reason != "" {
+		path += "?" + url.Values{"reason": {*reason}}.Encode()
+	}
+	if err := c.send(ctx, "DELETE", path, nil, &out); err != nil {
+		return err
+	}
+	if out.AlreadyRetired {
+		fmt.Fprintf(stdout, "rack %s (%s) was retired already, %s by %s\n", out.Name, id, out.RetiredAt.Local().Format(time.DateTime), out.RetiredBy)
+		return nil
+	}
+	cred := "it had no NATS credential of the region's (it joined an open NATS server)"
+	if out.Credential != nil {
+		cred = fmt.Sprintf("its NATS credential (nkey %s) is revoked, %d connections closed", out.Credential.NKey, out.Disconnected)
+	}
+	fmt.Fprintf(stdout, "rack %s (%s) retired; %s; %d consumers of the region stream deleted\n", out.Name, id, cred, out.ConsumersDeleted)
 	if out.Warning != "" {
 		fmt.Fprintln(stderr, "warning:", out.Warning)
 	}

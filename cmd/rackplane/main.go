@@ -19,7 +19,9 @@ Run the system:
 Talk to a region (flags -api URL or host:port, -token; env RACKPLANE_API, RACKPLANE_TOKEN;
 the token is also read from the file .rackplane/token, which rackplane dev writes). A rack
 or a machine is named by its name (host name) or its id:
-  racks               list racks
+  racks               list racks, online ones first (-retired: the retired ones)
+  racks retire RACK   retire an offline rack nothing depends on: it leaves the racks for
+                      good and its NATS credential is revoked (-reason)
   rack RACK           show one rack
   rack revoke RACK    revoke a rack's NATS credential: it is refused and disconnected
   os                  what can be booted, on which racks (-live asks them now)

@@ -216,9 +216,18 @@ func (l *listFlag) Set(v string) error {
 }
 
 // rackID resolves a rack given by id or by name: every command that
-// names a rack takes either. A name two racks share is refused with
-// both, since either could be meant.
+// names a rack takes either. A name that racks in service share is taken
+// for the online one when exactly one of them is (an earlier rack of the
+// name that went away is not the one meant); otherwise it is refused
+// with their ids and states, since either could be meant.
 func (c *client) rackID(ctx context.Context, rack string) (string, error) {
+	return c.resolveRack(ctx, rack, true)
+}
+
+// resolveRack resolves a rack given by id or by name; preferOnline takes
+// the one online rack of a name several share, where a name that is
+// ambiguous is otherwise refused, listing the racks.
+func (c *client) resolveRack(ctx context.Context, rack string, preferOnline bool) (string, error) {
 	if _, err := uuid.Parse(rack); err == nil {
 		return rack, nil
 	}
@@ -228,26 +237,35 @@ func (c *client) rackID(ctx context.Context, rack string) (string, error) {
 	if err := c.get(ctx, "/api/v1/racks", nil, &out); err != nil {
 		return "", err
 	}
-	var names, matches []string
+	var names []string
+	var named, online []rackplane.Rack
 	for _, r := range out.Racks {
 		names = append(names, r.Name)
 		if r.Name == rack {
-			state := "offline"
+			named = append(named, r)
 			if r.Online {
-				state = "online"
+				online = append(online, r)
 			}
-			matches = append(matches, fmt.Sprintf("%s (%s, last seen %s)", r.ID, state, r.LastSeen.Local().Format(time.DateTime)))
 		}
 	}
-	switch len(matches) {
-	case 1:
-		return strings.Fields(matches[0])[0], nil
-	case 0:
-		if len(names) == 0 {
-			return "", fmt.Errorf("no rack named %q: the region knows no rack yet", rack)
-		}
+	switch {
+	case len(named) == 0 && len(names) == 0:
+		return "", fmt.Errorf("no rack named %q: the region knows no rack yet", rack)
+	case len(named) == 0:
 		slices.Sort(names)
 		return "", fmt.Errorf("no rack named %q; the racks are %s (give a name or an id)", rack, strings.Join(slices.Compact(names), ", "))
+	case len(named) == 1:
+		return named[0].ID, nil
+	case preferOnline && len(online) == 1:
+		return online[0].ID, nil
 	}
-	return "", fmt.Errorf("%d racks are named %q; give the id of the one you mean: %s", len(matches), rack, strings.Join(matches, "; "))
+	var each []string
+	for _, r := range named {
+		state := "online"
+		if !r.Online {
+			state = "offline, last seen " + r.LastSeen.Local().Format(time.DateTime)
+		}
+		each = append(each, r.ID+" ("+state+")")
+	}
+	return "", fmt.Errorf("%d racks are named %q; give the id of the one you mean: %s", len(named), rack, strings.Join(each, "; "))
 }

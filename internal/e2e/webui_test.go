@@ -869,3 +869,67 @@ func TestWebUIHardware(t *testing.T) {
 	b.do("clear the filters", chromedp.Click(chromedp.ID("filter-clear")))
 	b.see("hw2 again", row("hw2"))
 }
+
+// TestWebUIRetireRack: the racks page offers Retire on an offline rack
+// only, asks before it acts, shows the region's refusal verbatim while a
+// machine depends on the rack, and once nothing does retires it: the rack
+// leaves the page, and the API has it retired by the token's actor.
+func TestWebUIRetireRack(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, live, ns := uiSite(t, "live-rack")
+	old := start(t, "rackd", "-insecure-nats", "-nats-url", ns.URL, "-data-dir", filepath.Join(t.TempDir(), "old"), "-name", "old-rack",
+		"-http-addr", "127.0.0.1:0", "-tftp-addr", "127.0.0.1:0", "-import-system-bootloaders=false", "-heartbeat-interval", "500ms")
+	var oldRack rackplane.Rack
+	eventually(t, 15*time.Second, "old-rack online", func() error {
+		rs, err := racks(context.Background(), a.base, a.token)
+		r, ok := rackByName(rs, "old-rack")
+		if err != nil || !ok || !r.Online {
+			return fmt.Errorf("racks %+v %v", rs, err)
+		}
+		oldRack = r
+		return nil
+	})
+	var m struct{ ID string }
+	if code := a.call("POST", "/api/v1/machines", nil, map[string]any{"hostname": "held", "macs": []string{"52:54:00:ee:20:01"}, "boot_rack_id": oldRack.ID}, &m); code != 201 {
+		t.Fatalf("create machine: %d", code)
+	}
+	if err := old.Stop(); err != nil {
+		t.Logf("stop old-rack: %v", err)
+	}
+
+	b := newBrowser(t)
+	defer b.checkClean()
+	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.see("old-rack offline, listed after the online rack", `//tbody/tr[2][td[1][normalize-space()="old-rack"]]/td[2][normalize-space()="offline"]`)
+	b.see("live-rack first, online", `//tbody/tr[1][td[1][normalize-space()="live-rack"]]/td[2][normalize-space()="online"]`)
+	if n := value(b, "count live-rack's Retire buttons", chromedp.Evaluate[float64](`document.evaluate('count(`+row("live-rack")+
+		`//button[contains(@class, "retire")])', document, null, XPathResult.NUMBER_TYPE, null).numberValue`)); n != 0 {
+		t.Errorf("the online rack's row offers Retire")
+	}
+
+	// Asked first; Cancel does nothing.
+	b.do("Retire old-rack, then cancel", chromedp.Click(row("old-rack")+`//button[contains(@class, "retire")]`))
+	b.see("the question", `//div[@id="rack-confirm"][contains(., "Retire rack old-rack (`+oldRack.ID+`)?")]`)
+	b.do("cancel", chromedp.Click(chromedp.ID("rack-confirm-no")))
+	b.do("the question gone", chromedp.WaitNotVisible(chromedp.ID("rack-confirm")))
+
+	// A machine depends on it: the region's refusal, verbatim.
+	b.do("Retire old-rack", chromedp.Click(row("old-rack")+`//button[contains(@class, "retire")]`), chromedp.Click(chromedp.ID("rack-confirm-yes")))
+	b.see("the refusal naming the machine", `//p[@id="error"][contains(., "is still in use: 1 machine depends on it: held (boots from it)")][contains(., "conflict")]`)
+
+	if code := a.call("DELETE", "/api/v1/machines/"+m.ID, nil, nil, nil); code != 200 && code != 204 {
+		t.Fatalf("delete the machine: %d", code)
+	}
+	b.do("Retire old-rack again", chromedp.Click(row("old-rack")+`//button[contains(@class, "retire")]`), chromedp.Click(chromedp.ID("rack-confirm-yes")))
+	b.see("it is retired", `//p[@id="rack-result"][contains(., "Rack old-rack retired")]`)
+	b.do("old-rack gone from the list", chromedp.WaitNotPresent(row("old-rack")))
+	b.see("live-rack still there", row("live-rack"))
+	var got rackplane.Rack
+	if code := a.call("GET", "/api/v1/racks/"+oldRack.ID, nil, nil, &got); code != 200 || got.RetiredAt == nil || got.RetiredBy != "e2e" {
+		t.Fatalf("the API has old-rack as %d %+v", code, got)
+	}
+	if live.RetiredAt != nil {
+		t.Fatalf("live-rack: %+v", live)
+	}
+}

@@ -159,3 +159,23 @@ func ServeFollow(srv *rpc.Server, js jetstream.JetStream) error {
 		return events.FollowReply{Consumer: name}, err
 	})
 }
+
+// DeleteRackConsumers deletes the consumers rack rackID follows the region
+// stream through (one per events.FollowPurposes) and returns how many it
+// deleted: for a retired rack, which will not read them again. One that
+// is not there (never made, or gone after rackConsumerIdle) is no error.
+func DeleteRackConsumers(ctx context.Context, js jetstream.JetStream, rackID string) (int, error) {
+	n := 0
+	var errs []error
+	for _, purpose := range events.FollowPurposes {
+		name := events.RackConsumerName(rackID, purpose)
+		err := js.DeleteConsumer(ctx, events.RegionStream, name)
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, jetstream.ErrConsumerNotFound):
+			errs = append(errs, fmt.Errorf("delete consumer %s: %w", name, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}

@@ -63,8 +63,19 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
 }
 
+// listRacks lists the racks in service, online ones first (then by name,
+// the latest started first): the first rack of a name is one that
+// answers. ?retired=true lists the retired ones instead.
 func (s *Server) listRacks(w http.ResponseWriter, r *http.Request) error {
-	racks, err := s.racks.ListRacks(r.Context())
+	list := s.racks.ListRacks
+	switch v := r.URL.Query().Get("retired"); v {
+	case "", "false":
+	case "true":
+		list = s.racks.ListRetiredRacks
+	default:
+		return rackplane.Errorf(rackplane.EINVALID, "retired %q: want true or false", v)
+	}
+	racks, err := list(r.Context())
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,7 @@ type Server struct {
 
 	joinTokens  JoinTokens
 	rackRevoker RackRevoker
+	rackRetirer RackRetirer
 	natsAuth    NATSAuth
 
 	// actions are the patterns of the audited routes: the values of an
@@ -136,6 +137,9 @@ type Deps struct {
 	// it); NATSAuth puts the state of the NATS auth callout in /readyz.
 	JoinTokens  JoinTokens
 	RackRevoker RackRevoker
+	// RackRetirer retires racks (DELETE /api/v1/racks/{id} answers 503
+	// without it).
+	RackRetirer RackRetirer
 	NATSAuth    NATSAuth
 	Logger      *slog.Logger
 	// The API's metrics go to Registerer; /metrics serves Gatherer.
@@ -178,7 +182,7 @@ func New(d Deps) *Server {
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
 		machines: d.Machines, volumes: d.Volumes, power: d.Power, hardware: d.Hardware, scripts: d.Scripts, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
-		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, natsAuth: d.NATSAuth,
+		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, rackRetirer: d.RackRetirer, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
 		}, []string{"route", "status"}),
@@ -198,8 +202,9 @@ func (s *Server) routes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
-	s.handle("GET /api/v1/racks", s.listRacks)
+	s.handle("GET /api/v1/racks", s.listRacks, "retired")
 	s.handle("GET /api/v1/racks/{id}", s.getRack)
+	s.handle("DELETE /api/v1/racks/{id}", s.retireRack, "reason")
 	s.handle("GET /api/v1/events", s.listEvents, "after", "limit", "wait", "stream", "type", "last")
 	s.handle("GET /api/v1/rejected-events", s.listRejected, "limit")
 	s.osRoutes()

@@ -13,9 +13,10 @@ import (
 // than a row goes through a service instead (Machines, Preseeds,
 // OSRegistry, RackImages, Volumes).
 
-// Racks lists the racks that joined.
+// Racks lists the racks that joined: those in service, and those retired.
 type Racks interface {
 	ListRacks(ctx context.Context) ([]rackplane.Rack, error)
+	ListRetiredRacks(ctx context.Context) ([]rackplane.Rack, error)
 	GetRack(ctx context.Context, id string) (rackplane.Rack, error)
 }
 

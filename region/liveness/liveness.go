@@ -249,6 +249,18 @@ func (m *Monitor) LastHeartbeat(rackID string) (time.Time, bool) {
 	return t, ok
 }
 
+// Beating reports whether this region instance heard rackID within the
+// time that keeps a rack online (Misses heartbeat intervals; interval 0:
+// the default), and when it last did: a rack the log says is offline may
+// have come back a moment ago, before the next check records it.
+func (m *Monitor) Beating(rackID string, interval time.Duration) (time.Time, bool) {
+	if interval <= 0 {
+		interval = m.cfg.DefaultInterval
+	}
+	last, ok := m.LastHeartbeat(rackID)
+	return last, ok && m.cfg.Now().Sub(last) <= time.Duration(m.cfg.Misses)*interval
+}
+
 // Check compares every rack's state with the heartbeats seen and emits the
 // transitions due.
 func (m *Monitor) Check(ctx context.Context) error {

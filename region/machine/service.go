@@ -824,7 +824,7 @@ func (s *Service) bootRack(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	if !ok {
-		return "", invalid("boot_rack_id: no rack %s", u)
+		return "", invalid("boot_rack_id: no rack %s in service (it never joined, or it is retired)", u)
 	}
 	return u.String(), nil
 }

@@ -54,6 +54,7 @@ var refusalReasons = []string{refusedBadRequest, refusedNoNKey, refusedBadNKey, 
 type Store interface {
 	AdmitRack(ctx context.Context, rackID, nkey, joinToken string, now time.Time) (joined bool, err error)
 	RevokeRack(ctx context.Context, rackID, by string, now time.Time) (postgres.RackCredential, error)
+	RetireRack(ctx context.Context, rackID, by, reason string, now time.Time) (postgres.RackRetirement, error)
 	CreateFirstJoinToken(ctx context.Context, ttl time.Duration, createdBy string, now time.Time) (postgres.JoinToken, string, bool, error)
 }
 

@@ -30,19 +30,60 @@ func (s *Service) RevokeRack(ctx context.Context, rackID, by string) (Revocation
 	}
 	s.log.Warn("rack revoked: refusing its connections", "rack_id", rackID, "nkey", c.NKey, "by", by)
 	rv := Revocation{RackCredential: c}
-	rv.Disconnected, err = s.disconnect(ctx, rackID)
+	rv.Disconnected, rv.Warning = s.cutOff(ctx, rackID, "revoked")
+	return rv, nil
+}
+
+// cutOff disconnects the connections of rack rackID, whose credential was
+// just revoked, now and once more after the server's authentication
+// timeout (a connection admitted while the revocation committed registers
+// late). It returns how many it closed, and a warning when it could not
+// close them: they are refused when they reconnect. what is "revoked" or
+// "retired", for the log.
+func (s *Service) cutOff(ctx context.Context, rackID, what string) (int, string) {
+	n, err := s.disconnect(ctx, rackID)
 	select {
 	case s.resweep <- rackID:
 	default:
-		s.log.Warn("revoked rack: too many revocations at once; not searched for its connections a second time", "rack_id", rackID)
+		s.log.Warn(what+" rack: too many revocations at once; not searched for its connections a second time", "rack_id", rackID)
 	}
 	if err != nil {
-		s.log.Error("revoked rack: its connections could not be closed; they are refused when they reconnect", "rack_id", rackID, "err", err)
-		rv.Warning = "the rack is revoked, but its connections could not be closed (they are refused when they reconnect): " + err.Error()
-	} else if rv.Disconnected > 0 {
-		s.log.Warn("revoked rack disconnected", "rack_id", rackID, "connections", rv.Disconnected)
+		s.log.Error(what+" rack: its connections could not be closed; they are refused when they reconnect", "rack_id", rackID, "err", err)
+		return n, "the rack is " + what + ", but its connections could not be closed (they are refused when they reconnect): " + err.Error()
 	}
-	return rv, nil
+	if n > 0 {
+		s.log.Warn(what+" rack disconnected", "rack_id", rackID, "connections", n)
+	}
+	return n, ""
+}
+
+// Retirement is what retiring a rack did on NATS and in the database.
+type Retirement struct {
+	postgres.RackRetirement
+	// Disconnected is how many of the rack's connections were closed (an
+	// offline rack has none, unless it connected again just now).
+	Disconnected int `json:"disconnected"`
+	// Warning says what could not be done; the retirement holds anyway.
+	Warning string `json:"warning,omitempty"`
+}
+
+// RetireRack retires rack rackID (postgres.DB.RetireRack: refused while
+// it is online or in use) and, as RevokeRack does, closes whatever
+// connections its credential still has: a rack is retired offline, but
+// one that came back a moment ago must not stay connected with a revoked
+// credential.
+func (s *Service) RetireRack(ctx context.Context, rackID, by, reason string) (Retirement, error) {
+	res, err := s.store.RetireRack(ctx, rackID, by, reason, s.cfg.Now())
+	if err != nil || res.AlreadyRetired {
+		return Retirement{RackRetirement: res}, err
+	}
+	rt := Retirement{RackRetirement: res}
+	if res.Credential == nil {
+		return rt, nil
+	}
+	s.log.Warn("rack retired: its credential is revoked, refusing its connections", "rack_id", rackID, "nkey", res.Credential.NKey, "by", by)
+	rt.Disconnected, rt.Warning = s.cutOff(ctx, rackID, "retired")
+	return rt, nil
 }
 
 // RecordOnly revokes racks in the database alone: for a region running
@@ -51,7 +92,20 @@ func (s *Service) RevokeRack(ctx context.Context, rackID, by string) (Revocation
 type RecordOnly struct {
 	Store interface {
 		RevokeRack(ctx context.Context, rackID, by string, now time.Time) (postgres.RackCredential, error)
+		RetireRack(ctx context.Context, rackID, by, reason string, now time.Time) (postgres.RackRetirement, error)
 	}
+}
+
+// RetireRack records the retirement and says that a revoked credential
+// keeps nothing out here.
+func (r RecordOnly) RetireRack(ctx context.Context, rackID, by, reason string) (Retirement, error) {
+	res, err := r.Store.RetireRack(ctx, rackID, by, reason, time.Now())
+	rt := Retirement{RackRetirement: res}
+	if err == nil && !res.AlreadyRetired {
+		rt.Warning = "the region runs without its NATS auth callout (-no-nats-callout): the rack is retired, but the region keeps nothing off NATS " +
+			"(remove the rack's user from the NATS server's configuration); what it sends is not taken into the racks or the OS registry"
+	}
+	return rt, err
 }
 
 // RevokeRack records the revocation and says it keeps nothing out.

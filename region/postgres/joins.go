@@ -355,36 +355,54 @@ func (db *DB) RevokeRack(ctx context.Context, rackID, by string, now time.Time) 
 	}
 	var c RackCredential
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
-		var was *time.Time
-		err := tx.QueryRow(ctx, `SELECT revoked_at FROM rack_credentials WHERE rack_id = $1 FOR UPDATE`, rackID).Scan(&was)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return rackplane.Errorf(rackplane.ENOTFOUND, "rack %s never joined through the NATS auth callout", rackID)
-		}
-		if err != nil {
-			return wrap("revoke rack", err)
-		}
-		err = tx.QueryRow(ctx, `UPDATE rack_credentials SET revoked_at = coalesce(revoked_at, $2), revoked_by = coalesce(revoked_by, $3)
-			WHERE rack_id = $1 RETURNING `+rackCredentialColumns, rackID, now, by).
-			Scan(&c.RackID, &c.NKey, &c.JoinedAt, &c.JoinTokenID, &c.RevokedAt, &c.RevokedBy)
-		if err != nil {
-			return wrap("revoke rack", err)
-		}
-		if was != nil {
-			return nil
-		}
-		data := events.RackCredential{RackID: c.RackID, NKey: c.NKey}
-		if c.JoinTokenID != nil {
-			data.JoinTokenID = *c.JoinTokenID
-		}
-		ev, err := events.New(events.RegionSource, events.TypeRackRevoked, events.RackStreamName(rackID), now, data)
-		if err != nil {
+		var found bool
+		var ev *events.Event
+		var err error
+		c, found, ev, err = revokeCredential(ctx, tx, rackID, by, now)
+		if err != nil || ev == nil {
+			if err == nil && !found {
+				err = rackplane.Errorf(rackplane.ENOTFOUND, "rack %s never joined through the NATS auth callout", rackID)
+			}
 			return err
 		}
-		ev.Actor = by
-		_, err = db.Emit(ctx, tx, ev.Subject, ExpectAny, ev)
+		_, err = db.Emit(ctx, tx, ev.Subject, ExpectAny, *ev)
 		return err
 	})
 	return c, err
+}
+
+// revokeCredential marks rack rackID's credential revoked within tx and
+// returns it (found false: the rack never joined through the callout),
+// with the rack_revoked event for the caller to emit; ev is nil when there
+// is nothing new to say (no credential, or revoked before).
+func revokeCredential(ctx context.Context, tx pgx.Tx, rackID, by string, now time.Time) (c RackCredential, found bool, ev *events.Event, err error) {
+	var was *time.Time
+	err = tx.QueryRow(ctx, `SELECT revoked_at FROM rack_credentials WHERE rack_id = $1 FOR UPDATE`, rackID).Scan(&was)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, false, nil, nil
+	}
+	if err != nil {
+		return c, false, nil, wrap("revoke rack", err)
+	}
+	err = tx.QueryRow(ctx, `UPDATE rack_credentials SET revoked_at = coalesce(revoked_at, $2), revoked_by = coalesce(revoked_by, $3)
+		WHERE rack_id = $1 RETURNING `+rackCredentialColumns, rackID, now, by).
+		Scan(&c.RackID, &c.NKey, &c.JoinedAt, &c.JoinTokenID, &c.RevokedAt, &c.RevokedBy)
+	if err != nil {
+		return c, true, nil, wrap("revoke rack", err)
+	}
+	if was != nil {
+		return c, true, nil, nil
+	}
+	data := events.RackCredential{RackID: c.RackID, NKey: c.NKey}
+	if c.JoinTokenID != nil {
+		data.JoinTokenID = *c.JoinTokenID
+	}
+	e, err := events.New(events.RegionSource, events.TypeRackRevoked, events.RackStreamName(rackID), now, data)
+	if err != nil {
+		return c, true, nil, err
+	}
+	e.Actor = by
+	return c, true, &e, nil
 }
 
 const rackCredentialColumns = `rack_id::text, nkey, joined_at, join_token_id::text, revoked_at, revoked_by`

@@ -85,10 +85,11 @@ func (db *DB) AppendDiscovered(ctx context.Context, id, rackID string, since tim
 	return machineAppendError(err)
 }
 
-// RackExists reports whether a rack of that id ever joined.
+// RackExists reports whether a rack of that id joined and is in service
+// (not retired).
 func (db *DB) RackExists(ctx context.Context, id string) (bool, error) {
 	var ok bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM racks WHERE id = $1)`, id).Scan(&ok)
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM racks WHERE id = $1 AND retired_at IS NULL)`, id).Scan(&ok)
 	return ok, wrap("rack exists", err)
 }
 

@@ -38,8 +38,19 @@ type imageRow struct {
 }
 
 // applyCapabilities replaces a rack's snapshot. A snapshot is complete, so
-// the rack's rows are deleted and written anew.
+// the rack's rows are deleted and written anew. A retired rack has none:
+// its rows go with its retirement, and a snapshot it sends later (on an
+// open NATS server nothing keeps it off) is not taken.
 func applyCapabilities(q *pgx.Batch, s Stored) error {
+	if s.Type == events.TypeRackRetired {
+		var d events.RackRetired
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`DELETE FROM rack_images WHERE rack_id = $1`, d.RackID)
+		q.Queue(`DELETE FROM rack_capabilities WHERE rack_id = $1`, d.RackID)
+		return nil
+	}
 	if s.Type != events.TypeCapabilitiesReported {
 		return nil
 	}
@@ -68,7 +79,8 @@ func applyCapabilities(q *pgx.Batch, s Stored) error {
 		return err
 	}
 	q.Queue(`INSERT INTO rack_capabilities (rack_id, digest, reported_at, event_id, snapshot)
-		VALUES ($1, $2, $3, $4, $5)
+		SELECT $1::uuid, $2::text, $3::timestamptz, $4::uuid, $5::jsonb
+		WHERE NOT EXISTS (SELECT 1 FROM racks WHERE id = $1 AND retired_at IS NOT NULL)
 		ON CONFLICT (rack_id) DO UPDATE SET digest = excluded.digest, reported_at = excluded.reported_at,
 			event_id = excluded.event_id, snapshot = excluded.snapshot`,
 		rackID, c.Digest, s.Time, s.ID, []byte(s.Data))
@@ -83,6 +95,7 @@ func applyCapabilities(q *pgx.Batch, s Stored) error {
 		FROM jsonb_to_recordset($2::jsonb) AS x(os text, os_title text, release text, release_title text,
 			is_default boolean, requires_licence_key boolean, can_commission boolean, arch text,
 			subarch text, version_id text, label text, version text, files jsonb, installer text, disk jsonb)
+		WHERE NOT EXISTS (SELECT 1 FROM racks WHERE id = $1 AND retired_at IS NOT NULL)
 		ON CONFLICT DO NOTHING`, rackID, rowsJSON)
 	return nil
 }

@@ -19,6 +19,9 @@ var racksProjection = Projection{
 // applyRack projects racks. A new rack is online from its first
 // registration; after that only the region's liveness events change its
 // status, so that every offline→online transition is an event of its own.
+// A retired rack stays retired: what it says later (a rack of an open
+// NATS server, which no credential keeps off) changes nothing but when it
+// was last seen.
 func applyRack(q *pgx.Batch, s Stored) error {
 	switch s.Type {
 	case events.TypeRackRegistered:
@@ -34,7 +37,8 @@ func applyRack(q *pgx.Batch, s Stored) error {
 				hostname = excluded.hostname, addresses = excluded.addresses, tftp = excluded.tftp,
 				http = excluded.http, heartbeat_interval_ms = excluded.heartbeat_interval_ms,
 				started_at = excluded.started_at, last_seen = greatest(racks.last_seen, excluded.last_seen),
-				boot_url = excluded.boot_url, dhcp = excluded.dhcp`,
+				boot_url = excluded.boot_url, dhcp = excluded.dhcp
+			WHERE racks.retired_at IS NULL`,
 			rackID, d.Name, d.Version, d.Hostname, nz(d.Addresses), nz(d.TFTP), nz(d.HTTP),
 			d.HeartbeatIntervalMS, d.StartedAt, s.Time, d.BootURL, d.DHCP)
 		return nil
@@ -45,7 +49,15 @@ func applyRack(q *pgx.Batch, s Stored) error {
 		}
 		q.Queue(`UPDATE racks SET online = $2, status_changed_at = $3,
 				last_heartbeat = coalesce($4, last_heartbeat)
-			WHERE id = $1`, d.RackID, s.Type == events.TypeRackOnline, s.Time, d.LastHeartbeat)
+			WHERE id = $1 AND retired_at IS NULL`, d.RackID, s.Type == events.TypeRackOnline, s.Time, d.LastHeartbeat)
+		return nil
+	case events.TypeRackRetired:
+		var d events.RackRetired
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`UPDATE racks SET retired_at = $2, retired_by = $3, online = false, status_changed_at = $2
+			WHERE id = $1 AND retired_at IS NULL`, d.RackID, s.Time, s.Actor)
 		return nil
 	case events.TypeEventsDropped:
 		var d events.EventsDropped
@@ -70,24 +82,39 @@ func nz(s []string) []string {
 }
 
 const selectRack = `SELECT id::text, name, version, hostname, addresses, tftp, http, heartbeat_interval_ms,
-	started_at, first_seen, last_seen, online, status_changed_at, last_heartbeat, dropped_events, boot_url, dhcp FROM racks`
+	started_at, first_seen, last_seen, online, status_changed_at, last_heartbeat, dropped_events, boot_url, dhcp,
+	retired_at, retired_by FROM racks`
 
 func scanRack(row pgx.CollectableRow) (rackplane.Rack, error) {
 	var r rackplane.Rack
 	err := row.Scan(&r.ID, &r.Name, &r.Version, &r.Hostname, &r.Addresses, &r.TFTP, &r.HTTP,
 		&r.HeartbeatIntervalMS, &r.StartedAt, &r.FirstSeen, &r.LastSeen, &r.Online,
-		&r.StatusChangedAt, &r.LastHeartbeat, &r.DroppedEvents, &r.BootURL, &r.DHCP)
+		&r.StatusChangedAt, &r.LastHeartbeat, &r.DroppedEvents, &r.BootURL, &r.DHCP,
+		&r.RetiredAt, &r.RetiredBy)
 	return r, err
 }
 
-// ListRacks returns every rack, by name.
+// ListRacks returns the racks in service: online ones first, then by
+// name, and of one name the latest started first. A client that takes
+// the first rack (or the first of a name) gets one that answers, not an
+// earlier incarnation that went away.
 func (db *DB) ListRacks(ctx context.Context) ([]rackplane.Rack, error) {
-	rows, err := db.pool.Query(ctx, selectRack+` ORDER BY name, id`)
+	rows, err := db.pool.Query(ctx, selectRack+` WHERE retired_at IS NULL ORDER BY online DESC, name, started_at DESC, id`)
 	if err != nil {
 		return nil, wrap("list racks", err)
 	}
 	racks, err := pgx.CollectRows(rows, scanRack)
 	return racks, wrap("list racks", err)
+}
+
+// ListRetiredRacks returns the retired racks, the latest retired first.
+func (db *DB) ListRetiredRacks(ctx context.Context) ([]rackplane.Rack, error) {
+	rows, err := db.pool.Query(ctx, selectRack+` WHERE retired_at IS NOT NULL ORDER BY retired_at DESC, id`)
+	if err != nil {
+		return nil, wrap("list retired racks", err)
+	}
+	racks, err := pgx.CollectRows(rows, scanRack)
+	return racks, wrap("list retired racks", err)
 }
 
 // GetRack returns one rack; ENOTFOUND when there is none with that id.
@@ -112,10 +139,11 @@ type RackStatus struct {
 	Interval      time.Duration
 }
 
-// RackStatuses returns every rack's liveness state.
+// RackStatuses returns the liveness state of every rack in service (a
+// retired rack is not watched: it goes neither offline nor online again).
 func (db *DB) RackStatuses(ctx context.Context) ([]RackStatus, error) {
 	rows, err := db.pool.Query(ctx, `SELECT r.id::text, r.online, coalesce(s.version, 0), r.last_heartbeat, r.heartbeat_interval_ms
-		FROM racks r LEFT JOIN streams s ON s.name = $1 || r.id::text`, events.RackStreamPrefix)
+		FROM racks r LEFT JOIN streams s ON s.name = $1 || r.id::text WHERE r.retired_at IS NULL`, events.RackStreamPrefix)
 	if err != nil {
 		return nil, wrap("rack statuses", err)
 	}

@@ -118,12 +118,16 @@ func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) e
 			if err := ev.DecodeData(&d); err != nil {
 				return err
 			}
+			// FOR SHARE: a retirement of the rack (which locks its row to
+			// look for what it serves) either sees this subnet or has
+			// retired the rack before this reads it.
 			var ok bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM racks WHERE id::text = $1)`, d.RackID).Scan(&ok); err != nil {
-				return wrap("save subnet: rack", err)
+			err := tx.QueryRow(ctx, `SELECT true FROM racks WHERE id::text = $1 AND retired_at IS NULL FOR SHARE`, d.RackID).Scan(&ok)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return rackplane.Errorf(rackplane.EINVALID, "rack_id: no rack %s in service", d.RackID)
 			}
-			if !ok {
-				return rackplane.Errorf(rackplane.EINVALID, "rack_id: no rack %s", d.RackID)
+			if err != nil {
+				return wrap("save subnet: rack", err)
 			}
 			rows, err := tx.Query(ctx, `SELECT id::text || ' (' || cidr::text || ')' FROM subnets
 				WHERE rack_id::text = $1 AND cidr && $2::cidr AND id::text <> $3 ORDER BY cidr`, d.RackID, d.CIDR.String(), d.SubnetID)

@@ -70,11 +70,15 @@ func (s *Service) Set(ctx context.Context, machineID string, req SetRequest, met
 		return nil, after, err
 	}
 	if req.RackID != "" {
-		if _, err := s.store.GetRack(ctx, req.RackID); err != nil {
+		rack, err := s.store.GetRack(ctx, req.RackID)
+		if err != nil {
 			if rackplane.ErrorCode(err) == rackplane.ENOTFOUND {
 				return nil, after, rackplane.Errorf(rackplane.EINVALID, "invalid power parameters: rack_id: no rack %s has joined", req.RackID)
 			}
 			return nil, after, err
+		}
+		if rack.RetiredAt != nil {
+			return nil, after, rackplane.Errorf(rackplane.EINVALID, "invalid power parameters: rack_id: rack %s (%s) is retired", rack.Name, rack.ID)
 		}
 	}
 	old, err := s.store.GetPower(ctx, machineID)

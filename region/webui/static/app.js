@@ -265,11 +265,50 @@
 
   // ---- racks ----------------------------------------------------------
 
+  // racksView lists the racks in service, online ones first. An offline
+  // rack offers Retire (asked twice): the region refuses it, with why,
+  // while machines, subnets or volumes depend on the rack.
   function racksView(view) {
     const gen = generation;
     const body = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
-    append(view, [el('h1', {}, 'Racks'), body]);
-    every(RACK_POLL_MS, async () => {
+    const result = el('p', { id: 'rack-result', class: 'notice', role: 'status', hidden: true });
+    const confirmText = el('span', {});
+    const confirmYes = el('button', { type: 'button', id: 'rack-confirm-yes' }, 'Yes, retire it');
+    const confirmNo = el('button', { type: 'button', id: 'rack-confirm-no', class: 'secondary' }, 'Cancel');
+    const confirmBox = el('div', { id: 'rack-confirm', class: 'confirm', role: 'alertdialog', hidden: true },
+      confirmText, ' ', confirmYes, ' ', confirmNo);
+    let asked = null; // the rack the open confirmation is about
+    confirmYes.addEventListener('click', () => { const r = asked; closeConfirm(); if (r) retire(r); });
+    confirmNo.addEventListener('click', () => { closeConfirm(); });
+    append(view, [el('h1', {}, 'Racks'), confirmBox, result, body]);
+
+    function ask(r) {
+      clearError();
+      result.hidden = true;
+      asked = r;
+      confirmText.textContent = 'Retire rack ' + r.name + ' (' + r.id + ')? It leaves the racks for good and its NATS ' +
+        'credential is revoked: this rackd cannot join again (a machine that should come back joins as a new rack).';
+      confirmBox.hidden = false;
+      confirmNo.focus();
+    }
+
+    function closeConfirm() {
+      asked = null;
+      confirmBox.hidden = true;
+    }
+
+    async function retire(r) {
+      try {
+        const out = await api('DELETE', '/api/v1/racks/' + encodeURIComponent(r.id));
+        if (!current(gen)) return;
+        result.textContent = 'Rack ' + out.name + ' retired' + (out.credential ? '; its NATS credential is revoked.' : '.') +
+          (out.warning ? ' ' + out.warning : '');
+        result.hidden = false;
+        await load();
+      } catch (e) { if (current(gen)) showError(e); }
+    }
+
+    async function load() {
       const data = await api('GET', '/api/v1/racks');
       if (!current(gen)) return;
       const rows = data.racks.map((r) => el('tr', { 'data-rack-id': r.id },
@@ -279,10 +318,12 @@
         el('td', { class: 'mono' }, r.version),
         el('td', { class: 'mono' }, (r.addresses || []).join(', ')),
         el('td', { class: 'mono' }, r.boot_url),
-        timeCell(r.first_seen)));
-      body.replaceChildren(table(['Name', 'Status', 'Last heartbeat', 'Version', 'Addresses', 'Boot URL', 'First seen'], rows,
+        timeCell(r.first_seen),
+        el('td', {}, r.online ? '' : el('button', { type: 'button', class: 'secondary retire', onclick: () => ask(r) }, 'Retire'))));
+      body.replaceChildren(table(['Name', 'Status', 'Last heartbeat', 'Version', 'Addresses', 'Boot URL', 'First seen', ''], rows,
         'No rack has joined yet. Start rackd with -nats-url pointing at this region\'s NATS.'));
-    });
+    }
+    every(RACK_POLL_MS, load);
   }
 
   // ---- machines -------------------------------------------------------

@@ -225,7 +225,7 @@ func TestRacksRetire(t *testing.T) {
 	})
 
 	out, err := d.rackplane([]string{"racks", "retire"}, "twin")
-	if err == nil || !strings.Contains(err.Error(), `2 racks are named "twin": `+a.ID()+" (online), "+b.ID()+" (offline, last seen ") {
+	if err == nil || !strings.Contains(err.Error(), `2 racks are named "twin"; give the id of the one you mean: `+a.ID()+" (online); "+b.ID()+" (offline, last seen ") {
 		t.Fatalf("retire a name two racks share: %v\n%s", err, out)
 	}
 	if out, err := d.rackplane([]string{"racks", "retire"}, a.ID()); err == nil || !strings.Contains(err.Error(), "stop its rackd first") ||

@@ -74,7 +74,7 @@ func TestCLIMessagesSayWhatToFix(t *testing.T) {
 		{"an unknown rack name", []string{"rack", "nosuch", "-api", d.api, "-token", tok}, false,
 			[]string{`no rack named "nosuch"; the racks are dev-rack, twin (give a name or an id)`}},
 		{"a rack name two racks have", []string{"rack", "twin", "-api", d.api, "-token", tok}, false,
-			[]string{`2 racks are named "twin"; give the id of the one you mean: `, "(online, last seen"}},
+			[]string{`2 racks are named "twin"; give the id of the one you mean: `, " (online); "}},
 		{"subnets of a rack by name", []string{"subnets", "-rack", "dev-rack", "-api", d.api, "-token", tok}, true, []string{"ID  RACK  CIDR"}},
 		{"a subnet's rack by name", []string{"subnet", "create", "-rack", "dev-rack", "-cidr", "10.78.0.0/24", "-api", d.api, "-token", tok}, true,
 			[]string{`"cidr": "10.78.0.0/24"`}},

@@ -64,6 +64,9 @@ type ESP struct {
 // FindESP reads the EFI system partition of d's table (TableMSDOS or
 // TableGPT), in blocks of sectorSize.
 func FindESP(d Disk, sectorSize int, table string) (ESP, error) {
+	if sectorSize < 512 || sectorSize&(sectorSize-1) != 0 {
+		return ESP{}, fmt.Errorf("sector size %d: want a power of two of 512 or more", sectorSize)
+	}
 	switch table {
 	case TableMSDOS:
 		mbr, ents, err := readMBR(d)

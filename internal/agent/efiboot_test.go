@@ -167,8 +167,10 @@ func FuzzFindESP(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, table := range []string{TableMSDOS, TableGPT} {
-			if esp, err := FindESP(readOnly{bytes.NewReader(b)}, 512, table); err == nil && esp.Number == 0 {
-				t.Fatalf("%s: ESP %+v without a number", table, esp)
+			for _, ss := range []int{512, 4096, 0, 100} {
+				if esp, err := FindESP(readOnly{bytes.NewReader(b)}, ss, table); err == nil && esp.Number == 0 {
+					t.Fatalf("%s: ESP %+v without a number", table, esp)
+				}
 			}
 		}
 	})

@@ -298,15 +298,19 @@ func VendorData(url string) string {
 }
 
 // NICs are the NICs network-config covers: the decision's, from the
-// machine's inventory; without those, each of macs (the machine's MACs
-// this rack has decisions of), all of them primary.
+// machine's inventory, and any of macs (the machine's MACs this rack has
+// decisions of) the inventory lacks, such as a NIC added since the
+// machine was commissioned: a network-config that leaves out the NIC
+// the system reaches its rack through leaves it without network, since
+// cloud-init then runs no fallback DHCP. Without an inventory, each of
+// macs, all of them primary.
 func NICs(d events.BootDecision, macs []string) []events.BootNIC {
-	if len(d.NICs) > 0 {
-		return d.NICs
-	}
-	out := make([]events.BootNIC, 0, len(macs))
+	out := slices.Clone(d.NICs)
+	inventory := len(out) > 0
 	for _, mac := range macs {
-		out = append(out, events.BootNIC{MAC: mac, Boot: true})
+		if !slices.ContainsFunc(out, func(n events.BootNIC) bool { return n.MAC == mac }) {
+			out = append(out, events.BootNIC{MAC: mac, Boot: !inventory})
+		}
 	}
 	return out
 }
@@ -315,8 +319,10 @@ func NICs(d events.BootDecision, macs []string) []events.BootNIC {
 // DHCPv4 on each NIC, matched by MAC (the installed system names its
 // NICs its own way). The NIC the machine booted from comes first; the
 // others are optional, so that the installed system does not wait at
-// boot for a link that is not cabled. With no NIC marked as the boot
-// one, every NIC is waited for.
+// boot for a link that is not cabled, and their DHCP routes rank after
+// the boot NIC's, so that the default route (and the phone-home) goes
+// the way the machine reached its rack. With no NIC marked as the boot
+// one, every NIC is waited for but those the inventory saw without link.
 func NetworkConfig(nics []events.BootNIC) string {
 	if len(nics) == 0 {
 		return "version: 2\n"
@@ -337,6 +343,9 @@ func NetworkConfig(nics []events.BootNIC) string {
 	for i, n := range sorted {
 		fmt.Fprintf(&b, "  nic%d:\n    match:\n      macaddress: %s\n    dhcp4: true\n", i, yamlString(n.MAC))
 		if anyBoot && !n.Boot {
+			b.WriteString("    dhcp4-overrides:\n      route-metric: 200\n")
+		}
+		if anyBoot && !n.Boot || !anyBoot && n.Link == events.LinkDown {
 			b.WriteString("    optional: true\n")
 		}
 	}

@@ -3,6 +3,7 @@ package metadata_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -185,11 +186,17 @@ func TestRefuses(t *testing.T) {
 }
 
 // TestNetworkConfig: the installed system gets DHCPv4 on the NIC it
-// booted from, first, and on its other NICs as optional ones, from its
-// inventory; without an inventory, on every MAC of the machine.
+// booted from, first, and on its other NICs as optional ones whose
+// routes rank after it, from its inventory, with any MAC of the machine
+// the inventory lacks; without an inventory, on every MAC of the machine.
 func TestNetworkConfig(t *testing.T) {
 	boot := events.BootNIC{MAC: "52:54:00:00:00:02", Name: "enp2s0", Boot: true, Link: events.LinkUp}
 	other := events.BootNIC{MAC: "52:54:00:00:00:01", Name: "enp1s0", Link: events.LinkDown}
+	up := events.BootNIC{MAC: "52:54:00:00:00:03", Name: "enp3s0", Link: events.LinkUp}
+	nic := func(i int, mac string) string {
+		return fmt.Sprintf("  nic%d:\n    match:\n      macaddress: \"%s\"\n    dhcp4: true\n", i, mac)
+	}
+	const secondary = "    dhcp4-overrides:\n      route-metric: 200\n    optional: true\n"
 	for _, tc := range []struct {
 		name string
 		d    events.BootDecision
@@ -197,15 +204,13 @@ func TestNetworkConfig(t *testing.T) {
 		want string
 	}{
 		{"inventory, boot NIC second", events.BootDecision{NICs: []events.BootNIC{other, boot}}, []string{"52:54:00:00:00:02"},
-			"version: 2\nethernets:\n" +
-				"  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:02\"\n    dhcp4: true\n" +
-				"  nic1:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n    optional: true\n"},
-		{"inventory without a boot NIC", events.BootDecision{NICs: []events.BootNIC{other}}, nil,
-			"version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n"},
+			"version: 2\nethernets:\n" + nic(0, boot.MAC) + nic(1, other.MAC) + secondary},
+		{"a MAC the inventory lacks", events.BootDecision{NICs: []events.BootNIC{boot}}, []string{"52:54:00:00:00:02", "52:54:00:00:00:09"},
+			"version: 2\nethernets:\n" + nic(0, boot.MAC) + nic(1, "52:54:00:00:00:09") + secondary},
+		{"inventory without a boot NIC", events.BootDecision{NICs: []events.BootNIC{other, up}}, nil,
+			"version: 2\nethernets:\n" + nic(0, other.MAC) + "    optional: true\n" + nic(1, up.MAC)},
 		{"no inventory: the machine's MACs", events.BootDecision{}, []string{"52:54:00:00:00:01", "52:54:00:00:00:02"},
-			"version: 2\nethernets:\n" +
-				"  nic0:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    dhcp4: true\n" +
-				"  nic1:\n    match:\n      macaddress: \"52:54:00:00:00:02\"\n    dhcp4: true\n"},
+			"version: 2\nethernets:\n" + nic(0, "52:54:00:00:00:01") + nic(1, "52:54:00:00:00:02")},
 		{"nothing", events.BootDecision{}, nil, "version: 2\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

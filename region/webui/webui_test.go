@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,7 +49,8 @@ func get(t *testing.T, url string, header ...string) (*http.Response, string) {
 func TestPageAndAssetsCarrySecurityHeaders(t *testing.T) {
 	ts := server(t)
 	for _, c := range []struct{ path, ctype, want string }{
-		{"/", "text/html; charset=utf-8", `<script src="/ui/app.js" defer></script>`},
+		{"/", "text/html; charset=utf-8", `<script type="module" src="/ui/app.js"></script>`},
+		{"/ui/core.js", "text/javascript; charset=utf-8", "export function el("},
 		{"/ui/", "text/html; charset=utf-8", `id="login-form"`},
 		{"/ui/app.js", "text/javascript; charset=utf-8", "textContent"},
 		{"/ui/app.css", "text/css; charset=utf-8", "--accent"},
@@ -85,12 +89,43 @@ func TestNoInlineCodeNoInnerHTML(t *testing.T) {
 			t.Errorf("index.html has %q", bad)
 		}
 	}
-	_, js := get(t, ts.URL+"/ui/app.js")
-	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
-		if strings.Contains(js, bad) {
-			t.Errorf("app.js uses %s", bad)
+	for _, name := range modules(t, ts) {
+		_, js := get(t, ts.URL+"/ui/"+name)
+		for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"} {
+			if strings.Contains(js, bad) {
+				t.Errorf("%s uses %s", name, bad)
+			}
 		}
 	}
+}
+
+// modules are the page's script modules, found as the browser finds
+// them: from the page's script tag through every static import. A module
+// imported but not served fails here rather than as a blank page.
+func modules(t *testing.T, ts *httptest.Server) []string {
+	t.Helper()
+	imports := regexp.MustCompile(`(?m)^import (?:[^;]*? from )?'\./([a-z0-9-]+\.js)';`)
+	seen := map[string]bool{}
+	todo := []string{"app.js"}
+	for len(todo) > 0 {
+		name := todo[0]
+		todo = todo[1:]
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		resp, js := get(t, ts.URL+"/ui/"+name)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /ui/%s: %d", name, resp.StatusCode)
+		}
+		for _, m := range imports.FindAllStringSubmatch(js, -1) {
+			todo = append(todo, m[1])
+		}
+	}
+	if !seen["core.js"] {
+		t.Fatalf("app.js imports no core.js: %v", seen)
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 func TestAPIKeepsItsPaths(t *testing.T) {

@@ -175,6 +175,24 @@ func value[T any](b *browser, what string, a chromedp.Action[T]) T {
 	return v
 }
 
+// screenshot keeps a picture of the whole page as <name>.png in the
+// directory RACKPLANE_UI_SCREENSHOTS names, for a person to look at what
+// the tests drove; without it, nothing is taken.
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	dir := os.Getenv("RACKPLANE_UI_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png := value(b, "take a screenshot of "+name, chromedp.FullScreenshot(100))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
 func (b *browser) location() string {
 	b.t.Helper()
 	return value(b, "read the address", chromedp.Location())

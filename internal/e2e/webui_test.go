@@ -278,6 +278,7 @@ func TestWebUI(t *testing.T) {
 	// Sign in from the fragment; the token leaves the address bar.
 	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
 	b.see("the online rack by name", row("ui-rack")+`/td[2][normalize-space()="online"]`)
+	b.screenshot("racks")
 	if loc := b.location(); strings.Contains(loc, "token") || strings.Contains(loc, a.token) {
 		t.Errorf("the token is still in the address bar: %s", loc)
 	}
@@ -293,6 +294,7 @@ func TestWebUI(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID(`new-macs`), "52:54:00:EE:00:02"),
 		chromedp.Click(chromedp.CSS(`#create-machine button[type="submit"]`)))
 	b.see("web2 in the list", row("web2")+`/td[3][normalize-space()="ready"]`)
+	b.screenshot("machines")
 	if ms := byHostname("web2"); len(ms) != 1 || ms[0].Status != "ready" || len(ms[0].MACs) != 1 || ms[0].MACs[0] != "52:54:00:ee:00:02" {
 		t.Fatalf("after creating web2 in the UI the API has %+v", ms)
 	}

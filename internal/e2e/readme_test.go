@@ -82,6 +82,10 @@ func TestREADMEFirstDeployment(t *testing.T) {
 		t.Fatalf("rackplane dev did not list an online rack within 5m")
 	}
 
+	// The quick start's client commands, each as written: the followers
+	// keep running through the first deployment, which they must show.
+	follows := runQuickStart(t, readme, ns, tree, env)
+
 	script := filepath.Join(t.TempDir(), "first-deployment.sh")
 	if err := os.WriteFile(script, []byte("set -euo pipefail\nset -x\n"+block), 0o755); err != nil {
 		t.Fatal(err)
@@ -117,6 +121,10 @@ func TestREADMEFirstDeployment(t *testing.T) {
 		list.Machines[0].OS != "debian" || list.Machines[0].PreseedName == "" {
 		t.Errorf("after the README's block, machines are %+v; want node1 deploying debian with a preseed", list.Machines)
 	}
+	// events -f and audit -f, started before the block, followed it.
+	for _, f := range follows {
+		f.showed(t, "machine_deploying", "machines/{id}/deploy")
+	}
 	cfg, err := netnstest.Run(ns, "curl", "-fsS", "127.0.0.1:5248/ipxe/52-54-00-12-34-56.ipxe")
 	if err != nil {
 		t.Fatalf("node1's iPXE config: %v\n%s", err, cfg)
@@ -126,6 +134,129 @@ func TestREADMEFirstDeployment(t *testing.T) {
 			t.Errorf("node1's iPXE config lacks %s:\n%s", want, cfg)
 		}
 	}
+}
+
+// logFollower is a README command that follows a log (events -f, audit -f)
+// and is still running.
+type logFollower struct {
+	line string
+	out  *netnstest.Buffer
+	cmd  *exec.Cmd
+}
+
+// showed checks that the follower is still following and that its output
+// has one of want, within a minute.
+func (f logFollower) showed(t *testing.T, want ...string) {
+	t.Helper()
+	has := func() bool {
+		for _, w := range want {
+			if strings.Contains(f.out.String(), w) {
+				return true
+			}
+		}
+		return false
+	}
+	if !netnstest.WaitFor(time.Minute, has) {
+		t.Errorf("%s showed none of %q:\n%s", f.line, want, tail(f.out.String(), 20))
+	}
+	if f.cmd.ProcessState != nil {
+		t.Errorf("%s stopped following: %v", f.line, f.cmd.ProcessState)
+	}
+}
+
+// runQuickStart runs the README's first client block ("names racks and
+// machines by name or id") line by line, as a newcomer pastes it, and
+// checks what each line is said to show: the online dev-rack (JSON and
+// table), the rack's TFTP server answering with iPXE's script, a second
+// rack that joins with the join token and is listed online. The log
+// followers are left running and returned.
+func runQuickStart(t *testing.T, readme []byte, ns, tree string, env []string) []logFollower {
+	t.Helper()
+	block, err := readmeBlock(readme, "The client names racks and machines by name or id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a line prints on standard output is what is checked; its
+	// standard error (curl's progress meter off a terminal, go run's
+	// downloads) is shown when it fails.
+	stderrs := map[*netnstest.Buffer]*netnstest.Buffer{}
+	start := func(line string) (*exec.Cmd, *netnstest.Buffer) {
+		out, errOut := &netnstest.Buffer{}, &netnstest.Buffer{}
+		stderrs[out] = errOut
+		cmd := exec.Command("ip", "netns", "exec", ns, "bash", "-c", line)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = tree, env, out, errOut
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		})
+		return cmd, out
+	}
+	finish := func(line string) string {
+		cmd, out := start(line)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("the README's %q failed: %v\n%s%s", line, err, out.String(), stderrs[out].String())
+			}
+		case <-time.After(5 * time.Minute):
+			t.Fatalf("the README's %q did not finish in 5m:\n%s%s", line, out.String(), stderrs[out].String())
+		}
+		return out.String()
+	}
+	var follows []logFollower
+	ran := 0
+	for _, line := range strings.Split(block, "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue // a comment that goes on from the line above
+		}
+		ran++
+		switch {
+		case strings.Contains(line, "/api/v1/racks"):
+			var out struct {
+				Racks []struct {
+					Name   string
+					Online bool
+				}
+			}
+			got := finish(line)
+			if err := json.Unmarshal([]byte(got), &out); err != nil || len(out.Racks) != 1 || out.Racks[0].Name != "dev-rack" || !out.Racks[0].Online {
+				t.Errorf("%s: want one online rack, dev-rack; got %v\n%s", line, err, got)
+			}
+		case strings.Contains(line, "rackplane racks"):
+			if got := finish(line); !regexp.MustCompile(`(?m)^\S+\s+dev-rack\s+online\s`).MatchString(got) {
+				t.Errorf("%s: no online dev-rack in the table:\n%s", line, got)
+			}
+		case strings.Contains(line, " -f"):
+			cmd, out := start(line)
+			f := logFollower{line: strings.TrimSpace(strings.SplitN(line, "#", 2)[0]), out: out, cmd: cmd}
+			go func() { _ = cmd.Wait() }()
+			follows = append(follows, f)
+		case strings.HasPrefix(line, "curl tftp://"):
+			if got := finish(line); !strings.HasPrefix(got, "#!ipxe") {
+				t.Errorf("%s: want iPXE's script, got:\n%s", line, tail(got, 10))
+			}
+		case strings.Contains(line, "cmd/rackd"):
+			start(line)
+			if !netnstest.WaitFor(5*time.Minute, func() bool {
+				out, err := netnstest.Run(ns, "curl", "-fsS", "-H", "Authorization: Bearer "+readToken(tree), "127.0.0.1:5240/api/v1/racks")
+				return err == nil && regexp.MustCompile(`"name":\s*"rack2"[^}]*"online":\s*true|"online":\s*true[^}]*"name":\s*"rack2"`).Match(out)
+			}) {
+				t.Errorf("%s: rack2 was not listed online within 5m", line)
+			}
+		default:
+			t.Errorf("the README's quick start has a line this test does not know how to check: %s", line)
+		}
+	}
+	if ran < 6 {
+		t.Errorf("the README's quick start block ran %d commands; the test knows 6:\n%s", ran, block)
+	}
+	return follows
 }
 
 // onlineRack matches a rack listing with an online rack in it.

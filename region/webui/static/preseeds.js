@@ -192,9 +192,10 @@ function preseedView(view, name) {
       if (!current(gen)) return;
       base = etagVersion(got.etag) || got.data.version.version;
       say(conflict, '');
-      say(saved, 'Saved as version ' + got.data.version.version + ' (' + got.data.version.format + ').');
       comment.value = '';
       await load(false);
+      // Said once the page is ready for the next save.
+      say(saved, 'Saved as version ' + got.data.version.version + ' (' + got.data.version.format + ').');
     } catch (e) {
       if (!current(gen)) return;
       if (e.status === 412) showConflict(e);

@@ -378,17 +378,25 @@ func TestWebUIStorage(t *testing.T) {
 		chromedp.Click(r+`//button[contains(@class, "grow")]`))
 	b.see("grown", r+`[td[4][normalize-space()="128 MiB"]]`)
 	b.see("said so", `//p[@id="storage-result"][normalize-space()="Grown to 128 MiB."]`)
-	if vs := volumes(); vs[0].SizeMiB != 128 {
-		t.Fatalf("after Grow the API has %+v", vs)
-	}
+	// The region's view follows the rack's events, which may come just
+	// after the reply the page showed.
+	eventually(t, 5*time.Second, "the API sees the volume grown", func() error {
+		if vs := volumes(); vs[0].SizeMiB != 128 {
+			return fmt.Errorf("after Grow the API has %+v", vs)
+		}
+		return nil
+	})
 
 	b.do("snapshot it",
 		chromedp.SetValue(r+`//input[contains(@class, "snapshot-name")]`, "before-upgrade"),
 		chromedp.Click(r+`//button[contains(@class, "snapshot")]`))
 	b.see("the snapshot listed", r+`/td[7][normalize-space()="before-upgrade"]`)
-	if vs := volumes(); len(vs[0].Snapshots) != 1 || vs[0].Snapshots[0].Name != "before-upgrade" {
-		t.Fatalf("after Snapshot the API has %+v", vs)
-	}
+	eventually(t, 5*time.Second, "the API sees the snapshot", func() error {
+		if vs := volumes(); len(vs[0].Snapshots) != 1 || vs[0].Snapshots[0].Name != "before-upgrade" {
+			return fmt.Errorf("after Snapshot the API has %+v", vs)
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(dir, v.Name+"@before-upgrade.img")); err != nil {
 		t.Errorf("the provider made no snapshot file: %v", err)
 	}
@@ -404,9 +412,12 @@ func TestWebUIStorage(t *testing.T) {
 	b.see("the question", r+`//span[contains(@class, "inline-confirm")][contains(., "Delete volume `+v.Name+`?")]`)
 	b.do("confirm", chromedp.Click(r+`//button[contains(@class, "delete-volume-yes")]`))
 	b.see("no volume left", `//div[@id="volumes"]/p[normalize-space()="No machine has a volume."]`)
-	if vs := volumes(); vs[0].State != "removed" {
-		t.Fatalf("after Delete the API has %+v", vs)
-	}
+	eventually(t, 5*time.Second, "the API sees the volume removed", func() error {
+		if vs := volumes(); vs[0].State != "removed" {
+			return fmt.Errorf("after Delete the API has %+v", vs)
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(dir, v.Name+".img")); !os.IsNotExist(err) {
 		t.Errorf("the backing file is still there: %v", err)
 	}

@@ -94,8 +94,12 @@ function preseedView(view, name) {
 
   const history = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   const versionShown = el('div', { id: 'preseed-version-view' });
-  const diffFrom = el('select', { id: 'diff-from', 'aria-label': 'from version' });
-  const diffTo = el('select', { id: 'diff-to', 'aria-label': 'to version' });
+  // The diff compares the two newest versions until the operator
+  // chooses others.
+  let diffChosen = false;
+  const chosen = () => { diffChosen = true; };
+  const diffFrom = el('select', { id: 'diff-from', 'aria-label': 'from version', onchange: chosen });
+  const diffTo = el('select', { id: 'diff-to', 'aria-label': 'to version', onchange: chosen });
   const diffOut = el('div', { id: 'preseed-diff-out' });
   const diffForm = el('form', { id: 'preseed-diff', class: 'toolbar', onsubmit: (ev) => { ev.preventDefault(); showDiff(); } },
     field('From', diffFrom), field('To', diffTo), el('button', { type: 'submit', id: 'diff-show', class: 'secondary' }, 'Show the diff'));
@@ -141,7 +145,10 @@ function preseedView(view, name) {
       timeCell(v.created_at),
       el('td', { class: 'mono' }, v.format),
       el('td', {}, v.origin),
-      el('td', {}, v.comment || '', v.based_on && v.based_on !== v.version - 1 ? el('span', { class: 'muted' }, ' (from version ' + v.based_on + ')') : null),
+      // A version made from an older one than the one before it (a
+      // rollback) says which, unless its comment does.
+      el('td', {}, v.comment || '', v.based_on && v.based_on !== v.version - 1 && !(v.comment || '').includes('version ' + v.based_on)
+        ? el('span', { class: 'muted' }, ' (from version ' + v.based_on + ')') : null),
       el('td', { class: 'actions' },
         el('button', { type: 'button', class: 'secondary view-version', onclick: () => viewVersion(v.version) }, 'View'),
         v.version === preseed.current_version ? null
@@ -151,7 +158,7 @@ function preseedView(view, name) {
     const opts = (sel, want) => {
       const keep = sel.value;
       sel.replaceChildren(...versions.map((v) => el('option', { value: String(v.version) }, 'version ' + v.version)));
-      sel.value = keep && versions.some((v) => String(v.version) === keep) ? keep : String(want);
+      sel.value = diffChosen && versions.some((v) => String(v.version) === keep) ? keep : String(want);
     };
     const newest = versions.length ? versions[versions.length - 1].version : 1;
     opts(diffFrom, Math.max(1, newest - 1));
@@ -183,6 +190,7 @@ function preseedView(view, name) {
   async function saveEdit() {
     clearError();
     say(saved, '');
+    say(rolled, '');
     const body = { content: editor.value };
     if (format.value) body.format = format.value;
     if (comment.value.trim()) body.comment = comment.value.trim();
@@ -212,6 +220,7 @@ function preseedView(view, name) {
     compare.addEventListener('click', async () => {
       try {
         await load(false);
+        diffChosen = true;
         diffFrom.value = String(base);
         diffTo.value = String(versions.length ? versions[versions.length - 1].version : base);
         await showDiff();

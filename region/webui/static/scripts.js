@@ -47,7 +47,7 @@ function scriptsView(view) {
       if (current(gen)) location.hash = '#/scripts/' + encodeURIComponent(sc.name);
     } catch (e) { if (current(gen)) showError(e); }
   } },
-  el('div', { class: 'toolbar' }, field('Name', name, 'scripts run in name order'), field('Timeout (s)', f.timeout), field('Description', f.description)),
+  el('div', { class: 'toolbar' }, field('Name (they run in name order)', name), field('Timeout (s)', f.timeout), field('Description', f.description)),
   field('Content', f.content), el('div', {}, el('button', { type: 'submit' }, 'Create script')));
   append(view, [el('h1', {}, 'Commissioning scripts'),
     el('p', { class: 'hint' }, 'The agent runs these on every machine it commissions, in name order, after the hardware inventory; ' +

@@ -56,6 +56,25 @@ export function actionsFor(v, optional) {
   return out;
 }
 
+// fresher keeps the volumes the rack's replies returned. The region's
+// list is its projection of the rack's events, which may arrive after the
+// reply: until it has caught up, the reply is the newer word.
+function fresher() {
+  const seen = new Map();
+  const newer = (a, b) => (b && new Date(b.updated_at) > new Date(a.updated_at) ? b : a);
+  return {
+    keep(v) { if (v && v.id) seen.set(v.id, v); },
+    // merge lists vols with the replies' newer copies, and the volumes a
+    // reply made for the machines listed that the list lacks yet.
+    merge(vols, machineIDs, withRemoved) {
+      const out = vols.map((v) => newer(v, seen.get(v.id)));
+      const listed = new Set(vols.map((v) => v.id));
+      for (const v of seen.values()) if (!listed.has(v.id) && machineIDs.has(v.machine_id)) out.push(v);
+      return withRemoved ? out : out.filter((v) => v.state !== 'removed');
+    },
+  };
+}
+
 // providerIndex maps provider and rack to what that rack says of it.
 async function providerIndex() {
   const data = await api('GET', '/api/v1/storage-providers');
@@ -83,7 +102,7 @@ function volumeRows(vols, providers, gen, done, machines) {
         const nv = await api(method, '/api/v1/volumes/' + encodeURIComponent(v.id) + suffix, body);
         if (!current(gen)) return;
         note.textContent = doneText(nv);
-        await done(note.textContent);
+        await done(note.textContent, nv);
       } catch (e) {
         if (!current(gen)) return;
         note.textContent = '';
@@ -153,7 +172,7 @@ function createForm(providers, machineSelect, gen, done) {
     providers.list.map((p) => el('option', { value: p.name, disabled: !usable(p) },
       p.name + (usable(p) ? '' : ' — ' + (p.racks || []).map((r) => r.rack_name + ': ' + (r.online ? r.reason || 'not usable' : 'offline')).join('; ')))));
   const size = el('input', { id: 'new-volume-size', type: 'number', min: '1', required: true, value: '1024', size: 8 });
-  const params = el('div', { class: 'toolbar', id: 'new-volume-params' });
+  const params = el('div', { class: 'toolbar params', id: 'new-volume-params' });
   const showParams = () => {
     const p = providers.list.find((x) => x.name === provider.value);
     const seen = new Set();
@@ -189,7 +208,7 @@ function createForm(providers, machineSelect, gen, done) {
       const v = await api('POST', '/api/v1/machines/' + encodeURIComponent(machine) + '/volumes', body);
       if (!current(gen)) return;
       note.textContent = 'Created ' + (v.name || v.id) + ' (' + fmtMiB(v.size_mib) + ').';
-      await done();
+      await done('', v);
     } catch (e) {
       if (!current(gen)) return;
       note.textContent = '';
@@ -215,18 +234,25 @@ export function volumesPanel(machineID, gen) {
   const formSlot = el('div', {});
   const fixed = el('input', { type: 'hidden', value: machineID });
   const result = el('p', { class: 'notice', role: 'status', hidden: true });
+  const fresh = fresher();
   let providers = { list: [], byRack: {} };
   async function load(message) {
     const data = await api('GET', '/api/v1/machines/' + encodeURIComponent(machineID) + '/volumes');
     if (!current(gen)) return;
-    list.replaceChildren(table(volumeHeaders, volumeRows(data.volumes || [], providers, gen, load), 'No volumes.'));
-    say(result, typeof message === 'string' ? message : '');
+    const vols = fresh.merge(data.volumes || [], new Set([machineID]), false);
+    list.replaceChildren(table(volumeHeaders, volumeRows(vols, providers, gen, acted), 'No volumes.'));
+    if (message !== undefined) say(result, message);
+  }
+  // acted shows what the rack answered (fresher).
+  async function acted(message, v) {
+    fresh.keep(v);
+    await load(message);
   }
   (async () => {
     providers = await providerIndex();
     if (!current(gen)) return;
     node.replaceChildren(result, list, el('h3', {}, 'Create a volume'), formSlot);
-    formSlot.replaceChildren(createForm(providers, fixed, gen, () => load('')));
+    formSlot.replaceChildren(createForm(providers, fixed, gen, acted));
     await load();
   })().catch((e) => { if (current(gen)) showError(e); });
   return node;
@@ -257,6 +283,7 @@ function storageView(view, query) {
 
   let providers = { list: [], byRack: {} };
   let machines = [];
+  const fresh = fresher();
 
   function renderProviders() {
     const rows = [];
@@ -289,10 +316,11 @@ function storageView(view, query) {
     };
     await Promise.all(Array.from({ length: VOLUME_READS }, worker));
     if (!current(gen)) return;
-    all.sort((a, b) => (names[a.machine_id] || '').localeCompare(names[b.machine_id] || '') || (a.created_at < b.created_at ? -1 : 1));
-    volList.replaceChildren(table(['Machine', ...volumeHeaders], volumeRows(all, providers, gen, reload, names),
+    const vols = fresh.merge(all, new Set(wanted.map((m) => m.id)), removed);
+    vols.sort((a, b) => (names[a.machine_id] || '').localeCompare(names[b.machine_id] || '') || (a.created_at < b.created_at ? -1 : 1));
+    volList.replaceChildren(table(['Machine', ...volumeHeaders], volumeRows(vols, providers, gen, acted, names),
       only ? 'This machine has no volumes.' : 'No machine has a volume.'));
-    say(result, typeof message === 'string' ? message : '');
+    if (message !== undefined) say(result, message);
   }
 
   async function reload(message) {
@@ -300,6 +328,12 @@ function storageView(view, query) {
     if (!current(gen)) return;
     renderProviders();
     await loadVolumes(message);
+  }
+
+  // acted shows what the rack answered (fresher).
+  async function acted(message, v) {
+    fresh.keep(v);
+    await reload(message);
   }
 
   (async () => {
@@ -317,7 +351,7 @@ function storageView(view, query) {
       if (!after) break;
     }
     machineSelect.replaceChildren(...machines.map((m) => el('option', { value: m.id, selected: m.id === only }, m.hostname)));
-    formSlot.replaceChildren(machines.length ? createForm(providers, machineSelect, gen, () => reload(''))
+    formSlot.replaceChildren(machines.length ? createForm(providers, machineSelect, gen, acted)
       : el('p', { class: 'muted' }, 'There is no machine to give a volume to yet.'));
     await loadVolumes('');
   })().catch((e) => { if (current(gen)) showError(e); });

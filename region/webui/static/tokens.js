@@ -14,7 +14,8 @@ function tokensView(view) {
   const apiSecret = el('div', { id: 'token-secret-slot' });
   const apiNote = el('p', { id: 'token-result', class: 'notice', role: 'status', hidden: true });
   const name = el('input', { id: 'new-token-name', required: true, placeholder: 'ci-deployer', spellcheck: 'false', size: 24 });
-  const actor = el('input', { id: 'new-token-actor', placeholder: '(yours)', spellcheck: 'false', size: 20 });
+  const actor = el('input', { id: 'new-token-actor', placeholder: '(yours)', spellcheck: 'false', size: 20,
+    title: 'who the audit log names for what the token does; empty: your own actor' });
   const apiForm = el('form', { id: 'create-token', class: 'inline', onsubmit: async (ev) => {
     ev.preventDefault();
     clearError();
@@ -31,12 +32,13 @@ function tokensView(view) {
         'anyone holding it acts as ' + t.actor + '.'));
       await loadAPI();
     } catch (e) { if (current(gen)) showError(e); }
-  } }, field('Name', name), field('Actor', actor, 'who the audit log names'), el('button', { type: 'submit' }, 'Create token'));
+  } }, field('Name', name), field('Actor', actor), el('button', { type: 'submit' }, 'Create token'));
 
   const joinList = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   const joinSecret = el('div', { id: 'join-token-secret-slot' });
   const joinNote = el('p', { id: 'join-token-result', class: 'notice', role: 'status', hidden: true });
-  const ttl = el('input', { id: 'new-join-token-ttl', placeholder: '24h', size: 8, spellcheck: 'false' });
+  const ttl = el('input', { id: 'new-join-token-ttl', placeholder: '24h', size: 8, spellcheck: 'false',
+    title: 'a duration such as 30m or 24h; empty: 24h' });
   const joinForm = el('form', { id: 'create-join-token', class: 'inline', onsubmit: async (ev) => {
     ev.preventDefault();
     clearError();
@@ -51,7 +53,7 @@ function tokensView(view) {
         'that should join; any rack holding it can join until it expires or is revoked.'));
       await loadJoin();
     } catch (e) { if (current(gen)) showError(e); }
-  } }, field('Valid for', ttl, 'a duration: 30m, 24h (default 24h)'), el('button', { type: 'submit' }, 'Create join token'));
+  } }, field('Valid for (30m, 24h…)', ttl), el('button', { type: 'submit' }, 'Create join token'));
 
   append(view, [el('h1', {}, 'Tokens'),
     el('h2', {}, 'API tokens'),

@@ -78,7 +78,7 @@ function tokensView(view) {
         timeCell(t.created_at),
         el('td', {}, t.created_by),
         timeCell(t.last_used_at),
-        el('td', {}, t.revoked_at ? [statusBadge('revoked'), ' ', fmtTime(t.revoked_at)] : statusBadge('active')),
+        el('td', {}, t.revoked_at ? [statusBadge('revoked'), ' ', el('span', { class: 'small mono' }, fmtTime(t.revoked_at))] : statusBadge('active')),
         el('td', { class: 'mono small' }, t.id),
         el('td', {}, t.revoked_at ? null : confirmTwice('Revoke',
           own ? 'Revoke ' + t.name + '? It is the token this tab signed in with: the page signs out at once.'
@@ -114,7 +114,7 @@ function tokensView(view) {
         timeCell(t.created_at),
         el('td', {}, t.created_by),
         timeCell(t.expires_at),
-        el('td', {}, statusBadge(state), t.revoked_at ? ' ' + fmtTime(t.revoked_at) : ''),
+        el('td', {}, statusBadge(state), t.revoked_at ? [' ', el('span', { class: 'small mono' }, fmtTime(t.revoked_at))] : null),
         el('td', {}, String(t.racks)),
         el('td', {}, state !== 'active' ? null : confirmTwice('Revoke',
           'Revoke this join token? No rack can join with it any more; racks that joined keep their credentials.',

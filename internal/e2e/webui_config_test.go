@@ -50,7 +50,8 @@ type preseedGot struct {
 // showing the changed lines, a rollback to version 1 (asked twice; the
 // API's current content is version 1's), and a save after a concurrent
 // edit through the API, refused with 412 and said so, the typed text kept
-// until Reload brings the newest version.
+// until Reload brings the newest version; a machine deployed with it is
+// listed with the version it pinned.
 func TestWebUIPreseeds(t *testing.T) {
 	endToEnd(t)
 	chromiumPath(t)
@@ -164,6 +165,21 @@ func TestWebUIPreseeds(t *testing.T) {
 	if p := get(); p.Version.Version != 6 || p.Version.Content != mine {
 		t.Fatalf("after the save on the newest the API has %+v", p)
 	}
+
+	// A deployment pins the current version; the preseed's page lists the
+	// machine with it.
+	importTinyImage(t, a)
+	var pin struct{ ID string }
+	if code := a.call("POST", "/api/v1/machines", nil, map[string]any{"hostname": "pin1", "macs": []string{"52:54:00:ee:30:01"}}, &pin); code != 201 {
+		t.Fatalf("create machine: %d", code)
+	}
+	var refused struct{ Error struct{ Message string } }
+	if code := a.call("POST", "/api/v1/machines/"+pin.ID+"/deploy", nil, map[string]any{"os": "debian", "release": "bookworm", "preseed": "web"}, &refused); code != 200 {
+		t.Fatalf("deploy pin1 with preseed web: %d %s", code, refused.Error.Message)
+	}
+	b.do("reload web's page", chromedp.Reload())
+	b.see("pin1 with version 6", `//tr[@data-machine-id="`+pin.ID+`"][td[1][normalize-space()="pin1"]][td[2][normalize-space()="6"]][td[3][normalize-space()="deploying"]]`)
+	b.screenshot("preseed-pinned")
 
 	b.do("go to Preseeds", chromedp.Click(chromedp.CSS(`a[data-view="preseeds"]`)))
 	b.see("web in the list", row("web")+`[td[2][normalize-space()="6"]][td[3][normalize-space()="cloud-config"]][td[4][normalize-space()="global"]]`)

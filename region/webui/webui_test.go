@@ -54,6 +54,7 @@ func TestPageAndAssetsCarrySecurityHeaders(t *testing.T) {
 		{"/ui/", "text/html; charset=utf-8", `id="login-form"`},
 		{"/ui/app.js", "text/javascript; charset=utf-8", "textContent"},
 		{"/ui/app.css", "text/css; charset=utf-8", "--accent"},
+		{"/ui/config.css", "text/css; charset=utf-8", ".diff-add"},
 		{"/ui/icon.svg", "image/svg+xml", "<svg"},
 	} {
 		resp, body := get(t, ts.URL+c.path)

@@ -8,6 +8,10 @@ import {
   showError, signOut, splitTags, statusBadge, stopView, table, tagChips, takeFragmentToken,
   timeCell, token, views, registerView,
 } from './core.js';
+import './preseeds.js';
+import './scripts.js';
+import { volumesPanel } from './storage.js';
+import './tokens.js';
 
 for (const [name, f] of Object.entries({ racks: racksView, machines: machinesView, os: osView, events: eventsView, audit: auditView })) {
   registerView(name, f);
@@ -820,6 +824,7 @@ function machineView(view, id) {
     el('h2', {}, 'Tags'), tags.node,
     el('h2', {}, 'Hardware'), hardware.node,
     el('h2', {}, 'Power'), power.node,
+    el('h2', {}, 'Volumes'), volumesPanel(id, gen),
     el('h2', {}, 'Events'), events]);
 
   async function action(what, body, done) {

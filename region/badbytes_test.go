@@ -71,6 +71,7 @@ var apiRoutes = []route{
 	{"GET", "/api/v1/racks/{id}/images", []string{"timeout"}, ""},
 	{"DELETE", "/api/v1/racks/{id}/images/{imageversion}", []string{"timeout"}, ""},
 	{"POST", "/api/v1/racks/{id}/images/gc", []string{"dry_run", "timeout"}, ""},
+	{"POST", "/api/v1/racks/{id}/images/scrub", []string{"timeout"}, ""},
 	{"POST", "/api/v1/racks/{id}/images/imports", []string{"timeout"}, `{"dir":"/nonexistent"}`},
 	{"GET", "/api/v1/racks/{id}/images/imports", []string{"timeout"}, ""},
 	{"GET", "/api/v1/racks/{id}/images/imports/{import}", []string{"timeout"}, ""},

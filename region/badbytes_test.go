@@ -87,6 +87,8 @@ var apiRoutes = []route{
 	{"GET", "/api/v1/subnets/{subnet}", nil, ""},
 	{"PATCH", "/api/v1/subnets/{subnet}", nil, `{"name":"s"}`},
 	{"DELETE", "/api/v1/subnets/{subnet}", nil, ""},
+	{"GET", "/api/v1/subnets/{subnet}/leases", []string{"mac", "after", "limit"}, ""},
+	{"GET", "/api/v1/leases", []string{"rack_id", "subnet", "mac", "after", "limit"}, ""},
 }
 
 // rackRoutes are every route of a rack's HTTP server: what installers,

@@ -71,6 +71,7 @@ var apiRoutes = []route{
 	{"GET", "/api/v1/racks/{id}/images", []string{"timeout"}, ""},
 	{"DELETE", "/api/v1/racks/{id}/images/{imageversion}", []string{"timeout"}, ""},
 	{"POST", "/api/v1/racks/{id}/images/gc", []string{"dry_run", "timeout"}, ""},
+	{"POST", "/api/v1/racks/{id}/images/scrub", []string{"timeout"}, ""},
 	{"POST", "/api/v1/racks/{id}/images/imports", []string{"timeout"}, `{"dir":"/nonexistent"}`},
 	{"GET", "/api/v1/racks/{id}/images/imports", []string{"timeout"}, ""},
 	{"GET", "/api/v1/racks/{id}/images/imports/{import}", []string{"timeout"}, ""},
@@ -86,6 +87,8 @@ var apiRoutes = []route{
 	{"GET", "/api/v1/subnets/{subnet}", nil, ""},
 	{"PATCH", "/api/v1/subnets/{subnet}", nil, `{"name":"s"}`},
 	{"DELETE", "/api/v1/subnets/{subnet}", nil, ""},
+	{"GET", "/api/v1/subnets/{subnet}/leases", []string{"mac", "after", "limit"}, ""},
+	{"GET", "/api/v1/leases", []string{"rack_id", "subnet", "mac", "after", "limit"}, ""},
 }
 
 // rackRoutes are every route of a rack's HTTP server: what installers,

@@ -21,12 +21,14 @@ type RackImages interface {
 	GetImport(ctx context.Context, rack rackplane.Rack, id string, timeout time.Duration) (json.RawMessage, error)
 	Delete(ctx context.Context, rack rackplane.Rack, version string, timeout time.Duration, m rackimages.Meta) (json.RawMessage, error)
 	GC(ctx context.Context, rack rackplane.Rack, dryRun bool, timeout time.Duration, m rackimages.Meta) (json.RawMessage, error)
+	Scrub(ctx context.Context, rack rackplane.Rack, timeout time.Duration, m rackimages.Meta) (json.RawMessage, error)
 }
 
 func (s *Server) imageRoutes() {
 	s.handle("GET /api/v1/racks/{id}/images", s.listRackImages, "timeout")
 	s.handle("DELETE /api/v1/racks/{id}/images/{version...}", s.deleteRackImage, "timeout")
 	s.handle("POST /api/v1/racks/{id}/images/gc", s.collectRackImages, "dry_run", "timeout")
+	s.handle("POST /api/v1/racks/{id}/images/scrub", s.scrubRackImages, "timeout")
 	s.handle("POST /api/v1/racks/{id}/images/imports", s.startRackImport, "timeout")
 	s.handle("GET /api/v1/racks/{id}/images/imports", s.listRackImports, "timeout")
 	s.handle("GET /api/v1/racks/{id}/images/imports/{import}", s.getRackImport, "timeout")
@@ -131,6 +133,20 @@ func (s *Server) collectRackImages(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	report, err := s.rackImages.GC(r.Context(), rack, dryRun, timeout, imagesMeta(r))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, report)
+}
+
+// scrubRackImages has the rack verify every stored file; a corrupt one is
+// quarantined there and the versions using it become unusable.
+func (s *Server) scrubRackImages(w http.ResponseWriter, r *http.Request) error {
+	rack, timeout, err := s.imageRack(r, rackimages.DefaultScrubTimeout)
+	if err != nil {
+		return err
+	}
+	report, err := s.rackImages.Scrub(r.Context(), rack, timeout, imagesMeta(r))
 	if err != nil {
 		return err
 	}

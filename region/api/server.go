@@ -40,6 +40,7 @@ type Server struct {
 	hardware   Hardware
 	scripts    Scripts
 	subnets    Subnets
+	leases     Leases
 	osRegistry OSRegistry
 	rackImages RackImages
 	nc         *nats.Conn
@@ -113,6 +114,9 @@ type Deps struct {
 	Preseeds Preseeds
 	Volumes  Volumes
 	Subnets  Subnets
+	// Leases lists the DHCP leases racks reported; filled from DB when
+	// not set.
+	Leases Leases
 	// Power keeps power parameters and runs power actions; without it
 	// the power routes answer 503.
 	Power Power
@@ -178,9 +182,12 @@ func New(d Deps) *Server {
 		if d.Hardware == nil {
 			d.Hardware = d.DB
 		}
+		if d.Leases == nil {
+			d.Leases = d.DB
+		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
-		machines: d.Machines, volumes: d.Volumes, power: d.Power, hardware: d.Hardware, scripts: d.Scripts, subnets: d.Subnets, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
+		machines: d.Machines, volumes: d.Volumes, power: d.Power, hardware: d.Hardware, scripts: d.Scripts, subnets: d.Subnets, leases: d.Leases, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
 		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
 		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, rackRetirer: d.RackRetirer, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -218,6 +225,7 @@ func (s *Server) routes() {
 	s.hardwareRoutes()
 	s.scriptRoutes()
 	s.subnetRoutes()
+	s.leaseRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 	})

@@ -29,7 +29,7 @@ type DB struct {
 // New wraps pool. The projections are applied on every append.
 func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
 	db := &DB{pool: pool, log: log, metrics: newDBMetrics()}
-	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection, powerProjection, hardwareProjection, scriptsProjection}
+	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection, powerProjection, hardwareProjection, scriptsProjection, leasesProjection}
 	return db
 }
 

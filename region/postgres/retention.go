@@ -12,9 +12,11 @@ import (
 
 // TelemetryTypes are the events the region may prune from the log: what
 // racks and the region report of boot traffic, which nobody authenticates
-// (TFTP, HTTP boot, DHCP). No projection depends on them, and the one
-// follower that reads any (discovery, of boot_handoff) has done so before
-// they may go (see PruneTelemetry). Every other event is a state change
+// (TFTP, HTTP boot, DHCP). The one projection that reads any (DHCP
+// leases, of dhcp_leases_changed) keeps what it made when they go, and
+// needs only the recent ones, since leases end; the one follower that
+// reads any (discovery, of boot_handoff) has done so before they may go
+// (see PruneTelemetry). Every other event is a state change
 // and stays for good. Migration 0013's telemetry_type lists the same
 // types: only rows of these may be deleted, and only by a transaction
 // that says it prunes.

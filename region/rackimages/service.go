@@ -20,6 +20,10 @@ const (
 	DefaultImportStartTimeout = 30 * time.Second
 	DefaultRackTimeout        = 5 * time.Second
 	MaxRackTimeout            = 2 * time.Minute
+	// DefaultScrubTimeout is the longest wait by default: a scrub reads
+	// every stored file. Past it the rack still finishes; what it finds
+	// corrupt shows as image_corrupt events and unusable versions.
+	DefaultScrubTimeout = MaxRackTimeout
 )
 
 // Store is what the service needs of the region's database. The region's
@@ -146,6 +150,16 @@ func (s *Service) GC(ctx context.Context, rack rackplane.Rack, dryRun bool, time
 	s.logChange(rack, events.MethodImagesGC, m, "dry_run", dryRun)
 	var report json.RawMessage
 	err := s.call(ctx, rack, events.MethodImagesGC, gcRequest{DryRun: dryRun}, timeout, &report)
+	return report, err
+}
+
+// Scrub verifies every file of rack's store against its sha256 and
+// returns the rack's report: the files checked and those found corrupt,
+// which the rack has quarantined.
+func (s *Service) Scrub(ctx context.Context, rack rackplane.Rack, timeout time.Duration, m Meta) (json.RawMessage, error) {
+	s.logChange(rack, events.MethodImagesScrub, m)
+	var report json.RawMessage
+	err := s.call(ctx, rack, events.MethodImagesScrub, struct{}{}, timeout, &report)
 	return report, err
 }
 

@@ -13,6 +13,8 @@ func TestRPCSchema(t *testing.T) {
 		{events.MethodImagesGC, "request", "images_rpc_gc.request.v1"},
 		{events.MethodImagesList, "reply", "images_rpc_list.reply.v1"},
 		{events.MethodImagesImports, "request", "images_rpc_imports.request.v1"},
+		{events.MethodImagesScrub, "request", "images_rpc_scrub.request.v1"},
+		{events.MethodImagesScrub, "reply", "images_rpc_scrub.reply.v1"},
 	} {
 		if got := events.ImagesRPCSchema(tc.method, tc.part); got != tc.want {
 			t.Errorf("ImagesRPCSchema(%q, %q) = %q, want %q", tc.method, tc.part, got, tc.want)
@@ -70,6 +72,7 @@ func TestEncode(t *testing.T) {
 			`{"version_id":"ubuntu/noble/amd64/ga-24.04/generic/20240101"}`},
 		{"delete of no version", events.MethodImagesDelete, deleteRequest{}, ""},
 		{"gc dry run", events.MethodImagesGC, gcRequest{DryRun: true}, `{"dry_run":true}`},
+		{"scrub", events.MethodImagesScrub, struct{}{}, `{}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body, err := Encode(tc.method, tc.req)

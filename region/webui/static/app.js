@@ -1,6 +1,8 @@
 // Rackplane operator UI: routing, sign-in and the screens of racks,
 // machines, the OS registry, events and audit. Other screens are modules
 // of their own that register themselves with core.js.
+import './rack.js';
+import './subnets.js';
 import {
   $, APIError, AUDIT_POLL_MS, EVENT_POLL_MS, KEEP, RACK_POLL_MS, STATUSES, TOKEN_KEY,
   ago, api, append, can, clearError, current, dataCell, el,
@@ -23,7 +25,8 @@ for (const [name, f] of Object.entries({ racks: racksView, machines: machinesVie
 // racksView lists the racks in service, online ones first. An offline
 // rack offers Retire (asked twice): the region refuses it, with why,
 // while machines, subnets or volumes depend on the rack.
-function racksView(view) {
+function racksView(view, query, parts) {
+  if (parts && parts[0] && views.rack) { views.rack(view, query, parts); return; } // #/racks/ID: rack.js
   const gen = generation;
   const body = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   const result = el('p', { id: 'rack-result', class: 'notice', role: 'status', hidden: true });
@@ -67,7 +70,7 @@ function racksView(view) {
     const data = await api('GET', '/api/v1/racks');
     if (!current(gen)) return;
     const rows = data.racks.map((r) => el('tr', { 'data-rack-id': r.id },
-      el('td', {}, r.name),
+      el('td', {}, el('a', { href: '#/racks/' + encodeURIComponent(r.id) }, r.name)),
       el('td', {}, statusBadge(r.online ? 'online' : 'offline')),
       timeCell(r.last_heartbeat),
       el('td', { class: 'mono' }, r.version),

@@ -140,7 +140,8 @@ export function takeFragmentToken() {
   history.replaceState(null, '', location.pathname + location.search + '#' + (m[2] || '/racks'));
 }
 
-export async function api(method, path, body) {
+// headers are extra request headers, such as If-Match.
+export async function api(method, path, body, headers) {
   const t = token();
   if (!t) {
     signOut('');
@@ -148,7 +149,7 @@ export async function api(method, path, body) {
   }
   const opts = {
     method, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
-    headers: { 'Authorization': 'Bearer ' + t, 'Accept': 'application/json' },
+    headers: { ...headers, 'Authorization': 'Bearer ' + t, 'Accept': 'application/json' },
   };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';

@@ -30,7 +30,9 @@ func (im image) versionID() string {
 
 // Where the lab keeps what it built: a second start imports it again
 // (which the rack finds unchanged) without building.
-func ephemeralDir(dataDir string) string { return filepath.Join(labDir(dataDir), "images", "ephemeral") }
+func ephemeralDir(dataDir string) string {
+	return filepath.Join(labDir(dataDir), "images", "ephemeral")
+}
 func diskImageDir(dataDir string) string { return filepath.Join(labDir(dataDir), "images", "disk") }
 
 // ensureImage returns the image built in dir, building it with build

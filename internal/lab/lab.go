@@ -281,25 +281,23 @@ func banner(out io.Writer, c Config, n *network, vms []*vm, disk image, took tim
 	for _, v := range vms {
 		fmt.Fprintf(&b, "  %-5s %-17s %-8s %-5s %s\n  %40s %s\n", v.name, v.mac, v.firmware, v.tap, v.serial, "", v.qmp)
 	}
-	api := ""
-	if c.APIAddr != "127.0.0.1:5240" {
-		api = " -api http://" + c.APIAddr
-	}
-	token := ""
-	if abs, _ := filepath.Abs(c.DataDir); abs != mustAbs(".rackplane") {
-		token = " -token " + filepath.Join(abs, "token")
+	// The client reads .rackplane/token and talks to 127.0.0.1:5240 by
+	// itself; elsewhere it is told by its environment.
+	env := ""
+	if abs, _ := filepath.Abs(c.DataDir); abs != mustAbs(".rackplane") || c.APIAddr != "127.0.0.1:5240" {
+		env = fmt.Sprintf("  export RACKPLANE_API=http://%s RACKPLANE_TOKEN=$(cat %s)\n", c.APIAddr, filepath.Join(abs, "token"))
 	}
 	fmt.Fprintf(&b, `
 Each VM enlists as a new machine and commissions (a few minutes under TCG); the lab gives
 it power driver qemu with its QMP socket. Then try:
 
-  rackplane%[1]s%[2]s machines                      # the VMs: new, commissioning, then ready
-  rackplane%[1]s%[2]s deploy MACHINE -os %[3]s -release %[4]s   # the disk image, powered on over QMP
-  rackplane%[1]s%[2]s machine power status MACHINE
-  rackplane%[1]s%[2]s release MACHINE
-  tail -f %[5]s
+%[1]s  rackplane machines                      # the VMs: new, commissioning, then ready
+  rackplane deploy MACHINE -os %[2]s -release %[3]s   # the disk image; the rack powers the VM on over QMP
+  rackplane machine power status MACHINE
+  rackplane release MACHINE
+  tail -f %[4]s
 
-`, api, token, disk.os, disk.release, vms[0].serial)
+`, env, disk.os, disk.release, vms[0].serial)
 	fmt.Fprint(out, b.String())
 }
 

@@ -58,7 +58,8 @@ func CleanStale(dataDir string, log *slog.Logger) (string, error) {
 		log.Warn("lab: ignoring an unreadable state file", "path", stateFile(dataDir), "error", err)
 		return "", os.Remove(stateFile(dataDir))
 	}
-	if st.PID > 0 && st.PID != os.Getpid() && syscall.Kill(st.PID, 0) != syscall.ESRCH && isLab(st.PID) {
+	_, nsErr := os.Stat("/run/netns/" + st.Namespace)
+	if nsErr == nil && st.PID > 0 && st.PID != os.Getpid() && syscall.Kill(st.PID, 0) != syscall.ESRCH && isLab(st.PID) {
 		return "", fmt.Errorf("a lab runs with data directory %s already (process %d, namespace %s): stop it first", dataDir, st.PID, st.Namespace)
 	}
 	if err := deleteNamespace(st.Namespace); err != nil {

@@ -108,10 +108,24 @@ func buildDisk(log *slog.Logger) func(context.Context, string) error {
 // registry offers it.
 func importImage(ctx context.Context, a *client, rackID string, im image, out io.Writer) error {
 	var imp struct{ ID, State string }
-	if err := a.do(ctx, "POST", "/api/v1/racks/"+rackID+"/images/imports", map[string]string{"dir": im.dir}, &imp, 202); err != nil {
-		return fmt.Errorf("import the %s: %w", im.what, err)
-	}
 	began := time.Now()
+	for {
+		err := a.do(ctx, "POST", "/api/v1/racks/"+rackID+"/images/imports", map[string]string{"dir": im.dir}, &imp, 202)
+		if err == nil {
+			break
+		}
+		// A rack that ran with this data directory a moment ago is
+		// online for the region until its heartbeats lapse, and does
+		// not answer until dev's rack has connected again.
+		if !strings.Contains(err.Error(), "503") || time.Since(began) > time.Minute {
+			return fmt.Errorf("import the %s: %w", im.what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	for {
 		var oses struct {
 			OSes []struct{ OS, Release string }

@@ -332,7 +332,7 @@ func watch(ctx context.Context, a *client, vms []*vm, devDone chan struct{}, dev
 				continue
 			}
 			v.machineID = m.ID
-			fmt.Fprintf(out, "lab: %s (%s, %s) enlisted as machine %s (%s, %s): power driver qemu, %s\n", v.name, v.mac, v.firmware, m.Hostname, m.ID, m.Status, v.qmp)
+			fmt.Fprintf(out, "lab: %s (%s, %s) is machine %s (%s, %s): power driver qemu, %s\n", v.name, v.mac, v.firmware, m.Hostname, m.ID, m.Status, v.qmp)
 		}
 		select {
 		case <-ctx.Done():

@@ -73,6 +73,7 @@ func TestDevLab(t *testing.T) {
 		return nil
 	})
 	out := p.Output()
+	up := time.Now()
 	t.Logf("the lab was up in %s", time.Since(began).Round(time.Second))
 	if m := regexp.MustCompile(`namespace (` + lab.NSPrefix + `\d+)`).FindStringSubmatch(out); m != nil {
 		ns = m[1]
@@ -100,10 +101,13 @@ func TestDevLab(t *testing.T) {
 	// The API on the host's address, as the browser and CLI reach it.
 	a := api{t: t, base: "http://" + apiAddr, token: strings.TrimSpace(string(tok))}
 
-	// Both enlist and commission at once, each in its own VM.
+	// Both enlist and commission at once, each in its own VM; the BIOS
+	// one is deployed as soon as it is ready, while the other may still
+	// commission.
 	ids := map[string]string{}
-	took := eventually(t, 12*time.Minute, "both VMs enlisted, commissioned and ready", func() error {
-		for _, vm := range vms {
+	ready := func(vm vmInfo) {
+		t.Helper()
+		eventually(t, 12*time.Minute, vm.name+" enlisted, commissioned and ready", func() error {
 			var list struct {
 				Machines []struct{ ID, Status, Origin, StatusReason string }
 			}
@@ -112,11 +116,9 @@ func TestDevLab(t *testing.T) {
 				return fmt.Errorf("%s: %+v", vm.name, list.Machines)
 			}
 			ids[vm.name] = list.Machines[0].ID
-		}
-		return nil
-	})
-	t.Logf("both VMs were ready %s after the lab was up", took.Round(time.Second))
-	for _, vm := range vms {
+			return nil
+		})
+		t.Logf("%s (%s) was ready %s after the lab was up", vm.name, vm.firmware, time.Since(up).Round(time.Second))
 		var hw postgres.Hardware
 		if code := a.call("GET", "/api/v1/machines/"+ids[vm.name]+"/hardware", nil, nil, &hw); code != 200 {
 			t.Fatalf("%s's hardware: %d", vm.name, code)
@@ -137,6 +139,7 @@ func TestDevLab(t *testing.T) {
 			t.Errorf("%s's power parameters: %d %+v, want qemu and its QMP socket", vm.name, code, pw)
 		}
 	}
+	ready(vms[0])
 
 	// The BIOS one is deployed with the lab's disk image: nothing but
 	// the qemu driver turns its VM, off since commissioning, on.
@@ -149,17 +152,19 @@ func TestDevLab(t *testing.T) {
 	if code := a.call("POST", "/api/v1/machines/"+ids["vm1"]+"/deploy", nil, map[string]any{"os": parts[0], "release": parts[3]}, &m); code != 200 {
 		t.Fatalf("deploy: %d %+v", code, m)
 	}
-	took = eventually(t, 10*time.Minute, "vm1 deployed", func() error {
+	deploying := time.Now()
+	ready(vms[1])
+	eventually(t, 10*time.Minute, "vm1 deployed", func() error {
 		a.call("GET", "/api/v1/machines/"+ids["vm1"], nil, nil, &m)
 		if m.Status != "deployed" {
 			return fmt.Errorf("%s (%s)", m.Status, m.StatusReason)
 		}
 		return nil
 	})
+	t.Logf("vm1 was deployed in %s", time.Since(deploying).Round(time.Second))
 	if m.ImageVersionID != disk.VersionID {
 		t.Errorf("vm1 deployed with %s, want %s", m.ImageVersionID, disk.VersionID)
 	}
-	t.Logf("vm1 was deployed in %s", took.Round(time.Second))
 
 	if err := p.Stop(); err != nil {
 		t.Errorf("the lab after SIGINT: %v\n%s", err, tail(p.Output(), 20))

@@ -46,6 +46,9 @@ type Config struct {
 	// QEMU is qemu-system-x86_64; OVMFCode and OVMFVars are the UEFI
 	// firmware and its variable store template.
 	QEMU, OVMFCode, OVMFVars string
+	// NICROM is the iPXE ROM QEMU gives the BIOS VMs' e1000 NIC, checked
+	// before QEMU would fail on it ("" checks nothing).
+	NICROM string
 	// AgentSource is the Rackplane module the ephemeral environment's
 	// agent is built from when the data directory has no environment yet
 	// (empty: the module of the current directory).
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 		QEMU:      "qemu-system-x86_64",
 		OVMFCode:  "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:  "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		NICROM:    "/usr/lib/ipxe/qemu/efi-e1000.rom",
 		Stdout:    os.Stdout,
 		Stderr:    os.Stderr,
 	}
@@ -116,6 +120,10 @@ func (c Config) Validate() error {
 	}
 	if _, err := exec.LookPath(c.QEMU); err != nil {
 		errs = append(errs, fmt.Errorf("%s not found: install the Debian package qemu-system-x86 (and ipxe-qemu for its network boot ROMs)", c.QEMU))
+	} else if c.NICROM != "" {
+		if _, err := os.Stat(c.NICROM); err != nil {
+			errs = append(errs, fmt.Errorf("the BIOS VMs' network boot ROM %s is missing: install the Debian package ipxe-qemu", c.NICROM))
+		}
 	}
 	for _, f := range []string{c.OVMFCode, c.OVMFVars} {
 		if _, err := os.Stat(f); err != nil {

@@ -26,7 +26,7 @@ func validConfig(t *testing.T) Config {
 	if err := os.WriteFile(fw, []byte("fw"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.OVMFCode, c.OVMFVars = fw, fw
+	c.OVMFCode, c.OVMFVars, c.NICROM = fw, fw, fw
 	return c
 }
 
@@ -54,6 +54,11 @@ func TestValidate(t *testing.T) {
 	c.QEMU = "qemu-system-none-such"
 	c.OVMFCode = "/nonexistent/OVMF_CODE.fd"
 	err := c.Validate()
+	c.QEMU = "true"
+	c.NICROM = "/nonexistent/efi-e1000.rom"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "/nonexistent/efi-e1000.rom is missing: install the Debian package ipxe-qemu") {
+		t.Errorf("a missing NIC ROM: %v", err)
+	}
 	if err == nil {
 		t.Fatal("a config wrong in every way passed")
 	}

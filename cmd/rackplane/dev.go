@@ -25,6 +25,7 @@ import (
 	"github.com/rackplane/rackplane/internal/daemon/regiond"
 	"github.com/rackplane/rackplane/internal/dial"
 	"github.com/rackplane/rackplane/internal/httpserver"
+	"github.com/rackplane/rackplane/internal/lab"
 	"github.com/rackplane/rackplane/internal/logging"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/rack"
@@ -55,6 +56,9 @@ type devConfig struct {
 	// InsecureNATS runs the embedded NATS open to any client, and the
 	// region without its auth callout.
 	InsecureNATS bool
+	// VMs, when not 0, runs a lab of that many QEMU machines booting
+	// from the built-in rack (internal/lab).
+	VMs int
 	// DHCP is the rack's DHCP server, with rackd's -dhcp-* flags. With
 	// -boot-interface and no -dhcp-mode it answers in proxy mode.
 	DHCP dhcp.Config
@@ -95,6 +99,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BootInterface, "boot-interface", c.BootInterface, "network interface machines boot from: the rack's TFTP (:"+devBootTFTPPort+"), HTTP (:"+devBootHTTPPort+") and DHCP (proxy unless -dhcp-mode says otherwise) serve its address; flags given explicitly win")
 	fs.StringVar(&c.BootURL, "boot-url", c.BootURL, "URL machines reach the rack's HTTP server at, put in boot configs (default: from -boot-interface, else -rack-http-addr)")
 	fs.BoolVar(&c.InsecureNATS, "insecure-nats", c.InsecureNATS, "run the embedded NATS open to any client, without the region's auth callout: anyone reaching -nats-addr can act as any rack or as the region")
+	fs.IntVar(&c.VMs, "vms", c.VMs, fmt.Sprintf("run a lab: a network namespace with a bridge the rack serves DHCP, TFTP and HTTP on, and this many QEMU VMs (1 to %d; SeaBIOS and UEFI in turn) that PXE-boot, enlist and commission; needs root, qemu-system-x86 and ovmf", lab.MaxVMs))
 	c.DHCP.RegisterFlags(fs)
 	c.Power.RegisterFlags(fs)
 	c.Log.RegisterFlags(fs)
@@ -227,6 +232,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Visit(func(f *flag.Flag) { cfg.set[f.Name] = true })
 	if err := errors.Join(parseErr, cfg.validate()); err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if cfg.VMs != 0 {
+		return runLab(ctx, cfg, args, stdout, stderr)
 	}
 	if cfg.BootInterface != "" {
 		ip, err := interfaceIPv4(cfg.BootInterface)
@@ -383,6 +391,32 @@ Join a second rack:
 	}
 	fmt.Fprintln(stdout, "Rackplane dev stopped.")
 	return daemon.ExplainListen(err, listeners...)
+}
+
+// runLab is `rackplane dev -vms N`: the lab runs this binary as `dev`
+// inside its namespace, with the flags given here and its own.
+func runLab(ctx context.Context, cfg devConfig, args []string, stdout, stderr io.Writer) error {
+	var errs []error
+	for _, f := range []string{"boot-interface", "dhcp-mode", "dhcp-interface", "dhcp-subnets"} {
+		if cfg.set[f] {
+			errs = append(errs, fmt.Errorf("-%s: -vms puts the rack on the lab's own network; leave -%s out", f, f))
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	lc := lab.DefaultConfig()
+	lc.VMs, lc.DataDir, lc.Executable, lc.APIAddr, lc.NATSAddr = cfg.VMs, cfg.DataDir, exe, cfg.HTTPAddr, cfg.NATSAddr
+	lc.DatabaseURL = dial.DatabaseURL(cfg.DatabaseURL)
+	lc.Stdout, lc.Stderr = stdout, stderr
+	// -vms 0 last: the dev in the namespace runs no lab of its own
+	// (RACKPLANE_VMS in the environment would say otherwise).
+	lc.DevArgs = append(append([]string{}, args...), "-vms", "0")
+	if err := errors.Join(append(errs, lc.Validate())...); err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	return lab.Run(ctx, lc)
 }
 
 // rackdCommand is how rackd runs here, for what the CLI tells to run:

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"flag"
 	"io"
 	"net/netip"
@@ -59,6 +61,20 @@ func TestDevConfigErrors(t *testing.T) {
 	for _, want := range []string{"-data-dir is empty", "-boot-url \"tftp://x\"", "-dhcp-mode managed: give -boot-interface"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validate: %v; want %q in it", err, want)
+		}
+	}
+}
+
+// TestDevLabFlags: -vms refuses what it cannot do before making anything,
+// naming each problem: the flags that would put the rack on another
+// network, and a count out of range.
+func TestDevLabFlags(t *testing.T) {
+	err := runDev(context.Background(), []string{"-vms", "17", "-boot-interface", "eth9", "-dhcp-mode", "proxy", "-data-dir", t.TempDir()},
+		&bytes.Buffer{}, &bytes.Buffer{})
+	for _, want := range []string{"-boot-interface: -vms puts the rack on the lab's own network", "-dhcp-mode: -vms puts the rack",
+		"-vms 17: from 1 to 16"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("rackplane dev -vms 17 -boot-interface eth9 -dhcp-mode proxy: %v; want %q in it", err, want)
 		}
 	}
 }

@@ -105,6 +105,17 @@ func QEMU(t testing.TB) string {
 	return qemu
 }
 
+// QEMUs is QEMU for a test that runs n VMs at once: it holds n VM slots
+// (all of them, should the machine have fewer).
+func QEMUs(t testing.TB, n int) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU VMs: skipped with -short")
+	}
+	holdVMSlots(t, n)
+	return QEMU(t)
+}
+
 // OVMF returns QEMU's arguments for a UEFI VM (q35, OVMF with a copy of
 // its variables of the VM's own) with a virtio-net NIC of MAC mac on
 // netdev n0 (first in the boot order). Without o.IPXEROM the NIC has no option ROM, so that the

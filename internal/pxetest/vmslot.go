@@ -33,7 +33,12 @@ var vmSlots struct {
 // dropped a kernel halfway when many VMs shared two CPUs). A slot is a
 // lock on a file in the temporary directory, which the kernel lets go
 // when the process that held it dies.
-func holdVMSlot(t testing.TB) {
+func holdVMSlot(t testing.TB) { holdVMSlots(t, 1) }
+
+// holdVMSlots is holdVMSlot for a test that runs n VMs at once: it takes
+// n slots (at most all of them) together or none, so that two such
+// tests waiting for each other's slots cannot hold one each for ever.
+func holdVMSlots(t testing.TB, n int) {
 	t.Helper()
 	name := t.Name()
 	vmSlots.Lock()
@@ -44,10 +49,11 @@ func holdVMSlot(t testing.TB) {
 		}
 	}
 	vmSlots.Unlock()
-	n := runtime.NumCPU()
+	total := runtime.NumCPU()
 	if s, err := strconv.Atoi(os.Getenv(VMSlotsEnv)); err == nil && s > 0 {
-		n = s
+		total = s
 	}
+	n = max(1, min(n, total))
 	dir := filepath.Join(os.TempDir(), "rackplane-test-vm-slots")
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		t.Fatalf("VM slots: %v", err)
@@ -58,17 +64,24 @@ func holdVMSlot(t testing.TB) {
 		deadline, hasDeadline = d.Deadline()
 	}
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		for i := range n {
+		var got []*os.File
+		for i := 0; i < total && len(got) < n; i++ {
 			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("slot-%d", i)), os.O_CREATE|os.O_RDWR, 0o666)
 			if err != nil {
+				for _, g := range got {
+					g.Close()
+				}
 				t.Fatalf("VM slots: %v", err)
 			}
 			if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 				f.Close()
 				continue
 			}
+			got = append(got, f)
+		}
+		if len(got) == n {
 			if w := time.Since(began); w > time.Second {
-				t.Logf("waited %s for one of the machine's %d VM slots", w.Round(time.Second), n)
+				t.Logf("waited %s for %d of the machine's %d VM slots", w.Round(time.Second), n, total)
 			}
 			vmSlots.Lock()
 			if vmSlots.held == nil {
@@ -80,12 +93,17 @@ func holdVMSlot(t testing.TB) {
 				vmSlots.Lock()
 				delete(vmSlots.held, name)
 				vmSlots.Unlock()
-				f.Close() // lets the lock go
+				for _, f := range got {
+					f.Close() // lets the lock go
+				}
 			})
 			return
 		}
+		for _, f := range got {
+			f.Close()
+		}
 		if hasDeadline && time.Now().Add(time.Minute).After(deadline) {
-			t.Fatalf("no VM slot free after %s (%d tests of this machine boot VMs; %s=%d)", time.Since(began).Round(time.Second), n, VMSlotsEnv, n)
+			t.Fatalf("no %d VM slots free after %s (%d tests of this machine boot VMs; %s=%d)", n, time.Since(began).Round(time.Second), total, VMSlotsEnv, total)
 		}
 		time.Sleep(wait)
 	}

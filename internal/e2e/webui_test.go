@@ -275,8 +275,11 @@ func TestWebUI(t *testing.T) {
 	b := newBrowser(t)
 	defer b.checkClean()
 
-	// Sign in from the fragment; the token leaves the address bar.
+	// Sign in from the fragment, to the dashboard; the token leaves the
+	// address bar.
 	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.see("the dashboard's racks", `//p[@id="dash-racks-online"][@data-online="1"][@data-total="1"]`)
+	b.do("go to Racks", chromedp.Click(chromedp.CSS(`a[data-view="racks"]`)))
 	b.see("the online rack by name", row("ui-rack")+`/td[2][normalize-space()="online"]`)
 	b.screenshot("racks")
 	if loc := b.location(); strings.Contains(loc, "token") || strings.Contains(loc, a.token) {
@@ -388,7 +391,7 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("after Release in its row the API says web2 is %q", got.Status)
 	}
 
-	// The event log follows new events by polling.
+	// The event log follows new events as the page's follower hands them over.
 	b.do("go to Events", chromedp.Click(chromedp.CSS(`a[data-view="events"]`)))
 	b.see("the rack's registration", `//td[normalize-space()="rackplane.rack.rack_registered.v1"]`)
 	var web4 machine
@@ -421,7 +424,7 @@ func TestWebUI(t *testing.T) {
 	bad.do("sign in with the form",
 		chromedp.SendKeys(chromedp.ID(`login-token`), a.token),
 		chromedp.Click(chromedp.CSS(`#login-form button[type="submit"]`)))
-	bad.see("the rack after signing in", row("ui-rack")+`/td[2][normalize-space()="online"]`)
+	bad.see("the dashboard after signing in", `//p[@id="dash-racks-online"][@data-online="1"]`)
 }
 
 // uiSite starts a NATS server, a regiond without its NATS callout and a
@@ -920,7 +923,7 @@ func TestWebUIRetireRack(t *testing.T) {
 
 	b := newBrowser(t)
 	defer b.checkClean()
-	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)+"&next=/racks"))
 	b.see("old-rack offline, listed after the online rack", `//tbody/tr[2][td[1][normalize-space()="old-rack"]]/td[2][normalize-space()="offline"]`)
 	b.see("live-rack first, online", `//tbody/tr[1][td[1][normalize-space()="live-rack"]]/td[2][normalize-space()="online"]`)
 	if n := value(b, "count live-rack's Retire buttons", chromedp.Evaluate[float64](`document.evaluate('count(`+row("live-rack")+

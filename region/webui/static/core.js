@@ -534,6 +534,6 @@ export function dataDetails(summary, value) {
 // and its data summed up, with the JSON a click away.
 export function eventCells(e) {
   return [timeCell(e.time), el('td', { class: 'mono type' }, e.type), subjectCell(e.subject),
-    el('td', { class: 'mono' }, e.source), el('td', {}, e.actor || ''),
+    el('td', { class: 'mono source' }, e.source), el('td', {}, e.actor || ''),
     el('td', { class: 'data-cell' }, dataDetails(eventSummary(e), e.data))];
 }

@@ -2,7 +2,7 @@
 // by state, racks online, what needs attention and a chart of the boot
 // traffic of the last hour, all following the event log.
 import {
-  STATUSES, TELEMETRY, RACK_EVENTS, ago, api, append, current, el, fmtTime, generation, onStop,
+  STATUSES, TELEMETRY, RACK_EVENTS, ago, api, append, current, el, fmtBytes, fmtTime, generation, onStop,
   rackLink, registerView, reloadOn, short, statusBadge, table, timeCell,
 } from './core.js';
 
@@ -88,9 +88,9 @@ function dashboardView(view) {
     racks.replaceChildren(
       el('p', { id: 'dash-racks-online', 'data-online': String(online.length), 'data-total': String(rackList.length) },
         el('span', { class: 'count' }, online.length + '/' + rackList.length), ' online. ', el('a', { href: '#/racks' }, 'All racks')),
-      offline.length === 0 ? null : el('ul', { id: 'dash-racks-offline' }, offline.map((r) => el('li', {},
+      ...(offline.length === 0 ? [] : [el('ul', { id: 'dash-racks-offline' }, offline.map((r) => el('li', {},
         rackLink(r.id, r.name), ' ', statusBadge('offline'), ' ',
-        el('span', { class: 'muted small' }, 'last heartbeat ' + (r.last_heartbeat ? ago(r.last_heartbeat) : 'never'))))));
+        el('span', { class: 'muted small' }, 'last heartbeat ' + (r.last_heartbeat ? ago(r.last_heartbeat) : 'never')))))]));
   }
 
   function drawAttention() {
@@ -176,13 +176,22 @@ function svg(tag, attrs, ...children) {
   return e;
 }
 
-// niceMax is a round axis maximum at or above v (1, 2 or 5 times a power
-// of ten), and at least min.
-function niceMax(v, min) {
-  v = Math.max(v, min);
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+// niceStep is a round step for TICKS steps up to v: 1, 2 or 5 times a
+// power of ten, at least min.
+const TICKS = 4;
+function niceStep(v, min) {
+  const raw = Math.max(v / TICKS, min);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw - 1e-12) return m * p;
   return 10 * p;
+}
+
+// rateUnit is the unit a throughput of at most max bytes a second reads
+// best in.
+function rateUnit(max) {
+  if (max >= 1e6) return { name: 'MB/s', div: 1e6 };
+  if (max >= 1e3) return { name: 'kB/s', div: 1e3 };
+  return { name: 'B/s', div: 1 };
 }
 
 function hhmm(t) {
@@ -192,39 +201,45 @@ function hhmm(t) {
 
 function fmtRate(v) {
   if (v === 0) return '0';
-  if (v >= 100) return v.toFixed(0);
+  if (v >= 100 || Number.isInteger(v)) return v.toFixed(0);
   if (v >= 1) return v.toFixed(1);
-  return v.toPrecision(2);
+  return String(Number(v.toPrecision(2)));
 }
 
 // bootChart draws boots per bucket as bars (left axis) and the transfer
-// throughput in MB/s as a line (right axis), with the last bucket's
+// throughput as a line (right axis, in B/s, kB/s or MB/s as it fits), with the last bucket's
 // values as text. Everything is built as SVG elements, and the figures
 // are on the element too (data-*) for whoever reads the page by script.
 function bootChart(d) {
   const b = d.buckets || [];
   const stepS = b.length > 1 ? (new Date(b[1].start) - new Date(b[0].start)) / 1000 : 60;
   const boots = b.map((x) => x.boots);
-  const mbs = b.map((x) => x.bytes / stepS / 1e6);
+  const rates = b.map((x) => x.bytes / stepS);
+  const unit = rateUnit(Math.max(0, ...rates));
+  const mbs = rates.map((v) => v / unit.div);
   const totals = b.reduce((t, x) => ({ boots: t.boots + x.boots, bytes: t.bytes + x.bytes, transfers: t.transfers + x.transfers,
     requests: t.requests + x.requests }), { boots: 0, bytes: 0, transfers: 0, requests: 0 });
   const W = 760, H = 260, L = 48, R = 58, T = 28, B = 34;
   const pw = W - L - R, ph = H - T - B;
-  const yMax = niceMax(Math.max(0, ...boots), 5);
-  const rMax = niceMax(Math.max(0, ...mbs), 1);
+  const yStep = niceStep(Math.max(0, ...boots), 1);
+  const rStep = niceStep(Math.max(0, ...mbs), 0.25);
+  const yMax = yStep * TICKS;
+  const rMax = rStep * TICKS;
   const n = Math.max(1, b.length);
   const bw = pw / n;
   const last = b[b.length - 1] || { boots: 0, bytes: 0, start: d.until };
   const lastMBs = mbs.length ? mbs[mbs.length - 1] : 0;
+  const plural = (n, one, many) => n + ' ' + (n === 1 ? one : many);
   const label = 'Boot traffic from ' + fmtTime(d.since) + ' to ' + fmtTime(d.until) + ', per ' + (stepS === 60 ? 'minute' : stepS + ' s') +
-    ': ' + totals.boots + ' boots, ' + totals.transfers + ' transfers, ' + (totals.bytes / 1e6).toFixed(1) + ' MB sent';
+    ': ' + plural(totals.boots, 'boot', 'boots') + ', ' + plural(totals.transfers, 'transfer', 'transfers') + ', ' +
+    fmtBytes(totals.bytes) + ' sent';
 
   const grid = [];
-  for (let i = 0; i <= 4; i++) {
-    const y = T + ph - (ph * i) / 4;
+  for (let i = 0; i <= TICKS; i++) {
+    const y = T + ph - (ph * i) / TICKS;
     grid.push(svg('line', { x1: L, x2: L + pw, y1: y, y2: y, class: 'grid' }),
-      svg('text', { x: L - 6, y: y + 4, class: 'axis left' }, String(Math.round((yMax * i) / 4 * 10) / 10)),
-      svg('text', { x: L + pw + 6, y: y + 4, class: 'axis right' }, fmtRate((rMax * i) / 4)));
+      svg('text', { x: L - 6, y: y + 4, class: 'axis left' }, String(yStep * i)),
+      svg('text', { x: L + pw + 6, y: y + 4, class: 'axis right' }, fmtRate(rStep * i)));
   }
   const xLabels = [];
   b.forEach((x, i) => {
@@ -251,10 +266,10 @@ function bootChart(d) {
   svg('line', { x1: L, x2: L, y1: T, y2: T + ph, class: 'axis-line' }),
   svg('line', { x1: L, x2: L + pw, y1: T + ph, y2: T + ph, class: 'axis-line' }),
   svg('text', { x: L - 6, y: T - 12, class: 'axis left legend-bar' }, 'boots'),
-  svg('text', { x: L + pw + 6, y: T - 12, class: 'axis right legend-line' }, 'MB/s'),
+  svg('text', { x: L + pw + 6, y: T - 12, class: 'axis right legend-line' }, unit.name),
   svg('text', { x: L + pw / 2, y: H - 2, class: 'axis bottom' }, 'UTC'),
   svg('text', { x: L + pw - 4, y: T - 12, class: 'last', id: 'boot-chart-last' },
-    'last minute: ' + last.boots + (last.boots === 1 ? ' boot, ' : ' boots, ') + fmtRate(lastMBs) + ' MB/s'));
+    'last minute: ' + last.boots + (last.boots === 1 ? ' boot, ' : ' boots, ') + fmtRate(lastMBs) + ' ' + unit.name));
   return el('figure', { class: 'chart' }, s,
     el('figcaption', { class: 'muted small' }, label + '. Bars: machines that got their boot config; line: bytes sent by boot transfers.'));
 }

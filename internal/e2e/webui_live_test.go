@@ -300,7 +300,14 @@ func TestWebUIEventsAppendLive(t *testing.T) {
 	m := createMachine(t, a, "ev1", "52:54:00:ee:50:01")
 	created := `//tr[td[normalize-space()="machine/` + m.ID + `"]][td[normalize-space()="rackplane.region.machine_created.v1"]]`
 	b.within(2500*time.Millisecond, "ev1's creation", created)
-	for _, u := range reqs.since(begin) {
+	// The follower, having handed the event over, waits for the next:
+	// that long poll is all the page asked.
+	time.Sleep(300 * time.Millisecond)
+	got := reqs.since(begin)
+	if len(got) == 0 {
+		t.Errorf("no request recorded after the event: the follower did not poll again, or the recording is broken")
+	}
+	for _, u := range got {
 		if !strings.Contains(u, "wait=50s") {
 			t.Errorf("the events screen asked %s: it should take new events from the follower", u)
 		}

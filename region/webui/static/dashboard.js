@@ -90,7 +90,10 @@ function dashboardView(view) {
         el('span', { class: 'count' }, online.length + '/' + rackList.length), ' online. ', el('a', { href: '#/racks' }, 'All racks')),
       ...(offline.length === 0 ? [] : [el('ul', { id: 'dash-racks-offline' }, offline.map((r) => el('li', {},
         rackLink(r.id, r.name), ' ', statusBadge('offline'), ' ',
-        el('span', { class: 'muted small' }, 'last heartbeat ' + (r.last_heartbeat ? ago(r.last_heartbeat) : 'never')))))]));
+        el('span', { class: 'muted small' }, 'last heartbeat ' + (r.last_heartbeat ? ago(r.last_heartbeat) : 'never')))))]),
+      // The online ones too, while they are few enough to read.
+      ...(online.length === 0 || online.length > 12 ? [] : [el('ul', { id: 'dash-racks-up', class: 'plain' }, online.map((r) => el('li', {},
+        rackLink(r.id, r.name), ' ', statusBadge('online'), ' ', el('span', { class: 'muted small mono' }, r.version || ''))))]));
   }
 
   function drawAttention() {

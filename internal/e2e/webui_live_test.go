@@ -288,7 +288,7 @@ func TestWebUILiveUpdates(t *testing.T) {
 func TestWebUIEventsAppendLive(t *testing.T) {
 	endToEnd(t)
 	chromiumPath(t)
-	a, _, _ := uiSite(t, "events-rack")
+	a, rack, _ := uiSite(t, "events-rack")
 	b := newBrowser(t)
 	defer b.checkClean()
 	reqs := b.recordRequests()
@@ -316,5 +316,6 @@ func TestWebUIEventsAppendLive(t *testing.T) {
 	b.do("open the JSON", chromedp.Click(created+`/td[6]/details/summary`))
 	b.see("the JSON", created+`/td[6]/details/pre[contains(., '"hostname": "ev1"')]`)
 	b.see("the subject links to the machine", created+`/td[3]/a[@href="#/machines/`+m.ID+`"]`)
+	b.see("the rack's events by the rack's name", `//tr[td[normalize-space()="rackplane.rack.rack_registered.v1"]]/td[4][normalize-space()="rack events-rack"]/a[@href="#/racks/`+rack.ID+`"]`)
 	b.screenshot("events-live")
 }

@@ -914,6 +914,7 @@ function machineView(view, id) {
     if (oses.length === 0) {
       osSelect.append(el('option', { value: '' }, 'no rack has an OS image yet'));
       deployButton.disabled = true;
+      deployButton.title = 'No rack has an OS image to deploy: import one first (OS registry).';
     }
   }).catch(showError);
   followLog(events, {

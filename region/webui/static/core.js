@@ -470,18 +470,18 @@ export function rackNames() {
   return rackCache;
 }
 
+const rackAsked = new Map(); // rack id -> Promise of the name of a rack not in service
+
 // rackName resolves to rack id's name, '' when it cannot be had.
 export async function rackName(id) {
   if (!id) return '';
   const racks = await rackNames().catch(() => new Map());
   if (racks.has(id)) return racks.get(id).name;
-  try {
-    const r = await api('GET', '/api/v1/racks/' + encodeURIComponent(id));
-    racks.set(id, r);
-    return r.name + (r.retired_at ? ' (retired)' : '');
-  } catch (e) {
-    return '';
+  if (!rackAsked.has(id)) {
+    rackAsked.set(id, api('GET', '/api/v1/racks/' + encodeURIComponent(id))
+      .then((r) => r.name + (r.retired_at ? ' (retired)' : ''), () => { rackAsked.delete(id); return ''; }));
   }
+  return rackAsked.get(id);
 }
 
 // rackLink is a rack by its name, to its page; a rack whose name is not
@@ -491,11 +491,20 @@ export function rackLink(id, name) {
     name || 'rack ' + String(id).slice(0, 8) + '…');
 }
 
+// sourceCell is an event's source, a rack by its name.
+function sourceCell(source) {
+  const m = /^rackplane\/rack\/([0-9a-f-]{36})$/.exec(source || '');
+  if (!m) return el('td', { class: 'mono source' }, source || '');
+  const td = el('td', { class: 'source', title: source }, 'rack ', rackLink(m[1], ''));
+  rackName(m[1]).then((name) => { if (name) td.replaceChildren('rack ', rackLink(m[1], name)); });
+  return td;
+}
+
 // subjectCell links an event's subject to its machine's or rack's page.
 function subjectCell(subject) {
   const m = /^(machine|rack)\/([0-9a-f-]{36})$/.exec(subject || '');
   if (!m) return el('td', { class: 'mono' }, subject || '');
-  return el('td', { class: 'mono' }, el('a', { href: '#/' + m[1] + 's/' + encodeURIComponent(m[2]) }, subject));
+  return el('td', { class: 'mono subject' }, el('a', { href: '#/' + m[1] + 's/' + encodeURIComponent(m[2]) }, subject));
 }
 
 // The data fields an event's one-line summary shows, in this order, the
@@ -517,8 +526,9 @@ export function eventSummary(e) {
     if (parts.length === 4) break;
   }
   if (parts.length === 0) {
-    const n = Object.keys(d).length;
-    return n === 0 ? 'no data' : n + (n === 1 ? ' field' : ' fields');
+    // Nothing simple to show: name what there is.
+    const keys = Object.keys(d);
+    return keys.length === 0 ? 'no data' : keys.slice(0, 5).join(', ') + (keys.length > 5 ? ', …' : '');
   }
   return parts.join(' · ');
 }
@@ -534,6 +544,6 @@ export function dataDetails(summary, value) {
 // and its data summed up, with the JSON a click away.
 export function eventCells(e) {
   return [timeCell(e.time), el('td', { class: 'mono type' }, e.type), subjectCell(e.subject),
-    el('td', { class: 'mono source' }, e.source), el('td', {}, e.actor || ''),
+    sourceCell(e.source), el('td', {}, e.actor || ''),
     el('td', { class: 'data-cell' }, dataDetails(eventSummary(e), e.data))];
 }

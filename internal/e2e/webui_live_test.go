@@ -15,6 +15,9 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/pgtest"
 )
 
 // requests records the API requests a browser tab makes, from Chromium's
@@ -318,4 +321,46 @@ func TestWebUIEventsAppendLive(t *testing.T) {
 	b.see("the subject links to the machine", created+`/td[3]/a[@href="#/machines/`+m.ID+`"]`)
 	b.see("the rack's events by the rack's name", `//tr[td[normalize-space()="rackplane.rack.rack_registered.v1"]]/td[4][normalize-space()="rack events-rack"]/a[@href="#/racks/`+rack.ID+`"]`)
 	b.screenshot("events-live")
+}
+
+// TestWebUIReconnects: while the region is away the header says
+// reconnecting…, and once it is back the page follows the log again on
+// its own, from where it was: a machine made then is in the list without
+// a reload.
+func TestWebUIReconnects(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	ns := natsserver.StartTest(t)
+	dbURL := pgtest.NewDatabase(t)
+	regionAddr := freeAddr(t)
+	args := []string{"-no-nats-callout", "-nats-url", ns.URL, "-database-url", dbURL, "-http-addr", regionAddr}
+	region := start(t, "regiond", args...)
+	a := api{t: t, base: "http://" + regionAddr, token: token(t, dbURL)}
+	eventually(t, 15*time.Second, "the region up", func() error {
+		_, err := racks(context.Background(), a.base, a.token)
+		return err
+	})
+	createMachine(t, a, "rc1", "52:54:00:ee:60:01")
+
+	b := newBrowser(t)
+	b.do("open the machines", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)+"&next=/machines"))
+	b.see("rc1", row("rc1")+`/td[3][normalize-space()="ready"]`)
+	b.see("the follower live", `//span[@id="live-status"][normalize-space()="live"]`)
+
+	begin := time.Now()
+	if err := region.Stop(); err != nil {
+		t.Logf("stop regiond: %v", err)
+	}
+	t.Logf("regiond stopped in %s with the page's long poll open", time.Since(begin).Round(time.Millisecond))
+	b.see("reconnecting", `//span[@id="live-status"][normalize-space()="reconnecting…"]`)
+	b.screenshot("reconnecting")
+
+	start(t, "regiond", args...)
+	eventually(t, 15*time.Second, "the region up again", func() error {
+		_, err := racks(context.Background(), a.base, a.token)
+		return err
+	})
+	b.see("live again", `//span[@id="live-status"][normalize-space()="live"]`)
+	createMachine(t, a, "rc2", "52:54:00:ee:60:02")
+	b.within(3*time.Second, "rc2 in the list", row("rc2")+`/td[3][normalize-space()="ready"]`)
 }

@@ -425,8 +425,12 @@ async function run(f) {
         setReady();
         setStatus('live');
       }
-      const d = await get(f, '/api/v1/events?' + new URLSearchParams({ after: cursor, limit: '1000', wait: LIVE_WAIT_S + 's' }),
-        (LIVE_WAIT_S + 15) * 1000);
+      // After a failure the first read does not wait: its answer says
+      // at once that the region is back (a long poll would say so only
+      // with the next event).
+      const q = { after: cursor, limit: '1000' };
+      if (failures === 0) q.wait = LIVE_WAIT_S + 's';
+      const d = await get(f, '/api/v1/events?' + new URLSearchParams(q), (LIVE_WAIT_S + 15) * 1000);
       if (f.stopped) return;
       failures = 0;
       setStatus('live');

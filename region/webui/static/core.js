@@ -370,7 +370,7 @@ function setStatus(state, detail) {
   const s = $('live-status');
   if (!s) return;
   s.hidden = state === '';
-  s.className = 'live ' + state;
+  s.className = state === 'live' ? 'live ok' : 'live ' + state;
   s.textContent = state === 'live' ? 'live' : state === 'reconnecting' ? 'reconnecting…' : '';
   s.title = state === 'live' ? 'Following the event log' : detail ? 'The event log: ' + detail : '';
 }

@@ -495,14 +495,17 @@ export function rackLink(id, name) {
     name || 'rack ' + String(id).slice(0, 8) + '…');
 }
 
-// sourceCell is an event's source, a rack by its name.
-function sourceCell(source) {
-  const m = /^rackplane\/rack\/([0-9a-f-]{36})$/.exec(source || '');
-  if (!m) return el('td', { class: 'mono source' }, source || '');
-  const td = el('td', { class: 'source', title: source }, 'rack ', rackLink(m[1], ''));
+// rackCell is a cell of text that names a rack by its id (an event's
+// source rackplane/rack/<id>, an actor rack:<id>): the rack by its name.
+function rackCell(text, re, cls) {
+  const m = re.exec(text || '');
+  if (!m) return el('td', { class: cls }, text || '');
+  const td = el('td', { class: cls, title: text }, 'rack ', rackLink(m[1], ''));
   rackName(m[1]).then((name) => { if (name) td.replaceChildren('rack ', rackLink(m[1], name)); });
   return td;
 }
+const sourceCell = (source) => rackCell(source, /^rackplane\/rack\/([0-9a-f-]{36})$/, 'mono source');
+const actorCell = (actor) => rackCell(actor, /^rack:([0-9a-f-]{36})$/, 'actor');
 
 // subjectCell links an event's subject to its machine's or rack's page.
 function subjectCell(subject) {
@@ -513,7 +516,7 @@ function subjectCell(subject) {
 
 // The data fields an event's one-line summary shows, in this order, the
 // first few present.
-const SUMMARY_KEYS = ['hostname', 'name', 'status', 'state', 'previous_state', 'action', 'outcome', 'reason', 'purpose',
+const SUMMARY_KEYS = ['hostname', 'name', 'tags', 'status', 'state', 'previous_state', 'action', 'outcome', 'reason', 'purpose',
   'os', 'release', 'mac', 'file_name', 'route', 'bytes', 'protocol', 'remote', 'driver', 'progress', 'message', 'error',
   'requests', 'transfers', 'sources', 'version', 'label'];
 
@@ -548,6 +551,6 @@ export function dataDetails(summary, value) {
 // and its data summed up, with the JSON a click away.
 export function eventCells(e) {
   return [timeCell(e.time), el('td', { class: 'mono type' }, e.type), subjectCell(e.subject),
-    sourceCell(e.source), el('td', {}, e.actor || ''),
+    sourceCell(e.source), actorCell(e.actor),
     el('td', { class: 'data-cell' }, dataDetails(eventSummary(e), e.data))];
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/schema"
 )
@@ -205,6 +206,11 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-ctx.Done():
 			return clientGone(ctx, w, ctx.Err())
+		case <-httpserver.Stopping(ctx):
+			// The region is shutting down: the wait is up now, and the
+			// client asks again, of this region when it is back or of
+			// another.
+			deadline = time.Now()
 		case <-woken:
 		case <-time.After(min(left, time.Second)):
 		}

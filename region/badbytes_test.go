@@ -37,6 +37,7 @@ var apiRoutes = []route{
 	{"DELETE", "/api/v1/racks/{id}", []string{"reason"}, ""},
 	{"GET", "/api/v1/events", []string{"after", "limit", "wait", "stream", "type", "last"}, ""},
 	{"GET", "/api/v1/rejected-events", []string{"limit"}, ""},
+	{"GET", "/api/v1/stats/boots", []string{"window", "step"}, ""},
 	{"GET", "/api/v1/os", []string{"live", "timeout", "os", "release", "arch"}, ""},
 	{"GET", "/api/v1/racks/{id}/capabilities", []string{"live", "timeout"}, ""},
 	{"PUT", "/api/v1/os/{os}/{release}/licence-key", nil, `{"key":"AAAA-BBBB"}`},

@@ -275,8 +275,11 @@ func TestWebUI(t *testing.T) {
 	b := newBrowser(t)
 	defer b.checkClean()
 
-	// Sign in from the fragment; the token leaves the address bar.
+	// Sign in from the fragment, to the dashboard; the token leaves the
+	// address bar.
 	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.see("the dashboard's racks", `//p[@id="dash-racks-online"][@data-online="1"][@data-total="1"]`)
+	b.do("go to Racks", chromedp.Click(chromedp.CSS(`a[data-view="racks"]`)))
 	b.see("the online rack by name", row("ui-rack")+`/td[2][normalize-space()="online"]`)
 	b.screenshot("racks")
 	if loc := b.location(); strings.Contains(loc, "token") || strings.Contains(loc, a.token) {
@@ -374,6 +377,7 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("after Release on its page the API says web2 is %q", got.Status)
 	}
 	b.see("web2's release event", `//td[normalize-space()="rackplane.region.machine_released.v1"]`)
+	b.screenshot("machine")
 
 	// A deploying machine's row offers Release.
 	if code := a.call("POST", "/api/v1/machines/"+web2.ID+"/deploy", nil, map[string]any{"os": "debian", "release": "bookworm"}, nil); code != 200 {
@@ -388,7 +392,7 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("after Release in its row the API says web2 is %q", got.Status)
 	}
 
-	// The event log follows new events by polling.
+	// The event log follows new events as the page's follower hands them over.
 	b.do("go to Events", chromedp.Click(chromedp.CSS(`a[data-view="events"]`)))
 	b.see("the rack's registration", `//td[normalize-space()="rackplane.rack.rack_registered.v1"]`)
 	var web4 machine
@@ -396,15 +400,18 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("create web4: %d", code)
 	}
 	b.see("web4's creation, without reloading", `//tr[td[normalize-space()="machine/`+web4.ID+`"]][td[normalize-space()="rackplane.region.machine_created.v1"]]`)
+	b.screenshot("events")
 
 	// The audit log has what was done in the page, by the token's actor.
 	b.do("go to Audit log", chromedp.Click(chromedp.CSS(`a[data-view="audit"]`)))
 	b.see("the release in the audit log", `//tr[td[normalize-space()="machine/`+web2.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/release"]][td[2][normalize-space()="e2e"]]`)
 	b.see("the refused mark-broken in the audit log", `//tr[td[normalize-space()="machine/`+web1.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/mark-broken"]][td[5][starts-with(normalize-space(), "failure 409")]]`)
 	b.see("the deploy in the audit log", `//tr[td[normalize-space()="machine/`+web2.ID+`"]][td[normalize-space()="POST /api/v1/machines/{id}/deploy"]][td[2][normalize-space()="e2e"]]`)
+	b.screenshot("audit")
 
 	b.do("go to OS registry", chromedp.Click(chromedp.CSS(`a[data-view="os"]`)))
 	b.see("the rack that can boot Debian", `//tr[td[2][contains(., "bookworm")]]/td[6][contains(., "ui-rack")][contains(., "stable/20261123")]`)
+	b.screenshot("os")
 
 	// A wrong token: the sign-in form with the API's message. Then the
 	// form signs in with the right one.
@@ -421,7 +428,7 @@ func TestWebUI(t *testing.T) {
 	bad.do("sign in with the form",
 		chromedp.SendKeys(chromedp.ID(`login-token`), a.token),
 		chromedp.Click(chromedp.CSS(`#login-form button[type="submit"]`)))
-	bad.see("the rack after signing in", row("ui-rack")+`/td[2][normalize-space()="online"]`)
+	bad.see("the dashboard after signing in", `//p[@id="dash-racks-online"][@data-online="1"]`)
 }
 
 // uiSite starts a NATS server, a regiond without its NATS callout and a
@@ -638,6 +645,7 @@ func TestWebUIPower(t *testing.T) {
 	}
 	b.see("on", powerField("power")+`[normalize-space()="on"]`)
 	b.see("the result", `//span[@id="power-result"][starts-with(normalize-space(), "Power on: on (ok, ")][contains(., "rack power-rack")]`)
+	b.screenshot("power")
 	b.see("no error", powerField("last error")+`[normalize-space()=""]`)
 	if !value(b, "look at the error", chromedp.Evaluate[bool](`document.getElementById("power-message").hidden`)) {
 		t.Errorf("the earlier error still shows after Power on succeeded")
@@ -860,6 +868,7 @@ func TestWebUIHardware(t *testing.T) {
 	b.see("the new disk", `//div[@id="hardware-disks"]//tr[td[1][normalize-space()="sdc"]]/td[4][normalize-space()="UISN-DISK-0003"]`)
 	b.do("open the changes", chromedp.Click(`//details[@id="hardware-changes"]/summary`))
 	b.see("the disk added", `//details[@id="hardware-changes"]//li[normalize-space()="Disk added: sdc 480 GiB (serial UISN-DISK-0003)"]`)
+	b.screenshot("hardware")
 
 	// The list: chips, and the filters narrow it, from the address too.
 	b.do("go to Machines", chromedp.Click(chromedp.CSS(`a[data-view="machines"]`)))
@@ -920,7 +929,7 @@ func TestWebUIRetireRack(t *testing.T) {
 
 	b := newBrowser(t)
 	defer b.checkClean()
-	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)+"&next=/racks"))
 	b.see("old-rack offline, listed after the online rack", `//tbody/tr[2][td[1][normalize-space()="old-rack"]]/td[2][normalize-space()="offline"]`)
 	b.see("live-rack first, online", `//tbody/tr[1][td[1][normalize-space()="live-rack"]]/td[2][normalize-space()="online"]`)
 	if n := value(b, "count live-rack's Retire buttons", chromedp.Evaluate[float64](`document.evaluate('count(`+row("live-rack")+
@@ -943,6 +952,7 @@ func TestWebUIRetireRack(t *testing.T) {
 	}
 	b.do("Retire old-rack again", chromedp.Click(row("old-rack")+`//button[contains(@class, "retire")]`), chromedp.Click(chromedp.ID("rack-confirm-yes")))
 	b.see("it is retired", `//p[@id="rack-result"][contains(., "Rack old-rack retired")]`)
+	b.screenshot("racks-retired")
 	b.do("old-rack gone from the list", chromedp.WaitNotPresent(row("old-rack")))
 	b.see("live-rack still there", row("live-rack"))
 	var got rackplane.Rack

@@ -69,7 +69,10 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	if len(lns) == 0 {
 		return rackplane.Errorf(rackplane.EINVALID, "httpserver %s: no listener", s.name)
 	}
-	s.hs.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+	stopping := make(chan struct{})
+	s.hs.RegisterOnShutdown(func() { close(stopping) })
+	base := context.WithValue(context.WithoutCancel(ctx), stoppingKey{}, stopping)
+	s.hs.BaseContext = func(net.Listener) context.Context { return base }
 	s.warnDescriptors()
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
@@ -87,6 +90,17 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 		return fmt.Errorf("%s http: %w", s.name, err)
 	}
 	return nil
+}
+
+type stoppingKey struct{}
+
+// Stopping is closed when the server serving the request of ctx begins to
+// shut down (nil, which never is, outside a Server's request). A handler
+// that holds its request open, a long poll, answers then as if its wait
+// were up, rather than holding the shutdown up for shutdownTimeout.
+func Stopping(ctx context.Context) <-chan struct{} {
+	c, _ := ctx.Value(stoppingKey{}).(chan struct{})
+	return c
 }
 
 // warnDescriptors says when the process may run out of file descriptors

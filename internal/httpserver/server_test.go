@@ -459,3 +459,51 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestStoppingEndsLongPolls: a handler holding its request open until
+// Stopping answers as soon as the server begins to shut down, so the
+// shutdown does not wait out its timeout for it; outside a request,
+// Stopping never fires.
+func TestStoppingEndsLongPolls(t *testing.T) {
+	if httpserver.Stopping(context.Background()) != nil {
+		t.Fatal("Stopping outside a request is not nil")
+	}
+	srv, err := httpserver.New(httpserver.DefaultConfig(), "test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-httpserver.Stopping(r.Context()):
+			io.WriteString(w, "stopping\n")
+		case <-time.After(time.Minute):
+			io.WriteString(w, "waited\n")
+		}
+	}), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	answer := make(chan string, 1)
+	go func() {
+		_, body, err := httpservertest.Get("http://"+ln.Addr().String()+"/", nil)
+		if err != nil {
+			body = err.Error()
+		}
+		answer <- body
+	}()
+	time.Sleep(200 * time.Millisecond) // the request waits
+	begin := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Errorf("the shutdown took %s with a long poll open", took)
+	}
+	if got := <-answer; got != "stopping\n" {
+		t.Errorf("the long poll answered %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/schema"
 )
@@ -187,7 +189,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 			woken = s.appended.Next()
 		}
 		if err := s.eventLog.AwaitSettled(ctx, time.Second); err != nil {
-			return err
+			return clientGone(ctx, w, err)
 		}
 		if last > 0 {
 			evs, next, err = s.eventLog.ReadLastEvents(ctx, last, f)
@@ -195,7 +197,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 			evs, next, err = s.eventLog.ReadEvents(ctx, after, limit, f)
 		}
 		if err != nil {
-			return err
+			return clientGone(ctx, w, err)
 		}
 		left := time.Until(deadline)
 		if len(evs) > 0 || left <= 0 {
@@ -203,7 +205,12 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return clientGone(ctx, w, ctx.Err())
+		case <-httpserver.Stopping(ctx):
+			// The region is shutting down: the wait is up now, and the
+			// client asks again, of this region when it is back or of
+			// another.
+			deadline = time.Now()
 		case <-woken:
 		case <-time.After(min(left, time.Second)):
 		}
@@ -212,6 +219,22 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 		evs = []postgres.Stored{}
 	}
 	return writeJSON(w, http.StatusOK, eventsPage{Events: evs, Next: next.String()})
+}
+
+// StatusClientClosedRequest is what the metrics count for a request whose
+// client went away before the answer (nginx's 499): a page closed or
+// moved on while its long poll of the event log waited. Nobody reads the
+// answer, and it is no failure of the region's.
+const StatusClientClosedRequest = 499
+
+// clientGone is err, unless the client's request ended (ctx canceled):
+// then it records StatusClientClosedRequest and nil.
+func clientGone(ctx context.Context, w http.ResponseWriter, err error) error {
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+		w.WriteHeader(StatusClientClosedRequest)
+		return nil
+	}
+	return err
 }
 
 func (s *Server) listRejected(w http.ResponseWriter, r *http.Request) error {

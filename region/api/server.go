@@ -43,6 +43,7 @@ type Server struct {
 	leases     Leases
 	osRegistry OSRegistry
 	rackImages RackImages
+	stats      Stats
 	nc         *nats.Conn
 	log        *slog.Logger
 	gatherer   prometheus.Gatherer
@@ -130,7 +131,10 @@ type Deps struct {
 	// rack's image store.
 	OSRegistry OSRegistry
 	RackImages RackImages
-	NATS       *nats.Conn
+	// Stats counts boot traffic for GET /api/v1/stats/boots; filled
+	// from DB when not set.
+	Stats Stats
+	NATS  *nats.Conn
 	// Heartbeats makes rack responses carry the latest heartbeat seen.
 	Heartbeats Heartbeats
 	// Appended lets GET /api/v1/events?wait= return as soon as events are
@@ -185,10 +189,13 @@ func New(d Deps) *Server {
 		if d.Leases == nil {
 			d.Leases = d.DB
 		}
+		if d.Stats == nil {
+			d.Stats = d.DB
+		}
 	}
 	s := &Server{racks: d.Racks, eventLog: d.EventLog, tokens: d.Tokens, auditLog: d.AuditLog, pinger: d.Pinger,
 		machines: d.Machines, volumes: d.Volumes, power: d.Power, hardware: d.Hardware, scripts: d.Scripts, subnets: d.Subnets, leases: d.Leases, preseeds: d.Preseeds, nc: d.NATS, log: d.Logger, gatherer: d.Gatherer, mux: http.NewServeMux(),
-		osRegistry: d.OSRegistry, rackImages: d.RackImages, heartbeats: d.Heartbeats, appended: d.Appended,
+		osRegistry: d.OSRegistry, rackImages: d.RackImages, stats: d.Stats, heartbeats: d.Heartbeats, appended: d.Appended,
 		joinTokens: d.JoinTokens, rackRevoker: d.RackRevoker, rackRetirer: d.RackRetirer, natsAuth: d.NATSAuth,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rackplane_region_http_requests_total", Help: "API requests by route and status.",
@@ -226,6 +233,7 @@ func (s *Server) routes() {
 	s.scriptRoutes()
 	s.subnetRoutes()
 	s.leaseRoutes()
+	s.statsRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, rackplane.Errorf(rackplane.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 	})

@@ -11,3 +11,8 @@ func UseSerializedAppends(db *DB) { db.horizonMode = horizonSerialized }
 
 // HashCompares is how many secret hash comparisons db has made.
 func HashCompares(db *DB) int64 { return db.metrics.hashCompares.Load() }
+
+var (
+	BootStatsQuery = bootStatsQuery
+	BootStatsTypes = statsTypes
+)

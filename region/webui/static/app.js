@@ -4,20 +4,26 @@
 import './rack.js';
 import './subnets.js';
 import {
-  $, APIError, AUDIT_POLL_MS, EVENT_POLL_MS, KEEP, RACK_POLL_MS, STATUSES, TOKEN_KEY,
-  ago, api, append, can, clearError, current, dataCell, el,
-  errorText, every, fmtBytes, fmtTime, generation, gib, parseHash, short,
-  showError, signOut, splitTags, statusBadge, stopView, table, tagChips, takeFragmentToken,
+  $, APIError, KEEP, RACK_EVENTS, STATUSES, TELEMETRY, TOKEN_KEY,
+  ago, api, append, can, clearError, current, dataDetails, el, eventCells,
+  errorText, fmtBytes, fmtTime, generation, gib, live, onStop, parseHash, rackLink, rackName, reloadOn, short,
+  showError, signOut, splitTags, startFollowing, statusBadge, stopView, table, tagChips, takeFragmentToken,
   timeCell, token, views, registerView,
 } from './core.js';
 import './preseeds.js';
 import './scripts.js';
 import { volumesPanel } from './storage.js';
 import './tokens.js';
+import './dashboard.js';
 
 for (const [name, f] of Object.entries({ racks: racksView, machines: machinesView, os: osView, events: eventsView, audit: auditView })) {
   registerView(name, f);
 }
+
+// MACHINE_EVENTS are what changes a machine as lists show it: events on
+// its stream, without boot traffic and agent progress.
+const STEP_TYPE = 'rackplane.rack.agent_step_reported.v1';
+const MACHINE_EVENTS = { subject: 'machine/', not: [...TELEMETRY, STEP_TYPE] };
 
 
 // ---- racks ----------------------------------------------------------
@@ -70,7 +76,7 @@ function racksView(view, query, parts) {
     const data = await api('GET', '/api/v1/racks');
     if (!current(gen)) return;
     const rows = data.racks.map((r) => el('tr', { 'data-rack-id': r.id },
-      el('td', {}, el('a', { href: '#/racks/' + encodeURIComponent(r.id) }, r.name)),
+      el('td', {}, rackLink(r.id, r.name)),
       el('td', {}, statusBadge(r.online ? 'online' : 'offline')),
       timeCell(r.last_heartbeat),
       el('td', { class: 'mono' }, r.version),
@@ -81,7 +87,11 @@ function racksView(view, query, parts) {
     body.replaceChildren(table(['Name', 'Status', 'Last heartbeat', 'Version', 'Addresses', 'Boot URL', 'First seen', ''], rows,
       'No rack has joined yet. Start rackd with -nats-url pointing at this region\'s NATS.'));
   }
-  every(RACK_POLL_MS, load);
+  // Online and offline are events (rack_online, rack_offline: the
+  // region's liveness monitor records each transition), so the list
+  // follows them without a timer; the last heartbeat shown is the one
+  // the list was loaded with.
+  reloadOn({ type: RACK_EVENTS }, load);
 }
 
 // ---- machines -------------------------------------------------------
@@ -151,7 +161,8 @@ function machinesView(view, query) {
   let machines = [];
   let next = '';
   async function load(after) {
-    const q = new URLSearchParams({ limit: '100' });
+    // A reload keeps as many machines as are shown ("More" included).
+    const q = new URLSearchParams({ limit: String(after ? 100 : Math.min(1000, Math.max(100, machines.length))) });
     if (status) q.set('status', status);
     if (want.arch) q.set('arch', want.arch);
     if (want.min_cores) q.set('min_cores', want.min_cores);
@@ -173,7 +184,7 @@ function machinesView(view, query) {
       el('td', {}, m.os ? m.os + '/' + m.release : ''),
       el('td', { class: 'tags-cell' }, tagChips(m.tags)),
       hardwareCell(m),
-      el('td', {},
+      el('td', { class: 'actions' },
         can(m, 'deploy') ? el('a', { href: '#/machines/' + encodeURIComponent(m.id), class: 'deploy-link' }, 'Deploy…') : '', ' ',
         can(m, 'release') ? el('button', { type: 'button', class: 'secondary release', onclick: () => release(m) }, 'Release') : '')));
     list.replaceChildren(table(['Hostname', 'MACs', 'Status', 'Power', 'OS/release', 'Tags', 'Hardware', ''], rows,
@@ -196,7 +207,7 @@ function machinesView(view, query) {
       if (current(gen)) await load();
     } catch (e) { showError(e); }
   }
-  load().catch(showError);
+  reloadOn(MACHINE_EVENTS, () => load());
 }
 
 // hardwareCell sums up a commissioned machine's hardware in its row.
@@ -311,13 +322,33 @@ function powerPanel(id, gen) {
     el('h3', {}, 'Power parameters'), form);
 
   // setBusy disables the actions while one runs, while a confirmation
-  // is open, and when there are no parameters to act with.
+  // is open, and when the region would refuse them: no parameters, no
+  // rack to drive the machine, that rack offline, or its driver unusable
+  // there or without the action. The button's title says which.
   function setBusy(b) {
     busy = b;
-    const off = b || !params || !confirmBox.hidden;
-    for (const x of Object.values(buttons)) x.disabled = off;
+    const waiting = b || !confirmBox.hidden;
+    for (const [action, x] of Object.entries(buttons)) {
+      const why = waiting ? null : refusal(action === 'check' ? 'status' : action);
+      x.disabled = waiting || why !== null;
+      x.title = why || '';
+    }
     save.disabled = b;
-    clear.disabled = off;
+    clear.disabled = waiting || !params;
+  }
+
+  // refusal is why the region would refuse power action now, or null.
+  function refusal(action) {
+    if (!params) return 'No power parameters: set them below first.';
+    const rid = params.driving_rack_id;
+    if (!rid) return 'No rack drives this machine: name one in the power parameters.';
+    const r = racks.find((x) => x.id === rid);
+    if (r && !r.online) return 'Rack ' + r.name + ' drives this machine and is offline.';
+    const d = drivers.find((x) => x.name === params.driver && x.rack_id === rid);
+    if (!d) return 'Rack ' + rackLabel(rid) + ' does not report the ' + params.driver + ' power driver.';
+    if (!d.available) return 'The ' + params.driver + ' driver is unusable on rack ' + rackLabel(rid) + (d.detail ? ': ' + d.detail : '.');
+    if (d.actions && d.actions.length && !d.actions.includes(action)) return 'The ' + params.driver + ' driver offers no ' + action + ' action.';
+    return null;
   }
 
   function ask(text, yes, f) {
@@ -530,7 +561,11 @@ function powerPanel(id, gen) {
   }
 
   setBusy(false);
-  load().catch(fail);
+  // The parameters and the racks' drivers change by events: the
+  // machine's power parameters, racks' capability reports and liveness.
+  reloadOn((e) => e === null || (e.subject === 'machine/' + id && e.type.startsWith('rackplane.region.power_parameters_')) ||
+    e.type.startsWith('rackplane.rack.capabilities_reported.') || RACK_EVENTS.some((p) => e.type.startsWith(p)),
+  () => load().catch(fail));
   return {
     node,
     update(m) {
@@ -723,7 +758,9 @@ function stepsPanel(id, gen) {
   let first = true;
   let steps = [];   // agent_step_reported events, oldest first
 
-  every(EVENT_POLL_MS, async () => {
+  // The agent's reports arrive as events on the machine's subject: the
+  // panel reads what is new from its cursor when one does.
+  reloadOn({ subject: 'machine/' + id, type: STEP_TYPE }, async () => {
     if (!commissioning && !first) return;
     let added = 0;
     for (;;) {
@@ -849,12 +886,13 @@ function machineView(view, id) {
     deployForm.hidden = !can(m, 'deploy');
     for (const [name, b] of Object.entries(buttons)) b.hidden = !can(m, name);
     reason.hidden = !can(m, 'mark-failed') && !can(m, 'mark-broken');
+    erase.hidden = !can(m, 'release');
     const rows = [
       ['Hostname', m.hostname], ['ID', m.id], ['Status', statusBadge(m.status)],
       ['Status reason', m.status_reason || ''], ['MACs', (m.macs || []).join(', ')], ['Tags', tagChips(m.tags)],
-      ['Arch', m.arch], ['Origin', m.origin], ['Boot rack', m.boot_rack_id || 'any'],
+      ['Arch', m.arch], ['Origin', m.origin], ['Boot rack', m.boot_rack_id ? rackCell(m.boot_rack_id) : 'any'],
       ['OS/release', m.os ? m.os + '/' + m.release + (m.subarch ? ' (' + m.subarch + ')' : '') : ''],
-      ['Image version', m.image_version_id || ''], ['Deploy rack', m.deploy_rack_id || ''],
+      ['Image version', m.image_version_id || ''], ['Deploy rack', m.deploy_rack_id ? rackCell(m.deploy_rack_id) : ''],
       ['Preseed', m.preseed_name ? m.preseed_name + ' version ' + m.preseed_version : ''],
       ['Deploy started', m.deploy_started_at ? fmtTime(m.deploy_started_at) : ''],
       ['Created', fmtTime(m.created_at)], ['Updated', fmtTime(m.updated_at)], ['Version', String(m.version)],
@@ -863,7 +901,19 @@ function machineView(view, id) {
       rows.map(([k, v]) => [el('dt', {}, k), el('dd', { 'data-field': k.toLowerCase() }, v)])));
   }
 
-  api('GET', '/api/v1/machines/' + encodeURIComponent(id)).then((m) => { if (current(gen)) show(m); }).catch(showError);
+  // rackCell is a rack by name: the id until the name is known.
+  function rackCell(rid) {
+    const span = el('span', {}, rackLink(rid, ''));
+    rackName(rid).then((name) => { if (current(gen) && name) span.replaceChildren(rackLink(rid, name)); });
+    return span;
+  }
+
+  // The machine's own events (its state, power, tags, inventory) bring
+  // it again; boot traffic and the agent's steps do not change it.
+  reloadOn({ subject: 'machine/' + id, not: [...TELEMETRY, STEP_TYPE] }, async () => {
+    const m = await api('GET', '/api/v1/machines/' + encodeURIComponent(id));
+    if (current(gen)) show(m);
+  });
   api('GET', '/api/v1/os').then((data) => {
     if (!current(gen)) return;
     oses = data.oses || [];
@@ -872,13 +922,13 @@ function machineView(view, id) {
     if (oses.length === 0) {
       osSelect.append(el('option', { value: '' }, 'no rack has an OS image yet'));
       deployButton.disabled = true;
+      deployButton.title = 'No rack has an OS image to deploy: import one first (OS registry).';
     }
   }).catch(showError);
   followLog(events, {
     url: (page) => '/api/v1/events?' + new URLSearchParams({ stream: 'machine/' + id, ...page }),
-    items: (d) => d.events, start: '', interval: EVENT_POLL_MS,
+    items: (d) => d.events, start: '', filter: { subject: 'machine/' + id, not: TELEMETRY },
     render: eventRows, empty: 'No events yet.',
-    onNew: () => api('GET', '/api/v1/machines/' + encodeURIComponent(id)).then((m) => { if (current(gen)) show(m); }),
   });
 }
 
@@ -892,7 +942,10 @@ function osView(view, query) {
     el('p', { class: 'hint' }, 'What can be deployed, and which racks can boot it. ',
       live ? el('a', { href: '#/os' }, 'Show what the racks last reported') : el('a', { href: '#/os?live=true' }, 'Ask the racks now')),
     body]);
-  api('GET', '/api/v1/os' + (live ? '?live=true' : '')).then((data) => {
+  // What the racks last reported follows their capability reports and
+  // liveness; asking them live is once, on request.
+  const load = async () => {
+    const data = await api('GET', '/api/v1/os' + (live ? '?live=true' : ''));
     if (!current(gen)) return;
     const rows = (data.oses || []).map((o) => el('tr', {},
       el('td', {}, o.os_title || o.os, el('div', { class: 'muted mono' }, o.os)),
@@ -913,47 +966,86 @@ function osView(view, query) {
       }
     }
     body.replaceChildren(...parts);
-  }).catch(showError);
+  };
+  if (live) load().catch(showError);
+  else reloadOn({ type: ['rackplane.rack.capabilities_reported.', 'rackplane.rack.image_', 'rackplane.region.licence_key_set.', ...RACK_EVENTS] }, load);
 }
 
 // ---- events and audit -------------------------------------------------
 
 // followLog reads the newest KEEP entries of a log (last=, so a long log
-// is not paged through), shows them newest first, then polls from the
-// cursor the API gave.
+// is not paged through) and shows them newest first. Then it reads what
+// is new from the cursor the API gave whenever an event matching
+// o.filter arrives (o.filter: the follower's filter; o.refresh(again):
+// what else asks for a read), or, with o.direct, takes the events the
+// page's follower hands over as they are.
 function followLog(target, o) {
   const gen = generation;
   let cursor = o.start;
   let items = [];
   let first = true;
+  const seen = new Set(); // ids shown, so an entry read twice is shown once
+  const key = o.key || ((x) => x.id);
   const note = el('p', { class: 'muted', role: 'status' });
-  every(o.interval, async () => {
+  let drawTimer = null;
+  onStop(() => clearTimeout(drawTimer));
+  const draw = () => {
+    drawTimer = null;
+    if (!current(gen)) return;
+    note.textContent = 'Newest first, the last ' + KEEP + ' at most; updated ' + fmtTime(new Date().toISOString()) + '.';
+    target.replaceChildren(note, table(o.headers || eventHeaders, items.slice().reverse().map(o.render), o.empty));
+  };
+  const take = (page) => {
+    let added = 0;
+    for (const x of page) {
+      const k = String(key(x));
+      if (seen.has(k)) continue;
+      seen.add(k);
+      items.push(x);
+      added++;
+    }
+    if (items.length > KEEP) {
+      for (const x of items.slice(0, items.length - KEEP)) seen.delete(String(key(x)));
+      items = items.slice(items.length - KEEP);
+    }
+    return added;
+  };
+  const read = async () => {
     let added = 0;
     for (;;) {
       const data = await api('GET', o.url(first ? { last: String(KEEP) } : { limit: '1000', after: cursor }));
       if (!current(gen)) return;
       const page = o.items(data) || [];
-      items = items.concat(page);
-      added += page.length;
-      if (items.length > KEEP) items = items.slice(items.length - KEEP);
+      added += take(page);
       if (data.next !== undefined && data.next !== null && String(data.next) !== '') cursor = String(data.next);
       if (first || page.length < 1000) break;
     }
-    note.textContent = 'Newest first, the last ' + KEEP + ' at most; updated ' + fmtTime(new Date().toISOString()) + '.';
-    if (added > 0 || first) {
-      target.replaceChildren(note, table(o.headers || eventHeaders, items.slice().reverse().map(o.render), o.empty));
-      if (!first && o.onNew) await o.onNew();
-    }
+    if (added > 0 || first) draw();
     first = false;
-  });
+  };
+  if (o.direct) {
+    // Events the follower hands over before the first read are kept for
+    // after it; the ids drop those the read had too.
+    let pending = [];
+    const again = reloadOn(() => false, async () => {
+      await read();
+      if (current(gen) && pending.length) { const p = pending; pending = []; if (take(p)) draw(); }
+    });
+    live(o.filter, (e) => {
+      if (e === null) { again(); return; } // the follower started over: read on from the cursor
+      if (first) { pending.push(e); return; }
+      if (take([e]) && drawTimer === null) drawTimer = setTimeout(draw, 100);
+    });
+    return;
+  }
+  const again = reloadOn(o.filter, read);
+  if (o.refresh) o.refresh(again);
 }
 
 const eventHeaders = ['Time', 'Type', 'Subject', 'Source', 'Actor', 'Data'];
 
 function eventRows(e) {
-  return el('tr', { 'data-event-id': e.id },
-    timeCell(e.time), el('td', { class: 'mono' }, e.type), el('td', { class: 'mono' }, e.subject),
-    el('td', { class: 'mono' }, e.source), el('td', {}, e.actor || ''), dataCell(short(e.data)));
+  return el('tr', { 'data-event-id': e.id }, eventCells(e));
 }
 
 function eventsView(view) {
@@ -961,21 +1053,37 @@ function eventsView(view) {
   append(view, [el('h1', {}, 'Events'), list]);
   followLog(list, {
     url: (page) => '/api/v1/events?' + new URLSearchParams(page),
-    items: (d) => d.events, start: '', interval: EVENT_POLL_MS, render: eventRows, empty: 'The log is empty.',
+    items: (d) => d.events, start: '', filter: {}, direct: true, render: eventRows, empty: 'The log is empty.',
   });
 }
 
+// AUDIT_REFUSED_POLL_MS: the audit log has no wait and no event of its
+// own. What the API changes is an event with the caller as actor, which
+// brings the new entries (read once soon and once more later, as the
+// entry is written just after the change's event); a request the API
+// refused changes nothing and is no event, so a slow timer brings those.
+const AUDIT_REFUSED_POLL_MS = 30000;
+
 function auditView(view) {
+  const gen = generation;
   const list = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   append(view, [el('h1', {}, 'Audit log'), list]);
   followLog(list, {
     url: (page) => '/api/v1/audit?' + new URLSearchParams(page),
-    items: (d) => d.entries, start: '0', interval: AUDIT_POLL_MS, empty: 'Nothing audited yet.',
+    items: (d) => d.entries, start: '0', empty: 'Nothing audited yet.', filter: { actor: true },
+    key: (a) => a.id,
+    refresh: (again) => {
+      let later = null;
+      live({ actor: true }, () => { clearTimeout(later); later = setTimeout(() => { if (current(gen)) again(); }, 2000); });
+      const slow = setInterval(again, AUDIT_REFUSED_POLL_MS);
+      onStop(() => { clearTimeout(later); clearInterval(slow); });
+    },
     headers: ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Before → after', 'Request'],
     render: (a) => el('tr', { 'data-audit-id': String(a.id) },
       timeCell(a.at), el('td', {}, a.actor), el('td', { class: 'mono' }, a.action), el('td', { class: 'mono' }, a.target),
       el('td', {}, statusBadge(a.outcome), ' ', String(a.status), a.detail ? el('div', { class: 'muted' }, a.detail) : null),
-      dataCell(a.before || a.after ? short(a.before, 150) + ' → ' + short(a.after, 150) : ''),
+      el('td', { class: 'data-cell' }, a.before || a.after
+        ? dataDetails(short(a.before, 60) + ' → ' + short(a.after, 60), { before: a.before, after: a.after }) : ''),
       el('td', { class: 'mono muted' }, a.request_id)),
   });
 }
@@ -989,7 +1097,7 @@ function start() {
     if (!t) return;
     sessionStorage.setItem(TOKEN_KEY, t);
     $('login-token').value = '';
-    if (!location.hash || location.hash === '#') location.hash = '#/racks';
+    if (!location.hash || location.hash === '#') location.hash = '#/dashboard';
     else route();
   });
   $('sign-out').addEventListener('click', () => signOut(''));
@@ -1007,15 +1115,16 @@ function route() {
   clearError();
   $('login').hidden = true;
   $('nav').hidden = false;
+  startFollowing();
   const view = $('view');
   view.replaceChildren();
   view.hidden = false;
   const { parts, query } = parseHash();
-  const name = parts[0] || 'racks';
+  const name = parts[0] || 'dashboard';
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === name);
   if (name === 'machines' && parts[1]) { machineView(view, parts[1]); return; }
   // A screen gets the rest of the address too: #/racks/ID is the rack's page.
-  (views[name] || views.racks)(view, query, parts.slice(1));
+  (views[name] || views.dashboard)(view, query, parts.slice(1));
 }
 
 start();

@@ -12,6 +12,8 @@ export const STATUSES = ['new', 'commissioning', 'ready', 'deploying', 'deployed
 // what the lifecycle allows now, and the region refuses the rest anyway.
 export const can = (m, action) => (m.actions || []).includes(action);
 export const KEEP = 300; // newest events or audit entries a page keeps on screen
+// Screens follow the event log through live() and reloadOn() below; these
+// intervals are for what no event announces.
 export const EVENT_POLL_MS = 2000;
 export const AUDIT_POLL_MS = 3000;
 export const RACK_POLL_MS = 5000;
@@ -137,11 +139,12 @@ export function takeFragmentToken() {
   let t = '';
   try { t = decodeURIComponent(m[1]).trim(); } catch (e) { t = ''; }
   if (t) sessionStorage.setItem(TOKEN_KEY, t);
-  history.replaceState(null, '', location.pathname + location.search + '#' + (m[2] || '/racks'));
+  history.replaceState(null, '', location.pathname + location.search + '#' + (m[2] || '/dashboard'));
 }
 
-// headers are extra request headers, such as If-Match.
-export async function api(method, path, body, headers) {
+// headers are extra request headers, such as If-Match; signal cancels
+// the request (the live follower's long poll, at sign-out).
+export async function api(method, path, body, headers, signal) {
   const t = token();
   if (!t) {
     signOut('');
@@ -150,6 +153,7 @@ export async function api(method, path, body, headers) {
   const opts = {
     method, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
     headers: { ...headers, 'Authorization': 'Bearer ' + t, 'Accept': 'application/json' },
+    signal,
   };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
@@ -199,6 +203,7 @@ export function clearError() {
 
 export function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  stopFollowing();
   stopView();
   $('view').replaceChildren();
   $('view').hidden = true;
@@ -237,6 +242,9 @@ export function every(ms, f) {
   run();
 }
 
+// onStop runs f when the current view is left.
+export function onStop(f) { stops.push(f); }
+
 // current is true while the view that asked is still on screen.
 export function current(gen) { return gen === generation; }
 
@@ -251,3 +259,300 @@ export function parseHash() {
 // #/machines/ID): each module registers its own, so a screen is one file.
 export const views = {};
 export function registerView(name, f) { views[name] = f; }
+
+// ---- live updates ---------------------------------------------------
+//
+// One follower per page reads the event log from where it was when the
+// page signed in, holding a long poll (GET /api/v1/events?wait=) at its
+// end, and hands each event to the current view's subscriptions. Screens
+// load once and load again when an event says their data changed, so an
+// idle page makes one request a LIVE_WAIT, not one per screen per second.
+
+// TELEMETRY are the events of boot traffic (the region's
+// postgres.TelemetryTypes): many, and no change of any machine's or rack's
+// state, so lists of machines and racks leave them out.
+export const TELEMETRY = [
+  'rackplane.rack.boot_handoff.v1', 'rackplane.rack.boot_transfer.v1', 'rackplane.rack.boot_request_rejected.v1',
+  'rackplane.rack.boot_requests_summarized.v1', 'rackplane.rack.handoff_file_deleted.v1',
+  'rackplane.rack.dhcp_leases_changed.v1', 'rackplane.region.discovery_refused.v1',
+];
+// LIVE_WAIT is how long one request waits at the end of the log: below
+// the API's limit (55s) and the 60s idle timeout of proxies.
+export const LIVE_WAIT_S = 50;
+const BACKOFF_MIN_MS = 1000;
+const BACKOFF_MAX_MS = 30000;
+
+const subscriptions = new Set();
+let follower = null;   // the running follower: {stopped, controller}
+let readyWaiters = []; // resolved once the follower has a cursor (or failed to get one)
+let isReady = false;
+
+// matches says whether event e is what filter asks for: a function of
+// the event, or {type, not, subject, actor}: type and not are type
+// prefixes (one or a list) the event must and must not have; subject is
+// one or a list of subjects, a value ending in '/' matching every subject
+// under it ('machine/'); actor: true takes only events someone caused
+// through the API.
+export function matches(filter, e) {
+  if (e === null) return true; // a resync concerns everyone
+  if (typeof filter === 'function') return filter(e);
+  const list = (v) => (v === undefined || v === null ? [] : [].concat(v));
+  const types = list(filter.type);
+  const type = e.type || '';
+  if (types.length && !types.some((p) => type.startsWith(p))) return false;
+  if (list(filter.not).some((p) => type.startsWith(p))) return false;
+  const subjects = list(filter.subject);
+  const subject = e.subject || '';
+  if (subjects.length && !subjects.some((s) => (s.endsWith('/') ? subject.startsWith(s) : subject === s))) return false;
+  if (filter.actor && !e.actor) return false;
+  return true;
+}
+
+// live calls onEvent(e) with every event matching filter until the view
+// changes. onEvent(null) says events may have been missed (the follower
+// lost its place and started again from the end of the log): load again.
+export function live(filter, onEvent) {
+  const sub = { filter, onEvent };
+  subscriptions.add(sub);
+  stops.push(() => subscriptions.delete(sub));
+  startFollowing();
+}
+
+// following resolves once the follower knows where the log ends, so a
+// screen that loads after it misses no event between its load and the
+// follower's start.
+export function following() {
+  startFollowing();
+  if (isReady) return Promise.resolve();
+  return new Promise((resolve) => readyWaiters.push(resolve));
+}
+
+// reloadOn runs load once the follower is ready, then again when an
+// event matching filter arrives: a burst within ms (default 250) is one
+// load, and a load never overlaps the one before. It returns a function
+// that asks for a load the same way.
+export function reloadOn(filter, load, ms) {
+  const gen = generation;
+  const wait = ms === undefined ? 250 : ms;
+  let timer = null;
+  let running = false;
+  let again = false;
+  const run = async () => {
+    timer = null;
+    if (gen !== generation) return;
+    if (running) { again = true; return; }
+    running = true;
+    try { await load(); } catch (e) { if (gen === generation) showError(e); }
+    running = false;
+    if (again) { again = false; schedule(); }
+  };
+  const schedule = () => { if (timer === null && gen === generation) timer = setTimeout(run, wait); };
+  stops.push(() => { clearTimeout(timer); timer = null; });
+  live(filter, schedule);
+  following().then(() => { if (gen === generation && !running) run(); });
+  return schedule;
+}
+
+function dispatch(e) {
+  if (e === null || matches({ type: RACK_EVENTS }, e)) rackCache = null;
+  for (const sub of [...subscriptions]) {
+    if (!subscriptions.has(sub) || !matches(sub.filter, e)) continue;
+    try { sub.onEvent(e); } catch (err) { console.error(err); }
+  }
+}
+
+function setReady() {
+  isReady = true;
+  const w = readyWaiters;
+  readyWaiters = [];
+  for (const f of w) f();
+}
+
+function setStatus(state, detail) {
+  const s = $('live-status');
+  if (!s) return;
+  s.hidden = state === '';
+  s.className = state === 'live' ? 'live ok' : 'live ' + state;
+  s.textContent = state === 'live' ? 'live' : state === 'reconnecting' ? 'reconnecting…' : '';
+  s.title = state === 'live' ? 'Following the event log' : detail ? 'The event log: ' + detail : '';
+}
+
+// startFollowing starts the page's follower unless it runs.
+export function startFollowing() {
+  if (follower || !token()) return;
+  const f = { stopped: false, controller: null };
+  follower = f;
+  run(f);
+}
+
+// stopFollowing ends the follower (on sign-out): its request is
+// cancelled, and the next sign-in starts another from the end of the log.
+export function stopFollowing() {
+  const f = follower;
+  follower = null;
+  isReady = false;
+  setStatus('');
+  if (!f) return;
+  f.stopped = true;
+  if (f.controller) f.controller.abort();
+}
+
+async function get(f, path, timeoutMs) {
+  f.controller = new AbortController();
+  const c = f.controller;
+  // A request the network lost (a laptop asleep, a proxy gone) would
+  // otherwise hang for ever: give up a while after the region would
+  // have answered.
+  const timer = setTimeout(() => c.abort(), timeoutMs);
+  try {
+    return await api('GET', path, undefined, undefined, c.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function run(f) {
+  let cursor = '';
+  let failures = 0;
+  let first = true;
+  while (!f.stopped) {
+    try {
+      if (!cursor) {
+        // The newest event's cursor: what is after it is new.
+        const d = await get(f, '/api/v1/events?last=1', 15000);
+        if (f.stopped) return;
+        cursor = d.next || '';
+        if (!first) dispatch(null);
+        first = false;
+        setReady();
+        setStatus('live');
+      }
+      // After a failure the first read does not wait: its answer says
+      // at once that the region is back (a long poll would say so only
+      // with the next event).
+      const q = { after: cursor, limit: '1000' };
+      if (failures === 0) q.wait = LIVE_WAIT_S + 's';
+      const d = await get(f, '/api/v1/events?' + new URLSearchParams(q), (LIVE_WAIT_S + 15) * 1000);
+      if (f.stopped) return;
+      failures = 0;
+      setStatus('live');
+      if (d.next) cursor = d.next;
+      for (const e of d.events || []) dispatch(e);
+    } catch (err) {
+      if (f.stopped) return;
+      if (err instanceof APIError && err.status === 401) return; // signed out
+      failures++;
+      setStatus('reconnecting', errorText(err));
+      // A cursor the region refuses (a 400) is dropped: the follower
+      // starts again from the end, and the screens load again.
+      if (err instanceof APIError && err.status === 400) cursor = '';
+      if (first) {
+        // Screens waiting for the follower load anyway and show what
+        // the region says; they load again once it follows.
+        first = false;
+        setReady();
+      }
+      const ms = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(failures - 1, 5));
+      await new Promise((r) => setTimeout(r, ms * (0.75 + Math.random() / 2)));
+    }
+  }
+}
+
+// ---- racks by name and events in tables -------------------------------
+
+// RACK_EVENTS change what a rack list shows: joining, registering (name,
+// version, addresses), online and offline, retiring.
+export const RACK_EVENTS = ['rackplane.region.rack_', 'rackplane.rack.rack_registered.'];
+
+let rackCache = null; // Promise of Map rack id -> rack, dropped when a rack event arrives
+
+// rackNames resolves to the racks in service by id; retired ones are
+// asked for one by one (rackName).
+export function rackNames() {
+  if (!rackCache) {
+    rackCache = api('GET', '/api/v1/racks').then((d) => new Map((d.racks || []).map((r) => [r.id, r])));
+    rackCache.catch(() => { rackCache = null; });
+  }
+  return rackCache;
+}
+
+const rackAsked = new Map(); // rack id -> Promise of the name of a rack not in service
+
+// rackName resolves to rack id's name, '' when it cannot be had.
+export async function rackName(id) {
+  if (!id) return '';
+  const racks = await rackNames().catch(() => new Map());
+  if (racks.has(id)) return racks.get(id).name;
+  if (!rackAsked.has(id)) {
+    rackAsked.set(id, api('GET', '/api/v1/racks/' + encodeURIComponent(id))
+      .then((r) => r.name + (r.retired_at ? ' (retired)' : ''), () => { rackAsked.delete(id); return ''; }));
+  }
+  return rackAsked.get(id);
+}
+
+// rackLink is a rack by its name, to its page; a rack whose name is not
+// known yet shows the start of its id (the whole id in the title).
+export function rackLink(id, name) {
+  return el('a', { href: '#/racks/' + encodeURIComponent(id), class: 'rack-link', title: id, 'data-rack-id': id },
+    name || 'rack ' + String(id).slice(0, 8) + '…');
+}
+
+// rackCell is a cell of text that names a rack by its id (an event's
+// source rackplane/rack/<id>, an actor rack:<id>): the rack by its name.
+function rackCell(text, re, cls) {
+  const m = re.exec(text || '');
+  if (!m) return el('td', { class: cls }, text || '');
+  const td = el('td', { class: cls, title: text }, 'rack ', rackLink(m[1], ''));
+  rackName(m[1]).then((name) => { if (name) td.replaceChildren('rack ', rackLink(m[1], name)); });
+  return td;
+}
+const sourceCell = (source) => rackCell(source, /^rackplane\/rack\/([0-9a-f-]{36})$/, 'mono source');
+const actorCell = (actor) => rackCell(actor, /^rack:([0-9a-f-]{36})$/, 'actor');
+
+// subjectCell links an event's subject to its machine's or rack's page.
+function subjectCell(subject) {
+  const m = /^(machine|rack)\/([0-9a-f-]{36})$/.exec(subject || '');
+  if (!m) return el('td', { class: 'mono' }, subject || '');
+  return el('td', { class: 'mono subject' }, el('a', { href: '#/' + m[1] + 's/' + encodeURIComponent(m[2]) }, subject));
+}
+
+// The data fields an event's one-line summary shows, in this order, the
+// first few present.
+const SUMMARY_KEYS = ['hostname', 'name', 'tags', 'status', 'state', 'previous_state', 'action', 'outcome', 'reason', 'purpose',
+  'os', 'release', 'mac', 'file_name', 'route', 'bytes', 'protocol', 'remote', 'driver', 'progress', 'message', 'error',
+  'requests', 'transfers', 'sources', 'version', 'label'];
+
+// eventSummary is an event's data in a line: its key fields as
+// name value pairs.
+export function eventSummary(e) {
+  const d = e && e.data && typeof e.data === 'object' && !Array.isArray(e.data) ? e.data : {};
+  const parts = [];
+  for (const k of SUMMARY_KEYS) {
+    let v = d[k];
+    if (Array.isArray(v)) v = v.filter((x) => x !== null && typeof x !== 'object').join(', ');
+    if (v === undefined || v === null || v === '' || typeof v === 'object') continue;
+    parts.push(k + ' ' + short(String(v), 60));
+    if (parts.length === 4) break;
+  }
+  if (parts.length === 0) {
+    // Nothing simple to show: name what there is.
+    const keys = Object.keys(d);
+    return keys.length === 0 ? 'no data' : keys.slice(0, 5).join(', ') + (keys.length > 5 ? ', …' : '');
+  }
+  return parts.join(' · ');
+}
+
+// dataDetails shows JSON as a summary line that opens on the whole of it,
+// indented; nothing is cut.
+export function dataDetails(summary, value) {
+  return el('details', { class: 'data' }, el('summary', {}, summary),
+    el('pre', { class: 'mono' }, JSON.stringify(value === undefined ? null : value, null, 2)));
+}
+
+// eventCells are an event's cells: time, type, subject, source, actor
+// and its data summed up, with the JSON a click away.
+export function eventCells(e) {
+  return [timeCell(e.time), el('td', { class: 'mono type' }, e.type), subjectCell(e.subject),
+    sourceCell(e.source), actorCell(e.actor),
+    el('td', { class: 'data-cell' }, dataDetails(eventSummary(e), e.data))];
+}

@@ -97,7 +97,7 @@ func TestWebUIRackPage(t *testing.T) {
 	imageRow := func(v string) string { return `//div[@id="rack-images"]//tr[@data-version="` + v + `"]` }
 
 	// From the racks list, by the rack's name.
-	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the UI", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)+"&next=/racks"))
 	b.do("open the rack's page", chromedp.Click(row("page-rack")+`/td[1]/a`))
 	b.see("the rack's name", `//h1[normalize-space()="Rack page-rack"]`)
 	if loc := b.location(); !strings.HasSuffix(loc, "#/racks/"+rack.ID) {

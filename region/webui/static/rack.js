@@ -4,8 +4,8 @@
 // first) and scrub. The image store is asked through the region, which
 // asks the rack: its actions are offered only while the rack is online.
 import {
-  RACK_POLL_MS, ago, api, append, clearError, current, el, every, fmtBytes, fmtTime,
-  generation, registerView, showError, statusBadge, table, timeCell,
+  RACK_EVENTS, ago, api, append, clearError, current, el, every, fmtBytes, fmtTime,
+  generation, matches, registerView, reloadOn, showError, statusBadge, table, timeCell,
 } from './core.js';
 
 const IMPORT_POLL_MS = 1000;
@@ -373,7 +373,10 @@ function rackView(view, query, parts) {
     if (ended) await loadImages();
   }
 
-  every(RACK_POLL_MS, loadRack);
+  // The rack's own events (online, offline, capabilities, images) bring
+  // its page up to date; an import's progress is not an event, so it is
+  // asked for every second, and only while an import runs.
+  reloadOn((e) => e === null || e.subject === 'rack/' + id || matches({ type: RACK_EVENTS }, e), loadRack);
   every(IMPORT_POLL_MS, async () => {
     if (!watchImports || !rack || !rack.online) return;
     await loadImports();

@@ -4,8 +4,8 @@
 // someone changed the subnet meanwhile the region refuses it (412), and
 // the page shows the current subnet to edit again.
 import {
-  RACK_POLL_MS, api, append, clearError, current, el, every, fmtTime,
-  generation, registerView, showError, table, timeCell,
+  api, append, clearError, current, el, fmtTime,
+  generation, registerView, reloadOn, showError, table, timeCell,
 } from './core.js';
 
 registerView('subnets', subnetsView);
@@ -236,5 +236,6 @@ function subnetView(view, id) {
   }
 
   load().catch(showError);
-  every(RACK_POLL_MS, loadLeases);
+  // Racks report their leases as events: the list loads again on each.
+  reloadOn({ type: 'rackplane.rack.dhcp_leases_changed.' }, loadLeases);
 }

@@ -178,3 +178,45 @@ func listLeases(t *testing.T, db *postgres.DB, f postgres.LeaseFilter) []string 
 	}
 	return out
 }
+
+// TestLeasesOfRetiredRack: a rack's retirement takes its leases with it,
+// since it reports no more and nothing else would drop them, and a report
+// it sends later is not taken; a rebuild gives the same table.
+func TestLeasesOfRetiredRack(t *testing.T) {
+	ctx := context.Background()
+	db := regiontest.DB(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	exp := now.Add(time.Hour)
+	a, b := uuid.NewString(), uuid.NewString()
+	appendEvents(t, db, registered(t, a, "lease-a"), registered(t, b, "lease-b"))
+	ack := func(mac, ip string) []events.DHCPLeaseChange {
+		return []events.DHCPLeaseChange{{Action: events.DHCPAcked, MAC: mac, IP: ip, Expires: &exp, Count: 1, At: now}}
+	}
+	appendLeases(t, db, a, ack("52:54:00:00:00:01", "10.9.0.10"), now)
+	appendLeases(t, db, b, ack("52:54:00:00:00:02", "10.9.0.11"), now)
+	retired, err := events.New(events.RegionSource, events.TypeRackRetired, events.RackStreamName(a), now,
+		events.RackRetired{RackID: a, Name: "lease-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, db, retired)
+	// What rack a says after its retirement is not taken.
+	appendLeases(t, db, a, ack("52:54:00:00:00:03", "10.9.0.12"), now.Add(time.Second))
+	want := []string{"10.9.0.11 52:54:00:00:00:02 acked 1"}
+	if got := listLeases(t, db, postgres.LeaseFilter{Now: now}); !slices.Equal(got, want) {
+		t.Fatalf("leases after rack a's retirement: %q, want rack b's alone %q", got, want)
+	}
+	if got := listLeases(t, db, postgres.LeaseFilter{Now: now.Add(2 * time.Hour)}); got != nil {
+		t.Fatalf("expired leases listed: %q", got)
+	}
+	before := dumpTable(t, db, "dhcp_leases")
+	if n := strings.Count(before, `"rack_id"`); n != 1 {
+		t.Fatalf("%d rows in dhcp_leases, want rack b's one: %s", n, before)
+	}
+	if _, err := db.RebuildProjections(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := dumpTable(t, db, "dhcp_leases"); after != before {
+		t.Fatalf("the table differs after a rebuild:\nbefore %s\nafter  %s", before, after)
+	}
+}

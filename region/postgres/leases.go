@@ -153,7 +153,13 @@ func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 		where = append(where, sql)
 	}
 	if f.RackID != "" {
-		cond(`l.rack_id::text = $?`, f.RackID)
+		// The column itself, not a cast of it: a rack's (and a subnet's)
+		// leases are then read by the index, not by a scan of every rack's.
+		rackID, err := uuid.Parse(f.RackID)
+		if err != nil {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "rack_id %.80q is not a UUID", f.RackID)
+		}
+		cond(`l.rack_id = $?::uuid`, rackID.String())
 	}
 	if f.Subnet != nil {
 		cond(`l.ip <<= $?::cidr`, f.Subnet.Masked().String())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/regiontest"
 )
@@ -218,5 +221,68 @@ func TestLeasesOfRetiredRack(t *testing.T) {
 	}
 	if after := dumpTable(t, db, "dhcp_leases"); after != before {
 		t.Fatalf("the table differs after a rebuild:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// queryRecorder keeps the last query a connection ran.
+type queryRecorder struct {
+	sql  string
+	args []any
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.sql, r.args = d.SQL, d.Args
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestListLeasesUsesTheIndex: a rack's (and a subnet's) leases are found
+// through the index on rack_id, not by reading every rack's.
+func TestListLeasesUsesTheIndex(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &queryRecorder{}
+	cfg.MaxConns = 1
+	cfg.ConnConfig.Tracer = rec
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := postgres.New(pool, regiontest.Logger())
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix("10.9.0.0/24")
+	for _, f := range []postgres.LeaseFilter{
+		{RackID: uuid.NewString(), Now: time.Now()},
+		{RackID: uuid.NewString(), Subnet: &p, Now: time.Now()},
+	} {
+		if _, err := db.ListLeases(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		sql, args := rec.sql, rec.args
+		var plan []string
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
+			if err != nil {
+				return err
+			}
+			plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text := strings.Join(plan, "\n"); !regexp.MustCompile(`Index Cond: \(+rack_id = `).MatchString(text) {
+			t.Errorf("ListLeases %+v does not look rack_id up in an index:\n%s", f, text)
+		}
 	}
 }

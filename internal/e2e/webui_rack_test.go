@@ -200,6 +200,42 @@ func TestWebUIRackPage(t *testing.T) {
 	b.screenshot("rack-offline")
 }
 
+// TestWebUIScrubOnce: while a scrub runs (up to two minutes: the rack
+// reads every stored file), the rack's poll does not offer Scrub, or GC
+// while its dry run is asked, again; each is offered once it ends.
+func TestWebUIScrubOnce(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, rack, _ := uiSite(t, "scrub-rack")
+	b := newBrowser(t)
+	defer b.checkClean()
+	b.do("sign in", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the rack's page", chromedp.Navigate(a.base+"/#/racks/"+rack.ID))
+	b.see("online", `//dl[@id="rack-details"]/dd[@data-field="status"][starts-with(normalize-space(), "online")]`)
+	b.see("scrub offered", `//button[@id="image-scrub"][not(@disabled)]`)
+	// The rack's answers to scrub and GC come after a poll of the rack
+	// (every 5 s) has come and gone.
+	const poll = 5 * time.Second
+	value(b, "slow the store's actions down", chromedp.Evaluate[bool](`(() => {
+		const f = window.fetch;
+		window.fetch = (u, o) => /\/images\/(scrub|gc)/.test(String(u))
+			? new Promise((r) => setTimeout(r, `+fmt.Sprint((poll+3*time.Second).Milliseconds())+`)).then(() => f(u, o)) : f(u, o);
+		return true;
+	})()`))
+	for _, c := range []struct{ id, done string }{
+		{"image-scrub", `//p[@id="scrub-report"][contains(., "none is corrupt")]`},
+		{"image-gc", `//p[@id="gc-dry-run-report"]`},
+	} {
+		b.do("click "+c.id, chromedp.Click(chromedp.ID(c.id)))
+		time.Sleep(poll + 1500*time.Millisecond)
+		if !value(b, c.id+" still disabled", chromedp.Evaluate[bool](`document.getElementById(`+jsString(c.id)+`).disabled`)) {
+			t.Errorf("%s is offered again while it runs: the rack's poll enabled it", c.id)
+		}
+		b.see(c.id+" done", c.done)
+		b.see(c.id+" offered again", `//button[@id="`+c.id+`"][not(@disabled)]`)
+	}
+}
+
 // TestWebUISubnets drives the subnets screens: a subnet created in the
 // form (an overlapping one refused with the region's message), its page
 // with the leases its rack reported through NATS (an expired one not

@@ -237,6 +237,10 @@ export function every(ms, f) {
   run();
 }
 
+// onLeave runs f when the view is left: another screen, the same one
+// drawn again, or a sign-out (which changes no address).
+export function onLeave(f) { stops.push(f); }
+
 // current is true while the view that asked is still on screen.
 export function current(gen) { return gen === generation; }
 

@@ -236,6 +236,67 @@ func TestWebUIScrubOnce(t *testing.T) {
 	}
 }
 
+// TestWebUISubnetLeasesPastAPage: a subnet's page shows 100 more leases
+// with each More, past the API's 1000 a page too, without an error.
+func TestWebUISubnetLeasesPastAPage(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, rack, ns := uiSite(t, "lease-rack")
+	var sn struct{ ID string }
+	if code := a.call("POST", "/api/v1/subnets", nil, map[string]any{"rack_id": rack.ID, "cidr": "10.40.0.0/21",
+		"ranges": []map[string]string{{"start": "10.40.0.10", "end": "10.40.7.250"}}}, &sn); code != 201 {
+		t.Fatalf("create subnet: %d", code)
+	}
+	const total = 1001
+	now := time.Now().UTC()
+	hour := now.Add(time.Hour)
+	var changes []events.DHCPLeaseChange
+	for i := range total {
+		changes = append(changes, events.DHCPLeaseChange{Action: events.DHCPAcked, MAC: fmt.Sprintf("52:54:00:ee:%02x:%02x", i>>8, i&0xff),
+			IP: fmt.Sprintf("10.40.%d.%d", 1+i/200, 10+i%200), Subnet: "10.40.0.0/21", Expires: &hour, Count: 1, At: now})
+	}
+	ev, err := events.New(events.RackSource(rack.ID), events.TypeDHCPLeasesChanged, events.RackStreamName(rack.ID), now,
+		events.DHCPLeasesChanged{Mode: "managed", Since: now.Add(-10 * time.Second), Until: now, Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(ns.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := events.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), events.RackEventSubject(rack.ID, ev.Type), raw); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the leases in the API", func() error {
+		var got struct{ Next string }
+		if a.call("GET", "/api/v1/subnets/"+sn.ID+"/leases?limit=1000", nil, nil, &got); got.Next == "" {
+			return fmt.Errorf("not 1000 leases yet")
+		}
+		return nil
+	})
+
+	b := newBrowser(t)
+	defer b.checkClean()
+	b.do("sign in", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the subnet", chromedp.Navigate(a.base+"/#/subnets/"+sn.ID))
+	count := func(n int) string {
+		return fmt.Sprintf(`//div[@id="subnet-leases"][count(.//tr[@data-mac])=%d]`, n)
+	}
+	b.see("the first 100", count(100))
+	for n := 200; n <= total+99; n += 100 {
+		b.do(fmt.Sprint("More, to ", n), chromedp.Click(`//div[@id="subnet-leases"]/button[normalize-space()="More"]`))
+		b.see(fmt.Sprint(min(n, total), " leases"), count(min(n, total)))
+	}
+	b.see("no More past the last", `//div[@id="subnet-leases"][not(button)]`)
+	if msg := evalString(b, "read the error line", `(document.getElementById("error") || {}).textContent || ""`); msg != "" {
+		t.Errorf("the page says: %s", msg)
+	}
+}
+
 // TestWebUISubnets drives the subnets screens: a subnet created in the
 // form (an overlapping one refused with the region's message), its page
 // with the leases its rack reported through NATS (an expired one not

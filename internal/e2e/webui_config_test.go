@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -9,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/cdp/jsonv2"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -302,6 +307,73 @@ func TestWebUITokens(t *testing.T) {
 	tab.screenshot("tokens-own-revoked")
 	if code := (api{t: t, base: a.base, token: own.Token}).call("GET", "/api/v1/racks", nil, nil, nil); code != 401 {
 		t.Errorf("the tab's revoked token against the API: %d, want 401", code)
+	}
+}
+
+// TestWebUITokenSecretForgotten: signing out from the Tokens screen,
+// which changes no address, forgets a new token's secret as leaving the
+// screen does: no input element the page still holds, in the document
+// or detached, has it.
+func TestWebUITokenSecretForgotten(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, _, _ := uiSite(t, "secret-rack")
+	b := newBrowser(t)
+	defer b.checkClean()
+	signIn(b, a.base, a.token, "/tokens")
+	b.do("create token ci",
+		chromedp.SendKeys(chromedp.ID("new-token-name"), "ci"),
+		chromedp.Click(chromedp.CSS(`#create-token button[type="submit"]`)))
+	b.see("the secret, once", `//input[@id="new-token-secret"][@readonly]`)
+	secret := evalString(b, "read the secret", `document.getElementById("new-token-secret").value`)
+	if !strings.HasPrefix(secret, "rp_") {
+		t.Fatalf("the secret field holds %q", secret)
+	}
+	if n := value(b, "count the inputs holding the secret", inputsHolding(secret)); n != 1 {
+		t.Fatalf("%d inputs hold the secret on the Tokens screen, want its field", n)
+	}
+	b.do("sign out", chromedp.Click(chromedp.ID("sign-out")))
+	b.see("the sign-in form", `//form[@id="login-form"]`)
+	if n := value(b, "count the inputs holding the secret", inputsHolding(secret)); n != 0 {
+		t.Errorf("after signing out, %d input elements the page holds still have the new token's secret", n)
+	}
+}
+
+// inputsHolding counts the input elements of the page's heap, in the
+// document or not (a closure may hold a detached one), whose value is s.
+func inputsHolding(s string) chromedp.Action[int] {
+	return func(ctx context.Context, t *chromedp.Target) (int, error) {
+		const group = "e2e-inputs-holding"
+		defer func() {
+			_, _ = cdp.Call(ctx, t, runtime.ReleaseObjectGroup, runtime.ReleaseObjectGroupParams{ObjectGroup: group})
+		}()
+		proto, err := cdp.Call(ctx, t, runtime.Evaluate, runtime.EvaluateParams{Expression: "HTMLInputElement.prototype", ObjectGroup: group})
+		if err != nil {
+			return 0, err
+		}
+		// queryObjects collects the garbage first: what it finds is held.
+		objs, err := cdp.Call(ctx, t, runtime.QueryObjects, runtime.QueryObjectsParams{PrototypeObjectID: proto.Result.ObjectID, ObjectGroup: group})
+		if err != nil {
+			return 0, err
+		}
+		arg, err := json.Marshal(s)
+		if err != nil {
+			return 0, err
+		}
+		byValue := true
+		res, err := cdp.Call(ctx, t, runtime.CallFunctionOn, runtime.CallFunctionOnParams{
+			FunctionDeclaration: `function (s) { return this.filter((e) => e.value === s).length; }`,
+			ObjectID:            objs.Objects.ObjectID, Arguments: []*runtime.CallArgument{{Value: jsonv2.Value(arg)}},
+			ReturnByValue: &byValue, ObjectGroup: group})
+		if err != nil {
+			return 0, err
+		}
+		if res.ExceptionDetails != nil {
+			return 0, fmt.Errorf("count inputs: %s", res.ExceptionDetails.Text)
+		}
+		var n int
+		err = json.Unmarshal(res.Result.Value, &n)
+		return n, err
 	}
 }
 

@@ -200,6 +200,103 @@ func TestWebUIRackPage(t *testing.T) {
 	b.screenshot("rack-offline")
 }
 
+// TestWebUIScrubOnce: while a scrub runs (up to two minutes: the rack
+// reads every stored file), the rack's poll does not offer Scrub, or GC
+// while its dry run is asked, again; each is offered once it ends.
+func TestWebUIScrubOnce(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, rack, _ := uiSite(t, "scrub-rack")
+	b := newBrowser(t)
+	defer b.checkClean()
+	b.do("sign in", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the rack's page", chromedp.Navigate(a.base+"/#/racks/"+rack.ID))
+	b.see("online", `//dl[@id="rack-details"]/dd[@data-field="status"][starts-with(normalize-space(), "online")]`)
+	b.see("scrub offered", `//button[@id="image-scrub"][not(@disabled)]`)
+	// The rack's answers to scrub and GC come after a poll of the rack
+	// (every 5 s) has come and gone.
+	const poll = 5 * time.Second
+	value(b, "slow the store's actions down", chromedp.Evaluate[bool](`(() => {
+		const f = window.fetch;
+		window.fetch = (u, o) => /\/images\/(scrub|gc)/.test(String(u))
+			? new Promise((r) => setTimeout(r, `+fmt.Sprint((poll+3*time.Second).Milliseconds())+`)).then(() => f(u, o)) : f(u, o);
+		return true;
+	})()`))
+	for _, c := range []struct{ id, done string }{
+		{"image-scrub", `//p[@id="scrub-report"][contains(., "none is corrupt")]`},
+		{"image-gc", `//p[@id="gc-dry-run-report"]`},
+	} {
+		b.do("click "+c.id, chromedp.Click(chromedp.ID(c.id)))
+		time.Sleep(poll + 1500*time.Millisecond)
+		if !value(b, c.id+" still disabled", chromedp.Evaluate[bool](`document.getElementById(`+jsString(c.id)+`).disabled`)) {
+			t.Errorf("%s is offered again while it runs: the rack's poll enabled it", c.id)
+		}
+		b.see(c.id+" done", c.done)
+		b.see(c.id+" offered again", `//button[@id="`+c.id+`"][not(@disabled)]`)
+	}
+}
+
+// TestWebUISubnetLeasesPastAPage: a subnet's page shows 100 more leases
+// with each More, past the API's 1000 a page too, without an error.
+func TestWebUISubnetLeasesPastAPage(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	a, rack, ns := uiSite(t, "lease-rack")
+	var sn struct{ ID string }
+	if code := a.call("POST", "/api/v1/subnets", nil, map[string]any{"rack_id": rack.ID, "cidr": "10.40.0.0/21",
+		"ranges": []map[string]string{{"start": "10.40.0.10", "end": "10.40.7.250"}}}, &sn); code != 201 {
+		t.Fatalf("create subnet: %d", code)
+	}
+	const total = 1001
+	now := time.Now().UTC()
+	hour := now.Add(time.Hour)
+	var changes []events.DHCPLeaseChange
+	for i := range total {
+		changes = append(changes, events.DHCPLeaseChange{Action: events.DHCPAcked, MAC: fmt.Sprintf("52:54:00:ee:%02x:%02x", i>>8, i&0xff),
+			IP: fmt.Sprintf("10.40.%d.%d", 1+i/200, 10+i%200), Subnet: "10.40.0.0/21", Expires: &hour, Count: 1, At: now})
+	}
+	ev, err := events.New(events.RackSource(rack.ID), events.TypeDHCPLeasesChanged, events.RackStreamName(rack.ID), now,
+		events.DHCPLeasesChanged{Mode: "managed", Since: now.Add(-10 * time.Second), Until: now, Changes: changes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(ns.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := events.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), events.RackEventSubject(rack.ID, ev.Type), raw); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the leases in the API", func() error {
+		var got struct{ Next string }
+		if a.call("GET", "/api/v1/subnets/"+sn.ID+"/leases?limit=1000", nil, nil, &got); got.Next == "" {
+			return fmt.Errorf("not 1000 leases yet")
+		}
+		return nil
+	})
+
+	b := newBrowser(t)
+	defer b.checkClean()
+	b.do("sign in", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)))
+	b.do("open the subnet", chromedp.Navigate(a.base+"/#/subnets/"+sn.ID))
+	count := func(n int) string {
+		return fmt.Sprintf(`//div[@id="subnet-leases"][count(.//tr[@data-mac])=%d]`, n)
+	}
+	b.see("the first 100", count(100))
+	for n := 200; n <= total+99; n += 100 {
+		b.do(fmt.Sprint("More, to ", n), chromedp.Click(`//div[@id="subnet-leases"]/button[normalize-space()="More"]`))
+		b.see(fmt.Sprint(min(n, total), " leases"), count(min(n, total)))
+	}
+	b.see("no More past the last", `//div[@id="subnet-leases"][not(button)]`)
+	if msg := evalString(b, "read the error line", `(document.getElementById("error") || {}).textContent || ""`); msg != "" {
+		t.Errorf("the page says: %s", msg)
+	}
+}
+
 // TestWebUISubnets drives the subnets screens: a subnet created in the
 // form (an overlapping one refused with the region's message), its page
 // with the leases its rack reported through NATS (an expired one not

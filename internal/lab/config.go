@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // MaxVMs bounds the lab: each VM is a TCG QEMU of its own, and the /24
@@ -100,6 +101,8 @@ func (c Config) Validate() error {
 	} else if abs, err := filepath.Abs(c.DataDir); err == nil && len(c.vmFile(abs, MaxVMs-1, "qmp.sock")) > maxSocketPath {
 		errs = append(errs, fmt.Errorf("-data-dir %s: too long a path for the VMs' QMP sockets (%d bytes at most below it)",
 			c.DataDir, maxSocketPath-len(c.vmFile("", MaxVMs-1, "qmp.sock"))))
+	} else if strings.Contains(abs, ",") {
+		errs = append(errs, fmt.Errorf("-data-dir %s: %s", abs, commaInPath))
 	}
 	if c.Executable == "" {
 		errs = append(errs, errors.New("lab: no rackplane executable to run dev with"))
@@ -130,6 +133,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("UEFI firmware %s missing: install the Debian package ovmf", f))
 		}
 	}
+	if strings.Contains(c.OVMFCode, ",") {
+		errs = append(errs, fmt.Errorf("UEFI firmware %s: %s", c.OVMFCode, commaInPath))
+	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		errs = append(errs, errors.New("ip not found: install the Debian package iproute2"))
 	}
@@ -138,6 +144,11 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// commaInPath says why a path QEMU gets in an option may have no comma:
+// QEMU would end the option there and read the rest as options of its
+// own (the VMs' disks, QMP sockets and firmware are given so).
+const commaInPath = "QEMU takes a comma in a path as the end of the option and the rest as options of its own: choose a path without commas"
 
 // labDir is where the lab keeps its state below the data directory.
 func labDir(dataDir string) string { return filepath.Join(dataDir, "lab") }

@@ -75,6 +75,21 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "-vms 0: from 1 to 16") {
 		t.Errorf("-vms 0: %v", err)
 	}
+
+	// QEMU splits its options at commas: a path with one would end the
+	// option there and pass the rest as options of its own.
+	c = validConfig(t)
+	c.DataDir = filepath.Join(t.TempDir(), "a,snapshot=on")
+	c.OVMFCode = filepath.Join(t.TempDir(), "code,readonly=off.fd")
+	if err := os.WriteFile(c.OVMFCode, []byte("fw"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	for _, want := range []string{"-data-dir " + c.DataDir + ": QEMU takes a comma", "UEFI firmware " + c.OVMFCode + ": QEMU takes a comma"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("paths with commas: the errors lack %q: %v", want, err)
+		}
+	}
 }
 
 // TestCleanStale leaves a namespace as a killed lab does (a process in

@@ -33,6 +33,16 @@ var leasesProjection = Projection{
 const LeaseKeep = 24 * time.Hour
 
 func applyLeases(q *pgx.Batch, s Stored) error {
+	if s.Type == events.TypeRackRetired {
+		// A retired rack reports no more, so nothing would ever drop its
+		// leases: they go with it.
+		var d events.RackRetired
+		if err := s.DecodeData(&d); err != nil {
+			return err
+		}
+		q.Queue(`DELETE FROM dhcp_leases WHERE rack_id = $1`, d.RackID)
+		return nil
+	}
 	if s.Type != events.TypeDHCPLeasesChanged {
 		return nil
 	}
@@ -64,8 +74,11 @@ func applyLeases(q *pgx.Batch, s Stored) error {
 		}
 		switch c.Action {
 		case events.DHCPAcked:
+			// A retired rack's report (on an open NATS server nothing
+			// keeps it off) is not taken, as its capabilities are not.
 			q.Queue(`INSERT INTO dhcp_leases (rack_id, mac, ip, subnet, hostname, last_action, expires, count, at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+				SELECT $1::uuid, $2::text, $3::inet, $4::cidr, $5::text, $6::text, $7::timestamptz, $8::bigint, $9::timestamptz
+				WHERE NOT EXISTS (SELECT 1 FROM racks WHERE id = $1 AND retired_at IS NOT NULL)
 				ON CONFLICT (rack_id, mac, ip) DO UPDATE SET subnet = excluded.subnet, hostname = excluded.hostname,
 					last_action = excluded.last_action, expires = excluded.expires,
 					count = dhcp_leases.count + excluded.count, at = excluded.at`,
@@ -140,7 +153,13 @@ func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 		where = append(where, sql)
 	}
 	if f.RackID != "" {
-		cond(`l.rack_id::text = $?`, f.RackID)
+		// The column itself, not a cast of it: a rack's (and a subnet's)
+		// leases are then read by the index, not by a scan of every rack's.
+		rackID, err := uuid.Parse(f.RackID)
+		if err != nil {
+			return nil, rackplane.Errorf(rackplane.EINVALID, "rack_id %.80q is not a UUID", f.RackID)
+		}
+		cond(`l.rack_id = $?::uuid`, rackID.String())
 	}
 	if f.Subnet != nil {
 		cond(`l.ip <<= $?::cidr`, f.Subnet.Masked().String())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/postgres"
 	"github.com/rackplane/rackplane/region/regiontest"
 )
@@ -177,4 +180,109 @@ func listLeases(t *testing.T, db *postgres.DB, f postgres.LeaseFilter) []string 
 		out = append(out, l.IP+" "+l.MAC+" "+l.LastAction+" "+fmt.Sprint(l.Count))
 	}
 	return out
+}
+
+// TestLeasesOfRetiredRack: a rack's retirement takes its leases with it,
+// since it reports no more and nothing else would drop them, and a report
+// it sends later is not taken; a rebuild gives the same table.
+func TestLeasesOfRetiredRack(t *testing.T) {
+	ctx := context.Background()
+	db := regiontest.DB(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	exp := now.Add(time.Hour)
+	a, b := uuid.NewString(), uuid.NewString()
+	appendEvents(t, db, registered(t, a, "lease-a"), registered(t, b, "lease-b"))
+	ack := func(mac, ip string) []events.DHCPLeaseChange {
+		return []events.DHCPLeaseChange{{Action: events.DHCPAcked, MAC: mac, IP: ip, Expires: &exp, Count: 1, At: now}}
+	}
+	appendLeases(t, db, a, ack("52:54:00:00:00:01", "10.9.0.10"), now)
+	appendLeases(t, db, b, ack("52:54:00:00:00:02", "10.9.0.11"), now)
+	retired, err := events.New(events.RegionSource, events.TypeRackRetired, events.RackStreamName(a), now,
+		events.RackRetired{RackID: a, Name: "lease-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, db, retired)
+	// What rack a says after its retirement is not taken.
+	appendLeases(t, db, a, ack("52:54:00:00:00:03", "10.9.0.12"), now.Add(time.Second))
+	want := []string{"10.9.0.11 52:54:00:00:00:02 acked 1"}
+	if got := listLeases(t, db, postgres.LeaseFilter{Now: now}); !slices.Equal(got, want) {
+		t.Fatalf("leases after rack a's retirement: %q, want rack b's alone %q", got, want)
+	}
+	if got := listLeases(t, db, postgres.LeaseFilter{Now: now.Add(2 * time.Hour)}); got != nil {
+		t.Fatalf("expired leases listed: %q", got)
+	}
+	before := dumpTable(t, db, "dhcp_leases")
+	if n := strings.Count(before, `"rack_id"`); n != 1 {
+		t.Fatalf("%d rows in dhcp_leases, want rack b's one: %s", n, before)
+	}
+	if _, err := db.RebuildProjections(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := dumpTable(t, db, "dhcp_leases"); after != before {
+		t.Fatalf("the table differs after a rebuild:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// queryRecorder keeps the last query a connection ran.
+type queryRecorder struct {
+	sql  string
+	args []any
+}
+
+func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.sql, r.args = d.SQL, d.Args
+	return ctx
+}
+
+func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestListLeasesUsesTheIndex: a rack's (and a subnet's) leases are found
+// through the index on rack_id, not by reading every rack's.
+func TestListLeasesUsesTheIndex(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &queryRecorder{}
+	cfg.MaxConns = 1
+	cfg.ConnConfig.Tracer = rec
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := postgres.New(pool, regiontest.Logger())
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix("10.9.0.0/24")
+	for _, f := range []postgres.LeaseFilter{
+		{RackID: uuid.NewString(), Now: time.Now()},
+		{RackID: uuid.NewString(), Subnet: &p, Now: time.Now()},
+	} {
+		if _, err := db.ListLeases(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		sql, args := rec.sql, rec.args
+		var plan []string
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
+			if err != nil {
+				return err
+			}
+			plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text := strings.Join(plan, "\n"); !regexp.MustCompile(`Index Cond: \(+rack_id = `).MatchString(text) {
+			t.Errorf("ListLeases %+v does not look rack_id up in an index:\n%s", f, text)
+		}
+	}
 }

@@ -242,7 +242,8 @@ export function every(ms, f) {
   run();
 }
 
-// onStop runs f when the current view is left.
+// onStop runs f when the view is left: another screen, the same one
+// drawn again, or a sign-out (which changes no address).
 export function onStop(f) { stops.push(f); }
 
 // current is true while the view that asked is still on screen.

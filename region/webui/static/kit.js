@@ -3,7 +3,7 @@
 // that need headers both ways (If-Match, ETag) or a text body, a button
 // that asks twice, a unified diff drawn line by line and a secret shown
 // once.
-import { $, APIError, el, signOut, token } from './core.js';
+import { $, APIError, el, onStop, signOut, token } from './core.js';
 
 // request is api() for the calls that need more than JSON: it sends
 // headers (If-Match) and returns the status, the ETag and the body as text
@@ -90,8 +90,9 @@ export function diffView(text, id) {
 }
 
 // secretBox shows a secret once, in a read-only field with Copy and Done.
-// The secret lives only in that field: Done, or leaving the screen,
-// empties it, and nothing else on the page keeps it.
+// The secret lives only in that field: Done, or leaving the screen
+// (signing out included), empties it, and nothing else on the page keeps
+// it. Call it while the screen is current (the box is forgotten with it).
 export function secretBox(id, title, secret, warning) {
   const field = el('input', { id, type: 'text', readonly: true, class: 'secret mono', spellcheck: 'false', size: 80, 'aria-label': title });
   field.value = secret;
@@ -104,7 +105,6 @@ export function secretBox(id, title, secret, warning) {
   const forget = () => {
     field.value = '';
     box.remove();
-    window.removeEventListener('hashchange', forget);
   };
   copy.addEventListener('click', async () => {
     field.select();
@@ -118,7 +118,7 @@ export function secretBox(id, title, secret, warning) {
     }
   });
   done.addEventListener('click', forget);
-  window.addEventListener('hashchange', forget);
+  onStop(forget);
   setTimeout(() => { field.focus(); field.select(); }, 0);
   return box;
 }

@@ -117,6 +117,10 @@ function rackView(view, query, parts) {
   showFields();
 
   const actions = [scrubButton, gcButton, importButton];
+  // busy holds the actions under way: the rack's poll offers the others
+  // again, not these (a second scrub beside the first reads the whole
+  // store again; a scrub waits up to two minutes for the rack).
+  const busy = new Set();
   append(view, [el('p', {}, el('a', { href: '#/racks' }, '← Racks')), title, details,
     el('h2', {}, 'Capabilities'), caps,
     el('h2', {}, 'Machines that boot from it'), machines,
@@ -132,7 +136,7 @@ function rackView(view, query, parts) {
     const why = r.online ? null : 'Rack ' + r.name + ' is offline (last heartbeat ' + fmtTime(r.last_heartbeat) +
       '): its image store cannot be asked until it is back.';
     for (const b of [...actions, ...images.querySelectorAll('button.delete-image')]) {
-      b.disabled = !r.online;
+      b.disabled = !r.online || busy.has(b);
       if (why) b.title = why; else b.removeAttribute('title');
     }
     offlineNote.textContent = why || '';
@@ -277,6 +281,7 @@ function rackView(view, query, parts) {
   async function gcDryRun() {
     clearError();
     closeConfirm();
+    busy.add(gcButton);
     gcButton.disabled = true;
     try {
       const rep = await api('POST', base + '/images/gc?dry_run=true');
@@ -289,6 +294,7 @@ function rackView(view, query, parts) {
       }
       say(parts);
     } catch (e) { if (current(gen)) showError(e); }
+    busy.delete(gcButton);
     if (current(gen) && rack) gcButton.disabled = !rack.online;
   }
 
@@ -306,6 +312,7 @@ function rackView(view, query, parts) {
   async function scrub() {
     clearError();
     closeConfirm();
+    busy.add(scrubButton);
     scrubButton.disabled = true;
     say([el('p', {}, 'Verifying every stored file…')]);
     try {
@@ -323,6 +330,7 @@ function rackView(view, query, parts) {
       say([head, bad.length ? table(['Expected sha256', 'Found', 'Size', 'Versions (now unusable)', 'Quarantined as'], rows, '') : null]);
       if (bad.length) await loadImages();
     } catch (e) { if (current(gen)) { say([el('p', {}, 'The scrub did not finish.')]); showError(e); } }
+    busy.delete(scrubButton);
     if (current(gen) && rack) scrubButton.disabled = !rack.online;
   }
 

@@ -219,18 +219,28 @@ function subnetView(view, id) {
     show(s);
   }
 
+  // shown grows by 100 with each More; the API gives 1000 at most a
+  // page, so past that the leases are read a page after the other.
   let shown = 100;
   async function loadLeases() {
-    const data = await api('GET', path + '/leases?' + new URLSearchParams({ limit: String(shown) }));
-    if (!current(gen)) return;
-    const rows = (data.leases || []).map((l) => el('tr', { 'data-mac': l.mac },
+    let list = [];
+    let next = '';
+    do {
+      const q = new URLSearchParams({ limit: String(Math.min(shown - list.length, 1000)) });
+      if (next) q.set('after', next);
+      const data = await api('GET', path + '/leases?' + q);
+      if (!current(gen)) return;
+      list = list.concat(data.leases || []);
+      next = data.next;
+    } while (next && list.length < shown);
+    const rows = list.map((l) => el('tr', { 'data-mac': l.mac },
       el('td', { class: 'mono' }, l.ip), el('td', { class: 'mono' }, l.mac), el('td', {}, l.hostname || ''),
       el('td', {}, l.machine_id ? el('a', { href: '#/machines/' + encodeURIComponent(l.machine_id) }, l.machine_hostname) : el('span', { class: 'muted' }, 'unknown')),
       el('td', { class: 'mono time', title: fmtTime(l.expires) }, until(l.expires)),
       timeCell(l.at), el('td', { class: 'num' }, String(l.count))));
     leases.replaceChildren(table(['Address', 'MAC', 'Hostname', 'Machine', 'Expires', 'Last given', 'Times given'], rows,
       'No current lease: the rack has reported none of this subnet\'s addresses, or they expired.'));
-    if (data.next) {
+    if (next) {
       leases.append(el('button', { type: 'button', class: 'secondary', onclick: () => { shown += 100; loadLeases().catch(showError); } }, 'More'));
     }
   }

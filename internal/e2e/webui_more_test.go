@@ -241,6 +241,7 @@ func TestWebUIRackCredential(t *testing.T) {
 	signIn(b, a.base, a.token, "/racks/"+rack.ID)
 	b.see("no credential", `//p[@id="credential-none"][contains(., "did not join with a join token")]`)
 	b.do("no revocation offered", chromedp.WaitNotPresent(`//button[contains(@class, "revoke-credential")]`))
+	b.screenshot("rack-credential-none")
 }
 
 // TestWebUILicenceKey: a release that takes a licence key (Windows, which

@@ -960,7 +960,10 @@ function osView(view, query) {
   const keyForm = (o) => {
     const k = o.os + '/' + o.release;
     const at = k + ' ' + o.arch + '/' + o.subarch; // a row: the key is the release's, for every arch
-    if (forms.has(at)) return forms.get(at);
+    if (forms.has(at)) {
+      forms.get(at).querySelector('input').placeholder = o.licence_key_set ? 'a new key' : 'the key';
+      return forms.get(at);
+    }
     const input = el('input', { type: 'password', class: 'licence-key', name: 'key', autocomplete: 'off', spellcheck: 'false',
       size: 24, required: true, 'aria-label': 'Licence key of ' + k, placeholder: o.licence_key_set ? 'a new key' : 'the key' });
     const note = el('span', { class: 'notice licence-note', role: 'status' });

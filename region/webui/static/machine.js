@@ -26,6 +26,7 @@ export function editPanel(id, gen, reload) {
     ev.preventDefault();
     clearError();
     say(saved, '');
+    saved.className = 'notice';
     if (!m) return;
     const req = {};
     const h = hostname.value.trim();
@@ -48,6 +49,7 @@ export function editPanel(id, gen, reload) {
         // Changed meanwhile: show it as it is now; what was typed goes,
         // as it was made on what is no longer there.
         typed = false;
+        saved.className = 'warning';
         say(saved, 'Not saved: the machine was changed meanwhile (it was at version ' + m.version +
           '). It is shown again as it is now; make the edit again.');
         reload();

@@ -34,8 +34,8 @@ function rejectedView(view, query) {
       el('td', { class: 'mono small' }, r.nats_subject),
       el('td', { class: 'mono small' }, r.event_id || '')));
     note.replaceChildren('The newest ' + limit + ' at most; read ' + new Date().toISOString().slice(11, 19) + 'Z. ',
-      items.length === limit && limit < LIMITS[LIMITS.length - 1]
-        ? el('a', { href: '#/rejected?limit=' + LIMITS[LIMITS.length - 1], id: 'rejected-more' }, 'Show up to ' + LIMITS[LIMITS.length - 1]) : null);
+      ...(items.length === limit && limit < LIMITS[LIMITS.length - 1]
+        ? [el('a', { href: '#/rejected?limit=' + LIMITS[LIMITS.length - 1], id: 'rejected-more' }, 'Show up to ' + LIMITS[LIMITS.length - 1])] : []));
     list.replaceChildren(table(['Received', 'Reason', 'Type', 'Source', 'NATS subject', 'Event id'], rows,
       'The region has refused no message.'));
   }

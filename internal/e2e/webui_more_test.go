@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +12,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/pgtest"
 )
 
 // retype replaces what field id holds by text as typed: a key first, so
@@ -293,5 +297,63 @@ func TestWebUILicenceKey(t *testing.T) {
 	b.screenshot("os-licence-key")
 	if code := a.call("GET", "/api/v1/os/windows/win2022/licence-key", nil, nil, nil); code != 200 {
 		t.Fatalf("the API has no key: %d", code)
+	}
+}
+
+// TestWebUIRackCredentialRevoke: `rackplane dev`'s rack joins NATS with a
+// join token, as racks do with the region's auth callout. Its page shows
+// the credential (public key, valid); Revoke asks first (Cancel keeps it),
+// then revokes it: the page says so and the API has it revoked.
+func TestWebUIRackCredentialRevoke(t *testing.T) {
+	endToEnd(t)
+	chromiumPath(t)
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	httpAddr := freeAddr(t)
+	dev := start(t, "rackplane", "dev", "-data-dir", dataDir, "-database-url", pgtest.NewDatabase(t),
+		"-nats-addr", freeAddr(t), "-http-addr", httpAddr, "-rack-http-addr", freeAddr(t), "-tftp-addr", freeUDPAddr(t))
+	a := api{t: t, base: "http://" + httpAddr}
+	var rack rackplane.Rack
+	eventually(t, 60*time.Second, "rackplane dev up with its rack", func() error {
+		b, err := os.ReadFile(filepath.Join(dataDir, "token"))
+		if err != nil {
+			return err
+		}
+		a.token = strings.TrimSpace(string(b))
+		rs, err := racks(context.Background(), a.base, a.token)
+		if err != nil || len(rs) != 1 || !rs[0].Online {
+			return fmt.Errorf("racks %+v %v\n%s", rs, err, tail(dev.Output(), 20))
+		}
+		rack = rs[0]
+		return nil
+	})
+	var c struct {
+		NKey      string     `json:"nkey"`
+		RevokedAt *time.Time `json:"revoked_at"`
+	}
+	if code := a.call("GET", "/api/v1/racks/"+rack.ID+"/credential", nil, nil, &c); code != 200 || c.NKey == "" {
+		t.Fatalf("the rack's credential: %d %+v", code, c)
+	}
+
+	b := newBrowser(t)
+	defer b.checkClean()
+	signIn(b, a.base, a.token, "/racks/"+rack.ID)
+	cred := `//dl[@id="credential-details"]`
+	b.see("the public key", cred+`/dd[@data-field="public key"][normalize-space()="`+c.NKey+`"]`)
+	b.see("valid", cred+`/dd[@data-field="state"][normalize-space()="valid"]`)
+	scope := `//div[@id="rack-credential"]`
+	b.do("Revoke, then cancel", chromedp.Click(scope+`//button[contains(concat(" ", @class, " "), " revoke-credential ")]`))
+	b.see("the question, explained", scope+`//span[contains(@class, "inline-confirm")][contains(., "must join again with a join token")]`)
+	b.screenshot("rack-credential-asked")
+	b.do("cancel", chromedp.Click(scope+`//button[contains(concat(" ", @class, " "), " revoke-credential-no ")]`))
+	if code := a.call("GET", "/api/v1/racks/"+rack.ID+"/credential", nil, nil, &c); code != 200 || c.RevokedAt != nil {
+		t.Fatalf("after Cancel the credential is %d %+v", code, c)
+	}
+	clickConfirmed(b, "revoke the credential", scope, "revoke-credential")
+	b.see("said so", `//p[@id="credential-result"][contains(., "Credential revoked")]`)
+	b.see("revoked", cred+`/dd[@data-field="state"][contains(., "revoked")][contains(., "must join again")]`)
+	b.do("no second revocation offered", chromedp.WaitNotPresent(scope+`//button[contains(@class, "revoke-credential")]`))
+	b.screenshot("rack-credential-revoked")
+	if code := a.call("GET", "/api/v1/racks/"+rack.ID+"/credential", nil, nil, &c); code != 200 || c.RevokedAt == nil {
+		t.Fatalf("after the revocation the credential is %d %+v", code, c)
 	}
 }

@@ -381,6 +381,7 @@ function rackView(view, query, parts) {
   // key, when it joined and with which join token, and whether it was
   // revoked. A rack that joined without one (a region without its auth
   // callout, racks on -insecure-nats) has none to show or revoke.
+  let shownCredential = '';
   async function loadCredential() {
     let c;
     try {
@@ -388,12 +389,18 @@ function rackView(view, query, parts) {
     } catch (e) {
       if (e.status !== 404) throw e;
       if (current(gen)) {
+        shownCredential = '';
         credential.replaceChildren(el('p', { class: 'muted', id: 'credential-none' },
           'No credential: the rack did not join with a join token (a region without its NATS auth callout takes racks as the NATS server lets them in).'));
       }
       return;
     }
     if (!current(gen)) return;
+    // The rack's events bring the credential again; unchanged, the panel
+    // stays as it is, an open question included.
+    const key = JSON.stringify(c);
+    if (key === shownCredential) return;
+    shownCredential = key;
     const rows = [
       ['Public key', el('span', { class: 'mono' }, c.nkey)],
       ['Joined', el('span', { title: ago(c.joined_at) }, fmtTime(c.joined_at))],
@@ -405,9 +412,9 @@ function rackView(view, query, parts) {
     ];
     credential.replaceChildren(el('dl', { class: 'details', id: 'credential-details' },
       rows.map(([k, v]) => [el('dt', {}, k), el('dd', { 'data-field': k.toLowerCase() }, v)])),
-    c.revoked_at ? null : el('div', { class: 'toolbar' }, confirmTwice('Revoke credential',
+    ...(c.revoked_at ? [] : [el('div', { class: 'toolbar' }, confirmTwice('Revoke credential',
       'Revoke the NATS credential of rack ' + (rack ? rack.name : id) + '? It is disconnected now and refused from then on: ' +
-      'the rack must join again with a join token (rackd -join-token-file) to come back.', revoke, 'revoke-credential')));
+      'the rack must join again with a join token (rackd -join-token-file) to come back.', revoke, 'revoke-credential'))]));
   }
 
   async function revoke() {

@@ -13,8 +13,10 @@ import {
 import './preseeds.js';
 import './scripts.js';
 import { volumesPanel } from './storage.js';
+import { commissioningPanel, deleteButton, editPanel } from './machine.js';
 import './tokens.js';
 import './dashboard.js';
+import './rejected.js';
 
 for (const [name, f] of Object.entries({ racks: racksView, machines: machinesView, os: osView, events: eventsView, audit: auditView })) {
   registerView(name, f);
@@ -858,11 +860,15 @@ function machineView(view, id) {
   const tags = tagsPanel(id, gen);
   tags.onSaved(show);
   const hardware = hardwarePanel(id, gen);
+  const edit = editPanel(id, gen, () => reload());
+  const del = deleteButton(id, gen);
   const events = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   append(view, [el('p', {}, el('a', { href: '#/machines' }, '← Machines')), title, details, steps.node,
-    el('h2', {}, 'Actions'), deployForm, el('div', { class: 'toolbar' }, releaseButton, actionNote),
+    el('h2', {}, 'Actions'), deployForm, el('div', { class: 'toolbar' }, releaseButton, del.node, actionNote),
+    el('h2', {}, 'Edit'), edit.node,
     el('h2', {}, 'Tags'), tags.node,
     el('h2', {}, 'Hardware'), hardware.node,
+    el('h2', {}, 'Commissioning scripts'), commissioningPanel(id, gen),
     el('h2', {}, 'Power'), power.node,
     el('h2', {}, 'Volumes'), volumesPanel(id, gen),
     el('h2', {}, 'Events'), events]);
@@ -883,6 +889,8 @@ function machineView(view, id) {
     steps.update(m);
     tags.update(m);
     hardware.update(m);
+    edit.update(m);
+    del.update(m);
     deployForm.hidden = !can(m, 'deploy');
     for (const [name, b] of Object.entries(buttons)) b.hidden = !can(m, name);
     reason.hidden = !can(m, 'mark-failed') && !can(m, 'mark-broken');
@@ -910,7 +918,7 @@ function machineView(view, id) {
 
   // The machine's own events (its state, power, tags, inventory) bring
   // it again; boot traffic and the agent's steps do not change it.
-  reloadOn({ subject: 'machine/' + id, not: [...TELEMETRY, STEP_TYPE] }, async () => {
+  const reload = reloadOn({ subject: 'machine/' + id, not: [...TELEMETRY, STEP_TYPE] }, async () => {
     const m = await api('GET', '/api/v1/machines/' + encodeURIComponent(id));
     if (current(gen)) show(m);
   });
@@ -942,6 +950,44 @@ function osView(view, query) {
     el('p', { class: 'hint' }, 'What can be deployed, and which racks can boot it. ',
       live ? el('a', { href: '#/os' }, 'Show what the racks last reported') : el('a', { href: '#/os?live=true' }, 'Ask the racks now')),
     body]);
+  // A release that takes a licence key has a form to set it: the key is
+  // sent once (PUT …/licence-key, which a rack providing the release
+  // validates first) and never shown back: the field is a password's,
+  // emptied once sent, and the row says only whether a key is set. The
+  // forms outlive the table's reloads, so a reload does not lose what is
+  // being typed.
+  const forms = new Map();
+  const keyForm = (o) => {
+    const k = o.os + '/' + o.release;
+    const at = k + ' ' + o.arch + '/' + o.subarch; // a row: the key is the release's, for every arch
+    if (forms.has(at)) {
+      forms.get(at).querySelector('input').placeholder = o.licence_key_set ? 'a new key' : 'the key';
+      return forms.get(at);
+    }
+    const input = el('input', { type: 'password', class: 'licence-key', name: 'key', autocomplete: 'off', spellcheck: 'false',
+      size: 24, required: true, 'aria-label': 'Licence key of ' + k, placeholder: o.licence_key_set ? 'a new key' : 'the key' });
+    const note = el('span', { class: 'notice licence-note', role: 'status' });
+    const button = el('button', { type: 'submit', class: 'secondary licence-save' }, 'Set key');
+    const form = el('form', { class: 'inline licence-form', autocomplete: 'off', 'data-os': k, onsubmit: async (ev) => {
+      ev.preventDefault();
+      clearError();
+      note.textContent = '';
+      const key = input.value;
+      input.value = '';
+      button.disabled = true;
+      try {
+        await api('PUT', '/api/v1/os/' + encodeURIComponent(o.os) + '/' + encodeURIComponent(o.release) + '/licence-key', { key });
+        if (!current(gen)) return;
+        note.textContent = 'Key set: a rack providing ' + k + ' accepted it.';
+      } catch (e) {
+        if (current(gen)) showError(e);
+      } finally {
+        button.disabled = false;
+      }
+    } }, input, ' ', button, ' ', note);
+    forms.set(at, form);
+    return form;
+  };
   // What the racks last reported follows their capability reports and
   // liveness; asking them live is once, on request.
   const load = async () => {
@@ -952,7 +998,8 @@ function osView(view, query) {
       el('td', {}, o.title || o.release, el('div', { class: 'muted mono' }, o.release)),
       el('td', { class: 'mono' }, o.arch + '/' + o.subarch),
       el('td', {}, statusBadge(o.available ? 'available' : 'unavailable')),
-      el('td', {}, o.requires_licence_key ? (o.licence_key_set ? 'set' : 'needed, not set') : ''),
+      el('td', { class: 'licence' }, o.requires_licence_key
+        ? [el('span', { class: 'licence-state' }, o.licence_key_set ? 'set' : 'needed, not set'), keyForm(o)] : ''),
       el('td', {}, (o.racks || []).map((r) => el('div', {},
         r.name, ' ', statusBadge(r.online ? 'online' : 'offline'), ' ',
         el('span', { class: 'muted mono' }, (r.versions || []).map((v) => v.label + '/' + v.version).join(', ')))))));
@@ -1050,7 +1097,10 @@ function eventRows(e) {
 
 function eventsView(view) {
   const list = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
-  append(view, [el('h1', {}, 'Events'), list]);
+  append(view, [el('h1', {}, 'Events'),
+    el('p', { class: 'hint' }, 'Messages the region refused are not in this log: ',
+      el('a', { href: '#/rejected', id: 'events-rejected-link' }, 'refused messages'), '.'),
+    list]);
   followLog(list, {
     url: (page) => '/api/v1/events?' + new URLSearchParams(page),
     items: (d) => d.events, start: '', filter: {}, direct: true, render: eventRows, empty: 'The log is empty.',

@@ -113,10 +113,10 @@ function dashboardView(view) {
     }
     if (rejected && rejected.count > 0) {
       const n = rejected.newest;
-      rows.push(row('rejected', [el('span', { id: 'dash-rejected', 'data-count': String(rejected.count) },
+      rows.push(row('rejected', [el('a', { href: '#/rejected', id: 'dash-rejected', 'data-count': String(rejected.count) },
         (rejected.more ? 'more than ' : '') + rejected.count + (rejected.count === 1 ? ' message' : ' messages') + ' refused')],
-      n ? 'newest: ' + n.reason + (n.type ? ' (' + n.type + ')' : '') + (n.detail ? ': ' + short(n.detail, 160) : '') +
-        ' — rackplane rejected lists them' : '', n ? n.received_at : null));
+      n ? 'newest: ' + n.reason + (n.type ? ' (' + n.type + ')' : '') + (n.detail ? ': ' + short(n.detail, 160) : '') : '',
+      n ? n.received_at : null));
     }
     attention.replaceChildren(table(['What', 'Why', 'Since'], rows, 'Nothing needs attention: no failed or broken machine, ' +
       'no offline rack, no failed power action, no refused message.'));

@@ -7,6 +7,7 @@ import {
   RACK_EVENTS, ago, api, append, clearError, current, el, every, fmtBytes, fmtTime,
   generation, matches, registerView, reloadOn, showError, statusBadge, table, timeCell,
 } from './core.js';
+import { confirmTwice } from './kit.js';
 
 const IMPORT_POLL_MS = 1000;
 
@@ -117,11 +118,14 @@ function rackView(view, query, parts) {
   showFields();
 
   const actions = [scrubButton, gcButton, importButton];
-  // busy holds the actions under way: the rack's poll offers the others
+  // busy holds the actions under way: the rack's reloads offer the others
   // again, not these (a second scrub beside the first reads the whole
   // store again; a scrub waits up to two minutes for the rack).
   const busy = new Set();
+  const credential = el('div', { id: 'rack-credential' }, el('p', { class: 'muted' }, 'Loading…'));
+  const credentialResult = el('p', { id: 'credential-result', class: 'notice', role: 'status', hidden: true });
   append(view, [el('p', {}, el('a', { href: '#/racks' }, '← Racks')), title, details,
+    el('h2', {}, 'NATS credential'), credential, credentialResult,
     el('h2', {}, 'Capabilities'), caps,
     el('h2', {}, 'Machines that boot from it'), machines,
     el('h2', {}, 'Images'), offlineNote,
@@ -381,6 +385,59 @@ function rackView(view, query, parts) {
     if (ended) await loadImages();
   }
 
+  // loadCredential shows the nkey the rack joined NATS with: its public
+  // key, when it joined and with which join token, and whether it was
+  // revoked. A rack that joined without one (a region without its auth
+  // callout, racks on -insecure-nats) has none to show or revoke.
+  let shownCredential = '';
+  async function loadCredential() {
+    let c;
+    try {
+      c = await api('GET', base + '/credential');
+    } catch (e) {
+      if (e.status !== 404) throw e;
+      if (current(gen)) {
+        shownCredential = '';
+        credential.replaceChildren(el('p', { class: 'muted', id: 'credential-none' },
+          'No credential: the rack did not join with a join token (a region without its NATS auth callout takes racks as the NATS server lets them in).'));
+      }
+      return;
+    }
+    if (!current(gen)) return;
+    // The rack's events bring the credential again; unchanged, the panel
+    // stays as it is, an open question included.
+    const key = JSON.stringify(c);
+    if (key === shownCredential) return;
+    shownCredential = key;
+    const rows = [
+      ['Public key', el('span', { class: 'mono' }, c.nkey)],
+      ['Joined', el('span', { title: ago(c.joined_at) }, fmtTime(c.joined_at))],
+      ['Join token', c.join_token_id ? el('span', { class: 'mono' }, c.join_token_id) : el('span', { class: 'muted' }, 'none recorded')],
+      ['State', c.revoked_at
+        ? [statusBadge('revoked'), ' ', el('span', { class: 'muted' }, fmtTime(c.revoked_at) + (c.revoked_by ? ' by ' + c.revoked_by : '') +
+          ': the rack must join again with a join token')]
+        : statusBadge('valid')],
+    ];
+    credential.replaceChildren(el('dl', { class: 'details', id: 'credential-details' },
+      rows.map(([k, v]) => [el('dt', {}, k), el('dd', { 'data-field': k.toLowerCase() }, v)])),
+    ...(c.revoked_at ? [] : [el('div', { class: 'toolbar' }, confirmTwice('Revoke credential',
+      'Revoke the NATS credential of rack ' + (rack ? rack.name : id) + '? It is disconnected now and refused from then on: ' +
+      'the rack must join again with a join token (rackd -join-token-file) to come back.', revoke, 'revoke-credential'))]));
+  }
+
+  async function revoke() {
+    clearError();
+    credentialResult.hidden = true;
+    try {
+      const rv = await api('DELETE', base + '/credential');
+      if (!current(gen)) return;
+      credentialResult.textContent = 'Credential revoked; ' + plural(rv.disconnected || 0, 'connection', 'connections') + ' closed.' +
+        (rv.warning ? ' ' + rv.warning : '');
+      credentialResult.hidden = false;
+      await loadCredential();
+    } catch (e) { if (current(gen)) showError(e); }
+  }
+
   // The rack's own events (online, offline, capabilities, images) bring
   // its page up to date; an import's progress is not an event, so it is
   // asked for every second, and only while an import runs.
@@ -390,5 +447,6 @@ function rackView(view, query, parts) {
     await loadImports();
   });
   loadCapabilities().catch((e) => { if (current(gen)) showError(e); });
+  reloadOn((e) => e === null || e.subject === 'rack/' + id, loadCredential);
   loadMachines().catch((e) => { if (current(gen)) showError(e); });
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/lab"
@@ -166,6 +169,10 @@ func TestDevLab(t *testing.T) {
 		t.Errorf("vm1 deployed with %s, want %s", m.ImageVersionID, disk.VersionID)
 	}
 
+	// The operator powers vm2, off since it commissioned, on and off
+	// again from its page in the web UI; QEMU's own status agrees.
+	powerFromTheUI(t, a, ids["vm2"], filepath.Join(dataDir, "lab", "vms", "vm2", "qmp.sock"))
+
 	if err := p.Stop(); err != nil {
 		t.Errorf("the lab after SIGINT: %v\n%s", err, tail(p.Output(), 20))
 	}
@@ -186,4 +193,36 @@ func TestDevLab(t *testing.T) {
 		t.Errorf("the data directory went with the lab: %v", err)
 	}
 	t.Logf("the test took %s", time.Since(began).Round(time.Second))
+}
+
+// powerFromTheUI opens a lab machine's page in headless Chromium, powers
+// its VM on and then off (asked first) with the page's buttons, and checks
+// each through the VM's QMP socket.
+func powerFromTheUI(t *testing.T, a api, id, socket string) {
+	t.Helper()
+	vmRunning := func(want bool) {
+		t.Helper()
+		eventually(t, 30*time.Second, fmt.Sprintf("the VM running: %v", want), func() error {
+			running, err := qmpStatus(socket)
+			if err != nil || running != want {
+				return fmt.Errorf("QMP says running %v (%v)", running, err)
+			}
+			return nil
+		})
+	}
+	vmRunning(false)
+	b := newBrowser(t)
+	defer b.checkClean()
+	power := `//dl[@id="power-details"]/dd[@data-field="power"]`
+	b.do("open the machine's page", chromedp.Navigate(a.base+"/#token="+url.QueryEscape(a.token)+"&next=/machines/"+id))
+	b.see("Power on offered", `//button[@id="power-on"][not(@disabled)]`)
+	b.do("power on", chromedp.Click(chromedp.ID("power-on")))
+	b.see("on", power+`[normalize-space()="on"]`)
+	vmRunning(true)
+	b.screenshot("lab-power-on")
+	b.do("power off", chromedp.Click(chromedp.ID("power-off")))
+	b.see("the confirmation", `//div[@id="power-confirm"]`)
+	b.do("confirm", chromedp.Click(chromedp.ID("power-confirm-yes")))
+	b.see("off", power+`[normalize-space()="off"]`)
+	vmRunning(false)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -17,14 +18,16 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/pgtest"
 )
 
 // requests records the API requests a browser tab makes, from Chromium's
 // network events.
 type requests struct {
-	mu   sync.Mutex
-	seen []request
+	mu       sync.Mutex
+	seen     []request
+	inFlight map[network.RequestID]string // requests sent and not yet answered, but the long poll
 }
 
 type request struct {
@@ -34,12 +37,22 @@ type request struct {
 
 func (b *browser) recordRequests() *requests {
 	b.t.Helper()
-	r := &requests{}
+	r := &requests{inFlight: map[network.RequestID]string{}}
 	err := chromedp.Listen(b.ctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok && strings.Contains(e.Request.URL, "/api/") {
-			r.mu.Lock()
-			r.seen = append(r.seen, request{at: time.Now(), url: e.Request.URL})
-			r.mu.Unlock()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			if strings.Contains(e.Request.URL, "/api/") {
+				r.seen = append(r.seen, request{at: time.Now(), url: e.Request.URL})
+				if !strings.Contains(e.Request.URL, "wait=") {
+					r.inFlight[e.RequestID] = e.Request.URL
+				}
+			}
+		case *network.EventLoadingFinished:
+			delete(r.inFlight, e.RequestID)
+		case *network.EventLoadingFailed:
+			delete(r.inFlight, e.RequestID)
 		}
 	})
 	if err == nil {
@@ -78,6 +91,28 @@ func (r *requests) since(t time.Time) []string {
 // request of its own while nothing happens.
 func (b *browser) idle(r *requests, d time.Duration, screen string) {
 	b.t.Helper()
+	// The window starts once the screen has loaded what it shows: no
+	// request but the long poll unanswered, and none begun for half a
+	// second. A panel that loads late on a busy machine is loading, not
+	// polling.
+	settled := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.inFlight) > 0 {
+			return false
+		}
+		for _, q := range r.seen {
+			if !strings.Contains(q.url, "wait=") && time.Since(q.at) < 500*time.Millisecond {
+				return false
+			}
+		}
+		return true
+	}
+	if !netnstest.WaitFor(30*time.Second, settled) {
+		r.mu.Lock()
+		b.t.Errorf("%s: requests still unanswered after 30s: %v", screen, slices.Collect(maps.Values(r.inFlight)))
+		r.mu.Unlock()
+	}
 	begin := time.Now()
 	time.Sleep(d)
 	got := r.since(begin)

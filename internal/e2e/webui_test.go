@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -175,11 +176,17 @@ func value[T any](b *browser, what string, a chromedp.Action[T]) T {
 	return v
 }
 
-// screenshot keeps a picture of the whole page as <name>.png in the
+// screenshot checks the screen and keeps a picture of the whole page as <name>.png in the
 // directory RACKPLANE_UI_SCREENSHOTS names, for a person to look at what
 // the tests drove; without it, nothing is taken.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
+	// Each screen a test looks at is checked for what a script's slip
+	// writes: a missing value shown as null, undefined or NaN.
+	shown := value(b, "read the page", chromedp.Evaluate[string](`document.body.innerText`))
+	if m := slipped.FindString(shown); m != "" {
+		b.t.Errorf("%s shows %q:\n%s", name, m, tail(shown, 40))
+	}
 	dir := os.Getenv("RACKPLANE_UI_SCREENSHOTS")
 	if dir == "" {
 		return
@@ -192,6 +199,10 @@ func (b *browser) screenshot(name string) {
 		b.t.Fatal(err)
 	}
 }
+
+// slipped matches what a page shows when a script put a missing value
+// in the DOM as text.
+var slipped = regexp.MustCompile(`\b(null|undefined|NaN)\b|\[object Object\]`)
 
 func (b *browser) location() string {
 	b.t.Helper()

@@ -667,7 +667,8 @@ function hardwarePanel(id, gen) {
       el('div', { id: 'hardware-disks' }, table(['Name', 'Size', 'Model', 'Serial', 'Kind', 'WWID and by-id'], diskRows, 'No disks.')),
       el('h3', {}, 'NICs'),
       el('div', { id: 'hardware-nics' }, table(['Name', 'MAC', 'Driver', 'Link', 'Speed'], nicRows, 'No NICs.')),
-      changes(reports));
+      // replaceChildren writes a null as the text "null".
+      changes(reports) || '');
   }
 
   // changes is what the newest report changed from the one before, in

@@ -140,8 +140,15 @@ func TestREADMEFirstDeployment(t *testing.T) {
 // and is still running.
 type logFollower struct {
 	line string
-	out  *netnstest.Buffer
-	cmd  *exec.Cmd
+	proc *readmeProc
+}
+
+// readmeProc is a README line running: its output, and done closed once
+// it ended, with err.
+type readmeProc struct {
+	out, errOut *netnstest.Buffer
+	done        chan struct{}
+	err         error
 }
 
 // showed checks that the follower is still following and that its output
@@ -150,17 +157,19 @@ func (f logFollower) showed(t *testing.T, want ...string) {
 	t.Helper()
 	has := func() bool {
 		for _, w := range want {
-			if strings.Contains(f.out.String(), w) {
+			if strings.Contains(f.proc.out.String(), w) {
 				return true
 			}
 		}
 		return false
 	}
 	if !netnstest.WaitFor(time.Minute, has) {
-		t.Errorf("%s showed none of %q:\n%s", f.line, want, tail(f.out.String(), 20))
+		t.Errorf("%s showed none of %q:\n%s", f.line, want, tail(f.proc.out.String(), 20))
 	}
-	if f.cmd.ProcessState != nil {
-		t.Errorf("%s stopped following: %v", f.line, f.cmd.ProcessState)
+	select {
+	case <-f.proc.done:
+		t.Errorf("%s stopped following: %v\n%s", f.line, f.proc.err, tail(f.proc.errOut.String(), 20))
+	default:
 	}
 }
 
@@ -179,35 +188,40 @@ func runQuickStart(t *testing.T, readme []byte, ns, tree string, env []string) [
 	// What a line prints on standard output is what is checked; its
 	// standard error (curl's progress meter off a terminal, go run's
 	// downloads) is shown when it fails.
-	stderrs := map[*netnstest.Buffer]*netnstest.Buffer{}
-	start := func(line string) (*exec.Cmd, *netnstest.Buffer) {
-		out, errOut := &netnstest.Buffer{}, &netnstest.Buffer{}
-		stderrs[out] = errOut
+	start := func(line string) *readmeProc {
+		p := &readmeProc{out: &netnstest.Buffer{}, errOut: &netnstest.Buffer{}, done: make(chan struct{})}
 		cmd := exec.Command("ip", "netns", "exec", ns, "bash", "-c", line)
-		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = tree, env, out, errOut
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = tree, env, p.out, p.errOut
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		// A process that leaves the group and keeps the output open
+		// must not hold the test: Wait gives up on the output after this.
+		cmd.WaitDelay = 5 * time.Second
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Wait is called once, here; everything else waits on done.
+		go func() { p.err = cmd.Wait(); close(p.done) }()
 		t.Cleanup(func() {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			_ = cmd.Wait()
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not end 30s after it was killed", line)
+			}
 		})
-		return cmd, out
+		return p
 	}
 	finish := func(line string) string {
-		cmd, out := start(line)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		p := start(line)
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("the README's %q failed: %v\n%s%s", line, err, out.String(), stderrs[out].String())
+		case <-p.done:
+			if p.err != nil {
+				t.Fatalf("the README's %q failed: %v\n%s%s", line, p.err, p.out.String(), p.errOut.String())
 			}
 		case <-time.After(5 * time.Minute):
-			t.Fatalf("the README's %q did not finish in 5m:\n%s%s", line, out.String(), stderrs[out].String())
+			t.Fatalf("the README's %q did not finish in 5m:\n%s%s", line, p.out.String(), p.errOut.String())
 		}
-		return out.String()
+		return p.out.String()
 	}
 	var follows []logFollower
 	ran := 0
@@ -233,10 +247,7 @@ func runQuickStart(t *testing.T, readme []byte, ns, tree string, env []string) [
 				t.Errorf("%s: no online dev-rack in the table:\n%s", line, got)
 			}
 		case strings.Contains(line, " -f"):
-			cmd, out := start(line)
-			f := logFollower{line: strings.TrimSpace(strings.SplitN(line, "#", 2)[0]), out: out, cmd: cmd}
-			go func() { _ = cmd.Wait() }()
-			follows = append(follows, f)
+			follows = append(follows, logFollower{line: strings.TrimSpace(strings.SplitN(line, "#", 2)[0]), proc: start(line)})
 		case strings.HasPrefix(line, "curl tftp://"):
 			if got := finish(line); !strings.HasPrefix(got, "#!ipxe") {
 				t.Errorf("%s: want iPXE's script, got:\n%s", line, tail(got, 10))

@@ -142,32 +142,36 @@ export function takeFragmentToken() {
   history.replaceState(null, '', location.pathname + location.search + '#' + (m[2] || '/dashboard'));
 }
 
-// headers are extra request headers, such as If-Match; signal cancels
-// the request (the live follower's long poll, at sign-out).
-export async function api(method, path, body, headers, signal) {
+// request calls the API with the operator's token: opts.body is sent as
+// JSON, opts.headers (If-Match) and opts.accept as given, opts.signal
+// cancels it (the live follower's long poll, at sign-out). It returns the
+// status, the ETag and the body as text and, when it is JSON, parsed; an
+// error status is thrown as an APIError with the API's message.
+export async function request(method, path, opts) {
+  opts = opts || {};
   const t = token();
   if (!t) {
     signOut('');
     throw new APIError(401, 'unauthorized', 'sign in with an API token');
   }
-  const opts = {
+  const init = {
     method, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
-    headers: { ...headers, 'Authorization': 'Bearer ' + t, 'Accept': 'application/json' },
-    signal,
+    headers: { ...opts.headers, 'Authorization': 'Bearer ' + t, 'Accept': opts.accept || 'application/json' },
+    signal: opts.signal,
   };
-  if (body !== undefined) {
-    opts.headers['Content-Type'] = 'application/json';
-    opts.body = JSON.stringify(body);
+  if (opts.body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(opts.body);
   }
   let resp;
   try {
-    resp = await fetch(path, opts);
+    resp = await fetch(path, init);
   } catch (e) {
     throw new APIError(0, 'network', 'the region did not answer: ' + e.message);
   }
   const text = await resp.text();
   let data = null;
-  if (text) {
+  if (text && (resp.headers.get('Content-Type') || '').startsWith('application/json')) {
     try { data = JSON.parse(text); } catch (e) { data = null; }
   }
   if (!resp.ok) {
@@ -178,7 +182,12 @@ export async function api(method, path, body, headers, signal) {
     if (resp.status === 401) signOut(err.message);
     throw err;
   }
-  return data;
+  return { status: resp.status, etag: resp.headers.get('ETag') || '', data, text };
+}
+
+// api is request for JSON in, JSON out: the parsed answer.
+export async function api(method, path, body, headers, signal) {
+  return (await request(method, path, { body, headers, signal })).data;
 }
 
 // errorText is an API error as the API said it.

@@ -3,47 +3,10 @@
 // that need headers both ways (If-Match, ETag) or a text body, a button
 // that asks twice, a unified diff drawn line by line and a secret shown
 // once.
-import { $, APIError, el, onStop, signOut, token } from './core.js';
+import { $, el, onStop, signOut } from './core.js';
 
-// request is api() for the calls that need more than JSON: it sends
-// headers (If-Match) and returns the status, the ETag and the body as text
-// and, when it is JSON, parsed. Errors are thrown as api() throws them.
-export async function request(method, path, opts) {
-  opts = opts || {};
-  const t = token();
-  if (!t) {
-    signOut('');
-    throw new APIError(401, 'unauthorized', 'sign in with an API token');
-  }
-  const init = {
-    method, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
-    headers: Object.assign({ 'Authorization': 'Bearer ' + t, 'Accept': opts.accept || 'application/json' }, opts.headers || {}),
-  };
-  if (opts.body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(opts.body);
-  }
-  let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (e) {
-    throw new APIError(0, 'network', 'the region did not answer: ' + e.message);
-  }
-  const text = await resp.text();
-  let data = null;
-  if (text && (resp.headers.get('Content-Type') || '').startsWith('application/json')) {
-    try { data = JSON.parse(text); } catch (e) { data = null; }
-  }
-  if (!resp.ok) {
-    const e = data && data.error;
-    const err = e
-      ? new APIError(resp.status, e.code, e.message, e.request_id)
-      : new APIError(resp.status, 'http_' + resp.status, (resp.status + ' ' + resp.statusText + ' ' + text).trim());
-    if (resp.status === 401) signOut(err.message);
-    throw err;
-  }
-  return { status: resp.status, etag: resp.headers.get('ETag') || '', data, text };
-}
+// request is core.js's, here too for the screens that import it from kit.js.
+export { request } from './core.js';
 
 // etagVersion reads the version out of an ETag such as "3".
 export function etagVersion(etag) {

@@ -47,7 +47,7 @@ type Config struct {
 	// QEMU is qemu-system-x86_64; OVMFCode and OVMFVars are the UEFI
 	// firmware and its variable store template.
 	QEMU, OVMFCode, OVMFVars string
-	// NICROM is the iPXE ROM QEMU gives the BIOS VMs' e1000 NIC, checked
+	// NICROM is the iPXE ROM QEMU gives the BIOS VMs' virtio NIC, checked
 	// before QEMU would fail on it ("" checks nothing).
 	NICROM string
 	// AgentSource is the Rackplane module the ephemeral environment's
@@ -73,7 +73,7 @@ func DefaultConfig() Config {
 		QEMU:      "qemu-system-x86_64",
 		OVMFCode:  "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:  "/usr/share/OVMF/OVMF_VARS_4M.fd",
-		NICROM:    "/usr/lib/ipxe/qemu/efi-e1000.rom",
+		NICROM:    "/usr/lib/ipxe/qemu/efi-virtio.rom",
 		Stdout:    os.Stdout,
 		Stderr:    os.Stderr,
 	}
@@ -135,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.OVMFCode, ",") {
 		errs = append(errs, fmt.Errorf("UEFI firmware %s: %s", c.OVMFCode, commaInPath))
+	}
+	if strings.Contains(c.NICROM, ",") {
+		errs = append(errs, fmt.Errorf("network boot ROM %s: %s", c.NICROM, commaInPath))
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		errs = append(errs, errors.New("ip not found: install the Debian package iproute2"))

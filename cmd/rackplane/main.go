@@ -45,6 +45,8 @@ or a machine is named by its name (host name) or its id:
   subnets             list the subnets of managed DHCP (-rack RACK)
   subnet create|update|show|delete
                       a subnet of managed DHCP: its rack, CIDR, ranges, options, reservations
+  leases              the DHCP leases the racks gave that are current, with the machine
+                      of each MAC (-rack RACK, -subnet ID|CIDR, -mac MAC, -json)
   deploy MACHINE...   deploy machines, by id or host name (-os, -release, -preseed)
   commission MACHINE...
                       boot machines into the ephemeral environment, whose agent takes their
@@ -111,6 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSubnets(ctx, rest, stdout, stderr)
 	case "subnet":
 		return runSubnet(ctx, rest, stdout, stderr)
+	case "leases":
+		return runLeases(ctx, rest, stdout, stderr)
 	case "machine":
 		return runMachine(ctx, rest, stdout, stderr)
 	case "scripts":

@@ -169,6 +169,22 @@ func TestDevLab(t *testing.T) {
 		t.Errorf("vm1 deployed with %s, want %s", m.ImageVersionID, disk.VersionID)
 	}
 
+	// The operator asks who has which address: `rackplane leases` by the
+	// lab's subnet lists both VMs' leases, each with its machine.
+	eventually(t, 2*time.Minute, "both VMs' leases in `rackplane leases`", func() error {
+		out, err := exec.Command(filepath.Join(binDir, "rackplane"), "leases", "-subnet", "10.77.0.0/24",
+			"-api", "http://"+apiAddr, "-token", a.token).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, vm := range vms {
+			if !regexp.MustCompile(`(?m)^10\.77\.0\.\d+\s+` + vm.mac + `\s+[^-\s]\S*\s`).Match(out) {
+				return fmt.Errorf("no lease of %s (%s):\n%s", vm.name, vm.mac, out)
+			}
+		}
+		return nil
+	})
+
 	// The operator powers vm2, off since it commissioned, on and off
 	// again from its page in the web UI; QEMU's own status agrees.
 	powerFromTheUI(t, a, ids["vm2"], filepath.Join(dataDir, "lab", "vms", "vm2", "qmp.sock"))

@@ -238,7 +238,8 @@ func (r *queryRecorder) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.
 func (r *queryRecorder) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // TestListLeasesUsesTheIndex: a rack's (and a subnet's) leases are found
-// through the index on rack_id, not by reading every rack's.
+// through the index on rack_id, not by reading every rack's; every rack's
+// are read in the list's order, a page at a time.
 func TestListLeasesUsesTheIndex(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
@@ -257,10 +258,26 @@ func TestListLeasesUsesTheIndex(t *testing.T) {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Plans are those of a table with leases in it: 20 racks with 1,000
+	// each, as the projection keeps them.
+	if _, err := pool.Exec(ctx, `INSERT INTO dhcp_leases (rack_id, mac, ip, subnet, last_action, expires, count, at)
+		SELECT r.id, format('52:54:00:%s:%s:%s', to_hex(100 + g/256 % 100), to_hex(100 + g % 100), to_hex(16 + r.n)),
+			('10.' || r.n || '.' || g/250 || '.' || 1 + g % 250)::inet, ('10.' || r.n || '.0.0/16')::cidr,
+			'acked', now() + interval '1 hour', 1, now()
+		FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, 20) n) r, generate_series(0, 999) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE dhcp_leases`); err != nil {
+		t.Fatal(err)
+	}
 	p := netip.MustParsePrefix("10.9.0.0/24")
 	for _, f := range []postgres.LeaseFilter{
 		{RackID: uuid.NewString(), Now: time.Now()},
 		{RackID: uuid.NewString(), Subnet: &p, Now: time.Now()},
+		// Every rack's, a page and the next: read in the list's order
+		// from an index, not sorted whole for each page.
+		{Now: time.Now()},
+		{Now: time.Now(), After: "10.9.0.7|52:54:00:00:00:07|" + uuid.NewString()},
 	} {
 		if _, err := db.ListLeases(ctx, f); err != nil {
 			t.Fatal(err)
@@ -281,7 +298,14 @@ func TestListLeasesUsesTheIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if text := strings.Join(plan, "\n"); !regexp.MustCompile(`Index Cond: \(+rack_id = `).MatchString(text) {
+		text := strings.Join(plan, "\n")
+		if f.RackID == "" {
+			if !strings.Contains(text, "dhcp_leases_current_order") || strings.Contains(text, "Sort") {
+				t.Errorf("ListLeases %+v does not read the leases in order from dhcp_leases_current_order:\n%s", f, text)
+			}
+			continue
+		}
+		if !regexp.MustCompile(`Index Cond: \(+rack_id = `).MatchString(text) {
 			t.Errorf("ListLeases %+v does not look rack_id up in an index:\n%s", f, text)
 		}
 	}

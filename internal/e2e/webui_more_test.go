@@ -98,6 +98,21 @@ func TestWebUIMachineEdit(t *testing.T) {
 	if code := a.call("GET", "/api/v1/machines/"+m.ID, nil, nil, nil); code != 200 {
 		t.Fatalf("after Cancel the machine is %d", code)
 	}
+	// A deletion confirmed on a page that has not yet heard of a change
+	// made meanwhile is refused, not done to a machine the operator did
+	// not see: the page sends the version it showed.
+	b.do("Delete: ask", chromedp.Click(scope+`//button[contains(concat(" ", @class, " "), " delete-machine ")]`))
+	status := value(b, "rename through the API, then confirm the deletion in the page", chromedp.Evaluate[float64](fmt.Sprintf(`fetch('/api/v1/machines/%s', {
+			method: 'PATCH', headers: {'Authorization': 'Bearer ' + %q, 'Content-Type': 'application/json'}, body: '{"hostname": "edit1-late"}'})
+		.then((r) => { document.querySelector('#delete-machine .delete-machine-yes').click(); return r.status; })`, m.ID, a.token), chromedp.EvalAwaitPromise))
+	if status != 200 {
+		t.Fatalf("PATCH through the API: %v", status)
+	}
+	b.see("the deletion refused as changed meanwhile", `//p[@id="error"][contains(., "was changed")][contains(., "HTTP 412")]`)
+	if code := a.call("GET", "/api/v1/machines/"+m.ID, nil, nil, &got); code != 200 || got.Hostname != "edit1-late" {
+		t.Fatalf("after the refused deletion the API has %d %+v", code, got)
+	}
+	b.see("the page follows the machine", field("hostname")+`[normalize-space()="edit1-late"]`)
 	clickConfirmed(b, "delete the machine", scope, "delete-machine")
 	b.see("back on the list", `//h1[normalize-space()="Machines"]`)
 	if loc := b.location(); !strings.HasSuffix(loc, "#/machines") {

@@ -99,12 +99,17 @@ export function editPanel(id, gen, reload) {
 // list; it is shown while the machine's actions include delete.
 export function deleteButton(id, gen) {
   let name = '';
+  // The deletion is of the machine as the page showed it: a change the
+  // page has not heard of yet makes the region refuse it (412), and the
+  // operator looks again.
+  let version = null;
   const node = el('span', { id: 'delete-machine', hidden: true });
   const question = el('span', {});
   const button = confirmTwice('Delete', question, async () => {
     clearError();
     try {
-      await api('DELETE', '/api/v1/machines/' + encodeURIComponent(id));
+      await api('DELETE', '/api/v1/machines/' + encodeURIComponent(id), undefined,
+        version === null ? undefined : { 'If-Match': '"' + version + '"' });
       if (current(gen)) location.hash = '#/machines';
     } catch (e) { if (current(gen)) showError(e); }
   }, 'delete-machine');
@@ -113,6 +118,7 @@ export function deleteButton(id, gen) {
     node,
     update(m) {
       name = m.hostname;
+      version = m.version;
       question.textContent = 'Delete machine ' + name + '? Its record, power parameters and history go; ' +
         'if it boots again it is discovered as a new machine.';
       node.hidden = !can(m, 'delete');

@@ -132,7 +132,20 @@ func TestWebUIPreseeds(t *testing.T) {
 	if p := get(); p.Preseed.CurrentVersion != 3 {
 		t.Fatalf("a cancelled rollback changed the preseed: %+v", p)
 	}
-	clickConfirmed(b, "roll back to version 1", `//tr[@data-version="1"]`, "rollback")
+	// Text typed in the editor and not saved is not thrown away by a
+	// rollback unasked: the page says so and offers to discard it.
+	const unsaved = "#cloud-config\npackages: [unsaved]\n"
+	b.do("type in the editor", retype("preseed-content", unsaved))
+	clickConfirmed(b, "roll back to version 1 with unsaved text", `//tr[@data-version="1"]`, "rollback")
+	b.see("the rollback held back", `//p[@id="preseed-rolled"][contains(., "Not rolled back: the editor holds text you have not saved.")]`)
+	if p := get(); p.Preseed.CurrentVersion != 3 {
+		t.Fatalf("a rollback held back for unsaved text changed the preseed: %+v", p)
+	}
+	if got := evalString(b, "read the editor", `document.getElementById("preseed-content").value`); got != unsaved {
+		t.Errorf("after the held-back rollback the editor holds %q, want the typed text", got)
+	}
+	b.screenshot("preseed-rollback-unsaved")
+	b.do("discard the text and roll back", chromedp.Click(chromedp.ID("rollback-discard")))
 	b.see("the rollback said", `//p[@id="preseed-rolled"][contains(., "version 4 has the content of version 1")]`)
 	if p := get(); p.Preseed.CurrentVersion != 4 || p.Version.Version != 4 || p.Version.Content != v1 {
 		t.Fatalf("after Roll back to 1 the API has %+v", p)

@@ -78,6 +78,7 @@ function preseedsView(view) {
 function preseedView(view, name) {
   const gen = generation;
   let base = 0; // the version the editor's text was read at (the ETag)
+  let unchanged = ''; // the editor's text as read or saved: anything else is the operator's, unsaved
   let preseed = null;
   let versions = [];
 
@@ -123,6 +124,7 @@ function preseedView(view, name) {
     if (intoEditor) {
       base = etagVersion(got.etag) || preseed.latest_version;
       editor.value = cur.content || '';
+      unchanged = editor.value;
       format.value = '';
       format.options[0].textContent = 'detect from the content (now ' + cur.format + ')';
       comment.value = '';
@@ -199,6 +201,7 @@ function preseedView(view, name) {
       const got = await request('PUT', path(name), { body, headers: { 'If-Match': '"' + base + '"' } });
       if (!current(gen)) return;
       base = etagVersion(got.etag) || got.data.version.version;
+      unchanged = body.content;
       say(conflict, '');
       comment.value = '';
       await load(false);
@@ -236,9 +239,23 @@ function preseedView(view, name) {
     load(false).catch(showError);
   }
 
-  async function rollback(v) {
+  // rollback makes version v's content current again, and shows it in
+  // the editor; text typed there and not saved is not thrown away
+  // unasked.
+  async function rollback(v, discard) {
     clearError();
     say(rolled, '');
+    rolled.classList.remove('bad');
+    if (!discard && editor.value !== unchanged) {
+      say(saved, '');
+      rolled.classList.add('bad');
+      const go = el('button', { type: 'button', class: 'danger', id: 'rollback-discard' }, 'Discard my text and roll back to version ' + v);
+      go.addEventListener('click', () => rollback(v, true));
+      rolled.replaceChildren(el('strong', {}, 'Not rolled back: the editor holds text you have not saved. '),
+        'Save it first, or ', go, '.');
+      rolled.hidden = false;
+      return;
+    }
     try {
       // A rollback is a save too: from the newest version.
       const latest = preseed ? preseed.latest_version : base;

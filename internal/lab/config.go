@@ -47,8 +47,9 @@ type Config struct {
 	// QEMU is qemu-system-x86_64; OVMFCode and OVMFVars are the UEFI
 	// firmware and its variable store template.
 	QEMU, OVMFCode, OVMFVars string
-	// NICROM is the iPXE ROM QEMU gives the BIOS VMs' virtio NIC, checked
-	// before QEMU would fail on it ("" checks nothing).
+	// NICROM is the iPXE ROM QEMU gives the BIOS VMs' virtio NIC by
+	// default, checked to be there: without it they would not network
+	// boot ("" checks nothing).
 	NICROM string
 	// AgentSource is the Rackplane module the ephemeral environment's
 	// agent is built from when the data directory has no environment yet
@@ -135,9 +136,6 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.OVMFCode, ",") {
 		errs = append(errs, fmt.Errorf("UEFI firmware %s: %s", c.OVMFCode, commaInPath))
-	}
-	if strings.Contains(c.NICROM, ",") {
-		errs = append(errs, fmt.Errorf("network boot ROM %s: %s", c.NICROM, commaInPath))
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		errs = append(errs, errors.New("ip not found: install the Debian package iproute2"))

@@ -204,20 +204,29 @@ func startForward(ln net.Listener, dial func() (net.Conn, error)) *forward {
 			if err != nil {
 				return
 			}
-			out, err := f.dial()
-			if err != nil {
-				in.Close()
-				continue
-			}
-			f.wg.Add(2)
-			pipe := func(dst, src net.Conn) {
+			// Dialled beside the loop: a dial that waits (up to its
+			// timeout, while dev inside starts) holds up no other
+			// client.
+			f.wg.Add(1)
+			go func() {
 				defer f.wg.Done()
-				_, _ = io.Copy(dst, src)
-				dst.Close()
-				src.Close()
-			}
-			go pipe(out, in)
-			go pipe(in, out)
+				out, err := f.dial()
+				if err != nil {
+					in.Close()
+					return
+				}
+				pipe := func(dst, src net.Conn) {
+					_, _ = io.Copy(dst, src)
+					dst.Close()
+					src.Close()
+				}
+				f.wg.Add(1)
+				go func() {
+					defer f.wg.Done()
+					pipe(out, in)
+				}()
+				pipe(in, out)
+			}()
 		}
 	}()
 	return f

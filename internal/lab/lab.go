@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,9 +76,17 @@ func Run(ctx context.Context, c Config) (err error) {
 	defer func() {
 		// Everything goes, in order, whatever happened: VMs, dev, the
 		// forwards, the namespace. The data directory stays.
+		// The VMs are stopped all at once: QEMU's quit is quick, but a
+		// VM that does not answer is waited for before it is killed.
+		var stopping sync.WaitGroup
 		for _, v := range vms {
-			v.stop(5 * time.Second)
+			stopping.Add(1)
+			go func() {
+				defer stopping.Done()
+				v.stop(5 * time.Second)
+			}()
 		}
+		stopping.Wait()
 		if dev != nil {
 			_ = syscall.Kill(-dev.Process.Pid, syscall.SIGINT)
 			select {

@@ -127,6 +127,12 @@ func importImage(ctx context.Context, a *client, rackID string, im image, out io
 		}
 	}
 	for {
+		// The import's own state first: a failed one is said as the rack
+		// said it, at once, not as a release missing minutes later.
+		var st struct{ State, Code, Error string }
+		if err := a.do(ctx, "GET", "/api/v1/racks/"+rackID+"/images/imports/"+imp.ID, nil, &st, 200); err == nil && st.State == "failed" {
+			return fmt.Errorf("import the %s from %s: the rack says: %s (%s)", im.what, im.dir, st.Error, st.Code)
+		}
 		var oses struct {
 			OSes []struct{ OS, Release string }
 		}

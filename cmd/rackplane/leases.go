@@ -55,12 +55,19 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		q.Set("rack_id", id)
 	}
+	// within narrows the list to a CIDR no subnet of the region has (a
+	// rack's own -dhcp-subnets file, or a lab's): by address, here.
+	var within *netip.Prefix
 	if *subnet != "" {
-		id, err := c.subnetID(ctx, *subnet, q.Get("rack_id"))
+		id, prefix, err := c.subnetID(ctx, *subnet, q.Get("rack_id"))
 		if err != nil {
 			return err
 		}
-		q.Set("subnet", id)
+		if id != "" {
+			q.Set("subnet", id)
+		} else {
+			within = &prefix
+		}
 	}
 	if *mac != "" {
 		q.Set("mac", *mac)
@@ -77,7 +84,20 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := c.get(ctx, "/api/v1/leases", q, &resp); err != nil {
 			return err
 		}
-		all = append(all, resp.Leases...)
+		for _, raw := range resp.Leases {
+			if within != nil {
+				var l struct {
+					IP string `json:"ip"`
+				}
+				if err := json.Unmarshal(raw, &l); err != nil {
+					return fmt.Errorf("the region's lease list: %w", err)
+				}
+				if ip, err := netip.ParseAddr(l.IP); err != nil || !within.Contains(ip) {
+					continue
+				}
+			}
+			all = append(all, raw)
+		}
 		if resp.Next == "" {
 			break
 		}
@@ -115,14 +135,17 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return tw.Flush()
 }
 
-// subnetID resolves a subnet given by id or by CIDR (of rackID's subnets
-// when it is set; a CIDR two racks serve must be told apart with -rack).
-func (c *client) subnetID(ctx context.Context, subnet, rackID string) (string, error) {
+// subnetID resolves a subnet given by id, or by CIDR: the id of the
+// region's subnet with that CIDR (of rackID's subnets when it is set; a
+// CIDR two racks serve must be told apart with -rack), else "" and the
+// CIDR itself, for a subnet a rack serves from a file of its own.
+func (c *client) subnetID(ctx context.Context, subnet, rackID string) (string, netip.Prefix, error) {
 	prefix, err := netip.ParsePrefix(subnet)
 	if err != nil {
 		// Not a CIDR: an id, which the region checks.
-		return subnet, nil
+		return subnet, netip.Prefix{}, nil
 	}
+	prefix = prefix.Masked()
 	q := url.Values{}
 	if rackID != "" {
 		q.Set("rack_id", rackID)
@@ -131,19 +154,19 @@ func (c *client) subnetID(ctx context.Context, subnet, rackID string) (string, e
 		Subnets []subnetOut `json:"subnets"`
 	}
 	if err := c.get(ctx, "/api/v1/subnets", q, &list); err != nil {
-		return "", err
+		return "", prefix, err
 	}
 	var found []string
 	for _, s := range list.Subnets {
-		if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Masked() == prefix.Masked() {
+		if p, err := netip.ParsePrefix(s.CIDR); err == nil && p.Masked() == prefix {
 			found = append(found, s.ID)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("no subnet %s: `rackplane subnets` lists them", prefix.Masked())
+		return "", prefix, nil
 	case 1:
-		return found[0], nil
+		return found[0], prefix, nil
 	}
-	return "", errors.New("subnet " + prefix.Masked().String() + " is served by more than one rack: name the rack with -rack, or give the subnet's id")
+	return "", prefix, errors.New("subnet " + prefix.String() + " is served by more than one rack: name the rack with -rack, or give the subnet's id")
 }

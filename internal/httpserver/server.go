@@ -178,9 +178,22 @@ type deadlineWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	armed   time.Time // when the deadline was last set
 }
 
-func (w *deadlineWriter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+// arm moves the write deadline a timeout ahead, unless it was moved
+// within the last sixteenth of one: a deadline is a timer the runtime
+// keeps, and a small answer (a boot file's range, an API call) would
+// otherwise move it three times. Any write still has at least 15/16 of
+// the timeout.
+func (w *deadlineWriter) arm() {
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < w.timeout/16 {
+		return
+	}
+	w.armed = now
+	_ = w.rc.SetWriteDeadline(now.Add(w.timeout))
+}
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -3,6 +3,7 @@ package httpboot
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,38 +159,163 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	hctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandoffTimeout)
-	res, err := s.resolver.Resolve(hctx, handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: r.RemoteAddr, Name: r.URL.Path})
-	cancel()
+	res, err := s.resolver.Resolve(r.Context(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: r.RemoteAddr, Name: r.URL.Path, Timeout: s.cfg.HandoffTimeout})
 	if err != nil {
 		s.errs.WithLabelValues("handoff").Inc()
 		http.Error(w, rackplane.ErrorMessage(err), statusOf(err))
 		return
 	}
-	h := w.Header()
-	if res.File != nil {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("ETag", etag(res.Path, res.VersionID, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10)))
-	} else {
-		// A config is rendered per request; caching it would boot a
-		// machine from a stale decision.
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		h.Set("ETag", etag(string(res.Content)))
-	}
-	cw := &countingWriter{ResponseWriter: w}
 	s.inflight.Inc()
 	start := time.Now()
-	http.ServeContent(cw, r, "", res.ModTime, res.Reader())
+	var sent, want int64
+	if res.File != nil {
+		sent, want = s.serveFile(w, r, res)
+	} else {
+		sent, want = s.serveConfig(w, r, res)
+	}
 	elapsed := time.Since(start)
 	s.inflight.Dec()
-	s.bytes.Add(float64(cw.n))
+	s.bytes.Add(float64(sent))
 	var terr error
-	if want, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 && cw.n < want {
-		terr = fmt.Errorf("sent %d of %d bytes: client went away", cw.n, want)
+	if sent < want {
+		terr = fmt.Errorf("sent %d of %d bytes: client went away", sent, want)
 		s.errs.WithLabelValues("transfer").Inc()
 	}
-	s.resolver.Finish(res, handoff.Outcome{Bytes: cw.n, Duration: elapsed, Err: terr})
+	s.resolver.Finish(res, handoff.Outcome{Bytes: sent, Duration: elapsed, Err: terr})
+}
+
+// Header values set on every file: assigned, not Set, which would
+// canonicalise the key and allocate a slice each time.
+var (
+	octetStream = []string{"application/octet-stream"}
+	bytesUnit   = []string{"bytes"}
+)
+
+// serveFile sends a file and returns the body bytes sent and those due.
+// The common requests (the whole file, or one range of it, without
+// conditions) are answered here, the file going out with sendfile(2)
+// whole or in part; the others (conditional, several ranges, a range
+// beyond the end) go to http.ServeContent, which copies a range through
+// user space.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, res *handoff.Result) (sent, want int64) {
+	h := w.Header()
+	// One array for the values of the header set here.
+	vals := make([]string, 4)
+	vals[0] = etag(res.Path, res.VersionID, res.Size, res.ModTime.UnixNano())
+	h["Content-Type"] = octetStream
+	h["Etag"] = vals[0:1:1]
+	start, length, ok := int64(0), res.Size, true
+	if conditional(r.Header) {
+		ok = false
+	} else if rng := r.Header["Range"]; len(rng) > 0 {
+		start, length, ok = singleRange(rng, res.Size)
+	}
+	if !ok {
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", res.ModTime, res.File)
+		if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 {
+			want = n
+		}
+		return cw.n, want
+	}
+	if !res.ModTime.IsZero() && !res.ModTime.Equal(unixEpoch) {
+		vals[1] = res.ModTime.UTC().Format(http.TimeFormat)
+		h["Last-Modified"] = vals[1:2:2]
+	}
+	h["Accept-Ranges"] = bytesUnit
+	vals[2] = strconv.FormatInt(length, 10)
+	h["Content-Length"] = vals[2:3:3]
+	status := http.StatusOK
+	if r.Header["Range"] != nil {
+		status = http.StatusPartialContent
+		vals[3] = "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(start+length-1, 10) + "/" + strconv.FormatInt(res.Size, 10)
+		h["Content-Range"] = vals[3:4:4]
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead || length == 0 {
+		return 0, 0
+	}
+	if start != 0 {
+		if _, err := res.File.Seek(start, io.SeekStart); err != nil {
+			return 0, length
+		}
+	}
+	// The header goes out first, on its own: net/http would otherwise
+	// read the first 512 bytes of the file through user space to sniff
+	// them before it hands the rest to sendfile.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	// A LimitedReader of the *os.File, which net/http hands to the
+	// connection's ReadFrom and the kernel sends with sendfile(2): an
+	// io.SectionReader, what http.ServeContent gives for a range, would
+	// be copied through user space.
+	sent, _ = io.Copy(w, &io.LimitedReader{R: res.File, N: length})
+	return sent, length
+}
+
+var unixEpoch = time.Unix(0, 0)
+
+// serveConfig sends a rendered config. A config is rendered per
+// request; caching it would boot a machine from a stale decision.
+func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request, res *handoff.Result) (sent, want int64) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("ETag", contentETag(res.Content))
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", res.ModTime, res.Reader())
+	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 {
+		want = n
+	}
+	return cw.n, want
+}
+
+// conditional says whether a request has conditions http.ServeContent
+// evaluates.
+func conditional(h http.Header) bool {
+	return h["If-Match"] != nil || h["If-None-Match"] != nil || h["If-Modified-Since"] != nil ||
+		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil
+}
+
+// singleRange parses a Range header of one satisfiable byte range of a
+// file of size bytes ("bytes=a-b", "bytes=a-", "bytes=-n"), as
+// http.ServeContent would; ok is false for anything else, which
+// ServeContent answers (several ranges, a range past the end, a
+// malformed header).
+func singleRange(values []string, size int64) (start, length int64, ok bool) {
+	if len(values) != 1 || size <= 0 {
+		return 0, 0, false
+	}
+	spec, found := strings.CutPrefix(values[0], "bytes=")
+	if !found {
+		return 0, 0, false
+	}
+	first, last, found := strings.Cut(spec, "-")
+	if !found || strings.ContainsAny(last, ", ") || strings.ContainsAny(first, ", ") {
+		return 0, 0, false
+	}
+	if first == "" {
+		// The last n bytes.
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		n = min(n, size)
+		return size - n, n, true
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 || a >= size {
+		return 0, 0, false
+	}
+	b := size - 1
+	if last != "" {
+		if b, err = strconv.ParseInt(last, 10, 64); err != nil || b < a {
+			return 0, 0, false
+		}
+		b = min(b, size-1)
+	}
+	return a, b - a + 1, true
 }
 
 func statusOf(err error) int {
@@ -202,13 +329,25 @@ func statusOf(err error) int {
 	}
 }
 
-func etag(parts ...string) string {
+// etag names a file's version: its path, version, size and time. It is
+// a hash of them, so that it tells nothing of the store.
+func etag(path, version string, size, modTime int64) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(size))
+	binary.BigEndian.PutUint64(b[8:], uint64(modTime))
 	h := sha256.New()
-	for _, p := range parts {
-		io.WriteString(h, p)
-		h.Write([]byte{0})
-	}
-	return `"` + hex.EncodeToString(h.Sum(nil)[:16]) + `"`
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write([]byte(version))
+	h.Write([]byte{0})
+	h.Write(b[:])
+	var sum [sha256.Size]byte
+	return `"` + hex.EncodeToString(h.Sum(sum[:0])[:16]) + `"`
+}
+
+func contentETag(content []byte) string {
+	sum := sha256.Sum256(content)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
 }
 
 // countingWriter counts body bytes and keeps the ReaderFrom of the

@@ -84,8 +84,8 @@ type Resolver struct {
 	// The metrics above by label values (latencyOf, outcomeOf,
 	// summarizedOf).
 	latencyBy, outcomesBy, summarizedBy sync.Map
-	summaries  prometheus.Counter
-	sources    prometheus.GaugeFunc
+	summaries                           prometheus.Counter
+	sources                             prometheus.GaugeFunc
 }
 
 // NewResolver returns a resolver. versions may be nil (no image store).

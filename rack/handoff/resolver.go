@@ -81,11 +81,11 @@ type Resolver struct {
 	latency    *prometheus.HistogramVec
 	outcomes   *prometheus.CounterVec
 	summarized *prometheus.CounterVec
-	// The metrics above by label values (latencyOf, outcomeOf,
-	// summarizedOf).
+	summaries  prometheus.Counter
+	sources    prometheus.GaugeFunc
+	// latency, outcomes and summarized by label values (latencyOf,
+	// outcomeOf, summarizedOf).
 	latencyBy, outcomesBy, summarizedBy sync.Map
-	summaries                           prometheus.Counter
-	sources                             prometheus.GaugeFunc
 }
 
 // NewResolver returns a resolver. versions may be nil (no image store).

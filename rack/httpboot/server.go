@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -132,6 +133,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("httpboot: %w", err)
 	}
+	srv.SetFast(s.Fast(nil))
 	s.mu.Lock()
 	lns := s.lns
 	s.mu.Unlock()
@@ -381,4 +383,117 @@ func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	n, err := c.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
 	c.n += n
 	return n, err
+}
+
+// Fast answers boot file requests on the connection itself
+// (httpserver.FastHandler): those of the paths boot says are boot files
+// (every path when boot is nil), plain GET and HEAD without conditions and
+// with at most one range. The server's Handler answers the others, and
+// gives the same answers.
+func (s *Server) Fast(boot func(method, path string) bool) httpserver.FastHandler {
+	return fastHandler{s: s, boot: boot}
+}
+
+type fastHandler struct {
+	s    *Server
+	boot func(method, path string) bool
+}
+
+func (h fastHandler) Takes(req *httpserver.FastRequest) bool {
+	if req.Conditional || h.boot != nil && !h.boot(req.Method, req.Path) {
+		return false
+	}
+	if req.Range != "" {
+		// Of any file large enough: a range past the end is answered
+		// once the size is known.
+		if _, _, ok := singleRange([]string{req.Range}, math.MaxInt64); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (h fastHandler) ServeFast(w *httpserver.FastWriter, req *httpserver.FastRequest) {
+	s := h.s
+	local, remote := "", ""
+	if req.Local != nil {
+		local = req.Local.String()
+	}
+	if req.Remote != nil {
+		remote = req.Remote.String()
+	}
+	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: remote, Name: req.Path, Timeout: s.cfg.HandoffTimeout})
+	if err != nil {
+		s.errs.WithLabelValues("handoff").Inc()
+		fastError(w, req, statusOf(err), rackplane.ErrorMessage(err), "")
+		return
+	}
+	s.inflight.Inc()
+	start := time.Now()
+	sent, want := s.fastAnswer(w, req, res)
+	elapsed := time.Since(start)
+	s.inflight.Dec()
+	s.bytes.Add(float64(sent))
+	var terr error
+	if sent < want {
+		terr = fmt.Errorf("sent %d of %d bytes: client went away", sent, want)
+		s.errs.WithLabelValues("transfer").Inc()
+	}
+	s.resolver.Finish(res, handoff.Outcome{Bytes: sent, Duration: elapsed, Err: terr})
+}
+
+// fastAnswer sends res as serveFile and serveConfig do, and returns the
+// body bytes sent and due.
+func (s *Server) fastAnswer(w *httpserver.FastWriter, req *httpserver.FastRequest, res *handoff.Result) (sent, want int64) {
+	fields := make([]string, 0, 14)
+	if res.File != nil {
+		fields = append(fields, "Content-Type", "application/octet-stream",
+			"Etag", etag(res.Path, res.VersionID, res.Size, res.ModTime.UnixNano()))
+	} else {
+		fields = append(fields, "Content-Type", "text/plain; charset=utf-8", "Cache-Control", "no-store", "Etag", contentETag(res.Content))
+	}
+	if !res.ModTime.IsZero() && !res.ModTime.Equal(unixEpoch) {
+		fields = append(fields, "Last-Modified", res.ModTime.UTC().Format(http.TimeFormat))
+	}
+	start, length, status := int64(0), res.Size, http.StatusOK
+	if req.Range != "" && res.Size > 0 {
+		// A range of an empty file is ignored, as http.ServeContent does.
+		var ok bool
+		if start, length, ok = singleRange([]string{req.Range}, res.Size); !ok {
+			fastError(w, req, http.StatusRequestedRangeNotSatisfiable, "invalid range: failed to overlap", "bytes */"+strconv.FormatInt(res.Size, 10))
+			return 0, 0
+		}
+		status = http.StatusPartialContent
+		fields = append(fields, "Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+length-1, 10)+"/"+strconv.FormatInt(res.Size, 10))
+	}
+	fields = append(fields, "Accept-Ranges", "bytes", "Content-Length", strconv.FormatInt(length, 10))
+	if w.Head(status, fields...) != nil || req.Method == http.MethodHead || length == 0 {
+		return 0, 0
+	}
+	if res.File == nil {
+		if w.Write(res.Content[start:start+length]) != nil {
+			return 0, length
+		}
+		return length, length
+	}
+	if start != 0 {
+		if _, err := res.File.Seek(start, io.SeekStart); err != nil {
+			return 0, length
+		}
+	}
+	sent, _ = w.SendFile(res.File, length)
+	return sent, length
+}
+
+// fastError answers as http.Error does (with contentRange, when not
+// empty).
+func fastError(w *httpserver.FastWriter, req *httpserver.FastRequest, status int, msg, contentRange string) {
+	body := msg + "\n"
+	fields := []string{"Content-Type", "text/plain; charset=utf-8", "X-Content-Type-Options", "nosniff", "Content-Length", strconv.Itoa(len(body))}
+	if contentRange != "" {
+		fields = append(fields, "Content-Range", contentRange)
+	}
+	if w.Head(status, fields...) == nil && req.Method != http.MethodHead {
+		_ = w.Write([]byte(body))
+	}
 }

@@ -138,7 +138,7 @@ func (w *FastWriter) Write(p []byte) error {
 func (w *FastWriter) SendFile(f io.Reader, n int64) (int64, error) {
 	rf, ok := w.c.(io.ReaderFrom)
 	if !ok {
-		rf = writerFrom{w}
+		rf = fastIO{w}
 	}
 	var sent int64
 	for sent < n && w.err == nil {
@@ -154,20 +154,18 @@ func (w *FastWriter) SendFile(f io.Reader, n int64) (int64, error) {
 	return sent, w.err
 }
 
-type writerFrom struct{ w *FastWriter }
+// fastIO is a FastWriter as an io.ReaderFrom, for a connection that is
+// not TCP (no sendfile).
+type fastIO struct{ w *FastWriter }
 
-func (wf writerFrom) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(writerOnly{fastWriterIO{wf.w}}, r)
-}
-
-type fastWriterIO struct{ w *FastWriter }
-
-func (f fastWriterIO) Write(p []byte) (int, error) {
+func (f fastIO) Write(p []byte) (int, error) {
 	if err := f.w.Write(p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
+
+func (f fastIO) ReadFrom(r io.Reader) (int64, error) { return io.Copy(writerOnly{f}, r) }
 
 // dateCache is the Date header of the current second.
 var dateCache atomic.Pointer[struct {
@@ -236,7 +234,7 @@ type fastServer struct {
 	wg       sync.WaitGroup
 }
 
-// serveFast accepts on ln and reads the requests of each connection
+// accept accepts on ln and reads the requests of each connection
 // itself, handing a connection to net/http (through handoff) at its
 // first request the FastHandler does not take.
 func (f *fastServer) accept(ctx context.Context, ln net.Listener) error {
@@ -261,7 +259,7 @@ func (f *fastServer) accept(ctx context.Context, ln net.Listener) error {
 		}
 		pause = 0
 		if !f.track(c, false) {
-			_ = c.Close()
+			f.finish(c)
 			continue
 		}
 		f.wg.Add(1)
@@ -369,9 +367,8 @@ func (f *fastServer) serve(c net.Conn) {
 		s.conns.state(c, http.StateActive)
 		w.close, w.err, w.armed = req.Close, nil, time.Time{}
 		s.fast.ServeFast(w, &req)
-		// The next request's wait is its own: a deadline of this answer
-		// must not cut it (nor the idle wait) short.
-		_ = c.SetWriteDeadline(time.Time{})
+		// Idle again; conns also clears the write deadline of this
+		// answer, which must not cut the next one short.
 		s.conns.state(c, http.StateIdle)
 		if w.err != nil || w.close || !f.track(c, false) {
 			f.finish(c)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,10 +270,14 @@ type Rack struct {
 	// there, not in the slots of the rest of the rack's rpc.
 	powerRPC *rpc.Server
 	mux      *http.ServeMux
-	ln       net.Listener
-	http     *httpserver.Server
-	started  time.Time
-	seq      atomic.Int64
+	// bootPaths remembers, by path, whether the mux routes it to the
+	// boot files (bootPath); bootPathsN counts them.
+	bootPaths  sync.Map
+	bootPathsN atomic.Int64
+	ln         net.Listener
+	http       *httpserver.Server
+	started    time.Time
+	seq        atomic.Int64
 
 	images       *images.Store
 	storage      *storage.Manager
@@ -406,7 +411,33 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, log *slog.Logger, opts 
 	if r.http, err = httpserver.New(cfg.HTTP, "rack", r.mux, log, reg); err != nil {
 		return nil, err
 	}
+	// Boot files, the requests of every booting machine, are answered on
+	// the connection itself; the mux gets the rest, and the requests for
+	// boot files the fast path leaves to it.
+	r.http.SetFast(r.httpboot.Fast(r.bootPath))
 	return r, nil
+}
+
+// maxBootPaths bounds the paths whose route bootPath remembers: they
+// come from the network.
+const maxBootPaths = 4096
+
+// bootPath says whether the mux routes a GET or HEAD of path to the boot
+// files, remembering the answer for the paths machines ask for again and
+// again (kernels, initrds, boot loaders).
+func (r *Rack) bootPath(method, path string) bool {
+	if v, ok := r.bootPaths.Load(path); ok {
+		return v.(bool)
+	}
+	_, pattern := r.mux.Handler(&http.Request{Method: method, URL: &url.URL{Path: path}})
+	boot := pattern == "/"
+	// GET and HEAD route alike: no pattern of the mux names HEAD alone.
+	if r.bootPathsN.Load() < maxBootPaths {
+		if _, loaded := r.bootPaths.LoadOrStore(path, boot); !loaded {
+			r.bootPathsN.Add(1)
+		}
+	}
+	return boot
 }
 
 // defaultBootURL is the rack's HTTP server at its first address a machine

@@ -52,11 +52,17 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(id)
 		return nil
 	}
-	listeners := []daemon.Listener{{Flag: "http-addr", Addr: cfg.Rack.HTTPAddr}}
+	listeners := []daemon.Listener{{Flag: "http-addr", Addr: cfg.Rack.HTTPAddr}, {Flag: "pprof-addr", Addr: cfg.Profiles.Addr}}
 	for _, a := range cfg.Rack.TFTPAddrs {
 		listeners = append(listeners, daemon.Listener{Flag: "tftp-addr", Addr: a})
 	}
-	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.NATSAuth, cfg.Log.Logger())
+	log := cfg.Log.Logger()
+	_, stopProfiles, err := cfg.Profiles.Start(ctx, log)
+	if err != nil {
+		return daemon.ExplainListen(err, listeners...)
+	}
+	defer stopProfiles()
+	r, err := rackd.New(ctx, cfg.Rack, cfg.NATS, cfg.NATSAuth, log)
 	if err != nil {
 		return daemon.ExplainListen(err, listeners...)
 	}

@@ -69,6 +69,9 @@ type devConfig struct {
 	// HTTP and RackHTTP bound the region's and the rack's HTTP servers
 	// (-http-* and -rack-http-* flags).
 	HTTP, RackHTTP httpserver.Config
+	// Profiles is the admin listener of the process's Go profiles, the
+	// region's and the rack's together (-pprof-addr; off).
+	Profiles daemon.Profiles
 
 	// set holds the flags given on the command line, so that
 	// -boot-interface fills in only what was not.
@@ -105,6 +108,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Log.RegisterFlags(fs)
 	c.HTTP.RegisterFlags(fs, "http-", "the web API")
 	c.RackHTTP.RegisterFlags(fs, "rack-http-", "the rack's HTTP server")
+	c.Profiles.RegisterFlags(fs)
 }
 
 func (c devConfig) validate() error {
@@ -125,7 +129,7 @@ func (c devConfig) validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", flagName, addr))
 		}
 	}
-	return errors.Join(append(errs, c.Power.Validate(), c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"))...)
+	return errors.Join(append(errs, c.Power.Validate(), c.Log.Validate(), c.HTTP.Validate("http-"), c.RackHTTP.Validate("rack-http-"), c.Profiles.Validate())...)
 }
 
 // onBootNetwork returns c with the rack's addresses on its boot
@@ -321,7 +325,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// An address another process has (a second rackplane dev, most
 	// likely) is named with the flag that moves it.
 	listeners := []daemon.Listener{{Flag: "nats-addr", Addr: cfg.NATSAddr}, {Flag: "http-addr", Addr: cfg.HTTPAddr},
-		{Flag: "rack-http-addr", Addr: cfg.RackHTTPAddr}, {Flag: "tftp-addr", Addr: cfg.TFTPAddr}}
+		{Flag: "rack-http-addr", Addr: cfg.RackHTTPAddr}, {Flag: "tftp-addr", Addr: cfg.TFTPAddr}, {Flag: "pprof-addr", Addr: cfg.Profiles.Addr}}
+	_, stopProfiles, err := cfg.Profiles.Start(ctx, log)
+	if err != nil {
+		return daemon.ExplainListen(err, listeners...)
+	}
+	defer stopProfiles()
 	ns, err := natsserver.StartSupervised(natsServer, log.With("component", "nats"))
 	if err != nil {
 		return daemon.ExplainListen(err, listeners...)

@@ -59,6 +59,16 @@ func run(ctx context.Context, args []string) error {
 		return generateKey(rest[2], log)
 	}
 
+	listeners := []daemon.Listener{{Flag: "http-addr", Addr: cfg.Region.HTTPAddr}, {Flag: "pprof-addr", Addr: cfg.Profiles.Addr}}
+	if !tool {
+		// From the start: a slow start (migrations) can be profiled too.
+		_, stopProfiles, err := cfg.Profiles.Start(ctx, log)
+		if err != nil {
+			return daemon.ExplainListen(err, listeners...)
+		}
+		defer stopProfiles()
+	}
+
 	pool, err := dial.Postgres(ctx, cfg.Postgres.ConnString())
 	if err != nil {
 		return err
@@ -98,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 
 	r, err := regiond.New(cfg.Region, cfg.NATS, cfg.NATSAuth, pool, log)
 	if err != nil {
-		return daemon.ExplainListen(err, daemon.Listener{Flag: "http-addr", Addr: cfg.Region.HTTPAddr})
+		return daemon.ExplainListen(err, listeners...)
 	}
 	defer r.Close()
 	return r.Run(ctx)

@@ -44,8 +44,8 @@ func TestFlags(t *testing.T) {
 				"discovery-per-rack-per-minute", "discovery-max-new", "auto-commission", "telemetry-max-age", "telemetry-keep-per-rack", "telemetry-prune-interval",
 				"release-power-off", "power-retries", "power-retry-delay", "power-action-timeout", "power-poll-concurrency", "commission-timeout", "erase-timeout", "release-erase",
 				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
-				"http-max-body-bytes", "http-max-conns"},
-			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem", "-nats-system-nkey", "sys.nk"},
+				"http-max-body-bytes", "http-max-conns", "pprof-addr", "pprof-allow-remote"},
+			[]string{"-http-addr", "127.0.0.1:1", "-nats-ca", "ca.pem", "-nats-system-nkey", "sys.nk", "-pprof-addr", "127.0.0.1:6060"},
 			map[string]string{"RACKPLANE_DATABASE_URL": "postgres://db/x", "RACKPLANE_NATS_URL": "nats://n:1",
 				"RACKPLANE_NATS_NKEY": "seed", "RACKPLANE_NATS_CERT": "c.pem", "RACKPLANE_NATS_KEY": "k.pem",
 				"RACKPLANE_LOG_LEVEL": "debug", "RACKPLANE_INGEST_BATCH": "7", "RACKPLANE_NATS_STREAM_REPLICAS": "3",
@@ -59,7 +59,7 @@ func TestFlags(t *testing.T) {
 					region.Region.Secrets.KeyFile == "/etc/rackplane/secrets.key" && slices.Equal(region.Region.Secrets.OldKeyFiles, []string{"/a.key", "/b.key"}) &&
 					region.NATSAuth.IssuerSeedFile == "issuer.nk" && region.NATSAuth.SystemNKeyFile == "sys.nk" &&
 					region.NATSAuth.FirstJoinTokenFile == "jt" && region.NATSAuth.Account == "RACKPLANE" && !region.Region.NoNATSCallout &&
-					region.Region.HTTP.MaxConns == 100
+					region.Region.HTTP.MaxConns == 100 && region.Profiles.Addr == "127.0.0.1:6060" && !region.Profiles.AllowRemote
 			}},
 		{"rackd", rack.RegisterFlags,
 			[]string{"data-dir", "name", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key", "http-addr",
@@ -73,18 +73,19 @@ func TestFlags(t *testing.T) {
 				"boot-events-rate", "boot-events-burst", "boot-events-per-source-rate", "boot-events-per-source-burst",
 				"boot-events-sources", "boot-events-summary-interval",
 				"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "http-max-header-bytes",
-				"http-max-body-bytes", "http-max-conns"},
+				"http-max-body-bytes", "http-max-conns", "pprof-addr", "pprof-allow-remote"},
 			[]string{"-name", "r1", "-nats-key", "k.pem", "-http-write-timeout", "1m", "-power-timeout", "45s"},
 			map[string]string{"RACKPLANE_NATS_URL": "nats://n:2", "RACKPLANE_NATS_CERT": "c.pem",
 				"RACKPLANE_LOG_LEVEL": "warn", "RACKPLANE_HEARTBEAT_INTERVAL": "3s", "RACKPLANE_NAME": "not-this",
 				"RACKPLANE_JOIN_TOKEN_FILE": "/run/join-token", "RACKPLANE_POWER_SEARCH_PATH": "/opt/power, /etc/power",
-				"RACKPLANE_POWER_CONCURRENCY": "7"},
+				"RACKPLANE_POWER_CONCURRENCY": "7", "RACKPLANE_PPROF_ADDR": "10.0.0.1:6060", "RACKPLANE_PPROF_ALLOW_REMOTE": "true"},
 			func() bool {
 				return rack.Rack.Name == "r1" && rack.NATS.URL == "nats://n:2" && rack.NATS.CertFile == "c.pem" &&
 					rack.NATS.KeyFile == "k.pem" && rack.Log.Level == "warn" && rack.Rack.HeartbeatInterval == 3*time.Second &&
 					rack.NATSAuth.JoinTokenFile == "/run/join-token" && !rack.NATSAuth.Insecure &&
 					rack.Rack.HTTP.WriteTimeout == time.Minute && rack.Rack.Power.Timeout == 45*time.Second &&
-					rack.Rack.Power.Concurrency == 7 && slices.Equal(rack.Rack.Power.SearchPath, []string{"/opt/power", "/etc/power"})
+					rack.Rack.Power.Concurrency == 7 && slices.Equal(rack.Rack.Power.SearchPath, []string{"/opt/power", "/etc/power"}) &&
+					rack.Profiles.Addr == "10.0.0.1:6060" && rack.Profiles.AllowRemote
 			}},
 	}
 	for _, tt := range tests {
@@ -145,6 +146,7 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 	rack.NATS.KeyFile = "k.pem"
 	rack.Log.Level = "quiet"
 	rack.NATSAuth = rackd.NATSAuthConfig{JoinToken: "rpj_x", JoinTokenFile: "f", Insecure: true}
+	rack.Profiles.Addr = ":6060"
 	tests := []struct {
 		name string
 		err  error
@@ -154,7 +156,7 @@ func TestValidateNamesEveryBadSetting(t *testing.T) {
 			"-nats-url is empty", "-nats-cert and -nats-key", "-database-url", `-log-level "loud"`, "-nats-account is empty"}},
 		{"rackd", rack.Validate(), []string{"-name is empty", "-data-dir is empty", "-tftp-window 0",
 			"-nats-cert and -nats-key", `-log-level "quiet"`, "-join-token and -join-token-file", "-insecure-nats connects without credentials",
-			"-power-concurrency 0"}},
+			"-power-concurrency 0", `-pprof-addr ":6060" is not a loopback address`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -95,6 +95,11 @@ func (cs *conns) oldestIdleLocked() net.Conn {
 // its next request's headers are all in: slow headers are as sheddable
 // as none.
 func (cs *conns) state(c net.Conn, s http.ConnState) {
+	// A connection the fast path read from first is known by the one
+	// accepted.
+	if u, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = u.NetConn()
+	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	e, ok := cs.open[c]

@@ -26,6 +26,7 @@ type Server struct {
 	hs    *http.Server
 	conns *conns
 	m     *metrics
+	fast  FastHandler
 }
 
 // shutdownTimeout is how long Serve waits, once its context ends, for the
@@ -74,9 +75,22 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	base := context.WithValue(context.WithoutCancel(ctx), stoppingKey{}, stopping)
 	s.hs.BaseContext = func(net.Listener) context.Context { return base }
 	s.warnDescriptors()
-	errc := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { errc <- s.hs.Serve(&listener{Listener: ln, conns: s.conns}) }()
+	errc := make(chan error, len(lns)+1)
+	var fast *fastServer
+	if s.fast != nil {
+		// The fast path accepts; net/http serves what it hands over.
+		fast = &fastServer{s: s, conns: map[net.Conn]bool{},
+			handoff: &chanListener{addr: lns[0].Addr(), conns: make(chan net.Conn), closed: make(chan struct{})}}
+		go func() { errc <- s.hs.Serve(fast.handoff) }()
+		fctx, stopAccepting := context.WithCancel(ctx)
+		defer stopAccepting()
+		for _, ln := range lns {
+			go func() { errc <- fast.accept(fctx, &listener{Listener: ln, conns: s.conns}) }()
+		}
+	} else {
+		for _, ln := range lns {
+			go func() { errc <- s.hs.Serve(&listener{Listener: ln, conns: s.conns}) }()
+		}
 	}
 	var err error
 	select {
@@ -85,6 +99,12 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
+	if fast != nil {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		fast.stop(sctx)
+	}
 	_ = s.hs.Shutdown(sctx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("%s http: %w", s.name, err)
@@ -178,9 +198,22 @@ type deadlineWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	armed   time.Time // when the deadline was last set
 }
 
-func (w *deadlineWriter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+// arm moves the write deadline a timeout ahead, unless it was moved
+// within the last sixteenth of one: a deadline is a timer the runtime
+// keeps, and a small answer (a boot file's range, an API call) would
+// otherwise move it three times. Any write still has at least 15/16 of
+// the timeout.
+func (w *deadlineWriter) arm() {
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < w.timeout/16 {
+		return
+	}
+	w.armed = now
+	_ = w.rc.SetWriteDeadline(now.Add(w.timeout))
+}
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -82,6 +83,9 @@ type Resolver struct {
 	summarized *prometheus.CounterVec
 	summaries  prometheus.Counter
 	sources    prometheus.GaugeFunc
+	// latency, outcomes and summarized by label values (latencyOf,
+	// outcomeOf, summarizedOf).
+	latencyBy, outcomesBy, summarizedBy sync.Map
 }
 
 // NewResolver returns a resolver. versions may be nil (no image store).
@@ -155,6 +159,10 @@ type Request struct {
 	Local    string // address the request arrived on, if known
 	Remote   string // the client's address
 	Name     string // as requested, not yet normalised
+	// Timeout bounds the wait for the region's boot decision of a config
+	// (zero: ctx alone). It is applied there only, so that a request for
+	// a file, which waits for nothing, costs no timer.
+	Timeout time.Duration
 }
 
 // Result is what a request gets: a file to stream (File) or rendered
@@ -200,19 +208,19 @@ func (r *Resolver) Resolve(ctx context.Context, req Request) (*Result, error) {
 		res.Route = RouteOf(err)
 	}
 	elapsed := time.Since(start)
-	r.latency.WithLabelValues(res.Route).Observe(elapsed.Seconds())
-	ev := events.BootHandoff{
-		Protocol: req.Protocol, Local: Printable(req.Local, 300), Remote: Printable(req.Remote, 300),
-		FileName: Printable(req.Name, 1024), Route: res.Route,
-		Path: Printable(res.Path, 4096), VersionID: res.VersionID,
-		MAC: res.MAC, MachineID: res.MachineID, Purpose: res.Purpose,
-		Size: res.Size, LatencyUS: elapsed.Microseconds(), HandoffID: res.ID,
-	}
-	if err != nil {
-		ev.Reason = Printable(reasonOf(err), 512)
-	}
+	r.latencyOf(res.Route).Observe(elapsed.Seconds())
+	// The event is built only when it goes out: most requests of a busy
+	// rack are counted in a summary instead.
 	if r.admit(req.Protocol, req.Remote, res.Route) {
+		ev := events.BootHandoff{
+			Protocol: req.Protocol, Local: Printable(req.Local, 300), Remote: Printable(req.Remote, 300),
+			FileName: Printable(req.Name, 1024), Route: res.Route,
+			Path: Printable(res.Path, 4096), VersionID: res.VersionID,
+			MAC: res.MAC, MachineID: res.MachineID, Purpose: res.Purpose,
+			Size: res.Size, LatencyUS: elapsed.Microseconds(), HandoffID: res.ID,
+		}
 		if err != nil {
+			ev.Reason = Printable(reasonOf(err), 512)
 			r.log.Info("boot hand-off refused", "protocol", req.Protocol, "remote", ev.Remote, "file_name", ev.FileName, "route", res.Route, "reason", ev.Reason)
 		}
 		r.Emit(events.TypeBootHandoff, res.MachineID, ev)
@@ -254,6 +262,11 @@ func (r *Resolver) config(ctx context.Context, cn configName, res *Result) error
 	var d events.BootDecision
 	known := false
 	if cn.MAC != "" {
+		if res.Request.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, res.Request.Timeout)
+			defer cancel()
+		}
 		d, known = r.decisions.Lookup(ctx, cn.MAC)
 	}
 	var content []byte
@@ -332,7 +345,7 @@ func (r *Resolver) Finish(res *Result, o Outcome) {
 	if o.Err != nil {
 		result = "error"
 	}
-	r.outcomes.WithLabelValues(res.Request.Protocol, result).Inc()
+	r.outcomeOf(res.Request.Protocol, result).Inc()
 	if res.Summarized {
 		r.gate.transferEnded(o.Err != nil)
 		return
@@ -381,8 +394,42 @@ func (r *Resolver) admit(protocol, remote, outcome string) bool {
 		return true
 	}
 	r.gate.held(src, protocol, outcome, limit)
-	r.summarized.WithLabelValues(protocol, limit).Inc()
+	r.summarizedOf(protocol, limit).Inc()
 	return false
+}
+
+// The metrics of every request, by label values looked up once: the
+// protocols, routes, results and limits are few and known.
+
+type counterKey struct{ a, b string }
+
+func (r *Resolver) latencyOf(route string) prometheus.Observer {
+	if o, ok := r.latencyBy.Load(route); ok {
+		return o.(prometheus.Observer)
+	}
+	o := r.latency.WithLabelValues(route)
+	r.latencyBy.Store(route, o)
+	return o
+}
+
+func (r *Resolver) outcomeOf(protocol, result string) prometheus.Counter {
+	return cachedCounter(&r.outcomesBy, r.outcomes, protocol, result)
+}
+
+func (r *Resolver) summarizedOf(protocol, limit string) prometheus.Counter {
+	return cachedCounter(&r.summarizedBy, r.summarized, protocol, limit)
+}
+
+// cachedCounter is vec's counter of labels a and b, kept in cache. A
+// protocol is one of the front-ends' constants, so the cache stays small.
+func cachedCounter(cache *sync.Map, vec *prometheus.CounterVec, a, b string) prometheus.Counter {
+	k := counterKey{a, b}
+	if c, ok := cache.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := vec.WithLabelValues(a, b)
+	cache.Store(k, c)
+	return c
 }
 
 // Run sends a boot_requests_summarized event every summary interval in

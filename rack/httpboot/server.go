@@ -3,13 +3,16 @@ package httpboot
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +133,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("httpboot: %w", err)
 	}
+	srv.SetFast(s.Fast(nil))
 	s.mu.Lock()
 	lns := s.lns
 	s.mu.Unlock()
@@ -157,38 +161,163 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	hctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandoffTimeout)
-	res, err := s.resolver.Resolve(hctx, handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: r.RemoteAddr, Name: r.URL.Path})
-	cancel()
+	res, err := s.resolver.Resolve(r.Context(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: r.RemoteAddr, Name: r.URL.Path, Timeout: s.cfg.HandoffTimeout})
 	if err != nil {
 		s.errs.WithLabelValues("handoff").Inc()
 		http.Error(w, rackplane.ErrorMessage(err), statusOf(err))
 		return
 	}
-	h := w.Header()
-	if res.File != nil {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("ETag", etag(res.Path, res.VersionID, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10)))
-	} else {
-		// A config is rendered per request; caching it would boot a
-		// machine from a stale decision.
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		h.Set("ETag", etag(string(res.Content)))
-	}
-	cw := &countingWriter{ResponseWriter: w}
 	s.inflight.Inc()
 	start := time.Now()
-	http.ServeContent(cw, r, "", res.ModTime, res.Reader())
+	var sent, want int64
+	if res.File != nil {
+		sent, want = s.serveFile(w, r, res)
+	} else {
+		sent, want = s.serveConfig(w, r, res)
+	}
 	elapsed := time.Since(start)
 	s.inflight.Dec()
-	s.bytes.Add(float64(cw.n))
+	s.bytes.Add(float64(sent))
 	var terr error
-	if want, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 && cw.n < want {
-		terr = fmt.Errorf("sent %d of %d bytes: client went away", cw.n, want)
+	if sent < want {
+		terr = fmt.Errorf("sent %d of %d bytes: client went away", sent, want)
 		s.errs.WithLabelValues("transfer").Inc()
 	}
-	s.resolver.Finish(res, handoff.Outcome{Bytes: cw.n, Duration: elapsed, Err: terr})
+	s.resolver.Finish(res, handoff.Outcome{Bytes: sent, Duration: elapsed, Err: terr})
+}
+
+// Header values set on every file: assigned, not Set, which would
+// canonicalise the key and allocate a slice each time.
+var (
+	octetStream = []string{"application/octet-stream"}
+	bytesUnit   = []string{"bytes"}
+)
+
+// serveFile sends a file and returns the body bytes sent and those due.
+// The common requests (the whole file, or one range of it, without
+// conditions) are answered here, the file going out with sendfile(2)
+// whole or in part; the others (conditional, several ranges, a range
+// beyond the end) go to http.ServeContent, which copies a range through
+// user space.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, res *handoff.Result) (sent, want int64) {
+	h := w.Header()
+	// One array for the values of the header set here.
+	vals := make([]string, 4)
+	vals[0] = etag(res.Path, res.VersionID, res.Size, res.ModTime.UnixNano())
+	h["Content-Type"] = octetStream
+	h["Etag"] = vals[0:1:1]
+	start, length, ok := int64(0), res.Size, true
+	if conditional(r.Header) {
+		ok = false
+	} else if rng := r.Header["Range"]; len(rng) > 0 {
+		start, length, ok = singleRange(rng, res.Size)
+	}
+	if !ok {
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", res.ModTime, res.File)
+		if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 {
+			want = n
+		}
+		return cw.n, want
+	}
+	if !res.ModTime.IsZero() && !res.ModTime.Equal(unixEpoch) {
+		vals[1] = res.ModTime.UTC().Format(http.TimeFormat)
+		h["Last-Modified"] = vals[1:2:2]
+	}
+	h["Accept-Ranges"] = bytesUnit
+	vals[2] = strconv.FormatInt(length, 10)
+	h["Content-Length"] = vals[2:3:3]
+	status := http.StatusOK
+	if r.Header["Range"] != nil {
+		status = http.StatusPartialContent
+		vals[3] = "bytes " + strconv.FormatInt(start, 10) + "-" + strconv.FormatInt(start+length-1, 10) + "/" + strconv.FormatInt(res.Size, 10)
+		h["Content-Range"] = vals[3:4:4]
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead || length == 0 {
+		return 0, 0
+	}
+	if start != 0 {
+		if _, err := res.File.Seek(start, io.SeekStart); err != nil {
+			return 0, length
+		}
+	}
+	// The header goes out first, on its own: net/http would otherwise
+	// read the first 512 bytes of the file through user space to sniff
+	// them before it hands the rest to sendfile.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	// A LimitedReader of the *os.File, which net/http hands to the
+	// connection's ReadFrom and the kernel sends with sendfile(2): an
+	// io.SectionReader, what http.ServeContent gives for a range, would
+	// be copied through user space.
+	sent, _ = io.Copy(w, &io.LimitedReader{R: res.File, N: length})
+	return sent, length
+}
+
+var unixEpoch = time.Unix(0, 0)
+
+// serveConfig sends a rendered config. A config is rendered per
+// request; caching it would boot a machine from a stale decision.
+func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request, res *handoff.Result) (sent, want int64) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("ETag", contentETag(res.Content))
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", res.ModTime, res.Reader())
+	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && r.Method == http.MethodGet && cw.status < 300 {
+		want = n
+	}
+	return cw.n, want
+}
+
+// conditional says whether a request has conditions http.ServeContent
+// evaluates.
+func conditional(h http.Header) bool {
+	return h["If-Match"] != nil || h["If-None-Match"] != nil || h["If-Modified-Since"] != nil ||
+		h["If-Unmodified-Since"] != nil || h["If-Range"] != nil
+}
+
+// singleRange parses a Range header of one satisfiable byte range of a
+// file of size bytes ("bytes=a-b", "bytes=a-", "bytes=-n"), as
+// http.ServeContent would; ok is false for anything else, which
+// ServeContent answers (several ranges, a range past the end, a
+// malformed header).
+func singleRange(values []string, size int64) (start, length int64, ok bool) {
+	if len(values) != 1 || size <= 0 {
+		return 0, 0, false
+	}
+	spec, found := strings.CutPrefix(values[0], "bytes=")
+	if !found {
+		return 0, 0, false
+	}
+	first, last, found := strings.Cut(spec, "-")
+	if !found || strings.ContainsAny(last, ", ") || strings.ContainsAny(first, ", ") {
+		return 0, 0, false
+	}
+	if first == "" {
+		// The last n bytes.
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		n = min(n, size)
+		return size - n, n, true
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 || a >= size {
+		return 0, 0, false
+	}
+	b := size - 1
+	if last != "" {
+		if b, err = strconv.ParseInt(last, 10, 64); err != nil || b < a {
+			return 0, 0, false
+		}
+		b = min(b, size-1)
+	}
+	return a, b - a + 1, true
 }
 
 func statusOf(err error) int {
@@ -202,13 +331,25 @@ func statusOf(err error) int {
 	}
 }
 
-func etag(parts ...string) string {
+// etag names a file's version: its path, version, size and time. It is
+// a hash of them, so that it tells nothing of the store.
+func etag(path, version string, size, modTime int64) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(size))
+	binary.BigEndian.PutUint64(b[8:], uint64(modTime))
 	h := sha256.New()
-	for _, p := range parts {
-		io.WriteString(h, p)
-		h.Write([]byte{0})
-	}
-	return `"` + hex.EncodeToString(h.Sum(nil)[:16]) + `"`
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write([]byte(version))
+	h.Write([]byte{0})
+	h.Write(b[:])
+	var sum [sha256.Size]byte
+	return `"` + hex.EncodeToString(h.Sum(sum[:0])[:16]) + `"`
+}
+
+func contentETag(content []byte) string {
+	sum := sha256.Sum256(content)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
 }
 
 // countingWriter counts body bytes and keeps the ReaderFrom of the
@@ -242,4 +383,117 @@ func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	n, err := c.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
 	c.n += n
 	return n, err
+}
+
+// Fast answers boot file requests on the connection itself
+// (httpserver.FastHandler): those of the paths boot says are boot files
+// (every path when boot is nil), plain GET and HEAD without conditions and
+// with at most one range. The server's Handler answers the others, and
+// gives the same answers.
+func (s *Server) Fast(boot func(method, path string) bool) httpserver.FastHandler {
+	return fastHandler{s: s, boot: boot}
+}
+
+type fastHandler struct {
+	s    *Server
+	boot func(method, path string) bool
+}
+
+func (h fastHandler) Takes(req *httpserver.FastRequest) bool {
+	if req.Conditional || h.boot != nil && !h.boot(req.Method, req.Path) {
+		return false
+	}
+	if req.Range != "" {
+		// Of any file large enough: a range past the end is answered
+		// once the size is known.
+		if _, _, ok := singleRange([]string{req.Range}, math.MaxInt64); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (h fastHandler) ServeFast(w *httpserver.FastWriter, req *httpserver.FastRequest) {
+	s := h.s
+	local, remote := "", ""
+	if req.Local != nil {
+		local = req.Local.String()
+	}
+	if req.Remote != nil {
+		remote = req.Remote.String()
+	}
+	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: remote, Name: req.Path, Timeout: s.cfg.HandoffTimeout})
+	if err != nil {
+		s.errs.WithLabelValues("handoff").Inc()
+		fastError(w, req, statusOf(err), rackplane.ErrorMessage(err), "")
+		return
+	}
+	s.inflight.Inc()
+	start := time.Now()
+	sent, want := s.fastAnswer(w, req, res)
+	elapsed := time.Since(start)
+	s.inflight.Dec()
+	s.bytes.Add(float64(sent))
+	var terr error
+	if sent < want {
+		terr = fmt.Errorf("sent %d of %d bytes: client went away", sent, want)
+		s.errs.WithLabelValues("transfer").Inc()
+	}
+	s.resolver.Finish(res, handoff.Outcome{Bytes: sent, Duration: elapsed, Err: terr})
+}
+
+// fastAnswer sends res as serveFile and serveConfig do, and returns the
+// body bytes sent and due.
+func (s *Server) fastAnswer(w *httpserver.FastWriter, req *httpserver.FastRequest, res *handoff.Result) (sent, want int64) {
+	fields := make([]string, 0, 14)
+	if res.File != nil {
+		fields = append(fields, "Content-Type", "application/octet-stream",
+			"Etag", etag(res.Path, res.VersionID, res.Size, res.ModTime.UnixNano()))
+	} else {
+		fields = append(fields, "Content-Type", "text/plain; charset=utf-8", "Cache-Control", "no-store", "Etag", contentETag(res.Content))
+	}
+	if !res.ModTime.IsZero() && !res.ModTime.Equal(unixEpoch) {
+		fields = append(fields, "Last-Modified", res.ModTime.UTC().Format(http.TimeFormat))
+	}
+	start, length, status := int64(0), res.Size, http.StatusOK
+	if req.Range != "" && res.Size > 0 {
+		// A range of an empty file is ignored, as http.ServeContent does.
+		var ok bool
+		if start, length, ok = singleRange([]string{req.Range}, res.Size); !ok {
+			fastError(w, req, http.StatusRequestedRangeNotSatisfiable, "invalid range: failed to overlap", "bytes */"+strconv.FormatInt(res.Size, 10))
+			return 0, 0
+		}
+		status = http.StatusPartialContent
+		fields = append(fields, "Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+length-1, 10)+"/"+strconv.FormatInt(res.Size, 10))
+	}
+	fields = append(fields, "Accept-Ranges", "bytes", "Content-Length", strconv.FormatInt(length, 10))
+	if w.Head(status, fields...) != nil || req.Method == http.MethodHead || length == 0 {
+		return 0, 0
+	}
+	if res.File == nil {
+		if w.Write(res.Content[start:start+length]) != nil {
+			return 0, length
+		}
+		return length, length
+	}
+	if start != 0 {
+		if _, err := res.File.Seek(start, io.SeekStart); err != nil {
+			return 0, length
+		}
+	}
+	sent, _ = w.SendFile(res.File, length)
+	return sent, length
+}
+
+// fastError answers as http.Error does (with contentRange, when not
+// empty).
+func fastError(w *httpserver.FastWriter, req *httpserver.FastRequest, status int, msg, contentRange string) {
+	body := msg + "\n"
+	fields := []string{"Content-Type", "text/plain; charset=utf-8", "X-Content-Type-Options", "nosniff", "Content-Length", strconv.Itoa(len(body))}
+	if contentRange != "" {
+		fields = append(fields, "Content-Range", contentRange)
+	}
+	if w.Head(status, fields...) == nil && req.Method != http.MethodHead {
+		_ = w.Write([]byte(body))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,52 @@ func TestLogsBoundAddresses(t *testing.T) {
 	}
 	handofftest.Serve(t, srv)
 	log.Wait(t, `msg="http boot serving"`, "addresses=["+srv.Addrs()[0].String()+"]")
+}
+
+// TestRangesAsServeContent: the ranges the server answers itself get what
+// http.ServeContent gives for them, and so do those it leaves to it.
+func TestRangesAsServeContent(t *testing.T) {
+	tr := handofftest.Build(t, handofftest.Decisions{}, bootconfig.RenderConfig{})
+	const size = 100_000
+	content := tr.WriteFile(t, "initrd", size)
+	addr := start(t, tr.Resolver)
+	ref := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(content))
+	}))
+	defer ref.Close()
+	ranges := []string{"", "bytes=0-0", "bytes=0-99999", "bytes=0-", "bytes=99999-", "bytes=100-199", "bytes=5000-999999",
+		"bytes=-1", "bytes=-500", "bytes=-100000", "bytes=-200000", "bytes=-0", "bytes=100000-", "bytes=200-100",
+		"bytes=0-1,5-6", "bytes= 1-2", "bytes=1-2 ", "items=0-1", "bytes=", "bytes=-", "bytes=a-b", "bytes=1--2", "bytes=+1-2"}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		for _, rng := range ranges {
+			get := func(base string) (*http.Response, []byte) {
+				req, _ := http.NewRequest(method, base+"/initrd", nil)
+				if rng != "" {
+					req.Header.Set("Range", rng)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp, b
+			}
+			got, gotBody := get("http://" + addr)
+			want, wantBody := get(ref.URL)
+			for _, k := range []string{"Content-Range", "Content-Length", "Accept-Ranges", "Content-Type"} {
+				// A multipart answer's boundary is random.
+				g, _, _ := strings.Cut(got.Header.Get(k), ";")
+				w, _, _ := strings.Cut(want.Header.Get(k), ";")
+				if g != w {
+					t.Errorf("%s %q: %s %q, ServeContent gives %q", method, rng, k, got.Header.Get(k), want.Header.Get(k))
+				}
+			}
+			multipart := strings.HasPrefix(want.Header.Get("Content-Type"), "multipart/")
+			if got.StatusCode != want.StatusCode || !multipart && !bytes.Equal(gotBody, wantBody) {
+				t.Errorf("%s %q: %d, %d bytes; ServeContent gives %d, %d bytes", method, rng, got.StatusCode, len(gotBody), want.StatusCode, len(wantBody))
+			}
+		}
+	}
 }

@@ -260,7 +260,11 @@ func (s *Store) Close() error {
 	return s.lockFile.Close()
 }
 
-func (s *Store) blobPath(sum string) string { return filepath.Join(s.blobDir, sum[:2], sum) }
+// blobPath is filepath.Join(s.blobDir, sum[:2], sum), without the
+// cleaning: it is called on every boot request for an image's file.
+func (s *Store) blobPath(sum string) string {
+	return s.blobDir + string(filepath.Separator) + sum[:2] + string(filepath.Separator) + sum
+}
 
 func versionFileName(id string) string {
 	h := sha256.Sum256([]byte(id))
@@ -342,7 +346,7 @@ func (s *Store) OpenFile(ctx context.Context, path string) (*OpenedFile, error) 
 		return nil, rackplane.Errorf(rackplane.EUNAVAILABLE, "image version %s is unusable: %s", id, e.problem)
 	}
 	f := e.v.Files[i]
-	fh, err := os.Open(s.blobPath(f.SHA256))
+	fh, err := openBlob(s.blobPath(f.SHA256))
 	if err != nil {
 		e.problem = fmt.Sprintf("file %s is missing", f.Name)
 		s.log.Error("stored image file vanished", "version_id", id, "file", name, "err", err)
@@ -351,6 +355,23 @@ func (s *Store) OpenFile(ctx context.Context, path string) (*OpenedFile, error) 
 	e.lastServed = s.cfg.Now()
 	s.m.handedOut.Inc()
 	return &OpenedFile{File: fh, Size: f.Size, ModTime: e.v.ImportedAt, VersionID: id, Name: name, SHA256: f.SHA256}, nil
+}
+
+// openBlob opens a stored file to be served. os.Open would also try to
+// put it in the network poller, which a regular file never joins: on
+// every boot request, two fcntl setting O_NONBLOCK, a failing epoll_ctl
+// and two fcntl clearing it again. Here one fcntl (os.NewFile's) remains.
+func openBlob(p string) (*os.File, error) {
+	for {
+		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+		}
+		return os.NewFile(uintptr(fd), p), nil
+	}
 }
 
 // VersionInfo is a version with its state.

@@ -10,4 +10,10 @@
 // it itself (as the MAAS protocol asks for "EPH" files), when its time to
 // live runs out, or by the sweep at start. Every deletion is an event with
 // its reason.
+//
+// A front-end over NATS reports its transfer with a boot_transfer event on
+// the rack's event subject, where the rack's own boot transfers go too.
+// The rack listens there only while a file it handed out over NATS waits
+// for its report, and drops events naming no such file before decoding
+// them: a busy rack does not receive its own telemetry back.
 package offload

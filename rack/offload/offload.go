@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/rack/handoff"
 )
 
@@ -17,6 +19,12 @@ type Offload struct {
 	resolver *handoff.Resolver
 	store    *Store
 	log      *slog.Logger
+
+	// reports follows the transfer reports of the handoff rpc's
+	// front-ends (Completions); ready is closed once it is set.
+	reports   *reports
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 // New returns an Offload over resolver, writing dynamic content to store.
@@ -24,7 +32,7 @@ func New(resolver *handoff.Resolver, store *Store, log *slog.Logger) (*Offload, 
 	if resolver == nil || store == nil || log == nil {
 		return nil, rackplane.Errorf(rackplane.EINVALID, "offload: resolver, store and logger are required")
 	}
-	return &Offload{resolver: resolver, store: store, log: log}, nil
+	return &Offload{resolver: resolver, store: store, log: log, ready: make(chan struct{})}, nil
 }
 
 // Answer is what a front-end is told to serve.
@@ -52,7 +60,7 @@ func (o *Offload) Handoff(ctx context.Context, req handoff.Request) (Answer, err
 	if res.File != nil {
 		a.Path, err = openedPath(res.File)
 	} else {
-		a.Path, err = o.store.put(res.ID, res.Content, res.Summarized)
+		a.Path, err = o.store.put(res.ID, res.Content, res.Summarized, req.Protocol == events.BootProtocolOffloadRPC)
 		a.Ephemeral = true
 	}
 	if err != nil {

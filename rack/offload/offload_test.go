@@ -296,3 +296,84 @@ func TestRPC(t *testing.T) {
 		t.Fatalf("hostile: %v", err)
 	}
 }
+
+// TestCompletionsListenOnlyWhileAwaited: the rack's own boot_transfer
+// events go out on the subject of the front-ends' reports, so Completions
+// listens there only while a file handed out over NATS waits for its
+// report, and drops the rack's own events unread.
+func TestCompletionsListenOnlyWhileAwaited(t *testing.T) {
+	defer offload.SetReportsIdle(50 * time.Millisecond)()
+	f := setup(t)
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	srv := rpc.NewServer(nc, handofftest.RackID, slog.New(slog.DiscardHandler), 8, 5*time.Second)
+	defer srv.Close()
+	if err := f.off.HandleRPC(srv, handofftest.RackID); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f.off.Completions(ctx, nc, handofftest.RackID) }()
+	reports := events.RackEventSubject(handofftest.RackID, events.TypeBootTransfer)
+	listening := func() bool { return ns.Server.GlobalAccount().SubscriptionInterest(reports) }
+	waitFor := func(want bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for listening() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: listening %v", what, !want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if listening() {
+		t.Fatal("Completions listens with no report awaited")
+	}
+	// A static file awaits no report either.
+	var a offload.Answer
+	subject := events.RackRPCSubject(handofftest.RackID, offload.RPCMethod)
+	if err := rpc.Call(ctx, nc, subject, offload.RPCRequest{FileName: "pxelinux.0"}, &a); err != nil || a.Ephemeral {
+		t.Fatalf("static: %+v %v", a, err)
+	}
+	if listening() {
+		t.Fatal("Completions listens after a static file")
+	}
+	// A config does, from before the answer.
+	if err := rpc.Call(ctx, nc, subject, offload.RPCRequest{Remote: "10.0.0.99:2000", FileName: "grub/grub.cfg-52:54:00:12:34:56"}, &a); err != nil || !a.Ephemeral {
+		t.Fatalf("config: %+v %v", a, err)
+	}
+	if !listening() {
+		t.Fatal("a config's answer came before Completions listened for its report")
+	}
+	publish := func(id string) {
+		t.Helper()
+		ev, err := events.New(events.RackSource(handofftest.RackID), events.TypeBootTransfer, "machine/m-1", time.Now(), events.BootTransfer{
+			Protocol: events.BootProtocolHTTP, Remote: "10.0.0.99:2000", FileName: "x", Route: "root", HandoffID: id,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := eventbus.Message(ev)
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rack's own transfer (another hand-off id) releases nothing.
+	publish("0193a0f0-0000-7000-8000-000000000000")
+	nc.Flush()
+	time.Sleep(100 * time.Millisecond)
+	if !f.store.Has(a.HandoffID) || !listening() {
+		t.Fatal("a transfer of another hand-off released the config or ended the listening")
+	}
+	publish(a.HandoffID)
+	waitFor(false, "after the last awaited report")
+	if f.store.Has(a.HandoffID) {
+		t.Fatal("the reported file is still in the store")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

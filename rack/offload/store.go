@@ -35,6 +35,9 @@ type entry struct {
 	path    string
 	created time.Time
 	quiet   bool // its hand-off was summarised: so is its deletion
+	// report: its front-end reports the transfer with a boot_transfer
+	// event over NATS (the handoff rpc), which Completions waits for.
+	report bool
 }
 
 // Store keeps the ephemeral files of hand-offs, by hand-off id.
@@ -45,6 +48,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	entries map[string]entry
+	reports int // entries whose report is awaited
 	wake    chan struct{}
 }
 
@@ -95,12 +99,13 @@ func (s *Store) sweep() error {
 // Put writes content as the ephemeral file of hand-off id and returns its
 // absolute path.
 func (s *Store) Put(id string, content []byte) (string, error) {
-	return s.put(id, content, false)
+	return s.put(id, content, false, false)
 }
 
 // put is Put; the deletion of a quiet file is not reported (its hand-off
-// was counted in a summary, not reported one by one).
-func (s *Store) put(id string, content []byte, quiet bool) (string, error) {
+// was counted in a summary, not reported one by one), and the transfer of
+// a report file is to be reported over NATS.
+func (s *Store) put(id string, content []byte, quiet, report bool) (string, error) {
 	if id == "" || filepath.Base(id) != id || id == "." || id == ".." {
 		return "", fmt.Errorf("offload: bad hand-off id %q", id)
 	}
@@ -118,7 +123,13 @@ func (s *Store) put(id string, content []byte, quiet bool) (string, error) {
 		return "", fmt.Errorf("offload: write ephemeral file: %w", err)
 	}
 	s.mu.Lock()
-	s.entries[id] = entry{path: p, created: s.cfg.Now(), quiet: quiet}
+	if old, ok := s.entries[id]; ok && old.report {
+		s.reports--
+	}
+	s.entries[id] = entry{path: p, created: s.cfg.Now(), quiet: quiet, report: report}
+	if report {
+		s.reports++
+	}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -135,12 +146,38 @@ func (s *Store) Has(id string) bool {
 	return ok
 }
 
+// awaitsReport says whether hand-off id has an ephemeral file whose
+// transfer is to be reported over NATS.
+func (s *Store) awaitsReport(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entries[id].report
+}
+
+// awaitedReports is how many files wait for a report over NATS.
+func (s *Store) awaitedReports() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reports
+}
+
+// forget removes id's entry; the caller holds s.mu.
+func (s *Store) forget(id string) (entry, bool) {
+	e, ok := s.entries[id]
+	if ok {
+		delete(s.entries, id)
+		if e.report {
+			s.reports--
+		}
+	}
+	return e, ok
+}
+
 // Done deletes the ephemeral file of a finished transfer; false when id
 // has none.
 func (s *Store) Done(id string) bool {
 	s.mu.Lock()
-	e, ok := s.entries[id]
-	delete(s.entries, id)
+	e, ok := s.forget(id)
 	s.mu.Unlock()
 	if ok {
 		s.remove(id, e, events.HandoffDeletedDone)
@@ -168,8 +205,7 @@ func (s *Store) Expire() (next time.Time) {
 	}
 	ents := make(map[string]entry, len(gone)+len(expired))
 	for _, id := range append(gone, expired...) {
-		ents[id] = s.entries[id]
-		delete(s.entries, id)
+		ents[id], _ = s.forget(id)
 	}
 	s.mu.Unlock()
 	for _, id := range gone {

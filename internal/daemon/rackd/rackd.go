@@ -29,6 +29,8 @@ type Config struct {
 	NATS     dial.NATSConfig
 	NATSAuth NATSAuthConfig
 	Log      logging.Config
+	// Profiles is the admin listener of Go profiles (-pprof-addr; off).
+	Profiles daemon.Profiles
 }
 
 // NATSAuthConfig is how the rack proves itself to NATS: by default with
@@ -82,7 +84,9 @@ func DefaultConfig() Config {
 	return Config{Rack: rack.DefaultConfig(), NATS: dial.DefaultNATSConfig(), Log: logging.DefaultConfig()}
 }
 
-func (c *Config) parts() []daemon.Part { return []daemon.Part{&c.Rack, &c.NATS, &c.NATSAuth, &c.Log} }
+func (c *Config) parts() []daemon.Part {
+	return []daemon.Part{&c.Rack, &c.NATS, &c.NATSAuth, &c.Log, &c.Profiles}
+}
 
 // NKeyFile is where in its data directory a rack keeps the seed of the
 // nkey it proves itself to NATS with (made on first start, 0600).

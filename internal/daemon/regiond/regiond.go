@@ -29,6 +29,8 @@ type Config struct {
 	NATSAuth NATSAuthConfig
 	Postgres dial.PostgresConfig
 	Log      logging.Config
+	// Profiles is the admin listener of Go profiles (-pprof-addr; off).
+	Profiles daemon.Profiles
 }
 
 // NATSAuthConfig is what the region needs to be its NATS server's auth
@@ -73,7 +75,7 @@ func DefaultConfig() Config {
 }
 
 func (c *Config) parts() []daemon.Part {
-	return []daemon.Part{&c.Region, &c.NATS, &c.NATSAuth, &c.Postgres, &c.Log}
+	return []daemon.Part{&c.Region, &c.NATS, &c.NATSAuth, &c.Postgres, &c.Log, &c.Profiles}
 }
 
 // RegisterFlags binds every part's fields to flags of fs.

@@ -1,0 +1,494 @@
+package httpserver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// FastRequest is the head of a request a FastHandler may answer: a GET or
+// HEAD of HTTP/1.1 without a body, whose path is plain (FastPath).
+type FastRequest struct {
+	Method string // http.MethodGet or http.MethodHead
+	Path   string
+	// Range is the Range header ("" when there is none).
+	Range string
+	// Conditional: the request has an If-* header.
+	Conditional bool
+	// Close: the client asked to close the connection after the answer.
+	Close bool
+	// Local and Remote are the connection's addresses.
+	Local, Remote net.Addr
+}
+
+// A FastHandler answers some requests on the connection itself, without
+// net/http's machinery (its per-request goroutine watching the connection,
+// its header maps and buffers): for a hot path, boot files, that must cost
+// what a static file server's costs. Every request it does not take, and
+// every one that is not a plain GET or HEAD, goes to the server's
+// http.Handler as it would without it, on the same connection.
+type FastHandler interface {
+	// Takes says, from the head alone, whether ServeFast answers req.
+	Takes(req *FastRequest) bool
+	// ServeFast answers req through w, whole: a head, then as many body
+	// bytes as it announced.
+	ServeFast(w *FastWriter, req *FastRequest)
+}
+
+// SetFast makes the server answer the requests f takes itself. Call it
+// before Serve.
+func (s *Server) SetFast(f FastHandler) { s.fast = f }
+
+// FastPath reports whether p is a path a FastHandler may be given: clean
+// (what http.ServeMux would not redirect), with no escapes, query or
+// fragment, in plain ASCII. The others go to net/http, which cleans,
+// unescapes and checks them.
+func FastPath(p string) bool {
+	if len(p) == 0 || p[0] != '/' || len(p) > 1024 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '/':
+			// No "//", "/./" or "/../", nor a trailing "/." or "/..".
+			if i+1 < len(p) && p[i+1] == '/' {
+				return false
+			}
+			if rest := p[i+1:]; rest == "." || rest == ".." || len(rest) >= 2 && rest[:2] == "./" || len(rest) >= 3 && rest[:3] == "../" {
+				return false
+			}
+		case c == '.', c == '-', c == '_', c == '~', c == ':', c == '+', c == ',', c == '=', c == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// FastWriter writes one answer on the connection.
+type FastWriter struct {
+	c       net.Conn
+	timeout time.Duration
+	armed   time.Time
+	buf     []byte
+	close   bool
+	err     error
+}
+
+// arm moves the write deadline, as deadlineWriter does.
+func (w *FastWriter) arm() {
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < w.timeout/16 {
+		return
+	}
+	w.armed = now
+	_ = w.c.SetWriteDeadline(now.Add(w.timeout))
+}
+
+// Head writes the status line and the header: Date, Connection when the
+// connection closes after it, then fields (name, value, name, value...),
+// which must hold Content-Length. Values must be free of CR and LF.
+func (w *FastWriter) Head(status int, fields ...string) error {
+	b := w.buf[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\nDate: "...)
+	b = append(b, httpDate()...)
+	if w.close {
+		b = append(b, "\r\nConnection: close"...)
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		b = append(b, "\r\n"...)
+		b = append(b, fields[i]...)
+		b = append(b, ": "...)
+		b = append(b, fields[i+1]...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	w.buf = b
+	return w.Write(b)
+}
+
+// Write writes p, a piece at a time under the write timeout.
+func (w *FastWriter) Write(p []byte) error {
+	for len(p) > 0 && w.err == nil {
+		w.arm()
+		n, err := w.c.Write(p[:min(len(p), writeChunk)])
+		p = p[n:]
+		w.err = err
+	}
+	return w.err
+}
+
+// SendFile sends n bytes of f from its offset, with sendfile(2) when the
+// connection is TCP, a piece at a time under the write timeout. It
+// returns the bytes sent.
+func (w *FastWriter) SendFile(f io.Reader, n int64) (int64, error) {
+	rf, ok := w.c.(io.ReaderFrom)
+	if !ok {
+		rf = fastIO{w}
+	}
+	var sent int64
+	for sent < n && w.err == nil {
+		piece := min(int64(writeChunk), n-sent)
+		w.arm()
+		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: piece})
+		sent += k
+		if err == nil && k < piece {
+			err = io.ErrUnexpectedEOF
+		}
+		w.err = err
+	}
+	return sent, w.err
+}
+
+// fastIO is a FastWriter as an io.ReaderFrom, for a connection that is
+// not TCP (no sendfile).
+type fastIO struct{ w *FastWriter }
+
+func (f fastIO) Write(p []byte) (int, error) {
+	if err := f.w.Write(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (f fastIO) ReadFrom(r io.Reader) (int64, error) { return io.Copy(writerOnly{f}, r) }
+
+// dateCache is the Date header of the current second.
+var dateCache atomic.Pointer[struct {
+	sec  int64
+	text string
+}]
+
+func httpDate() string {
+	now := time.Now()
+	if d := dateCache.Load(); d != nil && d.sec == now.Unix() {
+		return d.text
+	}
+	d := &struct {
+		sec  int64
+		text string
+	}{now.Unix(), now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(d)
+	return d.text
+}
+
+// fastConn is a connection the server reads requests from itself until
+// one is not for the FastHandler, when net/http gets it.
+type fastConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// Read gives net/http what was read ahead first.
+func (c *fastConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn is the connection accepted, which conns knows it by.
+func (c *fastConn) NetConn() net.Conn { return c.Conn }
+
+// chanListener hands net/http the connections the fast path gives up.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// fastServer is the accept loop and connections of a server with a
+// FastHandler.
+type fastServer struct {
+	s        *Server
+	handoff  *chanListener
+	mu       sync.Mutex
+	conns    map[net.Conn]bool // true: inside a request
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// accept accepts on ln and reads the requests of each connection
+// itself, handing a connection to net/http (through handoff) at its
+// first request the FastHandler does not take.
+func (f *fastServer) accept(ctx context.Context, ln net.Listener) error {
+	var pause time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// As net/http's Serve: a growing pause.
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(pause):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			return err
+		}
+		pause = 0
+		if !f.track(c, false) {
+			f.finish(c)
+			continue
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.serve(c)
+		}()
+	}
+}
+
+// track notes c and whether it is inside a request; false when the
+// server is stopping and c is to be closed.
+func (f *fastServer) track(c net.Conn, busy bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopping {
+		return false
+	}
+	f.conns[c] = busy
+	return true
+}
+
+func (f *fastServer) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+}
+
+// stop closes the connections waiting for a request and waits, until
+// ctx ends, for those inside one (then closes them too).
+func (f *fastServer) stop(ctx context.Context) {
+	f.mu.Lock()
+	f.stopping = true
+	for c, busy := range f.conns {
+		if !busy {
+			// Its goroutine wakes and closes it.
+			_ = c.SetReadDeadline(time.Now())
+		}
+	}
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.mu.Lock()
+		for c := range f.conns {
+			_ = c.Close()
+		}
+		f.mu.Unlock()
+		<-done
+	}
+}
+
+// serve reads c's requests until one is not the FastHandler's.
+func (f *fastServer) serve(c net.Conn) {
+	s := f.s
+	r := bufio.NewReaderSize(c, 4096)
+	w := &FastWriter{c: c, timeout: s.cfg.WriteTimeout, buf: make([]byte, 0, 512)}
+	first := true
+	for {
+		// Idle (sheddable) until the headers are all in, as net/http
+		// counts it.
+		wait := s.cfg.IdleTimeout
+		if first {
+			wait = s.cfg.ReadHeaderTimeout
+		}
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		if _, err := r.Peek(1); err != nil {
+			f.finish(c)
+			return
+		}
+		if !first {
+			_ = c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+		}
+		first = false
+		head, n, err := readHead(r, min(s.cfg.MaxHeaderBytes, r.Size()))
+		if err != nil {
+			// Not in within the header timeout, or the client left.
+			f.finish(c)
+			return
+		}
+		var req FastRequest
+		ok := head != nil && parseHead(head, &req)
+		if ok {
+			req.Local, req.Remote = c.LocalAddr(), c.RemoteAddr()
+			ok = s.fast.Takes(&req)
+		}
+		if !ok {
+			// net/http answers it, and the rest of the connection.
+			f.untrack(c)
+			_ = c.SetReadDeadline(time.Time{})
+			select {
+			case f.handoff.conns <- &fastConn{Conn: c, r: r}:
+			case <-f.handoff.closed:
+				f.finish(c)
+			}
+			return
+		}
+		_, _ = r.Discard(n)
+		if !f.track(c, true) {
+			f.finish(c)
+			return
+		}
+		s.conns.state(c, http.StateActive)
+		w.close, w.err, w.armed = req.Close, nil, time.Time{}
+		s.fast.ServeFast(w, &req)
+		// Idle again; conns also clears the write deadline of this
+		// answer, which must not cut the next one short.
+		s.conns.state(c, http.StateIdle)
+		if w.err != nil || w.close || !f.track(c, false) {
+			f.finish(c)
+			return
+		}
+	}
+}
+
+func (f *fastServer) finish(c net.Conn) {
+	f.untrack(c)
+	f.s.conns.state(c, http.StateClosed)
+	_ = c.Close()
+}
+
+// readHead waits for a request's head (up to the blank line) in r without
+// consuming it, and returns it and its length; a nil head when it is
+// longer than limit (net/http answers that), an error when the
+// connection fails or times out first.
+func readHead(r *bufio.Reader, limit int) (head []byte, n int, err error) {
+	for want := 1; ; {
+		_, err := r.Peek(want)
+		// Peek gives what it was asked for: the head may be all in.
+		b, _ := r.Peek(min(r.Buffered(), limit))
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return b[:i+2], i + 4, nil
+		}
+		if len(b) >= limit {
+			return nil, 0, nil
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		want = len(b) + 1
+	}
+}
+
+// parseHead parses a request head of HTTP/1.1 GET or HEAD without a body
+// into req; false for anything else (net/http answers those).
+func parseHead(head []byte, req *FastRequest) bool {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	method, line, ok1 := bytes.Cut(line, []byte(" "))
+	target, proto, ok2 := bytes.Cut(line, []byte(" "))
+	if !ok1 || !ok2 || string(proto) != "HTTP/1.1" {
+		return false
+	}
+	switch string(method) {
+	case http.MethodGet:
+		req.Method = http.MethodGet
+	case http.MethodHead:
+		req.Method = http.MethodHead
+	default:
+		return false
+	}
+	req.Path = string(target)
+	if !FastPath(req.Path) {
+		return false
+	}
+	hosts := 0
+	for len(rest) > 0 {
+		var field []byte
+		field, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(field, []byte(":"))
+		if !ok || len(name) == 0 || !token(name) {
+			return false // also a folded line, which starts with a space
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case equalFold(name, "host"):
+			hosts++
+		case equalFold(name, "range"):
+			if req.Range != "" {
+				return false
+			}
+			req.Range = string(value)
+		case equalFold(name, "connection"):
+			for _, opt := range bytes.Split(value, []byte(",")) {
+				opt = bytes.TrimSpace(opt)
+				switch {
+				case equalFold(opt, "close"):
+					req.Close = true
+				case equalFold(opt, "keep-alive"), len(opt) == 0:
+				default:
+					return false // an upgrade, or something else net/http knows
+				}
+			}
+		case equalFold(name, "content-length"):
+			if string(value) != "0" {
+				return false
+			}
+		case equalFold(name, "transfer-encoding"), equalFold(name, "expect"), equalFold(name, "upgrade"):
+			return false
+		case len(name) > 3 && equalFold(name[:3], "if-"):
+			req.Conditional = true
+		}
+	}
+	return hosts == 1
+}
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// token reports whether b is an RFC 9110 token (a field name).
+func token(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

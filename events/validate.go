@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -54,6 +55,11 @@ func (v *Validator) Known(typ string) bool { return v.set.Has(typ) }
 
 // Decode parses and validates raw bytes from the wire. Any failure is a
 // *RejectError.
+//
+// The bytes are parsed once: the schema is checked on that parse, and the
+// Event is built from it, its data being the bytes of the data member as
+// sent. Only a refused message is read again, for what can be recorded
+// of it.
 func (v *Validator) Decode(raw []byte) (Event, error) {
 	if len(raw) > MaxEventSize {
 		return Event{}, &RejectError{ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(raw), MaxEventSize)}
@@ -66,10 +72,6 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 	if !ok {
 		return Event{}, &RejectError{ReasonMalformed, errors.New("not a JSON object")}
 	}
-	// What can be read of a refused message (id, type, source) goes with
-	// the refusal, so the record says whose it was.
-	var partial Event
-	_ = json.Unmarshal(raw, &partial)
 	typ, _ := obj["type"].(string)
 	if typ == "" {
 		if err := v.set.Validate("envelope", doc); err != nil {
@@ -79,23 +81,153 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 	}
 	if !v.set.Has(typ) {
 		if err := v.set.Validate("envelope", doc); err != nil {
-			return partial, &RejectError{ReasonMalformed, err}
+			return partial(raw), &RejectError{ReasonMalformed, err}
 		}
-		return partial, &RejectError{ReasonUnknownType, fmt.Errorf("no schema for type %q", typ)}
+		return partial(raw), &RejectError{ReasonUnknownType, fmt.Errorf("no schema for type %q", typ)}
 	}
+	// Every type's schema includes the envelope's.
 	if err := v.set.Validate(typ, doc); err != nil {
-		return partial, &RejectError{ReasonSchema, err}
+		return partial(raw), &RejectError{ReasonSchema, err}
 	}
-	var e Event
-	if err := json.Unmarshal(raw, &e); err != nil {
+	e, err := fromDoc(obj, raw)
+	if err != nil {
 		return Event{}, &RejectError{ReasonMalformed, err}
 	}
 	if check := dataChecks[typ]; check != nil {
 		if err := check(e); err != nil {
-			return partial, &RejectError{ReasonSchema, err}
+			return e, &RejectError{ReasonSchema, err}
 		}
 	}
 	return e, nil
+}
+
+// partial is what can be read of a refused message (id, type, source), so
+// that the record of the refusal says whose it was.
+func partial(raw []byte) Event {
+	var e Event
+	_ = json.Unmarshal(raw, &e)
+	return e
+}
+
+// fromDoc builds the Event of a document that passed its schema: obj is
+// its parse, raw its bytes. It gives what json.Unmarshal into an Event
+// gives for such a document (the schema admits only the envelope's
+// names, each of its type), without parsing raw again.
+func fromDoc(obj map[string]any, raw []byte) (Event, error) {
+	str := func(k string) string { s, _ := obj[k].(string); return s }
+	e := Event{
+		SpecVersion: str("specversion"), ID: str("id"), Source: str("source"), Type: str("type"),
+		Subject: str("subject"), DataContentType: str("datacontenttype"),
+		CorrelationID: str("correlationid"), CausationID: str("causationid"), Actor: str("actor"),
+	}
+	if err := e.Time.UnmarshalText([]byte(str("time"))); err != nil {
+		return Event{}, fmt.Errorf("time: %w", err)
+	}
+	data, ok := memberBytes(raw, "data")
+	if !ok {
+		return Event{}, errors.New("no data member")
+	}
+	e.Data = data
+	return e, nil
+}
+
+// memberBytes returns the bytes of the value of the top-level member name
+// of raw, a JSON object already known to be valid; of repeated names, the
+// last, as a decoder keeps. The bytes are raw's own, not a copy.
+func memberBytes(raw []byte, name string) (json.RawMessage, bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	i++
+	var found json.RawMessage
+	for {
+		i = skipSpace(raw, i)
+		if i >= len(raw) || raw[i] != '"' {
+			return found, found != nil
+		}
+		kend := skipString(raw, i)
+		key := raw[i:kend]
+		i = skipSpace(raw, kend)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(raw, i+1)
+		vend := skipValue(raw, i)
+		if keyIs(key, name) {
+			found = raw[i:vend:vend]
+		}
+		i = skipSpace(raw, vend)
+		if i < len(raw) && raw[i] == ',' {
+			i++
+			continue
+		}
+		return found, found != nil
+	}
+}
+
+// keyIs compares a quoted JSON key with name, unescaping it only when it
+// has escapes.
+func keyIs(quoted []byte, name string) bool {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == name
+	}
+	var k string
+	return json.Unmarshal(quoted, &k) == nil && k == name
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] (a quote).
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the valid JSON value starting at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	}
+	// A number, true, false or null ends at the next delimiter.
+	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
+		i++
+	}
+	return i
 }
 
 // dataChecks are the rules of a type's data that its schema cannot

@@ -88,7 +88,7 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 			Name: "rackplane_region_events_rejected_total", Help: "Messages on rack subjects refused, by reason.",
 		}, []string{"reason"}),
 		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "rackplane_region_ingest_batch_seconds", Help: "Time to validate, append and acknowledge one batch.",
+			Name: "rackplane_region_ingest_batch_seconds", Help: "Time from the first message of a batch to its acknowledgement: waiting for more, validating, appending.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -166,32 +166,33 @@ func (in *Ingester) consume(ctx context.Context) error {
 	return in.pipeline(ctx, it)
 }
 
-// pipeline runs two stages: a reader forms batches and decodes and
-// validates them, and the caller's goroutine stores them, one after the
-// other, in the order they were read. The channel between them holds one
-// batch, so batch N+1 is decoded while N commits; since one goroutine
-// stores every batch, in order, each rack's events go in in the order the
-// rack published them. pipeline returns nil when ctx ends, an error when
-// the consumer fails.
+// pipeline runs two stages: a reader forms batches, decoding and
+// validating each message as it arrives, and the caller's goroutine
+// stores the batches one after the other, in the order they were read.
+// The hand-off between them is unbuffered: while a batch commits, the
+// next one is filled and decoded, and it is handed over when the store is
+// free, so that under load batches grow towards Batch (each commit's
+// fixed cost shared by more events) and under a trickle each closes
+// MaxWait after its first message. Since one goroutine stores every
+// batch, in order, each rack's events go in in the order the rack
+// published them. pipeline returns nil when ctx ends, an error when the
+// consumer fails.
 func (in *Ingester) pipeline(ctx context.Context, it jetstream.MessagesContext) error {
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	decoded := make(chan *batch, 1)
+	decoded := make(chan *batch)
 	var readErr error
 	go func() {
 		defer close(decoded)
 		for rctx.Err() == nil {
-			msgs, err := in.next(rctx, it)
+			b, err := in.next(rctx, it, decoded)
 			if err != nil {
 				if rctx.Err() == nil {
 					readErr = err
 				}
 				return
 			}
-			b := in.decode(msgs)
-			select {
-			case decoded <- b:
-			case <-rctx.Done():
+			if b == nil {
 				return
 			}
 		}
@@ -235,15 +236,19 @@ func (in *Ingester) store1(ctx context.Context, b *batch) bool {
 	}
 }
 
-// next waits for one message, then for more until the batch is full or
-// MaxWait has passed since the first: a batch closes on time however
-// steadily messages keep coming.
-func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
-	var msgs []jetstream.Msg
+// next forms one batch and hands it to out. It waits for a first
+// message, then for more until the batch is full or MaxWait has passed
+// since the first (a batch closes on time however steadily messages keep
+// coming), and then, for as long as out is not ready to take it (the
+// store is busy with the batch before), goes on adding what arrives, up
+// to Batch. It returns a nil batch when ctx ends.
+func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext, out chan<- *batch) (*batch, error) {
+	var b *batch
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err == nil {
-			msgs = append(msgs, m)
+			b = in.newBatch()
+			in.add(b, m)
 			break
 		}
 		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -253,7 +258,7 @@ func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]j
 		in.log.Warn("waiting for rack events", "err", err)
 	}
 	deadline := time.Now().Add(in.cfg.MaxWait)
-	for len(msgs) < in.cfg.Batch {
+	for len(b.msgs) < in.cfg.Batch {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
@@ -262,9 +267,25 @@ func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]j
 		if err != nil {
 			break
 		}
-		msgs = append(msgs, m)
+		in.add(b, m)
 	}
-	return msgs, nil
+	for len(b.msgs) < in.cfg.Batch {
+		select {
+		case out <- b:
+			return b, nil
+		default:
+		}
+		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+		if err == nil {
+			in.add(b, m)
+		}
+	}
+	select {
+	case out <- b:
+		return b, nil
+	case <-ctx.Done():
+		return nil, nil
+	}
 }
 
 // batch is a batch of messages, decoded and validated.
@@ -290,19 +311,20 @@ func (b *batch) inProgress() {
 	}
 }
 
-// decode decodes and validates msgs: what rejecting and storing them
-// needs, computed before (and while another batch is being) stored.
-func (in *Ingester) decode(msgs []jetstream.Msg) *batch {
-	b := &batch{start: time.Now(), msgs: msgs, good: make([]accepted, 0, len(msgs))}
-	for _, m := range msgs {
-		ev, err := in.check(m)
-		if err != nil {
-			b.bad = append(b.bad, refused{m, ev, err})
-			continue
-		}
-		b.good = append(b.good, accepted{m, ev})
+func (in *Ingester) newBatch() *batch {
+	return &batch{start: time.Now(), msgs: make([]jetstream.Msg, 0, 64), good: make([]accepted, 0, 64)}
+}
+
+// add decodes and validates m into b: what rejecting or storing it needs,
+// computed while the batch before is being stored.
+func (in *Ingester) add(b *batch, m jetstream.Msg) {
+	b.msgs = append(b.msgs, m)
+	ev, err := in.check(m)
+	if err != nil {
+		b.bad = append(b.bad, refused{m, ev, err})
+		return
 	}
-	return b
+	b.good = append(b.good, accepted{m, ev})
 }
 
 type accepted struct {

@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -473,6 +474,10 @@ func stringChecks(s *jsonschema.Schema) func(string) bool {
 	if minLen < 0 && maxLen < 0 && pattern == nil {
 		return nil
 	}
+	var matched *matchCache
+	if pattern != nil {
+		matched = &matchCache{seen: map[string]struct{}{}}
+	}
 	return func(x string) bool {
 		// Lengths are in characters, as the library counts them; a
 		// string's byte length bounds its count, which is often enough.
@@ -489,8 +494,45 @@ func stringChecks(s *jsonschema.Schema) func(string) bool {
 		if maxLen >= 0 && len(x) > maxLen && count() > maxLen {
 			return false
 		}
-		return pattern == nil || pattern.MatchString(x)
+		return pattern == nil || matched.match(pattern, x)
 	}
+}
+
+// matchCache remembers strings a pattern matched. A rack's events repeat
+// their source, subject and type, and many values of their data, so each
+// is matched once rather than once per event. It is bounded: once full,
+// what it does not hold is matched every time.
+type matchCache struct {
+	mu   sync.RWMutex
+	seen map[string]struct{}
+}
+
+const (
+	matchCacheEntries = 256
+	matchCacheLen     = 128 // longer strings are not remembered
+)
+
+func (c *matchCache) match(re jsonschema.Regexp, s string) bool {
+	keep := len(s) <= matchCacheLen
+	if keep {
+		c.mu.RLock()
+		_, ok := c.seen[s]
+		c.mu.RUnlock()
+		if ok {
+			return true
+		}
+	}
+	if !re.MatchString(s) {
+		return false
+	}
+	if keep {
+		c.mu.Lock()
+		if len(c.seen) < matchCacheEntries {
+			c.seen[s] = struct{}{}
+		}
+		c.mu.Unlock()
+	}
+	return true
 }
 
 func numberChecks(s *jsonschema.Schema) func(json.Number) bool {

@@ -379,3 +379,34 @@ func (g *gen) mutate(doc any, depth int) any {
 	}
 	return g.any(depth)
 }
+
+// TestFastValidatorConcurrentUse: a Set is used by many goroutines at once
+// (ingest, the API, rpc handlers); the fast validator's caches are safe
+// for that (run with -race).
+func TestFastValidatorConcurrentUse(t *testing.T) {
+	set, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := roundTrip(t, map[string]any{"specversion": "1.0", "id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+		"source": "rackplane/rack/0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "type": "rackplane.rack.events_dropped.v1",
+		"subject": "rack/0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "time": "2026-11-30T19:00:00Z",
+		"data": map[string]any{"count": 2, "since": "2026-11-30T18:00:00Z"}})
+	done := make(chan error)
+	for range 4 {
+		go func() {
+			for range 200 {
+				if err := set.Validate("rackplane.rack.events_dropped.v1", doc); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,10 +1,13 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 const rackEventJSON = `{"specversion":"1.0","id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
@@ -72,6 +75,45 @@ func FuzzDecodeIsUnmarshal(f *testing.F) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("decode %q:\n got %+v\nwant %+v", raw, got, want)
+		}
+	})
+}
+
+// FuzzParseJSONIsTheDecoders: the one-pass parser gives the value the
+// schema library's decoder (encoding/json, numbers as json.Number) gives,
+// and accepts exactly what it accepts; of an object, the data member's
+// bytes are the ones json.Unmarshal keeps.
+func FuzzParseJSONIsTheDecoders(f *testing.F) {
+	for _, s := range []string{rackEventJSON, `{"data":{"a":[1,2.5e-3,-0,"\u00e9\ud83d\ude00\ud800x"]},"data":{}}`,
+		`[true,false,null,{"":""}]`, `"\xff\xfe"`, `{"d\u0061ta":"x"} `, `1 2`, `01`, `-`, `{"a":1,}`, `[1,]`,
+		`"\u12"`, `"a\tb"`, `{"a" 1}`, `  {}  `, `1e+5`, `1.`, `"\/\b\f\n\r\t\"\\"`, "\"\x7f\xc3\xa9\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, data, err := parseJSON(raw)
+		want, werr := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("parse %q: error %v, the decoder's %v", raw, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("parse %q:\n got %#v\nwant %#v", raw, got, want)
+		}
+		if obj, ok := want.(map[string]any); ok {
+			// json.Unmarshal matches names regardless of case; the
+			// envelope's schema admits only "data" itself.
+			other := false
+			for k := range obj {
+				other = other || k != "data" && strings.EqualFold(k, "data")
+			}
+			if _, has := obj["data"]; has && !other {
+				var e struct{ Data json.RawMessage }
+				if err := json.Unmarshal(raw, &e); err == nil && string(e.Data) != string(data) {
+					t.Fatalf("parse %q: data %q, want %q", raw, data, e.Data)
+				}
+			}
 		}
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -56,17 +55,22 @@ func (v *Validator) Known(typ string) bool { return v.set.Has(typ) }
 // Decode parses and validates raw bytes from the wire. Any failure is a
 // *RejectError.
 //
-// The bytes are parsed once: the schema is checked on that parse, and the
-// Event is built from it, its data being the bytes of the data member as
-// sent. Only a refused message is read again, for what can be recorded
-// of it.
+// The bytes are parsed once (parseJSON): the schema is checked on that
+// parse, and the Event is built from it, its data being the bytes of the
+// data member as sent. Only a refused message is read again, for what can
+// be recorded of it.
 func (v *Validator) Decode(raw []byte) (Event, error) {
 	if len(raw) > MaxEventSize {
 		return Event{}, &RejectError{ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(raw), MaxEventSize)}
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+	doc, data, perr := parseJSON(raw)
+	if perr != nil {
+		// encoding/json has the last word, and the error message.
+		d, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+		}
+		doc, data = d, nil
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
@@ -89,7 +93,7 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 	if err := v.set.Validate(typ, doc); err != nil {
 		return partial(raw), &RejectError{ReasonSchema, err}
 	}
-	e, err := fromDoc(obj, raw)
+	e, err := fromDoc(obj, raw, data)
 	if err != nil {
 		return Event{}, &RejectError{ReasonMalformed, err}
 	}
@@ -110,124 +114,27 @@ func partial(raw []byte) Event {
 }
 
 // fromDoc builds the Event of a document that passed its schema: obj is
-// its parse, raw its bytes. It gives what json.Unmarshal into an Event
-// gives for such a document (the schema admits only the envelope's
-// names, each of its type), without parsing raw again.
-func fromDoc(obj map[string]any, raw []byte) (Event, error) {
+// its parse, data the bytes of its data member (nil when not known). It
+// gives what json.Unmarshal into an Event gives for such a document (the
+// schema admits only the envelope's names, each of its type), without
+// parsing raw again.
+func fromDoc(obj map[string]any, raw, data []byte) (Event, error) {
+	if data == nil {
+		var e Event
+		err := json.Unmarshal(raw, &e)
+		return e, err
+	}
 	str := func(k string) string { s, _ := obj[k].(string); return s }
 	e := Event{
 		SpecVersion: str("specversion"), ID: str("id"), Source: str("source"), Type: str("type"),
 		Subject: str("subject"), DataContentType: str("datacontenttype"),
 		CorrelationID: str("correlationid"), CausationID: str("causationid"), Actor: str("actor"),
+		Data: data,
 	}
 	if err := e.Time.UnmarshalText([]byte(str("time"))); err != nil {
 		return Event{}, fmt.Errorf("time: %w", err)
 	}
-	data, ok := memberBytes(raw, "data")
-	if !ok {
-		return Event{}, errors.New("no data member")
-	}
-	e.Data = data
 	return e, nil
-}
-
-// memberBytes returns the bytes of the value of the top-level member name
-// of raw, a JSON object already known to be valid; of repeated names, the
-// last, as a decoder keeps. The bytes are raw's own, not a copy.
-func memberBytes(raw []byte, name string) (json.RawMessage, bool) {
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
-		return nil, false
-	}
-	i++
-	var found json.RawMessage
-	for {
-		i = skipSpace(raw, i)
-		if i >= len(raw) || raw[i] != '"' {
-			return found, found != nil
-		}
-		kend := skipString(raw, i)
-		key := raw[i:kend]
-		i = skipSpace(raw, kend)
-		if i >= len(raw) || raw[i] != ':' {
-			return nil, false
-		}
-		i = skipSpace(raw, i+1)
-		vend := skipValue(raw, i)
-		if keyIs(key, name) {
-			found = raw[i:vend:vend]
-		}
-		i = skipSpace(raw, vend)
-		if i < len(raw) && raw[i] == ',' {
-			i++
-			continue
-		}
-		return found, found != nil
-	}
-}
-
-// keyIs compares a quoted JSON key with name, unescaping it only when it
-// has escapes.
-func keyIs(quoted []byte, name string) bool {
-	inner := quoted[1 : len(quoted)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == name
-	}
-	var k string
-	return json.Unmarshal(quoted, &k) == nil && k == name
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] (a quote).
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the valid JSON value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	}
-	// A number, true, false or null ends at the next delimiter.
-	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
-		i++
-	}
-	return i
 }
 
 // dataChecks are the rules of a type's data that its schema cannot

@@ -278,6 +278,10 @@ func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext, out 
 		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
 		if err == nil {
 			in.add(b, m)
+			continue
+		}
+		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			break // nothing more will come: wait for the store
 		}
 	}
 	select {

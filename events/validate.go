@@ -54,22 +54,28 @@ func (v *Validator) Known(typ string) bool { return v.set.Has(typ) }
 
 // Decode parses and validates raw bytes from the wire. Any failure is a
 // *RejectError.
+//
+// The bytes are parsed once (parseJSON): the schema is checked on that
+// parse, and the Event is built from it, its data being the bytes of the
+// data member as sent. Only a refused message is read again, for what can
+// be recorded of it.
 func (v *Validator) Decode(raw []byte) (Event, error) {
 	if len(raw) > MaxEventSize {
 		return Event{}, &RejectError{ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(raw), MaxEventSize)}
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+	doc, data, perr := parseJSON(raw)
+	if perr != nil {
+		// encoding/json has the last word, and the error message.
+		d, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+		}
+		doc, data = d, nil
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
 		return Event{}, &RejectError{ReasonMalformed, errors.New("not a JSON object")}
 	}
-	// What can be read of a refused message (id, type, source) goes with
-	// the refusal, so the record says whose it was.
-	var partial Event
-	_ = json.Unmarshal(raw, &partial)
 	typ, _ := obj["type"].(string)
 	if typ == "" {
 		if err := v.set.Validate("envelope", doc); err != nil {
@@ -79,21 +85,54 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 	}
 	if !v.set.Has(typ) {
 		if err := v.set.Validate("envelope", doc); err != nil {
-			return partial, &RejectError{ReasonMalformed, err}
+			return partial(raw), &RejectError{ReasonMalformed, err}
 		}
-		return partial, &RejectError{ReasonUnknownType, fmt.Errorf("no schema for type %q", typ)}
+		return partial(raw), &RejectError{ReasonUnknownType, fmt.Errorf("no schema for type %q", typ)}
 	}
+	// Every type's schema includes the envelope's.
 	if err := v.set.Validate(typ, doc); err != nil {
-		return partial, &RejectError{ReasonSchema, err}
+		return partial(raw), &RejectError{ReasonSchema, err}
 	}
-	var e Event
-	if err := json.Unmarshal(raw, &e); err != nil {
+	e, err := fromDoc(obj, raw, data)
+	if err != nil {
 		return Event{}, &RejectError{ReasonMalformed, err}
 	}
 	if check := dataChecks[typ]; check != nil {
 		if err := check(e); err != nil {
-			return partial, &RejectError{ReasonSchema, err}
+			return e, &RejectError{ReasonSchema, err}
 		}
+	}
+	return e, nil
+}
+
+// partial is what can be read of a refused message (id, type, source), so
+// that the record of the refusal says whose it was.
+func partial(raw []byte) Event {
+	var e Event
+	_ = json.Unmarshal(raw, &e)
+	return e
+}
+
+// fromDoc builds the Event of a document that passed its schema: obj is
+// its parse, data the bytes of its data member (nil when not known). It
+// gives what json.Unmarshal into an Event gives for such a document (the
+// schema admits only the envelope's names, each of its type), without
+// parsing raw again.
+func fromDoc(obj map[string]any, raw, data []byte) (Event, error) {
+	if data == nil {
+		var e Event
+		err := json.Unmarshal(raw, &e)
+		return e, err
+	}
+	str := func(k string) string { s, _ := obj[k].(string); return s }
+	e := Event{
+		SpecVersion: str("specversion"), ID: str("id"), Source: str("source"), Type: str("type"),
+		Subject: str("subject"), DataContentType: str("datacontenttype"),
+		CorrelationID: str("correlationid"), CausationID: str("causationid"), Actor: str("actor"),
+		Data: data,
+	}
+	if err := e.Time.UnmarshalText([]byte(str("time"))); err != nil {
+		return Event{}, fmt.Errorf("time: %w", err)
 	}
 	return e, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"strings"
 	"sync"
 
@@ -13,6 +14,9 @@ import (
 // Set is every schema file compiled once. Safe for concurrent use.
 type Set struct {
 	schemas map[string]*jsonschema.Schema // by file name without .json
+	// fast holds the fast validator of each schema that has one: what it
+	// accepts is valid; what it refuses the library validates again.
+	fast map[string]*fastSchema
 }
 
 var (
@@ -51,13 +55,22 @@ func Compile(fsys fs.FS) (*Set, error) {
 			return nil, fmt.Errorf("add schema %s: %w", n, err)
 		}
 	}
-	s := &Set{schemas: make(map[string]*jsonschema.Schema, len(names))}
+	s := &Set{schemas: make(map[string]*jsonschema.Schema, len(names)), fast: make(map[string]*fastSchema, len(names))}
+	memo := map[*jsonschema.Schema]*fastSchema{}
 	for _, n := range names {
 		sch, err := c.Compile(BaseURI + n)
 		if err != nil {
 			return nil, fmt.Errorf("compile schema %s: %w", n, err)
 		}
-		s.schemas[strings.TrimSuffix(n, ".json")] = sch
+		name := strings.TrimSuffix(n, ".json")
+		s.schemas[name] = sch
+		// A schema the fast validator cannot take is validated by the
+		// library alone; a half-compiled one is forgotten with memo.
+		fmemo := maps.Clone(memo)
+		if f, err := compileFast(sch, fmemo); err == nil {
+			s.fast[name] = f
+			memo = fmemo
+		}
 	}
 	return s, nil
 }
@@ -77,6 +90,15 @@ func (s *Set) Names() []string {
 // Validate checks a decoded JSON document (as from encoding/json into any,
 // or jsonschema.UnmarshalJSON) against the named schema.
 func (s *Set) Validate(name string, doc any) error {
+	if f := s.fast[name]; f != nil && f.check(doc) {
+		return nil
+	}
+	return s.validateSlow(name, doc)
+}
+
+// validateSlow validates with the library alone: the authority, and the
+// source of every error's detail.
+func (s *Set) validateSlow(name string, doc any) error {
 	sch, ok := s.schemas[name]
 	if !ok {
 		return fmt.Errorf("no schema %q", name)

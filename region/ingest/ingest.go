@@ -22,8 +22,12 @@ const ConsumerName = "rackplane-region-ingest"
 
 // Config configures an Ingester.
 type Config struct {
-	Batch   int           // messages per fetch and per transaction
-	MaxWait time.Duration // how long a fetch waits to fill a batch
+	Batch int // messages per transaction at most
+	// MaxWait is how long a batch stays open after its first message for
+	// more to join it: the most ingest adds to an event's latency to let
+	// batches form. A batch closes at Batch messages or MaxWait, whichever
+	// comes first, however steadily messages trickle in.
+	MaxWait time.Duration
 	AckWait time.Duration // redelivery after this long without an ack
 	// Streams, when set, makes the event streams again (or checks they
 	// are there) before the consumer is made again after a failure: a
@@ -53,7 +57,9 @@ type Ingester struct {
 	duplicates prometheus.Counter
 	rejected   *prometheus.CounterVec
 	batchTime  prometheus.Histogram
+	batchSize  prometheus.Histogram
 	restarts   prometheus.Counter
+	failures   prometheus.Counter
 }
 
 // New returns an ingester.
@@ -63,6 +69,9 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 5 * time.Second
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 5 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -79,8 +88,16 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 			Name: "rackplane_region_events_rejected_total", Help: "Messages on rack subjects refused, by reason.",
 		}, []string{"reason"}),
 		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "rackplane_region_ingest_batch_seconds", Help: "Time to validate, append and acknowledge one batch.",
+			Name: "rackplane_region_ingest_batch_seconds", Help: "Time from the first message of a batch to its acknowledgement: waiting for more, validating, appending.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rackplane_region_ingest_batch_messages", Help: "Messages per ingest batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rackplane_region_ingest_batch_failures_total",
+			Help: "Times a batch was not stored (Postgres away, or refused the transaction) and was tried again.",
 		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_ingest_consumer_restarts_total",
@@ -88,7 +105,7 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(in.ingested, in.duplicates, in.rejected, in.batchTime, in.restarts)
+		cfg.Registerer.MustRegister(in.ingested, in.duplicates, in.rejected, in.batchTime, in.batchSize, in.restarts, in.failures)
 	}
 	return in
 }
@@ -146,41 +163,92 @@ func (in *Ingester) consume(ctx context.Context) error {
 		return fmt.Errorf("consume rack events: %w", err)
 	}
 	defer it.Stop()
-	retry := backoff.New(backoff.Policy{})
-	for ctx.Err() == nil {
-		msgs, err := in.next(ctx, it)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	return in.pipeline(ctx, it)
+}
+
+// pipeline runs two stages: a reader forms batches, decoding and
+// validating each message as it arrives, and the caller's goroutine
+// stores the batches one after the other, in the order they were read.
+// The hand-off between them is unbuffered: while a batch commits, the
+// next one is filled and decoded, and it is handed over when the store is
+// free, so that under load batches grow towards Batch (each commit's
+// fixed cost shared by more events) and under a trickle each closes
+// MaxWait after its first message. Since one goroutine stores every
+// batch, in order, each rack's events go in in the order the rack
+// published them. pipeline returns nil when ctx ends, an error when the
+// consumer fails.
+func (in *Ingester) pipeline(ctx context.Context, it jetstream.MessagesContext) error {
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	decoded := make(chan *batch)
+	var readErr error
+	go func() {
+		defer close(decoded)
+		for rctx.Err() == nil {
+			b, err := in.next(rctx, it, decoded)
+			if err != nil {
+				if rctx.Err() == nil {
+					readErr = err
+				}
+				return
 			}
-			return fmt.Errorf("consume rack events: %w", err)
+			if b == nil {
+				return
+			}
 		}
-		if err := in.handle(ctx, msgs); err != nil {
-			// Not acknowledged: nak so JetStream redelivers once
-			// Postgres is back, rather than after AckWait.
-			in.log.Error("ingest batch failed, will retry", "err", err, "messages", len(msgs))
-			wait := retry.Next()
-			for _, m := range msgs {
-				_ = m.NakWithDelay(wait)
-			}
-			if !backoff.Sleep(ctx, wait) {
-				return nil
-			}
-			continue
+	}()
+	for b := range decoded {
+		if !in.store1(ctx, b) {
+			break
 		}
-		retry.Reset()
+	}
+	stop()
+	for range decoded { // let the reader see the end, then read readErr
+	}
+	if readErr != nil && ctx.Err() == nil {
+		return fmt.Errorf("consume rack events: %w", readErr)
 	}
 	return nil
 }
 
-// next waits for one message, then takes whatever else is already there,
-// up to Batch: a batch closes as soon as the stream runs dry.
-func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
-	var msgs []jetstream.Msg
+// store1 stores b, trying again while that fails: a batch is never
+// skipped, so that a later one cannot overtake it and reorder a rack's
+// events. While it waits, its messages are kept from redelivery; those
+// fetched behind it may be redelivered meanwhile, and the copy that comes
+// second is recognised by its event id. False when ctx ended first.
+func (in *Ingester) store1(ctx context.Context, b *batch) bool {
+	retry := backoff.New(backoff.Policy{Max: 5 * time.Second})
+	for {
+		err := in.handle(ctx, b)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		in.failures.Inc()
+		wait := retry.Next()
+		in.log.Error("ingest batch failed, will retry", "err", err, "messages", len(b.msgs), "retry_in", wait)
+		b.inProgress()
+		if !backoff.Sleep(ctx, wait) {
+			return false
+		}
+	}
+}
+
+// next forms one batch and hands it to out. It waits for a first
+// message, then for more until the batch is full or MaxWait has passed
+// since the first (a batch closes on time however steadily messages keep
+// coming), and then, for as long as out is not ready to take it (the
+// store is busy with the batch before), goes on adding what arrives, up
+// to Batch. It returns a nil batch when ctx ends.
+func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext, out chan<- *batch) (*batch, error) {
+	var b *batch
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err == nil {
-			msgs = append(msgs, m)
+			b = in.newBatch()
+			in.add(b, m)
 			break
 		}
 		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -189,14 +257,78 @@ func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext) ([]j
 		// Missed heartbeats and the like: the iterator recovers by itself.
 		in.log.Warn("waiting for rack events", "err", err)
 	}
-	for len(msgs) < in.cfg.Batch {
-		m, err := it.Next(jetstream.NextMaxWait(2 * time.Millisecond))
+	deadline := time.Now().Add(in.cfg.MaxWait)
+	for len(b.msgs) < in.cfg.Batch {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		m, err := it.Next(jetstream.NextMaxWait(left))
 		if err != nil {
 			break
 		}
-		msgs = append(msgs, m)
+		in.add(b, m)
 	}
-	return msgs, nil
+	for len(b.msgs) < in.cfg.Batch {
+		select {
+		case out <- b:
+			return b, nil
+		default:
+		}
+		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+		if err == nil {
+			in.add(b, m)
+			continue
+		}
+		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			break // nothing more will come: wait for the store
+		}
+	}
+	select {
+	case out <- b:
+		return b, nil
+	case <-ctx.Done():
+		return nil, nil
+	}
+}
+
+// batch is a batch of messages, decoded and validated.
+type batch struct {
+	start    time.Time
+	msgs     []jetstream.Msg
+	good     []accepted
+	bad      []refused
+	recorded int // refusals recorded so far, should storing be tried again
+}
+
+type refused struct {
+	msg jetstream.Msg
+	ev  events.Event
+	err error
+}
+
+// inProgress tells JetStream the batch's messages are still being worked
+// on, so that AckWait does not run out while Postgres is away.
+func (b *batch) inProgress() {
+	for _, m := range b.msgs {
+		_ = m.InProgress()
+	}
+}
+
+func (in *Ingester) newBatch() *batch {
+	return &batch{start: time.Now(), msgs: make([]jetstream.Msg, 0, 64), good: make([]accepted, 0, 64)}
+}
+
+// add decodes and validates m into b: what rejecting or storing it needs,
+// computed while the batch before is being stored.
+func (in *Ingester) add(b *batch, m jetstream.Msg) {
+	b.msgs = append(b.msgs, m)
+	ev, err := in.check(m)
+	if err != nil {
+		b.bad = append(b.bad, refused{m, ev, err})
+		return
+	}
+	b.good = append(b.good, accepted{m, ev})
 }
 
 type accepted struct {
@@ -204,21 +336,16 @@ type accepted struct {
 	ev  events.Event
 }
 
-// handle validates msgs, appends the good ones in one transaction and
-// acknowledges them after the commit.
-func (in *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) error {
-	start := time.Now()
-	good := make([]accepted, 0, len(msgs))
-	for _, m := range msgs {
-		ev, err := in.check(m)
-		if err != nil {
-			if rerr := in.reject(ctx, m, ev, err); rerr != nil {
-				return rerr
-			}
-			continue
+// handle records the refusals of b, appends its good events in one
+// transaction and acknowledges them after the commit.
+func (in *Ingester) handle(ctx context.Context, b *batch) error {
+	for ; b.recorded < len(b.bad); b.recorded++ {
+		r := b.bad[b.recorded]
+		if err := in.reject(ctx, r.msg, r.ev, r.err); err != nil {
+			return err
 		}
-		good = append(good, accepted{m, ev})
 	}
+	good := b.good
 	if len(good) == 0 {
 		return nil
 	}
@@ -234,27 +361,33 @@ func (in *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if err != nil && isDataError(err) && len(good) > 1 {
 		// One event's state change was refused (a projection error): find
 		// it by appending one at a time, so the others still go in.
-		return in.oneByOne(ctx, good)
+		return in.oneByOne(ctx, b)
 	}
 	if err != nil && isDataError(err) {
+		b.good = nil
 		return in.reject(ctx, good[0].msg, good[0].ev, &events.RejectError{Reason: events.ReasonProjection, Err: err})
 	}
 	if err != nil {
 		return err
 	}
+	b.good = nil
 	in.count(appended)
 	for _, a := range good {
 		_ = a.msg.Ack()
 	}
-	in.batchTime.Observe(time.Since(start).Seconds())
+	in.batchSize.Observe(float64(len(b.msgs)))
+	in.batchTime.Observe(time.Since(b.start).Seconds())
 	return nil
 }
 
-func (in *Ingester) oneByOne(ctx context.Context, good []accepted) error {
-	for _, a := range good {
-		if err := in.handleAccepted(ctx, a); err != nil {
+// oneByOne stores b's good events one transaction each; those stored are
+// taken off b, so that a retry goes on from the first one not stored.
+func (in *Ingester) oneByOne(ctx context.Context, b *batch) error {
+	for len(b.good) > 0 {
+		if err := in.handleAccepted(ctx, b.good[0]); err != nil {
 			return err
 		}
+		b.good = b.good[1:]
 	}
 	return nil
 }

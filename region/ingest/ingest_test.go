@@ -261,22 +261,23 @@ func TestInvalidMessagesAreRejectedAndIngestGoesOn(t *testing.T) {
 	}
 }
 
-// TestNakWhilePostgresIsAway: a batch whose transaction fails is not
-// acknowledged but nak'd, so it comes again well before AckWait, and goes
-// in once when Postgres is back.
-func TestNakWhilePostgresIsAway(t *testing.T) {
+// TestRetriedInOrderWhilePostgresIsAway: a batch whose transaction fails
+// is tried again (well before AckWait) rather than skipped, so it goes in
+// once when Postgres is back, and the batches behind it do not overtake
+// it: the rack's stream is in the order the rack published.
+func TestRetriedInOrderWhilePostgresIsAway(t *testing.T) {
 	s := newSite(t)
 	s.store.failTx = 3
 	rack := uuid.NewString()
 	var sent []events.Event
-	for i := range 5 {
+	for i := range 25 {
 		e := dropped(t, rack, int64(i+1))
 		sent = append(sent, e)
 		s.publishEvent(e)
 	}
-	s.start(10)
-	// The naks back off 100ms, 200ms, 400ms; AckWait is a minute, longer
-	// than settled waits.
+	s.start(5)
+	// The retries back off 100ms, 200ms, 400ms; AckWait is a minute,
+	// longer than settled waits.
 	s.settled()
 	logged := s.logged()
 	for _, e := range sent {
@@ -290,8 +291,59 @@ func TestNakWhilePostgresIsAway(t *testing.T) {
 	if left != 0 {
 		t.Fatalf("%d failures left: the ingester did not retry", left)
 	}
-	if got := s.metric("rackplane_region_events_ingested_total", nil); got != 5 {
-		t.Errorf("ingested_total %v, want 5", got)
+	var got, want []string
+	for _, e := range regiontest.StreamEvents(t, s.store.DB, events.RackStreamName(rack)) {
+		got = append(got, e.ID)
+	}
+	for _, e := range sent {
+		want = append(want, e.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("stream order %v, want the published order %v", got, want)
+	}
+	if got := s.metric("rackplane_region_events_ingested_total", nil); got != 25 {
+		t.Errorf("ingested_total %v, want 25", got)
+	}
+	if got := s.metric("rackplane_region_ingest_batch_failures_total", nil); got != 3 {
+		t.Errorf("batch_failures_total %v, want 3", got)
+	}
+}
+
+// TestBatchClosesOnTimeUnderATrickle: events arriving a millisecond apart
+// (never a pause long enough to end a batch) still go in by small
+// batches, each closed MaxWait after its first event, not at the size cap.
+func TestBatchClosesOnTimeUnderATrickle(t *testing.T) {
+	s := newSite(t)
+	rack := uuid.NewString()
+	s.start(500)
+	const n = 300
+	for i := range n {
+		e := dropped(t, rack, int64(i+1))
+		// Published without waiting for JetStream's ack, so that the
+		// trickle is steady even on a busy machine.
+		if _, err := s.js.PublishAsync(events.RackEventSubject(rack, e.Type), regiontest.Encode(t, e)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("publishes not acknowledged")
+	}
+	s.settled()
+	sizes := s.store.batches()
+	total := 0
+	for _, k := range sizes {
+		total += k
+	}
+	if total != n {
+		t.Fatalf("appended %d events in %v, want %d", total, sizes, n)
+	}
+	// At 1ms apart a 5ms batch holds a handful; allow a busy machine
+	// bursts, but not batches that wait for the cap.
+	if big := slices.Max(sizes); big > n/3 {
+		t.Fatalf("a batch of %d events under a 1ms trickle: %v", big, sizes)
 	}
 }
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -130,7 +132,139 @@ func (db *DB) Append(ctx context.Context, tx pgx.Tx, stream string, expected int
 // AppendAny appends events of any streams within tx, each at whatever its
 // stream's version is: the batch path for rack events, which carry no
 // expected version. Duplicates are handled as in Append.
+//
+// A batch is first tried as if none of its events were logged already
+// (the common case: JetStream drops most repeats itself): one statement,
+// pipelined behind a savepoint, bumps the streams' versions and inserts
+// the events, one round trip in all. Only when the log's unique event id
+// refuses one does it roll back to the savepoint and take the careful
+// path, which looks the ids up first.
 func (db *DB) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Appended, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	if !repeats(evs) {
+		stored, err := db.appendFresh(ctx, tx, evs)
+		if err == nil {
+			return merge(evs, nil, stored), nil
+		}
+		if !isDuplicateID(err) {
+			return nil, err
+		}
+		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT append_any`); rerr != nil {
+			return nil, wrap("append: roll back to savepoint", rerr)
+		}
+	}
+	return db.appendAnyCareful(ctx, tx, evs)
+}
+
+// repeats reports whether an event id occurs twice in evs.
+func repeats(evs []events.Event) bool {
+	seen := make(map[string]struct{}, len(evs))
+	for _, e := range evs {
+		if _, ok := seen[e.ID]; ok {
+			return true
+		}
+		seen[e.ID] = struct{}{}
+	}
+	return false
+}
+
+func isDuplicateID(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_id_key"
+}
+
+// appendFreshSQL appends a batch of events none of which is logged yet
+// ($1..$9, one array per column). Each stream's version is bumped by its
+// number of events, streams in name order (a fixed lock order keeps
+// concurrent batches from deadlocking), and the events take the versions
+// in between in batch order; they are inserted in batch order, so their
+// positions are in batch order too.
+const appendFreshSQL = `WITH batch AS (
+	SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+	                     $6::text[], $7::text[], $8::text[], $9::text[])
+	       WITH ORDINALITY AS t(id, stream, type, source, time, corr, caus, actor, data, ord)
+), counts AS (
+	SELECT stream, count(*) AS n FROM batch GROUP BY stream
+), bumped AS (
+	INSERT INTO streams (name, version) SELECT stream, n FROM counts ORDER BY stream
+	ON CONFLICT (name) DO UPDATE SET version = streams.version + excluded.version
+	RETURNING name, version
+)
+INSERT INTO events (id, stream, version, type, source, time, correlation_id, causation_id, actor, data)
+SELECT b.id, b.stream, s.version - c.n + row_number() OVER (PARTITION BY b.stream ORDER BY b.ord),
+	b.type, b.source, b.time, b.corr, b.caus, b.actor, b.data::jsonb
+FROM batch b JOIN counts c ON c.stream = b.stream JOIN bumped s ON s.name = b.stream
+ORDER BY b.ord
+RETURNING id::text, position, version, txid::text, recorded_at`
+
+// appendFresh appends evs, none of them repeated, behind the savepoint
+// append_any, in one round trip, and applies the projections.
+func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Stored, error) {
+	n := len(evs)
+	ids, streams, types, sources, corr, caus, actors, data := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]string, n)
+	times := make([]time.Time, n)
+	at := make(map[string]int, n)
+	for i, e := range evs {
+		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
+		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
+		data[i] = string(e.Data)
+		at[e.ID] = i
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SAVEPOINT append_any`)
+	b.Queue(appendFreshSQL, ids, streams, types, sources, times, corr, caus, actors, data)
+	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, wrap("append: savepoint", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, wrap("append: insert events", err)
+	}
+	stored := make([]Stored, n)
+	got := 0
+	for rows.Next() {
+		var id, txid string
+		var s Stored
+		if err := rows.Scan(&id, &s.Position, &s.Version, &txid, &s.RecordedAt); err != nil {
+			br.Close()
+			return nil, wrap("append: insert events", err)
+		}
+		i, ok := at[id]
+		if !ok {
+			br.Close()
+			return nil, fmt.Errorf("append: insert returned event %s, not in the batch", id)
+		}
+		s.Event = evs[i]
+		s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
+		s.Cursor.Position = s.Position
+		stored[i] = s
+		got++
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return nil, wrap("append: insert events", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, wrap("append: insert events", err)
+	}
+	if got != n {
+		return nil, fmt.Errorf("append: %d of %d events inserted", got, n)
+	}
+	if err := db.project(ctx, tx, stored); err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+// appendAnyCareful is AppendAny for a batch that may hold events already
+// logged, or one event twice: the ids are looked up first.
+func (db *DB) appendAnyCareful(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Appended, error) {
 	out, fresh, err := db.dedupe(ctx, tx, evs)
 	if err != nil || len(fresh) == 0 {
 		return out, err

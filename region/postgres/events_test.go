@@ -465,3 +465,60 @@ func TestOnlyAppendsInFlightHoldTheLogBack(t *testing.T) {
 		t.Fatalf("held back %v s after the append ended", held)
 	}
 }
+
+// TestAppendAnyBatchWithLoggedEvents: a batch that repeats events already
+// in the log (a redelivery), none twice in itself, is refused by the
+// log's unique id on the first try and appended by looking ids up: the
+// logged ones come back as duplicates at their first positions, the new
+// ones are written with the stream's next versions, in batch order, and
+// nothing of the first try remains.
+func TestAppendAnyBatchWithLoggedEvents(t *testing.T) {
+	ctx := context.Background()
+	db := regiontest.DB(t)
+	rackA, rackB := uuid.NewString(), uuid.NewString()
+	a1, b1 := registered(t, rackA, "a"), registered(t, rackB, "b")
+	var first []postgres.Appended
+	if err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+		first, err = db.AppendAny(ctx, tx, []events.Event{a1, b1})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a2, a3, b2 := registered(t, rackA, "a"), registered(t, rackA, "a"), registered(t, rackB, "b")
+	var got []postgres.Appended
+	if err := db.InTx(ctx, func(tx pgx.Tx) (err error) {
+		got, err = db.AppendAny(ctx, tx, []events.Event{a2, a1, b2, a3, b1})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]postgres.Appended{}
+	for _, a := range got {
+		byID[a.ID] = a
+	}
+	if len(got) != 5 || !byID[a1.ID].Duplicate || byID[a1.ID].Position != first[0].Position ||
+		!byID[b1.ID].Duplicate || byID[b1.ID].Position != first[1].Position {
+		t.Fatalf("outcomes %+v, want a1 and b1 duplicates at %+v", got, first)
+	}
+	for _, tc := range []struct {
+		e       events.Event
+		version int64
+	}{{a2, 2}, {a3, 3}, {b2, 2}} {
+		if a := byID[tc.e.ID]; a.Duplicate || a.Version != tc.version {
+			t.Errorf("event %s: %+v, want written at version %d", tc.e.ID, a, tc.version)
+		}
+	}
+	if !(byID[a2.ID].Position < byID[b2.ID].Position && byID[b2.ID].Position < byID[a3.ID].Position) {
+		t.Errorf("positions %+v, want batch order", got)
+	}
+	for _, rack := range []string{rackA, rackB} {
+		var n, top, v int64
+		if err := db.Pool().QueryRow(ctx, `SELECT count(*), max(version), (SELECT version FROM streams WHERE name = $1)
+			FROM events WHERE stream = $1`, events.RackStreamName(rack)).Scan(&n, &top, &v); err != nil {
+			t.Fatal(err)
+		}
+		if v != n || top != n {
+			t.Errorf("stream of %s: %d events, top version %d, stream version %d", rack, n, top, v)
+		}
+	}
+}

@@ -131,7 +131,17 @@ func fromDoc(obj map[string]any, raw, data []byte) (Event, error) {
 		CorrelationID: str("correlationid"), CausationID: str("causationid"), Actor: str("actor"),
 		Data: data,
 	}
-	if err := e.Time.UnmarshalText([]byte(str("time"))); err != nil {
+	// time.Time's UnmarshalJSON reads the string as written, escapes and
+	// all, and so refuses an escaped one that UnmarshalText would take
+	// once unescaped: such an event is left to json.Unmarshal, which
+	// refuses it as every reader of the log would.
+	t := str("time")
+	if !bytes.Contains(raw, []byte(`"`+t+`"`)) {
+		var e Event
+		err := json.Unmarshal(raw, &e)
+		return e, err
+	}
+	if err := e.Time.UnmarshalText([]byte(t)); err != nil {
 		return Event{}, fmt.Errorf("time: %w", err)
 	}
 	return e, nil

@@ -98,15 +98,21 @@ func (s *Set) Validate(name string, doc any) error {
 
 // validateSlow validates with the library alone: the authority, and the
 // source of every error's detail.
-func (s *Set) validateSlow(name string, doc any) error {
+func (s *Set) validateSlow(name string, doc any) (err error) {
 	sch, ok := s.schemas[name]
 	if !ok {
 		return fmt.Errorf("no schema %q", name)
 	}
-	if err := sch.Validate(doc); err != nil {
-		return err
-	}
-	return nil
+	// The library panics on some documents an outside party can send: a
+	// number too large for math/big (such as 1e1000001) on a field with
+	// a minimum or maximum leaves it comparing a nil value. The document
+	// is refused, and the process keeps serving.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: the document cannot be validated (a number out of range?): %v", name, r)
+		}
+	}()
+	return sch.Validate(doc)
 }
 
 // ValidateJSON decodes raw and validates it against the named schema.

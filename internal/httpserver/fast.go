@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // FastRequest is the head of a request a FastHandler may answer: a GET or
@@ -408,6 +410,24 @@ func readHead(r *bufio.Reader, limit int) (head []byte, n int, err error) {
 // parseHead parses a request head of HTTP/1.1 GET or HEAD without a body
 // into req; false for anything else (net/http answers those).
 func parseHead(head []byte, req *FastRequest) bool {
+	// Lines end in CRLF and nowhere else: a bare LF or CR (which net/http
+	// takes as a line's end, so the two would read different heads, and a
+	// request could be smuggled in one's body), NUL or another control
+	// character sends the request to net/http, which decides.
+	for i, c := range head {
+		switch {
+		case c == '\r':
+			if i+1 >= len(head) || head[i+1] != '\n' {
+				return false
+			}
+		case c == '\n':
+			if i == 0 || head[i-1] != '\r' {
+				return false
+			}
+		case c < ' ' && c != '\t', c == 0x7f:
+			return false
+		}
+	}
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 	method, line, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(line, []byte(" "))
@@ -426,7 +446,7 @@ func parseHead(head []byte, req *FastRequest) bool {
 	if !FastPath(req.Path) {
 		return false
 	}
-	hosts := 0
+	hosts, ranges := 0, 0
 	for len(rest) > 0 {
 		var field []byte
 		field, rest, _ = bytes.Cut(rest, []byte("\r\n"))
@@ -435,11 +455,19 @@ func parseHead(head []byte, req *FastRequest) bool {
 			return false // also a folded line, which starts with a space
 		}
 		value = bytes.TrimSpace(value)
+		if !httpguts.ValidHeaderFieldValue(string(value)) {
+			return false
+		}
 		switch {
 		case equalFold(name, "host"):
 			hosts++
+			if !httpguts.ValidHostHeader(string(value)) {
+				return false // net/http answers 400
+			}
 		case equalFold(name, "range"):
-			if req.Range != "" {
+			// Counted, not tested for a value: an empty Range before
+			// another is two, as net/http's Header.Get reads them.
+			if ranges++; ranges > 1 {
 				return false
 			}
 			req.Range = string(value)

@@ -208,10 +208,11 @@ func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 func (db *DB) GetMachine(ctx context.Context, id string) (rackplane.Machine, error) {
 	// A key that is no UUID names no machine; checked here, the lookup
 	// can use the primary key rather than cast every row's.
-	if _, err := uuid.Parse(id); err != nil {
+	k := key(id)
+	if !k.Valid {
 		return rackplane.Machine{}, rackplane.Errorf(rackplane.ENOTFOUND, "no machine %s", id)
 	}
-	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id = $1`, id)
+	rows, err := db.pool.Query(ctx, selectMachine+` WHERE id = $1`, k)
 	if err != nil {
 		return rackplane.Machine{}, wrap("get machine", err)
 	}

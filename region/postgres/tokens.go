@@ -158,8 +158,8 @@ func (db *DB) ListTokens(ctx context.Context) ([]Token, error) {
 func (db *DB) RevokeToken(ctx context.Context, id, by string, now time.Time) (Token, error) {
 	var t Token
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id::text = $1
-			RETURNING id::text, name, actor, created_at, created_by, revoked_at, last_used_at`, id, now).
+		err := tx.QueryRow(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1
+			RETURNING id::text, name, actor, created_at, created_by, revoked_at, last_used_at`, key(id), now).
 			Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt)
 		if err == pgx.ErrNoRows {
 			return rackplane.Errorf(rackplane.ENOTFOUND, "no token %s", id)

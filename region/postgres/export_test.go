@@ -1,5 +1,7 @@
 package postgres
 
+import "time"
+
 // UseServerSnapshotHorizon makes db find its horizon as the log did before
 // appenders took their mark (the server-wide snapshot xmin), for the
 // benchmark that compares the two.
@@ -8,6 +10,9 @@ func UseServerSnapshotHorizon(db *DB) { db.horizonMode = horizonServerSnapshot }
 // UseSerializedAppends makes db's appends take turns, so that every
 // committed event is readable, for the same benchmark.
 func UseSerializedAppends(db *DB) { db.horizonMode = horizonSerialized }
+
+// SetTokenUseClock makes u wait on after instead of time.After.
+func SetTokenUseClock(u *TokenUses, after func(time.Duration) <-chan time.Time) { u.after = after }
 
 // HashCompares is how many secret hash comparisons db has made.
 func HashCompares(db *DB) int64 { return db.metrics.hashCompares.Load() }

@@ -1,6 +1,10 @@
 package postgres
 
-import "time"
+import (
+	"time"
+
+	"github.com/rackplane/rackplane/region/machine"
+)
 
 // UseServerSnapshotHorizon makes db find its horizon as the log did before
 // appenders took their mark (the server-wide snapshot xmin), for the
@@ -21,3 +25,6 @@ var (
 	BootStatsQuery = bootStatsQuery
 	BootStatsTypes = statsTypes
 )
+
+// ListMachinesQuery is ListMachines' statement for f.
+func ListMachinesQuery(f machine.Filter) (string, []any) { return listMachinesQuery(f) }

@@ -1,0 +1,312 @@
+package region_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/region/postgres"
+)
+
+// Machines in the table the API and pgbench read.
+const benchMachines = 100_000
+
+// benchMachineID is the id of the i-th machine of the benchmark: made of
+// i, so that pgbench can name a machine by a random number.
+func benchMachineID(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
+
+// pgbench's SQL for the same machine: the uuid built from :n.
+const pgbenchMachineID = `('00000000-0000-4000-8000-' || lpad(to_hex(:n::bigint), 12, '0'))::uuid`
+
+func benchHostname(i int) string { return fmt.Sprintf("node-%06d", i) }
+
+// BenchmarkAPIVsPgbench compares the API with PostgreSQL alone: with
+// 100000 machines in the region's database, pgbench runs GetMachine's
+// statement and a list page's (10 clients, prepared statements) and the
+// same number of Go HTTP clients (keep-alive) ask GET
+// /api/v1/machines/{id} and GET /api/v1/machines?after= for the same time,
+// turn about, for several rounds. It prints requests per second and p99
+// of each, and the API's share of pgbench's rate last. Run with
+//
+//	go test -run '^$' -bench BenchmarkAPIVsPgbench -benchtime 1x ./region
+//
+// RACKPLANE_BENCH_SECONDS sets each run's length (default 5) and
+// RACKPLANE_BENCH_ROUNDS the rounds (default 3). The machine's load
+// changes the figures; the ratios, taken in the same moments, much less.
+func BenchmarkAPIVsPgbench(b *testing.B) {
+	pgbench := findPgbench(b)
+	dur := time.Duration(envInt("RACKPLANE_BENCH_SECONDS", 5)) * time.Second
+	rounds := envInt("RACKPLANE_BENCH_ROUNDS", 3)
+	const clients = 10
+	h := startRegion(b)
+	ctx := context.Background()
+	start := time.Now()
+	seedMachines(b, h.pool, benchMachines)
+	fmt.Printf("%d machines made through the event log in %s\n", benchMachines, time.Since(start).Round(time.Millisecond))
+
+	dir := b.TempDir()
+	script := func(name, sql string) string {
+		path := filepath.Join(dir, name+".sql")
+		if err := os.WriteFile(path, []byte(sql+";\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		return path
+	}
+	// The statements themselves, with pgbench's random number for the
+	// parameter the API takes from the request.
+	getScript := script("get", fmt.Sprintf("\\set n random(1, %d)\n", benchMachines)+
+		strings.Replace(postgres.GetMachineSQL, "$1", pgbenchMachineID, 1))
+	listScript := script("list", fmt.Sprintf("\\set n random(1, %d)\n", benchMachines-100)+
+		strings.NewReplacer("$1", `'node-' || lpad(:n::text, 6, '0')`, "$2", "100").Replace(postgres.ListMachinesSQL))
+
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	get := func(rng *rand.Rand) string {
+		return h.api + "/api/v1/machines/" + benchMachineID(1+rng.IntN(benchMachines))
+	}
+	list := func(rng *rand.Rand) string {
+		return h.api + "/api/v1/machines?after=" + benchHostname(1+rng.IntN(benchMachines-100))
+	}
+	// Both warm up: caches, prepared statements, connections.
+	runAPI(b, client, h.token, clients, time.Second, get)
+	runAPI(b, client, h.token, clients, time.Second, list)
+	runPgbench(b, pgbench, h.dbURL, getScript, clients, time.Second, dir)
+
+	type pair struct{ pg, api result }
+	results := map[string][]pair{}
+	cases := []struct {
+		name   string
+		script string
+		url    func(*rand.Rand) string
+	}{
+		{"GET /api/v1/machines/{id}", getScript, get},
+		{"GET /api/v1/machines?after= (100)", listScript, list},
+	}
+	for r := 1; r <= rounds; r++ {
+		for _, c := range cases {
+			var p pair
+			// Turn about which goes first, so that neither always has
+			// the other's wake.
+			if r%2 == 1 {
+				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
+				p.api = runAPI(b, client, h.token, clients, dur, c.url)
+			} else {
+				p.api = runAPI(b, client, h.token, clients, dur, c.url)
+				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
+			}
+			results[c.name] = append(results[c.name], p)
+			fmt.Printf("round %d %-36s pgbench %8.0f/s p99 %6.2fms   api %8.0f/s p99 %6.2fms   %.2fx  (load %s)\n",
+				r, c.name, p.pg.rate, ms(p.pg.p99), p.api.rate, ms(p.api.p99), p.api.rate/p.pg.rate, loadAverage())
+		}
+	}
+	_ = ctx
+	fmt.Printf("\n%d clients each, %d rounds of %s, %d machines; median of the rounds:\n", clients, rounds, dur, benchMachines)
+	for _, c := range cases {
+		ps := results[c.name]
+		ratios := make([]float64, len(ps))
+		pgRates, apiRates := make([]float64, len(ps)), make([]float64, len(ps))
+		for i, p := range ps {
+			ratios[i], pgRates[i], apiRates[i] = p.api.rate/p.pg.rate, p.pg.rate, p.api.rate
+		}
+		fmt.Printf("%-36s pgbench %8.0f/s   api %8.0f/s   api/pgbench %.2fx (rounds: %s)\n",
+			c.name, median(pgRates), median(apiRates), median(ratios), formatRatios(ratios))
+	}
+}
+
+type result struct {
+	rate float64
+	p99  time.Duration
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func formatRatios(v []float64) string {
+	out := make([]string, len(v))
+	for i, r := range v {
+		out[i] = fmt.Sprintf("%.2fx", r)
+	}
+	return strings.Join(out, " ")
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// findPgbench looks in PATH, then in Debian's PostgreSQL directories.
+func findPgbench(b *testing.B) string {
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p
+	}
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pgbench")
+	if len(found) == 0 {
+		b.Skip("no pgbench: install PostgreSQL's client programs")
+	}
+	slices.Sort(found)
+	return found[len(found)-1]
+}
+
+// seedMachines makes n machines as the API makes them, through the event
+// log and its projection in batches, so that the tables are what a
+// rebuild from the log would make.
+func seedMachines(b *testing.B, pool *pgxpool.Pool, n int) {
+	ctx := context.Background()
+	db := postgres.New(pool, testLogger())
+	const batch = 2000
+	now := time.Now()
+	for first := 1; first <= n; first += batch {
+		evs := make([]events.Event, 0, batch)
+		for i := first; i < first+batch && i <= n; i++ {
+			id := benchMachineID(i)
+			e, err := events.New(events.RegionSource, events.TypeMachineCreated, events.MachineStreamName(id), now,
+				events.MachineState{MachineID: id, Hostname: benchHostname(i), Arch: "amd64", Origin: "api", Status: "ready",
+					MACs: []string{fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			e.Actor = "bench"
+			evs = append(evs, e)
+		}
+		if err := db.InTx(ctx, func(tx pgx.Tx) error {
+			_, err := db.AppendAny(ctx, tx, evs)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, table := range []string{"machines", "machine_macs", "machine_hardware", "api_tokens", "events", "streams"} {
+		if _, err := pool.Exec(ctx, "VACUUM ANALYZE "+table); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runPgbench runs script with clients connections for dur and returns
+// its rate and the p99 of its transactions' latencies (from its log).
+func runPgbench(b *testing.B, pgbench, dbURL, script string, clients int, dur time.Duration, dir string) result {
+	logDir, err := os.MkdirTemp(dir, "pgbench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(logDir)
+	cmd := exec.Command(pgbench, "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
+		"-T", strconv.Itoa(int(dur.Seconds())), "-f", script, "-l", "--log-prefix", filepath.Join(logDir, "log"), dbURL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	var rate float64
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "tps = "); ok {
+			rate, _ = strconv.ParseFloat(strings.Fields(rest)[0], 64)
+		}
+	}
+	if rate == 0 {
+		b.Fatalf("pgbench printed no tps:\n%s", out)
+	}
+	// Each log line: client, transaction, latency in µs, script, epoch, µs.
+	var lat []time.Duration
+	logs, _ := filepath.Glob(filepath.Join(logDir, "log*"))
+	for _, l := range logs {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 3 {
+				us, _ := strconv.ParseInt(f[2], 10, 64)
+				lat = append(lat, time.Duration(us)*time.Microsecond)
+			}
+		}
+	}
+	return result{rate: rate, p99: p99(lat)}
+}
+
+func p99(lat []time.Duration) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	slices.Sort(lat)
+	return lat[len(lat)*99/100]
+}
+
+// runAPI has clients goroutines ask url(rng) with token for dur, each
+// over its own kept-alive connection, and returns the rate of answered
+// requests and their p99.
+func runAPI(b *testing.B, client *http.Client, token string, clients int, dur time.Duration, url func(*rand.Rand) string) result {
+	var mu sync.Mutex
+	var all []time.Duration
+	var failed error
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			lat := make([]time.Duration, 0, 1<<16)
+			for time.Now().Before(deadline) {
+				req, _ := http.NewRequest(http.MethodGet, url(rng), nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("%s: %s", req.URL, resp.Status)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+					return
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}(uint64(c))
+	}
+	wg.Wait()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	return result{rate: float64(len(all)) / time.Since(start).Seconds(), p99: p99(all)}
+}

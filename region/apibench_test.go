@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -81,18 +82,12 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 	listScript := script("list", fmt.Sprintf("\\set n random(1, %d)\n", benchMachines-100)+
 		strings.NewReplacer("$1", `'node-' || lpad(:n::text, 6, '0')`, "$2", "100").Replace(postgres.ListMachinesSQL))
 
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	get := func(rng *rand.Rand) string {
-		return h.api + "/api/v1/machines/" + benchMachineID(1+rng.IntN(benchMachines))
-	}
-	list := func(rng *rand.Rand) string {
-		return h.api + "/api/v1/machines?after=" + benchHostname(1+rng.IntN(benchMachines-100))
+	api := func(kind string, dur time.Duration) result {
+		return runLoadClient(b, loadSpec{API: h.api, Token: h.token, Kind: kind, Clients: clients, Duration: dur})
 	}
 	// Both warm up: caches, prepared statements, connections.
-	runAPI(b, client, h.token, clients, time.Second, get)
-	runAPI(b, client, h.token, clients, time.Second, list)
+	api("get", time.Second)
+	api("list", time.Second)
 	runPgbench(b, pgbench, h.dbURL, getScript, clients, time.Second, dir)
 
 	type pair struct{ pg, api result }
@@ -100,10 +95,10 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 	cases := []struct {
 		name   string
 		script string
-		url    func(*rand.Rand) string
+		kind   string
 	}{
-		{"GET /api/v1/machines/{id}", getScript, get},
-		{"GET /api/v1/machines?after= (100)", listScript, list},
+		{"GET /api/v1/machines/{id}", getScript, "get"},
+		{"GET /api/v1/machines?after= (100)", listScript, "list"},
 	}
 	for r := 1; r <= rounds; r++ {
 		for _, c := range cases {
@@ -112,9 +107,9 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 			// the other's wake.
 			if r%2 == 1 {
 				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
-				p.api = runAPI(b, client, h.token, clients, dur, c.url)
+				p.api = api(c.kind, dur)
 			} else {
-				p.api = runAPI(b, client, h.token, clients, dur, c.url)
+				p.api = api(c.kind, dur)
 				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
 			}
 			results[c.name] = append(results[c.name], p)
@@ -274,6 +269,9 @@ func runPgbench(b *testing.B, pgbench, dbURL, script string, clients int, dur ti
 	defer os.RemoveAll(logDir)
 	cmd := exec.Command(pgbench, "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
 		"-T", strconv.Itoa(int(dur.Seconds())), "-f", script, "-l", "--log-prefix", filepath.Join(logDir, "log"), dbURL)
+	// A session of its own, as the API's load client has (see
+	// runLoadClient).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		b.Fatalf("pgbench: %v\n%s", err, out)
@@ -314,10 +312,87 @@ func p99(lat []time.Duration) time.Duration {
 	return lat[len(lat)*99/100]
 }
 
+// loadSpec is what the API's load client is to do.
+type loadSpec struct {
+	API, Token string
+	// Kind is get (random machines) or list (pages after random
+	// hostnames).
+	Kind     string
+	Clients  int
+	Duration time.Duration
+}
+
+const loadEnv = "RACKPLANE_API_LOAD_CLIENT"
+
+// runLoadClient runs the API's load client in a process of its own, in a
+// session of its own, as pgbench is: the client's work is not charged to
+// the region's process (where Linux shares the CPU between sessions
+// first, the region and its client would otherwise split one share,
+// while pgbench's client and PostgreSQL each have theirs).
+func runLoadClient(b *testing.B, spec loadSpec) result {
+	js, err := json.Marshal(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAPILoadClient$", "-test.count=1")
+	cmd.Env = append(os.Environ(), loadEnv+"="+string(js))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("load client: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "load: "); ok {
+			var r struct {
+				Rate float64
+				P99  time.Duration
+			}
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				b.Fatal(err)
+			}
+			return result{rate: r.Rate, p99: r.P99}
+		}
+	}
+	b.Fatalf("load client said no result:\n%s", out)
+	return result{}
+}
+
+// TestAPILoadClient is BenchmarkAPIVsPgbench's load client, run in a
+// process of its own; it does nothing otherwise.
+func TestAPILoadClient(t *testing.T) {
+	env := os.Getenv(loadEnv)
+	if env == "" {
+		t.Skip("run by BenchmarkAPIVsPgbench")
+	}
+	var spec loadSpec
+	if err := json.Unmarshal([]byte(env), &spec); err != nil {
+		t.Fatal(err)
+	}
+	url := func(rng *rand.Rand) string {
+		return spec.API + "/api/v1/machines/" + benchMachineID(1+rng.IntN(benchMachines))
+	}
+	if spec.Kind == "list" {
+		url = func(rng *rand.Rand) string {
+			return spec.API + "/api/v1/machines?after=" + benchHostname(1+rng.IntN(benchMachines-100))
+		}
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: spec.Clients, MaxConnsPerHost: spec.Clients}
+	defer tr.CloseIdleConnections()
+	r, err := runAPI(&http.Client{Transport: tr, Timeout: 10 * time.Second}, spec.Token, spec.Clients, spec.Duration, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(struct {
+		Rate float64
+		P99  time.Duration
+	}{r.rate, r.p99})
+	fmt.Printf("load: %s\n", out)
+}
+
 // runAPI has clients goroutines ask url(rng) with token for dur, each
 // over its own kept-alive connection, and returns the rate of answered
 // requests and their p99.
-func runAPI(b *testing.B, client *http.Client, token string, clients int, dur time.Duration, url func(*rand.Rand) string) result {
+func runAPI(client *http.Client, token string, clients int, dur time.Duration, url func(*rand.Rand) string) (result, error) {
 	var mu sync.Mutex
 	var all []time.Duration
 	var failed error
@@ -328,7 +403,7 @@ func runAPI(b *testing.B, client *http.Client, token string, clients int, dur ti
 		wg.Add(1)
 		go func(seed uint64) {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, 1))
+			rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
 			lat := make([]time.Duration, 0, 1<<16)
 			for time.Now().Before(deadline) {
 				req, _ := http.NewRequest(http.MethodGet, url(rng), nil)
@@ -357,7 +432,7 @@ func runAPI(b *testing.B, client *http.Client, token string, clients int, dur ti
 	}
 	wg.Wait()
 	if failed != nil {
-		b.Fatal(failed)
+		return result{}, failed
 	}
-	return result{rate: float64(len(all)) / time.Since(start).Seconds(), p99: p99(all)}
+	return result{rate: float64(len(all)) / time.Since(start).Seconds(), p99: p99(all)}, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -100,7 +101,7 @@ func (db *DB) Authenticate(ctx context.Context, plain string, now time.Time) (To
 	var t Token
 	var hash []byte
 	err = db.pool.QueryRow(ctx, `SELECT id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash
-		FROM api_tokens WHERE id = $1`, id).
+		FROM api_tokens WHERE id = $1`, pgtype.UUID{Bytes: id, Valid: true}).
 		Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt, &hash)
 	found := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {

@@ -204,7 +204,7 @@ func matchPriority(b *testing.B, pool *pgxpool.Pool) (stop func()) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}()

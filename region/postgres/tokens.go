@@ -20,12 +20,14 @@ import (
 
 // Token is an API token as listed (never with its secret).
 type Token struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Actor      string     `json:"actor"`
-	CreatedAt  time.Time  `json:"created_at"`
-	CreatedBy  string     `json:"created_by"`
-	RevokedAt  *time.Time `json:"revoked_at"`
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Actor     string     `json:"actor"`
+	CreatedAt time.Time  `json:"created_at"`
+	CreatedBy string     `json:"created_by"`
+	RevokedAt *time.Time `json:"revoked_at"`
+	// LastUsedAt is the latest use written (see TokenUses): up to
+	// TokenUseFlushInterval behind the token's last request.
 	LastUsedAt *time.Time `json:"last_used_at"`
 }
 

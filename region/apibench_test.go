@@ -82,8 +82,14 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 	listScript := script("list", fmt.Sprintf("\\set n random(1, %d)\n", benchMachines-100)+
 		strings.NewReplacer("$1", `'node-' || lpad(:n::text, 6, '0')`, "$2", "100").Replace(postgres.ListMachinesSQL))
 
+	// The region's CPU per request: this process's time (the region, and
+	// little else while its clients run elsewhere) over the requests.
+	var cpuPerRequest time.Duration
 	api := func(kind string, dur time.Duration) result {
-		return runLoadClient(b, loadSpec{API: h.api, Token: h.token, Kind: kind, Clients: clients, Duration: dur})
+		before := processCPU(b)
+		r := runLoadClient(b, loadSpec{API: h.api, Token: h.token, Kind: kind, Clients: clients, Duration: dur})
+		cpuPerRequest = time.Duration(float64(processCPU(b)-before) / (r.rate * dur.Seconds()))
+		return r
 	}
 	// Both warm up: caches, prepared statements, connections.
 	api("get", time.Second)
@@ -113,8 +119,8 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
 			}
 			results[c.name] = append(results[c.name], p)
-			fmt.Printf("round %d %-36s pgbench %8.0f/s p99 %6.2fms   api %8.0f/s p99 %6.2fms   %.2fx  (load %s)\n",
-				r, c.name, p.pg.rate, ms(p.pg.p99), p.api.rate, ms(p.api.p99), p.api.rate/p.pg.rate, loadAverage())
+			fmt.Printf("round %d %-36s pgbench %8.0f/s p99 %6.2fms   api %8.0f/s p99 %6.2fms (region CPU %4dµs/request)   %.2fx  (load %s)\n",
+				r, c.name, p.pg.rate, ms(p.pg.p99), p.api.rate, ms(p.api.p99), cpuPerRequest.Microseconds(), p.api.rate/p.pg.rate, loadAverage())
 		}
 	}
 	fmt.Printf("\n%d clients each, %d rounds of %s, %d machines; median of the rounds:\n", clients, rounds, dur, benchMachines)
@@ -209,6 +215,15 @@ func matchPriority(b *testing.B, pool *pgxpool.Pool) (stop func()) {
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // findPgbench looks in PATH, then in Debian's PostgreSQL directories.

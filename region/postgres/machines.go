@@ -207,11 +207,32 @@ const (
 
 func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 	var m rackplane.Machine
-	err := row.Scan(&m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
+	err := row.Scan(machineDest(&m, nil)...)
+	return m, err
+}
+
+// machineDest appends to dest where selectMachine's columns go in m.
+func machineDest(m *rackplane.Machine, dest []any) []any {
+	return append(dest, &m.ID, &m.Hostname, &m.MACs, &m.Arch, &m.BootRackID, &m.Status, &m.StatusReason, &m.Origin, &m.OS, &m.Release,
 		&m.Subarch, &m.ImageVersionID, &m.DeployRackID, &m.PreseedName, &m.PreseedVersion, &m.DeploymentID, &m.DeployStartedAt,
 		&m.DeployedAt, &m.CreatedAt, &m.UpdatedAt, &m.Version, &m.BootFile, &m.PowerState, &m.PowerCheckedAt, &m.PowerOutcome, &m.PowerError,
 		&m.Tags, &m.Hardware)
-	return m, err
+}
+
+// scanMachines reads a page of machines into a slice made once for
+// limit of them, each row scanned in place: a page costs its strings
+// and little else.
+func scanMachines(rows pgx.Rows, limit int) ([]rackplane.Machine, error) {
+	defer rows.Close()
+	out := make([]rackplane.Machine, 0, limit)
+	dest := make([]any, 0, 28)
+	for rows.Next() {
+		out = append(out, rackplane.Machine{})
+		if err := rows.Scan(machineDest(&out[len(out)-1], dest[:0])...); err != nil {
+			return nil, err
+		}
+	}
+	return out, rows.Err()
 }
 
 // GetMachine returns a machine; ENOTFOUND when there is none.
@@ -273,7 +294,8 @@ func (db *DB) ListMachines(ctx context.Context, f machine.Filter) ([]rackplane.M
 	if err != nil {
 		return nil, wrap("list machines", err)
 	}
-	out, err := pgx.CollectRows(rows, scanMachine)
+	// The page's size is the last argument.
+	out, err := scanMachines(rows, args[len(args)-1].(int))
 	return out, wrap("list machines", err)
 }
 

@@ -423,6 +423,15 @@ func (r *Region) Run(ctx context.Context) error {
 	if err := racks.Register(rpcs); err != nil {
 		return err
 	}
+	// Token uses are written until the API has stopped answering, and
+	// once more after: the last requests' uses are not lost to the stop.
+	usesCtx, stopUses := context.WithCancel(context.WithoutCancel(ctx))
+	usesDone := make(chan error, 1)
+	go func() { usesDone <- r.db.TokenUses().Run(usesCtx) }()
+	defer func() {
+		stopUses()
+		<-usesDone
+	}()
 	g, ctx := errgroup.WithContext(ctx)
 	if r.callout != nil {
 		g.Go(func() error { return r.callout.Run(ctx) })

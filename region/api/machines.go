@@ -80,7 +80,10 @@ func etag(v int64) string { return fmt.Sprintf(`"%d"`, v) }
 
 func writeMachine(w http.ResponseWriter, status int, m rackplane.Machine) error {
 	w.Header().Set("ETag", etag(m.Version))
-	return writeJSON(w, status, m)
+	return writeRawJSON(w, status, func(b []byte) []byte {
+		b = appendMachine(b, &m, "\n")
+		return append(b, '\n')
+	})
 }
 
 func (s *Server) createMachine(w http.ResponseWriter, r *http.Request) error {
@@ -137,7 +140,7 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
 	if len(ms) == f.Limit {
 		next = ms[len(ms)-1].Hostname
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"machines": ms, "next": next})
+	return writeRawJSON(w, http.StatusOK, func(b []byte) []byte { return appendMachinesPage(b, ms, next) })
 }
 
 // machineID returns the path's machine id; failed mutations are audited

@@ -24,11 +24,13 @@ type DB struct {
 	// benchmark that compares the mechanisms changes it.
 	horizonMode horizonMode
 	metrics     *dbMetrics
+	tokenUses   *TokenUses
 }
 
 // New wraps pool. The projections are applied on every append.
 func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
 	db := &DB{pool: pool, log: log, metrics: newDBMetrics()}
+	db.tokenUses = newTokenUses(db)
 	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection, powerProjection, hardwareProjection, scriptsProjection, leasesProjection}
 	return db
 }

@@ -1,5 +1,11 @@
 package postgres
 
+import (
+	"time"
+
+	"github.com/rackplane/rackplane/region/machine"
+)
+
 // UseServerSnapshotHorizon makes db find its horizon as the log did before
 // appenders took their mark (the server-wide snapshot xmin), for the
 // benchmark that compares the two.
@@ -9,6 +15,9 @@ func UseServerSnapshotHorizon(db *DB) { db.horizonMode = horizonServerSnapshot }
 // committed event is readable, for the same benchmark.
 func UseSerializedAppends(db *DB) { db.horizonMode = horizonSerialized }
 
+// SetTokenUseClock makes u wait on after instead of time.After.
+func SetTokenUseClock(u *TokenUses, after func(time.Duration) <-chan time.Time) { u.after = after }
+
 // HashCompares is how many secret hash comparisons db has made.
 func HashCompares(db *DB) int64 { return db.metrics.hashCompares.Load() }
 
@@ -16,3 +25,6 @@ var (
 	BootStatsQuery = bootStatsQuery
 	BootStatsTypes = statsTypes
 )
+
+// ListMachinesQuery is ListMachines' statement for f.
+func ListMachinesQuery(f machine.Filter) (string, []any) { return listMachinesQuery(f) }

@@ -21,6 +21,9 @@ type dbMetrics struct {
 	// hashCompares counts secret hash comparisons, for the test that
 	// checks every path through Authenticate makes one.
 	hashCompares atomic.Int64
+	// tokenUseWrites counts the writes of API token uses by outcome: a
+	// failed one leaves last_used_at behind until one is written.
+	tokenUseWrites *prometheus.CounterVec
 }
 
 func newDBMetrics() *dbMetrics {
@@ -35,6 +38,12 @@ func newDBMetrics() *dbMetrics {
 			Help: "API bearer tokens checked, by outcome: accepted, malformed, unknown_token, wrong_secret, revoked.",
 		}, []string{"outcome"}),
 	}
+	m.tokenUseWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rackplane_region_api_token_use_writes_total",
+		Help: "Writes of API tokens' last uses (one statement for every token used since the last), by outcome: written, failed.",
+	}, []string{"outcome"})
+	m.tokenUseWrites.WithLabelValues("written")
+	m.tokenUseWrites.WithLabelValues("failed")
 	for _, o := range []string{tokenAccepted, tokenMalformed, tokenUnknown, tokenWrongSecret, tokenRevoked} {
 		m.tokenChecks.WithLabelValues(o)
 	}
@@ -61,7 +70,7 @@ func (db *DB) Collectors() []prometheus.Collector {
 		}
 		return max(age, 0)
 	})
-	return []prometheus.Collector{db.metrics.settleTimeouts, db.metrics.tokenChecks, heldBack}
+	return []prometheus.Collector{db.metrics.settleTimeouts, db.metrics.tokenChecks, db.metrics.tokenUseWrites, heldBack}
 }
 
 // every allows one event per interval: warnings that could repeat for

@@ -123,8 +123,12 @@ type RackCapabilities struct {
 func (db *DB) GetRackCapabilities(ctx context.Context, rackID string) (RackCapabilities, error) {
 	var rc RackCapabilities
 	var raw []byte
+	k := key(rackID)
+	if !k.Valid {
+		return rc, rackplane.Errorf(rackplane.ENOTFOUND, "rack %s has reported no capabilities", rackID)
+	}
 	err := db.pool.QueryRow(ctx, `SELECT c.rack_id::text, r.name, r.online, c.reported_at, c.snapshot
-		FROM rack_capabilities c JOIN racks r ON r.id = c.rack_id WHERE c.rack_id::text = $1`, rackID).
+		FROM rack_capabilities c JOIN racks r ON r.id = c.rack_id WHERE c.rack_id = $1`, k).
 		Scan(&rc.RackID, &rc.RackName, &rc.Online, &rc.ReportedAt, &raw)
 	if err == pgx.ErrNoRows {
 		return rc, rackplane.Errorf(rackplane.ENOTFOUND, "rack %s has reported no capabilities", rackID)

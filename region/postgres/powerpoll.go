@@ -25,19 +25,16 @@ type PowerPoll struct {
 // to 1.1 that is fixed per machine, so that machines added together do not
 // stay polled together. skip are machines the caller is not to be given.
 func (db *DB) DuePowerPolls(ctx context.Context, now time.Time, limit int, skip []string) ([]PowerPoll, error) {
-	if skip == nil {
-		skip = []string{}
-	}
 	rows, err := db.pool.Query(ctx, `SELECT m.id::text, r.id::text, p.driver, m.power_state, m.power_outcome, m.power_error
 		FROM machine_power p JOIN machines m ON m.id = p.machine_id
 			JOIN racks r ON r.id = power_driving_rack(p, m.boot_rack_id) AND r.online
 			JOIN rack_capabilities c ON c.rack_id = r.id
 			CROSS JOIN LATERAL (SELECT CASE jsonb_typeof(c.snapshot->'power_poll_interval_seconds') WHEN 'number'
 				THEN least((c.snapshot->>'power_poll_interval_seconds')::float8, 86400) ELSE 0 END AS secs) i
-		WHERE i.secs > 0 AND NOT (m.id::text = ANY ($3::text[]))
+		WHERE i.secs > 0 AND NOT (m.id = ANY ($3::uuid[]))
 			AND (m.power_checked_at IS NULL OR m.power_checked_at < $1::timestamptz - make_interval(secs => i.secs *
 				(0.9 + 0.2 * (('x' || substr(md5(m.id::text), 1, 8))::bit(32)::bigint / 4294967296.0))))
-		ORDER BY m.power_checked_at NULLS FIRST, m.id LIMIT $2`, now, limit, skip)
+		ORDER BY m.power_checked_at NULLS FIRST, m.id LIMIT $2`, now, limit, keys(skip))
 	if err != nil {
 		return nil, wrap("due power polls", err)
 	}

@@ -150,13 +150,13 @@ func (db *DB) ListPreseedVersions(ctx context.Context, name string) ([]PreseedVe
 // matches — machine, os+release+arch, os+release, os, global.
 func (db *DB) PreseedFor(ctx context.Context, machineID, os, release, arch string) (Preseed, error) {
 	rows, err := db.pool.Query(ctx, selectPreseed+` WHERE
-		   (scope_kind = 'machine' AND scope_machine::text = $1)
+		   (scope_kind = 'machine' AND scope_machine = $1)
 		OR (scope_kind = 'os_release_arch' AND scope_os = $2 AND scope_release = $3 AND scope_arch = $4)
 		OR (scope_kind = 'os_release' AND scope_os = $2 AND scope_release = $3)
 		OR (scope_kind = 'os' AND scope_os = $2)
 		OR scope_kind = 'global'
 		ORDER BY CASE scope_kind WHEN 'machine' THEN 0 WHEN 'os_release_arch' THEN 1 WHEN 'os_release' THEN 2
-			WHEN 'os' THEN 3 ELSE 4 END, name LIMIT 1`, machineID, os, release, arch)
+			WHEN 'os' THEN 3 ELSE 4 END, name LIMIT 1`, key(machineID), os, release, arch)
 	if err != nil {
 		return Preseed{}, wrap("preseed for machine", err)
 	}

@@ -119,7 +119,11 @@ func (db *DB) ListRetiredRacks(ctx context.Context) ([]rackplane.Rack, error) {
 
 // GetRack returns one rack; ENOTFOUND when there is none with that id.
 func (db *DB) GetRack(ctx context.Context, id string) (rackplane.Rack, error) {
-	rows, err := db.pool.Query(ctx, selectRack+` WHERE id::text = $1`, id)
+	k := key(id)
+	if !k.Valid {
+		return rackplane.Rack{}, rackplane.Errorf(rackplane.ENOTFOUND, "no rack %s", id)
+	}
+	rows, err := db.pool.Query(ctx, selectRack+` WHERE id = $1`, k)
 	if err != nil {
 		return rackplane.Rack{}, wrap("get rack", err)
 	}

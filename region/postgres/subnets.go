@@ -89,7 +89,7 @@ func (db *DB) GetSubnet(ctx context.Context, id string) (Subnet, error) {
 // ListSubnets returns the subnets of rack rackID ("": of every rack), by
 // rack and address.
 func (db *DB) ListSubnets(ctx context.Context, rackID string) ([]Subnet, error) {
-	rows, err := db.pool.Query(ctx, selectSubnet+` WHERE $1 = '' OR rack_id::text = $1 ORDER BY rack_id, cidr`, rackID)
+	rows, err := db.pool.Query(ctx, selectSubnet+` WHERE $1 OR rack_id = $2 ORDER BY rack_id, cidr`, rackID == "", key(rackID))
 	if err != nil {
 		return nil, wrap("list subnets", err)
 	}
@@ -122,7 +122,7 @@ func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) e
 			// look for what it serves) either sees this subnet or has
 			// retired the rack before this reads it.
 			var ok bool
-			err := tx.QueryRow(ctx, `SELECT true FROM racks WHERE id::text = $1 AND retired_at IS NULL FOR SHARE`, d.RackID).Scan(&ok)
+			err := tx.QueryRow(ctx, `SELECT true FROM racks WHERE id = $1 AND retired_at IS NULL FOR SHARE`, key(d.RackID)).Scan(&ok)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return rackplane.Errorf(rackplane.EINVALID, "rack_id: no rack %s in service", d.RackID)
 			}
@@ -130,7 +130,7 @@ func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) e
 				return wrap("save subnet: rack", err)
 			}
 			rows, err := tx.Query(ctx, `SELECT id::text || ' (' || cidr::text || ')' FROM subnets
-				WHERE rack_id::text = $1 AND cidr && $2::cidr AND id::text <> $3 ORDER BY cidr`, d.RackID, d.CIDR.String(), d.SubnetID)
+				WHERE rack_id = $1 AND cidr && $2::cidr AND id IS DISTINCT FROM $3 ORDER BY cidr`, key(d.RackID), d.CIDR.String(), key(d.SubnetID))
 			if err != nil {
 				return wrap("save subnet: overlap", err)
 			}
@@ -150,7 +150,7 @@ func (db *DB) SaveSubnet(ctx context.Context, expected int64, ev events.Event) e
 				return err
 			}
 			var was, cidr string
-			err := tx.QueryRow(ctx, `SELECT rack_id::text, cidr::text FROM subnets WHERE id::text = $1`, d.SubnetID).Scan(&was, &cidr)
+			err := tx.QueryRow(ctx, `SELECT rack_id::text, cidr::text FROM subnets WHERE id = $1`, key(d.SubnetID)).Scan(&was, &cidr)
 			if err != nil && err != pgx.ErrNoRows {
 				return wrap("save subnet: its rack", err)
 			}

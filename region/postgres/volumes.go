@@ -128,7 +128,11 @@ func scanVolume(row pgx.CollectableRow) (Volume, error) {
 
 // GetVolume returns a volume; ENOTFOUND when there is none.
 func (db *DB) GetVolume(ctx context.Context, id string) (Volume, error) {
-	rows, err := db.pool.Query(ctx, selectVolume+` WHERE id::text = $1`, id)
+	k := key(id)
+	if !k.Valid {
+		return Volume{}, rackplane.Errorf(rackplane.ENOTFOUND, "no volume %s", id)
+	}
+	rows, err := db.pool.Query(ctx, selectVolume+` WHERE id = $1`, k)
 	if err != nil {
 		return Volume{}, wrap("get volume", err)
 	}

@@ -16,3 +16,12 @@ var (
 	BootStatsQuery = bootStatsQuery
 	BootStatsTypes = statsTypes
 )
+
+// ProjectionTables lists every projection's tables.
+func ProjectionTables(db *DB) []string {
+	var out []string
+	for _, p := range db.projections {
+		out = append(out, p.Tables...)
+	}
+	return out
+}

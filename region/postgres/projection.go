@@ -35,6 +35,13 @@ type RebuildApplier interface {
 	Flush(q *pgx.Batch)
 }
 
+// rebuildLoader is a RebuildApplier that keeps its tables in memory: Load
+// reads them (from the shadow tables, which a resumed rebuild has filled
+// in part) before the first event.
+type rebuildLoader interface {
+	Load(ctx context.Context, tx pgx.Tx) error
+}
+
 // applyFunc makes a RebuildApplier of a Projection's Apply.
 type applyFunc func(q *pgx.Batch, e Stored) error
 

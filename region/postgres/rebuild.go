@@ -122,6 +122,22 @@ func (db *DB) RebuildProjectionsWith(ctx context.Context, opts RebuildOptions) (
 			appliers[i] = applyFunc(p.Apply)
 		}
 	}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL search_path = `+pgx.Identifier{rebuildSchema}.Sanitize()+`, public`); err != nil {
+			return err
+		}
+		for _, a := range appliers {
+			if l, ok := a.(rebuildLoader); ok {
+				if err := l.Load(ctx, tx); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrap("rebuild: load", err)
+	}
 	if err := db.replay(ctx, conn, &st, appliers, opts); err != nil {
 		return 0, err
 	}
@@ -168,8 +184,10 @@ func (db *DB) prepareRebuild(ctx context.Context, conn *pgx.Conn, tables []strin
 			`DROP SCHEMA IF EXISTS ` + shadow + ` CASCADE`,
 			`CREATE SCHEMA ` + shadow,
 		}
+		// Unlogged: what is rebuilt need not be written twice, and a crash
+		// (which empties unlogged tables) loses the checkpoint with them.
 		for _, t := range tables {
-			stmts = append(stmts, fmt.Sprintf(`CREATE TABLE %s (LIKE %s INCLUDING ALL)`,
+			stmts = append(stmts, fmt.Sprintf(`CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING ALL)`,
 				pgx.Identifier{rebuildSchema, t}.Sanitize(), pgx.Identifier{"public", t}.Sanitize()))
 		}
 		for _, s := range stmts {
@@ -219,7 +237,7 @@ func (db *DB) prepareRebuild(ctx context.Context, conn *pgx.Conn, tables []strin
 			return wrap("rebuild: read functions", err)
 		}
 		more = append([]string{`SET LOCAL search_path = ` + shadow + `, public`}, more...)
-		more = append(more, `CREATE TABLE `+shadow+`.state (horizon xid8 NOT NULL, after_position bigint NOT NULL,
+		more = append(more, `CREATE UNLOGGED TABLE `+shadow+`.state (horizon xid8 NOT NULL, after_position bigint NOT NULL,
 			done bigint NOT NULL, total bigint NOT NULL, tables text NOT NULL, started_at timestamptz NOT NULL DEFAULT now())`)
 		for _, s := range more {
 			if _, err := tx.Exec(ctx, s); err != nil {
@@ -277,6 +295,8 @@ func (db *DB) replay(ctx context.Context, conn *pgx.Conn, st *rebuildState, appl
 		for chunk := range chunks {
 			b := &pgx.Batch{}
 			b.Queue(`SET LOCAL search_path = ` + pgx.Identifier{rebuildSchema}.Sanitize() + `, public`)
+			// A chunk lost with the server is a chunk done again.
+			b.Queue(`SET LOCAL synchronous_commit = off`)
 			if err := applyAll(b, appliers, chunk, db.projections); err != nil {
 				return err
 			}

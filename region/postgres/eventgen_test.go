@@ -31,6 +31,7 @@ type eventGen struct {
 
 type genMachine struct {
 	id, mac, rack string
+	serial        int
 	status        string
 	power         string
 }
@@ -60,7 +61,7 @@ func (g *eventGen) uuid() string {
 
 func (g *eventGen) newMachine() *genMachine {
 	g.serial++
-	return &genMachine{id: g.uuid(), mac: fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(g.serial>>24), byte(g.serial>>16), byte(g.serial>>8), byte(g.serial)),
+	return &genMachine{id: g.uuid(), serial: g.serial, mac: fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(g.serial>>24), byte(g.serial>>16), byte(g.serial>>8), byte(g.serial)),
 		rack: g.racks[g.rnd.IntN(len(g.racks))]}
 }
 
@@ -166,7 +167,12 @@ func (g *eventGen) leases(rack string) events.Event {
 	for range 1 + g.rnd.IntN(4) {
 		m := g.machines[g.rnd.IntN(len(g.machines))]
 		exp := g.now.Add(time.Hour)
-		c := events.DHCPLeaseChange{Action: events.DHCPAcked, MAC: m.mac, IP: fmt.Sprintf("10.%d.%d.%d", i, g.rnd.IntN(250), 1+g.rnd.IntN(250)),
+		// A machine keeps its address, but now and then gets another.
+		ip := fmt.Sprintf("10.%d.%d.%d", i, m.serial/250%250, 1+m.serial%250)
+		if g.rnd.IntN(10) == 0 {
+			ip = fmt.Sprintf("10.%d.%d.%d", i, g.rnd.IntN(250), 1+g.rnd.IntN(250))
+		}
+		c := events.DHCPLeaseChange{Action: events.DHCPAcked, MAC: m.mac, IP: ip,
 			Subnet: fmt.Sprintf("10.%d.0.0/16", i), Hostname: "node-" + m.id[:8], Expires: &exp, Count: 1, At: g.now}
 		if g.rnd.IntN(5) == 0 {
 			c.Action, c.Expires = events.DHCPReleased, nil
@@ -214,7 +220,7 @@ func (g *eventGen) lifecycle(m *genMachine) []events.Event {
 			// Deleted, and a new machine takes its place in the rack.
 			del := step(events.TypeMachineDeleted, "gone")
 			n := g.newMachine()
-			m.id, m.mac, m.rack = n.id, n.mac, n.rack
+			m.id, m.mac, m.rack, m.serial = n.id, n.mac, n.rack, n.serial
 			return append(del, g.created(m)...)
 		case 1:
 			return []events.Event{g.region(events.TypeMachineUpdated, m, events.MachineState{MachineID: m.id, Hostname: "node-" + m.id[:8] + "-b",

@@ -31,7 +31,8 @@ type leaseRow struct {
 // the rows that changed at each Flush. A rack's leases change with nearly
 // every report it makes, so the log holds many changes per row.
 type leasesRebuild struct {
-	rows  map[leaseKey]*leaseRow
+	// rows by rack: a report's sweep looks at its rack's alone.
+	rows  map[uuid.UUID]map[leaseKey]*leaseRow
 	dirty map[leaseKey]bool
 	// The racks with a row, and the retired ones among them: a retired
 	// rack's leases are not taken (applyLeases asks the racks table).
@@ -40,7 +41,7 @@ type leasesRebuild struct {
 }
 
 func newLeasesRebuild() RebuildApplier {
-	return &leasesRebuild{rows: map[leaseKey]*leaseRow{}, dirty: map[leaseKey]bool{},
+	return &leasesRebuild{rows: map[uuid.UUID]map[leaseKey]*leaseRow{}, dirty: map[leaseKey]bool{},
 		racks: map[uuid.UUID]bool{}, retired: map[uuid.UUID]bool{}}
 }
 
@@ -72,7 +73,7 @@ func (l *leasesRebuild) Load(ctx context.Context, tx pgx.Tx) error {
 			rows.Close()
 			return wrap("load leases", err)
 		}
-		l.rows[k] = r
+		l.rack(k.rack)[k] = r
 	}
 	return wrap("load leases", rows.Err())
 }
@@ -95,16 +96,17 @@ func (l *leasesRebuild) Apply(_ *pgx.Batch, s Stored) error {
 		}
 		// As applyRack: only a rack with a row is retired.
 		l.retired[id] = l.retired[id] || l.racks[id]
-		l.drop(func(k leaseKey, _ *leaseRow) bool { return k.rack == id })
+		l.drop(id, func(*leaseRow) bool { return true })
 		return nil
 	}
 	rack, changes, sweep, err := leaseChanges(s)
 	if err != nil || rack == uuid.Nil {
 		return err
 	}
+	rows := l.rack(rack)
 	for _, c := range changes {
 		k := leaseKey{rack, c.MAC, c.IP}
-		r := l.rows[k]
+		r := rows[k]
 		switch {
 		case c.Action == events.DHCPAcked:
 			if l.retired[rack] {
@@ -112,7 +114,7 @@ func (l *leasesRebuild) Apply(_ *pgx.Batch, s Stored) error {
 			}
 			if r == nil {
 				r = &leaseRow{}
-				l.rows[k] = r
+				rows[k] = r
 			}
 			r.subnet, r.hostname, r.lastAction, r.expires, r.count, r.at = c.Subnet, c.Hostname, c.Action, c.Expires, r.count+c.Count, c.At
 		case r != nil:
@@ -127,22 +129,33 @@ func (l *leasesRebuild) Apply(_ *pgx.Batch, s Stored) error {
 		l.dirty[k] = true
 	}
 	if sweep != nil {
-		l.drop(func(k leaseKey, r *leaseRow) bool {
+		l.drop(rack, func(r *leaseRow) bool {
 			end := r.at
 			if r.expires != nil {
 				end = *r.expires
 			}
-			return k.rack == rack && end.Before(*sweep)
+			return end.Before(*sweep)
 		})
 	}
 	return nil
 }
 
-// drop removes the rows gone says go.
-func (l *leasesRebuild) drop(gone func(leaseKey, *leaseRow) bool) {
-	for k, r := range l.rows {
-		if gone(k, r) {
-			delete(l.rows, k)
+// rack returns the rows of one rack.
+func (l *leasesRebuild) rack(id uuid.UUID) map[leaseKey]*leaseRow {
+	rows := l.rows[id]
+	if rows == nil {
+		rows = map[leaseKey]*leaseRow{}
+		l.rows[id] = rows
+	}
+	return rows
+}
+
+// drop removes the rows of rack that gone says go.
+func (l *leasesRebuild) drop(rack uuid.UUID, gone func(*leaseRow) bool) {
+	rows := l.rows[rack]
+	for k, r := range rows {
+		if gone(r) {
+			delete(rows, k)
 			l.dirty[k] = true
 		}
 	}
@@ -162,7 +175,7 @@ func (l *leasesRebuild) Flush(q *pgx.Batch) {
 		at             []time.Time
 	}
 	for k := range l.dirty {
-		r := l.rows[k]
+		r := l.rows[k.rack][k]
 		if r == nil {
 			del.rack, del.mac, del.ip = append(del.rack, k.rack), append(del.mac, k.mac), append(del.ip, k.ip)
 			continue

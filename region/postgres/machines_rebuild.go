@@ -89,13 +89,14 @@ type machinesRebuild struct {
 	macsDirty map[string]bool // machines whose machine_macs rows to write again
 	decisions map[string]*bootDecisionRow
 	decDirty  map[string]bool
+	renamed   map[string]bool // hostnames given up since the last Flush
 	power     map[string]powerTarget
 	subnets   map[string]subnetRow
 }
 
 func newMachinesRebuild() RebuildApplier {
 	return &machinesRebuild{machines: map[string]*machineRow{}, dirty: map[string]bool{}, macsDirty: map[string]bool{},
-		decisions: map[string]*bootDecisionRow{}, decDirty: map[string]bool{},
+		decisions: map[string]*bootDecisionRow{}, decDirty: map[string]bool{}, renamed: map[string]bool{},
 		power: map[string]powerTarget{}, subnets: map[string]subnetRow{}}
 }
 
@@ -178,13 +179,18 @@ func (r *machinesRebuild) Apply(q *pgx.Batch, s Stored) error {
 		r.Flush(q)
 		return nil
 	case events.TypeMachineCreated, events.TypeMachineUpdated:
-		// A hostname and a MAC are each one machine's: the rows written at
-		// once must not take one another's, so those written before go
-		// first, as they did live.
-		r.Flush(q)
 		var d events.MachineState
 		if err := s.DecodeData(&d); err != nil {
 			return err
+		}
+		// A hostname is one machine's. The rows are written in one
+		// statement, which must not give one a hostname another still
+		// has in the table: when this one takes a hostname another gave
+		// up since the last Flush, that one's change is written first,
+		// as it was made live. (A MAC cannot clash: a machine's rows in
+		// machine_macs go before any are written.)
+		if r.renamed[d.Hostname] {
+			r.Flush(q)
 		}
 		var rack *string
 		if d.BootRackID != "" {
@@ -196,6 +202,9 @@ func (r *machinesRebuild) Apply(q *pgx.Batch, s Stored) error {
 			r.machines[d.MachineID] = m
 		}
 		if m != nil {
+			if m.Hostname != d.Hostname {
+				r.renamed[m.Hostname] = true
+			}
 			m.Hostname, m.MACs, m.Arch, m.BootRackID, m.UpdatedAt, m.Version, m.BootFile = d.Hostname, d.MACs, d.Arch, rack, at, s.Version, d.BootFile
 			r.touch(d.MachineID)
 			r.macsDirty[d.MachineID] = true
@@ -442,6 +451,7 @@ func (r *machinesRebuild) Flush(q *pgx.Batch) {
 		}
 		clear(r.dirty)
 		clear(r.macsDirty)
+		clear(r.renamed)
 	}
 	if len(r.decDirty) > 0 {
 		var gone []string

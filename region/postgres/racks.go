@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,7 +97,7 @@ func rackTouch(s Stored) (id string, dropped int64, err error) {
 // by one, a log of a million rack events rewrites the same few rows a
 // million times. Both are commutative (greatest, sum) and touch no column
 // anything else reads, so they are summed per rack and written once per
-// chunk; only a rack's registration must come after the touches before
+// transaction; only a rack's registration must come after the touches before
 // it, which live found no row to update, so those are written first.
 type rackToucher struct {
 	last    map[uuid.UUID]time.Time
@@ -121,11 +120,11 @@ func (r *rackToucher) Apply(q *pgx.Batch, s Stored) error {
 	if err != nil || id == "" {
 		return err
 	}
-	// Live, an id that is not a UUID fails the append, so there is none
-	// in the log to apply.
+	// Live, an id that is not a UUID fails the append: such an event
+	// changed nothing.
 	u, err := uuid.Parse(id)
 	if err != nil {
-		return fmt.Errorf("rack id %q: %w", id, err)
+		return nil
 	}
 	if t, ok := r.last[u]; !ok || s.Time.After(t) {
 		r.last[u] = s.Time

@@ -24,9 +24,10 @@ import (
 //     projection table (columns, defaults, constraints, indexes, foreign
 //     keys, and the functions that take one of their rows), and a
 //     checkpoint row.
-//  3. It reads that set in position order, chunk by chunk, applies each
-//     chunk to the shadow tables in a transaction of its own, with the
-//     checkpoint: a rebuild stopped anywhere resumes from its last chunk.
+//  3. It reads that set in position order and applies it to the shadow
+//     tables in transactions of RebuildOptions.ChunkEvents events, each
+//     with the checkpoint: a rebuild stopped anywhere resumes from its
+//     last commit.
 //  4. In one transaction that holds the streams lock (so that no append
 //     runs), it applies the events at or above H (those appended meanwhile)
 //     to the shadow tables and replaces the rows of the live tables with
@@ -39,13 +40,14 @@ const rebuildLockObject = 3
 
 // RebuildOptions tunes RebuildProjectionsWith.
 type RebuildOptions struct {
-	// ChunkEvents is how many events each committed chunk applies
-	// (default 20000).
+	// ChunkEvents is how many events each transaction applies, with the
+	// checkpoint (default 100000).
 	ChunkEvents int
 	// Fresh throws away the checkpoint of an unfinished rebuild and starts
 	// over; without it, a rebuild resumes one it finds.
 	Fresh bool
-	// Progress, when set, is called after each chunk.
+	// Progress, when set, is called after each read of events is applied
+	// (Done counts events applied in a transaction not yet committed).
 	Progress func(RebuildProgress)
 	// LogEvery is how often progress is logged (default 5s).
 	LogEvery time.Duration
@@ -85,7 +87,7 @@ type rebuildState struct {
 // next one resumes from it.
 func (db *DB) RebuildProjectionsWith(ctx context.Context, opts RebuildOptions) (int64, error) {
 	if opts.ChunkEvents <= 0 {
-		opts.ChunkEvents = 20000
+		opts.ChunkEvents = 100000
 	}
 	if opts.LogEvery <= 0 {
 		opts.LogEvery = 5 * time.Second
@@ -255,36 +257,42 @@ func (db *DB) prepareRebuild(ctx context.Context, conn *pgx.Conn, tables []strin
 }
 
 // replay applies the events below the horizon after the checkpoint to the
-// shadow tables, a chunk per transaction. Reading the next chunk and
-// turning it into statements overlap with Postgres running the last.
+// shadow tables, in transactions of opts.ChunkEvents events that each move
+// the checkpoint. Reading the next events and turning them into
+// statements overlap with Postgres running the last.
 func (db *DB) replay(ctx context.Context, conn *pgx.Conn, st *rebuildState, appliers []RebuildApplier, opts RebuildOptions) error {
 	g, gctx := errgroup.WithContext(ctx)
-	chunks := make(chan []Stored, 1)
+	reads := make(chan []Stored, 1)
 	type built struct {
-		b     *pgx.Batch
-		last  int64
-		count int64
+		b      *pgx.Batch
+		count  int64
+		commit bool // the batch ends the transaction, with the checkpoint
 	}
 	batches := make(chan built, 1)
+	// Events are read and sent a few thousand at a time, however many a
+	// transaction takes: memory stays bounded, and the stand-ins write
+	// what they hold back (every machine changed, every lease) once per
+	// transaction, not per read.
+	readLimit := min(opts.ChunkEvents, 10000)
 	g.Go(func() error {
-		defer close(chunks)
+		defer close(reads)
 		after := st.after
 		for {
 			rows, err := db.pool.Query(gctx, selectStored+` WHERE txid < $1::text::xid8 AND position > $2 ORDER BY position LIMIT $3`,
-				st.horizon, after, opts.ChunkEvents)
+				st.horizon, after, readLimit)
 			if err != nil {
 				return wrap("rebuild: read", err)
 			}
-			chunk, err := pgx.CollectRows(rows, scanStored)
+			evs, err := pgx.CollectRows(rows, scanStored)
 			if err != nil {
 				return wrap("rebuild: read", err)
 			}
-			if len(chunk) == 0 {
+			if len(evs) == 0 {
 				return nil
 			}
-			after = chunk[len(chunk)-1].Position
+			after = evs[len(evs)-1].Position
 			select {
-			case chunks <- chunk:
+			case reads <- evs:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -292,39 +300,82 @@ func (db *DB) replay(ctx context.Context, conn *pgx.Conn, st *rebuildState, appl
 	})
 	g.Go(func() error {
 		defer close(batches)
-		for chunk := range chunks {
-			b := &pgx.Batch{}
-			b.Queue(`SET LOCAL search_path = ` + pgx.Identifier{rebuildSchema}.Sanitize() + `, public`)
-			// A chunk lost with the server is a chunk done again.
-			b.Queue(`SET LOCAL synchronous_commit = off`)
-			if err := applyAll(b, appliers, chunk, db.projections); err != nil {
-				return err
+		var b *pgx.Batch
+		var inTx, last int64
+		send := func(count int64, commit bool) error {
+			if commit {
+				for _, a := range appliers {
+					a.Flush(b)
+				}
+				b.Queue(`UPDATE `+rebuildSchema+`.state SET after_position = $1, done = done + $2`, last, inTx)
+				inTx = 0
 			}
-			last := chunk[len(chunk)-1].Position
-			b.Queue(`UPDATE `+rebuildSchema+`.state SET after_position = $1, done = done + $2`, last, len(chunk))
 			select {
-			case batches <- built{b, last, int64(len(chunk))}:
+			case batches <- built{b, count, commit}:
+				b = nil
+				return nil
 			case <-gctx.Done():
 				return gctx.Err()
 			}
+		}
+		for evs := range reads {
+			if b == nil {
+				b = &pgx.Batch{}
+			}
+			if inTx == 0 {
+				b.Queue(`SET LOCAL search_path = ` + pgx.Identifier{rebuildSchema}.Sanitize() + `, public`)
+				// Work lost with the server is work done again.
+				b.Queue(`SET LOCAL synchronous_commit = off`)
+			}
+			for _, s := range evs {
+				for i, a := range appliers {
+					if err := a.Apply(b, s); err != nil {
+						return fmt.Errorf("rebuild: projection %s: event %s (%s): %w", db.projections[i].Name, s.ID, s.Type, err)
+					}
+				}
+			}
+			inTx += int64(len(evs))
+			last = evs[len(evs)-1].Position
+			if err := send(int64(len(evs)), inTx >= int64(opts.ChunkEvents)); err != nil {
+				return err
+			}
+		}
+		if inTx > 0 {
+			b = &pgx.Batch{}
+			return send(0, true)
 		}
 		return nil
 	})
 	g.Go(func() error {
 		start, logged := time.Now(), time.Now()
 		resumed := st.done
+		var tx pgx.Tx
+		defer func() {
+			if tx != nil {
+				_ = tx.Rollback(context.Background())
+			}
+		}()
 		for bt := range batches {
-			err := pgx.BeginFunc(gctx, conn, func(tx pgx.Tx) error {
-				return tx.SendBatch(gctx, bt.b).Close()
-			})
-			if err != nil {
+			if tx == nil {
+				var err error
+				if tx, err = conn.Begin(gctx); err != nil {
+					return wrap("rebuild: apply", err)
+				}
+			}
+			if err := tx.SendBatch(gctx, bt.b).Close(); err != nil {
 				return wrap("rebuild: apply", err)
 			}
-			st.after, st.done = bt.last, st.done+bt.count
+			if bt.commit {
+				if err := tx.Commit(gctx); err != nil {
+					return wrap("rebuild: apply", err)
+				}
+				tx = nil
+			}
+			st.done += bt.count
 			el := time.Since(start)
 			p := RebuildProgress{Done: st.done, Total: st.total, Resumed: resumed, Elapsed: el,
 				Rate: float64(st.done-resumed) / max(el.Seconds(), 1e-9)}
-			if opts.Progress != nil {
+			if opts.Progress != nil && bt.count > 0 {
 				opts.Progress(p)
 			}
 			if time.Since(logged) >= opts.LogEvery {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackplane/rackplane"
@@ -16,7 +14,7 @@ var racksProjection = Projection{
 	Name:    "racks",
 	Tables:  []string{"racks"},
 	Apply:   applyRack,
-	Rebuild: newRackToucher,
+	Rebuild: newRacksRebuild,
 }
 
 // applyRack projects racks. A new rack is online from its first
@@ -90,63 +88,6 @@ func rackTouch(s Stored) (id string, dropped int64, err error) {
 		dropped = d.Count
 	}
 	return id, dropped, nil
-}
-
-// rackToucher stands in for applyRack in a rebuild. A rack's every event
-// moves its last_seen and an events_dropped adds to its count: applied one
-// by one, a log of a million rack events rewrites the same few rows a
-// million times. Both are commutative (greatest, sum) and touch no column
-// anything else reads, so they are summed per rack and written once per
-// transaction; only a rack's registration must come after the touches before
-// it, which live found no row to update, so those are written first.
-type rackToucher struct {
-	last    map[uuid.UUID]time.Time
-	dropped map[uuid.UUID]int64
-}
-
-func newRackToucher() RebuildApplier {
-	return &rackToucher{last: map[uuid.UUID]time.Time{}, dropped: map[uuid.UUID]int64{}}
-}
-
-func (r *rackToucher) Apply(q *pgx.Batch, s Stored) error {
-	switch s.Type {
-	case events.TypeRackRegistered:
-		r.Flush(q)
-		return applyRack(q, s)
-	case events.TypeRackOffline, events.TypeRackOnline, events.TypeRackRetired:
-		return applyRack(q, s)
-	}
-	id, dropped, err := rackTouch(s)
-	if err != nil || id == "" {
-		return err
-	}
-	// Live, an id that is not a UUID fails the append: such an event
-	// changed nothing.
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return nil
-	}
-	if t, ok := r.last[u]; !ok || s.Time.After(t) {
-		r.last[u] = s.Time
-	}
-	r.dropped[u] += dropped
-	return nil
-}
-
-func (r *rackToucher) Flush(q *pgx.Batch) {
-	if len(r.last) == 0 {
-		return
-	}
-	ids := make([]uuid.UUID, 0, len(r.last))
-	at := make([]time.Time, 0, len(r.last))
-	dropped := make([]int64, 0, len(r.last))
-	for id, t := range r.last {
-		ids, at, dropped = append(ids, id), append(at, t), append(dropped, r.dropped[id])
-	}
-	q.Queue(`UPDATE racks r SET last_seen = greatest(r.last_seen, u.at), dropped_events = r.dropped_events + u.dropped
-		FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS u(id, at, dropped) WHERE r.id = u.id`, ids, at, dropped)
-	clear(r.last)
-	clear(r.dropped)
 }
 
 func nz(s []string) []string {

@@ -83,7 +83,7 @@ func (g *eventGen) all(n int) []events.Event {
 	out := make([]events.Event, 0, n)
 	emit := func(e ...events.Event) { out = append(out, e...) }
 	for i, r := range g.racks {
-		emit(g.registered(r, i))
+		emit(g.registered(r, i), g.capabilities(r))
 		p := netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/16", i))
 		sid := g.uuid()
 		emit(g.ev(events.RegionSource, events.TypeSubnetSet, events.SubnetStreamName(sid), events.SubnetSet{SubnetID: sid, RackID: r,
@@ -104,6 +104,22 @@ func (g *eventGen) registered(rack string, i int) events.Event {
 		Name: fmt.Sprintf("rack-%d", i), Version: "1.4.0", Hostname: fmt.Sprintf("rack%d.dc1", i),
 		Addresses: []string{fmt.Sprintf("10.%d.0.1", i)}, TFTP: []string{fmt.Sprintf("10.%d.0.1:69", i)},
 		HTTP: []string{fmt.Sprintf("http://10.%d.0.1:5248", i)}, HeartbeatIntervalMS: 10000, StartedAt: g.now})
+}
+
+func (g *eventGen) capabilities(rack string) events.Event {
+	var rels []events.Release
+	for _, r := range []string{"jammy", "noble"} {
+		var arches []events.Arch
+		for _, a := range []string{"amd64", "arm64"} {
+			arches = append(arches, events.Arch{Arch: a, Subarch: "generic", Versions: []events.ImageVersion{{
+				ID: "ubuntu/" + r + "/" + a + "/20260101", Label: "stable", Version: "20260101",
+				Files: []events.ImageFile{{Name: "linux"}, {Name: "initrd"}}}}})
+		}
+		rels = append(rels, events.Release{Name: r, Title: "Ubuntu " + r, Default: r == "noble", CanCommission: true, Arches: arches})
+	}
+	return g.ev(events.RackSource(rack), events.TypeCapabilitiesReported, events.RackStreamName(rack), events.Capabilities{
+		Digest: fmt.Sprintf("sha256:%016x", g.rnd.Uint64()), OSes: []events.OS{{Name: "ubuntu", Title: "Ubuntu", Releases: rels}},
+		Bootloaders: []events.Bootloader{}, StorageProviders: []events.StorageProvider{}})
 }
 
 func (g *eventGen) created(m *genMachine) []events.Event {
@@ -144,7 +160,8 @@ func (g *eventGen) next() []events.Event {
 		on := g.ev(events.RegionSource, events.TypeRackOnline, events.RackStreamName(rack), events.RackLiveness{RackID: rack, LastHeartbeat: &g.now})
 		return []events.Event{off, on}
 	case x < 747:
-		return []events.Event{g.registered(rack, slicesIndex(g.racks, rack))}
+		// A rack restarts: it registers and reports what it can boot.
+		return []events.Event{g.registered(rack, slicesIndex(g.racks, rack)), g.capabilities(rack)}
 	case x < 752:
 		return []events.Event{g.region(events.TypeMachineTagsSet, m, events.MachineTags{MachineID: m.id, Tags: []string{"rack-" + m.rack[:4], []string{"gpu", "storage", "web"}[g.rnd.IntN(3)]}})}
 	default:

@@ -192,10 +192,9 @@ func (db *DB) prepareRebuild(ctx context.Context, conn *pgx.Conn, tables []strin
 			stmts = append(stmts, fmt.Sprintf(`CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING ALL)`,
 				pgx.Identifier{rebuildSchema, t}.Sanitize(), pgx.Identifier{"public", t}.Sanitize()))
 		}
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return wrap("rebuild: create shadow tables", err)
-			}
+		// In one round trip each (DDL, run as it is, simple protocol).
+		if _, err := tx.Exec(ctx, strings.Join(stmts, ";\n"), pgx.QueryExecModeSimpleProtocol); err != nil {
+			return wrap("rebuild: create shadow tables", err)
 		}
 		var more []string
 		// Foreign keys, which LIKE does not copy: a machine's deletion
@@ -241,10 +240,8 @@ func (db *DB) prepareRebuild(ctx context.Context, conn *pgx.Conn, tables []strin
 		more = append([]string{`SET LOCAL search_path = ` + shadow + `, public`}, more...)
 		more = append(more, `CREATE UNLOGGED TABLE `+shadow+`.state (horizon xid8 NOT NULL, after_position bigint NOT NULL,
 			done bigint NOT NULL, total bigint NOT NULL, tables text NOT NULL, started_at timestamptz NOT NULL DEFAULT now())`)
-		for _, s := range more {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return wrap("rebuild: create shadow tables", err)
-			}
+		if _, err := tx.Exec(ctx, strings.Join(more, ";\n"), pgx.QueryExecModeSimpleProtocol); err != nil {
+			return wrap("rebuild: create shadow tables", err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO `+shadow+`.state (horizon, after_position, done, total, tables)
 			VALUES ($1::text::xid8, 0, 0, $2, $3)`, st.horizon, st.total, strings.Join(tables, ","))

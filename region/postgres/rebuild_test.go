@@ -109,3 +109,45 @@ func TestRebuildResumedFromCheckpointEqualsLive(t *testing.T) {
 	}
 	sameProjections(t, live, dumpProjections(t, db))
 }
+
+// A rebuild runs beside a region that goes on appending: the events
+// appended during the replay are taken in at the swap, those after it are
+// projected live on the rebuilt tables, and the projections end as those
+// of a region that only ever applied the same events live.
+func TestRebuildBesideAppendsEqualsLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("appends 5,000 events live")
+	}
+	ctx := context.Background()
+	evs := newEventGen(11, 3, 30).all(3000)
+	ref := regiontest.DB(t)
+	appendLive(t, ref, evs)
+
+	db := regiontest.DB(t)
+	appendLive(t, db, evs[:2000])
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	var n int64
+	go func() {
+		var once bool
+		var err error
+		n, err = db.RebuildProjectionsWith(ctx, postgres.RebuildOptions{ChunkEvents: 200, Progress: func(postgres.RebuildProgress) {
+			if !once {
+				once = true
+				close(started)
+			}
+		}})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("rebuild ended before it began replaying: %v", err)
+	}
+	appendLive(t, db, evs[2000:])
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the rebuild replayed %d events, %d of them appended during its replay", n, n-2000)
+	sameProjections(t, dumpProjections(t, ref), dumpProjections(t, db))
+}

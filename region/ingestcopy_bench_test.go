@@ -319,19 +319,13 @@ func (s *copySite) steady(ctx context.Context, dbURL string, rate int, d time.Du
 	return lat[len(lat)*99/100], lat[len(lat)/2], len(lat)
 }
 
-func median(xs []float64) float64 {
-	ys := slices.Clone(xs)
-	slices.Sort(ys)
-	return ys[len(ys)/2]
-}
-
 func findPsql(b *testing.B) string {
 	if p, err := exec.LookPath("psql"); err == nil {
 		return p
 	}
 	p := "/usr/lib/postgresql/15/bin/psql"
 	if _, err := os.Stat(p); err != nil {
-		b.Skip("no psql on PATH nor in /usr/lib/postgresql/15/bin: the \\copy ceiling needs it")
+		b.Fatal("no psql on PATH nor in /usr/lib/postgresql/15/bin: the \\copy ceiling needs it (Debian package postgresql-client)")
 	}
 	return p
 }

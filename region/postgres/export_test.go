@@ -28,3 +28,12 @@ var (
 
 // ListMachinesQuery is ListMachines' statement for f.
 func ListMachinesQuery(f machine.Filter) (string, []any) { return listMachinesQuery(f) }
+
+// ProjectionTables lists every projection's tables.
+func ProjectionTables(db *DB) []string {
+	var out []string
+	for _, p := range db.projections {
+		out = append(out, p.Tables...)
+	}
+	return out
+}

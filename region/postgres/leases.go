@@ -24,6 +24,8 @@ var leasesProjection = Projection{
 	Name:   "dhcp_leases",
 	Tables: []string{"dhcp_leases"},
 	Apply:  applyLeases,
+	// A rack's leases change with nearly every report it makes.
+	Rebuild: newLeasesRebuild,
 }
 
 // LeaseKeep is how long a lease stays in the table after it ended (its
@@ -43,35 +45,11 @@ func applyLeases(q *pgx.Batch, s Stored) error {
 		q.Queue(`DELETE FROM dhcp_leases WHERE rack_id = $1`, d.RackID)
 		return nil
 	}
-	if s.Type != events.TypeDHCPLeasesChanged {
-		return nil
-	}
-	// The rack is the event's source, which the ingester has checked
-	// against the subject the rack could publish on: a rack reports,
-	// and changes, only leases of its own.
-	rackID, err := uuid.Parse(events.RackIDFromSource(s.Source))
-	if err != nil {
-		return nil
-	}
-	var d events.DHCPLeasesChanged
-	if err := s.DecodeData(&d); err != nil {
+	rackID, changes, sweep, err := leaseChanges(s)
+	if err != nil || rackID == uuid.Nil {
 		return err
 	}
-	// The rack coalesces changes by action and client: the same client
-	// may be acked then released within one event, so they apply in the
-	// order they last happened.
-	changes := slices.Clone(d.Changes)
-	slices.SortStableFunc(changes, func(a, b events.DHCPLeaseChange) int { return a.At.Compare(b.At) })
 	for _, c := range changes {
-		ip, err := netip.ParseAddr(c.IP)
-		if err != nil || c.MAC == "" {
-			continue // proxy mode's boot offers have no address
-		}
-		var subnet *string
-		if p, err := netip.ParsePrefix(c.Subnet); err == nil {
-			v := p.Masked().String()
-			subnet = &v
-		}
 		switch c.Action {
 		case events.DHCPAcked:
 			// A retired rack's report (on an open NATS server nothing
@@ -82,20 +60,81 @@ func applyLeases(q *pgx.Batch, s Stored) error {
 				ON CONFLICT (rack_id, mac, ip) DO UPDATE SET subnet = excluded.subnet, hostname = excluded.hostname,
 					last_action = excluded.last_action, expires = excluded.expires,
 					count = dhcp_leases.count + excluded.count, at = excluded.at`,
-				rackID, c.MAC, ip.String(), subnet, c.Hostname, c.Action, c.Expires, max(c.Count, 1), c.At)
-		case events.DHCPReleased, events.DHCPRefused, events.DHCPDeclined:
+				rackID, c.MAC, c.IP, c.Subnet, c.Hostname, c.Action, c.Expires, c.Count, c.At)
+		default:
 			// The lease ends: it stays, marked, until LeaseKeep has
 			// passed, so that the last thing that happened to an address
 			// can be told. A refusal of an address never leased here
 			// adds nothing.
 			q.Queue(`UPDATE dhcp_leases SET last_action = $4, expires = least(coalesce(expires, $5), $5), at = $5
-				WHERE rack_id = $1 AND mac = $2 AND ip = $3`, rackID, c.MAC, ip.String(), c.Action, c.At)
+				WHERE rack_id = $1 AND mac = $2 AND ip = $3`, rackID, c.MAC, c.IP, c.Action, c.At)
+		}
+	}
+	if sweep != nil {
+		q.Queue(`DELETE FROM dhcp_leases WHERE rack_id = $1 AND coalesce(expires, at) < $2`, rackID, *sweep)
+	}
+	return nil
+}
+
+// leaseChange is one change of a dhcp_leases_changed that the projection
+// takes, with its values as the table keeps them.
+type leaseChange struct {
+	Action, MAC, IP, Hostname string
+	Subnet                    *string
+	Expires                   *time.Time
+	Count                     int64
+	At                        time.Time
+}
+
+// leaseChanges returns what a dhcp_leases_changed does to the leases of
+// rack (uuid.Nil for another event, or one not of a rack): its changes in
+// the order they apply, and, when it says until when it is complete, the
+// time before which ended leases go.
+func leaseChanges(s Stored) (rack uuid.UUID, changes []leaseChange, sweep *time.Time, err error) {
+	if s.Type != events.TypeDHCPLeasesChanged {
+		return uuid.Nil, nil, nil, nil
+	}
+	// The rack is the event's source, which the ingester has checked
+	// against the subject the rack could publish on: a rack reports,
+	// and changes, only leases of its own.
+	rack, err = uuid.Parse(events.RackIDFromSource(s.Source))
+	if err != nil {
+		return uuid.Nil, nil, nil, nil
+	}
+	var d events.DHCPLeasesChanged
+	if err := s.DecodeData(&d); err != nil {
+		return uuid.Nil, nil, nil, err
+	}
+	// The rack coalesces changes by action and client: the same client
+	// may be acked then released within one event, so they apply in the
+	// order they last happened.
+	all := slices.Clone(d.Changes)
+	slices.SortStableFunc(all, func(a, b events.DHCPLeaseChange) int { return a.At.Compare(b.At) })
+	for _, c := range all {
+		ip, err := netip.ParseAddr(c.IP)
+		if err != nil || c.MAC == "" {
+			continue // proxy mode's boot offers have no address
+		}
+		lc := leaseChange{Action: c.Action, MAC: c.MAC, IP: ip.String(), Hostname: c.Hostname, Count: max(c.Count, 1),
+			At: c.At.Truncate(time.Microsecond)}
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil {
+			v := p.Masked().String()
+			lc.Subnet = &v
+		}
+		if c.Expires != nil {
+			e := c.Expires.Truncate(time.Microsecond)
+			lc.Expires = &e
+		}
+		switch c.Action {
+		case events.DHCPAcked, events.DHCPReleased, events.DHCPRefused, events.DHCPDeclined:
+			changes = append(changes, lc)
 		}
 	}
 	if !d.Until.IsZero() {
-		q.Queue(`DELETE FROM dhcp_leases WHERE rack_id = $1 AND coalesce(expires, at) < $2`, rackID, d.Until.Add(-LeaseKeep))
+		t := d.Until.Add(-LeaseKeep).Truncate(time.Microsecond)
+		sweep = &t
 	}
-	return nil
+	return rack, changes, sweep, nil
 }
 
 // Lease is a lease a rack's DHCP server gave.

@@ -21,6 +21,9 @@ var machinesProjection = Projection{
 	Name:   "machines",
 	Tables: []string{"machine_macs", "machines", "boot_decisions"},
 	Apply:  applyMachine,
+	// Machines change at every step of their lifecycle and every power
+	// reading.
+	Rebuild: newMachinesRebuild,
 }
 
 func applyMachine(q *pgx.Batch, s Stored) error {
@@ -131,7 +134,12 @@ func applyMachine(q *pgx.Batch, s Stored) error {
 		q.Queue(`DELETE FROM boot_decisions WHERE mac = $1`, d.MAC)
 	}
 	// A machine's version is the stream version of its last change; what
-	// counts as a change is the lifecycle's to say.
+	// counts as a change is the lifecycle's to say. Most changes set it
+	// above already (and a deleted machine has none): writing the row
+	// again would only add a version of it for nothing.
+	if versionSet(s) {
+		return nil
+	}
 	if id, ok := strings.CutPrefix(s.Subject, events.MachineStreamPrefix); ok && machine.IsChange(s.Type) && s.Source == events.RegionSource {
 		if _, err := uuid.Parse(id); err == nil {
 			q.Queue(`UPDATE machines SET version = greatest(version, $2) WHERE id = $1`, id, s.Version)
@@ -407,4 +415,25 @@ func (db *DB) OverdueDeployments(ctx context.Context, before time.Time, limit in
 	}
 	ms, err := pgx.CollectRows(rows, scanMachine)
 	return ms, wrap("overdue deployments", err)
+}
+
+// versionSet says whether applyMachine's statement for s already set the
+// version of the machine of s's stream to s's: the types whose statement
+// sets version = s.Version for the machine their data names, when that
+// is the stream's machine (as the lifecycle emits them), or a deletion.
+func versionSet(s Stored) bool {
+	switch s.Type {
+	case events.TypeBootDecisionSet, events.TypeBootDecisionCleared:
+		return false
+	}
+	if !machine.IsChange(s.Type) {
+		return false
+	}
+	var d struct {
+		MachineID string `json:"machine_id"`
+	}
+	if err := s.DecodeData(&d); err != nil {
+		return false
+	}
+	return events.MachineStreamName(d.MachineID) == s.Subject
 }

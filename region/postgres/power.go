@@ -23,6 +23,16 @@ var powerProjection = Projection{
 	Name:   "power",
 	Tables: []string{"machine_power"},
 	Apply:  applyPower,
+	// The machines projection's stand-in keeps machines in a rebuild,
+	// their power state with them.
+	Rebuild: func() RebuildApplier {
+		return applyFunc(func(q *pgx.Batch, s Stored) error {
+			if s.Type == events.TypePowerActionCompleted || s.Type == events.TypePowerStateChanged {
+				return nil
+			}
+			return applyPower(q, s)
+		})
+	},
 }
 
 func applyPower(q *pgx.Batch, s Stored) error {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -20,7 +19,34 @@ type Projection struct {
 	// event and the tables. Statements are queued, not run, so that a batch
 	// of events costs one round trip to Postgres, not one per event.
 	Apply func(q *pgx.Batch, e Stored) error
+	// Rebuild, when set, makes the stand-in for Apply that a rebuild uses:
+	// one that may hold back what it can write later at once, when many
+	// events change the same row in a way that does not depend on order.
+	// Its tables must end as Apply would have left them.
+	Rebuild func() RebuildApplier
 }
+
+// RebuildApplier applies events in a rebuild, as Projection.Apply does,
+// and may hold some of their effect back until Flush.
+type RebuildApplier interface {
+	Apply(q *pgx.Batch, e Stored) error
+	// Flush queues whatever Apply held back. The rebuild calls it before
+	// each commit of its progress.
+	Flush(q *pgx.Batch)
+}
+
+// rebuildLoader is a RebuildApplier that keeps its tables in memory: Load
+// reads them (from the shadow tables, which a resumed rebuild has filled
+// in part) before the first event.
+type rebuildLoader interface {
+	Load(ctx context.Context, tx pgx.Tx) error
+}
+
+// applyFunc makes a RebuildApplier of a Projection's Apply.
+type applyFunc func(q *pgx.Batch, e Stored) error
+
+func (f applyFunc) Apply(q *pgx.Batch, e Stored) error { return f(q, e) }
+func (f applyFunc) Flush(*pgx.Batch)                   {}
 
 // project applies every projection to evs, in order, in one round trip.
 func (db *DB) project(ctx context.Context, tx pgx.Tx, evs []Stored) error {
@@ -39,48 +65,4 @@ func (db *DB) project(ctx context.Context, tx pgx.Tx, evs []Stored) error {
 		return fmt.Errorf("projections: %w", err)
 	}
 	return nil
-}
-
-// RebuildProjections empties every projection's tables and replays the
-// whole log into them, in one transaction that blocks appends meanwhile. It
-// returns how many events it replayed. Replay is in position order, which
-// within one stream is version order (appends to a stream are serialised by
-// its streams row).
-func (db *DB) RebuildProjections(ctx context.Context) (int, error) {
-	n := 0
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		n = 0
-		if _, err := tx.Exec(ctx, `LOCK TABLE streams IN EXCLUSIVE MODE`); err != nil {
-			return wrap("rebuild: lock", err)
-		}
-		var tables []string
-		for _, p := range db.projections {
-			tables = append(tables, p.Tables...)
-		}
-		if len(tables) > 0 {
-			if _, err := tx.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")); err != nil {
-				return wrap("rebuild: truncate", err)
-			}
-		}
-		var after int64
-		for {
-			rows, err := tx.Query(ctx, selectStored+` WHERE position > $1 ORDER BY position LIMIT 1000`, after)
-			if err != nil {
-				return wrap("rebuild: read", err)
-			}
-			batch, err := pgx.CollectRows(rows, scanStored)
-			if err != nil {
-				return wrap("rebuild: read", err)
-			}
-			if len(batch) == 0 {
-				return nil
-			}
-			if err := db.project(ctx, tx, batch); err != nil {
-				return err
-			}
-			n += len(batch)
-			after = batch[len(batch)-1].Position
-		}
-	})
-	return n, err
 }

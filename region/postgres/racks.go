@@ -11,9 +11,10 @@ import (
 )
 
 var racksProjection = Projection{
-	Name:   "racks",
-	Tables: []string{"racks"},
-	Apply:  applyRack,
+	Name:    "racks",
+	Tables:  []string{"racks"},
+	Apply:   applyRack,
+	Rebuild: newRacksRebuild,
 }
 
 // applyRack projects racks. A new rack is online from its first
@@ -59,19 +60,34 @@ func applyRack(q *pgx.Batch, s Stored) error {
 		q.Queue(`UPDATE racks SET retired_at = $2, retired_by = $3, online = false, status_changed_at = $2
 			WHERE id = $1 AND retired_at IS NULL`, d.RackID, s.Time, s.Actor)
 		return nil
-	case events.TypeEventsDropped:
-		var d events.EventsDropped
-		if err := s.DecodeData(&d); err != nil {
-			return err
-		}
-		q.Queue(`UPDATE racks SET dropped_events = dropped_events + $2,
-			last_seen = greatest(last_seen, $3) WHERE id = $1`, events.RackIDFromSource(s.Source), d.Count, s.Time)
-		return nil
 	}
-	if id := events.RackIDFromSource(s.Source); id != "" {
+	id, dropped, err := rackTouch(s)
+	switch {
+	case err != nil || id == "":
+		return err
+	case s.Type == events.TypeEventsDropped:
+		q.Queue(`UPDATE racks SET dropped_events = dropped_events + $2,
+			last_seen = greatest(last_seen, $3) WHERE id = $1`, id, dropped, s.Time)
+	default:
 		q.Queue(`UPDATE racks SET last_seen = greatest(last_seen, $2) WHERE id = $1`, id, s.Time)
 	}
 	return nil
+}
+
+// rackTouch says what an event other than a rack's registration,
+// liveness or retirement does to its rack's row: it was seen at the
+// event's time, and it dropped as many events as an events_dropped
+// says. id is "" when the event is not a rack's.
+func rackTouch(s Stored) (id string, dropped int64, err error) {
+	id = events.RackIDFromSource(s.Source)
+	if s.Type == events.TypeEventsDropped {
+		var d events.EventsDropped
+		if err := s.DecodeData(&d); err != nil {
+			return "", 0, err
+		}
+		dropped = d.Count
+	}
+	return id, dropped, nil
 }
 
 func nz(s []string) []string {

@@ -48,6 +48,7 @@ import (
 //	RACKPLANE_SCALE_DURATION=60s   measured window of each case
 //	RACKPLANE_SCALE_BOOT_WINDOW=   the machines' boots are spread evenly over it (default: the window)
 //	RACKPLANE_SCALE_UNKNOWN=0      fraction of machines the region does not know (their boots make it discover them)
+//	RACKPLANE_SCALE_IDLE=10s       racks connected, no machine booting, measured before the window
 //
 // The region runs without its NATS auth callout (cfg.NoNATSCallout), as
 // BenchmarkIngest's does: the racks connect to an open server, and what is
@@ -130,7 +131,12 @@ type scaleRow struct {
 	buffered                     int    // in the racks' publishers at the end
 	dropped                      int64
 	summarized                   int64
-	offline                      int64 // rack_offline events in the window
+	offline                      int64         // rack_offline events in the window
+	perTx                        float64       // rack events per ingest transaction
+	discovered                   int64         // machines the region made of unknown MACs' boots
+	join                         time.Duration // until every rack is listed online
+	idleRegionCPU, idleNATSCPU   float64       // with the racks connected and no machine booting
+	idlePGCPU                    float64
 	drain                        time.Duration
 	undrained                    int64
 	rpcs                         int64
@@ -209,7 +215,8 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	}
 	// Warm-up: every rack registered and online, its rack_registered and
 	// capabilities in the log, before anything is measured.
-	deadline := time.Now().Add(5*time.Minute + time.Duration(c.racks)*100*time.Millisecond)
+	joinStart := time.Now()
+	deadline := joinStart.Add(5*time.Minute + time.Duration(c.racks)*100*time.Millisecond)
 	for {
 		list, err := listRacks(ctx, client, api)
 		online := 0
@@ -226,7 +233,25 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 		}
 		time.Sleep(time.Second)
 	}
+	row.join = time.Since(joinStart)
 	time.Sleep(2 * time.Second) // the followers' consumers settle
+
+	// What N racks cost while no machine boots: heartbeats, liveness
+	// checks, followers, the API polled as below.
+	idle := envDuration(b, "RACKPLANE_SCALE_IDLE", 10*time.Second)
+	idleBefore := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	idlePG := newPGCPU()
+	idlePG.sample(ctx, pool, dbName)
+	for end := time.Now().Add(idle); time.Now().Before(end); time.Sleep(time.Second) {
+		idlePG.sample(ctx, pool, dbName)
+		_, _ = listRacks(ctx, client, api)
+	}
+	idleAfter := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	idlePG.sample(ctx, pool, dbName)
+	idleSecs := idle.Seconds()
+	row.idleRegionCPU = float64(idleAfter.region-idleBefore.region) / clockTicks / idleSecs * 100
+	row.idleNATSCPU = float64(idleAfter.nats-idleBefore.nats) / clockTicks / idleSecs * 100
+	row.idlePGCPU = float64(idlePG.total()) / clockTicks / idleSecs * 100
 
 	machines := make([]simrack.Machine, c.machines)
 	for i := range machines {
@@ -327,7 +352,14 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 		b.Fatal(err)
 	}
 	row.committedPerS = float64(committed) / secs
+	var txs int64
+	_ = pool.QueryRow(ctx, `SELECT count(DISTINCT txid) FROM events WHERE source LIKE 'rackplane/rack/%' AND recorded_at >= $1 AND recorded_at < $2`,
+		start, end).Scan(&txs)
+	if txs > 0 {
+		row.perTx = float64(committed) / float64(txs)
+	}
 	_ = pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE type = $1 AND recorded_at >= $2`, events.TypeRackOffline, start).Scan(&row.offline)
+	_ = pool.QueryRow(ctx, `SELECT count(*) FROM machines`).Scan(&row.discovered)
 
 	// Drain: the boots begun in the window end (their last transfer
 	// comes 6.5s after their lease), and what the racks sent is in the
@@ -591,13 +623,21 @@ func loadAverage() (float64, float64) {
 func printScale(w io.Writer, rows []scaleRow, window, boots time.Duration, unknown float64) {
 	fmt.Fprintf(w, "\nBenchmarkScale: window %s, boots spread over %s, %.0f%% of machines unknown to the region; region without its NATS auth callout; CPU in %% of one core (%d cores)\n",
 		window, boots, unknown*100, runtime.NumCPU())
-	fmt.Fprintf(w, "%6s %8s %9s %9s %7s %7s %7s %7s %8s %8s %9s %9s %9s %9s %8s %8s %9s %s\n",
-		"racks", "machines", "offered/s", "events/s", "region%", "pg%", "nats%", "racks%", "commit/s", "tuples/s",
-		"hb-p99", "ev-p99", "ev-p99-1st", "ev-p99-2nd", "backlog", "summ", "load1/5", "keeping up")
+	fmt.Fprintf(w, "%6s %8s %7s %14s %9s %9s %7s %7s %7s %7s %8s %8s %8s %8s %8s %9s %9s %9s %9s %8s %8s %9s %s\n",
+		"racks", "machines", "join", "idle reg/pg/nats", "offered/s", "events/s", "region%", "pg%", "nats%", "racks%", "region", "pg",
+		"ev/tx", "commit/s", "tuples/s", "hb-p99", "ev-p99", "ev-p99-1st", "ev-p99-2nd", "backlog", "summ", "load1/5", "keeping up")
+	fmt.Fprintf(w, "%6s %8s %7s %14s %9s %9s %7s %7s %7s %7s %8s %8s\n", "", "", "", "(% of a core)", "", "", "", "", "", "", "µs/event", "µs/event")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%6d %8d %9.0f %9.0f %7.0f %7.0f %7.0f %7.0f %8.0f %8.0f %9s %9s %9s %9s %8d %8d %4.1f/%4.1f %s\n",
-			r.racks, r.machines, r.offeredPerS, r.committedPerS, r.regionCPU, r.pgCPU, r.natsCPU, r.racksCPU,
-			r.commitsPerS, r.tuplesPerS, ms(r.hbP99), ms(r.evP99), ms(r.evP99First), ms(r.evP99Last),
+		perEvent := func(pct float64) float64 {
+			if r.committedPerS == 0 {
+				return 0
+			}
+			return pct / 100 / r.committedPerS * 1e6
+		}
+		idle := fmt.Sprintf("%.0f/%.0f/%.0f", r.idleRegionCPU, r.idlePGCPU, r.idleNATSCPU)
+		fmt.Fprintf(w, "%6d %8d %7s %14s %9.0f %9.0f %7.0f %7.0f %7.0f %7.0f %8.0f %8.0f %8.1f %8.0f %8.0f %9s %9s %9s %9s %8d %8d %4.1f/%4.1f %s\n",
+			r.racks, r.machines, r.join.Round(time.Second), idle, r.offeredPerS, r.committedPerS, r.regionCPU, r.pgCPU, r.natsCPU, r.racksCPU,
+			perEvent(r.regionCPU), perEvent(r.pgCPU), r.perTx, r.commitsPerS, r.tuplesPerS, ms(r.hbP99), ms(r.evP99), ms(r.evP99First), ms(r.evP99Last),
 			r.backlogMax, r.summarized, r.load1, r.load5, r.verdict())
 	}
 }
@@ -631,13 +671,17 @@ func (r scaleRow) verdict() string {
 	if r.undrained > 0 {
 		why = append(why, fmt.Sprintf("%d events not in the log 2m after", r.undrained))
 	}
+	var notes string
+	if r.discovered > 0 {
+		notes = fmt.Sprintf(" (%d machines discovered)", r.discovered)
+	}
 	if len(why) == 0 {
 		if r.drain > 10*time.Second {
-			return fmt.Sprintf("yes (drained %s after the window)", r.drain.Round(time.Second))
+			return fmt.Sprintf("yes (drained %s after the window)%s", r.drain.Round(time.Second), notes)
 		}
-		return "yes"
+		return "yes" + notes
 	}
-	return "NO: " + strings.Join(why, "; ")
+	return "NO: " + strings.Join(why, "; ") + notes
 }
 
 // startScaleChild runs this test binary again as role (TestScaleChild)

@@ -137,6 +137,7 @@ type scaleRow struct {
 	join                         time.Duration // until every rack is listed online
 	idleRegionCPU, idleNATSCPU   float64       // with the racks connected and no machine booting
 	idlePGCPU                    float64
+	pgWaits                      string // what the region's active backends were doing
 	drain                        time.Duration
 	undrained                    int64
 	rpcs                         int64
@@ -153,7 +154,8 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	dbURL := pgtest.NewDatabase(b)
 	regionProc, api := startScaleChild(b, "region", dir, map[string]string{
 		"RACKPLANE_SCALE_NATS": natsURL, "RACKPLANE_SCALE_DB": dbURL, "RACKPLANE_SCALE_KEY": regiontest.KeyFile(b)})
-	pool, err := pgxpool.New(ctx, dbURL)
+	// The bench's own backends are told apart by their name.
+	pool, err := pgxpool.New(ctx, dbURL+"&application_name="+benchApp)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -273,7 +275,7 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	wctx, stopWindow := context.WithDeadline(ctx, end)
 	defer stopWindow()
 	var bg sync.WaitGroup
-	bg.Add(3)
+	bg.Add(4)
 	go func() { // boots, spread evenly
 		defer bg.Done()
 		for i, m := range machines {
@@ -288,7 +290,20 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 			racks[i%len(racks)].Boot(m)
 		}
 	}()
-	go func() { // heartbeat → API, and the backends' CPU
+	go func() { // the backends' CPU and what they wait on
+		defer bg.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			pgcpu.sample(ctx, pool, dbName)
+		}
+	}()
+	go func() { // heartbeat → API
 		defer bg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -298,7 +313,6 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 				return
 			case <-t.C:
 			}
-			pgcpu.sample(ctx, pool, dbName)
 			if list, err := listRacks(wctx, client, api); err == nil {
 				for _, r := range list {
 					if r.LastHeartbeat != nil {
@@ -337,6 +351,7 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	row.natsCPU = pct(after.nats - before.nats)
 	row.racksCPU = (after.self - before.self).Seconds() / secs * 100
 	row.pgCPU = pct(pgcpu.total())
+	row.pgWaits = pgcpu.topWaits()
 	row.commitsPerS = float64(after.commits-before.commits) / secs
 	row.tuplesPerS = float64(after.tuples-before.tuples) / secs
 	row.offeredPerS = float64(after.events-before.events) / secs
@@ -461,26 +476,42 @@ func procTicks(pid int) (uint64, error) {
 	return u + s, nil
 }
 
-// pgCPU follows the CPU of the backends serving one database: each
-// backend's ticks since it was first seen (a backend started in the
-// window counts from zero). Postgres's shared processes (WAL writer,
-// checkpointer) serve every database on the server and are left out.
+// benchApp is the application_name of the bench's own connections.
+const benchApp = "rackplane-scale-bench"
+
+// pgCPU follows the CPU of the backends serving the region's database:
+// each backend's ticks since it was first seen (a backend started in the
+// window counts from zero), and what the active ones were doing at each
+// sample. Postgres's shared processes (WAL writer, checkpointer) serve
+// every database on the server and are left out, as are the bench's own
+// connections.
 type pgCPU struct {
 	first, last map[int]uint64
+	waits       map[string]int // "CPU" or wait_event_type:wait_event of an active backend
+	active      int
 }
 
-func newPGCPU() *pgCPU { return &pgCPU{first: map[int]uint64{}, last: map[int]uint64{}} }
+func newPGCPU() *pgCPU {
+	return &pgCPU{first: map[int]uint64{}, last: map[int]uint64{}, waits: map[string]int{}}
+}
 
 func (p *pgCPU) sample(ctx context.Context, pool *pgxpool.Pool, db string) {
-	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, db)
+	rows, err := pool.Query(ctx, `SELECT pid, state = 'active', coalesce(wait_event_type || ':' || wait_event, 'CPU')
+		FROM pg_stat_activity WHERE datname = $1 AND application_name <> $2`, db, benchApp)
 	if err != nil {
 		return
 	}
 	var pids []int
 	for rows.Next() {
 		var pid int
-		if rows.Scan(&pid) == nil {
+		var active bool
+		var wait string
+		if rows.Scan(&pid, &active, &wait) == nil {
 			pids = append(pids, pid)
+			if active {
+				p.waits[wait]++
+				p.active++
+			}
 		}
 	}
 	rows.Close()
@@ -498,6 +529,28 @@ func (p *pgCPU) sample(ctx context.Context, pool *pgxpool.Pool, db string) {
 		}
 		p.last[pid] = t
 	}
+}
+
+// topWaits names the commonest states of active backends, with their
+// share of the samples.
+func (p *pgCPU) topWaits() string {
+	type w struct {
+		name string
+		n    int
+	}
+	var ws []w
+	for k, n := range p.waits {
+		ws = append(ws, w{k, n})
+	}
+	slices.SortFunc(ws, func(a, b w) int { return b.n - a.n })
+	var out []string
+	for i, x := range ws {
+		if i == 3 {
+			break
+		}
+		out = append(out, fmt.Sprintf("%s %.0f%%", x.name, 100*float64(x.n)/float64(p.active)))
+	}
+	return strings.Join(out, ", ")
 }
 
 func (p *pgCPU) total() uint64 {
@@ -639,6 +692,10 @@ func printScale(w io.Writer, rows []scaleRow, window, boots time.Duration, unkno
 			r.racks, r.machines, r.join.Round(time.Second), idle, r.offeredPerS, r.committedPerS, r.regionCPU, r.pgCPU, r.natsCPU, r.racksCPU,
 			perEvent(r.regionCPU), perEvent(r.pgCPU), r.perTx, r.commitsPerS, r.tuplesPerS, ms(r.hbP99), ms(r.evP99), ms(r.evP99First), ms(r.evP99Last),
 			r.backlogMax, r.summarized, r.load1, r.load5, r.verdict())
+	}
+	fmt.Fprintf(w, "the region's active Postgres backends, sampled every 250ms:\n")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%6d %8d  %s\n", r.racks, r.machines, r.pgWaits)
 	}
 }
 

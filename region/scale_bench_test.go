@@ -49,6 +49,7 @@ import (
 //	RACKPLANE_SCALE_BOOT_WINDOW=   the machines' boots are spread evenly over it (default: the window)
 //	RACKPLANE_SCALE_UNKNOWN=0      fraction of machines the region does not know (their boots make it discover them)
 //	RACKPLANE_SCALE_IDLE=10s       racks connected, no machine booting, measured before the window
+//	RACKPLANE_SCALE_REGIONS=1      region instances on the one database
 //
 // The region runs without its NATS auth callout (cfg.NoNATSCallout), as
 // BenchmarkIngest's does: the racks connect to an open server, and what is
@@ -68,10 +69,14 @@ func BenchmarkScale(b *testing.B) {
 	if err != nil || unknown < 0 || unknown > 1 {
 		b.Fatalf("RACKPLANE_SCALE_UNKNOWN %q: want a fraction from 0 to 1", os.Getenv("RACKPLANE_SCALE_UNKNOWN"))
 	}
+	regions, err := strconv.Atoi(envOr("RACKPLANE_SCALE_REGIONS", "1"))
+	if err != nil || regions < 1 {
+		b.Fatalf("RACKPLANE_SCALE_REGIONS %q: want 1 or more", os.Getenv("RACKPLANE_SCALE_REGIONS"))
+	}
 	var rows []scaleRow
 	for _, c := range cases {
 		b.Run(fmt.Sprintf("racks%d_machines%d", c.racks, c.machines), func(b *testing.B) {
-			row := runScale(b, c, window, boots, unknown)
+			row := runScale(b, c, regions, window, boots, unknown)
 			b.ReportMetric(row.committedPerS, "events/s")
 			b.ReportMetric(row.regionCPU, "region-cpu-%")
 			b.ReportMetric(row.hbP99.Seconds()*1000, "hb-p99-ms")
@@ -79,7 +84,7 @@ func BenchmarkScale(b *testing.B) {
 			rows = append(rows, row)
 		})
 	}
-	printScale(os.Stdout, rows, window, boots, unknown)
+	printScale(os.Stdout, rows, regions, window, boots, unknown)
 }
 
 type scaleCase struct{ racks, machines int }
@@ -144,16 +149,28 @@ type scaleRow struct {
 	load1, load5                 float64
 }
 
-func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unknown float64) scaleRow {
+func runScale(b *testing.B, c scaleCase, regions int, window, bootWindow time.Duration, unknown float64) scaleRow {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := b.TempDir()
 	row := scaleRow{scaleCase: c}
 
-	natsProc, natsURL := startScaleChild(b, "nats", dir, map[string]string{"RACKPLANE_SCALE_DIR": filepath.Join(dir, "nats")})
+	natsProc, natsURL := startScaleChild(b, "nats", "nats", dir, map[string]string{"RACKPLANE_SCALE_DIR": filepath.Join(dir, "nats")})
 	dbURL := pgtest.NewDatabase(b)
-	regionProc, api := startScaleChild(b, "region", dir, map[string]string{
-		"RACKPLANE_SCALE_NATS": natsURL, "RACKPLANE_SCALE_DB": dbURL, "RACKPLANE_SCALE_KEY": regiontest.KeyFile(b)})
+	// Region instances share the database, the key and the ingest
+	// consumer, as TestTwoRegionsShareTheWork's; the API of the first is
+	// the one polled.
+	var regionProcs []*os.Process
+	var api string
+	key := regiontest.KeyFile(b)
+	for i := range regions {
+		p, addr := startScaleChild(b, "region", fmt.Sprintf("region%d", i), dir, map[string]string{
+			"RACKPLANE_SCALE_NATS": natsURL, "RACKPLANE_SCALE_DB": dbURL, "RACKPLANE_SCALE_KEY": key})
+		regionProcs = append(regionProcs, p)
+		if i == 0 {
+			api = addr
+		}
+	}
 	// The bench's own backends are told apart by their name.
 	pool, err := pgxpool.New(ctx, dbURL+"&application_name="+benchApp)
 	if err != nil {
@@ -241,14 +258,14 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	// What N racks cost while no machine boots: heartbeats, liveness
 	// checks, followers, the API polled as below.
 	idle := envDuration(b, "RACKPLANE_SCALE_IDLE", 10*time.Second)
-	idleBefore := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	idleBefore := sampleScale(ctx, b, pool, dbName, racks, regionProcs, natsProc)
 	idlePG := newPGCPU()
 	idlePG.sample(ctx, pool, dbName)
 	for end := time.Now().Add(idle); time.Now().Before(end); time.Sleep(time.Second) {
 		idlePG.sample(ctx, pool, dbName)
 		_, _ = listRacks(ctx, client, api)
 	}
-	idleAfter := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	idleAfter := sampleScale(ctx, b, pool, dbName, racks, regionProcs, natsProc)
 	idlePG.sample(ctx, pool, dbName)
 	idleSecs := idle.Seconds()
 	row.idleRegionCPU = float64(idleAfter.region-idleBefore.region) / clockTicks / idleSecs * 100
@@ -267,7 +284,7 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	}
 
 	// The measured window.
-	before := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	before := sampleScale(ctx, b, pool, dbName, racks, regionProcs, natsProc)
 	pgcpu := newPGCPU()
 	pgcpu.sample(ctx, pool, dbName)
 	start := time.Now()
@@ -339,7 +356,7 @@ func runScale(b *testing.B, c scaleCase, window, bootWindow time.Duration, unkno
 	}()
 	<-wctx.Done()
 	bg.Wait()
-	after := sampleScale(ctx, b, pool, dbName, racks, regionProc, natsProc)
+	after := sampleScale(ctx, b, pool, dbName, racks, regionProcs, natsProc)
 	pgcpu.sample(ctx, pool, dbName)
 	elapsed := time.Since(start)
 	row.backlogEnd, _ = ingestBacklog(ctx, js)
@@ -429,11 +446,15 @@ type scaleSample struct {
 	buffered                    int
 }
 
-func sampleScale(ctx context.Context, b *testing.B, pool *pgxpool.Pool, db string, racks []*simrack.Rack, region, nats *os.Process) scaleSample {
+func sampleScale(ctx context.Context, b *testing.B, pool *pgxpool.Pool, db string, racks []*simrack.Rack, regions []*os.Process, nats *os.Process) scaleSample {
 	var s scaleSample
 	var err error
-	if s.region, err = procTicks(region.Pid); err != nil {
-		b.Fatal(err)
+	for _, p := range regions {
+		t, err := procTicks(p.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.region += t
 	}
 	if s.nats, err = procTicks(nats.Pid); err != nil {
 		b.Fatal(err)
@@ -673,9 +694,9 @@ func loadAverage() (float64, float64) {
 	return l1, l5
 }
 
-func printScale(w io.Writer, rows []scaleRow, window, boots time.Duration, unknown float64) {
-	fmt.Fprintf(w, "\nBenchmarkScale: window %s, boots spread over %s, %.0f%% of machines unknown to the region; region without its NATS auth callout; CPU in %% of one core (%d cores)\n",
-		window, boots, unknown*100, runtime.NumCPU())
+func printScale(w io.Writer, rows []scaleRow, regions int, window, boots time.Duration, unknown float64) {
+	fmt.Fprintf(w, "\nBenchmarkScale: %d region instance(s) without the NATS auth callout; window %s, boots spread over %s, %.0f%% of machines unknown to the region; CPU in %% of one core (%d cores), region%% summed over instances\n",
+		regions, window, boots, unknown*100, runtime.NumCPU())
 	fmt.Fprintf(w, "%6s %8s %7s %14s %9s %9s %7s %7s %7s %7s %8s %8s %8s %8s %8s %9s %9s %9s %9s %8s %8s %9s %s\n",
 		"racks", "machines", "join", "idle reg/pg/nats", "offered/s", "events/s", "region%", "pg%", "nats%", "racks%", "region", "pg",
 		"ev/tx", "commit/s", "tuples/s", "hb-p99", "ev-p99", "ev-p99-1st", "ev-p99-2nd", "backlog", "summ", "load1/5", "keeping up")
@@ -745,7 +766,7 @@ func (r scaleRow) verdict() string {
 // and returns the process and what it printed when ready (the NATS URL,
 // the API's base URL). The process ends when its stdin closes, at b's
 // cleanup.
-func startScaleChild(b *testing.B, role, dir string, env map[string]string) (*os.Process, string) {
+func startScaleChild(b *testing.B, role, name, dir string, env map[string]string) (*os.Process, string) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleChild$", "-test.count=1", "-test.timeout=0")
 	cmd.Env = append(os.Environ(), "RACKPLANE_SCALE_CHILD="+role)
@@ -760,7 +781,7 @@ func startScaleChild(b *testing.B, role, dir string, env map[string]string) (*os
 	if err != nil {
 		b.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, role+".log"))
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		b.Fatal(err)
 	}

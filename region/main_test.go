@@ -5,11 +5,15 @@ import (
 	"testing"
 )
 
-// TestMain runs the tests, or, started by BenchmarkAPIVsPgbench with
-// loadEnv set, that benchmark's load client in a process of its own.
+// TestMain runs the tests, or, started by a benchmark, one of its
+// processes: BenchmarkAPIVsPgbench's load client (loadEnv set), or
+// BenchmarkScale's NATS server or region (RACKPLANE_SCALE_CHILD set).
 func TestMain(m *testing.M) {
 	if env := os.Getenv(loadEnv); env != "" {
 		os.Exit(apiLoadClient(env))
+	}
+	if role := os.Getenv("RACKPLANE_SCALE_CHILD"); role != "" {
+		os.Exit(scaleChild(role))
 	}
 	os.Exit(m.Run())
 }

@@ -41,7 +41,7 @@ import (
 // connection each, heartbeats, followers, rpc answers, boot telemetry and
 // DHCP reports through an eventbus publisher) against a region and a NATS
 // server that each run in a process of their own (this test binary again,
-// TestScaleChild), so that /proc says what each costs, and prints one
+// scaleChild, from TestMain), so that /proc says what each costs, and prints one
 // row per racks×machines case:
 //
 //	RACKPLANE_SCALE=10x10000,100x10000,1000x10000 (racks x machines, the default)
@@ -360,7 +360,7 @@ func runScale(b *testing.B, c scaleCase, regions int, window, bootWindow time.Du
 	pgcpu.sample(ctx, pool, dbName)
 	elapsed := time.Since(start)
 	row.backlogEnd, _ = ingestBacklog(ctx, js)
-	row.load1, row.load5 = loadAverage()
+	row.load1, row.load5 = loadAverages()
 
 	secs := elapsed.Seconds()
 	pct := func(ticks uint64) float64 { return float64(ticks) / clockTicks / secs * 100 }
@@ -680,7 +680,7 @@ func ingestBacklog(ctx context.Context, js jetstream.JetStream) (uint64, error) 
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
-func loadAverage() (float64, float64) {
+func loadAverages() (float64, float64) {
 	raw, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return 0, 0
@@ -711,7 +711,7 @@ func printScale(w io.Writer, rows []scaleRow, regions int, window, boots time.Du
 		idle := fmt.Sprintf("%.0f/%.0f/%.0f", r.idleRegionCPU, r.idlePGCPU, r.idleNATSCPU)
 		fmt.Fprintf(w, "%6d %8d %7s %14s %9.0f %9.0f %7.0f %7.0f %7.0f %7.0f %8.0f %8.0f %8.1f %8.0f %8.0f %9s %9s %9s %9s %8d %8d %4.1f/%4.1f %s\n",
 			r.racks, r.machines, r.join.Round(time.Second), idle, r.offeredPerS, r.committedPerS, r.regionCPU, r.pgCPU, r.natsCPU, r.racksCPU,
-			perEvent(r.regionCPU), perEvent(r.pgCPU), r.perTx, r.commitsPerS, r.tuplesPerS, ms(r.hbP99), ms(r.evP99), ms(r.evP99First), ms(r.evP99Last),
+			perEvent(r.regionCPU), perEvent(r.pgCPU), r.perTx, r.commitsPerS, r.tuplesPerS, fmtLatency(r.hbP99), fmtLatency(r.evP99), fmtLatency(r.evP99First), fmtLatency(r.evP99Last),
 			r.backlogMax, r.summarized, r.load1, r.load5, r.verdict())
 	}
 	fmt.Fprintf(w, "the region's active Postgres backends, sampled every 250ms:\n")
@@ -720,7 +720,7 @@ func printScale(w io.Writer, rows []scaleRow, regions int, window, boots time.Du
 	}
 }
 
-func ms(d time.Duration) string {
+func fmtLatency(d time.Duration) string {
 	if d >= 10*time.Second {
 		return fmt.Sprintf("%.0fs", d.Seconds())
 	}
@@ -762,13 +762,13 @@ func (r scaleRow) verdict() string {
 	return "NO: " + strings.Join(why, "; ") + notes
 }
 
-// startScaleChild runs this test binary again as role (TestScaleChild)
+// startScaleChild runs this test binary again as role (scaleChild)
 // and returns the process and what it printed when ready (the NATS URL,
 // the API's base URL). The process ends when its stdin closes, at b's
 // cleanup.
 func startScaleChild(b *testing.B, role, name, dir string, env map[string]string) (*os.Process, string) {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestScaleChild$", "-test.count=1", "-test.timeout=0")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "RACKPLANE_SCALE_CHILD="+role)
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -823,12 +823,12 @@ func startScaleChild(b *testing.B, role, name, dir string, env map[string]string
 	return nil, ""
 }
 
-// TestScaleChild is BenchmarkScale's NATS server or region, in a process
+// scaleChild is BenchmarkScale's NATS server or region, in a process
 // of its own; without RACKPLANE_SCALE_CHILD it does nothing.
-func TestScaleChild(t *testing.T) {
-	role := os.Getenv("RACKPLANE_SCALE_CHILD")
-	if role == "" {
-		t.Skip("a process of BenchmarkScale's")
+func scaleChild(role string) int {
+	fatal := func(v ...any) int {
+		fmt.Fprintln(os.Stderr, v...)
+		return 1
 	}
 	stdinClosed := make(chan struct{})
 	go func() {
@@ -839,7 +839,7 @@ func TestScaleChild(t *testing.T) {
 	case "nats":
 		s, err := natsserver.Start(natsserver.Config{Port: -1, StoreDir: os.Getenv("RACKPLANE_SCALE_DIR"), Name: "scale"})
 		if err != nil {
-			t.Fatal(err)
+			return fatal(err)
 		}
 		fmt.Println("scale-child-ready " + s.ClientURL())
 		<-stdinClosed
@@ -850,12 +850,12 @@ func TestScaleChild(t *testing.T) {
 		defer cancel()
 		pool, err := pgxpool.New(ctx, os.Getenv("RACKPLANE_SCALE_DB"))
 		if err != nil {
-			t.Fatal(err)
+			return fatal(err)
 		}
 		defer pool.Close()
 		nc, err := nats.Connect(os.Getenv("RACKPLANE_SCALE_NATS"), nats.MaxReconnects(-1))
 		if err != nil {
-			t.Fatal(err)
+			return fatal(err)
 		}
 		defer nc.Close()
 		cfg := region.DefaultConfig()
@@ -864,7 +864,7 @@ func TestScaleChild(t *testing.T) {
 		cfg.NoNATSCallout = true // the virtual racks are on an open server, as BenchmarkIngest's
 		r, err := region.New(cfg, pool, nc, nil, testLogger())
 		if err != nil {
-			t.Fatal(err)
+			return fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx) }()
@@ -879,7 +879,7 @@ func TestScaleChild(t *testing.T) {
 			}
 			select {
 			case err := <-done:
-				t.Fatalf("region: %v", err)
+				return fatal("region:", err)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -887,9 +887,10 @@ func TestScaleChild(t *testing.T) {
 		<-stdinClosed
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("region: %v", err)
+			return fatal("region:", err)
 		}
 	default:
-		t.Fatalf("RACKPLANE_SCALE_CHILD %q: want nats or region", role)
+		return fatal(fmt.Sprintf("RACKPLANE_SCALE_CHILD %q: want nats or region", role))
 	}
+	return 0
 }

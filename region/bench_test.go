@@ -24,29 +24,11 @@ import (
 func BenchmarkIngest(b *testing.B) {
 	for _, racks := range []int{1, 10} {
 		b.Run(fmt.Sprintf("racks%d", racks), func(b *testing.B) {
-			ctx := context.Background()
 			ns := natsserver.StartTest(b)
 			pool := pgtest.NewPool(b)
-			cfg := region.DefaultConfig()
-			cfg.Secrets.KeyFile = regiontest.KeyFile(b)
-			cfg.HTTPAddr = "127.0.0.1:0"
-			// The racks here are publishers on an open server: what is
-			// measured is ingest, not the callout.
-			cfg.NoNATSCallout = true
-			r, err := region.New(cfg, pool, ns.Connect(), nil, testLogger())
-			if err != nil {
-				b.Fatal(err)
-			}
-			rctx, cancel := context.WithCancel(ctx)
+			rctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			go r.Run(rctx)
-			js, _ := jetstream.New(ns.Connect())
-			for {
-				if _, err := js.Stream(ctx, events.RackStream); err == nil {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			js := startBenchRegion(rctx, b, ns, pool)
 			pubs := make([]*eventbus.Publisher, racks)
 			ids := make([]string, racks)
 			for i := range pubs {
@@ -85,4 +67,38 @@ func waitCount(b *testing.B, pool *pgxpool.Pool, n int) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	b.Fatalf("events did not all arrive")
+}
+
+// startBenchRegion runs a region on pool and ns until ctx ends, and
+// returns a JetStream context once the region has made the rack event
+// stream. The racks of the benchmarks are publishers on an open server:
+// what is measured is ingest, not the NATS auth callout.
+func startBenchRegion(ctx context.Context, b *testing.B, ns *natsserver.Test, pool *pgxpool.Pool) jetstream.JetStream {
+	b.Helper()
+	cfg := region.DefaultConfig()
+	cfg.Secrets.KeyFile = regiontest.KeyFile(b)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NoNATSCallout = true
+	r, err := region.New(cfg, pool, ns.Connect(), nil, testLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	// Run returns when its goroutines are done: the benchmark's end waits
+	// for it, so that nothing of this region outlives its database.
+	b.Cleanup(func() { <-done })
+	js, err := jetstream.New(ns.Connect())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := js.Stream(ctx, events.RackStream); err == nil {
+			return js
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -18,14 +18,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
-	"github.com/rackplane/rackplane/region"
-	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // BenchmarkIngestVsCopy compares end-to-end ingest with the ceiling of
@@ -58,24 +55,9 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	cfg := region.DefaultConfig()
-	cfg.Secrets.KeyFile = regiontest.KeyFile(b)
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.NoNATSCallout = true
-	r, err := region.New(cfg, pool, ns.Connect(), nil, testLogger())
-	if err != nil {
-		b.Fatal(err)
-	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go r.Run(rctx)
-	js, _ := jetstream.New(ns.Connect())
-	for {
-		if _, err := js.Stream(ctx, events.RackStream); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	js := startBenchRegion(rctx, b, ns, pool)
 	s := &copySite{b: b, pool: pool, versions: map[string]int64{}}
 	for range racks {
 		id := uuid.NewString()

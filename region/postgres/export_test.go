@@ -37,3 +37,21 @@ func ProjectionTables(db *DB) []string {
 	}
 	return out
 }
+
+// SetTokenCacheMax bounds c to n tokens.
+func SetTokenCacheMax(c *TokenCache, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = n
+}
+
+// TokenCacheLive reports whether c is listening, and so used.
+func TokenCacheLive(c *TokenCache) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.live
+}
+
+// AfterTokenRead makes each of db's token checks that reads its row call
+// f after the read.
+func AfterTokenRead(db *DB, f func()) { db.tokenCache.afterRead = f }

@@ -80,11 +80,11 @@ func decodeMachine(fds []pgconn.FieldDescription, vals [][]byte, m *rackplane.Ma
 	m.ID = d.text(0)
 	m.Hostname = d.text(1)
 	m.MACs = d.texts(2)
-	m.Arch = d.text(3)
+	m.Arch = d.common(3)
 	m.BootRackID = d.textOrNil(4)
-	m.Status = d.text(5)
+	m.Status = d.common(5)
 	m.StatusReason = d.text(6)
-	m.Origin = d.text(7)
+	m.Origin = d.common(7)
 	m.OS = d.text(8)
 	m.Release = d.text(9)
 	m.Subarch = d.text(10)
@@ -99,9 +99,9 @@ func decodeMachine(fds []pgconn.FieldDescription, vals [][]byte, m *rackplane.Ma
 	m.UpdatedAt = d.time(19)
 	m.Version = d.int8(20)
 	m.BootFile = d.text(21)
-	m.PowerState = d.text(22)
+	m.PowerState = d.common(22)
 	m.PowerCheckedAt = d.timeOrNil(23)
-	m.PowerOutcome = d.text(24)
+	m.PowerOutcome = d.common(24)
 	m.PowerError = d.text(25)
 	m.Tags = d.texts(26)
 	if v := vals[27]; v != nil {
@@ -127,29 +127,61 @@ type machineDecoder struct {
 	ok   bool
 }
 
-// commonText are values many machines share (statuses, architectures,
-// origins, power states): decoded to these strings, they cost no
-// allocation per row.
-var commonText = func() map[string]string {
-	m := map[string]string{}
-	for _, s := range events.MachineStatuses {
-		m[s] = s
-	}
-	for _, s := range []string{"amd64", "arm64", "i386", "armhf", "ppc64el", "s390x", "riscv64",
-		"api", "discovered", "on", "off", "unknown", "ok", "failed", "timeout"} {
-		m[s] = s
-	}
-	return m
-}()
-
 func (d *machineDecoder) text(i int) string {
 	v := d.vals[i]
 	if v == nil {
 		d.ok = false
-		return ""
 	}
-	if s, ok := commonText[string(v)]; ok {
-		return s
+	return string(v)
+}
+
+// common reads a text column whose values many machines share
+// (statuses, architectures, origins, power states and outcomes): those
+// are these constants, and cost no allocation per row.
+func (d *machineDecoder) common(i int) string {
+	v := d.vals[i]
+	switch string(v) {
+	case "":
+		if v == nil {
+			d.ok = false
+		}
+		return ""
+	case events.MachineNew:
+		return events.MachineNew
+	case events.MachineCommissioning:
+		return events.MachineCommissioning
+	case events.MachineReady:
+		return events.MachineReady
+	case events.MachineDeploying:
+		return events.MachineDeploying
+	case events.MachineDeployed:
+		return events.MachineDeployed
+	case events.MachineReleasing:
+		return events.MachineReleasing
+	case events.MachineFailed:
+		return events.MachineFailed
+	case events.MachineBroken:
+		return events.MachineBroken
+	case events.MachineRescue:
+		return events.MachineRescue
+	case events.MachineErasing:
+		return events.MachineErasing
+	case "amd64":
+		return "amd64"
+	case "arm64":
+		return "arm64"
+	case "api":
+		return "api"
+	case "discovered":
+		return "discovered"
+	case "on":
+		return "on"
+	case "off":
+		return "off"
+	case "unknown":
+		return "unknown"
+	case "ok":
+		return "ok"
 	}
 	return string(v)
 }

@@ -1,12 +1,16 @@
 package region_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,26 +36,31 @@ const benchMachines = 100_000
 
 // benchMachineID is the id of the i-th machine of the benchmark: made of
 // i, so that pgbench can name a machine by a random number.
-func benchMachineID(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
+func benchMachineID(i int) string { return string(appendBenchMachineID(nil, i)) }
 
 // pgbench's SQL for the same machine: the uuid built from :n.
 const pgbenchMachineID = `('00000000-0000-4000-8000-' || lpad(to_hex(:n::bigint), 12, '0'))::uuid`
 
-func benchHostname(i int) string { return fmt.Sprintf("node-%06d", i) }
+func benchHostname(i int) string { return string(appendBenchHostname(nil, i)) }
 
 // BenchmarkAPIVsPgbench compares the API with PostgreSQL alone: with
 // 100000 machines in the region's database, pgbench runs GetMachine's
 // statement and a list page's (10 clients, prepared statements) and the
-// same number of Go HTTP clients (keep-alive) ask GET
-// /api/v1/machines/{id} and GET /api/v1/machines?after= for the same time,
-// turn about, for several rounds. It prints requests per second and p99
-// of each, and the API's share of pgbench's rate last. Run with
+// same number of HTTP clients (each on one kept-alive connection, see
+// leanClient) ask GET /api/v1/machines/{id} and GET
+// /api/v1/machines?after= for the same time, turn about, for several
+// rounds. It prints requests per second and p99 of each, the CPU time
+// per request of the region and of either side's client (pgbench's and
+// the API's share the machine with the servers), and the API's share of
+// pgbench's rate last. Run with
 //
 //	go test -run '^$' -bench BenchmarkAPIVsPgbench -benchtime 1x ./region
 //
 // RACKPLANE_BENCH_SECONDS sets each run's length (default 5) and
-// RACKPLANE_BENCH_ROUNDS the rounds (default 3). The machine's load
-// changes the figures; the ratios, taken in the same moments, much less.
+// RACKPLANE_BENCH_ROUNDS the rounds (default 3);
+// RACKPLANE_BENCH_HTTP_CLIENT=net/http makes the API's clients net/http's.
+// The machine's load changes the figures; the ratios, taken in the same
+// moments, much less.
 func BenchmarkAPIVsPgbench(b *testing.B) {
 	pgbench := findPgbench(b)
 	dur := time.Duration(envInt("RACKPLANE_BENCH_SECONDS", 5)) * time.Second
@@ -86,9 +95,9 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 	// little else while its clients run elsewhere) over the requests.
 	var cpuPerRequest time.Duration
 	api := func(kind string, dur time.Duration) result {
-		before := processCPU(b)
+		before := processCPU()
 		r := runLoadClient(b, loadSpec{API: h.api, Token: h.token, Kind: kind, Clients: clients, Duration: dur})
-		cpuPerRequest = time.Duration(float64(processCPU(b)-before) / (r.rate * dur.Seconds()))
+		cpuPerRequest = time.Duration(float64(processCPU()-before) / (r.rate * dur.Seconds()))
 		return r
 	}
 	// Both warm up: caches, prepared statements, connections.
@@ -119,8 +128,9 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 				p.pg = runPgbench(b, pgbench, h.dbURL, c.script, clients, dur, dir)
 			}
 			results[c.name] = append(results[c.name], p)
-			fmt.Printf("round %d %-36s pgbench %8.0f/s p99 %6.2fms   api %8.0f/s p99 %6.2fms (region CPU %4dµs/request)   %.2fx  (load %s)\n",
-				r, c.name, p.pg.rate, ms(p.pg.p99), p.api.rate, ms(p.api.p99), cpuPerRequest.Microseconds(), p.api.rate/p.pg.rate, loadAverage())
+			fmt.Printf("round %d %-36s pgbench %8.0f/s p99 %6.2fms (client CPU %3dµs)   api %8.0f/s p99 %6.2fms (region CPU %4dµs, client %3dµs /request)   %.2fx  (load %s)\n",
+				r, c.name, p.pg.rate, ms(p.pg.p99), p.pg.clientCPU.Microseconds(), p.api.rate, ms(p.api.p99), cpuPerRequest.Microseconds(), p.api.clientCPU.Microseconds(),
+				p.api.rate/p.pg.rate, loadAverage())
 		}
 	}
 	fmt.Printf("\n%d clients each, %d rounds of %s, %d machines; median of the rounds:\n", clients, rounds, dur, benchMachines)
@@ -139,6 +149,8 @@ func BenchmarkAPIVsPgbench(b *testing.B) {
 type result struct {
 	rate float64
 	p99  time.Duration
+	// clientCPU is the API load client's CPU time per request.
+	clientCPU time.Duration
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -218,11 +230,9 @@ func matchPriority(b *testing.B, pool *pgxpool.Pool) (stop func()) {
 }
 
 // processCPU is the CPU time this process has used, user and system.
-func processCPU(b *testing.B) time.Duration {
+func processCPU() time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -316,7 +326,9 @@ func runPgbench(b *testing.B, pgbench, dbURL, script string, clients int, dur ti
 			}
 		}
 	}
-	return result{rate: rate, p99: p99(lat)}
+	// pgbench's own CPU time (its clients' work) per transaction.
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return result{rate: rate, p99: p99(lat), clientCPU: time.Duration(float64(cpu) / (rate * dur.Seconds()))}
 }
 
 func p99(lat []time.Duration) time.Duration {
@@ -361,11 +373,12 @@ func runLoadClient(b *testing.B, spec loadSpec) result {
 			var r struct {
 				Rate float64
 				P99  time.Duration
+				CPU  time.Duration
 			}
 			if err := json.Unmarshal([]byte(rest), &r); err != nil {
 				b.Fatal(err)
 			}
-			return result{rate: r.Rate, p99: r.P99}
+			return result{rate: r.Rate, p99: r.P99, clientCPU: r.CPU}
 		}
 	}
 	b.Fatalf("load client said no result:\n%s", out)
@@ -381,17 +394,21 @@ func apiLoadClient(env string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	url := func(rng *rand.Rand) string {
-		return spec.API + "/api/v1/machines/" + benchMachineID(1+rng.IntN(benchMachines))
+	// The path of a request, appended to b.
+	path := func(b []byte, rng *rand.Rand) []byte {
+		return appendBenchMachineID(append(b, "/api/v1/machines/"...), 1+rng.IntN(benchMachines))
 	}
 	if spec.Kind == "list" {
-		url = func(rng *rand.Rand) string {
-			return spec.API + "/api/v1/machines?after=" + benchHostname(1+rng.IntN(benchMachines-100))
+		path = func(b []byte, rng *rand.Rand) []byte {
+			return appendBenchHostname(append(b, "/api/v1/machines?after="...), 1+rng.IntN(benchMachines-100))
 		}
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: spec.Clients, MaxConnsPerHost: spec.Clients}
-	defer tr.CloseIdleConnections()
-	r, err := runAPI(&http.Client{Transport: tr, Timeout: 10 * time.Second}, spec.Token, spec.Clients, spec.Duration, url)
+	client := leanClient
+	if os.Getenv(benchClientEnv) == "net/http" {
+		client = netHTTPClient
+	}
+	start := processCPU()
+	r, err := runAPI(spec, path, client)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -399,40 +416,59 @@ func apiLoadClient(env string) int {
 	out, _ := json.Marshal(struct {
 		Rate float64
 		P99  time.Duration
-	}{r.rate, r.p99})
+		// CPU is the client's own time per request.
+		CPU time.Duration
+	}{r.rate, r.p99, time.Duration(float64(processCPU()-start) / (r.rate * spec.Duration.Seconds()))})
 	fmt.Printf("load: %s\n", out)
 	return 0
 }
 
-// runAPI has clients goroutines ask url(rng) with token for dur, each
-// over its own kept-alive connection, and returns the rate of answered
-// requests and their p99.
-func runAPI(client *http.Client, token string, clients int, dur time.Duration, url func(*rand.Rand) string) (result, error) {
+// benchClientEnv set to net/http makes the load client use net/http's
+// client rather than its own (see leanClient), to compare what each costs.
+const benchClientEnv = "RACKPLANE_BENCH_HTTP_CLIENT"
+
+func appendBenchMachineID(b []byte, i int) []byte {
+	b = append(b, "00000000-0000-4000-8000-"...)
+	return appendPadded(b, strconv.FormatInt(int64(i), 16), 12)
+}
+
+func appendBenchHostname(b []byte, i int) []byte {
+	return appendPadded(append(b, "node-"...), strconv.Itoa(i), 6)
+}
+
+func appendPadded(b []byte, digits string, width int) []byte {
+	for n := len(digits); n < width; n++ {
+		b = append(b, '0')
+	}
+	return append(b, digits...)
+}
+
+// getter asks for one path and reads the whole response, returning an
+// error unless it is a 200.
+type getter func(path []byte) error
+
+// runAPI has spec.Clients goroutines, each with a getter of its own from
+// newGetter (a kept-alive connection), ask path(rng) for spec.Duration,
+// and returns the rate of answered requests and their p99.
+func runAPI(spec loadSpec, path func([]byte, *rand.Rand) []byte, newGetter func(spec loadSpec) (getter, func())) (result, error) {
 	var mu sync.Mutex
 	var all []time.Duration
 	var failed error
 	var wg sync.WaitGroup
 	start := time.Now()
-	deadline := start.Add(dur)
-	for c := 0; c < clients; c++ {
+	deadline := start.Add(spec.Duration)
+	for c := 0; c < spec.Clients; c++ {
 		wg.Add(1)
 		go func(seed uint64) {
 			defer wg.Done()
+			get, done := newGetter(spec)
+			defer done()
 			rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
 			lat := make([]time.Duration, 0, 1<<16)
-			for time.Now().Before(deadline) {
-				req, _ := http.NewRequest(http.MethodGet, url(rng), nil)
-				req.Header.Set("Authorization", "Bearer "+token)
-				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("%s: %s", req.URL, resp.Status)
-					}
-				}
-				if err != nil {
+			var p []byte
+			for t0 := time.Now(); t0.Before(deadline); t0 = time.Now() {
+				p = path(p[:0], rng)
+				if err := get(p); err != nil {
 					mu.Lock()
 					failed = err
 					mu.Unlock()
@@ -450,4 +486,167 @@ func runAPI(client *http.Client, token string, clients int, dur time.Duration, u
 		return result{}, failed
 	}
 	return result{rate: float64(len(all)) / time.Since(start).Seconds(), p99: p99(all)}, nil
+}
+
+// netHTTPClient gets with net/http's client, one kept-alive connection
+// per client goroutine.
+func netHTTPClient(spec loadSpec) (getter, func()) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return func(path []byte) error {
+		req, _ := http.NewRequest(http.MethodGet, spec.API+string(path), nil)
+		req.Header.Set("Authorization", "Bearer "+spec.Token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s: %s", req.URL, resp.Status)
+		}
+		return err
+	}, tr.CloseIdleConnections
+}
+
+// leanClient gets over one kept-alive HTTP/1.1 connection of its own, as
+// pgbench's clients use libpq: each request is written whole (request
+// line, Host, Authorization) and the whole response is read, its status
+// line, every header and its body to the last byte (by Content-Length, or
+// chunk by chunk), without net/http's Request, Header map, Response and
+// transport goroutines for each. A response it cannot read as HTTP/1.1
+// fails the run.
+func leanClient(spec loadSpec) (getter, func()) {
+	u, err := url.Parse(spec.API)
+	if err != nil {
+		return func([]byte) error { return err }, func() {}
+	}
+	var conn net.Conn
+	var rd *bufio.Reader
+	var req []byte
+	var body [16 << 10]byte
+	hangUp := func() {
+		if conn != nil {
+			conn.Close()
+			conn = nil
+		}
+	}
+	return func(path []byte) error {
+		if conn == nil {
+			c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
+			if err != nil {
+				return err
+			}
+			conn, rd = c, bufio.NewReaderSize(c, 16<<10)
+		}
+		req = append(req[:0], "GET "...)
+		req = append(req, path...)
+		req = append(req, " HTTP/1.1\r\nHost: "...)
+		req = append(req, u.Host...)
+		req = append(req, "\r\nUser-Agent: rackplane-bench\r\nAuthorization: Bearer "...)
+		req = append(req, spec.Token...)
+		req = append(req, "\r\n\r\n"...)
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(req); err != nil {
+			hangUp()
+			return err
+		}
+		status, _, keep, err := readResponse(rd, body[:])
+		if err != nil || !keep {
+			hangUp()
+		}
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("GET %s: status %d", path, status)
+		}
+		return err
+	}, hangUp
+}
+
+// readResponse reads an HTTP/1.1 response whole from r, its body through
+// buf, and returns its status, the body's length and whether the
+// connection stays open.
+func readResponse(r *bufio.Reader, buf []byte) (status int, size int64, keep bool, err error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " {
+		return 0, 0, false, fmt.Errorf("status line %q", line)
+	}
+	if status, err = strconv.Atoi(string(line[9:12])); err != nil {
+		return 0, 0, false, fmt.Errorf("status line %q", line)
+	}
+	length, chunked, keep := int64(-1), false, true
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return 0, 0, false, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, 0, false, fmt.Errorf("header %q", line)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.ParseInt(string(value), 10, 64); err != nil || length < 0 {
+				return 0, 0, false, fmt.Errorf("header %q", line)
+			}
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			keep = !bytes.EqualFold(value, []byte("close"))
+		}
+	}
+	switch {
+	case chunked:
+		for {
+			line, err := r.ReadSlice('\n')
+			if err != nil {
+				return 0, 0, false, err
+			}
+			hex, _, _ := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(";"))
+			n, err := strconv.ParseInt(string(hex), 16, 64)
+			if err != nil || n < 0 {
+				return 0, 0, false, fmt.Errorf("chunk size %q", line)
+			}
+			if n == 0 {
+				// The trailer, up to its empty line.
+				for {
+					line, err := r.ReadSlice('\n')
+					if err != nil {
+						return 0, 0, false, err
+					}
+					if len(bytes.TrimRight(line, "\r\n")) == 0 {
+						return status, size, keep, nil
+					}
+				}
+			}
+			// The chunk and its CRLF.
+			if err := readN(r, buf, n+2); err != nil {
+				return 0, 0, false, err
+			}
+			size += n
+		}
+	case length >= 0:
+		return status, length, keep, readN(r, buf, length)
+	default:
+		return 0, 0, false, fmt.Errorf("response with neither Content-Length nor chunks")
+	}
+}
+
+// readN reads n bytes from r through buf.
+func readN(r *bufio.Reader, buf []byte, n int64) error {
+	for n > 0 {
+		k, err := r.Read(buf[:min(int64(len(buf)), n)])
+		n -= int64(k)
+		if err != nil && n > 0 {
+			return err
+		}
+	}
+	return nil
 }

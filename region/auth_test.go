@@ -1,10 +1,14 @@
 package region_test
 
 import (
+	"fmt"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rackplane/rackplane/region"
 )
 
 func TestTokensAndAuditLog(t *testing.T) {
@@ -106,5 +110,48 @@ func TestTokensAndAuditLog(t *testing.T) {
 	h.getJSON("/api/v1/audit", &audit)
 	if len(audit.Entries) != 3 || audit.Entries[1].Actor != "alice" {
 		t.Fatalf("audit log changed: %+v", audit.Entries)
+	}
+}
+
+// TestRevokedTokenRefusedByEveryRegion: two region instances on one
+// database each accept a token on several requests (from memory after the
+// first); revoked through one, it is refused by that one at the very next
+// request and by the other once the revocation reaches it, while the
+// revoking token goes on working on both.
+func TestRevokedTokenRefusedByEveryRegion(t *testing.T) {
+	a := startRegion(t)
+	b := startRegionOn(t, a.dbURL, a.dbURL, func(*region.Config) {}, testLogger())
+	var created struct{ Token, ID string }
+	if code := a.do("POST", "/api/v1/tokens", map[string]string{"name": "ops", "actor": "alice"}, &created); code != 201 {
+		t.Fatalf("create token: %d", code)
+	}
+	aliceOn := func(h *harness) *harness {
+		return &harness{t: t, api: h.api, client: &http.Client{Transport: bearer{created.Token}}}
+	}
+	var racks struct{ Racks []any }
+	for _, h := range []*harness{a, b} {
+		for i := 0; i < 3; i++ {
+			if code := aliceOn(h).getJSON("/api/v1/racks", &racks); code != 200 {
+				t.Fatalf("alice on %s: %d", h.api, code)
+			}
+		}
+	}
+	if code := a.do("DELETE", "/api/v1/tokens/"+created.ID, nil, nil); code != 200 {
+		t.Fatalf("revoke: %d", code)
+	}
+	var e struct{ Error struct{ Code string } }
+	if code := aliceOn(a).getJSON("/api/v1/racks", &e); code != 401 {
+		t.Fatalf("revoked token accepted by the region that revoked it: %d", code)
+	}
+	b.eventually(10*time.Second, "the other region refusing the revoked token", func() error {
+		if code := aliceOn(b).getJSON("/api/v1/racks", &e); code != 401 {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	})
+	for _, h := range []*harness{a, b} {
+		if code := h.getJSON("/api/v1/racks", &racks); code != 200 {
+			t.Fatalf("the revoking token on %s: %d", h.api, code)
+		}
 	}
 }

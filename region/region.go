@@ -444,6 +444,7 @@ func (r *Region) Run(ctx context.Context) error {
 	g.Go(func() error { return r.powerLC.Run(ctx) })
 	g.Go(func() error { return r.poller.Run(ctx) })
 	g.Go(func() error { return r.appended.Run(ctx) })
+	g.Go(func() error { return r.db.TokenCache().Run(ctx) })
 	g.Go(func() error { return r.follower.Run(ctx) })
 	g.Go(func() error { return r.pruner.Run(ctx) })
 	r.log.Info("region running", "http_addr", r.Addr())

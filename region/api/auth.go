@@ -28,8 +28,6 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	return t.Actor, nil
 }
 
-type auditKey struct{}
-
 // auditNote is what a handler tells the audit log beyond what the edge
 // knows: the target in its own terms and a short before and after.
 type auditNote struct {
@@ -41,8 +39,8 @@ type auditNote struct {
 // state before and after (kept short: the changed fields, not whole
 // documents). Outside a mutation it does nothing.
 func AuditNote(ctx context.Context, target string, before, after any) {
-	if n, ok := ctx.Value(auditKey{}).(*auditNote); ok {
-		n.target, n.before, n.after = target, before, after
+	if info := infoOf(ctx); info != nil && info.audit != nil {
+		info.audit.target, info.audit.before, info.audit.after = target, before, after
 	}
 }
 
@@ -186,12 +184,12 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"entries": entries, "next": next})
 }
 
-type actorKey struct{}
-
 // Actor returns who makes an API request (set by authentication).
 func Actor(ctx context.Context) string {
-	a, _ := ctx.Value(actorKey{}).(string)
-	return a
+	if info := infoOf(ctx); info != nil {
+		return info.actor
+	}
+	return ""
 }
 
 // sortedActions are the audit log's actions, by path then method.

@@ -58,7 +58,7 @@ func appendMachinesPage(b []byte, ms []rackplane.Machine, next string) []byte {
 // appendMachine appends m as an object whose lines after the first
 // begin with nl (a newline and the object's own indentation).
 func appendMachine(b []byte, m *rackplane.Machine, nl string) []byte {
-	in := nl + "  "
+	in := indented(nl)
 	first := true
 	key := func(k string) {
 		if !first {
@@ -160,6 +160,18 @@ func appendMachine(b []byte, m *rackplane.Machine, nl string) []byte {
 	return append(b, '}')
 }
 
+// indented is nl and two spaces more: the two indentations machines are
+// written at are made once.
+func indented(nl string) string {
+	switch nl {
+	case "\n":
+		return "\n  "
+	case "\n    ":
+		return "\n      "
+	}
+	return nl + "  "
+}
+
 // appendJSONStrings appends a list of strings (null when nil) whose
 // closing bracket goes on a line beginning with nl.
 func appendJSONStrings(b []byte, ss []string, nl string) []byte {
@@ -191,6 +203,14 @@ func appendJSONTime(b []byte, t time.Time) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plainASCII tells the ASCII bytes appendJSONString copies as they are.
+var plainASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s quoted as encoding/json quotes it by
 // default: ", \ and control characters escaped, <, > and & escaped for
 // HTML, U+2028 and U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
@@ -199,7 +219,7 @@ func appendJSONString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if plainASCII[c] {
 				i++
 				continue
 			}

@@ -266,15 +266,19 @@ func (s *Server) handle(pattern string, h HandlerFunc, query ...string) {
 	took := s.duration.WithLabelValues(pattern)
 	ok := s.requests.WithLabelValues(pattern, "200")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: 200}
+		info, r := requestInfo(r)
+		// ServeHTTP's writer, which knows the status already.
+		sw, isSW := w.(*statusWriter)
+		if !isSW {
+			sw = &statusWriter{ResponseWriter: w, status: 200}
+		}
 		defer func() {
 			if sw.status == http.StatusOK {
 				ok.Inc()
 			} else {
 				s.requests.WithLabelValues(pattern, strconv.Itoa(sw.status)).Inc()
 			}
-			took.Observe(time.Since(start).Seconds())
+			took.Observe(time.Since(info.start).Seconds())
 		}()
 		if !public {
 			actor, err := s.authenticate(r)
@@ -282,12 +286,12 @@ func (s *Server) handle(pattern string, h HandlerFunc, query ...string) {
 				s.writeError(sw, r, err)
 				return
 			}
-			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, actor))
+			info.actor = actor
 		}
 		var note *auditNote
 		if mutation && !public {
 			note = &auditNote{}
-			r = r.WithContext(context.WithValue(r.Context(), auditKey{}, note))
+			info.audit = note
 		}
 		// A change refused for its query is audited like any other.
 		err := checkQuery(pattern, r.URL.Query(), query)
@@ -360,12 +364,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = hex.EncodeToString(b)
 	}
 	w.Header().Set("X-Request-Id", id)
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
-	start := time.Now()
+	info := &reqInfo{id: id, start: time.Now()}
+	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	sw := &statusWriter{ResponseWriter: w, status: 200}
 	s.mux.ServeHTTP(sw, r)
-	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-		"duration_ms", time.Since(start).Milliseconds(), "request_id", id)
+	// The arguments alone would cost allocations on every request.
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"duration_ms", time.Since(info.start).Milliseconds(), "request_id", id)
+	}
+}
+
+// reqInfo is what the API knows of a request beyond what net/http does,
+// filled in as the request goes: one value in its context, put there
+// once, rather than a context and a copy of the request for each.
+type reqInfo struct {
+	id    string
+	start time.Time
+	// actor is set once the request's token is checked.
+	actor string
+	// audit is the note of a mutation (see AuditNote).
+	audit *auditNote
+}
+
+type reqInfoKey struct{}
+
+func infoOf(ctx context.Context) *reqInfo {
+	info, _ := ctx.Value(reqInfoKey{}).(*reqInfo)
+	return info
+}
+
+// requestInfo returns r's reqInfo, and r with one when it came without
+// (not through ServeHTTP).
+func requestInfo(r *http.Request) (*reqInfo, *http.Request) {
+	if info := infoOf(r.Context()); info != nil {
+		return info, r
+	}
+	info := &reqInfo{start: time.Now()}
+	return info, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 }
 
 // goodRequestID reports whether a client's request id may be kept: it
@@ -382,12 +418,12 @@ func goodRequestID(id string) bool {
 	return true
 }
 
-type requestIDKey struct{}
-
 // RequestID returns the request id of an API request's context.
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if info := infoOf(ctx); info != nil {
+		return info.id
+	}
+	return ""
 }
 
 type statusWriter struct {

@@ -104,15 +104,35 @@ var operatorActions = []string{ActionDeploy, ActionCommission, ActionRelease, Ac
 func Allowed(status, action string) bool { return slices.Contains(from[action], status) }
 
 // Actions returns the operator actions a machine in status allows now.
+// The slice of a known status is shared by every machine in it (a page
+// of machines costs no slice per machine): callers read it, never change
+// it.
 func Actions(status string) []string {
+	if a, ok := actionsOf[status]; ok {
+		return a
+	}
+	return actions(status)
+}
+
+func actions(status string) []string {
 	out := []string{}
 	for _, a := range operatorActions {
 		if Allowed(status, a) {
 			out = append(out, a)
 		}
 	}
-	return out
+	// An append makes a copy rather than write into another's.
+	return slices.Clip(out)
 }
+
+// actionsOf is Actions of each status, found once.
+var actionsOf = func() map[string][]string {
+	m := map[string][]string{}
+	for _, s := range events.MachineStatuses {
+		m[s] = actions(s)
+	}
+	return m
+}()
 
 // refusalHints say what to do instead, by status then action; the
 // fallback names the statuses the action is allowed in.

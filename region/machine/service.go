@@ -190,7 +190,7 @@ func (s *Service) List(ctx context.Context, f Filter) ([]rackplane.Machine, erro
 	}
 	ms, err := s.store.ListMachines(ctx, f)
 	for i := range ms {
-		ms[i] = withActions(ms[i])
+		ms[i].Actions = Actions(ms[i].Status)
 	}
 	return ms, err
 }

@@ -25,12 +25,14 @@ type DB struct {
 	horizonMode horizonMode
 	metrics     *dbMetrics
 	tokenUses   *TokenUses
+	tokenCache  *TokenCache
 }
 
 // New wraps pool. The projections are applied on every append.
 func New(pool *pgxpool.Pool, log *slog.Logger) *DB {
 	db := &DB{pool: pool, log: log, metrics: newDBMetrics()}
 	db.tokenUses = newTokenUses(db)
+	db.tokenCache = newTokenCache(db)
 	db.projections = []Projection{racksProjection, osRegistryProjection, machinesProjection, preseedsProjection, volumesProjection, subnetsProjection, powerProjection, hardwareProjection, scriptsProjection, leasesProjection}
 	return db
 }

@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"context"
 	"time"
 
+	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/region/machine"
 )
 
@@ -36,4 +38,42 @@ func ProjectionTables(db *DB) []string {
 		out = append(out, p.Tables...)
 	}
 	return out
+}
+
+// SetTokenCacheMax bounds c to n tokens.
+func SetTokenCacheMax(c *TokenCache, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = n
+}
+
+// TokenCacheLive reports whether c is listening, and so used.
+func TokenCacheLive(c *TokenCache) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.live
+}
+
+// AfterTokenRead makes each of db's token checks that reads its row call
+// f after the read.
+func AfterTokenRead(db *DB, f func()) { db.tokenCache.afterRead = f }
+
+// MachinesBothWays reads every machine, by hostname, through
+// decodeMachine and through pgx's Scan; taken says, for each, whether
+// decodeMachine read it.
+func MachinesBothWays(ctx context.Context, db *DB) (decoded, scanned []rackplane.Machine, taken []bool, err error) {
+	rows, err := db.pool.Query(ctx, selectMachine+` ORDER BY hostname`)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a, b rackplane.Machine
+		taken = append(taken, decodeMachine(rows.FieldDescriptions(), rows.RawValues(), &a))
+		if err := rows.Scan(machineDest(&b, nil)...); err != nil {
+			return nil, nil, nil, err
+		}
+		decoded, scanned = append(decoded, a), append(scanned, b)
+	}
+	return decoded, scanned, taken, rows.Err()
 }

@@ -17,6 +17,12 @@ const EventsChannel = "rackplane_events"
 // it. The connection never goes back to the pool, which must not hand out
 // a connection that is listening.
 func (db *DB) Listen(ctx context.Context, channel string, notify func()) error {
+	return db.listen(ctx, channel, notify, func(string) { notify() })
+}
+
+// listen is Listen with each notification's payload: up is called once
+// the session listens, got for each notification.
+func (db *DB) listen(ctx context.Context, channel string, up func(), got func(payload string)) error {
 	conn, err := db.pool.Acquire(ctx)
 	if err != nil {
 		return wrap("listen", err)
@@ -27,14 +33,15 @@ func (db *DB) Listen(ctx context.Context, channel string, notify func()) error {
 		return wrap("listen", err)
 	}
 	// Nobody listened until now (at start, or while the connection was
-	// down): a notification of that time is lost, so whoever waits looks
-	// once now rather than sleep through what was appended meanwhile.
-	notify()
+	// down): a notification of that time is lost, so up lets the caller
+	// look once now (or start afresh) rather than miss what it told.
+	up()
 	for {
-		if _, err := pc.WaitForNotification(ctx); err != nil {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
 			return wrap("listen", err)
 		}
-		notify()
+		got(n.Payload)
 	}
 }
 

@@ -215,7 +215,7 @@ const (
 
 func scanMachine(row pgx.CollectableRow) (rackplane.Machine, error) {
 	var m rackplane.Machine
-	err := row.Scan(machineDest(&m, nil)...)
+	err := scanMachineRow(row, &m, nil)
 	return m, err
 }
 
@@ -236,7 +236,7 @@ func scanMachines(rows pgx.Rows, limit int) ([]rackplane.Machine, error) {
 	dest := make([]any, 0, 28)
 	for rows.Next() {
 		out = append(out, rackplane.Machine{})
-		if err := rows.Scan(machineDest(&out[len(out)-1], dest[:0])...); err != nil {
+		if err := scanMachineRow(rows, &out[len(out)-1], dest[:0]); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,8 @@ type dbMetrics struct {
 	// tokenChecks counts API token checks by outcome: a climbing
 	// unknown_token or wrong_secret is someone guessing.
 	tokenChecks *prometheus.CounterVec
+	// tokenOutcomes are tokenChecks' series by outcome, found once.
+	tokenOutcomes map[string]prometheus.Counter
 	// hashCompares counts secret hash comparisons, for the test that
 	// checks every path through Authenticate makes one.
 	hashCompares atomic.Int64
@@ -44,11 +46,15 @@ func newDBMetrics() *dbMetrics {
 	}, []string{"outcome"})
 	m.tokenUseWrites.WithLabelValues("written")
 	m.tokenUseWrites.WithLabelValues("failed")
+	m.tokenOutcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{tokenAccepted, tokenMalformed, tokenUnknown, tokenWrongSecret, tokenRevoked} {
-		m.tokenChecks.WithLabelValues(o)
+		m.tokenOutcomes[o] = m.tokenChecks.WithLabelValues(o)
 	}
 	return m
 }
+
+// tokenCheck counts a token check of outcome o.
+func (m *dbMetrics) tokenCheck(o string) { m.tokenOutcomes[o].Inc() }
 
 // Collectors returns the event log's metrics, for the region's registry.
 // rackplane_region_event_log_held_back_seconds is read from PostgreSQL at

@@ -81,11 +81,15 @@ const (
 var dummySecretHash = sha256.Sum256([]byte("rackplane: no such token"))
 
 // Authenticate returns the token a bearer secret belongs to; EUNAUTHORIZED
-// when it is unknown, malformed or revoked. It reads one row by its key
-// and writes nothing: the right secret of a live token is noted as used
-// at now, and its last_used_at written later with other uses (see
-// TokenUses). A revocation committed before the read is seen by it, so a
-// revoked token is refused at once. Whether the id exists
+// when it is unknown, malformed or revoked. It writes nothing: the right
+// secret of a live token is noted as used at now, and its last_used_at
+// written later with other uses (see TokenUses). A token verified in the
+// last TokenCacheTTL is accepted from memory while its cache runs (see
+// TokenCache); otherwise it reads one row by its key, and only a token
+// whose secret matched and that is not revoked is cached. A revocation
+// committed before the read is seen by it, and one committed after drops
+// the token from every region instance's cache when its notification
+// comes, so a revoked token is refused at once. Whether the id exists
 // does not change the work done: an unknown id is compared with a dummy
 // hash, in constant time like a known one, so ids cannot be found by
 // timing the answers.
@@ -97,45 +101,55 @@ func (db *DB) Authenticate(ctx context.Context, plain string, now time.Time) (To
 	secret, err2 := hex.DecodeString(secretHex)
 	if !ok || !ok2 || len(idHex) != 32 || err != nil || err2 != nil {
 		// The form is public: refusing it early tells nothing.
-		db.metrics.tokenChecks.WithLabelValues(tokenMalformed).Inc()
+		db.metrics.tokenCheck(tokenMalformed)
 		return Token{}, bad
 	}
-	var t Token
-	var hash []byte
-	err = db.pool.QueryRow(ctx, `SELECT id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash
-		FROM api_tokens WHERE id = $1`, pgtype.UUID{Bytes: id, Valid: true}).
-		Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt, &hash)
-	found := err == nil
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return Token{}, wrap("authenticate", err)
-	}
-	if !found {
-		hash = dummySecretHash[:]
-	}
-	match := db.secretMatches(secret, hash)
-	switch {
-	case !found:
-		db.metrics.tokenChecks.WithLabelValues(tokenUnknown).Inc()
-		return Token{}, bad
-	case !match:
-		db.metrics.tokenChecks.WithLabelValues(tokenWrongSecret).Inc()
-		return Token{}, bad
-	case t.RevokedAt != nil:
-		db.metrics.tokenChecks.WithLabelValues(tokenRevoked).Inc()
-		return Token{}, bad
+	// A hit is the secret that matched a live token's hash: the key holds
+	// the secret's own hash, which no other secret has.
+	k := tokenKey{id: id, sum: sha256.Sum256(secret)}
+	t, hit := db.tokenCache.get(k, now)
+	if !hit {
+		gen := db.tokenCache.generation()
+		var hash []byte
+		err = db.pool.QueryRow(ctx, `SELECT id::text, name, actor, created_at, created_by, revoked_at, last_used_at, secret_hash
+			FROM api_tokens WHERE id = $1`, pgtype.UUID{Bytes: id, Valid: true}).
+			Scan(&t.ID, &t.Name, &t.Actor, &t.CreatedAt, &t.CreatedBy, &t.RevokedAt, &t.LastUsedAt, &hash)
+		found := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return Token{}, wrap("authenticate", err)
+		}
+		if !found {
+			hash = dummySecretHash[:]
+		}
+		if db.tokenCache.afterRead != nil {
+			db.tokenCache.afterRead()
+		}
+		match := db.secretMatches(k.sum, hash)
+		switch {
+		case !found:
+			db.metrics.tokenCheck(tokenUnknown)
+			return Token{}, bad
+		case !match:
+			db.metrics.tokenCheck(tokenWrongSecret)
+			return Token{}, bad
+		case t.RevokedAt != nil:
+			db.metrics.tokenCheck(tokenRevoked)
+			return Token{}, bad
+		}
+		db.tokenCache.put(k, t, gen, now)
 	}
 	// The column keeps microseconds; the token answered says this use.
 	used := now.Truncate(time.Microsecond)
 	db.tokenUses.record(id, used)
 	t.LastUsedAt = &used
-	db.metrics.tokenChecks.WithLabelValues(tokenAccepted).Inc()
+	db.metrics.tokenCheck(tokenAccepted)
 	return t, nil
 }
 
-// secretMatches compares the hash of secret with hash in constant time.
-func (db *DB) secretMatches(secret, hash []byte) bool {
+// secretMatches compares sum, the hash of a secret, with hash in constant
+// time.
+func (db *DB) secretMatches(sum [32]byte, hash []byte) bool {
 	db.metrics.hashCompares.Add(1)
-	sum := sha256.Sum256(secret)
 	return subtle.ConstantTimeCompare(sum[:], hash) == 1
 }
 
@@ -173,8 +187,17 @@ func (db *DB) RevokeToken(ctx context.Context, id, by string, now time.Time) (To
 			return err
 		}
 		ev.Actor = by
-		_, err = db.Emit(ctx, tx, ev.Subject, ExpectAny, ev)
-		return err
+		if _, err := db.Emit(ctx, tx, ev.Subject, ExpectAny, ev); err != nil {
+			return err
+		}
+		// Every region instance's token cache hears it at the commit.
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, TokensChannel, t.ID)
+		return wrap("revoke token", err)
 	})
+	if u, perr := uuid.Parse(t.ID); err == nil && perr == nil {
+		// Here at once, not when the notification comes back: the next
+		// request after the answer is refused.
+		db.tokenCache.drop(u)
+	}
 	return t, err
 }

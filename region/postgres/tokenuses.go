@@ -22,8 +22,8 @@ const TokenUseFlushInterval = 5 * time.Second
 // every TokenUseFlushInterval and once more when it stops. A read request
 // thus writes nothing, and a token used by every request costs one update
 // per interval, not one per request (which serialised all requests of a
-// token on its row). Checking a token is never cached: revocation is
-// read from the row on every request, so it takes effect at once.
+// token on its row). A use accepted from the token cache is recorded
+// the same (see TokenCache).
 type TokenUses struct {
 	db  *DB
 	log *slog.Logger

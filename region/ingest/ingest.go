@@ -603,13 +603,14 @@ func (in *Ingester) handleAccepted(ctx context.Context, a accepted) error {
 }
 
 func (in *Ingester) count(appended []postgres.Appended) {
+	dups := 0
 	for _, a := range appended {
 		if a.Duplicate {
-			in.duplicates.Inc()
-		} else {
-			in.ingested.Inc()
+			dups++
 		}
 	}
+	in.duplicates.Add(float64(dups))
+	in.ingested.Add(float64(len(appended) - dups))
 }
 
 // check decodes and validates m and makes sure the rack that published it
@@ -625,11 +626,25 @@ func (in *Ingester) check(m jetstream.Msg) (events.Event, error) {
 		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
 			Err: fmt.Errorf("source %q published on %s", ev.Source, m.Subject())}
 	}
-	if want := events.RackEventSubject(subjRack, ev.Type); want != m.Subject() {
+	if !onTypeSubject(m.Subject(), subjRack, ev.Type) {
 		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
-			Err: fmt.Errorf("type %s belongs on %s, not %s", ev.Type, want, m.Subject())}
+			Err: fmt.Errorf("type %s belongs on %s, not %s", ev.Type, events.RackEventSubject(subjRack, ev.Type), m.Subject())}
 	}
 	return ev, nil
+}
+
+// onTypeSubject reports whether subject is events.RackEventSubject(rack,
+// typ), without building that for every message.
+func onTypeSubject(subject, rack, typ string) bool {
+	rest, ok := strings.CutPrefix(subject, events.Prefix+".rack.")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, rack); !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, ".event.")
+	return ok && rest == events.Name(typ)
 }
 
 func (in *Ingester) reject(ctx context.Context, m jetstream.Msg, ev events.Event, err error) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -299,6 +300,7 @@ type lanes struct {
 	held   [laneCount]bool
 	queued int // messages in the queues
 	closed bool
+	order  []int // scratch of takeLocked
 }
 
 func newLanes(batch int, maxWait time.Duration) *lanes {
@@ -403,17 +405,19 @@ func (l *lanes) form(ctx context.Context, buf []arrival, held []int) (_ []arriva
 // buf, the lanes whose first message is oldest first, and holds the lanes
 // it took from. l.mu is held.
 func (l *lanes) takeLocked(buf []arrival, held []int) ([]arrival, []int) {
-	for len(buf) < l.batch {
-		pick := -1
-		for i := range l.queue {
-			if q := l.queue[i]; len(q) > 0 && !l.held[i] && (pick < 0 || q[0].at.Before(l.queue[pick][0].at)) {
-				pick = i
-			}
+	free := l.order[:0]
+	for i := range l.queue {
+		if len(l.queue[i]) > 0 && !l.held[i] {
+			free = append(free, i)
 		}
-		if pick < 0 {
+	}
+	slices.SortFunc(free, func(a, b int) int { return l.queue[a][0].at.Compare(l.queue[b][0].at) })
+	l.order = free
+	for _, i := range free {
+		if len(buf) >= l.batch {
 			break
 		}
-		q := l.queue[pick]
+		q := l.queue[i]
 		n := min(len(q), l.batch-len(buf))
 		buf = append(buf, q[:n]...)
 		clear(q[:n])
@@ -422,10 +426,10 @@ func (l *lanes) takeLocked(buf []arrival, held []int) ([]arrival, []int) {
 		} else {
 			q = q[n:]
 		}
-		l.queue[pick] = q
+		l.queue[i] = q
 		l.queued -= n
-		l.held[pick] = true
-		held = append(held, pick)
+		l.held[i] = true
+		held = append(held, i)
 	}
 	return buf, held
 }

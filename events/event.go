@@ -82,11 +82,15 @@ func (e Event) DecodeData(v any) error {
 // Name returns the short name of a versioned type:
 // "rackplane.rack.rack_registered.v1" gives "rack_registered".
 func Name(typ string) string {
-	parts := strings.Split(typ, ".")
-	if len(parts) != 4 {
+	// Cut, not Split: this runs for every rack event ingested, and
+	// allocates nothing.
+	_, rest, ok1 := strings.Cut(typ, ".")
+	_, rest, ok2 := strings.Cut(rest, ".")
+	name, version, ok3 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || !ok3 || strings.Contains(version, ".") {
 		return ""
 	}
-	return parts[2]
+	return name
 }
 
 // RackSource is the CloudEvents source of events a rack emits.

@@ -250,3 +250,30 @@ func TestBootDecisionNICsSchema(t *testing.T) {
 		})
 	}
 }
+
+// FuzzSubjectParts: the rack of a subject and the name of a type, which
+// the region reads of every message from outside, are what splitting on
+// the dots gives: for a subject, rackplane, rack, then the rack, then
+// more; for a type, exactly four parts, the third.
+func FuzzSubjectParts(f *testing.F) {
+	for _, s := range []string{"rackplane.rack.r1.event.x", "rackplane.rack.r1", "rackplane.rack..event", "rackplane.region.event.x",
+		"rackplane.rack.rack_registered.v1", "a.b.c", "a.b.c.d.e", "...", "", "rackplane.rack.r1.", "xrackplane.rack.r1.event"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := ""
+		if parts := strings.SplitN(s, ".", 4); len(parts) >= 4 && parts[0] == "rackplane" && parts[1] == "rack" {
+			want = parts[2]
+		}
+		if got := events.RackIDFromSubject(s); got != want {
+			t.Errorf("RackIDFromSubject(%q) = %q, want %q", s, got, want)
+		}
+		want = ""
+		if parts := strings.Split(s, "."); len(parts) == 4 {
+			want = parts[2]
+		}
+		if got := events.Name(s); got != want {
+			t.Errorf("Name(%q) = %q, want %q", s, got, want)
+		}
+	})
+}

@@ -58,7 +58,10 @@ type Config struct {
 	// single server, 3 in a three-node JetStream cluster.
 	StreamReplicas int
 	IngestBatch    int
-	DeployTimeout  time.Duration
+	// IngestConcurrency is how many batches of rack events are stored
+	// at once, each of other racks (ingest.Config.Concurrency).
+	IngestConcurrency int
+	DeployTimeout     time.Duration
 	// CommissionTimeout is how long a commissioning may go without its
 	// agent's outcome before the machine is failed (0: for ever).
 	CommissionTimeout time.Duration
@@ -120,7 +123,8 @@ func DefaultConfig() Config {
 		HeartbeatMisses:   3,
 		StreamMaxAge:      7 * 24 * time.Hour,
 		StreamReplicas:    1,
-		IngestBatch:       500,
+		IngestBatch:       ingest.DefaultConfig().Batch,
+		IngestConcurrency: ingest.DefaultConfig().Concurrency,
 		DeployTimeout:     30 * time.Minute,
 		CommissionTimeout: 30 * time.Minute,
 		EraseTimeout:      2 * time.Hour,
@@ -152,6 +156,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StreamMaxAge, "stream-max-age", c.StreamMaxAge, "how long events stay on the JetStream streams (Postgres keeps them for good)")
 	fs.IntVar(&c.StreamReplicas, "nats-stream-replicas", c.StreamReplicas, "NATS servers holding each JetStream stream: 1 on a single server, 3 in a three-node cluster (applied to existing streams at start)")
 	fs.IntVar(&c.IngestBatch, "ingest-batch", c.IngestBatch, "rack events appended per transaction")
+	fs.IntVar(&c.IngestConcurrency, "ingest-concurrency", c.IngestConcurrency, "batches of rack events stored at once, each in a transaction and on a PostgreSQL connection of its own, of different racks (each rack's events are stored in order)")
 	fs.DurationVar(&c.DeployTimeout, "deploy-timeout", c.DeployTimeout, "how long a deployment may go without its installer's report before the machine is marked failed (0: wait for ever)")
 	fs.DurationVar(&c.CommissionTimeout, "commission-timeout", c.CommissionTimeout, "how long a commissioning may go without its agent's outcome before the machine is marked failed (0: wait for ever)")
 	fs.DurationVar(&c.EraseTimeout, "erase-timeout", c.EraseTimeout, "how long a release's disk erase may go without its agent's outcome before the machine is marked failed (0: wait for ever); a full erase of large disks takes hours")
@@ -189,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.IngestBatch < 1 || c.IngestBatch > 10000 {
 		errs = append(errs, fmt.Errorf("-ingest-batch %d: want 1 to 10000", c.IngestBatch))
+	}
+	if c.IngestConcurrency < 1 || c.IngestConcurrency > ingest.MaxConcurrency {
+		errs = append(errs, fmt.Errorf("-ingest-concurrency %d: want 1 to %d", c.IngestConcurrency, ingest.MaxConcurrency))
 	}
 	if c.DeployTimeout < 0 || c.DeployTimeout > 0 && c.DeployTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("-deploy-timeout %s: want 0 (off) or at least 1s, such as 30m", c.DeployTimeout))
@@ -331,7 +339,15 @@ func New(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, auth *NATSAuth, log *slo
 		revoker, r.retirer = r.callout, r.callout
 		calloutOn.Set(1)
 	}
-	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Logger: log, Registerer: reg, Streams: r.ensureStreams})
+	// Each batch being stored holds a connection: ingest under load must
+	// leave the API, the followers and liveness half the pool.
+	concurrency := cfg.IngestConcurrency
+	if most := max(1, int(pool.Config().MaxConns)/2); concurrency > most {
+		log.Info("ingest stores fewer batches at once than -ingest-concurrency: each holds a database connection, and half the pool is kept for the rest (pool_max_conns in -database-url raises it)",
+			"ingest_concurrency", cfg.IngestConcurrency, "pool_max_conns", pool.Config().MaxConns, "ingest_concurrency_used", most)
+		concurrency = most
+	}
+	r.ingest = ingest.New(js, db, v, ingest.Config{Batch: cfg.IngestBatch, Concurrency: concurrency, Logger: log, Registerer: reg, Streams: r.ensureStreams})
 	r.monitor = liveness.New(nc, db, v, liveness.Config{Misses: cfg.HeartbeatMisses, Logger: log, Registerer: reg})
 	r.relay = outbox.New(db, js, outbox.Config{Logger: log, Registerer: reg})
 	r.appended = db.NewEventWatch()

@@ -38,7 +38,7 @@ func TestFlags(t *testing.T) {
 	}{
 		{"regiond", region.RegisterFlags,
 			[]string{"http-addr", "database-url", "nats-url", "nats-nkey", "nats-ca", "nats-cert", "nats-key",
-				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "deploy-timeout", "log-level",
+				"heartbeat-misses", "stream-max-age", "nats-stream-replicas", "ingest-batch", "ingest-concurrency", "deploy-timeout", "log-level",
 				"secrets-key-file", "secrets-old-key-files",
 				"nats-issuer-seed", "nats-system-nkey", "nats-account", "first-join-token-file", "no-nats-callout",
 				"discovery-per-rack-per-minute", "discovery-max-new", "auto-commission", "telemetry-max-age", "telemetry-keep-per-rack", "telemetry-prune-interval",

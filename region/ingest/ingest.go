@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +26,12 @@ const ConsumerName = "rackplane-region-ingest"
 // Config configures an Ingester.
 type Config struct {
 	Batch int // messages per transaction at most
+	// Concurrency is how many batches may be stored at once, each in a
+	// transaction of its own. Batches stored at once hold different
+	// racks' events (by the rack of their subject): a rack's events go
+	// in in the order it published them, while other racks' commit
+	// beside them.
+	Concurrency int
 	// MaxWait is how long a batch stays open after its first message for
 	// more to join it: the most ingest adds to an event's latency to let
 	// batches form. A batch closes at Batch messages or MaxWait, whichever
@@ -37,6 +46,16 @@ type Config struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
+
+// DefaultConfig returns the defaults; New takes a zero field of its
+// Config from here.
+func DefaultConfig() Config {
+	return Config{Batch: 500, Concurrency: 4, MaxWait: 5 * time.Millisecond, AckWait: 5 * time.Second}
+}
+
+// MaxConcurrency bounds Config.Concurrency: each batch being stored holds
+// a database connection.
+const MaxConcurrency = 64
 
 // Store is what the ingester needs of the event store.
 type Store interface {
@@ -64,14 +83,19 @@ type Ingester struct {
 
 // New returns an ingester.
 func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *Ingester {
+	def := DefaultConfig()
 	if cfg.Batch <= 0 {
-		cfg.Batch = 500
+		cfg.Batch = def.Batch
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = def.Concurrency
+	}
+	cfg.Concurrency = min(cfg.Concurrency, MaxConcurrency)
 	if cfg.AckWait <= 0 {
-		cfg.AckWait = 5 * time.Second
+		cfg.AckWait = def.AckWait
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 5 * time.Millisecond
+		cfg.MaxWait = def.MaxWait
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -142,11 +166,13 @@ func (in *Ingester) consume(ctx context.Context) error {
 	var cons jetstream.Consumer
 	err := backoff.Retry(ctx, backoff.Policy{Max: time.Second}, func(ctx context.Context) (err error) {
 		cons, err = in.js.CreateOrUpdateConsumer(ctx, events.RackStream, jetstream.ConsumerConfig{
-			Durable:       ConsumerName,
-			Description:   "region: rack events into the event store",
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       in.cfg.AckWait,
-			MaxAckPending: in.cfg.Batch * 20,
+			Durable:     ConsumerName,
+			Description: "region: rack events into the event store",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     in.cfg.AckWait,
+			// Room for every batch being stored and the next ones
+			// queued, and the iterator's read-ahead.
+			MaxAckPending: in.cfg.Batch * max(20, 3*in.cfg.Concurrency+4),
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		return err
@@ -157,7 +183,7 @@ func (in *Ingester) consume(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	// The iterator keeps up to four batches fetched ahead, so the next
-	// batch is on its way while this one commits.
+	// batches are on their way while these commit.
 	it, err := cons.Messages(jetstream.PullMaxMessages(in.cfg.Batch * 4))
 	if err != nil {
 		return fmt.Errorf("consume rack events: %w", err)
@@ -166,56 +192,273 @@ func (in *Ingester) consume(ctx context.Context) error {
 	return in.pipeline(ctx, it)
 }
 
-// pipeline runs two stages: a reader forms batches, decoding and
-// validating each message as it arrives, and the caller's goroutine
-// stores the batches one after the other, in the order they were read.
-// The hand-off between them is unbuffered: while a batch commits, the
-// next one is filled and decoded, and it is handed over when the store is
-// free, so that under load batches grow towards Batch (each commit's
-// fixed cost shared by more events) and under a trickle each closes
-// MaxWait after its first message. Since one goroutine stores every
-// batch, in order, each rack's events go in in the order the rack
-// published them. pipeline returns nil when ctx ends, an error when the
-// consumer fails.
+// arrival is a message as the reader hands it on: with the time it was
+// read, from which its batch's MaxWait runs.
+type arrival struct {
+	msg jetstream.Msg
+	at  time.Time
+}
+
+// pipeline reads messages into their racks' queues (lanes) while
+// Concurrency storers each form a batch of lanes no other storer holds,
+// decode and validate it, and store it (store1), holding its lanes until
+// it is stored: a rack's events therefore go in in the order the rack
+// published them, while batches of other racks commit at once. pipeline
+// returns nil when ctx ends, an error when the consumer fails; either way
+// only once every storer has stopped, so that the storers of a consumer
+// made again never overtake those of the one before.
 func (in *Ingester) pipeline(ctx context.Context, it jetstream.MessagesContext) error {
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	decoded := make(chan *batch)
-	var readErr error
-	go func() {
-		defer close(decoded)
-		for rctx.Err() == nil {
-			b, err := in.next(rctx, it, decoded)
-			if err != nil {
-				if rctx.Err() == nil {
-					readErr = err
-				}
-				return
-			}
-			if b == nil {
-				return
-			}
-		}
-	}()
-	for b := range decoded {
-		if !in.store1(ctx, b) {
-			break
-		}
+	l := newLanes(in.cfg.Batch, in.cfg.MaxWait)
+	var wg sync.WaitGroup
+	for range in.cfg.Concurrency {
+		wg.Go(func() { in.storer(ctx, l) })
 	}
-	stop()
-	for range decoded { // let the reader see the end, then read readErr
-	}
-	if readErr != nil && ctx.Err() == nil {
-		return fmt.Errorf("consume rack events: %w", readErr)
+	err := in.read(ctx, it, l)
+	l.close()
+	wg.Wait()
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("consume rack events: %w", err)
 	}
 	return nil
 }
 
+// read hands each message of it to its lane until ctx ends (nil) or the
+// iterator is closed (its error).
+func (in *Ingester) read(ctx context.Context, it jetstream.MessagesContext, l *lanes) error {
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return err
+			}
+			// Missed heartbeats and the like: the iterator recovers by itself.
+			in.log.Warn("waiting for rack events", "err", err)
+			continue
+		}
+		l.push(arrival{m, time.Now()})
+	}
+}
+
+// storer stores batches one after the other until the lanes are closed
+// and empty, or ctx ends.
+func (in *Ingester) storer(ctx context.Context, l *lanes) {
+	var buf []arrival
+	var held []int
+	b := &batch{}
+	for {
+		var ok bool
+		buf, held, ok = l.form(ctx, buf[:0], held[:0])
+		if !ok {
+			return
+		}
+		b.reset(buf[0].at)
+		for _, a := range buf {
+			in.add(b, a.msg)
+		}
+		clear(buf)
+		stored := in.store1(ctx, b)
+		l.release(held)
+		if !stored {
+			return
+		}
+	}
+}
+
+// laneCount is the number of lanes messages are spread over by their
+// rack. More lanes than storers, so that the racks a storer holds seldom
+// keep another from work; few enough to scan at each batch.
+const laneCount = 256
+
+// lanes holds the messages read and not yet in a batch, in one queue per
+// rack (racks share a lane by a hash of their id), in the order they were
+// read. A storer forming a batch takes lanes no other storer holds and
+// holds them until its batch is stored, so that no later message of
+// those racks can be stored before it.
+//
+// One storer forms a batch at a time, and it takes every lane with
+// messages (up to Batch messages): under a trickle there is one batch, one
+// transaction, per MaxWait, as with a single storer, and the region's
+// transactions grow in number only with load. Under load, each storer's
+// batch fills from fewer racks and the next storer takes other racks'
+// lanes, so that Concurrency batches are stored at once.
+//
+// The queues have no bound of their own (the reader never waits for a busy
+// storer, which would hold up the others): what they can hold is bounded
+// by the consumer's MaxAckPending, the messages JetStream delivers before
+// any is acknowledged.
+type lanes struct {
+	batch   int
+	maxWait time.Duration
+	forming chan struct{} // the turn to form a batch
+	changed chan struct{} // a message arrived, a lane was released or closed
+
+	mu     sync.Mutex
+	queue  [laneCount][]arrival
+	held   [laneCount]bool
+	queued int // messages in the queues
+	closed bool
+	order  []int // scratch of takeLocked
+}
+
+func newLanes(batch int, maxWait time.Duration) *lanes {
+	l := &lanes{batch: batch, maxWait: maxWait, forming: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	l.forming <- struct{}{}
+	return l
+}
+
+func (l *lanes) push(a arrival) {
+	i := laneOf(a.msg.Subject())
+	l.mu.Lock()
+	l.queue[i] = append(l.queue[i], a)
+	l.queued++
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *lanes) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.signal()
+}
+
+// release gives back the lanes of a batch stored (or given up).
+func (l *lanes) release(held []int) {
+	l.mu.Lock()
+	for _, i := range held {
+		l.held[i] = false
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+// signal wakes the storer forming a batch, if one waits.
+func (l *lanes) signal() {
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// form waits for its turn, then for messages in lanes no one holds, and
+// once it has Batch of them or MaxWait has passed since the oldest was
+// read (a batch closes on time however steadily messages keep coming),
+// appends them to buf, oldest lanes first, and the lanes it now holds to
+// held. ok is false when ctx ended, or the lanes are closed and empty.
+func (l *lanes) form(ctx context.Context, buf []arrival, held []int) (_ []arrival, _ []int, ok bool) {
+	select {
+	case <-l.forming:
+	case <-ctx.Done():
+		return buf, held, false
+	}
+	defer func() { l.forming <- struct{}{} }()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		l.mu.Lock()
+		if l.closed && l.queued == 0 {
+			l.mu.Unlock()
+			return buf, held, false
+		}
+		free, oldest := 0, time.Time{}
+		for i := range l.queue {
+			if q := l.queue[i]; len(q) > 0 && !l.held[i] {
+				free += len(q)
+				if oldest.IsZero() || q[0].at.Before(oldest) {
+					oldest = q[0].at
+				}
+			}
+		}
+		var wait <-chan time.Time
+		if free > 0 {
+			left := time.Until(oldest.Add(l.maxWait))
+			if free >= l.batch || left <= 0 || l.closed {
+				buf, held = l.takeLocked(buf, held)
+				l.mu.Unlock()
+				return buf, held, true
+			}
+			if timer == nil {
+				timer = time.NewTimer(left)
+			} else {
+				timer.Reset(left)
+			}
+			wait = timer.C
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.changed:
+		case <-wait:
+		case <-ctx.Done():
+			return buf, held, false
+		}
+	}
+}
+
+// takeLocked moves up to Batch messages of the lanes no one holds into
+// buf, the lanes whose first message is oldest first, and holds the lanes
+// it took from. l.mu is held.
+func (l *lanes) takeLocked(buf []arrival, held []int) ([]arrival, []int) {
+	free := l.order[:0]
+	for i := range l.queue {
+		if len(l.queue[i]) > 0 && !l.held[i] {
+			free = append(free, i)
+		}
+	}
+	slices.SortFunc(free, func(a, b int) int { return l.queue[a][0].at.Compare(l.queue[b][0].at) })
+	l.order = free
+	for _, i := range free {
+		if len(buf) >= l.batch {
+			break
+		}
+		q := l.queue[i]
+		n := min(len(q), l.batch-len(buf))
+		buf = append(buf, q[:n]...)
+		clear(q[:n])
+		if n == len(q) {
+			q = q[:0] // the array is reused by the lane's next messages
+		} else {
+			q = q[n:]
+		}
+		l.queue[i] = q
+		l.queued -= n
+		l.held[i] = true
+		held = append(held, i)
+	}
+	return buf, held
+}
+
+// laneOf returns the lane of the rack that published on subject: an
+// FNV-1a hash of the rack id, so that a rack's messages are always in the
+// same lane. A subject that names no rack (its message will be rejected)
+// hashes as a whole.
+func laneOf(subject string) int {
+	key := subject
+	if rest, ok := strings.CutPrefix(subject, events.Prefix+".rack."); ok {
+		if i := strings.IndexByte(rest, '.'); i >= 0 {
+			key = rest[:i]
+		}
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % laneCount)
+}
+
 // store1 stores b, trying again while that fails: a batch is never
-// skipped, so that a later one cannot overtake it and reorder a rack's
-// events. While it waits, its messages are kept from redelivery; those
-// fetched behind it may be redelivered meanwhile, and the copy that comes
-// second is recognised by its event id. False when ctx ended first.
+// skipped, so that a later one of its racks cannot overtake it and
+// reorder a rack's events (its lanes stay held meanwhile). While it
+// waits, its messages are kept from redelivery; those queued behind it
+// may be redelivered meanwhile, and the copy that comes second is
+// recognised by its event id. False when ctx ended first.
 func (in *Ingester) store1(ctx context.Context, b *batch) bool {
 	retry := backoff.New(backoff.Policy{Max: 5 * time.Second})
 	for {
@@ -236,69 +479,25 @@ func (in *Ingester) store1(ctx context.Context, b *batch) bool {
 	}
 }
 
-// next forms one batch and hands it to out. It waits for a first
-// message, then for more until the batch is full or MaxWait has passed
-// since the first (a batch closes on time however steadily messages keep
-// coming), and then, for as long as out is not ready to take it (the
-// store is busy with the batch before), goes on adding what arrives, up
-// to Batch. It returns a nil batch when ctx ends.
-func (in *Ingester) next(ctx context.Context, it jetstream.MessagesContext, out chan<- *batch) (*batch, error) {
-	var b *batch
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err == nil {
-			b = in.newBatch()
-			in.add(b, m)
-			break
-		}
-		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return nil, err
-		}
-		// Missed heartbeats and the like: the iterator recovers by itself.
-		in.log.Warn("waiting for rack events", "err", err)
-	}
-	deadline := time.Now().Add(in.cfg.MaxWait)
-	for len(b.msgs) < in.cfg.Batch {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
-		m, err := it.Next(jetstream.NextMaxWait(left))
-		if err != nil {
-			break
-		}
-		in.add(b, m)
-	}
-	for len(b.msgs) < in.cfg.Batch {
-		select {
-		case out <- b:
-			return b, nil
-		default:
-		}
-		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
-		if err == nil {
-			in.add(b, m)
-			continue
-		}
-		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			break // nothing more will come: wait for the store
-		}
-	}
-	select {
-	case out <- b:
-		return b, nil
-	case <-ctx.Done():
-		return nil, nil
-	}
-}
-
-// batch is a batch of messages, decoded and validated.
+// batch is a batch of messages, decoded and validated. A storer keeps
+// one and reuses its arrays from batch to batch.
 type batch struct {
 	start    time.Time
 	msgs     []jetstream.Msg
-	good     []accepted
+	good     []accepted // those still to be stored
 	bad      []refused
 	recorded int // refusals recorded so far, should storing be tried again
+
+	goodArr []accepted     // good as add filled it
+	evs     []events.Event // the events of an append
+}
+
+// reset empties b for a batch whose first message was read at start.
+func (b *batch) reset(start time.Time) {
+	clear(b.msgs)
+	clear(b.goodArr)
+	clear(b.evs)
+	*b = batch{start: start, msgs: b.msgs[:0], good: b.goodArr[:0], goodArr: b.goodArr[:0], evs: b.evs[:0]}
 }
 
 type refused struct {
@@ -315,12 +514,8 @@ func (b *batch) inProgress() {
 	}
 }
 
-func (in *Ingester) newBatch() *batch {
-	return &batch{start: time.Now(), msgs: make([]jetstream.Msg, 0, 64), good: make([]accepted, 0, 64)}
-}
-
-// add decodes and validates m into b: what rejecting or storing it needs,
-// computed while the batch before is being stored.
+// add decodes and validates m into b: what rejecting or storing it
+// needs, computed while other storers' batches are being stored.
 func (in *Ingester) add(b *batch, m jetstream.Msg) {
 	b.msgs = append(b.msgs, m)
 	ev, err := in.check(m)
@@ -329,6 +524,7 @@ func (in *Ingester) add(b *batch, m jetstream.Msg) {
 		return
 	}
 	b.good = append(b.good, accepted{m, ev})
+	b.goodArr = b.good
 }
 
 type accepted struct {
@@ -349,10 +545,11 @@ func (in *Ingester) handle(ctx context.Context, b *batch) error {
 	if len(good) == 0 {
 		return nil
 	}
-	evs := make([]events.Event, len(good))
-	for i, a := range good {
-		evs[i] = a.ev
+	evs := b.evs[:0]
+	for _, a := range good {
+		evs = append(evs, a.ev)
 	}
+	b.evs = evs
 	var appended []postgres.Appended
 	err := in.store.InTx(ctx, func(tx pgx.Tx) (err error) {
 		appended, err = in.store.AppendAny(ctx, tx, evs)
@@ -410,13 +607,14 @@ func (in *Ingester) handleAccepted(ctx context.Context, a accepted) error {
 }
 
 func (in *Ingester) count(appended []postgres.Appended) {
+	dups := 0
 	for _, a := range appended {
 		if a.Duplicate {
-			in.duplicates.Inc()
-		} else {
-			in.ingested.Inc()
+			dups++
 		}
 	}
+	in.duplicates.Add(float64(dups))
+	in.ingested.Add(float64(len(appended) - dups))
 }
 
 // check decodes and validates m and makes sure the rack that published it
@@ -432,11 +630,25 @@ func (in *Ingester) check(m jetstream.Msg) (events.Event, error) {
 		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
 			Err: fmt.Errorf("source %q published on %s", ev.Source, m.Subject())}
 	}
-	if want := events.RackEventSubject(subjRack, ev.Type); want != m.Subject() {
+	if !onTypeSubject(m.Subject(), subjRack, ev.Type) {
 		return ev, &events.RejectError{Reason: events.ReasonWrongSubject,
-			Err: fmt.Errorf("type %s belongs on %s, not %s", ev.Type, want, m.Subject())}
+			Err: fmt.Errorf("type %s belongs on %s, not %s", ev.Type, events.RackEventSubject(subjRack, ev.Type), m.Subject())}
 	}
 	return ev, nil
+}
+
+// onTypeSubject reports whether subject is events.RackEventSubject(rack,
+// typ), without building that for every message.
+func onTypeSubject(subject, rack, typ string) bool {
+	rest, ok := strings.CutPrefix(subject, events.Prefix+".rack.")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, rack); !ok {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, ".event.")
+	return ok && rest == events.Name(typ)
 }
 
 func (in *Ingester) reject(ctx context.Context, m jetstream.Msg, ev events.Event, err error) error {

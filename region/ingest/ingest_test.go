@@ -29,6 +29,11 @@ type store struct {
 	mu      sync.Mutex
 	failTx  int   // transactions still to fail
 	appends []int // events per successful AppendAny
+	// inTx, when set, is called by AppendAny within the transaction,
+	// before the events are appended.
+	inTx func(evs []events.Event)
+	// appended, when set, is called after each successful AppendAny.
+	appended func(evs []events.Event)
 }
 
 func (s *store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
@@ -45,11 +50,17 @@ func (s *store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 func (s *store) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
+	if s.inTx != nil {
+		s.inTx(evs)
+	}
 	out, err := s.DB.AppendAny(ctx, tx, evs)
 	if err == nil {
 		s.mu.Lock()
 		s.appends = append(s.appends, len(evs))
 		s.mu.Unlock()
+		if s.appended != nil {
+			s.appended(evs)
+		}
 	}
 	return out, err
 }
@@ -75,12 +86,36 @@ func newSite(t *testing.T) *site {
 
 // start runs an ingester until the test ends. AckWait is long, so that a
 // message is delivered again within a test only when it was nak'd.
-func (s *site) start(batch int) {
+func (s *site) start(batch int) { s.startConcurrent(batch, 0) }
+
+// startConcurrent is start storing that many batches at once (0: the
+// default).
+func (s *site) startConcurrent(batch, concurrency int) {
 	s.t.Helper()
 	in := ingest.New(s.js, s.store, regiontest.Validator(s.t), ingest.Config{
-		Batch: batch, AckWait: time.Minute, Logger: regiontest.Logger(), Registerer: s.reg,
+		Batch: batch, Concurrency: concurrency, AckWait: time.Minute, Logger: regiontest.Logger(), Registerer: s.reg,
 	})
 	regiontest.Run(s.t, in.Run)
+}
+
+// streamOrder checks that each of racks has its events of sent in its
+// stream, in the order they were sent.
+func (s *site) streamOrder(sent []events.Event, racks ...string) {
+	s.t.Helper()
+	for _, rack := range racks {
+		var got, want []string
+		for _, e := range sent {
+			if e.Source == events.RackSource(rack) {
+				want = append(want, e.ID)
+			}
+		}
+		for _, e := range regiontest.StreamEvents(s.t, s.store.DB, events.RackStreamName(rack)) {
+			got = append(got, e.ID)
+		}
+		if !slices.Equal(got, want) {
+			s.t.Errorf("stream of %s: %v, want the published order %v", rack, got, want)
+		}
+	}
 }
 
 // publish puts raw on subject without a message id, so that JetStream
@@ -179,21 +214,7 @@ func TestEveryValidEventOnce(t *testing.T) {
 		t.Errorf("duplicate_total %v, want 5", got)
 	}
 	// The per-stream order is the racks' order.
-	for _, rack := range []string{rackA, rackB} {
-		var want []string
-		for _, e := range sent {
-			if e.Source == events.RackSource(rack) {
-				want = append(want, e.ID)
-			}
-		}
-		var got []string
-		for _, e := range regiontest.StreamEvents(t, s.store.DB, events.RackStreamName(rack)) {
-			got = append(got, e.ID)
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("stream of %s: %v, want %v", rack, got, want)
-		}
-	}
+	s.streamOrder(sent, rackA, rackB)
 }
 
 // TestInvalidMessagesAreRejectedAndIngestGoesOn: each kind of bad message,
@@ -279,12 +300,7 @@ func TestRetriedInOrderWhilePostgresIsAway(t *testing.T) {
 	// The retries back off 100ms, 200ms, 400ms; AckWait is a minute,
 	// longer than settled waits.
 	s.settled()
-	logged := s.logged()
-	for _, e := range sent {
-		if logged[e.ID] != 1 {
-			t.Fatalf("event %s is in the log %d times", e.ID, logged[e.ID])
-		}
-	}
+	s.once(sent)
 	s.store.mu.Lock()
 	left := s.store.failTx
 	s.store.mu.Unlock()
@@ -412,5 +428,159 @@ func TestConsumerDeletedFromOutside(t *testing.T) {
 	}
 	if got := s.metric("rackplane_region_ingest_consumer_restarts_total", nil); got < 3 {
 		t.Fatalf("consumer restarts %v, want at least 3", got)
+	}
+}
+
+// twoLanes returns two racks whose events are in different lanes.
+func twoLanes(t *testing.T) (string, string) {
+	a := uuid.NewString()
+	la := ingest.LaneOf(events.RackEventSubject(a, events.TypeEventsDropped))
+	for range 1000 {
+		b := uuid.NewString()
+		if ingest.LaneOf(events.RackEventSubject(b, events.TypeEventsDropped)) != la {
+			return a, b
+		}
+	}
+	t.Fatal("no two racks of different lanes")
+	return "", ""
+}
+
+// publishTurns publishes n events of each of racks, the racks in turn.
+func (s *site) publishTurns(n int, racks ...string) []events.Event {
+	var sent []events.Event
+	for i := range n {
+		for _, rack := range racks {
+			e := dropped(s.t, rack, int64(i+1))
+			sent = append(sent, e)
+			s.publishEvent(e)
+		}
+	}
+	return sent
+}
+
+// once checks that every event of sent is in the log once, and nothing
+// else is.
+func (s *site) once(sent []events.Event) {
+	s.t.Helper()
+	logged := s.logged()
+	if len(logged) != len(sent) {
+		s.t.Fatalf("%d events in the log, want %d", len(logged), len(sent))
+	}
+	for _, e := range sent {
+		if logged[e.ID] != 1 {
+			s.t.Fatalf("event %s is in the log %d times", e.ID, logged[e.ID])
+		}
+	}
+}
+
+// TestRacksCommitConcurrentlyEachInOrder: while a batch of one rack is in
+// its transaction, not yet committed, every event of another rack is
+// appended beside it; and each rack's stream is in the order the rack
+// published, however the two racks' batches interleave.
+func TestRacksCommitConcurrentlyEachInOrder(t *testing.T) {
+	s := newSite(t)
+	const perRack, batch = 20, 5
+	rackA, rackB := twoLanes(t)
+	bAll := make(chan struct{})
+	var (
+		mu         sync.Mutex
+		bAppended  int
+		held       bool // rack A's first batch was held in its transaction
+		overlapped bool // ... while every event of rack B was appended
+	)
+	s.store.inTx = func(evs []events.Event) {
+		mu.Lock()
+		first := !held && evs[0].Source == events.RackSource(rackA)
+		held = held || first
+		mu.Unlock()
+		if !first {
+			return
+		}
+		select {
+		case <-bAll:
+			mu.Lock()
+			overlapped = true
+			mu.Unlock()
+		case <-time.After(5 * time.Second): // one batch at a time never gets there
+		}
+	}
+	s.store.appended = func(evs []events.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range evs {
+			if e.Source == events.RackSource(rackB) {
+				if bAppended++; bAppended == perRack {
+					close(bAll)
+				}
+			}
+		}
+	}
+	// All on the stream before the ingester starts: the first batch is
+	// rack A's first five.
+	sent := s.publishTurns(perRack, rackA, rackB)
+	s.startConcurrent(batch, 2)
+	s.settled()
+	mu.Lock()
+	if !held || !overlapped {
+		t.Errorf("rack B's %d events were not all appended while rack A's first batch was in its transaction (held %v)", perRack, held)
+	}
+	mu.Unlock()
+	s.once(sent)
+	s.streamOrder(sent, rackA, rackB)
+}
+
+// TestRetriedInOrderBesideOtherRacks: a batch that fails (Postgres
+// refused its transaction) is tried again in place while batches of other
+// racks go on; no rack's events are reordered, lost or doubled.
+func TestRetriedInOrderBesideOtherRacks(t *testing.T) {
+	s := newSite(t)
+	rackA, rackB := twoLanes(t)
+	s.store.failTx = 4
+	sent := s.publishTurns(25, rackA, rackB)
+	s.startConcurrent(5, 2)
+	s.settled()
+	s.once(sent)
+	s.streamOrder(sent, rackA, rackB)
+	if got := s.metric("rackplane_region_ingest_batch_failures_total", nil); got != 4 {
+		t.Errorf("batch_failures_total %v, want 4", got)
+	}
+}
+
+// TestOneTransactionPerWaitUnderATrickle: events of many racks trickling
+// in go in by batches of several racks each, not by a transaction per
+// rack: storing batches at once must not multiply the transactions when
+// there is no load to share.
+func TestOneTransactionPerWaitUnderATrickle(t *testing.T) {
+	s := newSite(t)
+	racks := make([]string, 20)
+	for i := range racks {
+		racks[i] = uuid.NewString()
+	}
+	s.startConcurrent(500, 8)
+	var sent []events.Event
+	for round := range 10 {
+		// The twenty racks' events at once, then a pause: each burst
+		// is one batch's worth, whatever its racks' lanes.
+		for _, rack := range racks {
+			e := dropped(t, rack, int64(round+1))
+			sent = append(sent, e)
+			if _, err := s.js.PublishAsync(events.RackEventSubject(rack, e.Type), regiontest.Encode(t, e)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-s.js.PublishAsyncComplete():
+		case <-time.After(10 * time.Second):
+			t.Fatal("publishes not acknowledged")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.settled()
+	s.once(sent)
+	sizes := s.store.batches()
+	// A burst may straddle a batch's close on a busy machine; one
+	// transaction per rack and burst would be 200.
+	if len(sizes) > 3*10 {
+		t.Errorf("%d transactions for 10 bursts of 20 racks' events: %v", len(sizes), sizes)
 	}
 }

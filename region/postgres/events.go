@@ -203,16 +203,18 @@ RETURNING id::text, position, version, txid::text, recorded_at`
 // append_any, in one round trip, and applies the projections.
 func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Stored, error) {
 	n := len(evs)
-	ids, streams, types, sources, corr, caus, actors, data := make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]string, n)
+	ids, streams, types, sources, corr, caus, actors := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	// The events' data as they are, not copied into strings: a text
+	// array's elements are sent as bytes either way.
+	data := make([][]byte, n)
 	times := make([]time.Time, n)
-	at := make(map[string]int, n)
 	for i, e := range evs {
 		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
 		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
-		data[i] = string(e.Data)
-		at[e.ID] = i
+		data[i] = e.Data
 	}
+	var at map[string]int // by id, made only if the rows come back out of batch order
 	b := &pgx.Batch{}
 	b.Queue(`SAVEPOINT append_any`)
 	b.Queue(appendFreshSQL, ids, streams, types, sources, times, corr, caus, actors, data)
@@ -235,10 +237,19 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 			br.Close()
 			return nil, wrap("append: insert events", err)
 		}
-		i, ok := at[id]
+		// The rows are inserted in batch order, and come back in it.
+		i, ok := got, got < n && ids[got] == id
 		if !ok {
-			br.Close()
-			return nil, fmt.Errorf("append: insert returned event %s, not in the batch", id)
+			if at == nil {
+				at = make(map[string]int, n)
+				for j, e := range evs {
+					at[e.ID] = j
+				}
+			}
+			if i, ok = at[id]; !ok {
+				br.Close()
+				return nil, fmt.Errorf("append: insert returned event %s, not in the batch", id)
+			}
 		}
 		s.Event = evs[i]
 		s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
@@ -407,15 +418,16 @@ func (db *DB) insert(ctx context.Context, tx pgx.Tx, evs []events.Event, version
 // log), the events stored, and a duplicate of the stored one for each
 // repeat of an event within evs.
 func merge(evs []events.Event, dups []Appended, stored []Stored) []Appended {
-	out := dups
-	byID := make(map[string]Appended, len(stored))
+	out := slices.Grow(dups, len(stored))
 	for _, s := range stored {
-		a := Appended{ID: s.ID, Position: s.Position, Version: s.Version}
-		out = append(out, a)
-		byID[s.ID] = a
+		out = append(out, Appended{ID: s.ID, Position: s.Position, Version: s.Version})
 	}
 	if len(out) == len(evs) {
 		return out
+	}
+	byID := make(map[string]Appended, len(stored))
+	for _, a := range out[len(dups):] {
+		byID[a.ID] = a
 	}
 	seen := make(map[string]bool, len(stored))
 	for _, e := range evs {

@@ -24,6 +24,14 @@ type Projection struct {
 	// events change the same row in a way that does not depend on order.
 	// Its tables must end as Apply would have left them.
 	Rebuild func() RebuildApplier
+	// Coalesce, when set, makes the stand-in for Apply over the events of
+	// one append: it may hold back, until its Flush at the end of the
+	// append, effects that do not depend on their order, so that a batch
+	// of many events writes a row they all change once rather than once
+	// each (each rewrite of a row within a transaction costs more than
+	// the last). It reads nothing of the tables; they must end as Apply
+	// would have left them.
+	Coalesce func() RebuildApplier
 }
 
 // RebuildApplier applies events in a rebuild, as Projection.Apply does,
@@ -51,12 +59,25 @@ func (f applyFunc) Flush(*pgx.Batch)                   {}
 // project applies every projection to evs, in order, in one round trip.
 func (db *DB) project(ctx context.Context, tx pgx.Tx, evs []Stored) error {
 	b := &pgx.Batch{}
+	apply := make([]func(*pgx.Batch, Stored) error, len(db.projections))
+	var held []RebuildApplier
+	for i, p := range db.projections {
+		apply[i] = p.Apply
+		if p.Coalesce != nil && len(evs) > 1 {
+			a := p.Coalesce()
+			apply[i] = a.Apply
+			held = append(held, a)
+		}
+	}
 	for _, s := range evs {
-		for _, p := range db.projections {
-			if err := p.Apply(b, s); err != nil {
+		for i, p := range db.projections {
+			if err := apply[i](b, s); err != nil {
 				return fmt.Errorf("projection %s: event %s (%s): %w", p.Name, s.ID, s.Type, err)
 			}
 		}
+	}
+	for _, a := range held {
+		a.Flush(b)
 	}
 	if b.Len() == 0 {
 		return nil

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,10 +12,11 @@ import (
 )
 
 var racksProjection = Projection{
-	Name:    "racks",
-	Tables:  []string{"racks"},
-	Apply:   applyRack,
-	Rebuild: newRacksRebuild,
+	Name:     "racks",
+	Tables:   []string{"racks"},
+	Apply:    applyRack,
+	Rebuild:  newRacksRebuild,
+	Coalesce: func() RebuildApplier { return &rackTouches{} },
 }
 
 // applyRack projects racks. A new rack is online from its first
@@ -72,6 +74,70 @@ func applyRack(q *pgx.Batch, s Stored) error {
 		q.Queue(`UPDATE racks SET last_seen = greatest(last_seen, $2) WHERE id = $1`, id, s.Time)
 	}
 	return nil
+}
+
+// rackTouches is applyRack over one append's events, holding back what
+// every other event of a rack does to its row (last_seen, a maximum, and
+// dropped_events, a sum: neither depends on order) until Flush, which
+// writes each rack touched once. What does depend on order, a rack's
+// registration (which makes the row a touch before it finds missing),
+// liveness or retirement, is applied in its place, after the touches
+// held so far.
+type rackTouches struct {
+	ids  []string
+	seen map[string]*rackTouched
+}
+
+type rackTouched struct {
+	last    time.Time
+	dropped int64
+}
+
+func (r *rackTouches) Apply(q *pgx.Batch, s Stored) error {
+	switch s.Type {
+	case events.TypeRackRegistered, events.TypeRackOffline, events.TypeRackOnline, events.TypeRackRetired:
+		r.Flush(q)
+		return applyRack(q, s)
+	}
+	id, dropped, err := rackTouch(s)
+	if err != nil || id == "" {
+		return err
+	}
+	t := r.seen[id]
+	if t == nil {
+		if r.seen == nil {
+			r.seen = map[string]*rackTouched{}
+		}
+		t = &rackTouched{last: s.Time}
+		r.seen[id] = t
+		r.ids = append(r.ids, id)
+	}
+	if s.Time.After(t.last) {
+		t.last = s.Time
+	}
+	t.dropped += dropped
+	return nil
+}
+
+func (r *rackTouches) Flush(q *pgx.Batch) {
+	if len(r.ids) == 0 {
+		return
+	}
+	// In id order, so that the statement is the same whatever order the
+	// racks came in. Ingest's appends of different racks' events touch
+	// different rows (each rack's events are in one partition); a cycle
+	// with another append is a deadlock Postgres breaks and InTx retries.
+	sort.Strings(r.ids)
+	last, dropped := make([]time.Time, len(r.ids)), make([]int64, len(r.ids))
+	for i, id := range r.ids {
+		last[i], dropped[i] = r.seen[id].last, r.seen[id].dropped
+	}
+	q.Queue(`UPDATE racks r SET dropped_events = r.dropped_events + t.dropped,
+			last_seen = greatest(r.last_seen, t.last)
+		FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[]) AS t(id, last, dropped)
+		WHERE r.id = t.id`, r.ids, last, dropped)
+	r.ids = nil
+	clear(r.seen)
 }
 
 // rackTouch says what an event other than a rack's registration,

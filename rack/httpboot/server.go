@@ -416,7 +416,9 @@ func (h fastHandler) Takes(req *httpserver.FastRequest) bool {
 
 func (h fastHandler) ServeFast(w *httpserver.FastWriter, req *httpserver.FastRequest) {
 	s := h.s
-	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: req.LocalText, Remote: req.RemoteText, Name: req.Path, Timeout: s.cfg.HandoffTimeout})
+	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: req.LocalText, Remote: req.RemoteText, Name: req.Path, Timeout: s.cfg.HandoffTimeout,
+		// fastAnswer sends the file at an offset (FastWriter.SendFile).
+		Shared: true})
 	if err != nil {
 		s.errs.WithLabelValues("handoff").Inc()
 		fastError(w, req, statusOf(err), rackplane.ErrorMessage(err), "")

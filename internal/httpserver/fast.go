@@ -44,6 +44,7 @@ type FastRequest struct {
 // http.Handler as it would without it, on the same connection.
 type FastHandler interface {
 	// Takes says, from the head alone, whether ServeFast answers req.
+	// Neither keeps req past its return: the server reuses it.
 	Takes(req *FastRequest) bool
 	// ServeFast answers req through w, whole: a head, then as many body
 	// bytes as it announced.
@@ -515,6 +516,10 @@ func (f *fastServer) serve(c net.Conn) {
 		_ = c.SetReadDeadline(now.Add(d))
 	}
 	setRead(time.Now(), s.cfg.ReadHeaderTimeout)
+	// One FastRequest for all the connection's requests, and the text of
+	// the last path and range, which the next request is likely to repeat.
+	req := &FastRequest{}
+	var last lastText
 	for first := true; ; first = false {
 		// Idle (sheddable) until the headers are all in, as net/http
 		// counts it; the first request's wait is for its headers.
@@ -538,11 +543,11 @@ func (f *fastServer) serve(c net.Conn) {
 			f.finish(c)
 			return
 		}
-		var req FastRequest
-		ok := head != nil && parseHead(head, &req)
+		*req = FastRequest{}
+		ok := head != nil && parseHead(head, req, &last)
 		if ok {
 			req.Local, req.Remote, req.LocalText, req.RemoteText = local, remote, localText, remoteText
-			ok = s.fast.Takes(&req)
+			ok = s.fast.Takes(req)
 		}
 		if !ok {
 			// net/http answers it, and the rest of the connection, with
@@ -563,7 +568,7 @@ func (f *fastServer) serve(c net.Conn) {
 		}
 		s.conns.setState(c, http.StateActive, false)
 		w.close, w.err, w.pending = req.Close, nil, false
-		s.fast.ServeFast(w, &req)
+		s.fast.ServeFast(w, req)
 		_ = w.flush()
 		// Idle again. The write deadline stays: every write moves it
 		// first (arm).
@@ -617,9 +622,23 @@ func readHead(r *bufio.Reader, limit int) (head []byte, n int, err error) {
 	}
 }
 
+// lastText is the text of a connection's last path and range: a client
+// asks for one file again and again, and its text is then made once.
+type lastText struct{ path, rng string }
+
+// text is b as a string: *kept when they are equal (the comparison
+// allocates nothing), else a new one, which it keeps.
+func (lastText) text(kept *string, b []byte) string {
+	if *kept != string(b) {
+		*kept = string(b)
+	}
+	return *kept
+}
+
 // parseHead parses a request head of HTTP/1.1 GET or HEAD without a body
-// into req; false for anything else (net/http answers those).
-func parseHead(head []byte, req *FastRequest) bool {
+// into req; false for anything else (net/http answers those). last keeps
+// the text of the connection's last path and range.
+func parseHead(head []byte, req *FastRequest, last *lastText) bool {
 	// Lines end in CRLF and nowhere else: a bare LF or CR (which net/http
 	// takes as a line's end, so the two would read different heads, and a
 	// request could be smuggled in one's body), NUL or another control
@@ -652,7 +671,7 @@ func parseHead(head []byte, req *FastRequest) bool {
 	default:
 		return false
 	}
-	req.Path = string(target)
+	req.Path = last.text(&last.path, target)
 	if !FastPath(req.Path) {
 		return false
 	}
@@ -680,7 +699,7 @@ func parseHead(head []byte, req *FastRequest) bool {
 			if ranges++; ranges > 1 {
 				return false
 			}
-			req.Range = string(value)
+			req.Range = last.text(&last.rng, value)
 		case equalFold(name, "connection"):
 			for _, opt := range bytes.Split(value, []byte(",")) {
 				opt = bytes.TrimSpace(opt)

@@ -106,13 +106,16 @@ type FastWriter struct {
 	// callbacks are method values made once per connection, so that a
 	// request allocates none.
 	op struct {
+		// send's
 		p     []byte
 		flags int
-		src   int
-		off   int64
-		n     int // bytes to send
-		done  int
-		err   error
+		n     int // sent
+		// SendFile's: the file, where its bytes start, how many to send,
+		// how many went, and how many had when the deadline last moved
+		src                    int
+		off, total, sent, mark int64
+		eof                    bool
+		err                    error // either's
 	}
 	sendFn, fileFn func(fd uintptr) bool
 }
@@ -260,10 +263,13 @@ func (w *FastWriter) sendOp(fd uintptr) bool {
 }
 
 // SendFile sends n bytes of f from offset off (after the head), with
-// sendfile(2) at that offset when the connection is TCP, a piece at a
-// time under the write timeout; f's own offset is neither used nor
-// moved, so that many answers may send from one descriptor at once. It
-// returns the bytes sent: fewer than n, with an error, when f ends first.
+// sendfile(2) at that offset when the connection is TCP; f's own offset
+// is neither used nor moved, so that many answers may send from one
+// descriptor at once. The write deadline is moved after every writeChunk
+// sent, as the other writes move it, but one sendfile sends as much as
+// the socket takes (up to maxSendfile): a whole image goes in tens of
+// calls, not hundreds. It returns the bytes sent: fewer than n, with an
+// error, when f ends first.
 func (w *FastWriter) SendFile(f *os.File, off, n int64) (int64, error) {
 	if w.pending && n > 0 {
 		w.pending = false
@@ -275,55 +281,64 @@ func (w *FastWriter) SendFile(f *os.File, off, n int64) (int64, error) {
 		return w.copyFile(f, off, n)
 	}
 	defer runtime.KeepAlive(f)
-	var sent int64
-	w.op.src = int(f.Fd())
-	for sent < n && w.err == nil {
+	o := &w.op
+	o.src, o.off, o.total, o.sent, o.eof, o.err = int(f.Fd()), off, n, 0, false, nil
+	for o.sent < n && w.err == nil {
 		w.arm()
-		w.op.off, w.op.n, w.op.done, w.op.err = off+sent, int(min(int64(writeChunk), n-sent)), 0, nil
+		o.mark = o.sent
 		if err := w.rc.Write(w.fileFn); err != nil {
 			w.err = err
 		}
-		sent += int64(w.op.done)
 		switch {
 		case w.err != nil:
-		case w.op.err == errors.ErrUnsupported && sent == 0:
+		case o.err == errors.ErrUnsupported && o.sent == 0:
 			// No sendfile from this file (its file system cannot
 			// splice): through user space instead.
 			return w.copyFile(f, off, n)
-		case w.op.err != nil:
-			w.err = w.op.err
-		case w.op.done < w.op.n:
+		case o.err != nil:
+			w.err = o.err
+		case o.eof:
 			w.err = io.ErrUnexpectedEOF // the file is shorter
 		}
 	}
-	return sent, w.err
+	return o.sent, w.err
 }
 
-// sendfileOp is SendFile's system call, as sendOp is send's.
+// maxSendfile is the most one sendfile(2) is asked for (nginx's
+// sendfile_max_chunk): a fast client does not hold the thread in one long
+// call.
+const maxSendfile = 2 << 20
+
+// sendfileOp is SendFile's system calls, a RawConn.Write callback: false
+// waits until the socket takes more, true goes back to SendFile, which
+// moves the write deadline, when a writeChunk went out since it last did
+// (and when the file is sent, ends or fails).
 func (w *FastWriter) sendfileOp(fd uintptr) bool {
-	for w.op.done < w.op.n {
-		off := w.op.off + int64(w.op.done)
-		k, err := syscall.Sendfile(int(fd), w.op.src, &off, w.op.n-w.op.done)
+	o := &w.op
+	for o.sent < o.total {
+		off := o.off + o.sent
+		k, err := syscall.Sendfile(int(fd), o.src, &off, int(min(o.total-o.sent, maxSendfile)))
 		if k > 0 {
-			w.op.done += k
+			o.sent += int64(k)
 		}
 		switch err {
 		case nil:
 			if k == 0 {
-				return true // the end of the file
+				o.eof = true
+				return true
 			}
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return o.sent-o.mark >= writeChunk
 		case syscall.EINVAL, syscall.ENOSYS, syscall.EOPNOTSUPP:
-			if w.op.done == 0 {
-				w.op.err = errors.ErrUnsupported
+			if o.sent == 0 {
+				o.err = errors.ErrUnsupported
 			} else {
-				w.op.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
+				o.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
 			}
 			return true
 		default:
-			w.op.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
+			o.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
 			return true
 		}
 	}

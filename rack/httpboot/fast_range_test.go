@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,8 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/httpserver"
 	"github.com/rackplane/rackplane/rack/bootconfig"
 	"github.com/rackplane/rackplane/rack/handoff/handofftest"
+	"github.com/rackplane/rackplane/rack/httpboot"
 )
 
 // TestFastPathTwoRangeHeaders: "Range:" (empty) then "Range: bytes=0-0"
@@ -120,5 +126,71 @@ func TestRangesAsCurlSeesThem(t *testing.T) {
 	// One connection for all: each answer ended where its length said.
 	if connects != 1 {
 		t.Errorf("curl connected %d times, want once", connects)
+	}
+}
+
+// TestFastPathWriteTimeout: a client that stops reading a file is cut off
+// once the write timeout passes with nothing taken (the transfer is
+// reported failed and the connection closed short), and one that keeps
+// reading, however long the whole takes, is not.
+func TestFastPathWriteTimeout(t *testing.T) {
+	tr := handofftest.Build(t, handofftest.Decisions{}, bootconfig.RenderConfig{})
+	// Several times what the socket buffers hold.
+	const size = 24 << 20
+	content := tr.WriteFile(t, "initrd", size)
+	cfg := httpserver.DefaultConfig()
+	cfg.WriteTimeout = time.Second
+	srv, err := httpboot.NewServer(httpboot.Config{Addresses: []string{"127.0.0.1:0"}, HTTP: cfg}, tr.Resolver, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handofftest.Serve(t, srv)
+	addr := srv.Addrs()[0].String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Small buffers, so that the file is far from fitting in them.
+		c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		io.WriteString(c, "GET /initrd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		return c
+	}
+
+	// Reading 256 KiB every 20 ms: seconds for the whole file, a
+	// writeChunk many times over within each write timeout.
+	steady := dial()
+	defer steady.Close()
+	var got bytes.Buffer
+	buf := make([]byte, 256<<10)
+	for {
+		steady.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := io.ReadFull(steady, buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, body, _ := bytes.Cut(got.Bytes(), []byte("\r\n\r\n"))
+	if !bytes.Equal(body, content) {
+		t.Fatalf("a steady reader got %d bytes of %d", len(body), size)
+	}
+
+	// Not reading at all: the transfer fails, and what the client then
+	// reads ends short.
+	after := len(tr.Recorder.Events(events.TypeBootTransfer))
+	stalled := dial()
+	defer stalled.Close()
+	if _, ok := tr.Recorder.Wait(events.TypeBootTransfer, after, 30*time.Second, func(e events.Event) bool {
+		var d events.BootTransfer
+		return e.DecodeData(&d) == nil && d.Error != ""
+	}); !ok {
+		t.Fatal("a stalled transfer was not cut off")
+	}
+	stalled.SetReadDeadline(time.Now().Add(30 * time.Second))
+	all, _ := io.ReadAll(stalled)
+	if _, body, _ := bytes.Cut(all, []byte("\r\n\r\n")); len(body) >= size {
+		t.Fatalf("the stalled client got the whole file")
 	}
 }

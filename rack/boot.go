@@ -30,6 +30,33 @@ import (
 type versioned struct{ store *images.Store }
 
 func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, string, error) {
+	name, err := v.storePath(name)
+	if err != nil {
+		return nil, "", err
+	}
+	f, err := v.store.OpenFile(ctx, name)
+	if err != nil {
+		return nil, "", notExist(name, err)
+	}
+	return f.File, f.VersionID, nil
+}
+
+// OpenVersionedShared is OpenVersioned with the store's descriptor, kept
+// open across requests (images.Store.OpenShared).
+func (v versioned) OpenVersionedShared(ctx context.Context, name string) (handoff.SharedFile, error) {
+	name, err := v.storePath(name)
+	if err != nil {
+		return handoff.SharedFile{}, err
+	}
+	sf, id, err := v.store.OpenShared(ctx, name)
+	if err != nil {
+		return handoff.SharedFile{}, notExist(name, err)
+	}
+	return handoff.SharedFile{File: sf.File, VersionID: id, Size: sf.Size, ModTime: sf.ModTime, Lease: sf}, nil
+}
+
+// storePath is the store's versioned path for a requested name.
+func (v versioned) storePath(name string) (string, error) {
 	name = strings.TrimPrefix(name, "images/")
 	if mod, ok := strings.CutPrefix(name, "grub/x86_64-efi/"); ok && strings.HasSuffix(mod, ".mod") && !strings.Contains(mod, "/") {
 		// GRUB loads modules from $prefix/x86_64-efi/, which is amd64
@@ -37,7 +64,7 @@ func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, st
 		// another build or arch would not load, or worse).
 		name = v.bootloaderFile(mod, func(bl, arch string) bool { return bl == images.GRUBEFI && arch == "amd64" })
 		if name == "" {
-			return nil, "", fmt.Errorf("grub/x86_64-efi/%s: %w", mod, fs.ErrNotExist)
+			return "", fmt.Errorf("grub/x86_64-efi/%s: %w", mod, fs.ErrNotExist)
 		}
 	} else if !strings.Contains(name, "/") {
 		// Firmware asks for bootloaders by bare name (DHCP's "pxelinux.0"),
@@ -48,15 +75,17 @@ func (v versioned) OpenVersioned(ctx context.Context, name string) (*os.File, st
 			name = path
 		}
 	}
-	f, err := v.store.OpenFile(ctx, name)
-	if err != nil {
-		switch rackplane.ErrorCode(err) {
-		case rackplane.ENOTFOUND, rackplane.EINVALID:
-			return nil, "", fmt.Errorf("%s: %w", name, fs.ErrNotExist)
-		}
-		return nil, "", err
+	return name, nil
+}
+
+// notExist makes the store's "no such file" (or malformed name) the
+// resolver's fs.ErrNotExist, which sends it on to the fallback root.
+func notExist(name string, err error) error {
+	switch rackplane.ErrorCode(err) {
+	case rackplane.ENOTFOUND, rackplane.EINVALID:
+		return fmt.Errorf("%s: %w", name, fs.ErrNotExist)
 	}
-	return f.File, f.VersionID, nil
+	return err
 }
 
 // bootloaderFile returns the versioned path of the file called name in the

@@ -94,7 +94,12 @@ func (cs *conns) oldestIdleLocked() net.Conn {
 // A connection is idle from its accept, and after each response, until
 // its next request's headers are all in: slow headers are as sheddable
 // as none.
-func (cs *conns) state(c net.Conn, s http.ConnState) {
+func (cs *conns) state(c net.Conn, s http.ConnState) { cs.setState(c, s, true) }
+
+// setState is state; clearWrite says whether a connection going idle has
+// its write deadline cleared (the fast path's writes each move it first,
+// and leave it).
+func (cs *conns) setState(c net.Conn, s http.ConnState, clearWrite bool) {
 	// A connection the fast path read from first is known by the one
 	// accepted.
 	if u, ok := c.(interface{ NetConn() net.Conn }); ok {
@@ -120,7 +125,9 @@ func (cs *conns) state(c net.Conn, s http.ConnState) {
 		}
 		// The write deadline of the last response must not outlive it: the
 		// next request may come long after.
-		_ = c.SetWriteDeadline(time.Time{})
+		if clearWrite {
+			_ = c.SetWriteDeadline(time.Time{})
+		}
 	case http.StateClosed, http.StateHijacked:
 		if e != nil {
 			cs.idle.Remove(e)

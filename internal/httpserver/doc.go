@@ -28,10 +28,10 @@
 //
 // A server may have a FastHandler (the rack's boot files): it then reads
 // each connection's request heads itself, and answers a plain GET or HEAD
-// the FastHandler takes on the connection, with one write of the head and
-// sendfile(2) for a file, within the same bounds (header and idle
-// timeouts, the write timeout per piece, the connection limit and its
-// shedding). net/http costs a goroutine and a connection-watching read,
+// the FastHandler takes on the connection, the head leaving with the body
+// (in one write, or with MSG_MORE ahead of sendfile(2) for a file), within
+// the same bounds (header and idle timeouts, the write timeout per piece,
+// the connection limit and its shedding). net/http costs a goroutine and a connection-watching read,
 // timers and header maps on every request, twice what a static file
 // server spends on a small range. The first request the FastHandler does
 // not take goes, with the rest of the connection, to net/http and the

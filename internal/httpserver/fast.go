@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,8 +30,10 @@ type FastRequest struct {
 	Conditional bool
 	// Close: the client asked to close the connection after the answer.
 	Close bool
-	// Local and Remote are the connection's addresses.
-	Local, Remote net.Addr
+	// Local and Remote are the connection's addresses, LocalText and
+	// RemoteText their text (made once for the connection's requests).
+	Local, Remote         net.Addr
+	LocalText, RemoteText string
 }
 
 // A FastHandler answers some requests on the connection itself, without
@@ -40,6 +44,7 @@ type FastRequest struct {
 // http.Handler as it would without it, on the same connection.
 type FastHandler interface {
 	// Takes says, from the head alone, whether ServeFast answers req.
+	// Neither keeps req past its return: the server reuses it.
 	Takes(req *FastRequest) bool
 	// ServeFast answers req through w, whole: a head, then as many body
 	// bytes as it announced.
@@ -79,16 +84,59 @@ func FastPath(p string) bool {
 }
 
 // FastWriter writes one answer on the connection.
+//
+// The head is kept until the body follows, so that the two leave in as
+// few segments as the kernel can make of them: a small body goes in the
+// same write, a file's head is sent with MSG_MORE (held, as TCP_CORK
+// would, but without two more system calls) and leaves with the file's
+// first pages. A head without a body goes once ServeFast returns.
 type FastWriter struct {
-	c       net.Conn
+	c  net.Conn
+	rc syscall.RawConn // nil when c is not a TCP connection
+	// timeout bounds each piece written (Config.WriteTimeout); armed is
+	// when the write deadline was last set (zero: never).
 	timeout time.Duration
 	armed   time.Time
 	buf     []byte
+	pending bool // buf holds a head not sent yet
 	close   bool
 	err     error
+
+	// The system call in progress through rc, and its outcome: the
+	// callbacks are method values made once per connection, so that a
+	// request allocates none.
+	op struct {
+		// send's
+		p     []byte
+		flags int
+		n     int // sent
+		// SendFile's: the file, where its bytes start, how many to send,
+		// how many went, and how many had when the deadline last moved
+		src                    int
+		off, total, sent, mark int64
+		eof                    bool
+		err                    error // either's
+	}
+	sendFn, fileFn func(fd uintptr) bool
 }
 
-// arm moves the write deadline, as deadlineWriter does.
+func newFastWriter(c net.Conn, timeout time.Duration) *FastWriter {
+	w := &FastWriter{c: c, timeout: timeout, buf: make([]byte, 0, 512)}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			w.rc = rc
+			w.sendFn, w.fileFn = w.sendOp, w.sendfileOp
+		}
+	}
+	return w
+}
+
+// arm moves the write deadline a timeout ahead, unless it was moved
+// within the last sixteenth of one, as deadlineWriter does: every write
+// then has at least 15/16 of the timeout, and the answers of a busy
+// keep-alive connection do not each move a runtime timer. The deadline
+// stays set between answers (it only bounds writes, and each write arms
+// it first); a connection handed to net/http has it cleared.
 func (w *FastWriter) arm() {
 	now := time.Now()
 	if !w.armed.IsZero() && now.Sub(w.armed) < w.timeout/16 {
@@ -98,10 +146,25 @@ func (w *FastWriter) arm() {
 	_ = w.c.SetWriteDeadline(now.Add(w.timeout))
 }
 
-// Head writes the status line and the header: Date, Connection when the
+// Head sets the status line and the header: Date, Connection when the
 // connection closes after it, then fields (name, value, name, value...),
-// which must hold Content-Length. Values must be free of CR and LF.
+// which must hold Content-Length. Values must be free of CR and LF. The
+// head goes out with the body, or when ServeFast returns; the error is
+// that of an earlier write.
 func (w *FastWriter) Head(status int, fields ...string) error {
+	b := w.StartHead(status)
+	for i := 0; i+1 < len(fields); i += 2 {
+		b = AppendField(b, fields[i], fields[i+1])
+	}
+	w.EndHead(b)
+	return w.err
+}
+
+// StartHead begins a head in the writer's buffer: the status line, Date
+// and Connection when the connection closes after it. The caller appends
+// its fields (AppendField, or appends of its own) and hands the buffer to
+// EndHead, and keeps no reference to it.
+func (w *FastWriter) StartHead(status int) []byte {
 	b := w.buf[:0]
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
@@ -112,62 +175,194 @@ func (w *FastWriter) Head(status int, fields ...string) error {
 	if w.close {
 		b = append(b, "\r\nConnection: close"...)
 	}
-	for i := 0; i+1 < len(fields); i += 2 {
-		b = append(b, "\r\n"...)
-		b = append(b, fields[i]...)
-		b = append(b, ": "...)
-		b = append(b, fields[i+1]...)
-	}
-	b = append(b, "\r\n\r\n"...)
-	w.buf = b
-	return w.Write(b)
+	return b
 }
 
-// Write writes p, a piece at a time under the write timeout.
+// AppendField appends the header field "name: value" to a head. The
+// value must be free of CR and LF.
+func AppendField(b []byte, name, value string) []byte {
+	b = append(b, "\r\n"...)
+	b = append(b, name...)
+	b = append(b, ": "...)
+	return append(b, value...)
+}
+
+// EndHead ends the head StartHead began.
+func (w *FastWriter) EndHead(b []byte) {
+	w.buf = append(b, "\r\n\r\n"...)
+	w.pending = true
+}
+
+// smallBody is the most a body may be to go in the head's write.
+const smallBody = 4 << 10
+
+// Write writes p (after the head), a piece at a time under the write
+// timeout.
 func (w *FastWriter) Write(p []byte) error {
-	for len(p) > 0 && w.err == nil {
-		w.arm()
-		n, err := w.c.Write(p[:min(len(p), writeChunk)])
-		p = p[n:]
-		w.err = err
+	if w.pending {
+		w.pending = false
+		if len(p) <= smallBody {
+			w.buf = append(w.buf, p...)
+			return w.send(w.buf, 0)
+		}
+		if w.send(w.buf, syscall.MSG_MORE) != nil {
+			return w.err
+		}
+	}
+	return w.send(p, 0)
+}
+
+// flush sends a head that no body followed.
+func (w *FastWriter) flush() error {
+	if w.pending {
+		w.pending = false
+		return w.send(w.buf, 0)
 	}
 	return w.err
 }
 
-// SendFile sends n bytes of f from its offset, with sendfile(2) when the
-// connection is TCP, a piece at a time under the write timeout. It
-// returns the bytes sent.
-func (w *FastWriter) SendFile(f io.Reader, n int64) (int64, error) {
-	rf, ok := w.c.(io.ReaderFrom)
-	if !ok {
-		rf = fastIO{w}
+// send writes p, with flags (MSG_MORE) on a TCP connection.
+func (w *FastWriter) send(p []byte, flags int) error {
+	for len(p) > 0 && w.err == nil {
+		w.arm()
+		piece := p[:min(len(p), writeChunk)]
+		var n int
+		if w.rc == nil {
+			n, w.err = w.c.Write(piece)
+		} else {
+			w.op.p, w.op.flags, w.op.n, w.op.err = piece, flags, 0, nil
+			if err := w.rc.Write(w.sendFn); err != nil {
+				w.err = err
+			} else {
+				n, w.err = w.op.n, w.op.err
+			}
+			w.op.p = nil
+		}
+		p = p[n:]
 	}
+	return w.err
+}
+
+// sendOp is send's system call (a RawConn.Write callback: false waits
+// until the socket takes more).
+func (w *FastWriter) sendOp(fd uintptr) bool {
+	for {
+		n, err := syscall.SendmsgN(int(fd), w.op.p, nil, nil, w.op.flags|syscall.MSG_NOSIGNAL)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case nil:
+			w.op.n = n
+		default:
+			w.op.err = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("sendmsg", err)}
+		}
+		return true
+	}
+}
+
+// SendFile sends n bytes of f from offset off (after the head), with
+// sendfile(2) at that offset when the connection is TCP; f's own offset
+// is neither used nor moved, so that many answers may send from one
+// descriptor at once. The write deadline is moved after every writeChunk
+// sent, as the other writes move it, but one sendfile sends as much as
+// the socket takes (up to maxSendfile): a whole image goes in tens of
+// calls, not hundreds. It returns the bytes sent: fewer than n, with an
+// error, when f ends first.
+func (w *FastWriter) SendFile(f *os.File, off, n int64) (int64, error) {
+	if w.pending && n > 0 {
+		w.pending = false
+		if w.send(w.buf, syscall.MSG_MORE) != nil {
+			return 0, w.err
+		}
+	}
+	if w.rc == nil {
+		return w.copyFile(f, off, n)
+	}
+	defer runtime.KeepAlive(f)
+	o := &w.op
+	o.src, o.off, o.total, o.sent, o.eof, o.err = int(f.Fd()), off, n, 0, false, nil
+	for o.sent < n && w.err == nil {
+		w.arm()
+		o.mark = o.sent
+		if err := w.rc.Write(w.fileFn); err != nil {
+			w.err = err
+		}
+		switch {
+		case w.err != nil:
+		case o.err == errors.ErrUnsupported && o.sent == 0:
+			// No sendfile from this file (its file system cannot
+			// splice): through user space instead.
+			return w.copyFile(f, off, n)
+		case o.err != nil:
+			w.err = o.err
+		case o.eof:
+			w.err = io.ErrUnexpectedEOF // the file is shorter
+		}
+	}
+	return o.sent, w.err
+}
+
+// maxSendfile is the most one sendfile(2) is asked for (nginx's
+// sendfile_max_chunk): a fast client does not hold the thread in one long
+// call.
+const maxSendfile = 2 << 20
+
+// sendfileOp is SendFile's system calls, a RawConn.Write callback: false
+// waits until the socket takes more, true goes back to SendFile, which
+// moves the write deadline, when a writeChunk went out since it last did
+// (and when the file is sent, ends or fails).
+func (w *FastWriter) sendfileOp(fd uintptr) bool {
+	o := &w.op
+	for o.sent < o.total {
+		off := o.off + o.sent
+		k, err := syscall.Sendfile(int(fd), o.src, &off, int(min(o.total-o.sent, maxSendfile)))
+		if k > 0 {
+			o.sent += int64(k)
+		}
+		switch err {
+		case nil:
+			if k == 0 {
+				o.eof = true
+				return true
+			}
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return o.sent-o.mark >= writeChunk
+		case syscall.EINVAL, syscall.ENOSYS, syscall.EOPNOTSUPP:
+			if o.sent == 0 {
+				o.err = errors.ErrUnsupported
+			} else {
+				o.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
+			}
+			return true
+		default:
+			o.err = &net.OpError{Op: "sendfile", Net: "tcp", Err: os.NewSyscallError("sendfile", err)}
+			return true
+		}
+	}
+	return true
+}
+
+// copyFile sends n bytes of f from off through user space.
+func (w *FastWriter) copyFile(f *os.File, off, n int64) (int64, error) {
+	buf := make([]byte, min(n, writeChunk))
 	var sent int64
 	for sent < n && w.err == nil {
-		piece := min(int64(writeChunk), n-sent)
-		w.arm()
-		k, err := rf.ReadFrom(&io.LimitedReader{R: f, N: piece})
-		sent += k
-		if err == nil && k < piece {
-			err = io.ErrUnexpectedEOF
+		k, err := f.ReadAt(buf[:min(int64(len(buf)), n-sent)], off+sent)
+		if k > 0 && w.Write(buf[:k]) == nil {
+			sent += int64(k)
 		}
-		w.err = err
+		if err != nil && w.err == nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			w.err = err
+		}
 	}
 	return sent, w.err
 }
-
-// fastIO is a FastWriter as an io.ReaderFrom, for a connection that is
-// not TCP (no sendfile).
-type fastIO struct{ w *FastWriter }
-
-func (f fastIO) Write(p []byte) (int, error) {
-	if err := f.w.Write(p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (f fastIO) ReadFrom(r io.Reader) (int64, error) { return io.Copy(writerOnly{f}, r) }
 
 // dateCache is the Date header of the current second.
 var dateCache atomic.Pointer[struct {
@@ -320,40 +515,60 @@ func (f *fastServer) stop(ctx context.Context) {
 func (f *fastServer) serve(c net.Conn) {
 	s := f.s
 	r := bufio.NewReaderSize(c, 4096)
-	w := &FastWriter{c: c, timeout: s.cfg.WriteTimeout, buf: make([]byte, 0, 512)}
-	first := true
-	for {
+	w := newFastWriter(c, s.cfg.WriteTimeout)
+	// The connection's addresses, as text once for all its requests.
+	local, remote := c.LocalAddr(), c.RemoteAddr()
+	localText, remoteText := addrText(local), addrText(remote)
+	// The read deadline: when it was set, and to which timeout. The idle
+	// wait moves it only when it was set more than a sixteenth of the
+	// timeout ago, as arm does the write deadline: a busy connection
+	// waits at least 15/16 of IdleTimeout, and its requests do not each
+	// move a runtime timer.
+	var readSet time.Time
+	var readFor time.Duration
+	setRead := func(now time.Time, d time.Duration) {
+		readSet, readFor = now, d
+		_ = c.SetReadDeadline(now.Add(d))
+	}
+	setRead(time.Now(), s.cfg.ReadHeaderTimeout)
+	// One FastRequest for all the connection's requests, and the text of
+	// the last path and range, which the next request is likely to repeat.
+	req := &FastRequest{}
+	var last lastText
+	for first := true; ; first = false {
 		// Idle (sheddable) until the headers are all in, as net/http
-		// counts it.
-		wait := s.cfg.IdleTimeout
-		if first {
-			wait = s.cfg.ReadHeaderTimeout
+		// counts it; the first request's wait is for its headers.
+		if !first {
+			if now := time.Now(); readFor != s.cfg.IdleTimeout || now.Sub(readSet) >= s.cfg.IdleTimeout/16 {
+				setRead(now, s.cfg.IdleTimeout)
+			}
 		}
-		_ = c.SetReadDeadline(time.Now().Add(wait))
 		if _, err := r.Peek(1); err != nil {
 			f.finish(c)
 			return
 		}
-		if !first {
-			_ = c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+		if !first && !headIn(r) {
+			// Only what is still to come is bounded by the header
+			// timeout: a head that came whole in one read is not.
+			setRead(time.Now(), s.cfg.ReadHeaderTimeout)
 		}
-		first = false
 		head, n, err := readHead(r, min(s.cfg.MaxHeaderBytes, r.Size()))
 		if err != nil {
 			// Not in within the header timeout, or the client left.
 			f.finish(c)
 			return
 		}
-		var req FastRequest
-		ok := head != nil && parseHead(head, &req)
+		*req = FastRequest{}
+		ok := head != nil && parseHead(head, req, &last)
 		if ok {
-			req.Local, req.Remote = c.LocalAddr(), c.RemoteAddr()
-			ok = s.fast.Takes(&req)
+			req.Local, req.Remote, req.LocalText, req.RemoteText = local, remote, localText, remoteText
+			ok = s.fast.Takes(req)
 		}
 		if !ok {
-			// net/http answers it, and the rest of the connection.
+			// net/http answers it, and the rest of the connection, with
+			// no deadline of the fast path left on it.
 			f.untrack(c)
-			_ = c.SetReadDeadline(time.Time{})
+			_ = c.SetDeadline(time.Time{})
 			select {
 			case f.handoff.conns <- &fastConn{Conn: c, r: r}:
 			case <-f.handoff.closed:
@@ -366,17 +581,32 @@ func (f *fastServer) serve(c net.Conn) {
 			f.finish(c)
 			return
 		}
-		s.conns.state(c, http.StateActive)
-		w.close, w.err, w.armed = req.Close, nil, time.Time{}
-		s.fast.ServeFast(w, &req)
-		// Idle again; conns also clears the write deadline of this
-		// answer, which must not cut the next one short.
-		s.conns.state(c, http.StateIdle)
+		s.conns.setState(c, http.StateActive, false)
+		w.close, w.err, w.pending = req.Close, nil, false
+		s.fast.ServeFast(w, req)
+		_ = w.flush()
+		// Idle again. The write deadline stays: every write moves it
+		// first (arm).
+		s.conns.setState(c, http.StateIdle, false)
 		if w.err != nil || w.close || !f.track(c, false) {
 			f.finish(c)
 			return
 		}
 	}
+}
+
+// headIn reports whether r holds a whole request head already.
+func headIn(r *bufio.Reader) bool {
+	b, _ := r.Peek(r.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
+}
+
+// addrText is a's text ("" for none).
+func addrText(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 func (f *fastServer) finish(c net.Conn) {
@@ -407,9 +637,23 @@ func readHead(r *bufio.Reader, limit int) (head []byte, n int, err error) {
 	}
 }
 
+// lastText is the text of a connection's last path and range: a client
+// asks for one file again and again, and its text is then made once.
+type lastText struct{ path, rng string }
+
+// text is b as a string: *kept when they are equal (the comparison
+// allocates nothing), else a new one, which it keeps.
+func (lastText) text(kept *string, b []byte) string {
+	if *kept != string(b) {
+		*kept = string(b)
+	}
+	return *kept
+}
+
 // parseHead parses a request head of HTTP/1.1 GET or HEAD without a body
-// into req; false for anything else (net/http answers those).
-func parseHead(head []byte, req *FastRequest) bool {
+// into req; false for anything else (net/http answers those). last keeps
+// the text of the connection's last path and range.
+func parseHead(head []byte, req *FastRequest, last *lastText) bool {
 	// Lines end in CRLF and nowhere else: a bare LF or CR (which net/http
 	// takes as a line's end, so the two would read different heads, and a
 	// request could be smuggled in one's body), NUL or another control
@@ -442,7 +686,7 @@ func parseHead(head []byte, req *FastRequest) bool {
 	default:
 		return false
 	}
-	req.Path = string(target)
+	req.Path = last.text(&last.path, target)
 	if !FastPath(req.Path) {
 		return false
 	}
@@ -470,7 +714,7 @@ func parseHead(head []byte, req *FastRequest) bool {
 			if ranges++; ranges > 1 {
 				return false
 			}
-			req.Range = string(value)
+			req.Range = last.text(&last.rng, value)
 		case equalFold(name, "connection"):
 			for _, opt := range bytes.Split(value, []byte(",")) {
 				opt = bytes.TrimSpace(opt)

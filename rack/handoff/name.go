@@ -37,6 +37,13 @@ func Normalize(name string) (string, error) {
 	if strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", ErrNameControl
 	}
+	if !strings.Contains(name, `\`) {
+		// Most names are clean already but for the leading slash of an
+		// HTTP path: the name itself, without building it anew.
+		if clean := strings.TrimLeft(name, "/"); plainElements(clean) {
+			return clean, nil
+		}
+	}
 	name = strings.ReplaceAll(name, `\`, "/")
 	parts := strings.Split(name, "/")
 	out := parts[:0]
@@ -53,4 +60,20 @@ func Normalize(name string) (string, error) {
 		return "", ErrEmptyName
 	}
 	return strings.Join(out, "/"), nil
+}
+
+// plainElements reports whether the slash-separated elements of name are
+// all there is to keep: none empty, "." or "..", and at least one.
+func plainElements(name string) bool {
+	if name == "" {
+		return false
+	}
+	for rest, more := name, true; more; {
+		var e string
+		e, rest, more = strings.Cut(rest, "/")
+		if e == "" || e == "." || e == ".." {
+			return false
+		}
+	}
+	return true
 }

@@ -43,6 +43,23 @@ type Versions interface {
 	OpenVersioned(ctx context.Context, name string) (f *os.File, versionID string, err error)
 }
 
+// SharedVersions is Versions that can also hand out a file held open for
+// many transfers at once, to a Request with Shared.
+type SharedVersions interface {
+	OpenVersionedShared(ctx context.Context, name string) (SharedFile, error)
+}
+
+// SharedFile is a file of a version held open for many transfers at once.
+type SharedFile struct {
+	File      *os.File
+	VersionID string
+	Size      int64
+	ModTime   time.Time
+	// Lease ends the transfer's use of File, which the front-end never
+	// closes.
+	Lease interface{ Release() }
+}
+
 // Decisions gives the region's boot decision for a canonical MAC; known is
 // false when nobody knows the machine (or could be asked in time).
 type Decisions interface {
@@ -72,6 +89,7 @@ type Resolver struct {
 	root      *os.Root
 	decisions Decisions
 	versions  Versions
+	shared    SharedVersions // versions, when it can share; else nil
 	render    *bootconfig.Renderer
 	pub       Publisher
 	log       *slog.Logger
@@ -124,6 +142,7 @@ func NewResolver(cfg Config, decisions Decisions, versions Versions, render *boo
 			Help: "boot_requests_summarized events sent.",
 		}),
 	}
+	r.shared, _ = versions.(SharedVersions)
 	r.sources = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rackplane_boot_events_sources",
 		Help: "Source addresses the per-source rate of boot events keeps track of (at most -boot-events-sources).",
@@ -163,6 +182,12 @@ type Request struct {
 	// (zero: ctx alone). It is applied there only, so that a request for
 	// a file, which waits for nothing, costs no timer.
 	Timeout time.Duration
+	// Shared: the front-end reads Result.File only at explicit offsets
+	// (ReadAt, sendfile with an offset), and neither seeks nor closes it,
+	// so the file may be a descriptor the store keeps open for many
+	// transfers at once (SharedVersions), which saves its open, fstat and
+	// close on every request.
+	Shared bool
 }
 
 // Result is what a request gets: a file to stream (File) or rendered
@@ -186,6 +211,8 @@ type Result struct {
 	// a front-end that reports more of it (offload's deleted files) does
 	// the same.
 	Summarized bool
+	// lease is a shared File's: released, not closed, by Finish.
+	lease interface{ Release() }
 }
 
 // Reader returns the content as a ReadSeeker, so front-ends can size it.
@@ -242,7 +269,17 @@ func (r *Resolver) resolve(ctx context.Context, req Request, res *Result) error 
 	if cn, ok := parseConfigName(name); ok {
 		return r.config(ctx, cn, res)
 	}
-	if r.versions != nil {
+	if r.shared != nil && req.Shared {
+		sf, err := r.shared.OpenVersionedShared(ctx, name)
+		switch {
+		case err == nil:
+			res.Route, res.Path, res.VersionID = RouteVersioned, name, sf.VersionID
+			res.File, res.Size, res.ModTime, res.lease = sf.File, sf.Size, sf.ModTime, sf.Lease
+			return nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "image store unavailable")
+		}
+	} else if r.versions != nil {
 		f, version, err := r.versions.OpenVersioned(ctx, name)
 		switch {
 		case err == nil:
@@ -338,9 +375,7 @@ type Outcome struct {
 // Finish releases res and reports the transfer's outcome as an event, or
 // counts it in the next summary when res is Summarized.
 func (r *Resolver) Finish(res *Result, o Outcome) {
-	if res.File != nil {
-		res.File.Close()
-	}
+	r.Release(res)
 	result := "ok"
 	if o.Err != nil {
 		result = "error"
@@ -368,7 +403,10 @@ func (r *Resolver) Finish(res *Result, o Outcome) {
 // Release closes res's file without reporting a transfer, for a
 // front-end that serves the file itself and reports on its own.
 func (r *Resolver) Release(res *Result) {
-	if res.File != nil {
+	switch {
+	case res.lease != nil:
+		res.lease.Release()
+	case res.File != nil:
 		res.File.Close()
 	}
 }

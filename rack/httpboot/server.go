@@ -70,6 +70,7 @@ type Server struct {
 	inflight prometheus.Gauge
 	bytes    prometheus.Counter
 	errs     *prometheus.CounterVec
+	tags     tagCache
 }
 
 // NewServer returns a server; Listen and Run start it, or mount Handler
@@ -415,14 +416,9 @@ func (h fastHandler) Takes(req *httpserver.FastRequest) bool {
 
 func (h fastHandler) ServeFast(w *httpserver.FastWriter, req *httpserver.FastRequest) {
 	s := h.s
-	local, remote := "", ""
-	if req.Local != nil {
-		local = req.Local.String()
-	}
-	if req.Remote != nil {
-		remote = req.Remote.String()
-	}
-	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: local, Remote: remote, Name: req.Path, Timeout: s.cfg.HandoffTimeout})
+	res, err := s.resolver.Resolve(context.Background(), handoff.Request{Protocol: events.BootProtocolHTTP, Local: req.LocalText, Remote: req.RemoteText, Name: req.Path, Timeout: s.cfg.HandoffTimeout,
+		// fastAnswer sends the file at an offset (FastWriter.SendFile).
+		Shared: true})
 	if err != nil {
 		s.errs.WithLabelValues("handoff").Inc()
 		fastError(w, req, statusOf(err), rackplane.ErrorMessage(err), "")
@@ -445,16 +441,6 @@ func (h fastHandler) ServeFast(w *httpserver.FastWriter, req *httpserver.FastReq
 // fastAnswer sends res as serveFile and serveConfig do, and returns the
 // body bytes sent and due.
 func (s *Server) fastAnswer(w *httpserver.FastWriter, req *httpserver.FastRequest, res *handoff.Result) (sent, want int64) {
-	fields := make([]string, 0, 14)
-	if res.File != nil {
-		fields = append(fields, "Content-Type", "application/octet-stream",
-			"Etag", etag(res.Path, res.VersionID, res.Size, res.ModTime.UnixNano()))
-	} else {
-		fields = append(fields, "Content-Type", "text/plain; charset=utf-8", "Cache-Control", "no-store", "Etag", contentETag(res.Content))
-	}
-	if !res.ModTime.IsZero() && !res.ModTime.Equal(unixEpoch) {
-		fields = append(fields, "Last-Modified", res.ModTime.UTC().Format(http.TimeFormat))
-	}
 	start, length, status := int64(0), res.Size, http.StatusOK
 	if req.Range != "" && res.Size > 0 {
 		// A range of an empty file is ignored, as http.ServeContent does.
@@ -464,10 +450,36 @@ func (s *Server) fastAnswer(w *httpserver.FastWriter, req *httpserver.FastReques
 			return 0, 0
 		}
 		status = http.StatusPartialContent
-		fields = append(fields, "Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+length-1, 10)+"/"+strconv.FormatInt(res.Size, 10))
 	}
-	fields = append(fields, "Accept-Ranges", "bytes", "Content-Length", strconv.FormatInt(length, 10))
-	if w.Head(status, fields...) != nil || req.Method == http.MethodHead || length == 0 {
+	b := w.StartHead(status)
+	if res.File != nil {
+		tags := s.tags.of(res)
+		b = httpserver.AppendField(b, "Content-Type", "application/octet-stream")
+		b = httpserver.AppendField(b, "Etag", tags.etag)
+		if tags.lastModified != "" {
+			b = httpserver.AppendField(b, "Last-Modified", tags.lastModified)
+		}
+	} else {
+		b = httpserver.AppendField(b, "Content-Type", "text/plain; charset=utf-8")
+		b = httpserver.AppendField(b, "Cache-Control", "no-store")
+		b = httpserver.AppendField(b, "Etag", contentETag(res.Content))
+		if lm := lastModified(res.ModTime); lm != "" {
+			b = httpserver.AppendField(b, "Last-Modified", lm)
+		}
+	}
+	if status == http.StatusPartialContent {
+		b = append(b, "\r\nContent-Range: bytes "...)
+		b = strconv.AppendInt(b, start, 10)
+		b = append(b, '-')
+		b = strconv.AppendInt(b, start+length-1, 10)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, res.Size, 10)
+	}
+	b = httpserver.AppendField(b, "Accept-Ranges", "bytes")
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, length, 10)
+	w.EndHead(b)
+	if req.Method == http.MethodHead || length == 0 {
 		return 0, 0
 	}
 	if res.File == nil {
@@ -476,13 +488,56 @@ func (s *Server) fastAnswer(w *httpserver.FastWriter, req *httpserver.FastReques
 		}
 		return length, length
 	}
-	if start != 0 {
-		if _, err := res.File.Seek(start, io.SeekStart); err != nil {
-			return 0, length
-		}
-	}
-	sent, _ = w.SendFile(res.File, length)
+	sent, _ = w.SendFile(res.File, start, length)
 	return sent, length
+}
+
+// lastModified is the Last-Modified value of a time, "" for none (as
+// http.ServeContent leaves out a zero time or the epoch).
+func lastModified(t time.Time) string {
+	if t.IsZero() || t.Equal(unixEpoch) {
+		return ""
+	}
+	return t.UTC().Format(http.TimeFormat)
+}
+
+// fileTags are the ETag and Last-Modified of a file's version.
+type fileTags struct{ etag, lastModified string }
+
+type fileTagKey struct {
+	path, version string
+	size, modTime int64
+}
+
+// tagCache keeps the fileTags of the files served lately. Both are
+// functions of the key alone (path, version, size and time, which is all
+// etag hashes), so a kept value is never stale: a replaced file has
+// another size or time, hence another key. It saves a SHA-256 and a time
+// format per request.
+type tagCache struct {
+	mu sync.Mutex
+	m  map[fileTagKey]fileTags
+}
+
+// maxTags bounds the cache: past it, it starts anew.
+const maxTags = 1024
+
+func (c *tagCache) of(res *handoff.Result) fileTags {
+	k := fileTagKey{res.Path, res.VersionID, res.Size, res.ModTime.UnixNano()}
+	c.mu.Lock()
+	t, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return t
+	}
+	t = fileTags{etag(k.path, k.version, k.size, k.modTime), lastModified(res.ModTime)}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxTags {
+		c.m = make(map[fileTagKey]fileTags)
+	}
+	c.m[k] = t
+	c.mu.Unlock()
+	return t
 }
 
 // fastError answers as http.Error does (with contentRange, when not

@@ -148,7 +148,9 @@ func (s *Store) removeLocked(ids []string) ([]Version, []RemovedBlob, error) {
 	}
 	var gone []RemovedBlob
 	for _, b := range unused {
-		if err := os.Remove(s.blobPath(b.SHA256)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := os.Remove(s.blobPath(b.SHA256))
+		s.forgetShared(b.SHA256)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return removed, gone, fmt.Errorf("remove blob: %w", err)
 		}
 		gone = append(gone, b)

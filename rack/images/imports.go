@@ -482,7 +482,13 @@ func (s *Store) fetchBlob(ctx context.Context, st *importState, f SourceFile) (i
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return n, fmt.Errorf("create blob dir: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	err = os.Rename(tmp.Name(), dst)
+	// A descriptor kept of what the path held before (a blob of the
+	// wrong size) must not outlive it.
+	s.mu.Lock()
+	s.forgetShared(f.SHA256)
+	s.mu.Unlock()
+	if err != nil {
 		return n, fmt.Errorf("store blob: %w", err)
 	}
 	ok = true
@@ -533,7 +539,9 @@ func (s *Store) dropCreatedBlobs(created map[string]bool) {
 		if used[sum] {
 			continue
 		}
-		if err := os.Remove(s.blobPath(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := os.Remove(s.blobPath(sum))
+		s.forgetShared(sum)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("remove blob of failed import", "sha256", sum, "err", err)
 		}
 	}

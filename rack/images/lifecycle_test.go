@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -527,4 +528,45 @@ func TestUnreadableManifestQuarantinedAtOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSharedFileOutlivesItsVersion: a file handed out shared is one
+// descriptor for every transfer, and a transfer still reads it whole after
+// GC removed its version; the descriptor is closed once the last transfer
+// lets go (its disk space then freed), and the next request finds
+// nothing.
+func TestSharedFileOutlivesItsVersion(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.KeepNewest = 1; c.InFlightWindow = time.Minute })
+	old := content("k1", 5000)
+	v1, f1 := imageVersion("20260101", map[string][]byte{"linux": old})
+	v2, f2 := imageVersion("20260201", map[string][]byte{"linux": content("k2", 5000)})
+	ss := newSourceServer(t, v1, v2)
+	ss.addFiles(f1)
+	ss.addFiles(f2)
+	e.importURL(ss.url())
+	ctx := context.Background()
+	a, id, err := e.s.OpenShared(ctx, v1.ID()+"/linux")
+	if err != nil || id != v1.ID() || a.Size != int64(len(old)) {
+		t.Fatalf("OpenShared: %+v %q %v", a, id, err)
+	}
+	b, _, err := e.s.OpenShared(ctx, v1.ID()+"/linux")
+	if err != nil || b.File != a.File {
+		t.Fatalf("a second transfer got another descriptor (%v)", err)
+	}
+	b.Release()
+
+	e.clock.Advance(time.Hour)
+	if rep, err := e.s.GC(ctx, false); err != nil || len(rep.Versions) != 1 || rep.Versions[0] != v1.ID() {
+		t.Fatalf("gc %+v %v", rep, err)
+	}
+	got := make([]byte, len(old))
+	if _, err := a.File.ReadAt(got, 0); err != nil || !bytes.Equal(got, old) {
+		t.Fatalf("the held file after GC: %v", err)
+	}
+	a.Release()
+	if _, err := a.File.ReadAt(got, 0); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("released by its last transfer, the file is still open (%v)", err)
+	}
+	_, _, err = e.s.OpenShared(ctx, v1.ID()+"/linux")
+	wantCode(t, err, rackplane.ENOTFOUND)
 }

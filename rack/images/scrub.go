@@ -80,7 +80,9 @@ func (s *Store) scrub(ctx context.Context, by string) (ScrubReport, error) {
 func (s *Store) quarantine(sum, actual string, size int64, by string) (CorruptFile, error) {
 	s.mu.Lock()
 	name := fmt.Sprintf("%s.%d", sum, s.cfg.Now().UnixNano())
-	if err := os.Rename(s.blobPath(sum), filepath.Join(s.quarantineDir, name)); err != nil {
+	err := os.Rename(s.blobPath(sum), filepath.Join(s.quarantineDir, name))
+	s.forgetShared(sum)
+	if err != nil {
 		s.mu.Unlock()
 		return CorruptFile{}, fmt.Errorf("quarantine blob %s: %w", sum, err)
 	}

@@ -43,6 +43,7 @@ type Store struct {
 	pins     map[string]int      // sha256 -> imports that need the blob kept
 	imports  []*importState      // oldest first
 	active   map[string]*importState
+	shared   map[string]*SharedFile // sha256 -> blob kept open (OpenShared)
 	closed   bool
 
 	m metrics
@@ -88,6 +89,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		refs:          map[string][]string{},
 		pins:          map[string]int{},
 		active:        map[string]*importState{},
+		shared:        map[string]*SharedFile{},
 	}
 	for _, d := range []string{s.blobDir, s.versionDir, s.sourceDir, s.tmpDir, s.quarantineDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -251,6 +253,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	already := s.closed
 	s.closed = true
+	s.forgetAllShared()
 	s.mu.Unlock()
 	if already {
 		return nil
@@ -334,27 +337,41 @@ func (s *Store) OpenFile(ctx context.Context, path string) (*OpenedFile, error) 
 	// content alive whatever happens to the name.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.versions[id]
-	if !ok {
-		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "no image version %s", id)
+	e, f, err := s.lookupLocked(id, name)
+	if err != nil {
+		return nil, err
 	}
-	i := slices.IndexFunc(e.v.Files, func(f File) bool { return f.Name == name })
-	if i < 0 {
-		return nil, rackplane.Errorf(rackplane.ENOTFOUND, "image version %s has no file %s", id, name)
-	}
-	if e.problem != "" {
-		return nil, rackplane.Errorf(rackplane.EUNAVAILABLE, "image version %s is unusable: %s", id, e.problem)
-	}
-	f := e.v.Files[i]
 	fh, err := openBlob(s.blobPath(f.SHA256))
 	if err != nil {
-		e.problem = fmt.Sprintf("file %s is missing", f.Name)
-		s.log.Error("stored image file vanished", "version_id", id, "file", name, "err", err)
-		return nil, rackplane.WrapError(rackplane.EUNAVAILABLE, err, "image version %s is unusable: %s", id, e.problem)
+		return nil, s.vanishedLocked(e, id, name, err)
 	}
 	e.lastServed = s.cfg.Now()
 	s.m.handedOut.Inc()
 	return &OpenedFile{File: fh, Size: f.Size, ModTime: e.v.ImportedAt, VersionID: id, Name: name, SHA256: f.SHA256}, nil
+}
+
+// lookupLocked finds file name of version id, which must be usable.
+func (s *Store) lookupLocked(id, name string) (*entry, File, error) {
+	e, ok := s.versions[id]
+	if !ok {
+		return nil, File{}, rackplane.Errorf(rackplane.ENOTFOUND, "no image version %s", id)
+	}
+	i := slices.IndexFunc(e.v.Files, func(f File) bool { return f.Name == name })
+	if i < 0 {
+		return nil, File{}, rackplane.Errorf(rackplane.ENOTFOUND, "image version %s has no file %s", id, name)
+	}
+	if e.problem != "" {
+		return nil, File{}, rackplane.Errorf(rackplane.EUNAVAILABLE, "image version %s is unusable: %s", id, e.problem)
+	}
+	return e, e.v.Files[i], nil
+}
+
+// vanishedLocked marks e unusable, its file name having failed to open
+// with err, and returns the error for the request.
+func (s *Store) vanishedLocked(e *entry, id, name string, err error) error {
+	e.problem = fmt.Sprintf("file %s is missing", name)
+	s.log.Error("stored image file vanished", "version_id", id, "file", name, "err", err)
+	return rackplane.WrapError(rackplane.EUNAVAILABLE, err, "image version %s is unusable: %s", id, e.problem)
 }
 
 // openBlob opens a stored file to be served. os.Open would also try to

@@ -92,6 +92,8 @@ type sender struct {
 	// retries), and sends no ERROR when it gives up.
 	heard          bool
 	unheardRetries int
+	// rto is how long the data phase waits for an acknowledgement.
+	rto retransmitTimer
 }
 
 // maxErrorMessage bounds the message of an ERROR the sender sends: a
@@ -196,10 +198,15 @@ func (s *sender) sendOptions() error {
 		m := packOACK(s.send, s.opts)
 		s.block = 0
 		sent := s.datagramsSent
+		begin := time.Now()
 		_, err := s.sendWithRetry(m)
 		s.oackResent = s.datagramsSent-sent > 1
 		if err != nil {
 			return err
+		}
+		if !s.oackResent {
+			// The first round trip: the ACK answers the one OACK sent.
+			s.rto.sample(time.Since(begin))
 		}
 	}
 	return nil

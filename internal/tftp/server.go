@@ -68,6 +68,7 @@ type Server struct {
 	// unheardRetries bounds the retransmissions of a read transfer's
 	// first packet while the client has sent nothing back (0: retries).
 	unheardRetries int
+	minTimeout     time.Duration // floor of a read transfer's measured wait
 	// Single port fields
 	singlePort        bool
 	handlers          map[string]chan []byte
@@ -223,6 +224,23 @@ func (s *Server) SetUnheardRetries(count int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unheardRetries = max(count, 0)
+}
+
+// SetMinTimeout lets a read transfer send again before the timeout
+// once it has measured the client's round trip: after the smoothed
+// round trip plus four times its variation, at least d (RFC 6298, with
+// Karn's algorithm), doubling on each timeout in a row. The timeout
+// (SetTimeout, or the client's timeout option) stays the longest wait
+// before the first retransmission; only the timeouts that waited that
+// long count against the retries, so a client gone silent draws at most
+// log2(timeout/d) more retransmissions before the server gives up. 0
+// (the default), or a d of the timeout or more, waits the whole timeout
+// every time, as upstream does. A client not yet heard from is always
+// given the whole timeout.
+func (s *Server) SetMinTimeout(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.minTimeout = max(d, 0)
 }
 
 // SetBackoff sets a user provided function that is called to provide a
@@ -505,6 +523,7 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 			maxWindow:   s.maxWindow,
 
 			unheardRetries: s.unheardRetries,
+			rto:            retransmitTimer{floor: s.minTimeout},
 		}
 		if s.singlePort {
 			rf.conn = &chanConnection{

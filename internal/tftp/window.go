@@ -64,14 +64,20 @@ const maxBackoff = 8
 // as curl answers only its last block or the next one, and ignores older
 // ones.
 //
-// Timeouts in a row double the wait, up to maxBackoff times the timeout:
-// a client that ignores blocks it already holds may restart its own timer
-// on each (atftp does), and only says where it is when that timer runs
-// out, so the sender must in the end fall quiet for longer than that. The
-// first timeout is the timeout. Once the final block is sent, going back
-// sends the block such a client waits for, and the waits stay one
-// timeout: a client gone after the final block, its ACK lost, holds the
-// transfer no longer than that.
+// The wait for an acknowledgement is the timeout until the sender has
+// measured the client's round trip, and then, when SetMinTimeout allows
+// it, the round trip's (see retransmitTimer): a lost block or
+// acknowledgement costs a few round trips, not the timeout. Such a
+// retransmission ahead of the timeout counts against no retry, nor makes
+// a client that did not ask for a window lock-step; each doubles the
+// wait, up to the timeout. From there on timeouts in a row double the
+// wait, up to maxBackoff times the timeout: a client that ignores blocks
+// it already holds may restart its own timer on each (atftp does), and
+// only says where it is when that timer runs out, so the sender must in
+// the end fall quiet for longer than that. Once the final block is sent,
+// going back sends the block such a client waits for, and the waits stay
+// one timeout at the most: a client gone after the final block, its ACK
+// lost, holds the transfer no longer than that.
 func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 	blksize := s.blksize
 	if blksize == 0 {
@@ -98,19 +104,23 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		recover  int64     = -1 // highest block sent before going back
 		again    int64          // highest block to send again, whatever the window
 		wentBack time.Time      // when the sender last went back
+		timed    int64          // block whose round trip is being measured (0: none)
+		timedAt  time.Time      // when it was sent
 	)
 	if s.oackResent {
 		// The client may acknowledge each OACK it got.
 		recover, wentBack = 0, time.Now()
 	}
-	timeouts := 0
-	deadline := time.Now().Add(s.timeout)
+	timeouts := 0 // in a row, of the whole timeout or longer
+	wait := s.rto.wait(s.timeout)
+	deadline := time.Now().Add(wait)
 	goBack := func() {
 		recover = sent
 		again = sent
 		next = base
 		wentBack = time.Now()
-		deadline = time.Now().Add(s.timeout)
+		deadline = time.Now().Add(wait)
+		timed = 0 // an acknowledgement may now answer either copy
 	}
 	for {
 		inFlight := window
@@ -145,6 +155,9 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				s.abort(err)
 				return n, err
 			}
+			if next > sent && timed == 0 {
+				timed, timedAt = next, time.Now()
+			}
 			s.datagramsSent++
 			sent = max(sent, next)
 			next++
@@ -156,7 +169,14 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 		}
 		c, addr, err := s.conn.readFrom(s.receive)
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			timeouts++
+			// A wait shorter than the timeout, from the round trips
+			// measured, is a retransmission ahead of the timeout: it
+			// counts against no retry, and it says nothing yet of a
+			// client that cannot take a window.
+			full := wait >= s.timeout
+			if full {
+				timeouts++
+			}
 			if timeouts > s.retriesNow() {
 				// A net.Error that times out, as upstream returns.
 				err = &connectionError{error: fmt.Errorf("sending block %d: no acknowledgement after %d timeouts (the first %s): %w",
@@ -181,17 +201,23 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				s.abort(err)
 				return n, err
 			}
-			if everyBlockAcked && firstWindow != 0 && base <= firstWindow {
+			if full && everyBlockAcked && firstWindow != 0 && base <= firstWindow {
 				window = 1
 			}
 			if s.retry.handler != nil {
-				s.retry.attempt = timeouts - 1
+				s.retry.attempt = max(timeouts-1, 0)
 				s.retry.backoff()
 			}
-			goBack()
-			if last == 0 || sent < last {
-				deadline = time.Now().Add(s.timeout * time.Duration(min(1<<timeouts, maxBackoff)))
+			s.rto.backOff()
+			switch {
+			case !full:
+				wait = s.rto.wait(s.timeout)
+			case last == 0 || sent < last:
+				wait = s.timeout * time.Duration(min(1<<timeouts, maxBackoff))
+			default:
+				wait = s.timeout
 			}
+			goBack()
 			continue
 		}
 		if err != nil {
@@ -219,7 +245,12 @@ func (s *sender) sendBlocks(r io.Reader) (n int64, err error) {
 				base = acked + 1
 				next = max(next, base)
 				timeouts = 0
-				deadline = time.Now().Add(s.timeout)
+				if timed != 0 && acked >= timed {
+					s.rto.sample(time.Since(timedAt))
+					timed = 0
+				}
+				wait = s.rto.wait(s.timeout)
+				deadline = time.Now().Add(wait)
 				if last != 0 && base > last {
 					if s.hook != nil {
 						s.hook.OnSuccess(s.buildTransferStats())

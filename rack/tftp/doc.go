@@ -1,9 +1,11 @@
 // Package tftp is the rack's read-only TFTP server. It serves whatever the
 // hand-off decides (rack/handoff) through internal/tftp, a fork of
 // github.com/pin/tftp/v3 whose sender survives loss with a window of
-// blocks in flight. It takes the blksize, tsize, timeout and windowsize
-// options, and reports every decision, transfer outcome and refused
-// request (write requests, malformed packets) as an event.
+// blocks in flight, and sends again after the client's measured round
+// trip (at least Config.MinTimeout) rather than a whole timeout. It takes
+// the blksize, tsize, timeout and windowsize options, and reports every
+// decision, transfer outcome and refused request (write requests,
+// malformed packets) as an event.
 //
 // TFTP runs over UDP, so a read request may come with a forged source
 // address: the server would then send a file's blocks to a host that

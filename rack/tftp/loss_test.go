@@ -337,7 +337,9 @@ func TestEarlierAckRewinds(t *testing.T) {
 	const timeout = 5 * time.Second // longer than any wait below
 	tr := tree(t)
 	tr.WriteFile(t, "r.bin", 512*40+5)
-	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, Window: 8})
+	// No retransmission ahead of the timeout (MinTimeout): what comes
+	// within quick comes from the ACKs.
+	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, MinTimeout: timeout, Window: 8})
 	const quick = time.Second
 
 	t.Run("windowsize", func(t *testing.T) {
@@ -392,14 +394,14 @@ func TestEarlierAckRewinds(t *testing.T) {
 	})
 }
 
-// firstWindow starts rackd (window 8) with timeout, asks it for a file of
-// 40 blocks of 512 bytes without a windowsize, as a lock-step client, and
-// reads the 8 blocks it sends ahead.
-func firstWindow(t *testing.T, timeout time.Duration) *conversation {
+// firstWindow starts rackd (window 8) with timeout and minTimeout, asks
+// it for a file of 40 blocks of 512 bytes without a windowsize, as a
+// lock-step client, and reads the 8 blocks it sends ahead.
+func firstWindow(t *testing.T, timeout, minTimeout time.Duration) *conversation {
 	t.Helper()
 	tr := tree(t)
 	tr.WriteFile(t, "w.bin", 512*40+5)
-	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, Window: 8})
+	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, MinTimeout: minTimeout, Window: 8})
 	c := converse(t, addr)
 	t.Cleanup(c.abort)
 	c.rrq("w.bin", "blksize", "512")
@@ -418,7 +420,7 @@ func firstWindow(t *testing.T, timeout time.Duration) *conversation {
 // acknowledged its first window, go on in lock-step.
 func TestTimeoutSendsAgainWhatWasInFlight(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	c := firstWindow(t, timeout)
+	c := firstWindow(t, timeout, timeout)
 	c.ack(2) // the ACKs of 3-8 lost on the way
 	if got := c.data(2, time.Second); !sameBlocks(got, seq(9, 10)) {
 		t.Fatalf("after ACK 2: %v, want 9-10", got)
@@ -451,7 +453,7 @@ func TestTimeoutSendsAgainWhatWasInFlight(t *testing.T) {
 // blocks ahead.
 func TestTimeoutKeepsTheWindowOfAClientThatTookOne(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	c := firstWindow(t, timeout)
+	c := firstWindow(t, timeout, timeout)
 	c.ack(8)
 	if got := c.data(8, time.Second); !sameBlocks(got, seq(9, 16)) {
 		t.Fatalf("after ACK 8: %v, want 9-16", got)
@@ -463,6 +465,97 @@ func TestTimeoutKeepsTheWindowOfAClientThatTookOne(t *testing.T) {
 	c.ack(16)
 	if got := c.data(8, time.Second); !sameBlocks(got, seq(17, 24)) {
 		t.Fatalf("after ACK 16: %v, want 17-24, the window kept", got)
+	}
+}
+
+// TestLossCostsTheRoundTripNotTheTimeout plays a client that asked for
+// a windowsize and a long timeout, and whose acknowledgement of a window
+// is lost: once the server has measured the round trip (milliseconds on
+// loopback), it sends the window again after MinTimeout, not after the
+// timeout the client asked for.
+func TestLossCostsTheRoundTripNotTheTimeout(t *testing.T) {
+	tr := tree(t)
+	tr.WriteFile(t, "m.bin", 512*40+5)
+	addr := start(t, tr.Resolver, tftp.Config{Timeout: 2 * time.Second, MinTimeout: 100 * time.Millisecond, Window: 8})
+	c := converse(t, addr)
+	defer c.abort()
+	c.rrq("m.bin", "blksize", "512", "windowsize", "4", "timeout", "30")
+	if o := c.oack(time.Second); o["timeout"] != "30" || o["windowsize"] != "4" {
+		t.Fatalf("OACK %v, want timeout 30 and windowsize 4", o)
+	}
+	c.ack(0)
+	c.expect("the first window", 1, 4, time.Second)
+	c.ack(4)
+	c.expect("after ACK 4", 5, 8, time.Second)
+	c.expect("the ACK of 8 lost: the window again, far sooner than 30s", 5, 8, 10*time.Second)
+	c.ack(8)
+	c.expect("after ACK 8", 9, 12, time.Second)
+}
+
+// expect fails the test unless the next DATA packets, within wait, are
+// blocks from to to.
+func (c *conversation) expect(after string, from, to uint16, wait time.Duration) {
+	c.t.Helper()
+	if got := c.data(int(to-from)+1, wait); !sameBlocks(got, seq(from, to)) {
+		c.t.Fatalf("%s: got %v, want %v", after, got, seq(from, to))
+	}
+}
+
+// TestEarlyRetransmissionKeepsTheWindow plays a lock-step client whose
+// acknowledgements of its first window are lost: the server sends again
+// ahead of its timeout, from the round trip it measured, and such a
+// retransmission is no sign that the client cannot take a window (a
+// timeout is; see TestTimeoutSendsAgainWhatWasInFlight): the window stays.
+func TestEarlyRetransmissionKeepsTheWindow(t *testing.T) {
+	c := firstWindow(t, 10*time.Second, 100*time.Millisecond)
+	c.ack(2) // the ACKs of 3-8 lost on the way
+	c.expect("after ACK 2", 9, 10, time.Second)
+	c.expect("sent again, far sooner than 10s", 3, 10, 5*time.Second)
+	c.ack(10)
+	c.expect("after ACK 10, the window kept", 11, 18, time.Second)
+}
+
+// TestSilentClientDrawsBoundedRetransmissions plays a client that asked
+// for a window and then falls silent: the server sends the window again
+// ahead of its timeout while the wait doubles up to it, then Retries
+// times more, and gives up. Retransmissions ahead of the timeout are at
+// most log2(Timeout/MinTimeout) (here 2: after 100ms and 200ms), so a
+// client that stops answering draws at most that many windows more than
+// Retries, whatever it asked for.
+func TestSilentClientDrawsBoundedRetransmissions(t *testing.T) {
+	const (
+		timeout = 400 * time.Millisecond
+		retries = 2
+		window  = 4
+		early   = 2 // log2(timeout / MinTimeout)
+	)
+	tr := tree(t)
+	tr.WriteFile(t, "s.bin", 512*40+5)
+	addr := start(t, tr.Resolver, tftp.Config{Timeout: timeout, MinTimeout: 100 * time.Millisecond, Retries: retries, Window: 8})
+	c := converse(t, addr)
+	c.rrq("s.bin", "blksize", "512", "windowsize", strconv.Itoa(window))
+	c.oack(time.Second)
+	c.ack(0)
+	c.expect("the first window", 1, window, time.Second)
+	c.ack(window)
+	c.expect("after the first ACK", window+1, 2*window, time.Second)
+	// Silent from here: count what comes until the server gives up.
+	resent := 0
+	for {
+		op, rest := c.recv(30 * time.Second)
+		if op == 5 {
+			break
+		}
+		if op != 3 || binary.BigEndian.Uint16(rest) < window+1 || binary.BigEndian.Uint16(rest) > 2*window {
+			t.Fatalf("opcode %d %q, want DATA of the second window or an ERROR", op, rest)
+		}
+		resent++
+	}
+	t.Logf("sent again %d blocks before giving up", resent)
+	// Fewer ahead of the timeout when the round trip measured was long
+	// (a loaded machine): the bound is what matters.
+	if lo, hi := window*retries, window*(early+retries); resent < lo || resent > hi {
+		t.Errorf("the silent client was sent %d blocks again, want %d to %d: up to %d windows ahead of the timeout, then %d retries", resent, lo, hi, early, retries)
 	}
 }
 

@@ -34,6 +34,17 @@ type Config struct {
 	// 8 times Timeout, until the final block is sent.
 	Timeout time.Duration
 	Retries int
+	// MinTimeout lets a transfer send again sooner than Timeout once it
+	// has measured the client's round trip (default 200ms, as TCP's
+	// least retransmission timeout; Timeout or more turns it off): it
+	// waits the smoothed round trip plus four times its variation, at
+	// least MinTimeout, doubling on each timeout in a row. A client on a
+	// rack's network answers within milliseconds, so a lost block or
+	// acknowledgement then costs MinTimeout, not the Timeout a client
+	// asks for (pxelinux, iPXE and curl ask for 1 to 3 seconds). Only
+	// timeouts that waited Timeout count against Retries. A client not
+	// yet heard from waits Timeout (see UnheardRetries).
+	MinTimeout time.Duration
 	// UnheardRetries is how often the first packet of a transfer (the
 	// option acknowledgement, or the first block) is sent again while
 	// the client has sent nothing back (default 3). Until it answers,
@@ -76,6 +87,9 @@ func (c *Config) validate() error {
 	if c.Retries <= 0 {
 		c.Retries = 5
 	}
+	if c.MinTimeout <= 0 {
+		c.MinTimeout = DefaultMinTimeout
+	}
 	if c.UnheardRetries <= 0 {
 		c.UnheardRetries = 3
 	}
@@ -96,6 +110,9 @@ func (c *Config) validate() error {
 
 // DefaultWindow is the default Config.Window.
 const DefaultWindow = 8
+
+// DefaultMinTimeout is the default Config.MinTimeout.
+const DefaultMinTimeout = 200 * time.Millisecond
 
 // Server serves boot files over TFTP on one or more addresses.
 type Server struct {
@@ -219,6 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 		srv := tftp.NewServer(s.readHandler(ctx, c.LocalAddr().String()), s.writeHandler(c.LocalAddr().String()))
 		srv.SetTimeout(s.cfg.Timeout)
 		srv.SetRetries(s.cfg.Retries)
+		srv.SetMinTimeout(s.cfg.MinTimeout)
 		srv.SetUnheardRetries(s.cfg.UnheardRetries)
 		if s.cfg.MaxBlockSize > 0 {
 			srv.SetBlockSize(s.cfg.MaxBlockSize)

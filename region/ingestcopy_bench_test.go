@@ -168,8 +168,14 @@ func (s *copySite) ingest(evs []events.Event) float64 {
 		lastIDs = append(lastIDs, id)
 	}
 	s.proc.load(evs)
+	regionCPU, racksCPU := s.proc.cpu()
 	start := time.Now()
 	s.proc.do("go", "published")
+	defer func() {
+		r, k := s.proc.cpu()
+		fmt.Printf("  ingest used %.2fs CPU in the region's process, %.2fs in the racks' and NATS's, over %.2fs\n",
+			(r - regionCPU).Seconds(), (k - racksCPU).Seconds(), time.Since(start).Seconds())
+	}()
 	deadline := start.Add(10 * time.Minute)
 	for {
 		var got int

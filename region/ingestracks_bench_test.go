@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +50,7 @@ type ingestRacks struct {
 	stdin   io.WriteCloser
 	lines   chan string
 	dir     string
+	pid     int
 }
 
 type pubAt struct {
@@ -88,7 +90,7 @@ func startIngestRacks(b *testing.B, racks []string, buffer int) *ingestRacks {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	p := &ingestRacks{b: b, stdin: stdin, lines: make(chan string, 1<<16), dir: dir}
+	p := &ingestRacks{b: b, stdin: stdin, lines: make(chan string, 1<<16), dir: dir, pid: cmd.Process.Pid}
 	done := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -185,6 +187,21 @@ func (p *ingestRacks) steady(rate, total int) <-chan pubAt {
 		}
 	}()
 	return pubc
+}
+
+// cpu returns the CPU time used so far by this process (the region) and
+// by the racks' process.
+func (p *ingestRacks) cpu() (region, racks time.Duration) {
+	p.b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		p.b.Fatal(err)
+	}
+	t, err := procTicks(p.pid)
+	if err != nil {
+		p.b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), time.Duration(t) * time.Second / clockTicks
 }
 
 // ingestRacksChild is the racks' process of BenchmarkIngestVsCopy

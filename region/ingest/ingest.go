@@ -249,19 +249,22 @@ func (in *Ingester) notifier(ctx context.Context, storersDone <-chan struct{}) {
 	for {
 		select {
 		case <-in.committed:
-			in.notify(ctx)
 		case <-storersDone:
 			select {
 			case <-in.committed:
-				// The last commits as the region stops: the readers of
-				// other regions are still waiting.
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				in.notify(fctx)
-				cancel()
 			default:
+				return
 			}
-			return
 		}
+		if ctx.Err() == nil {
+			in.notify(ctx)
+			continue
+		}
+		// The last commits as the region stops: the readers of other
+		// regions are still waiting.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		in.notify(sctx)
+		cancel()
 	}
 }
 

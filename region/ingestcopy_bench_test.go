@@ -44,7 +44,9 @@ import (
 //
 // RACKPLANE_BENCH_EVENTS sets the events per round (default 50000),
 // RACKPLANE_BENCH_INGEST_CONCURRENCY the region's -ingest-concurrency and
-// RACKPLANE_BENCH_POOL its pool_max_conns (defaults: the region's).
+// RACKPLANE_BENCH_POOL its pool_max_conns (defaults: the region's);
+// RACKPLANE_BENCH_NOTIFY_IN_TX, when set, makes ingest's transactions
+// notify as they commit, as every append did before migration 0030.
 func BenchmarkIngestVsCopy(b *testing.B) {
 	psql := findPsql(b)
 	n := 50000
@@ -93,6 +95,14 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 		b.Cleanup(nc.Close)
 		return nc
 	}, pool, cfg)
+	if os.Getenv("RACKPLANE_BENCH_NOTIFY_IN_TX") != "" {
+		// Every append notifies inside its transaction again, as before
+		// migration 0030: the figures of the two, side by side.
+		if _, err := pool.Exec(ctx, `CREATE OR REPLACE FUNCTION events_appended() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN PERFORM pg_notify('rackplane_events', ''); RETURN NULL; END; $$`); err != nil {
+			b.Fatal(err)
+		}
+	}
 	// The scratch table is the events table's twin: columns, defaults,
 	// identity, constraints and every index (the partial ones too).
 	if _, err := pool.Exec(ctx, `CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)`); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rackplane/rackplane/events"
@@ -28,7 +29,7 @@ func BenchmarkIngest(b *testing.B) {
 			pool := pgtest.NewPool(b)
 			rctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			js := startBenchRegion(rctx, b, ns, pool)
+			js := startBenchRegion(rctx, b, ns.Connect, pool)
 			pubs := make([]*eventbus.Publisher, racks)
 			ids := make([]string, racks)
 			for i := range pubs {
@@ -73,13 +74,19 @@ func waitCount(b *testing.B, pool *pgxpool.Pool, n int) {
 // returns a JetStream context once the region has made the rack event
 // stream. The racks of the benchmarks are publishers on an open server:
 // what is measured is ingest, not the NATS auth callout.
-func startBenchRegion(ctx context.Context, b *testing.B, ns *natsserver.Test, pool *pgxpool.Pool) jetstream.JetStream {
+func startBenchRegion(ctx context.Context, b *testing.B, connect func() *nats.Conn, pool *pgxpool.Pool) jetstream.JetStream {
 	b.Helper()
 	cfg := region.DefaultConfig()
 	cfg.Secrets.KeyFile = regiontest.KeyFile(b)
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.NoNATSCallout = true
-	r, err := region.New(cfg, pool, ns.Connect(), nil, testLogger())
+	return startBenchRegionConfig(ctx, b, connect, pool, cfg)
+}
+
+// startBenchRegionConfig is startBenchRegion with cfg.
+func startBenchRegionConfig(ctx context.Context, b *testing.B, connect func() *nats.Conn, pool *pgxpool.Pool, cfg region.Config) jetstream.JetStream {
+	b.Helper()
+	r, err := region.New(cfg, pool, connect(), nil, testLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +98,7 @@ func startBenchRegion(ctx context.Context, b *testing.B, ns *natsserver.Test, po
 	// Run returns when its goroutines are done: the benchmark's end waits
 	// for it, so that nothing of this region outlives its database.
 	b.Cleanup(func() { <-done })
-	js, err := jetstream.New(ns.Connect())
+	js, err := jetstream.New(connect())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,11 +18,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/rackplane/rackplane/events"
-	"github.com/rackplane/rackplane/internal/eventbus"
-	"github.com/rackplane/rackplane/internal/natsserver"
 	"github.com/rackplane/rackplane/internal/pgtest"
+	"github.com/rackplane/rackplane/region"
+	"github.com/rackplane/rackplane/region/regiontest"
 )
 
 // BenchmarkIngestVsCopy compares end-to-end ingest with the ceiling of
@@ -34,9 +35,18 @@ import (
 // steady 1,000 events/s, as its p99. The last line is the ratio of
 // ingest to \copy (medians of the rounds).
 //
+// The NATS server and the racks' publishers run in a process of their own
+// (this test binary again, ingestRacksChild), at this one's priority, so
+// that this process holds the region alone and what the load costs to
+// make is not taken from it; as psql is for \copy.
+//
 //	go test -run '^$' -bench BenchmarkIngestVsCopy -benchtime 1x ./region
 //
-// RACKPLANE_BENCH_EVENTS sets the events per round (default 50000).
+// RACKPLANE_BENCH_EVENTS sets the events per round (default 50000),
+// RACKPLANE_BENCH_INGEST_CONCURRENCY the region's -ingest-concurrency and
+// RACKPLANE_BENCH_POOL its pool_max_conns (defaults: the region's);
+// RACKPLANE_BENCH_NOTIFY_IN_TX, when set, makes ingest's transactions
+// notify as they commit, as every append did before migration 0030.
 func BenchmarkIngestVsCopy(b *testing.B) {
 	psql := findPsql(b)
 	n := 50000
@@ -48,23 +58,50 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 	}
 	const racks, rounds = 10, 3
 	ctx := context.Background()
-	ns := natsserver.StartTest(b)
 	dbURL := pgtest.NewDatabase(b)
-	pool, err := pgxpool.New(ctx, dbURL)
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if v := os.Getenv("RACKPLANE_BENCH_POOL"); v != "" {
+		if pcfg.MaxConns = int32(atoiEnv(b, "RACKPLANE_BENCH_POOL", v)); pcfg.MaxConns < 1 {
+			b.Fatalf("RACKPLANE_BENCH_POOL=%q: want 1 or more", v)
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	js := startBenchRegion(rctx, b, ns, pool)
 	s := &copySite{b: b, pool: pool, versions: map[string]int64{}}
 	for range racks {
-		id := uuid.NewString()
-		p := eventbus.NewPublisher(js, eventbus.PublisherConfig{Source: events.RackSource(id), Subject: events.RackStreamName(id), Buffer: n + 1})
-		go p.Run(rctx)
-		s.racks = append(s.racks, id)
-		s.pubs = append(s.pubs, p)
+		s.racks = append(s.racks, uuid.NewString())
+	}
+	s.proc = startIngestRacks(b, s.racks, n+1)
+	cfg := region.DefaultConfig()
+	cfg.Secrets.KeyFile = regiontest.KeyFile(b)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.NoNATSCallout = true
+	if v := os.Getenv("RACKPLANE_BENCH_INGEST_CONCURRENCY"); v != "" {
+		cfg.IngestConcurrency = atoiEnv(b, "RACKPLANE_BENCH_INGEST_CONCURRENCY", v)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	startBenchRegionConfig(rctx, b, func() *nats.Conn {
+		nc, err := nats.Connect(s.proc.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(nc.Close)
+		return nc
+	}, pool, cfg)
+	if os.Getenv("RACKPLANE_BENCH_NOTIFY_IN_TX") != "" {
+		// Every append notifies inside its transaction again, as before
+		// migration 0030: the figures of the two, side by side.
+		if _, err := pool.Exec(ctx, `CREATE OR REPLACE FUNCTION events_appended() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN PERFORM pg_notify('rackplane_events', ''); RETURN NULL; END; $$`); err != nil {
+			b.Fatal(err)
+		}
 	}
 	// The scratch table is the events table's twin: columns, defaults,
 	// identity, constraints and every index (the partial ones too).
@@ -106,7 +143,7 @@ type copySite struct {
 	b        *testing.B
 	pool     *pgxpool.Pool
 	racks    []string
-	pubs     []*eventbus.Publisher
+	proc     *ingestRacks
 	versions map[string]int64 // the scratch table's stream versions
 }
 
@@ -140,10 +177,15 @@ func (s *copySite) ingest(evs []events.Event) float64 {
 	for _, id := range last {
 		lastIDs = append(lastIDs, id)
 	}
+	s.proc.load(evs)
+	regionCPU, racksCPU := s.proc.cpu()
 	start := time.Now()
-	for i, e := range evs {
-		s.pubs[i%len(s.pubs)].Publish(e)
-	}
+	s.proc.do("go", "published")
+	defer func() {
+		r, k := s.proc.cpu()
+		fmt.Printf("  ingest used %.2fs CPU in the region's process, %.2fs in the racks' and NATS's, over %.2fs\n",
+			(r - regionCPU).Seconds(), (k - racksCPU).Seconds(), time.Since(start).Seconds())
+	}()
 	deadline := start.Add(10 * time.Minute)
 	for {
 		var got int
@@ -228,31 +270,7 @@ func (s *copySite) steady(ctx context.Context, dbURL string, rate int, d time.Du
 	}
 	total := int(d.Seconds() * float64(rate))
 	published := make(map[string]time.Time, total)
-	pubc := make(chan struct {
-		id string
-		at time.Time
-	}, total)
-	go func() {
-		interval := time.Second / time.Duration(rate)
-		start := time.Now()
-		for i := range total {
-			if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-				time.Sleep(wait)
-			}
-			id := s.racks[i%len(s.racks)]
-			now := time.Now()
-			e, err := events.New(events.RackSource(id), events.TypeEventsDropped, events.RackStreamName(id), now,
-				events.EventsDropped{Count: 1, Since: now.UTC()})
-			if err != nil {
-				panic(err)
-			}
-			pubc <- struct {
-				id string
-				at time.Time
-			}{e.ID, now}
-			s.pubs[i%len(s.pubs)].Publish(e)
-		}
-	}()
+	pubc := s.proc.steady(rate, total)
 	var lat []time.Duration
 	deadline := time.Now().Add(d + time.Minute)
 	for len(lat) < total && time.Now().Before(deadline) {

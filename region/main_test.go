@@ -7,8 +7,12 @@ import (
 
 // TestMain runs the tests, or, started by a benchmark, one of its
 // processes: BenchmarkAPIVsPgbench's load client (loadEnv set), or
-// BenchmarkScale's NATS server or region (RACKPLANE_SCALE_CHILD set).
+// BenchmarkScale's NATS server or region (RACKPLANE_SCALE_CHILD set), or
+// BenchmarkIngestVsCopy's NATS server and racks (ingestRacksEnv set).
 func TestMain(m *testing.M) {
+	if racks := os.Getenv(ingestRacksEnv); racks != "" {
+		os.Exit(ingestRacksChild(racks))
+	}
 	if env := os.Getenv(loadEnv); env != "" {
 		os.Exit(apiLoadClient(env))
 	}

@@ -22,7 +22,12 @@
 // their order, whatever the other racks' batches do. Racks' batches that
 // commit at once commit their log positions out of order; the log's
 // readers read only below the oldest append still in flight
-// (docs/event-log.md), so none of them skips an event for that. A message
+// (docs/event-log.md), so none of them skips an event for that. Ingest's
+// transactions do not notify the log's readers themselves (PostgreSQL
+// would commit notifying transactions one at a time): the ingester sends
+// the notification after their commits, one at a time and again as soon
+// as it is done if any batch committed meanwhile, so a reader waiting at
+// the end of the log is woken after every commit. A message
 // that fails validation is terminated on the stream, counted and recorded
 // with its reason, and the consumer goes on with the next.
 package ingest

@@ -59,7 +59,10 @@ const MaxConcurrency = 64
 
 // Store is what the ingester needs of the event store.
 type Store interface {
-	InTx(ctx context.Context, fn func(tx pgx.Tx) error) error
+	// InTxNotifyLater runs a transaction whose appends do not wake the
+	// log's readers: the ingester calls NotifyAppended after its commits.
+	InTxNotifyLater(ctx context.Context, fn func(tx pgx.Tx) error) error
+	NotifyAppended(ctx context.Context) error
 	AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error)
 	RecordRejected(ctx context.Context, r postgres.Rejected) error
 }
@@ -79,6 +82,10 @@ type Ingester struct {
 	batchSize  prometheus.Histogram
 	restarts   prometheus.Counter
 	failures   prometheus.Counter
+
+	// committed is signalled after each transaction that may have
+	// appended; notifier wakes the log's readers for it.
+	committed chan struct{}
 }
 
 // New returns an ingester.
@@ -102,6 +109,7 @@ func New(js jetstream.JetStream, store Store, v *events.Validator, cfg Config) *
 	}
 	in := &Ingester{
 		js: js, store: store, validator: v, cfg: cfg, log: cfg.Logger,
+		committed: make(chan struct{}, 1),
 		ingested: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rackplane_region_events_ingested_total", Help: "Rack events appended to the log.",
 		}),
@@ -213,13 +221,84 @@ func (in *Ingester) pipeline(ctx context.Context, it jetstream.MessagesContext) 
 	for range in.cfg.Concurrency {
 		wg.Go(func() { in.storer(ctx, l) })
 	}
+	stored := make(chan struct{})
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		in.notifier(ctx, stored)
+	}()
 	err := in.read(ctx, it, l)
 	l.close()
 	wg.Wait()
+	close(stored)
+	<-notified
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("consume rack events: %w", err)
 	}
 	return nil
+}
+
+// notifier wakes the log's readers after the storers' commits, until
+// storersDone is closed and what they committed is notified. Ingest's
+// transactions do not notify themselves (PostgreSQL would commit them one
+// at a time if they did); each commit signals in.committed instead, and
+// one notification at a time is sent, the next as soon as it is done if
+// any storer committed meanwhile: a notification sent after a commit wakes
+// a reader that read before it, so none waits for an event in the log.
+func (in *Ingester) notifier(ctx context.Context, storersDone <-chan struct{}) {
+	for {
+		select {
+		case <-in.committed:
+		case <-storersDone:
+			select {
+			case <-in.committed:
+			default:
+				return
+			}
+		}
+		if ctx.Err() == nil {
+			in.notify(ctx)
+			continue
+		}
+		// The last commits as the region stops: the readers of other
+		// regions are still waiting.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		in.notify(sctx)
+		cancel()
+	}
+}
+
+// notify sends one notification, trying again while Postgres is away
+// (readers then fall back on their own timers) until ctx ends.
+func (in *Ingester) notify(ctx context.Context) {
+	retry := backoff.New(backoff.Policy{Max: time.Second})
+	for {
+		err := in.store.NotifyAppended(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		wait := retry.Next()
+		in.log.Warn("readers of the event log not notified of ingested events, will retry", "err", err, "retry_in", wait)
+		if !backoff.Sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// appendTx appends evs in a transaction of their own and has the log's
+// readers notified after it: after an error too, as a commit whose answer
+// was lost may have committed.
+func (in *Ingester) appendTx(ctx context.Context, evs []events.Event) ([]postgres.Appended, error) {
+	var appended []postgres.Appended
+	err := in.store.InTxNotifyLater(ctx, func(tx pgx.Tx) (err error) {
+		appended, err = in.store.AppendAny(ctx, tx, evs)
+		return err
+	})
+	select {
+	case in.committed <- struct{}{}:
+	default: // a notification is due already, and will be sent after this commit
+	}
+	return appended, err
 }
 
 // read hands each message of it to its lane until ctx ends (nil) or the
@@ -550,11 +629,7 @@ func (in *Ingester) handle(ctx context.Context, b *batch) error {
 		evs = append(evs, a.ev)
 	}
 	b.evs = evs
-	var appended []postgres.Appended
-	err := in.store.InTx(ctx, func(tx pgx.Tx) (err error) {
-		appended, err = in.store.AppendAny(ctx, tx, evs)
-		return err
-	})
+	appended, err := in.appendTx(ctx, evs)
 	if err != nil && isDataError(err) && len(good) > 1 {
 		// One event's state change was refused (a projection error): find
 		// it by appending one at a time, so the others still go in.
@@ -590,11 +665,7 @@ func (in *Ingester) oneByOne(ctx context.Context, b *batch) error {
 }
 
 func (in *Ingester) handleAccepted(ctx context.Context, a accepted) error {
-	var appended []postgres.Appended
-	err := in.store.InTx(ctx, func(tx pgx.Tx) (err error) {
-		appended, err = in.store.AppendAny(ctx, tx, []events.Event{a.ev})
-		return err
-	})
+	appended, err := in.appendTx(ctx, []events.Event{a.ev})
 	if err != nil && isDataError(err) {
 		return in.reject(ctx, a.msg, a.ev, &events.RejectError{Reason: events.ReasonProjection, Err: err})
 	}

@@ -36,7 +36,7 @@ type store struct {
 	appended func(evs []events.Event)
 }
 
-func (s *store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+func (s *store) InTxNotifyLater(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	s.mu.Lock()
 	fail := s.failTx > 0
 	if fail {
@@ -46,7 +46,7 @@ func (s *store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	if fail {
 		return errors.New("connection refused")
 	}
-	return s.DB.InTx(ctx, fn)
+	return s.DB.InTxNotifyLater(ctx, fn)
 }
 
 func (s *store) AppendAny(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]postgres.Appended, error) {
@@ -582,5 +582,57 @@ func TestOneTransactionPerWaitUnderATrickle(t *testing.T) {
 	// transaction per rack and burst would be 200.
 	if len(sizes) > 3*10 {
 		t.Errorf("%d transactions for 10 bursts of 20 racks' events: %v", len(sizes), sizes)
+	}
+}
+
+// TestReadersWokenByIngestedEvents: a reader at the end of the log that
+// waits for the log's notification (as GET /api/v1/events?wait= does, with
+// no timer of its own here) is woken for every event ingested, whichever
+// of the concurrent storers committed it: ingest's transactions do not
+// notify themselves, the ingester does after their commits.
+func TestReadersWokenByIngestedEvents(t *testing.T) {
+	s := newSite(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := s.store.NewEventWatch()
+	up := w.Next() // the watch fires once when its session listens
+	go w.Run(ctx)
+	select {
+	case <-up:
+	case <-time.After(30 * time.Second):
+		t.Fatal("event watch not listening after 30s")
+	}
+	s.startConcurrent(3, 4)
+	racks := make([]string, 8)
+	for i := range racks {
+		racks[i] = uuid.NewString()
+	}
+	var cur postgres.Cursor
+	for round := range 6 {
+		want := map[string]bool{}
+		for _, rack := range racks[:1+round] {
+			e := dropped(t, rack, int64(round+1))
+			want[e.ID] = true
+			s.publishEvent(e)
+		}
+		for len(want) > 0 {
+			woken := w.Next()
+			evs, next, err := s.store.ReadEvents(ctx, cur, 1000, postgres.ReadFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur = next
+			for _, e := range evs {
+				delete(want, e.ID)
+			}
+			if len(want) == 0 {
+				break
+			}
+			select {
+			case <-woken:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("round %d: %d ingested events not read, and the reader not woken in 30s", round, len(want))
+			}
+		}
 	}
 }

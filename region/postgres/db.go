@@ -62,10 +62,39 @@ var serializedAppenderTx = pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT 
 
 var appenderTx = pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock_shared(%d, %d)", appendLockClass, appendLockObject)}
 
+// notifyLaterQuery, after a transaction's BEGIN, keeps its appends from
+// notifying EventsChannel (migration 0030): its writer notifies after the
+// commit instead (NotifyAppended). It goes with BEGIN, so it costs no round
+// trip of its own.
+const notifyLaterQuery = "; SELECT set_config('rackplane.notify_after_commit', 'on', true)"
+
 // InTx runs fn in a transaction and commits it. A serialisation failure, a
 // deadlock, or a concurrent append of the same event id rolls back and runs
 // fn again (a few times), so fn must do nothing outside the transaction.
 func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return db.inTx(ctx, false, fn)
+}
+
+// InTxNotifyLater is InTx for a writer that tells the log's readers of its
+// appends itself, by NotifyAppended once InTxNotifyLater has returned nil
+// (and after an error too: a commit whose answer was lost may have
+// committed). Its transactions do not notify: PostgreSQL lets one
+// notifying transaction commit at a time, holding that turn across the
+// commit's WAL flush, so that appenders that notify commit one after the
+// other, while these commit at once and their writer sends one
+// notification for many commits.
+func (db *DB) InTxNotifyLater(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return db.inTx(ctx, true, fn)
+}
+
+// NotifyAppended wakes the log's readers (EventsChannel), as an append's
+// commit does unless it was made by InTxNotifyLater.
+func (db *DB) NotifyAppended(ctx context.Context) error {
+	_, err := db.pool.Exec(ctx, "SELECT pg_notify($1, '')", EventsChannel)
+	return wrap("notify appended", err)
+}
+
+func (db *DB) inTx(ctx context.Context, notifyLater bool, fn func(tx pgx.Tx) error) error {
 	// Short waits, jittered so that the transactions that collided do not
 	// collide again.
 	retry := backoff.New(backoff.Policy{Initial: 5 * time.Millisecond, Max: 40 * time.Millisecond})
@@ -76,6 +105,12 @@ func (db *DB) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 			opts = pgx.TxOptions{}
 		case horizonSerialized:
 			opts = serializedAppenderTx
+		}
+		if notifyLater {
+			if opts.BeginQuery == "" {
+				opts.BeginQuery = "BEGIN"
+			}
+			opts.BeginQuery += notifyLaterQuery
 		}
 		err := pgx.BeginTxFunc(ctx, db.pool, opts, fn)
 		if !retryable(err) || attempt == 5 || !retry.Wait(ctx) {

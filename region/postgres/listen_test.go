@@ -88,3 +88,67 @@ func TestEventWatchWakesOnAppend(t *testing.T) {
 		t.Fatal("not woken within 5s of a committed append")
 	}
 }
+
+// TestNotifyLaterAppends: an append in a transaction of InTxNotifyLater
+// wakes no listener by its commit (a notification sent after it arrives
+// first), NotifyAppended does, and an append of InTx still notifies.
+func TestNotifyLaterAppends(t *testing.T) {
+	db := regiontest.DB(t)
+	ctx := context.Background()
+	conn, err := db.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+postgres.EventsChannel); err != nil {
+		t.Fatal(err)
+	}
+	appendIn := func(inTx func(context.Context, func(pgx.Tx) error) error) {
+		t.Helper()
+		rack := uuid.NewString()
+		e, _ := events.New(events.RackSource(rack), events.TypeRackRegistered, events.RackStreamName(rack), time.Now(),
+			events.RackRegistered{Name: "r", Version: "1", StartedAt: time.Now().UTC()})
+		if err := inTx(ctx, func(tx pgx.Tx) error {
+			_, err := db.AppendAny(ctx, tx, []events.Event{e})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() string {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := conn.Conn().WaitForNotification(wctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Payload
+	}
+	send := func(payload string) {
+		t.Helper()
+		if _, err := db.Pool().Exec(ctx, "SELECT pg_notify($1, $2)", postgres.EventsChannel, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	appendIn(db.InTxNotifyLater)
+	send("after quiet append")
+	if got := next(); got != "after quiet append" {
+		t.Fatalf("first notification after an append of InTxNotifyLater: %q, want the one sent after it", got)
+	}
+	if err := db.NotifyAppended(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "" {
+		t.Fatalf("NotifyAppended sent %q", got)
+	}
+	// The setting was the transaction's alone: the connection's next
+	// transaction notifies as any append does.
+	for range 4 {
+		appendIn(db.InTx)
+		if got := next(); got != "" {
+			t.Fatalf("notification of an append of InTx: %q", got)
+		}
+	}
+}

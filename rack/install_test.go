@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ type fakeRegion struct {
 	srv   *rpc.Server
 	mu    sync.Mutex
 	calls []string
+	// deploymentOver makes it refuse preseeds other than prefetches as
+	// the region does once the deployment has ended.
+	deploymentOver atomic.Bool
 }
 
 func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
@@ -71,7 +75,10 @@ func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
 			t.Fatal(err)
 		}
 	}
-	handle(events.MethodPreseed, func(map[string]any) (any, error) {
+	handle(events.MethodPreseed, func(req map[string]any) (any, error) {
+		if calls.deploymentOver.Load() && req["prefetch"] != true {
+			return nil, rackplane.Errorf(rackplane.ENOTFOUND, "machine %v has no deployment in progress", req["machine_id"])
+		}
 		sum := sha256.Sum256([]byte("tok"))
 		return events.PreseedReply{Name: "p", Version: 1, Content: "root-password secret\n", StatusTokenSHA256: hex.EncodeToString(sum[:])}, nil
 	})
@@ -269,4 +276,61 @@ func scrape(t *testing.T, base, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestPreseedRefusedByTheRegionAnsweredAlike: when the deployment ended
+// before the rack heard of it (the rack still holds its install decision,
+// the region refuses the preseed), the installer's URL gets the same 403
+// as every other refusal, not the region's own answer: what a request
+// learns must not depend on which of the two knew first.
+func TestPreseedRefusedByTheRegionAnsweredAlike(t *testing.T) {
+	ns := natsserver.StartTest(t)
+	nc := ns.Connect()
+	js := ensureStreams(t, nc)
+	region := &fakeRegion{}
+	startRegion(t, ns, region)
+	defer region.srv.Close()
+	r, stop := infoRack(t, ns, t.TempDir())
+	defer stop()
+
+	const machineID = "0190f0e0-0000-7000-8000-0000000000ac"
+	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
+		events.BootDecision{MAC: "52:54:00:00:00:ac", MachineID: machineID, Purpose: events.BootPurposeInstall,
+			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
+			DeploymentID: "0190f0e0-0000-7000-8000-0000000000dc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eventbus.Message(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the rack prefetched the preseed", func() bool { return region.seen() == "preseed prefetch" })
+	base := "http://" + r.HTTPAddr()
+	preseedPath := preseedPathOf(t, base, "52-54-00-00-00-ac", machineID)
+
+	get := func(p string) (int, string) {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	_, rackRefusal := get("/preseed/" + machineID) // no credential: the rack's own refusal
+	region.deploymentOver.Store(true)
+	code, body := get(preseedPath)
+	if code != http.StatusForbidden || body != rackRefusal || strings.Contains(body, "deployment in progress") {
+		t.Fatalf("preseed the region refuses: %d %q, want 403 %q", code, body, rackRefusal)
+	}
+	if got := region.seen(); got != "preseed prefetch, preseed" {
+		t.Fatalf("region asked: %s", got)
+	}
+	if n := scrape(t, base, `rackplane_machine_requests_refused_total{endpoint="preseed",reason="region_refused"}`); n != 1 {
+		t.Fatalf(`refused_total{reason="region_refused"} = %v, want 1`, n)
+	}
 }

@@ -67,10 +67,14 @@ func (r *Rack) servePreseed(w http.ResponseWriter, req *http.Request) {
 			r.log.Error("preseed not cached", "machine_id", id, "err", err)
 		}
 	case reportqueue.Permanent(err):
-		// The region serves this machine no preseed (any more).
+		// The region serves this machine no preseed (any more): the
+		// deployment ended before this rack heard of it. Answered like
+		// the rack's own refusals, so that the answer does not depend
+		// on which of the two knew first; the log keeps the region's
+		// reason.
 		r.preseeds.Forget(id.String())
 		r.log.Warn("preseed not served", "machine_id", id, "remote", req.RemoteAddr, "err", err)
-		http.Error(w, rackplane.ErrorMessage(err), httpStatus(err))
+		r.refuseMachine(w, req, "preseed", "region_refused", id.String(), http.StatusForbidden, refused)
 		return
 	default:
 		cached, cerr := r.deploying(id.String())

@@ -17,7 +17,6 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/agent"
-	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
 )
 
@@ -37,20 +36,9 @@ func TestAgentCommissions(t *testing.T) {
 
 	const machineID = "0190f0e0-0000-7000-8000-0000000000ab"
 	const operationID = "0190f0e0-0000-7000-8000-0000000000c1"
-	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
-		events.BootDecision{MAC: "52:54:00:00:00:ab", MachineID: machineID, Purpose: events.BootPurposeCommission,
-			Kernel: "e/linux", Initrd: "e/initrd", Params: []string{"rackplane.machine=" + machineID}, RackID: r.ID(),
-			DeploymentID: operationID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := eventbus.Message(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	publishDecision(t, js, events.BootDecision{MAC: "52:54:00:00:00:ab", MachineID: machineID, Purpose: events.BootPurposeCommission,
+		Kernel: "e/linux", Initrd: "e/initrd", Params: []string{"rackplane.machine=" + machineID}, RackID: r.ID(),
+		DeploymentID: operationID})
 	base := "http://" + r.HTTPAddr()
 	var cmdline string
 	var last []byte

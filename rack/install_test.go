@@ -95,6 +95,23 @@ func startRegion(t *testing.T, ns *natsserver.Test, calls *fakeRegion) {
 	})
 }
 
+// publishDecision publishes d as the region's boot decision of its
+// machine, as the region does when an operation starts.
+func publishDecision(t *testing.T, js jetstream.JetStream, d events.BootDecision) {
+	t.Helper()
+	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(d.MachineID), time.Now(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eventbus.Message(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *fakeRegion) seen() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -116,20 +133,9 @@ func TestInstallWhileRegionAway(t *testing.T) {
 
 	const machineID = "0190f0e0-0000-7000-8000-0000000000aa"
 	const deploymentID = "0190f0e0-0000-7000-8000-0000000000da"
-	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
-		events.BootDecision{MAC: "52:54:00:00:00:aa", MachineID: machineID, Purpose: events.BootPurposeInstall,
-			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
-			DeploymentID: deploymentID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := eventbus.Message(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	publishDecision(t, js, events.BootDecision{MAC: "52:54:00:00:00:aa", MachineID: machineID, Purpose: events.BootPurposeInstall,
+		Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
+		DeploymentID: deploymentID})
 	waitUntil(t, "the rack prefetched the preseed", func() bool { return region.seen() == "preseed prefetch" })
 	base := "http://" + r.HTTPAddr()
 
@@ -294,20 +300,9 @@ func TestPreseedRefusedByTheRegionAnsweredAlike(t *testing.T) {
 	defer stop()
 
 	const machineID = "0190f0e0-0000-7000-8000-0000000000ac"
-	e, err := events.New(events.RegionSource, events.TypeBootDecisionSet, events.MachineStreamName(machineID), time.Now(),
-		events.BootDecision{MAC: "52:54:00:00:00:ac", MachineID: machineID, Purpose: events.BootPurposeInstall,
-			Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
-			DeploymentID: "0190f0e0-0000-7000-8000-0000000000dc"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := eventbus.Message(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	publishDecision(t, js, events.BootDecision{MAC: "52:54:00:00:00:ac", MachineID: machineID, Purpose: events.BootPurposeInstall,
+		Kernel: "v/linux", Initrd: "v/initrd", PreseedURL: "http://rack/preseed/" + machineID, RackID: r.ID(),
+		DeploymentID: "0190f0e0-0000-7000-8000-0000000000dc"})
 	waitUntil(t, "the rack prefetched the preseed", func() bool { return region.seen() == "preseed prefetch" })
 	base := "http://" + r.HTTPAddr()
 	preseedPath := preseedPathOf(t, base, "52-54-00-00-00-ac", machineID)

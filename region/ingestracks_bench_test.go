@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,8 +46,8 @@ const (
 type ingestRacks struct {
 	b       *testing.B
 	natsURL string
+	child   *benchChild
 	stdin   io.WriteCloser
-	lines   chan string
 	dir     string
 	pid     int
 }
@@ -71,49 +70,11 @@ func atoiEnv(b *testing.B, name, v string) int {
 func startIngestRacks(b *testing.B, racks []string, buffer int) *ingestRacks {
 	b.Helper()
 	dir := b.TempDir()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), ingestRacksEnv+"="+strings.Join(racks, ","),
+	p := &ingestRacks{b: b, dir: dir}
+	p.child = startBenchChild(b, "racks'", filepath.Join(dir, "racks.log"), ingestRacksEnv+"="+strings.Join(racks, ","),
 		ingestRacksBufferEnv+"="+strconv.Itoa(buffer), ingestRacksDirEnv+"="+filepath.Join(dir, "nats"))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "racks.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	p := &ingestRacks{b: b, stdin: stdin, lines: make(chan string, 1<<16), dir: dir, pid: cmd.Process.Pid}
-	done := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		_ = cmd.Wait()
-		close(p.lines)
-		close(done)
-	}()
-	b.Cleanup(func() {
-		stdin.Close()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
-	url := p.await("ingest-racks-ready ")
-	p.natsURL = url
+	p.stdin, p.pid = p.child.stdin, p.child.proc.Pid
+	p.natsURL = p.await("ingest-racks-ready ")
 	return p
 }
 
@@ -121,19 +82,7 @@ func startIngestRacks(b *testing.B, racks []string, buffer int) *ingestRacks {
 // failing the benchmark if the process ends or says nothing for 2m.
 func (p *ingestRacks) await(prefix string) string {
 	p.b.Helper()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				p.b.Fatalf("the racks' process ended; its log: %s", filepath.Join(p.dir, "racks.log"))
-			}
-			if rest, ok := strings.CutPrefix(l, prefix); ok {
-				return rest
-			}
-		case <-time.After(2 * time.Minute):
-			p.b.Fatalf("the racks' process did not answer %q in 2m; its log: %s", prefix, filepath.Join(p.dir, "racks.log"))
-		}
-	}
+	return p.child.await(prefix, 2*time.Minute)
 }
 
 // do sends cmd and waits for answer.
@@ -171,7 +120,7 @@ func (p *ingestRacks) steady(rate, total int) <-chan pubAt {
 	}
 	pubc := make(chan pubAt, total)
 	go func() {
-		for l := range p.lines {
+		for l := range p.child.lines {
 			if l == "steady-done" {
 				return
 			}

@@ -1,7 +1,6 @@
 package region_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -768,59 +766,19 @@ func (r scaleRow) verdict() string {
 // cleanup.
 func startScaleChild(b *testing.B, role, name, dir string, env map[string]string) (*os.Process, string) {
 	b.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "RACKPLANE_SCALE_CHILD="+role)
+	vars := []string{"RACKPLANE_SCALE_CHILD=" + role}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		vars = append(vars, k+"="+v)
 	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	b.Cleanup(func() {
-		stdin.Close()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
-	ready := make(chan string, 1)
+	c := startBenchChild(b, role, filepath.Join(dir, name+".log"), vars...)
+	v := c.await("scale-child-ready ", 2*time.Minute)
+	// Nothing else it prints is read: drained, so that it never blocks
+	// writing.
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "scale-child-ready "); ok {
-				ready <- v
-			}
+		for range c.lines {
 		}
-		_, _ = io.Copy(io.Discard, stdout)
-		_ = cmd.Wait()
-		close(done)
 	}()
-	select {
-	case v := <-ready:
-		return cmd.Process, v
-	case <-done:
-		b.Fatalf("%s process ended before it was ready; its log: %s", role, logf.Name())
-	case <-time.After(2 * time.Minute):
-		b.Fatalf("%s process not ready after 2m; its log: %s", role, logf.Name())
-	}
-	return nil, ""
+	return c.proc, v
 }
 
 // scaleChild is BenchmarkScale's NATS server or region, in a process

@@ -305,9 +305,10 @@ func runScale(b *testing.B, c scaleCase, regions int, window, bootWindow time.Du
 			racks[i%len(racks)].Boot(m)
 		}
 	}()
-	go func() { // the backends' CPU and what they wait on
+	// every runs f each d until the window ends.
+	every := func(d time.Duration, f func()) {
 		defer bg.Done()
-		t := time.NewTicker(250 * time.Millisecond)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
@@ -315,43 +316,27 @@ func runScale(b *testing.B, c scaleCase, regions int, window, bootWindow time.Du
 				return
 			case <-t.C:
 			}
-			pgcpu.sample(ctx, pool, dbName)
+			f()
 		}
-	}()
-	go func() { // heartbeat → API
-		defer bg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case <-t.C:
-			}
-			if list, err := listRacks(wctx, client, api); err == nil {
-				for _, r := range list {
-					if r.LastHeartbeat != nil {
-						beats.seen(r.ID, *r.LastHeartbeat)
-					}
+	}
+	// The backends' CPU and what they wait on.
+	go every(250*time.Millisecond, func() { pgcpu.sample(ctx, pool, dbName) })
+	// Heartbeat → API.
+	go every(time.Second, func() {
+		if list, err := listRacks(wctx, client, api); err == nil {
+			for _, r := range list {
+				if r.LastHeartbeat != nil {
+					beats.seen(r.ID, *r.LastHeartbeat)
 				}
 			}
 		}
-	}()
-	go func() { // the ingest backlog
-		defer bg.Done()
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case <-t.C:
-			}
-			if n, err := ingestBacklog(wctx, js); err == nil {
-				row.backlogMax = max(row.backlogMax, n)
-			}
+	})
+	// The ingest backlog.
+	go every(2*time.Second, func() {
+		if n, err := ingestBacklog(wctx, js); err == nil {
+			row.backlogMax = max(row.backlogMax, n)
 		}
-	}()
+	})
 	<-wctx.Done()
 	bg.Wait()
 	after := sampleScale(ctx, b, pool, dbName, racks, regionProcs, natsProc)

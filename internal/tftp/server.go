@@ -534,11 +534,11 @@ func (s *Server) handlePacket(localAddr net.IP, remoteAddr *net.UDPAddr, buffer 
 				timeout: s.timeout,
 			}
 		} else {
-			conn, err := net.ListenUDP("udp", listenAddr)
+			conn, err := newPeerConnection(listenAddr, remoteAddr)
 			if err != nil {
 				return err
 			}
-			rf.conn = &connConnection{conn: conn}
+			rf.conn = conn
 		}
 		s.wg.Add(1)
 		go func(rh func(string, io.ReaderFrom) error, rf *sender, wg *sync.WaitGroup) {

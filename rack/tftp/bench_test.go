@@ -221,7 +221,12 @@ func cpuSeconds(pid int, withChildren bool) float64 {
 // fetch gets name with the pin/tftp client (blksize 1468, tsize) and
 // checks size and content.
 func fetch(port int, name string, want []byte) error {
-	c, err := pintftp.NewClient(fmt.Sprintf("127.0.0.1:%d", port))
+	return fetchFrom(fmt.Sprintf("127.0.0.1:%d", port), name, want)
+}
+
+// fetchFrom is fetch from a server at addr (host:port).
+func fetchFrom(addr, name string, want []byte) error {
+	c, err := pintftp.NewClient(addr)
 	if err != nil {
 		return err
 	}

@@ -33,9 +33,18 @@ type Loss struct {
 	SpareOACKAck bool
 	// Trace, when set, gets a line for every packet: for debugging.
 	Trace func(format string, args ...any)
+	// Delay holds each packet it passes on this long, each way, in the
+	// order they came: the latency of a network between the two, which
+	// loopback does not have (a few microseconds). A lock-step transfer
+	// gets one block per round trip through it.
+	Delay time.Duration
 }
 
 func (l Loss) String() string {
+	if d := l.Delay; d > 0 {
+		l.Delay = 0
+		return l.String() + " lost, " + d.String() + " each way"
+	}
 	switch {
 	case l.Every > 0 && l.Rate > 0:
 		return fmt.Sprintf("every %dth and %.1f%% (seed %d)", l.Every, l.Rate*100, l.Seed)
@@ -194,7 +203,7 @@ func (r *Relay) serveRequests() {
 			continue
 		}
 		s.touch()
-		s.up.WriteToUDP(pkt, r.server)
+		s.send(ToServer, s.up, pkt, r.server)
 		r.forwarded[ToServer].Add(1)
 	}
 }
@@ -223,6 +232,13 @@ func (r *Relay) session(client *net.UDPAddr, first []byte) (*session, error) {
 	r.sessions[key] = s
 	r.wg.Add(1)
 	go s.fromServer()
+	if r.loss.Delay > 0 {
+		for d := range s.delayed {
+			s.delayed[d] = make(chan delayed, maxDelayed)
+			r.wg.Add(1)
+			go s.deliver(Direction(d))
+		}
+	}
 	return s, nil
 }
 
@@ -259,6 +275,48 @@ type session struct {
 	mu    sync.Mutex
 	downs map[string]*net.UDPConn // per server port: the socket facing the client
 	shut  bool
+
+	// delayed holds the packets going each way while Loss.Delay runs.
+	delayed [2]chan delayed
+}
+
+// delayed is a packet held by a relay with a Delay until due.
+type delayed struct {
+	due  time.Time
+	p    []byte
+	conn *net.UDPConn
+	to   *net.UDPAddr
+}
+
+// maxDelayed bounds the packets a session holds each way; more wait for room.
+const maxDelayed = 4096
+
+// send passes p on through conn to to, now or after Loss.Delay.
+func (s *session) send(d Direction, conn *net.UDPConn, p []byte, to *net.UDPAddr) {
+	if s.r.loss.Delay <= 0 {
+		conn.WriteToUDP(p, to)
+		return
+	}
+	select {
+	case s.delayed[d] <- delayed{time.Now().Add(s.r.loss.Delay), append([]byte(nil), p...), conn, to}:
+	case <-s.r.done:
+	}
+}
+
+// deliver sends the packets held going d once each is due, until the relay closes.
+func (s *session) deliver(d Direction) {
+	defer s.r.wg.Done()
+	for {
+		select {
+		case <-s.r.done:
+			return
+		case pk := <-s.delayed[d]:
+			if wait := time.Until(pk.due); wait > 0 {
+				time.Sleep(wait)
+			}
+			pk.conn.WriteToUDP(pk.p, pk.to)
+		}
+	}
 }
 
 func (s *session) touch()              { s.last.Store(time.Now().UnixNano()) }
@@ -340,7 +398,7 @@ func (s *session) fromServer() {
 			return
 		}
 		if s.r.pass(ToClient, buf[:n]) {
-			down.WriteToUDP(buf[:n], s.client)
+			s.send(ToClient, down, buf[:n], s.client)
 		}
 	}
 }
@@ -382,11 +440,11 @@ func (s *session) fromClient(d *net.UDPConn, server *net.UDPAddr) {
 		s.touch()
 		if s.r.loss.SpareOACKAck && bytes.Equal(buf[:n], []byte{0, 4, 0, 0}) {
 			s.r.forwarded[ToServer].Add(1)
-			s.up.WriteToUDP(buf[:n], server)
+			s.send(ToServer, s.up, buf[:n], server)
 			continue
 		}
 		if s.r.pass(ToServer, buf[:n]) {
-			s.up.WriteToUDP(buf[:n], server)
+			s.send(ToServer, s.up, buf[:n], server)
 		}
 	}
 }

@@ -46,20 +46,28 @@ func echoServer(t *testing.T) string {
 	return l.LocalAddr().String()
 }
 
-// TestRelayDropsEveryNth sends packets through a relay that drops every
-// 5th each way: the request always passes, and what comes back is what
-// both directions let through.
-func TestRelayDropsEveryNth(t *testing.T) {
-	r, err := NewRelay(echoServer(t), Loss{Every: 5})
+// echoThrough starts an echoServer behind a relay with loss, and a client
+// socket on loopback; the test's end closes them.
+func echoThrough(t *testing.T, loss Loss) (*Relay, *net.UDPConn) {
+	t.Helper()
+	r, err := NewRelay(echoServer(t), loss)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return r, c
+}
+
+// TestRelayDropsEveryNth sends packets through a relay that drops every
+// 5th each way: the request always passes, and what comes back is what
+// both directions let through.
+func TestRelayDropsEveryNth(t *testing.T) {
+	r, c := echoThrough(t, Loss{Every: 5})
 	rrq := []byte("\x00\x01f\x00octet\x00windowsize\x004\x00")
 	c.WriteToUDP(rrq, r.Addr())
 	buf := make([]byte, 1500)
@@ -97,6 +105,48 @@ func TestRelayDropsEveryNth(t *testing.T) {
 	want2 := []Request{{Client: c.LocalAddr().String(), Op: 1, Name: "f", Mode: "octet", Options: map[string]string{"windowsize": "4"}}}
 	if reqs := r.Requests(); !reflect.DeepEqual(reqs, want2) {
 		t.Errorf("requests %+v, want %+v", reqs, want2)
+	}
+}
+
+// TestRelayDelaysEachWay sends a burst through a relay with a Delay:
+// every packet comes back, in order, no sooner than two delays after it
+// left (one each way), and the burst is not spread out by the delay of
+// each packet in turn.
+func TestRelayDelaysEachWay(t *testing.T) {
+	const delay = 100 * time.Millisecond
+	r, c := echoThrough(t, Loss{Delay: delay})
+	buf := make([]byte, 1500)
+	start := time.Now()
+	c.WriteToUDP([]byte("\x00\x01f\x00octet\x00"), r.Addr())
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, tid, err := c.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 2*delay {
+		t.Fatalf("the request's echo came back after %s, want at least %s", took, 2*delay)
+	}
+	sent := map[byte]time.Time{}
+	for i := byte(1); i <= 10; i++ {
+		sent[i] = time.Now()
+		c.WriteToUDP([]byte{i}, tid)
+	}
+	for i := byte(1); i <= 10; i++ {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		took := time.Since(sent[buf[0]])
+		if n != 1 || buf[0] != i {
+			t.Fatalf("got %v, want %d: out of order", buf[:n], i)
+		}
+		if took < 2*delay {
+			t.Errorf("echo %d came back after %s, want at least %s", i, took, 2*delay)
+		}
+	}
+	if took := time.Since(sent[1]); took > 2*delay+600*time.Millisecond { // one after the other: 20 delays
+		t.Errorf("the burst took %s: its packets were delayed one after the other", took)
 	}
 }
 

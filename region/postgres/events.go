@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -203,21 +204,19 @@ RETURNING id::text, position, version, txid::text, recorded_at`
 // append_any, in one round trip, and applies the projections.
 func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Stored, error) {
 	n := len(evs)
-	ids, streams, types, sources, corr, caus, actors := make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-	// The events' data as they are, not copied into strings: a text
-	// array's elements are sent as bytes either way.
-	data := make([][]byte, n)
-	times := make([]time.Time, n)
-	for i, e := range evs {
-		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
-		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
-		data[i] = e.Data
+	var args []any
+	if useBinArrays(tx.Conn()) {
+		w := arrayWriters.Get().(*arrayWriter)
+		defer w.release()
+		args = appendFreshArrays(w, evs)
+	}
+	if args == nil {
+		args = appendFreshSlices(evs)
 	}
 	var at map[string]int // by id, made only if the rows come back out of batch order
 	b := &pgx.Batch{}
 	b.Queue(`SAVEPOINT append_any`)
-	b.Queue(appendFreshSQL, ids, streams, types, sources, times, corr, caus, actors, data)
+	b.Queue(appendFreshSQL, args...)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
@@ -238,7 +237,7 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 			return nil, wrap("append: insert events", err)
 		}
 		// The rows are inserted in batch order, and come back in it.
-		i, ok := got, got < n && ids[got] == id
+		i, ok := got, got < n && evs[got].ID == id
 		if !ok {
 			if at == nil {
 				at = make(map[string]int, n)
@@ -271,6 +270,81 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 		return nil, err
 	}
 	return stored, nil
+}
+
+// appendFreshSlices is appendFreshSQL's parameters as Go slices, one
+// per column, for pgx to encode: on a connection that does not describe
+// its statements (where pgx guesses a parameter's type from its Go
+// value), or for ids left to PostgreSQL to read.
+func appendFreshSlices(evs []events.Event) []any {
+	n := len(evs)
+	ids, streams, types, sources, corr, caus, actors := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	// Strings, not []byte, which pgx would guess to be bytea; none (nil)
+	// is NULL, as pgx sends a nil []byte.
+	data := make([]*string, n)
+	times := make([]time.Time, n)
+	for i, e := range evs {
+		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
+		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
+		if e.Data != nil {
+			s := string(e.Data)
+			data[i] = &s
+		}
+	}
+	return []any{ids, streams, types, sources, times, corr, caus, actors, data}
+}
+
+// appendFreshArrays is appendFreshSQL's parameters written by w, the
+// values appendFreshSlices's give; nil when an id is not a UUID in its
+// canonical form (the schema's), which is left to PostgreSQL to read or
+// refuse from appendFreshSlices's, as before.
+func appendFreshArrays(w *arrayWriter, evs []events.Event) []any {
+	w.begin(pgtype.UUIDOID)
+	for _, e := range evs {
+		if err := w.uuid(e.ID); err != nil {
+			return nil
+		}
+	}
+	w.end()
+	for _, col := range [...]func(e *events.Event) string{
+		func(e *events.Event) string { return e.Subject },
+		func(e *events.Event) string { return e.Type },
+		func(e *events.Event) string { return e.Source },
+	} {
+		w.begin(pgtype.TextOID)
+		for i := range evs {
+			w.text(col(&evs[i]))
+		}
+		w.end()
+	}
+	w.begin(pgtype.TimestamptzOID)
+	for i := range evs {
+		w.timestamptz(evs[i].Time)
+	}
+	w.end()
+	for _, col := range [...]func(e *events.Event) string{
+		func(e *events.Event) string { return e.CorrelationID },
+		func(e *events.Event) string { return e.CausationID },
+		func(e *events.Event) string { return e.Actor },
+	} {
+		w.begin(pgtype.TextOID)
+		for i := range evs {
+			w.textOrNull(col(&evs[i]))
+		}
+		w.end()
+	}
+	w.begin(pgtype.TextOID)
+	for i := range evs {
+		w.bytes(evs[i].Data)
+	}
+	w.end()
+	arrays := w.arrays()
+	args := make([]any, len(arrays))
+	for i, a := range arrays {
+		args[i] = a
+	}
+	return args
 }
 
 // appendAnyCareful is AppendAny for a batch that may hold events already

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -229,15 +230,20 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 	}
 	stored := make([]Stored, n)
 	got := 0
+	// The id and transaction id of a row are read where pgx holds them,
+	// not copied into strings: the id is only compared, and the
+	// transaction id is the same for every row.
+	var id, txid pgtype.DriverBytes
+	var lastTxID []byte
+	var txID uint64
 	for rows.Next() {
-		var id, txid string
 		var s Stored
 		if err := rows.Scan(&id, &s.Position, &s.Version, &txid, &s.RecordedAt); err != nil {
 			br.Close()
 			return nil, wrap("append: insert events", err)
 		}
 		// The rows are inserted in batch order, and come back in it.
-		i, ok := got, got < n && evs[got].ID == id
+		i, ok := got, got < n && evs[got].ID == string(id)
 		if !ok {
 			if at == nil {
 				at = make(map[string]int, n)
@@ -245,13 +251,17 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 					at[e.ID] = j
 				}
 			}
-			if i, ok = at[id]; !ok {
+			if i, ok = at[string(id)]; !ok {
 				br.Close()
 				return nil, fmt.Errorf("append: insert returned event %s, not in the batch", id)
 			}
 		}
+		if lastTxID == nil || !bytes.Equal(txid, lastTxID) {
+			txID, _ = strconv.ParseUint(string(txid), 10, 64)
+			lastTxID = append(lastTxID[:0], txid...)
+		}
 		s.Event = evs[i]
-		s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
+		s.Cursor.TxID = txID
 		s.Cursor.Position = s.Position
 		stored[i] = s
 		got++

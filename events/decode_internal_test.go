@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -116,4 +117,101 @@ func FuzzParseJSONIsTheDecoders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// decodeFresh is Decode with a parser of its own, which reuses nothing
+// of earlier parses: what Decode was before parsers kept their memory.
+func decodeFresh(v *Validator, raw []byte) (Event, error) {
+	if len(raw) > MaxEventSize {
+		return v.Decode(raw)
+	}
+	doc, data, perr := parseJSON(raw)
+	if perr != nil {
+		d, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return Event{}, &RejectError{ReasonMalformed, fmt.Errorf("not JSON: %w", err)}
+		}
+		doc, data = d, nil
+	}
+	return v.decodeDoc(raw, doc, data)
+}
+
+// FuzzDecodeWithReusedParsers: Decode, whose parsers reuse the maps and
+// strings of the messages before, accepts and refuses what a parser of
+// its own accepts and refuses, with the same Event and error, whatever
+// came before (a message refused, one accepted, this one again).
+func FuzzDecodeWithReusedParsers(f *testing.F) {
+	v, err := NewValidator()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(rackEventJSON), []byte(strings.Replace(rackEventJSON, `"count":3`, `"count":-3`, 1)))
+	f.Add([]byte(strings.Replace(rackEventJSON, `"types":{"a":1}`, `"types":{"a":1,"b":2,"c":[1,{"d":"e"}]}`, 1)), []byte(`{"a":[1,2,{"b":[]}]`))
+	f.Add([]byte(`{"specversion":"1.0","type":"x"}`), []byte(rackEventJSON))
+	f.Fuzz(func(t *testing.T, raw, before []byte) {
+		want, werr := decodeFresh(v, raw)
+		for _, prev := range [][]byte{before, []byte(rackEventJSON), raw} {
+			_, _ = v.Decode(prev)
+			got, err := v.Decode(raw)
+			if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+				t.Fatalf("decode %q after %q: error %v, a fresh parser's %v", raw, prev, err, werr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decode %q after %q:\n got %+v\nwant %+v", raw, prev, got, want)
+			}
+		}
+	})
+}
+
+// FuzzParserReuse: a parser that recycles its maps and interns strings
+// gives, parse after parse, the decoder's value.
+func FuzzParserReuse(f *testing.F) {
+	f.Add([]byte(rackEventJSON), []byte(`{"a":{"b":{"c":[{"d":1},{"d":"e"}]}},"a":2}`))
+	f.Add([]byte(`[{"":""},{"":1},[[[]]]]`), []byte(`{"x":"\u0041","x\u0041":"A"}`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var p parser
+		for _, raw := range [][]byte{a, b, a, []byte(rackEventJSON), b} {
+			got, _, err := p.parse(raw)
+			want, werr := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if (err == nil) != (werr == nil) {
+				t.Fatalf("parse %q: error %v, the decoder's %v", raw, err, werr)
+			}
+			if err == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("parse %q:\n got %#v\nwant %#v", raw, got, want)
+			}
+			if err == nil {
+				p.recycle()
+			} else {
+				p.forget()
+			}
+			if len(p.stack) != 0 {
+				t.Fatalf("parse %q left %d elements on the stack", raw, len(p.stack))
+			}
+		}
+	})
+}
+
+// TestRefusalOutlivesLaterDecodes: the error of a refused message, which
+// may refer to its document, reads the same after the parser has gone on
+// to other messages.
+func TestRefusalOutlivesLaterDecodes(t *testing.T) {
+	v, err := NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(rackEventJSON, `"types":{"a":1}`, `"types":{"a":"one"}`, 1)
+	_, err = v.Decode([]byte(bad))
+	if err == nil {
+		t.Fatal("a count that is a string accepted")
+	}
+	before := err.Error()
+	for i := range 100 {
+		other := strings.Replace(rackEventJSON, `"types":{"a":1}`, fmt.Sprintf(`"types":{"a":%d,"b":%d}`, i+1, i+1), 1)
+		if _, err := v.Decode([]byte(other)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err.Error() != before {
+		t.Fatalf("refusal was %q, reads %q after other messages", before, err.Error())
+	}
 }

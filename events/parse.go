@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -18,7 +19,14 @@ import (
 // reading raw again. An error is only a hint: Decode asks encoding/json
 // again for the message it records, and takes that decoder's word.
 func parseJSON(raw []byte) (doc any, data []byte, err error) {
-	p := parser{b: raw}
+	var p parser
+	return p.parse(raw)
+}
+
+// parse is parseJSON with p's memory: the maps it made for earlier
+// parses and gave back (recycle), its interned names and values.
+func (p *parser) parse(raw []byte) (doc any, data []byte, err error) {
+	p.b, p.i, p.data = raw, 0, nil
 	p.space()
 	doc, err = p.value(0, true)
 	if err != nil {
@@ -31,6 +39,41 @@ func parseJSON(raw []byte) (doc any, data []byte, err error) {
 	return doc, p.data, nil
 }
 
+// parsers keep their memory from one Decode to the next.
+var parsers = sync.Pool{New: func() any { return new(parser) }}
+
+// recycle empties the maps of the last parse for the next ones: only
+// once nothing holds the document (it passed its schema, and the Event
+// holds nothing of it but strings).
+func (p *parser) recycle() {
+	for _, m := range p.made {
+		if len(m) <= maxRecycledMap && len(p.free) < maxFreeMaps {
+			clear(m)
+			p.free = append(p.free, m)
+		}
+	}
+	p.forget()
+}
+
+// forget drops what p holds of the last parse, whose document is still
+// held (it was refused: its error may refer to it).
+func (p *parser) forget() {
+	clear(p.made)
+	p.made = p.made[:0]
+	p.b, p.data = nil, nil
+	if cap(p.stack) > maxStack {
+		p.stack = nil // a message of a long array is no reason to keep its room
+	}
+}
+
+const (
+	maxRecycledMap = 64  // members: a larger map is left to the collector
+	maxFreeMaps    = 32  // maps kept for the next parses
+	maxInterned    = 512 // names and values; the table starts again when full
+	maxInternLen   = 96  // longer strings are not interned
+	maxStack       = 4096
+)
+
 // maxDepth is encoding/json's nesting limit.
 const maxDepth = 10000
 
@@ -40,6 +83,14 @@ type parser struct {
 	b    []byte
 	i    int
 	data []byte // the top-level object's data member
+
+	made  []map[string]any // the maps of this parse
+	free  []map[string]any // emptied maps of earlier parses
+	stack []any            // the elements of the arrays being read
+	// interned holds, boxed once, the strings an event repeats: member
+	// names and the envelope's values but its id and time (a rack's
+	// events share their source, subject and type).
+	interned map[string]any
 }
 
 func (p *parser) space() {
@@ -69,7 +120,7 @@ func (p *parser) value(depth int, top bool) (any, error) {
 		}
 		return p.array(depth + 1)
 	case c == '"':
-		return p.string()
+		return p.stringValue(false)
 	case c == '-' || c >= '0' && c <= '9':
 		return p.number()
 	case c == 't':
@@ -92,7 +143,7 @@ func (p *parser) literal(word string) error {
 
 func (p *parser) object(depth int, top bool) (any, error) {
 	p.i++ // {
-	obj := map[string]any{}
+	obj := p.newMap()
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
 		p.i++
@@ -102,10 +153,11 @@ func (p *parser) object(depth int, top bool) (any, error) {
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
 			return nil, errSyntax
 		}
-		key, err := p.string()
+		k, err := p.stringValue(true)
 		if err != nil {
 			return nil, err
 		}
+		key := k.(string)
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != ':' {
 			return nil, errSyntax
@@ -113,7 +165,12 @@ func (p *parser) object(depth int, top bool) (any, error) {
 		p.i++
 		p.space()
 		start := p.i
-		v, err := p.value(depth, false)
+		var v any
+		if top && p.i < len(p.b) && p.b[p.i] == '"' && key != "id" && key != "time" {
+			v, err = p.stringValue(true)
+		} else {
+			v, err = p.value(depth, false)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -140,20 +197,27 @@ func (p *parser) object(depth int, top bool) (any, error) {
 
 func (p *parser) array(depth int) (any, error) {
 	p.i++ // [
-	arr := []any{}
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == ']' {
 		p.i++
-		return arr, nil
+		return []any{}, nil
 	}
+	// The elements wait on the stack, shared by the arrays being read
+	// (nested ones above), and are copied once into a slice of their
+	// number.
+	base := len(p.stack)
 	for {
 		v, err := p.value(depth, false)
 		if err != nil {
+			clear(p.stack[base:])
+			p.stack = p.stack[:base]
 			return nil, err
 		}
-		arr = append(arr, v)
+		p.stack = append(p.stack, v)
 		p.space()
 		if p.i >= len(p.b) {
+			clear(p.stack[base:])
+			p.stack = p.stack[:base]
 			return nil, errSyntax
 		}
 		switch p.b[p.i] {
@@ -162,11 +226,55 @@ func (p *parser) array(depth int) (any, error) {
 			p.space()
 		case ']':
 			p.i++
+			arr := make([]any, len(p.stack)-base)
+			copy(arr, p.stack[base:])
+			clear(p.stack[base:])
+			p.stack = p.stack[:base]
 			return arr, nil
 		default:
+			clear(p.stack[base:])
+			p.stack = p.stack[:base]
 			return nil, errSyntax
 		}
 	}
+}
+
+func (p *parser) newMap() map[string]any {
+	var m map[string]any
+	if n := len(p.free); n > 0 {
+		m = p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+	} else {
+		m = make(map[string]any)
+	}
+	p.made = append(p.made, m)
+	return m
+}
+
+// stringValue reads a string at p.b[p.i] (a quote), boxed; interned when
+// intern is set and it has no escapes.
+func (p *parser) stringValue(intern bool) (any, error) {
+	s, plain, err := p.stringBytes()
+	if err != nil {
+		return nil, err
+	}
+	if !plain {
+		return unquote(s)
+	}
+	if !intern || len(s) > maxInternLen {
+		return string(s), nil
+	}
+	if v, ok := p.interned[string(s)]; ok {
+		return v, nil
+	}
+	if p.interned == nil || len(p.interned) >= maxInterned {
+		p.interned = make(map[string]any)
+	}
+	str := string(s)
+	v := any(str)
+	p.interned[str] = v
+	return v, nil
 }
 
 // number reads -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
@@ -203,30 +311,55 @@ func (p *parser) number() (any, error) {
 			return nil, errSyntax
 		}
 	}
+	if n := p.b[start:p.i]; len(n) <= 3 && (len(n) == 1 || n[0] != '0') {
+		if i, ok := smallInt(n); ok {
+			return smallNumbers[i], nil
+		}
+	}
 	return json.Number(p.b[start:p.i]), nil
 }
 
-// string reads a string at p.b[p.i] (a quote). Like encoding/json, it
-// turns invalid UTF-8 and lone surrogates into U+FFFD.
-func (p *parser) string() (string, error) {
+// smallNumbers are the json.Numbers of 0 to 999, boxed once: counts and
+// sizes of events are mostly small.
+var smallNumbers = func() (out [1000]any) {
+	for i := range out {
+		out[i] = json.Number(strconv.Itoa(i))
+	}
+	return out
+}()
+
+// smallInt reads n, up to three digits without a sign.
+func smallInt(n []byte) (int, bool) {
+	v := 0
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, true
+}
+
+// stringBytes reads a string at p.b[p.i] (a quote) and returns its bytes
+// between the quotes, and whether they are the string as they are (no
+// escapes, valid UTF-8); else unquote decodes them. Like encoding/json,
+// that turns invalid UTF-8 and lone surrogates into U+FFFD.
+func (p *parser) stringBytes() (s []byte, plain bool, err error) {
 	p.i++ // "
 	start := p.i
-	plain := true // no escapes, valid UTF-8: the bytes are the string
+	plain = true
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
 			s := p.b[start:p.i]
 			p.i++
-			if plain {
-				return string(s), nil
-			}
-			return unquote(s)
+			return s, plain, nil
 		case c == '\\':
 			plain = false
 			p.i += 2
 		case c < 0x20:
-			return "", errSyntax
+			return nil, false, errSyntax
 		case c < utf8.RuneSelf:
 			p.i++
 		default:
@@ -237,7 +370,7 @@ func (p *parser) string() (string, error) {
 			p.i += size
 		}
 	}
-	return "", errSyntax
+	return nil, false, errSyntax
 }
 
 // unquote decodes the inside of a string with escapes or invalid UTF-8,

@@ -58,13 +58,18 @@ func (v *Validator) Known(typ string) bool { return v.set.Has(typ) }
 // The bytes are parsed once (parseJSON): the schema is checked on that
 // parse, and the Event is built from it, its data being the bytes of the
 // data member as sent. Only a refused message is read again, for what can
-// be recorded of it.
+// be recorded of it. The parsers are pooled: the maps of an accepted
+// message's parse serve the next ones, and the names and envelope values
+// events repeat are kept as strings once made.
 func (v *Validator) Decode(raw []byte) (Event, error) {
 	if len(raw) > MaxEventSize {
 		return Event{}, &RejectError{ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(raw), MaxEventSize)}
 	}
-	doc, data, perr := parseJSON(raw)
+	p := parsers.Get().(*parser)
+	defer parsers.Put(p)
+	doc, data, perr := p.parse(raw)
 	if perr != nil {
+		p.forget()
 		// encoding/json has the last word, and the error message.
 		d, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 		if err != nil {
@@ -72,6 +77,19 @@ func (v *Validator) Decode(raw []byte) (Event, error) {
 		}
 		doc, data = d, nil
 	}
+	e, err := v.decodeDoc(raw, doc, data)
+	if err == nil {
+		// Nothing holds the document's maps: the next parses reuse them.
+		p.recycle()
+	} else {
+		p.forget()
+	}
+	return e, err
+}
+
+// decodeDoc validates doc, the parse of raw (data the bytes of its data
+// member, nil when not known), and makes its Event.
+func (v *Validator) decodeDoc(raw []byte, doc any, data []byte) (Event, error) {
 	obj, ok := doc.(map[string]any)
 	if !ok {
 		return Event{}, &RejectError{ReasonMalformed, errors.New("not a JSON object")}

@@ -47,6 +47,8 @@ import (
 // RACKPLANE_BENCH_POOL its pool_max_conns (defaults: the region's);
 // RACKPLANE_BENCH_NOTIFY_IN_TX, when set, makes ingest's transactions
 // notify as they commit, as every append did before migration 0030.
+// RACKPLANE_BENCH_RACKS_CPUPROFILE names a file for the CPU profile of
+// the racks' and NATS's process (-cpuprofile gives the region's).
 func BenchmarkIngestVsCopy(b *testing.B) {
 	psql := findPsql(b)
 	n := 50000

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,10 @@ const (
 	ingestRacksEnv       = "RACKPLANE_BENCH_INGEST_RACKS"
 	ingestRacksBufferEnv = "RACKPLANE_BENCH_INGEST_BUFFER"
 	ingestRacksDirEnv    = "RACKPLANE_BENCH_INGEST_DIR"
+	// ingestRacksProfileEnv, set by whoever runs the benchmark, names a
+	// file for the CPU profile of the racks' process (NATS and the
+	// publishers), as -cpuprofile gives the region's.
+	ingestRacksProfileEnv = "RACKPLANE_BENCH_RACKS_CPUPROFILE"
 )
 
 // ingestRacks is the process of the NATS server and the racks'
@@ -161,6 +166,17 @@ func ingestRacksChild(racks string) int {
 		return 1
 	}
 	buffer, _ := strconv.Atoi(os.Getenv(ingestRacksBufferEnv))
+	if path := os.Getenv(ingestRacksProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ns, err := natsserver.Start(natsserver.Config{Port: -1, StoreDir: os.Getenv(ingestRacksDirEnv), Name: "ingest-bench"})
 	if err != nil {
 		return fatal(err)

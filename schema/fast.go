@@ -140,7 +140,16 @@ func fastChecks(s *jsonschema.Schema, memo map[*jsonschema.Schema]*fastSchema) (
 	}
 	if s.Format != nil {
 		validate := s.Format.Validate
-		add(func(v any) bool { return validate(v) == nil })
+		if sure := sureFormats[s.Format.Name]; sure != nil {
+			add(func(v any) bool {
+				if x, ok := v.(string); ok && sure(x) {
+					return true
+				}
+				return validate(v) == nil
+			})
+		} else {
+			add(func(v any) bool { return validate(v) == nil })
+		}
 	}
 	if s.Ref != nil {
 		f, err := sub(s.Ref)
@@ -540,7 +549,7 @@ func numberChecks(s *jsonschema.Schema) func(json.Number) bool {
 	if lo == nil && hi == nil && xlo == nil && xhi == nil && mul == nil {
 		return nil
 	}
-	return func(n json.Number) bool {
+	rat := func(n json.Number) bool {
 		r, ok := toRat(n)
 		if !ok {
 			return false
@@ -554,6 +563,150 @@ func numberChecks(s *jsonschema.Schema) func(json.Number) bool {
 		}
 		return true
 	}
+	// Bounds that are all integers (the contract's are) compare with an
+	// integer number as integers, without math/big's allocations.
+	ilo, okLo := int64Of(lo)
+	ihi, okHi := int64Of(hi)
+	ixlo, okXlo := int64Of(xlo)
+	ixhi, okXhi := int64Of(xhi)
+	imul, okMul := int64Of(mul)
+	if !okLo || !okHi || !okXlo || !okXhi || !okMul || mul != nil && imul <= 0 {
+		return rat
+	}
+	return func(n json.Number) bool {
+		i, ok := integerOf(n)
+		if !ok {
+			return rat(n)
+		}
+		switch {
+		case lo != nil && i < ilo, hi != nil && i > ihi, xlo != nil && i <= ixlo, xhi != nil && i >= ixhi:
+			return false
+		case mul != nil && i%imul != 0:
+			return false
+		}
+		return true
+	}
+}
+
+// int64Of is r as an int64: true for nil (no bound), false when r is not
+// an integer of that range.
+func int64Of(r *big.Rat) (int64, bool) {
+	if r == nil {
+		return 0, true
+	}
+	if !r.IsInt() || !r.Num().IsInt64() {
+		return 0, false
+	}
+	return r.Num().Int64(), true
+}
+
+// integerOf reads n when it is written as an integer (digits, maybe a
+// minus) of at most 18 digits, which an int64 holds.
+func integerOf(n json.Number) (int64, bool) {
+	s := string(n)
+	digits := strings.TrimPrefix(s, "-")
+	if len(digits) == 0 || len(digits) > 18 {
+		return 0, false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return 0, false
+		}
+	}
+	i, err := strconv.ParseInt(s, 10, 64)
+	return i, err == nil
+}
+
+// sureFormats are, by format name, checks of a string that only say yes
+// when the library's format says yes too, without its allocations; any
+// other string is left to the library.
+var sureFormats = map[string]func(string) bool{
+	"uuid":      sureUUID,
+	"date-time": sureDateTime,
+}
+
+// sureUUID: 8-4-4-4-12 hex digits, either case: exactly the library's
+// uuid.
+func sureUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sureDateTime: yyyy-mm-ddThh:mm:ss, a fraction of a second maybe, and Z
+// or an offset ±hh:mm, every field of digits and in its range (the day in
+// its month, no leap second): the date-times the library accepts but
+// those with a leap second, a lower case z or t, or fields the library
+// reads with strconv.Atoi in more ways (a sign).
+func sureDateTime(s string) bool {
+	if len(s) < len("2006-01-02T15:04:05Z") {
+		return false
+	}
+	num := func(i, n int) (int, bool) {
+		v := 0
+		for _, c := range []byte(s[i : i+n]) {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 2)
+	d, ok3 := num(8, 2)
+	h, ok4 := num(11, 2)
+	mi, ok5 := num(14, 2)
+	sec, ok6 := num(17, 2)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+		s[13] != ':' || s[16] != ':' || mo < 1 || mo > 12 || d < 1 || d > daysIn(mo, y) || h > 23 || mi > 59 || sec > 59 {
+		return false
+	}
+	rest := s[19:]
+	if len(rest) > 0 && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	if rest == "Z" {
+		return true
+	}
+	if len(rest) != 6 || rest[0] != '+' && rest[0] != '-' || rest[3] != ':' {
+		return false
+	}
+	zh, ok1 := num(len(s)-5, 2)
+	zm, ok2 := num(len(s)-2, 2)
+	return ok1 && ok2 && zh <= 23 && zm <= 59
+}
+
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }
 
 // smallInts holds the rationals of small integers, the common numbers of

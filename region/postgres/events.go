@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/rackplane/rackplane"
 	"github.com/rackplane/rackplane/events"
@@ -203,21 +205,19 @@ RETURNING id::text, position, version, txid::text, recorded_at`
 // append_any, in one round trip, and applies the projections.
 func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([]Stored, error) {
 	n := len(evs)
-	ids, streams, types, sources, corr, caus, actors := make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
-	// The events' data as they are, not copied into strings: a text
-	// array's elements are sent as bytes either way.
-	data := make([][]byte, n)
-	times := make([]time.Time, n)
-	for i, e := range evs {
-		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
-		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
-		data[i] = e.Data
+	var args []any
+	if useBinArrays(tx.Conn()) {
+		w := arrayWriters.Get().(*arrayWriter)
+		defer w.release()
+		args = appendFreshArrays(w, evs)
+	}
+	if args == nil {
+		args = appendFreshSlices(evs)
 	}
 	var at map[string]int // by id, made only if the rows come back out of batch order
 	b := &pgx.Batch{}
 	b.Queue(`SAVEPOINT append_any`)
-	b.Queue(appendFreshSQL, ids, streams, types, sources, times, corr, caus, actors, data)
+	b.Queue(appendFreshSQL, args...)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
@@ -230,15 +230,20 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 	}
 	stored := make([]Stored, n)
 	got := 0
+	// The id and transaction id of a row are read where pgx holds them,
+	// not copied into strings: the id is only compared, and the
+	// transaction id is the same for every row.
+	var id, txid pgtype.DriverBytes
+	var lastTxID []byte
+	var txID uint64
 	for rows.Next() {
-		var id, txid string
 		var s Stored
 		if err := rows.Scan(&id, &s.Position, &s.Version, &txid, &s.RecordedAt); err != nil {
 			br.Close()
 			return nil, wrap("append: insert events", err)
 		}
 		// The rows are inserted in batch order, and come back in it.
-		i, ok := got, got < n && ids[got] == id
+		i, ok := got, got < n && evs[got].ID == string(id)
 		if !ok {
 			if at == nil {
 				at = make(map[string]int, n)
@@ -246,13 +251,17 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 					at[e.ID] = j
 				}
 			}
-			if i, ok = at[id]; !ok {
+			if i, ok = at[string(id)]; !ok {
 				br.Close()
 				return nil, fmt.Errorf("append: insert returned event %s, not in the batch", id)
 			}
 		}
+		if lastTxID == nil || !bytes.Equal(txid, lastTxID) {
+			txID, _ = strconv.ParseUint(string(txid), 10, 64)
+			lastTxID = append(lastTxID[:0], txid...)
+		}
 		s.Event = evs[i]
-		s.Cursor.TxID, _ = strconv.ParseUint(txid, 10, 64)
+		s.Cursor.TxID = txID
 		s.Cursor.Position = s.Position
 		stored[i] = s
 		got++
@@ -271,6 +280,81 @@ func (db *DB) appendFresh(ctx context.Context, tx pgx.Tx, evs []events.Event) ([
 		return nil, err
 	}
 	return stored, nil
+}
+
+// appendFreshSlices is appendFreshSQL's parameters as Go slices, one
+// per column, for pgx to encode: on a connection that does not describe
+// its statements (where pgx guesses a parameter's type from its Go
+// value), or for ids left to PostgreSQL to read.
+func appendFreshSlices(evs []events.Event) []any {
+	n := len(evs)
+	ids, streams, types, sources, corr, caus, actors := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	// Strings, not []byte, which pgx would guess to be bytea; none (nil)
+	// is NULL, as pgx sends a nil []byte.
+	data := make([]*string, n)
+	times := make([]time.Time, n)
+	for i, e := range evs {
+		ids[i], streams[i], types[i], sources[i], times[i] = e.ID, e.Subject, e.Type, e.Source, e.Time
+		corr[i], caus[i], actors[i] = nonEmpty(e.CorrelationID), nonEmpty(e.CausationID), nonEmpty(e.Actor)
+		if e.Data != nil {
+			s := string(e.Data)
+			data[i] = &s
+		}
+	}
+	return []any{ids, streams, types, sources, times, corr, caus, actors, data}
+}
+
+// appendFreshArrays is appendFreshSQL's parameters written by w, the
+// values appendFreshSlices's give; nil when an id is not a UUID in its
+// canonical form (the schema's), which is left to PostgreSQL to read or
+// refuse from appendFreshSlices's, as before.
+func appendFreshArrays(w *arrayWriter, evs []events.Event) []any {
+	w.begin(pgtype.UUIDOID)
+	for _, e := range evs {
+		if err := w.uuid(e.ID); err != nil {
+			return nil
+		}
+	}
+	w.end()
+	for _, col := range [...]func(e *events.Event) string{
+		func(e *events.Event) string { return e.Subject },
+		func(e *events.Event) string { return e.Type },
+		func(e *events.Event) string { return e.Source },
+	} {
+		w.begin(pgtype.TextOID)
+		for i := range evs {
+			w.text(col(&evs[i]))
+		}
+		w.end()
+	}
+	w.begin(pgtype.TimestamptzOID)
+	for i := range evs {
+		w.timestamptz(evs[i].Time)
+	}
+	w.end()
+	for _, col := range [...]func(e *events.Event) string{
+		func(e *events.Event) string { return e.CorrelationID },
+		func(e *events.Event) string { return e.CausationID },
+		func(e *events.Event) string { return e.Actor },
+	} {
+		w.begin(pgtype.TextOID)
+		for i := range evs {
+			w.textOrNull(col(&evs[i]))
+		}
+		w.end()
+	}
+	w.begin(pgtype.TextOID)
+	for i := range evs {
+		w.bytes(evs[i].Data)
+	}
+	w.end()
+	arrays := w.arrays()
+	args := make([]any, len(arrays))
+	for i, a := range arrays {
+		args[i] = a
+	}
+	return args
 }
 
 // appendAnyCareful is AppendAny for a batch that may hold events already

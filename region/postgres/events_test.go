@@ -2,17 +2,20 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -521,4 +524,91 @@ func TestAppendAnyBatchWithLoggedEvents(t *testing.T) {
 			t.Errorf("stream of %s: %d events, top version %d, stream version %d", rack, n, top, v)
 		}
 	}
+}
+
+// TestAppendAnyInEveryExecMode: a batch goes in the same whatever the
+// query exec mode of the pool (arrays written by hand where the
+// statements are described, Go slices for pgx to encode elsewhere), and
+// one whose data pgx sends as NULL is refused by the log alike.
+func TestAppendAnyInEveryExecMode(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe,
+		pgx.QueryExecModeDescribeExec, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ConnConfig.DefaultQueryExecMode = mode
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			db := postgres.New(pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			racks := []string{uuid.NewString(), uuid.NewString()}
+			var evs []events.Event
+			for i := range 7 {
+				e := registered(t, racks[i%2], fmt.Sprintf("r\"{}\\ é, NULL %d", i))
+				e.Time = time.Date(1999+i, 12, 31, 23, 59, 59, 999999999, time.FixedZone("x", -3600*i))
+				switch i % 3 {
+				case 0:
+					e.CorrelationID, e.Actor = "corr", "actor \"x\""
+				case 1:
+					e.CausationID = "cause"
+				}
+				evs = append(evs, e)
+			}
+			err = db.InTx(ctx, func(tx pgx.Tx) error {
+				_, err := db.AppendAny(ctx, tx, evs)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := db.ReadEvents(ctx, postgres.Cursor{}, 100, postgres.ReadFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(evs) {
+				t.Fatalf("%d events read, want %d", len(got), len(evs))
+			}
+			versions := map[string]int64{}
+			for i, s := range got {
+				e := evs[i]
+				versions[e.Subject]++
+				want := e.Time.Truncate(time.Microsecond)
+				if s.ID != e.ID || s.Subject != e.Subject || s.Type != e.Type || s.Source != e.Source ||
+					!s.Time.Equal(want) || s.CorrelationID != e.CorrelationID || s.CausationID != e.CausationID ||
+					s.Actor != e.Actor || !sameJSON(t, s.Data, e.Data) || s.Version != versions[e.Subject] {
+					t.Errorf("event %d read as %+v,\nappended %+v (version %d)", i, s.Event, e, versions[e.Subject])
+				}
+			}
+			// No data: pgx sends NULL, which the log refuses.
+			nodata := registered(t, racks[0], "x")
+			nodata.Data = nil
+			err = db.InTx(ctx, func(tx pgx.Tx) error {
+				_, err := db.AppendAny(ctx, tx, []events.Event{nodata})
+				return err
+			})
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "23502" {
+				t.Errorf("an event without data appended: %v", err)
+			}
+		})
+	}
+}
+
+func sameJSON(t *testing.T, a, b []byte) bool {
+	var va, vb any
+	if err := json.Unmarshal(a, &va); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &vb); err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(va, vb)
 }

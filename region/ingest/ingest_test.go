@@ -515,9 +515,12 @@ func TestRacksCommitConcurrentlyEachInOrder(t *testing.T) {
 			}
 		}
 	}
-	// All on the stream before the ingester starts: the first batch is
-	// rack A's first five.
-	sent := s.publishTurns(perRack, rackA, rackB)
+	// All on the stream before the ingester starts, rack A's before rack
+	// B's, so that the first batch holds rack A's events alone whenever it
+	// closes: on a busy machine the reader is not far ahead of the first
+	// batch, and taken in turns, A1 B1 A2..., the first batch took both
+	// racks' lanes, and rack B then waited for rack A, as it must.
+	sent := append(s.publishTurns(perRack, rackA), s.publishTurns(perRack, rackB)...)
 	s.startConcurrent(batch, 2)
 	s.settled()
 	mu.Lock()

@@ -317,33 +317,33 @@ func appendFreshArrays(w *arrayWriter, evs []events.Event) []any {
 		}
 	}
 	w.end()
-	for _, col := range [...]func(e *events.Event) string{
+	// Each text column, its value an empty string for NULL when orNull.
+	texts := func(orNull bool, cols ...func(e *events.Event) string) {
+		for _, col := range cols {
+			w.begin(pgtype.TextOID)
+			for i := range evs {
+				if v := col(&evs[i]); orNull {
+					w.textOrNull(v)
+				} else {
+					w.text(v)
+				}
+			}
+			w.end()
+		}
+	}
+	texts(false,
 		func(e *events.Event) string { return e.Subject },
 		func(e *events.Event) string { return e.Type },
-		func(e *events.Event) string { return e.Source },
-	} {
-		w.begin(pgtype.TextOID)
-		for i := range evs {
-			w.text(col(&evs[i]))
-		}
-		w.end()
-	}
+		func(e *events.Event) string { return e.Source })
 	w.begin(pgtype.TimestamptzOID)
 	for i := range evs {
 		w.timestamptz(evs[i].Time)
 	}
 	w.end()
-	for _, col := range [...]func(e *events.Event) string{
+	texts(true,
 		func(e *events.Event) string { return e.CorrelationID },
 		func(e *events.Event) string { return e.CausationID },
-		func(e *events.Event) string { return e.Actor },
-	} {
-		w.begin(pgtype.TextOID)
-		for i := range evs {
-			w.textOrNull(col(&evs[i]))
-		}
-		w.end()
-	}
+		func(e *events.Event) string { return e.Actor })
 	w.begin(pgtype.TextOID)
 	for i := range evs {
 		w.bytes(evs[i].Data)

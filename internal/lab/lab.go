@@ -69,6 +69,8 @@ func Run(ctx context.Context, c Config) (err error) {
 		return err
 	}
 	fmt.Fprintf(out, "lab: network namespace %s: bridge %s %s/%d, taps %s\n", netw.ns, netw.bridge, c.rackIP(), c.Subnet.Bits(), strings.Join(netw.taps, " "))
+	raCtx, stopRA := context.WithCancel(context.Background())
+	raDone, raErr := netw.answerRouterSolicitations(raCtx, log)
 	var vms []*vm
 	var dev *exec.Cmd
 	var devDone chan struct{}
@@ -99,6 +101,10 @@ func Run(ctx context.Context, c Config) (err error) {
 		for _, f := range forwards {
 			f.close()
 		}
+		stopRA()
+		if raDone != nil {
+			<-raDone
+		}
 		apiLn.Close()
 		natsLn.Close()
 		if rerr := netw.remove(dataDir); rerr != nil {
@@ -107,6 +113,10 @@ func Run(ctx context.Context, c Config) (err error) {
 			fmt.Fprintf(out, "lab: stopped %d VMs and dev, deleted namespace %s with its bridge and taps; kept %s\n", len(vms), netw.ns, dataDir)
 		}
 	}()
+
+	if raErr != nil {
+		return raErr
+	}
 
 	devAddr := func(addr string) string {
 		host, port, _ := net.SplitHostPort(addr)

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/routeradv"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,6 +130,9 @@ func makeNetwork(c Config, dataDir string) (*network, error) {
 		{"-n", n.ns, "link", "set", "lo", "up"},
 		{"-n", n.ns, "link", "add", n.bridge, "type", "bridge"},
 		{"-n", n.ns, "addr", "add", fmt.Sprintf("%s/%d", c.rackIP(), c.Subnet.Bits()), "dev", n.bridge},
+		// The source of the router advertisements (answerRouterSolicitations),
+		// usable at once: no duplicate address detection.
+		{"-n", n.ns, "addr", "add", "fe80::1/64", "dev", n.bridge, "nodad"},
 		{"-n", n.ns, "link", "set", n.bridge, "up"},
 	}
 	for i := range c.VMs {
@@ -142,6 +148,42 @@ func makeNetwork(c Config, dataDir string) (*network, error) {
 		}
 	}
 	return n, nil
+}
+
+// answerRouterSolicitations answers the VMs' IPv6 router solicitations on
+// the bridge (package routeradv), so that iPXE does not wait about 16
+// seconds for a router before each boot, until ctx ends. The returned
+// channel is closed when it has stopped.
+func (n *network) answerRouterSolicitations(ctx context.Context, log *slog.Logger) (<-chan struct{}, error) {
+	listening := make(chan error, 1)
+	done := make(chan struct{})
+	var nsErr error
+	go func() {
+		defer close(done)
+		// Listen and Run both on a thread in the namespace (routeradv).
+		nsErr = inNS(n.ns, func() error {
+			r, err := routeradv.Listen(n.bridge, netip.MustParseAddr("fe80::1"))
+			listening <- err
+			if err != nil {
+				return nil
+			}
+			if err := r.Run(ctx); err != nil {
+				log.Warn("lab: router advertisements stopped; iPXE waits for a router before each boot", "err", err)
+			}
+			return nil
+		})
+		if nsErr != nil {
+			select {
+			case listening <- nsErr: // Listen never ran
+			default:
+			}
+		}
+	}()
+	if err := <-listening; err != nil {
+		<-done
+		return nil, err
+	}
+	return done, nil
 }
 
 // remove deletes the namespace (and what is left in it) and the record.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rackplane/rackplane/internal/routeradv"
 )
 
 // Need fails the test when a tool is missing, naming its Debian package,
@@ -41,6 +44,7 @@ type Segment struct {
 	prefix string
 	bridge string // namespace holding the bridge
 	hosts  int
+	ra     bool // the bridge answers router solicitations (routeradv)
 }
 
 // New makes an empty segment, removed when the test ends.
@@ -130,13 +134,57 @@ func (s *Segment) NS(name string) string { return s.prefix + "-" + name }
 // Tap adds a tap device on the bridge, for a virtual machine (QEMU's
 // -netdev tap,ifname=<dev>,script=no): the VM's NIC is then on the
 // segment. The VM runs in namespace ns, where the device is.
+//
+// From the first tap on, the bridge answers IPv6 router solicitations as
+// a site's router would (package routeradv): without an answer, iPXE
+// waits about 16 seconds for one before every boot.
 func (s *Segment) Tap() (ns, dev string) {
 	s.t.Helper()
 	dev = fmt.Sprintf("tap%d", s.hosts)
 	s.hosts++
 	s.IP("-n", s.bridge, "tuntap", "add", dev, "mode", "tap")
 	s.IP("-n", s.bridge, "link", "set", dev, "master", "br0", "up")
+	if !s.ra {
+		s.ra = true
+		s.answerRouterSolicitations()
+	}
 	return s.bridge, dev
+}
+
+// answerRouterSolicitations gives br0 a link-local address (without
+// duplicate address detection, so that it can be used at once) and
+// answers router solicitations on it until the test ends.
+func (s *Segment) answerRouterSolicitations() {
+	s.t.Helper()
+	s.IP("-n", s.bridge, "addr", "add", "fe80::1/64", "dev", "br0", "nodad")
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Listen and Run both on a thread in the namespace (routeradv).
+		err := InNS(s.bridge, func() error {
+			r, err := routeradv.Listen("br0", netip.MustParseAddr("fe80::1"))
+			listening <- err
+			if err != nil {
+				return nil
+			}
+			return r.Run(ctx)
+		})
+		if err != nil {
+			select {
+			case listening <- err: // Listen never ran
+			default:
+				s.t.Logf("segment %s: %v", s.prefix, err)
+			}
+		}
+	}()
+	if err := <-listening; err != nil {
+		cancel()
+		<-done
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cancel(); <-done })
 }
 
 // InNS runs f on an OS thread moved into namespace ns, then moves the

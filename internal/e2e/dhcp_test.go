@@ -20,6 +20,7 @@ import (
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/eventbus"
 	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/rack/dhcp"
 )
@@ -50,7 +51,7 @@ func TestRackdProxyDHCPThenTFTP(t *testing.T) {
 
 	var c *nclient4.Client
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x41}
-	if err := netnstest.InNS(clientNS, func() error {
+	if err := netns.Do(clientNS, func() error {
 		conn, err := server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcpv4.ClientPort})
 		if err != nil {
 			return err

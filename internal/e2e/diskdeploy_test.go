@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 )
 
@@ -45,7 +46,7 @@ func flippingRelay(t *testing.T, ns, addr, target, suffix string) *relay {
 		return nil
 	}
 	var ln net.Listener
-	if err := netnstest.InNS(ns, func() (err error) {
+	if err := netns.Do(ns, func() (err error) {
 		ln, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {

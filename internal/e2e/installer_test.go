@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/pxetest"
 )
@@ -143,7 +144,7 @@ func earlyCommandServer(t *testing.T, seg *netnstest.Segment) *earlyServer {
 	t.Helper()
 	ns := seg.Host("web", "02:00:00:00:00:03", "10.20.0.3/24")
 	var ln net.Listener
-	if err := netnstest.InNS(ns, func() (err error) {
+	if err := netns.Do(ns, func() (err error) {
 		ln, err = net.Listen("tcp", "10.20.0.3:8080")
 		return err
 	}); err != nil {

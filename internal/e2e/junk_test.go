@@ -26,6 +26,7 @@ import (
 
 	"github.com/rackplane/rackplane/events"
 	"github.com/rackplane/rackplane/internal/natsserver"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/pgtest"
 	"github.com/rackplane/rackplane/region/follower"
@@ -127,13 +128,13 @@ func TestJunkTrafficBoundsTheLog(t *testing.T) {
 	errs := make(chan error, 3)
 	for _, send := range []func() error{
 		func() error {
-			return netnstest.InNS(rackNS, func() error { return junkTFTPRequests(rand.New(rand.NewPCG(1, 1))) })
+			return netns.Do(rackNS, func() error { return junkTFTPRequests(rand.New(rand.NewPCG(1, 1))) })
 		},
 		func() error {
-			return netnstest.InNS(rackNS, func() error { return junkHTTPRequests(rand.New(rand.NewPCG(2, 2))) })
+			return netns.Do(rackNS, func() error { return junkHTTPRequests(rand.New(rand.NewPCG(2, 2))) })
 		},
 		func() error {
-			return netnstest.InNS(junkNS, func() error { return junkDHCPPackets(rand.New(rand.NewPCG(3, 3))) })
+			return netns.Do(junkNS, func() error { return junkDHCPPackets(rand.New(rand.NewPCG(3, 3))) })
 		},
 	} {
 		wg.Add(1)

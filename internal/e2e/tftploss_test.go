@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/pxetest"
 	"github.com/rackplane/rackplane/internal/tftp"
@@ -57,7 +58,7 @@ func uefiPXEThroughLoss(t *testing.T, mac string, loss tftptest.Loss, loaderSize
 		return err
 	})
 	relay, err := tftptest.NewRelayOn("10.20.0.3:69", "10.20.0.2:69", loss, func(laddr *net.UDPAddr) (c *net.UDPConn, err error) {
-		err = netnstest.InNS(rackNS, func() error {
+		err = netns.Do(rackNS, func() error {
 			c, err = net.ListenUDP("udp", laddr)
 			return err
 		})

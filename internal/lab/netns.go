@@ -13,15 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/routeradv"
-	"golang.org/x/sys/unix"
 )
 
 // NSPrefix begins the name of every lab namespace: rackplane-lab-<pid>.
@@ -155,34 +154,17 @@ func makeNetwork(c Config, dataDir string) (*network, error) {
 // seconds for a router before each boot, until ctx ends. The returned
 // channel is closed when it has stopped.
 func (n *network) answerRouterSolicitations(ctx context.Context, log *slog.Logger) (<-chan struct{}, error) {
-	listening := make(chan error, 1)
-	done := make(chan struct{})
-	var nsErr error
-	go func() {
-		defer close(done)
-		// Listen and Run both on a thread in the namespace (routeradv).
-		nsErr = inNS(n.ns, func() error {
-			r, err := routeradv.Listen(n.bridge, netip.MustParseAddr("fe80::1"))
-			listening <- err
-			if err != nil {
-				return nil
-			}
-			if err := r.Run(ctx); err != nil {
-				log.Warn("lab: router advertisements stopped; iPXE waits for a router before each boot", "err", err)
-			}
-			return nil
-		})
-		if nsErr != nil {
-			select {
-			case listening <- nsErr: // Listen never ran
-			default:
-			}
-		}
-	}()
-	if err := <-listening; err != nil {
-		<-done
+	ran, err := routeradv.Start(ctx, n.ns, n.bridge, netip.MustParseAddr("fe80::1"))
+	if err != nil {
 		return nil, err
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := <-ran; err != nil {
+			log.Warn("lab: router advertisements stopped; iPXE waits for a router before each boot", "err", err)
+		}
+	}()
 	return done, nil
 }
 
@@ -193,39 +175,6 @@ func (n *network) remove(dataDir string) error {
 		err = errors.Join(err, rerr)
 	}
 	return err
-}
-
-// inNS runs f on an OS thread moved into namespace ns. Sockets f opens
-// stay in ns whichever thread uses them later. Should the way back fail
-// the thread stays locked, so it ends with its goroutine rather than
-// serve others in the wrong namespace.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(home)
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = f()
-		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }
 
 // forward passes every connection ln accepts on to addr, dialled by dial.
@@ -280,7 +229,7 @@ func (f *forward) close() { f.ln.Close() }
 // dialIn dials addr from inside namespace ns.
 func dialIn(ns, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := inNS(ns, func() (err error) {
+	err := netns.Do(ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
 		return err
 	})
@@ -290,7 +239,7 @@ func dialIn(ns, addr string) (net.Conn, error) {
 // listenIn listens on TCP addr inside namespace ns.
 func listenIn(ns, addr string) (net.Listener, error) {
 	var ln net.Listener
-	err := inNS(ns, func() (err error) {
+	err := netns.Do(ns, func() (err error) {
 		ln, err = net.Listen("tcp", addr)
 		return err
 	})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/routeradv"
 )
 
@@ -158,78 +155,17 @@ func (s *Segment) answerRouterSolicitations() {
 	s.t.Helper()
 	s.IP("-n", s.bridge, "addr", "add", "fe80::1/64", "dev", "br0", "nodad")
 	ctx, cancel := context.WithCancel(context.Background())
-	listening := make(chan error, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Listen and Run both on a thread in the namespace (routeradv).
-		err := InNS(s.bridge, func() error {
-			r, err := routeradv.Listen("br0", netip.MustParseAddr("fe80::1"))
-			listening <- err
-			if err != nil {
-				return nil
-			}
-			return r.Run(ctx)
-		})
-		if err != nil {
-			select {
-			case listening <- err: // Listen never ran
-			default:
-				s.t.Logf("segment %s: %v", s.prefix, err)
-			}
-		}
-	}()
-	if err := <-listening; err != nil {
+	done, err := routeradv.Start(ctx, s.bridge, "br0", netip.MustParseAddr("fe80::1"))
+	if err != nil {
 		cancel()
-		<-done
-		s.t.Fatal(err)
+		s.t.Fatalf("segment %s: %v", s.prefix, err)
 	}
-	s.t.Cleanup(func() { cancel(); <-done })
-}
-
-// InNS runs f on an OS thread moved into namespace ns, then moves the
-// thread back. Sockets f opens stay in ns for good, whichever thread uses
-// them later. Should the way back fail, the thread is not unlocked, so it
-// ends with the goroutine rather than serve others in the wrong
-// namespace. (Threads must not die needlessly: a child started from one
-// with Pdeathsig, as Start does, would be killed with it.)
-func InNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		returned := false
-		defer func() {
-			if !returned { // f called runtime.Goexit (t.Fatal): report it, do not hang
-				errc <- errors.New("netnstest: the function given to InNS did not return (t.Fatal belongs on the test's goroutine)")
-			}
-		}()
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			returned = true
-			errc <- err
-			return
+	s.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Errorf("segment %s: %v", s.prefix, err)
 		}
-		defer unix.Close(home)
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			returned = true
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			returned = true
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = f()
-		returned = true
-		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	})
 }
 
 // Forward listens on TCP addr (such as 127.0.0.1:4222) in namespace ns
@@ -239,7 +175,7 @@ func InNS(ns string, f func() error) error {
 func Forward(t testing.TB, ns, addr, target string) {
 	t.Helper()
 	var ln net.Listener
-	if err := InNS(ns, func() (err error) {
+	if err := netns.Do(ns, func() (err error) {
 		ln, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
@@ -332,7 +268,7 @@ func HTTPClient(ns string) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := InNS(ns, func() (err error) {
+			err := netns.Do(ns, func() (err error) {
 				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 				return err
 			})

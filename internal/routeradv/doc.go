@@ -14,5 +14,6 @@
 // Listen and Run must both run on a thread in the interface's network
 // namespace: the socket is opened there, and each send names the
 // interface, which the kernel looks up in the namespace of the thread
-// that sends.
+// that sends. Start does both on such a thread, for a namespace made with
+// `ip netns add` (package netns).
 package routeradv

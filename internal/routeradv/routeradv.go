@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/rackplane/rackplane/internal/netns"
 )
 
 // minInterval is the least time between two advertisements. One
@@ -84,3 +86,35 @@ func (r *Responder) Run(ctx context.Context) error {
 }
 
 func (r *Responder) close() { r.once.Do(func() { r.conn.Close() }) }
+
+// Start answers solicitations on the interface named name in the network
+// namespace ns (package netns) until ctx ends: Listen and Run on a thread
+// in ns. It returns once the socket is open, or with why it could not be
+// opened. The channel then receives what Run returned (nil once ctx
+// ended) and is closed.
+func Start(ctx context.Context, ns, name string, addr netip.Addr) (<-chan error, error) {
+	listening := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		var runErr error
+		err := netns.Do(ns, func() error {
+			r, err := Listen(name, addr)
+			listening <- err
+			if err == nil {
+				runErr = r.Run(ctx)
+			}
+			return nil
+		})
+		if err != nil { // Listen never ran: the namespace cannot be entered
+			listening <- err
+			return
+		}
+		done <- runErr
+	}()
+	if err := <-listening; err != nil {
+		<-done
+		return nil, err
+	}
+	return done, nil
+}

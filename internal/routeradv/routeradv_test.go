@@ -10,6 +10,7 @@ import (
 
 	"github.com/mdlayher/ndp"
 
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 	"github.com/rackplane/rackplane/internal/routeradv"
 )
@@ -40,19 +41,8 @@ func segment(t *testing.T) *client {
 	seg.IP("-n", cns, "addr", "add", "fe80::2/64", "dev", "eth0", "nodad")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	listening := make(chan error, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- netnstest.InNS(rns, func() error {
-			r, err := routeradv.Listen("eth0", netip.MustParseAddr("fe80::1"))
-			listening <- err
-			if err != nil {
-				return nil
-			}
-			return r.Run(ctx)
-		})
-	}()
-	if err := <-listening; err != nil {
+	done, err := routeradv.Start(ctx, rns, "eth0", netip.MustParseAddr("fe80::1"))
+	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -64,7 +54,7 @@ func segment(t *testing.T) *client {
 	})
 
 	c := &client{ns: cns}
-	if err := netnstest.InNS(cns, func() error {
+	if err := netns.Do(cns, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -82,7 +72,7 @@ func segment(t *testing.T) *client {
 // (a send names the interface, which is looked up there).
 func (c *client) send(t *testing.T, n int, m ndp.Message) {
 	t.Helper()
-	if err := netnstest.InNS(c.ns, func() error {
+	if err := netns.Do(c.ns, func() error {
 		for range n {
 			if err := c.conn.WriteTo(m, nil, netip.IPv6LinkLocalAllRouters()); err != nil {
 				return err
@@ -130,13 +120,14 @@ func TestSolicitationIsAnswered(t *testing.T) {
 }
 
 // TestListenNeedsALinkLocalAddress: an address that is not link-local,
-// or not the interface's, is refused, naming it.
+// or not the interface's, is refused, naming it; so is a namespace Start
+// cannot enter.
 func TestListenNeedsALinkLocalAddress(t *testing.T) {
 	seg := netnstest.New(t)
 	ns := seg.Host("router", "02:00:00:00:00:01", "")
 	seg.IP("-n", ns, "addr", "add", "fe80::1/64", "dev", "eth0", "nodad")
 	for _, addr := range []string{"10.0.0.1", "2001:db8::1", "fe80::9"} {
-		err := netnstest.InNS(ns, func() error {
+		err := netns.Do(ns, func() error {
 			r, err := routeradv.Listen("eth0", netip.MustParseAddr(addr))
 			if err == nil {
 				r.Run(canceled())
@@ -146,6 +137,12 @@ func TestListenNeedsALinkLocalAddress(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), addr) {
 			t.Errorf("Listen with %s: %v, want an error naming it", addr, err)
 		}
+		if _, err := routeradv.Start(canceled(), ns, "eth0", netip.MustParseAddr(addr)); err == nil || !strings.Contains(err.Error(), addr) {
+			t.Errorf("Start with %s: %v, want an error naming it", addr, err)
+		}
+	}
+	if _, err := routeradv.Start(canceled(), "rp-absent", "eth0", netip.MustParseAddr("fe80::1")); err == nil || !strings.Contains(err.Error(), "rp-absent") {
+		t.Errorf("Start in a namespace that does not exist: %v, want an error naming it", err)
 	}
 }
 

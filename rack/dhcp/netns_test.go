@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/rackplane/rackplane/events"
+	"github.com/rackplane/rackplane/internal/netns"
 	"github.com/rackplane/rackplane/internal/netnstest"
 )
 
@@ -53,7 +54,7 @@ func startServer(t *testing.T, ns string, cfg Config, name, dataDir string) *rac
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := netnstest.InNS(ns, rs.s.Listen); err != nil {
+	if err := netns.Do(ns, rs.s.Listen); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,7 +215,7 @@ type pxeClient struct {
 func newPXEClient(t *testing.T, ns string, mac net.HardwareAddr) *pxeClient {
 	t.Helper()
 	p := &pxeClient{t: t}
-	err := netnstest.InNS(ns, func() error {
+	err := netns.Do(ns, func() error {
 		conn, err := server4.NewIPv4UDPConn("eth0", &net.UDPAddr{Port: dhcpv4.ClientPort})
 		if err != nil {
 			return err
@@ -329,7 +330,7 @@ func TestNetnsProxyBesideDnsmasq(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ack *dhcpv4.DHCPv4
-	err = netnstest.InNS(clientNS, func() error {
+	err = netns.Do(clientNS, func() error {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addr, Port: dhcpv4.ClientPort})
 		if err != nil {
 			return err
@@ -461,7 +462,7 @@ func TestNetnsNoSocketAfterRun(t *testing.T) {
 	region := Subnet{CIDR: netip.MustParsePrefix("10.40.0.0/24"), Interface: "eth1",
 		Ranges: []Range{{Start: netip.MustParseAddr("10.40.0.100"), End: netip.MustParseAddr("10.40.0.110")}}}
 	var setErr error
-	if err := netnstest.InNS(rackNS, func() error {
+	if err := netns.Do(rackNS, func() error {
 		setErr = srv.s.SetRegionSubnets([]Subnet{region})
 		return nil
 	}); err != nil {
@@ -472,7 +473,7 @@ func TestNetnsNoSocketAfterRun(t *testing.T) {
 	}
 	// A socket without SO_REUSEADDR on port 67 of every interface binds
 	// only when no socket of the server is left open on it.
-	if err := netnstest.InNS(rackNS, func() error {
+	if err := netns.Do(rackNS, func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: ServerPort})
 		if err != nil {
 			return err

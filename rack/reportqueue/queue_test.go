@@ -322,8 +322,13 @@ func TestCompaction(t *testing.T) {
 	if n := q.Pending(); n != 4 {
 		t.Fatalf("%d pending, want 4", n)
 	}
-	if got, want := fmt.Sprint(records()), "[7 8 9 10]"; got != want {
-		t.Fatalf("the queue file holds %s after 6 of 10 calls were made, want %s", got, want)
+	// Compacted once the calls made fill more than half of the file:
+	// after the 6th, or after the 5th when the first five records are a
+	// few bytes longer than the last five (their times' digits vary).
+	// After the 5th, the 6th is then the one made call the new file holds,
+	// too few to compact it again.
+	if got := fmt.Sprint(records()); got != "[7 8 9 10]" && got != "[6 7 8 9 10]" {
+		t.Fatalf("the queue file holds %s after 6 of 10 calls were made, want [7 8 9 10] (or [6 7 8 9 10])", got)
 	}
 	// Appends after the compaction go to the new file.
 	appendN(t, q, "11")

@@ -272,7 +272,10 @@ function bootChart(d) {
   svg('text', { x: L + pw + 6, y: T - 12, class: 'axis right legend-line' }, unit.name),
   svg('text', { x: L + pw / 2, y: H - 2, class: 'axis bottom' }, 'UTC'),
   svg('text', { x: L + pw - 4, y: T - 12, class: 'last', id: 'boot-chart-last' },
-    'last minute: ' + last.boots + (last.boots === 1 ? ' boot, ' : ' boots, ') + fmtRate(lastMBs) + ' ' + unit.name));
+    // The last bucket is the current one, begun at the turn of the
+    // minute: named by its start, as "last minute" it would read 0 boots
+    // a second after a boot whenever a minute turned between the two.
+    'since ' + fmtTime(last.start) + ': ' + last.boots + (last.boots === 1 ? ' boot, ' : ' boots, ') + fmtRate(lastMBs) + ' ' + unit.name));
   return el('figure', { class: 'chart' }, s,
     el('figcaption', { class: 'muted small' }, label + '. Bars: machines that got their boot config; line: bytes sent by boot transfers.'));
 }

@@ -56,13 +56,16 @@ func (s *Server) singlePortProcessRequests() error {
 		}
 		s.mu.Lock()
 		if receiverChannel, ok := s.handlers[srcAddr.String()]; ok {
-			// Packet received for a transfer in progress.
-			s.mu.Unlock()
+			// Packet received for a transfer in progress. Handed on
+			// under s.mu: the transfer's end closes the channel under
+			// it, and a send after that close would panic (the race
+			// detector caught it; upstream sent after unlocking).
 			select {
 			case receiverChannel <- buf[:cnt]:
 			default:
 				// We don't want to block the main loop if a channel is full
 			}
+			s.mu.Unlock()
 		} else {
 			// No existing transfer for given source address. Start a new one.
 			if shuttingDown {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,14 +19,34 @@ import (
 	"github.com/rackplane/rackplane/region/regiontest"
 )
 
-// criticalSeen is a log that notes nats-server's critical write error.
-type criticalSeen struct{ seen atomic.Bool }
+// criticalSeen is a log that notes nats-server's critical write error,
+// and keeps the log's last lines for a failure's message (the test failed
+// once, under the load of -count=3 with every package at once, with no
+// critical write error logged within 10s; it did not fail again in 27
+// runs, so the next failure must say what the server did instead).
+type criticalSeen struct {
+	seen atomic.Bool
+	mu   sync.Mutex
+	tail [][]byte
+}
 
 func (c *criticalSeen) Write(p []byte) (int, error) {
 	if bytes.Contains(p, []byte("Critical write error")) {
 		c.seen.Store(true)
 	}
+	c.mu.Lock()
+	c.tail = append(c.tail, bytes.Clone(p))
+	if len(c.tail) > 40 {
+		c.tail = c.tail[1:]
+	}
+	c.mu.Unlock()
 	return len(p), nil
+}
+
+func (c *criticalSeen) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(bytes.Join(c.tail, nil))
 }
 
 // TestSupervisedServerOutlivesDescriptorExhaustion: the process runs out
@@ -42,6 +63,11 @@ func TestSupervisedServerOutlivesDescriptorExhaustion(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sv.Shutdown)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's last log lines:\n%s", &logged)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sv.Run(ctx) }()

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackplane/rackplane"
+	"github.com/rackplane/rackplane/internal/backoff"
 )
 
 // A rebuild replays the log into shadow tables while the region goes on
@@ -105,13 +106,24 @@ func (db *DB) RebuildProjectionsWith(ctx context.Context, opts RebuildOptions) (
 	}
 	conn := pc.Hijack()
 	defer conn.Close(context.Background())
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, appendLockClass, rebuildLockObject).Scan(&locked); err != nil {
+	// The session lock goes with its backend, which PostgreSQL ends only
+	// some time after the socket is closed: a rebuild that ended (or was
+	// cancelled) a moment ago may still hold it. So the lock is released
+	// before the close when the connection still works, and a held lock
+	// is tried again for a moment before it counts as another rebuild
+	// running (a rebuild retried at once got ECONFLICT so).
+	locked, err := tryRebuildLock(ctx, conn)
+	if err != nil {
 		return 0, wrap("rebuild: lock", err)
 	}
 	if !locked {
 		return 0, rackplane.Errorf(rackplane.ECONFLICT, "another rebuild of the projections is running")
 	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(uctx, `SELECT pg_advisory_unlock($1, $2)`, appendLockClass, rebuildLockObject)
+	}()
 	st, err := db.prepareRebuild(ctx, conn, tables, opts.Fresh)
 	if err != nil {
 		return 0, err
@@ -510,4 +522,22 @@ func insertOrder(ctx context.Context, tx pgx.Tx, tables []string) ([]string, err
 		}
 	}
 	return order, nil
+}
+
+// tryRebuildLock takes the rebuild's session lock on conn, trying for up
+// to two seconds while another session holds it: long enough for the
+// backend of a rebuild that just ended to exit, short against a rebuild.
+func tryRebuildLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	for try := 0; ; try++ {
+		var locked bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, appendLockClass, rebuildLockObject).Scan(&locked); err != nil {
+			return false, err
+		}
+		if locked || try == 20 {
+			return locked, nil
+		}
+		if !backoff.Sleep(ctx, 100*time.Millisecond) {
+			return false, ctx.Err()
+		}
+	}
 }

@@ -38,7 +38,10 @@ import (
 // The NATS server and the racks' publishers run in a process of their own
 // (this test binary again, ingestRacksChild), at this one's priority, so
 // that this process holds the region alone and what the load costs to
-// make is not taken from it; as psql is for \copy.
+// make is not taken from it; as psql is for \copy. Each round says
+// what CPU the region's process, the racks' and NATS's, and the region
+// database's backends used, and what those backends waited on: on a
+// machine whose CPUs run out, the rate is what the three cost together.
 //
 //	go test -run '^$' -bench BenchmarkIngestVsCopy -benchtime 1x ./region
 //
@@ -75,7 +78,19 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	s := &copySite{b: b, pool: pool, versions: map[string]int64{}}
+	// The bench's own queries (waiting for the last events, the CPU
+	// samples) go through a pool of its own, named, so that what the
+	// region's backends cost is theirs alone.
+	own, err := pgxpool.New(ctx, dbURL+"&application_name="+benchApp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(own.Close)
+	var dbName string
+	if err := own.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
+		b.Fatal(err)
+	}
+	s := &copySite{b: b, pool: own, dbName: dbName, versions: map[string]int64{}}
 	for range racks {
 		s.racks = append(s.racks, uuid.NewString())
 	}
@@ -107,7 +122,7 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 	}
 	// The scratch table is the events table's twin: columns, defaults,
 	// identity, constraints and every index (the partial ones too).
-	if _, err := pool.Exec(ctx, `CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)`); err != nil {
+	if _, err := own.Exec(ctx, `CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)`); err != nil {
 		b.Fatal(err)
 	}
 	// Warm up: the racks' streams exist, the region's pool is open.
@@ -143,7 +158,8 @@ func BenchmarkIngestVsCopy(b *testing.B) {
 
 type copySite struct {
 	b        *testing.B
-	pool     *pgxpool.Pool
+	pool     *pgxpool.Pool // the bench's own connections (benchApp), not the region's
+	dbName   string
 	racks    []string
 	proc     *ingestRacks
 	versions map[string]int64 // the scratch table's stream versions
@@ -180,16 +196,25 @@ func (s *copySite) ingest(evs []events.Event) float64 {
 		lastIDs = append(lastIDs, id)
 	}
 	s.proc.load(evs)
+	pg := newPGCPU()
+	pg.sample(ctx, s.pool, s.dbName)
 	regionCPU, racksCPU := s.proc.cpu()
 	start := time.Now()
 	s.proc.do("go", "published")
 	defer func() {
 		r, k := s.proc.cpu()
-		fmt.Printf("  ingest used %.2fs CPU in the region's process, %.2fs in the racks' and NATS's, over %.2fs\n",
-			(r - regionCPU).Seconds(), (k - racksCPU).Seconds(), time.Since(start).Seconds())
+		elapsed := time.Since(start)
+		pg.sample(ctx, s.pool, s.dbName)
+		fmt.Printf("  ingest used %.2fs CPU in the region's process, %.2fs in the racks' and NATS's, %.2fs in Postgres's backends (active: %s), over %.2fs\n",
+			(r - regionCPU).Seconds(), (k - racksCPU).Seconds(), float64(pg.total())/clockTicks, pg.topWaits(), elapsed.Seconds())
 	}()
 	deadline := start.Add(10 * time.Minute)
+	lastSample := start
 	for {
+		if time.Since(lastSample) >= 20*time.Millisecond {
+			pg.sample(ctx, s.pool, s.dbName)
+			lastSample = time.Now()
+		}
 		var got int
 		// Planned for these ids each time: a generic plan may scan the
 		// log, and this runs every couple of milliseconds beside the

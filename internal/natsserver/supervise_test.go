@@ -112,7 +112,11 @@ func TestSupervisedServerOutlivesDescriptorExhaustion(t *testing.T) {
 }
 
 // exhaust runs f while this process can open no more files, and frees
-// them after.
+// them after. A descriptor closed meanwhile (an earlier test's file
+// closed late, by its finalizer or its server's shutdown) is taken again
+// at once: else the server's sync, which opens and closes its file every
+// SyncInterval, could keep getting that one free descriptor, and never
+// fail.
 func exhaust(t *testing.T, f func()) {
 	t.Helper()
 	var old syscall.Rlimit
@@ -124,8 +128,37 @@ func exhaust(t *testing.T, f func()) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
 	var held []*os.File
+	grab := func() {
+		for range low.Cur {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, f)
+			mu.Unlock()
+		}
+	}
+	grab()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				grab()
+			}
+		}
+	}()
 	defer func() {
+		close(stop)
+		<-stopped
 		for _, f := range held {
 			f.Close()
 		}
@@ -133,12 +166,5 @@ func exhaust(t *testing.T, f func()) {
 			t.Error(err)
 		}
 	}()
-	for range low.Cur {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			break
-		}
-		held = append(held, f)
-	}
 	f()
 }

@@ -139,7 +139,8 @@ func TestFastPathWriteTimeout(t *testing.T) {
 	const size = 24 << 20
 	content := tr.WriteFile(t, "initrd", size)
 	cfg := httpserver.DefaultConfig()
-	cfg.WriteTimeout = time.Second
+	const timeout = 4 * time.Second
+	cfg.WriteTimeout = timeout
 	srv, err := httpboot.NewServer(httpboot.Config{Addresses: []string{"127.0.0.1:0"}, HTTP: cfg}, tr.Resolver, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -158,23 +159,45 @@ func TestFastPathWriteTimeout(t *testing.T) {
 	}
 
 	// Reading 256 KiB every 20 ms: seconds for the whole file, a
-	// writeChunk many times over within each write timeout.
-	steady := dial()
-	defer steady.Close()
-	var got bytes.Buffer
-	buf := make([]byte, 256<<10)
-	for {
-		steady.SetReadDeadline(time.Now().Add(30 * time.Second))
-		n, err := io.ReadFull(steady, buf)
-		got.Write(buf[:n])
-		if err != nil {
+	// writeChunk many times over within each write timeout. It returns
+	// the body read and the longest the reader went between two reads.
+	steady := func() ([]byte, time.Duration) {
+		c := dial()
+		defer c.Close()
+		var got bytes.Buffer
+		buf := make([]byte, 256<<10)
+		var gap time.Duration
+		last := time.Now()
+		for {
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			start := time.Now()
+			gap = max(gap, start.Sub(last))
+			n, err := io.ReadFull(c, buf)
+			last = time.Now()
+			got.Write(buf[:n])
+			if err != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, body, _ := bytes.Cut(got.Bytes(), []byte("\r\n\r\n"))
+		return body, gap
+	}
+	// A reader starved of CPU (the race detector, the whole suite on two
+	// cores) has gone 2 s between two 20 ms sleeps: one that did not read
+	// for half the timeout proves nothing when cut off, and reads again.
+	for attempt := 1; ; attempt++ {
+		body, gap := steady()
+		if bytes.Equal(body, content) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_, body, _ := bytes.Cut(got.Bytes(), []byte("\r\n\r\n"))
-	if !bytes.Equal(body, content) {
-		t.Fatalf("a steady reader got %d bytes of %d", len(body), size)
+		if gap < timeout/2 {
+			t.Fatalf("a steady reader, never more than %v between reads, got %d bytes of %d", gap.Round(time.Millisecond), len(body), size)
+		}
+		if attempt == 3 {
+			t.Fatalf("the reader was starved in each of %d attempts (%v between reads in the last): the machine is too busy for this test", attempt, gap.Round(time.Millisecond))
+		}
+		t.Logf("attempt %d: the reader went %v between reads and got %d bytes of %d; reading again", attempt, gap.Round(time.Millisecond), len(body), size)
 	}
 
 	// Not reading at all: the transfer fails, and what the client then

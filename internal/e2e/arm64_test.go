@@ -64,7 +64,7 @@ poweroff -f
 // preseed from rackd (which has it from the region, here the test) and
 // prints it.
 func TestRackdBootsARM64UEFI(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	arm64Boot(t, "52:54:00:d4:c0:a4", dhcp.LoaderGRUB)
 }
 
@@ -72,7 +72,7 @@ func TestRackdBootsARM64UEFI(t *testing.T) {
 // shim first: the firmware is given bootaa64.efi, which loads
 // grubaa64.efi from rackd by itself.
 func TestRackdBootsARM64UEFIThroughShim(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	arm64Boot(t, "52:54:00:d4:c0:a5", dhcp.LoaderShim)
 }
 

@@ -287,7 +287,7 @@ func preseedOf(t *testing.T, serial string) string {
 // preseed, a redeploy serves the new version, and the history shows both
 // with who changed what.
 func TestDeployedVMFetchesItsPinnedPreseed(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	site := newPXESite(t, true, "ipxe/boot.ipxe")
 	a := site.a
 	const mac = "52:54:00:7a:00:01"
@@ -366,7 +366,7 @@ func TestDeployedVMFetchesItsPinnedPreseed(t *testing.T) {
 // VM's machine, and the rack's transfer events (in the region's log) show
 // the kernel and initrd went over TFTP.
 func TestPXEBootThroughRackdOverTFTP(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	t.Run("ipxe", func(t *testing.T) { bootOverTFTP(t, "ipxe/boot.ipxe", "52:54:00:7a:00:02") })
 	// pxelinux.0 and its ldlinux.c32 come from the rack's imported
 	// bootloader packages; pxelinux then reads pxelinux.cfg/01-<mac>.

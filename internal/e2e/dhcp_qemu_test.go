@@ -27,7 +27,7 @@ const qemuBootMarker = "RACKPLANE-DHCP-BOOTED"
 // serial console. rackd, the VM (on a tap device) and the bridge between
 // them live in network namespaces of the test.
 func TestRackdManagedDHCPBootsQEMU(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:01"})
 }
 
@@ -35,7 +35,7 @@ func TestRackdManagedDHCPBootsQEMU(t *testing.T) {
 // DHCP server giving the address, and rackd in proxy mode giving iPXE its
 // script in the proxy offer (iPXE boots it without asking on port 4011).
 func TestRackdProxyDHCPBootsQEMU(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:02", proxy: true})
 }
 
@@ -44,7 +44,7 @@ func TestRackdProxyDHCPBootsQEMU(t *testing.T) {
 // from rackd over TFTP; iPXE then asks again, as iPXE, and gets the
 // rack's script.
 func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:03", uefi: true})
 }
 
@@ -53,7 +53,7 @@ func TestRackdManagedDHCPBootsUEFI(t *testing.T) {
 // (snponly.efi) and itself as next-server; iPXE then asks again and gets
 // the rack's script in rackd's proxy offer.
 func TestRackdProxyDHCPBootsUEFI(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:04", proxy: true, uefi: true})
 }
 
@@ -63,7 +63,7 @@ func TestRackdProxyDHCPBootsUEFI(t *testing.T) {
 // (iPXE ROM) and a UEFI VM (OVMF's PXE, then snponly.efi) boot from the
 // rack.
 func TestSiteDHCPServerBootsFromTheRack(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	t.Run("bios", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:06", site: true}) })
 	t.Run("uefi", func(t *testing.T) { qemuDHCPBoot(t, vmBoot{mac: "52:54:00:d4:c0:07", site: true, uefi: true}) })
 }

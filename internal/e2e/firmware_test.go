@@ -31,7 +31,7 @@ import (
 // loads its ldlinux.c32 and pxelinux.cfg/01-<mac> from the same
 // pxelinux version, then kernel and initrd over TFTP.
 func TestFirmwareBIOSPXELinux(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:      "52:54:00:f1:00:01",
 		flags:    []string{"-dhcp-bios-loader", "pxelinux"},
@@ -46,7 +46,7 @@ func TestFirmwareBIOSPXELinux(t *testing.T) {
 // answers lpxelinux.0 and, in option 210, its HTTP server as the path
 // prefix: ldlinux.c32, the config, kernel and initrd come over HTTP.
 func TestFirmwareBIOSLPXELinux(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:      "52:54:00:f1:00:06",
 		flags:    []string{"-dhcp-bios-loader", "lpxelinux"},
@@ -64,7 +64,7 @@ func TestFirmwareBIOSLPXELinux(t *testing.T) {
 // beside the signed image, which has none) and takes kernel and initrd
 // from the rack's HTTP server.
 func TestFirmwareUEFIPXEGRUB(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:      "52:54:00:f1:00:02",
 		flags:    []string{"-dhcp-uefi-loader", "grub"},
@@ -82,7 +82,7 @@ func TestFirmwareUEFIPXEGRUB(t *testing.T) {
 // module under Secure Boot, takes Debian's signed kernel over TFTP, and
 // the kernel reports Secure Boot on.
 func TestFirmwareSecureBoot(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:        "52:54:00:f1:00:03",
 		flags:      []string{"-dhcp-uefi-loader", "shim"},
@@ -100,7 +100,7 @@ func TestFirmwareSecureBoot(t *testing.T) {
 // which asks again as iPXE and gets the rack's script: kernel and
 // initrd over HTTP.
 func TestFirmwareUEFIHTTPBoot(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:      "52:54:00:f1:00:04",
 		uefi:     true,
@@ -115,7 +115,7 @@ func TestFirmwareUEFIHTTPBoot(t *testing.T) {
 // TestFirmwareUEFIIPXE: OVMF's PXE client gets snponly.efi over TFTP,
 // iPXE asks again and gets the rack's script.
 func TestFirmwareUEFIIPXE(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	firmwareBoot(t, firmwarePath{
 		mac:      "52:54:00:f1:00:05",
 		uefi:     true,

@@ -64,6 +64,17 @@ func endToEnd(t *testing.T) {
 	}
 }
 
+// vmTest is endToEnd for a test that boots VMs on a network, NATS,
+// database and ports of its own: it runs in parallel with the others
+// like it, which the VM slots (pxetest.QEMU, one per CPU) keep to as
+// many VMs at once as the machine has CPUs. Run one after the other,
+// each left a core idle while its one VM booted.
+func vmTest(t *testing.T) {
+	t.Helper()
+	endToEnd(t)
+	t.Parallel()
+}
+
 // proc is a running binary whose output is kept for failure messages.
 type proc struct {
 	t    *testing.T

@@ -18,7 +18,7 @@ import (
 // and kept. Once the region is back the rack delivers what it kept: the
 // machine is deployed, and its event stream tells the deployment in order.
 func TestInstallFinishesWhileRegionIsAway(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	t.Run("region stopped", func(t *testing.T) { installWhileAway(t, false, "52:54:00:7a:00:21") })
 	t.Run("region and NATS stopped", func(t *testing.T) { installWhileAway(t, true, "52:54:00:7a:00:22") })
 }

@@ -28,7 +28,7 @@ import (
 // and none failed) and boot; iPXE then takes kernel and initrd over
 // HTTP, as the rack tells iPXE clients to.
 func TestUEFIPXEThroughLoss(t *testing.T) {
-	endToEnd(t)
+	vmTest(t)
 	loader, err := os.Stat("/usr/lib/ipxe/" + dhcp.FileSNPOnly)
 	if err != nil {
 		t.Fatalf("%s missing: install the Debian package ipxe (%v)", dhcp.FileSNPOnly, err)
